@@ -91,7 +91,7 @@ impl ReceiverProcess {
 
     /// The trust anchor an agent pins.
     pub fn ca_path(&self) -> PathBuf {
-        self.data_dir.join("tls").join("ca.pem")
+        self.data_dir.join("tls").join("cert.pem")
     }
 
     /// Starts it again (after [`Self::stop`] or [`Self::kill9`]) on the same port and data.

@@ -198,8 +198,8 @@ impl HeartbeatClaims {
 }
 
 /// Claims of a `duress-enrollment`; the header carries the new public key as `jwk` and the
-/// signature proves the agent holds its private half.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+/// signature proves the agent holds its private half. `Debug` redacts the token.
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EnrollmentClaims {
     /// The enrollment token IT handed out.
     pub token: String,
@@ -209,6 +209,18 @@ pub struct EnrollmentClaims {
     pub location: Location,
     #[serde(default)]
     pub host: HostFacts,
+}
+
+impl std::fmt::Debug for EnrollmentClaims {
+    // The token is a secret: a `{:?}` in a log line must not leak it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("EnrollmentClaims")
+            .field("token", &"<redacted>")
+            .field("sent_at", &self.sent_at)
+            .field("location", &self.location)
+            .field("host", &self.host)
+            .finish()
+    }
 }
 
 impl EnrollmentClaims {
@@ -347,6 +359,19 @@ mod tests {
         assert!(e.validate().is_ok());
         e.id = Uuid::nil();
         assert!(e.validate().is_err());
+    }
+
+    #[test]
+    fn enrollment_debug_never_shows_the_token() {
+        let claims = EnrollmentClaims {
+            token: "det_secret-token-value".into(),
+            sent_at: datetime!(2026-11-26 12:00:00 UTC),
+            location: Location::default(),
+            host: HostFacts::default(),
+        };
+        let dbg = format!("{claims:?}");
+        assert!(!dbg.contains("secret-token-value"), "{dbg}");
+        assert!(dbg.contains("redacted"));
     }
 
     #[test]

@@ -1,1 +1,200 @@
-//! placeholder
+//! # duress-receiver — verifies, commits and groups duress alarms
+//!
+//! The security-office half of Duress. An alarm is acknowledged only after it is committed,
+//! never lost once acknowledged, never stored twice.
+//!
+//! - [`settings`]: [`Settings`] and [`TlsSource`], with defaults.
+//! - [`tls`]: the rustls server configuration; the self-signed certificate made on first run.
+//! - [`api`]: the axum routes (`/v1/enrollments`, `/v1/events`, `/v1/heartbeats`,
+//!   `/healthz`) and the verification chain they share.
+//! - [`problem`]: RFC 9457 answers for every refusal, including axum's own.
+//! - [`store`]: the [`store::Store`] trait and its SQLite implementation (migrations in
+//!   `migrations/`).
+//! - [`incidents`]: how an event opens or joins an incident.
+//! - [`tokens`]: enrollment token generation and hashing.
+//! - [`ratelimit`]: failed-enrollment limiting per client address.
+//! - [`records`]: what the admin commands show.
+//! - [`admin`]: the admin commands (token creation, listings, export, device status).
+//!
+//! The binary (`src/main.rs`) only parses the command line and calls [`launch`] or [`admin`].
+//! The wire protocol is described in `docs/protocol.md`.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod api;
+pub mod incidents;
+pub mod problem;
+pub mod ratelimit;
+pub mod records;
+pub mod settings;
+pub mod store;
+pub mod tls;
+pub mod tokens;
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use axum_server::tls_rustls::RustlsConfig;
+use tokio::sync::oneshot;
+
+pub use admin::Approve;
+pub use records::{DeviceRecord, EventRecord, ExportedEvent, IncidentEvent, IncidentRecord};
+pub use settings::{Settings, TlsSource};
+
+/// How long in-flight requests may finish after shutdown is requested.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
+/// Serves on `listener` (already bound) until `shutdown` resolves, then stops gracefully:
+/// no new connections, in-flight requests (and their commits) finish. Opens the store in
+/// `settings.data_dir` (migrating it) and loads or creates the TLS certificate first.
+pub async fn launch(
+    settings: Settings,
+    listener: std::net::TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    Prepared::new(settings)
+        .await?
+        .serve(listener, shutdown, None)
+        .await
+}
+
+/// Binds `127.0.0.1:0`, runs [`launch`] on the current tokio runtime and returns once the
+/// receiver accepts connections. For tests and embedding.
+pub async fn start(settings: Settings) -> anyhow::Result<RunningReceiver> {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
+    let addr = listener.local_addr()?;
+    let data_dir = settings.data_dir.clone();
+    let prepared = Prepared::new(settings).await?;
+    let cert_pem_path = prepared.tls.trust_path.clone();
+    let cert_sha256 = prepared.tls.fingerprint.clone();
+    let (stop, stopped) = oneshot::channel::<()>();
+    let (ready_tx, ready) = oneshot::channel();
+    // Dropping the RunningReceiver drops `stop`, which also shuts the server down.
+    let shutdown = async move {
+        let _ = stopped.await;
+    };
+    let task = tokio::spawn(prepared.serve(listener, shutdown, Some(ready_tx)));
+    if ready.await.is_err() {
+        // The server ended before it listened: report why.
+        return Err(match task.await {
+            Ok(Err(e)) => e,
+            Ok(Ok(())) => anyhow::anyhow!("the receiver stopped before it listened"),
+            Err(e) => anyhow::anyhow!("the receiver task failed: {e}"),
+        });
+    }
+    Ok(RunningReceiver {
+        addr,
+        url: format!("https://{addr}"),
+        cert_pem_path,
+        cert_sha256,
+        data_dir,
+        stop: Some(stop),
+        task,
+    })
+}
+
+/// A receiver started with [`start`].
+#[derive(Debug)]
+pub struct RunningReceiver {
+    pub addr: SocketAddr,
+    /// `https://127.0.0.1:PORT`.
+    pub url: String,
+    /// The PEM file an agent adds as a trust anchor.
+    pub cert_pem_path: PathBuf,
+    /// SHA-256 fingerprint of that certificate, `AB:CD:…`.
+    pub cert_sha256: String,
+    pub data_dir: PathBuf,
+    stop: Option<oneshot::Sender<()>>,
+    task: tokio::task::JoinHandle<anyhow::Result<()>>,
+}
+
+impl RunningReceiver {
+    /// Stops gracefully and waits until the store is closed.
+    pub async fn shutdown(mut self) -> anyhow::Result<()> {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+        (&mut self.task)
+            .await
+            .map_err(|e| anyhow::anyhow!("the receiver task failed: {e}"))?
+    }
+}
+
+/// Store opened and certificate loaded: everything that can fail before listening.
+struct Prepared {
+    settings: Settings,
+    store: Arc<store::SqliteStore>,
+    tls: tls::TlsMaterial,
+}
+
+impl Prepared {
+    async fn new(settings: Settings) -> anyhow::Result<Self> {
+        let store = store::SqliteStore::open(&settings.data_dir)
+            .await
+            .with_context(|| format!("opening the store in {}", settings.data_dir.display()))?;
+        let tls = tls::load(&settings).context("loading the TLS certificate")?;
+        Ok(Prepared {
+            settings,
+            store: Arc::new(store),
+            tls,
+        })
+    }
+
+    async fn serve(
+        self,
+        listener: std::net::TcpListener,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+        ready: Option<oneshot::Sender<()>>,
+    ) -> anyhow::Result<()> {
+        use store::Store as _;
+        listener.set_nonblocking(true)?;
+        let addr = listener.local_addr()?;
+        let state = api::AppState {
+            store: self.store.clone(),
+            grouping_window: self.settings.grouping_window,
+            heartbeat_interval_s: self.settings.heartbeat_interval_s,
+            enrollment_failures: Arc::new(ratelimit::FailureLimiter::new(
+                self.settings.enrollment_failures_per_minute,
+                Duration::from_secs(60),
+            )),
+        };
+        let app = api::router(state);
+        let handle = axum_server::Handle::new();
+        let server = axum_server::tls_rustls::from_tcp_rustls(
+            listener,
+            RustlsConfig::from_config(self.tls.server_config.clone()),
+        )?
+        .handle(handle.clone());
+
+        println!("Duress receiver listening on https://{addr}");
+        println!("TLS certificate SHA-256: {}", self.tls.fingerprint);
+        println!("Agents trust: {}", self.tls.trust_path.display());
+        tracing::info!(%addr, data_dir = %self.settings.data_dir.display(), "receiver serving");
+
+        let on_shutdown = handle.clone();
+        let watcher = tokio::spawn(async move {
+            shutdown.await;
+            tracing::info!("shutting down: finishing in-flight requests");
+            on_shutdown.graceful_shutdown(Some(SHUTDOWN_GRACE));
+        });
+        if let Some(ready) = ready {
+            let listening = handle.clone();
+            tokio::spawn(async move {
+                if listening.listening().await.is_some() {
+                    let _ = ready.send(());
+                }
+            });
+        }
+        let served = server
+            .serve(app.into_make_service_with_connect_info::<SocketAddr>())
+            .await;
+        watcher.abort();
+        // Only after the last request finished: closing checkpoints the WAL.
+        self.store.close().await;
+        served.context("serving HTTPS")
+    }
+}

@@ -1,1 +1,325 @@
-fn main() {}
+//! `duress-receiver`: parses the command line and calls the library (see `lib.rs`).
+
+#![forbid(unsafe_code)]
+
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{Parser, Subcommand, ValueEnum};
+use duress_core::DeviceStatus;
+use duress_receiver::settings::parse_duration;
+use duress_receiver::{Approve, Settings, TlsSource, admin};
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "duress-receiver",
+    version,
+    about = "Receives, verifies and stores Duress alarms"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Serve the HTTPS API until SIGTERM or SIGINT.
+    Serve {
+        #[arg(long, env = "DURESS_RECEIVER_DATA_DIR")]
+        data_dir: PathBuf,
+        #[arg(long, default_value = "127.0.0.1:8443")]
+        listen: SocketAddr,
+        /// PEM certificate chain (leaf first); without it a self-signed one is made in DATA_DIR/tls.
+        #[arg(long, requires = "tls_key")]
+        tls_cert: Option<PathBuf>,
+        /// PEM private key of --tls-cert.
+        #[arg(long, requires = "tls_cert")]
+        tls_key: Option<PathBuf>,
+        /// Presses of one device this close together form one incident (s, m, h, d).
+        #[arg(long, default_value = "5m", value_parser = parse_duration)]
+        grouping_window: Duration,
+    },
+    /// Enrollment tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Enrolled devices.
+    Devices {
+        #[command(subcommand)]
+        command: DevicesCommand,
+    },
+    /// Incidents.
+    Incidents {
+        #[command(subcommand)]
+        command: IncidentsCommand,
+    },
+    /// Stored events.
+    Events {
+        #[command(subcommand)]
+        command: EventsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum TokenCommand {
+    /// Create an enrollment token; prints it alone on the last line.
+    Create {
+        #[arg(long, env = "DURESS_RECEIVER_DATA_DIR")]
+        data_dir: PathBuf,
+        /// How many devices may enroll with it.
+        #[arg(long, default_value_t = 1)]
+        uses: u32,
+        /// Lifetime (s, m, h, d).
+        #[arg(long, default_value = "24h", value_parser = parse_duration)]
+        expires: Duration,
+        /// auto: devices start active; manual: they wait for `devices set-status --status active`.
+        #[arg(long, value_enum, default_value_t = ApproveArg::Auto)]
+        approve: ApproveArg,
+    },
+    /// Revoke a token: no further device can enroll with it.
+    Revoke {
+        #[arg(long, env = "DURESS_RECEIVER_DATA_DIR")]
+        data_dir: PathBuf,
+        /// The token as printed by `token create`.
+        #[arg(long)]
+        token: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum DevicesCommand {
+    /// List enrolled devices.
+    List {
+        #[arg(long, env = "DURESS_RECEIVER_DATA_DIR")]
+        data_dir: PathBuf,
+        /// Print JSON (an array of devices).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Approve (active), disable or revoke a device. Revocation is final.
+    SetStatus {
+        #[arg(long, env = "DURESS_RECEIVER_DATA_DIR")]
+        data_dir: PathBuf,
+        #[arg(long)]
+        device: String,
+        #[arg(long, value_enum)]
+        status: StatusArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum IncidentsCommand {
+    /// List incidents, each with its events (test events are never part of an incident).
+    List {
+        #[arg(long, env = "DURESS_RECEIVER_DATA_DIR")]
+        data_dir: PathBuf,
+        /// Print JSON (an array of incidents).
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum EventsCommand {
+    /// Every event as JSON Lines: id, device_id, jws, public_jwk, received_at, …
+    Export {
+        #[arg(long, env = "DURESS_RECEIVER_DATA_DIR")]
+        data_dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum ApproveArg {
+    Auto,
+    Manual,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum StatusArg {
+    Active,
+    Disabled,
+    Revoked,
+}
+
+#[tokio::main]
+async fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    match run(Cli::parse()).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("duress-receiver: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve {
+            data_dir,
+            listen,
+            tls_cert,
+            tls_key,
+            grouping_window,
+        } => {
+            let mut settings = Settings::new(data_dir);
+            settings.grouping_window = grouping_window;
+            if let (Some(cert), Some(key)) = (tls_cert, tls_key) {
+                settings.tls = TlsSource::Files { cert, key };
+            }
+            let listener =
+                std::net::TcpListener::bind(listen).with_context(|| format!("binding {listen}"))?;
+            duress_receiver::launch(settings, listener, shutdown_signal()).await
+        }
+        Command::Token {
+            command:
+                TokenCommand::Create {
+                    data_dir,
+                    uses,
+                    expires,
+                    approve,
+                },
+        } => {
+            let approve = match approve {
+                ApproveArg::Auto => Approve::Auto,
+                ApproveArg::Manual => Approve::Manual,
+            };
+            let token = admin::create_token(&data_dir, uses, Some(expires), approve).await?;
+            println!(
+                "Enrollment token ({uses} use(s), expires in {}, approve {}); shown once, stored only hashed:",
+                humanize(expires),
+                approve.as_str()
+            );
+            println!("{token}");
+            Ok(())
+        }
+        Command::Token {
+            command: TokenCommand::Revoke { data_dir, token },
+        } => {
+            admin::revoke_token(&data_dir, &token).await?;
+            println!("token revoked");
+            Ok(())
+        }
+        Command::Devices {
+            command: DevicesCommand::List { data_dir, json },
+        } => {
+            let devices = admin::list_devices(&data_dir).await?;
+            if json {
+                return print_json(&devices);
+            }
+            for d in &devices {
+                println!(
+                    "{}  {:8}  {:20}  {}  last heartbeat {}",
+                    d.device_id,
+                    d.status.as_str(),
+                    d.hostname,
+                    d.location.label.as_deref().unwrap_or("-"),
+                    d.last_heartbeat_at
+                        .map_or("never".into(), |t| t.to_string())
+                );
+            }
+            Ok(())
+        }
+        Command::Devices {
+            command:
+                DevicesCommand::SetStatus {
+                    data_dir,
+                    device,
+                    status,
+                },
+        } => {
+            let status = match status {
+                StatusArg::Active => DeviceStatus::Active,
+                StatusArg::Disabled => DeviceStatus::Disabled,
+                StatusArg::Revoked => DeviceStatus::Revoked,
+            };
+            admin::set_device_status(&data_dir, &device, status).await?;
+            println!("device {device} is now {}", status.as_str());
+            Ok(())
+        }
+        Command::Incidents {
+            command: IncidentsCommand::List { data_dir, json },
+        } => {
+            let incidents = admin::list_incidents(&data_dir).await?;
+            if json {
+                return print_json(&incidents);
+            }
+            for i in &incidents {
+                println!(
+                    "{}  {}  device {}  presses {}  {}{}",
+                    i.incident_id,
+                    i.opened_at,
+                    i.device_id,
+                    i.press_count,
+                    i.location.label.as_deref().unwrap_or("-"),
+                    if i.delayed { "  (delayed)" } else { "" }
+                );
+            }
+            Ok(())
+        }
+        Command::Events {
+            command: EventsCommand::Export { data_dir },
+        } => {
+            let events = admin::export_events(&data_dir).await?;
+            let mut out = std::io::stdout().lock();
+            for e in &events {
+                serde_json::to_writer(&mut out, e)?;
+                out.write_all(b"\n")?;
+            }
+            out.flush()?;
+            Ok(())
+        }
+    }
+}
+
+fn print_json<T: serde::Serialize>(value: &T) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, value)?;
+    out.write_all(b"\n")?;
+    out.flush()?;
+    Ok(())
+}
+
+fn humanize(d: Duration) -> String {
+    let s = d.as_secs();
+    match s {
+        _ if s.is_multiple_of(86_400) => format!("{}d", s / 86_400),
+        _ if s.is_multiple_of(3600) => format!("{}h", s / 3600),
+        _ if s.is_multiple_of(60) => format!("{}m", s / 60),
+        _ => format!("{s}s"),
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or, on Unix, SIGTERM.
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

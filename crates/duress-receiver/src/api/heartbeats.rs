@@ -1,0 +1,64 @@
+//! `POST /v1/heartbeats`: liveness, hotkey state and queue depth of a device.
+//!
+//! Unlike events, a heartbeat from a pending, disabled or revoked device is answered 200 with
+//! its `device_status`, so the agent can tell its user "disabled by Security" instead of
+//! retrying forever. Pending and disabled devices still have their liveness recorded (an admin
+//! about to approve or re-enable one wants to see it alive); a revoked device is distrusted for
+//! good, so its heartbeat writes nothing.
+
+use axum::Json;
+use axum::extract::State;
+use duress_core::{DeviceStatus, HeartbeatAnswer, HeartbeatClaims, Location, Typ};
+
+use super::{
+    AppState, SignedBody, check_clock, invalid_claims, parse_claims, receiver_now, storage_problem,
+    to_i64, verify_device_token,
+};
+use crate::problem::ApiProblem;
+use crate::store::HeartbeatUpdate;
+
+pub async fn post(
+    State(state): State<AppState>,
+    SignedBody(body): SignedBody,
+) -> Result<Json<HeartbeatAnswer>, ApiProblem> {
+    let result = record(&state, &body).await;
+    if let Err(p) = &result {
+        tracing::info!(problem = %p.0.type_uri, "heartbeat refused");
+    }
+    result
+}
+
+async fn record(state: &AppState, body: &str) -> Result<Json<HeartbeatAnswer>, ApiProblem> {
+    let verified = verify_device_token(state, body, Typ::Heartbeat).await?;
+    let claims: HeartbeatClaims = parse_claims(&verified.payload)?;
+    claims.validate().map_err(invalid_claims)?;
+    let queued = to_i64("queued", claims.queued)?;
+    let reported_last_seq = to_i64("last_seq", claims.last_seq)?;
+    let now = receiver_now();
+    check_clock(claims.sent_at, now)?;
+
+    let status = verified.device.status;
+    if status != DeviceStatus::Revoked {
+        let update = HeartbeatUpdate {
+            device_id: verified.device.device_id,
+            received_at: now,
+            hotkey: claims.hotkey,
+            queued,
+            reported_last_seq,
+            // An agent that sends no host facts or location keeps the stored ones.
+            host: (!claims.host.hostname.is_empty()).then_some(claims.host),
+            location: (claims.location != Location::default()).then_some(claims.location),
+        };
+        state
+            .store
+            .record_heartbeat(update)
+            .await
+            .map_err(storage_problem)?;
+    }
+    Ok(Json(HeartbeatAnswer {
+        server_time: now,
+        device_status: status,
+        interval_s: state.heartbeat_interval_s,
+        claimed_incidents: Vec::new(),
+    }))
+}

@@ -1,0 +1,211 @@
+//! The HTTP API: routes, the signed-body extractor and the verification steps that events and
+//! heartbeats share. Every refusal is an [`ApiProblem`]; the order of the checks is part of the
+//! protocol (docs/protocol.md): nothing is written before the signature has verified.
+
+pub mod enrollments;
+pub mod events;
+pub mod heartbeats;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::body::Bytes;
+use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
+use axum::http::header;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use duress_core::{DeviceStatus, JOSE_CONTENT_TYPE, MAX_BODY_BYTES, ParsedJws, ProblemType, Typ};
+use serde::de::DeserializeOwned;
+use time::OffsetDateTime;
+
+use crate::problem::{ApiProblem, not_found, panic_response, problem_for_bare_errors};
+use crate::ratelimit::FailureLimiter;
+use crate::store::{DeviceKey, Store, StoreError};
+
+/// What every handler shares.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub store: Arc<dyn Store>,
+    pub grouping_window: Duration,
+    pub heartbeat_interval_s: u64,
+    pub enrollment_failures: Arc<FailureLimiter>,
+}
+
+/// All routes, with the body limit and the problem+json safety net.
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/v1/enrollments", post(enrollments::post))
+        .route("/v1/events", post(events::post))
+        .route("/v1/heartbeats", post(heartbeats::post))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .layer(axum::middleware::map_response(problem_for_bare_errors))
+        .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+            panic_response,
+        ))
+        .layer(tower_http::trace::TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+/// `GET /healthz`: 200 only when the database answers.
+async fn healthz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiProblem> {
+    state.store.health().await.map_err(storage_problem)?;
+    Ok(Json(serde_json::json!({ "status": "ok" })))
+}
+
+/// A request body that is a compact JWS: `Content-Type: application/jose` (415 otherwise),
+/// at most 64 KiB (413, refused from `Content-Length` before reading when it is declared),
+/// UTF-8 text. Holds the body exactly as received.
+pub struct SignedBody(pub String);
+
+impl std::fmt::Debug for SignedBody {
+    // An enrollment body carries the token: never print it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SignedBody(<{} bytes>)", self.0.len())
+    }
+}
+
+impl<S: Send + Sync> FromRequest<S> for SignedBody {
+    type Rejection = ApiProblem;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let media_type_ok = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .is_some_and(|v| v.trim().eq_ignore_ascii_case(JOSE_CONTENT_TYPE));
+        if !media_type_ok {
+            return Err(ApiProblem::new(
+                ProblemType::UnsupportedMediaType,
+                format!("Content-Type must be {JOSE_CONTENT_TYPE}"),
+            ));
+        }
+        let too_large = || {
+            ApiProblem::new(
+                ProblemType::BodyTooLarge,
+                format!("request bodies are limited to {MAX_BODY_BYTES} bytes"),
+            )
+        };
+        let declared = req
+            .headers()
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
+            return Err(too_large());
+        }
+        // Bounded by DefaultBodyLimit: a chunked body stops being read at the limit.
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status().as_u16() == 413 {
+                too_large()
+            } else {
+                ApiProblem::new(ProblemType::MalformedJws, rejection.body_text())
+            }
+        })?;
+        let text = String::from_utf8(bytes.to_vec())
+            .map_err(|_| ApiProblem::new(ProblemType::MalformedJws, "body is not UTF-8 text"))?;
+        Ok(SignedBody(text))
+    }
+}
+
+/// The receiver clock as it is stored and answered: UTC, millisecond precision.
+pub(crate) fn receiver_now() -> OffsetDateTime {
+    duress_core::clock::truncate_to_millis(OffsetDateTime::now_utc())
+}
+
+/// A token whose signature verified with the key of an enrolled device.
+pub(crate) struct Verified {
+    pub device: DeviceKey,
+    pub payload: Vec<u8>,
+}
+
+/// Parse → `typ` → `kid` → device lookup → signature. Reads the store, never writes it.
+pub(crate) async fn verify_device_token(
+    state: &AppState,
+    body: &str,
+    typ: Typ,
+) -> Result<Verified, ApiProblem> {
+    let parsed = ParsedJws::parse(body)?;
+    parsed.expect_typ(typ)?;
+    let kid = parsed
+        .header()
+        .kid
+        .as_deref()
+        .filter(|k| !k.is_empty())
+        .ok_or_else(|| ApiProblem::new(ProblemType::MissingKid, "the JWS header needs a kid"))?;
+    let device = state
+        .store
+        .device_key(kid)
+        .await
+        .map_err(storage_problem)?
+        .ok_or_else(|| {
+            ApiProblem::new(
+                ProblemType::UnknownDevice,
+                "no enrolled device has this kid",
+            )
+        })?;
+    let key = device.public_jwk.to_verifying_key().map_err(|e| {
+        tracing::error!(device_id = %device.device_id, error = %e, "stored device key is unusable");
+        ApiProblem::new(ProblemType::Internal, "the device's stored key is unusable")
+    })?;
+    let payload = parsed.verify(&key)?.to_vec();
+    Ok(Verified { device, payload })
+}
+
+/// The 403 that goes with a device that may not raise alarms.
+pub(crate) fn status_refusal(status: DeviceStatus) -> Option<ApiProblem> {
+    let (kind, detail) = match status {
+        DeviceStatus::Active => return None,
+        DeviceStatus::Pending => (ProblemType::DevicePending, "device awaits approval"),
+        DeviceStatus::Disabled => (ProblemType::DeviceDisabled, "device is disabled"),
+        DeviceStatus::Revoked => (ProblemType::DeviceRevoked, "device is revoked"),
+    };
+    Some(ApiProblem::new(kind, detail))
+}
+
+/// Claims as JSON of type `T` (422 invalid-claims otherwise).
+pub(crate) fn parse_claims<T: DeserializeOwned>(payload: &[u8]) -> Result<T, ApiProblem> {
+    serde_json::from_slice(payload).map_err(|e| invalid_claims(e.to_string()))
+}
+
+pub(crate) fn invalid_claims(detail: impl Into<String>) -> ApiProblem {
+    ApiProblem::new(ProblemType::InvalidClaims, detail)
+}
+
+/// The send-time window; a refusal carries the receiver's clock so the agent can correct its
+/// offset and re-sign.
+pub(crate) fn check_clock(sent_at: OffsetDateTime, now: OffsetDateTime) -> Result<(), ApiProblem> {
+    duress_core::clock::check_sent_at(sent_at, now).map_err(|skew| {
+        ApiProblem(
+            duress_core::Problem::new(
+                ProblemType::ClockSkew,
+                format!(
+                    "sent_at is {} ms off the receiver clock (window +{} s / -{} s)",
+                    skew.whole_milliseconds(),
+                    duress_core::clock::MAX_AHEAD.whole_seconds(),
+                    duress_core::clock::MAX_BEHIND.whole_seconds()
+                ),
+            )
+            .with_server_time(now),
+        )
+    })
+}
+
+/// A store failure: 503 (retry later), never a 2xx; the cause goes to the log, not the client.
+pub(crate) fn storage_problem(e: StoreError) -> ApiProblem {
+    tracing::error!(error = %e, "store failure");
+    match e {
+        StoreError::Corrupt(_) => ApiProblem::new(ProblemType::Internal, "internal error; retry"),
+        _ => ApiProblem::new(
+            ProblemType::StorageUnavailable,
+            "the receiver cannot commit right now; retry",
+        ),
+    }
+}
+
+/// Converts a `u64` claim into the store's signed integer (422 when it does not fit).
+pub(crate) fn to_i64(name: &str, value: u64) -> Result<i64, ApiProblem> {
+    i64::try_from(value).map_err(|_| invalid_claims(format!("{name} must be below 2^63")))
+}

@@ -1,0 +1,130 @@
+//! Failed-attempt limiting for enrollment, per client address, in memory.
+//!
+//! Only *failures* count, so a campus rolling out hundreds of agents behind one NAT is never
+//! slowed down by success. IPv6 clients are counted per /64, since one host commonly owns a
+//! whole /64 and could otherwise rotate addresses. A restart forgets the counts, which is
+//! fine: the limit is there to make token guessing pointless, not to be an audit trail.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// Entries beyond this trigger a sweep of expired windows, bounding memory under a scan.
+const SWEEP_ABOVE: usize = 10_000;
+
+#[derive(Debug, Clone, Copy)]
+struct Window {
+    started: Instant,
+    failures: u32,
+}
+
+/// Counts failures per client in fixed windows.
+#[derive(Debug)]
+pub struct FailureLimiter {
+    limit: u32,
+    window: Duration,
+    clients: Mutex<HashMap<IpAddr, Window>>,
+}
+
+impl FailureLimiter {
+    /// At most `limit` failures per `window` per client.
+    pub fn new(limit: u32, window: Duration) -> Self {
+        FailureLimiter {
+            limit,
+            window,
+            clients: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// `Err(retry_after)` when `ip` has used up its failures in the current window.
+    pub fn check(&self, ip: IpAddr, now: Instant) -> Result<(), Duration> {
+        let clients = self.lock();
+        match clients.get(&client_key(ip)) {
+            Some(w) if now.duration_since(w.started) < self.window && w.failures >= self.limit => {
+                Err(self.window - now.duration_since(w.started))
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Counts one failed attempt by `ip`.
+    pub fn record_failure(&self, ip: IpAddr, now: Instant) {
+        let mut clients = self.lock();
+        if clients.len() > SWEEP_ABOVE {
+            let window = self.window;
+            clients.retain(|_, w| now.duration_since(w.started) < window);
+        }
+        let entry = clients.entry(client_key(ip)).or_insert(Window {
+            started: now,
+            failures: 0,
+        });
+        if now.duration_since(entry.started) >= self.window {
+            *entry = Window {
+                started: now,
+                failures: 0,
+            };
+        }
+        entry.failures = entry.failures.saturating_add(1);
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<IpAddr, Window>> {
+        // A panic while holding this lock cannot leave the map inconsistent; keep going.
+        self.clients
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+}
+
+/// IPv4 per address; IPv6 per /64 (IPv4-mapped IPv6 counts as the IPv4 address).
+fn client_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let mut seg = v6.segments();
+                seg[4..].fill(0);
+                IpAddr::V6(seg.into())
+            }
+        },
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn blocks_after_the_limit_and_forgets_after_the_window() {
+        let limiter = FailureLimiter::new(3, Duration::from_secs(60));
+        let ip: IpAddr = "192.0.2.1".parse().unwrap();
+        let other: IpAddr = "192.0.2.2".parse().unwrap();
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert!(limiter.check(ip, t0).is_ok());
+            limiter.record_failure(ip, t0);
+        }
+        assert!(limiter.check(ip, t0 + Duration::from_secs(1)).is_err());
+        assert!(limiter.check(other, t0).is_ok(), "per client");
+        assert!(limiter.check(ip, t0 + Duration::from_secs(61)).is_ok());
+    }
+
+    #[test]
+    fn ipv6_counts_per_64() {
+        let limiter = FailureLimiter::new(1, Duration::from_secs(60));
+        let t0 = Instant::now();
+        limiter.record_failure("2001:db8::1".parse().unwrap(), t0);
+        assert!(
+            limiter
+                .check("2001:db8::ffff".parse().unwrap(), t0)
+                .is_err()
+        );
+        assert!(
+            limiter
+                .check("2001:db8:0:1::1".parse().unwrap(), t0)
+                .is_ok()
+        );
+    }
+}

@@ -1,0 +1,133 @@
+//! What the admin commands show (and whole-system tests read): devices, incidents with their
+//! timelines, events, exported raw tokens. Plain serde structs, JSON as the CLI prints it.
+
+use duress_core::{DeviceStatus, EventKind, HostFacts, HotkeyState, Jwk, Location, Source};
+use serde::{Deserialize, Serialize};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// An enrolled device and its supervision state.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceRecord {
+    /// UUIDv7; the `kid` of everything the device signs.
+    pub device_id: String,
+    pub status: DeviceStatus,
+    pub public_jwk: Jwk,
+    /// RFC 7638 thumbprint of `public_jwk`: one key, one device.
+    pub key_thumbprint: String,
+    pub hostname: String,
+    /// Latest host facts (enrollment, then heartbeats).
+    pub host: HostFacts,
+    /// Latest location (enrollment, then heartbeats).
+    pub location: Location,
+    pub agent_version: String,
+    #[serde(with = "time::serde::rfc3339")]
+    pub enrolled_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_heartbeat_at: Option<OffsetDateTime>,
+    /// The hotkey state of the latest heartbeat.
+    pub hotkey: Option<HotkeyState>,
+    /// Events the agent reported queued in its latest heartbeat.
+    pub queued: Option<u64>,
+    /// The highest `seq` the agent reported assigning (heartbeat).
+    pub reported_last_seq: Option<u64>,
+    /// The highest `seq` of an event received here; below `reported_last_seq` means events
+    /// are still queued on the device.
+    pub last_seq: Option<u64>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_event_at: Option<OffsetDateTime>,
+    /// Receiver time of the latest self-test (`kind: test`) event.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_self_test_at: Option<OffsetDateTime>,
+    pub last_self_test_id: Option<Uuid>,
+}
+
+/// One entry of an incident's timeline.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IncidentEvent {
+    pub id: Uuid,
+    pub seq: u64,
+    pub kind: EventKind,
+    pub source: Source,
+    #[serde(with = "time::serde::rfc3339")]
+    pub occurred_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub received_at: OffsetDateTime,
+    pub delayed: bool,
+    pub delay_ms: i64,
+}
+
+/// A real incident (never a test) with its timeline, oldest first.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IncidentRecord {
+    /// UUIDv7.
+    pub incident_id: Uuid,
+    pub device_id: String,
+    /// `open` (claiming and closing come with the console).
+    pub status: String,
+    /// Receiver time of the first event.
+    #[serde(with = "time::serde::rfc3339")]
+    pub opened_at: OffsetDateTime,
+    /// Agent time of the first press.
+    #[serde(with = "time::serde::rfc3339")]
+    pub first_occurred_at: OffsetDateTime,
+    /// Agent time of the latest press (the grouping window counts from here).
+    #[serde(with = "time::serde::rfc3339")]
+    pub last_press_at: OffsetDateTime,
+    /// Duress presses in this incident (cancels do not count).
+    pub press_count: u64,
+    /// Kind of the first event (always `duress` today).
+    pub kind: EventKind,
+    /// Source, location and host facts of the first press: where to send the patrol.
+    pub source: Source,
+    pub location: Location,
+    pub host: HostFacts,
+    /// Whether the first press reached the receiver late, and by how much.
+    pub delayed: bool,
+    pub delay_ms: i64,
+    /// Receiver time of the first cancel joined to this incident, if any (it stays open).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub cancelled_at: Option<OffsetDateTime>,
+    pub events: Vec<IncidentEvent>,
+}
+
+/// Any stored event, with its incident (none for tests and lone cancels).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct EventRecord {
+    pub id: Uuid,
+    pub device_id: String,
+    pub incident_id: Option<Uuid>,
+    pub seq: u64,
+    pub kind: EventKind,
+    pub source: Source,
+    #[serde(with = "time::serde::rfc3339")]
+    pub occurred_at: OffsetDateTime,
+    /// `sent_at` of the attempt that was committed.
+    #[serde(with = "time::serde::rfc3339")]
+    pub sent_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub received_at: OffsetDateTime,
+    pub delayed: bool,
+    pub delay_ms: i64,
+    pub location: Location,
+    pub host: HostFacts,
+}
+
+/// One line of `events export`: the raw token and the key that verifies it, so anyone can
+/// re-verify the evidence without trusting the receiver.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportedEvent {
+    pub id: Uuid,
+    pub device_id: String,
+    pub kind: EventKind,
+    pub seq: u64,
+    #[serde(with = "time::serde::rfc3339")]
+    pub occurred_at: OffsetDateTime,
+    #[serde(with = "time::serde::rfc3339")]
+    pub received_at: OffsetDateTime,
+    pub delayed: bool,
+    pub delay_ms: i64,
+    /// The compact JWS exactly as received.
+    pub jws: String,
+    pub public_jwk: Jwk,
+}

@@ -1,0 +1,111 @@
+//! What a receiver needs to know to run: where its data lives, which certificate it serves,
+//! how it groups presses and what heartbeat interval it expects.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Default grouping window: presses of one device this close together are one incident.
+pub const DEFAULT_GROUPING_WINDOW: Duration = Duration::from_secs(5 * 60);
+/// Default heartbeat interval echoed to agents (ARCHITECTURE.md "Supervision").
+pub const DEFAULT_HEARTBEAT_INTERVAL_S: u64 = 60;
+/// Failed enrollments one client address may make per minute before it gets 429: enough for
+/// a technician's typos, far too few to guess a 256-bit token (or even to probe the endpoint).
+pub const DEFAULT_ENROLLMENT_FAILURES_PER_MINUTE: u32 = 10;
+
+/// Where the TLS certificate comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TlsSource {
+    /// Development/first-run mode: `DATA_DIR/tls/cert.pem` and `DATA_DIR/tls/key.pem` are
+    /// created on the first run and reused afterwards. `cert.pem` is a single self-signed
+    /// certificate that agents add as a trust anchor (see [`crate::tls`]).
+    SelfSigned,
+    /// A certificate chain (leaf first) and its private key, both PEM, e.g. from the campus CA.
+    Files { cert: PathBuf, key: PathBuf },
+}
+
+/// Everything [`crate::launch`] needs. Build with [`Settings::new`] and adjust fields.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Holds `receiver.sqlite3` and, with [`TlsSource::SelfSigned`], `tls/`.
+    pub data_dir: PathBuf,
+    pub tls: TlsSource,
+    /// A duress press joins the same device's open incident when it occurred within this
+    /// window of that incident's last press (agent clock on both sides, so skew cancels out).
+    pub grouping_window: Duration,
+    /// Echoed in every heartbeat answer as `interval_s`.
+    pub heartbeat_interval_s: u64,
+    /// Failed enrollment attempts allowed per client address per minute (then 429).
+    pub enrollment_failures_per_minute: u32,
+}
+
+impl Settings {
+    /// Defaults: self-signed TLS in `data_dir/tls`, 5 min grouping, 60 s heartbeats.
+    pub fn new(data_dir: impl Into<PathBuf>) -> Self {
+        Settings {
+            data_dir: data_dir.into(),
+            tls: TlsSource::SelfSigned,
+            grouping_window: DEFAULT_GROUPING_WINDOW,
+            heartbeat_interval_s: DEFAULT_HEARTBEAT_INTERVAL_S,
+            enrollment_failures_per_minute: DEFAULT_ENROLLMENT_FAILURES_PER_MINUTE,
+        }
+    }
+
+    /// The SQLite database file.
+    pub fn database_path(&self) -> PathBuf {
+        database_path(&self.data_dir)
+    }
+}
+
+/// `DATA_DIR/receiver.sqlite3`.
+pub fn database_path(data_dir: &std::path::Path) -> PathBuf {
+    data_dir.join("receiver.sqlite3")
+}
+
+/// Parses a human duration: a whole number followed by `s`, `m`, `h` or `d` (`90s`, `5m`,
+/// `24h`, `7d`). Used by the command line for `--expires` and `--grouping-window`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !c.is_ascii_digit())
+        .ok_or_else(|| format!("{text:?} needs a unit: s, m, h or d (e.g. 24h)"))?;
+    let (number, unit) = text.split_at(split);
+    let n: u64 = number
+        .parse()
+        .map_err(|_| format!("{text:?} does not start with a whole number"))?;
+    let factor = match unit {
+        "s" => 1,
+        "m" => 60,
+        "h" => 3600,
+        "d" => 86_400,
+        _ => return Err(format!("{text:?}: unknown unit {unit:?}; use s, m, h or d")),
+    };
+    n.checked_mul(factor)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("{text:?} is too long"))
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_parse_with_units() {
+        assert_eq!(parse_duration("90s"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("24h"), Ok(Duration::from_secs(86_400)));
+        assert_eq!(parse_duration("7d"), Ok(Duration::from_secs(604_800)));
+        for bad in ["", "5", "m", "5x", "-5m", "5 m", "1.5h"] {
+            assert!(parse_duration(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn defaults() {
+        let s = Settings::new("/tmp/x");
+        assert_eq!(s.tls, TlsSource::SelfSigned);
+        assert_eq!(s.grouping_window, Duration::from_secs(300));
+        assert_eq!(s.heartbeat_interval_s, 60);
+        assert_eq!(s.database_path(), PathBuf::from("/tmp/x/receiver.sqlite3"));
+    }
+}

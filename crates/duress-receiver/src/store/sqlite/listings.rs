@@ -1,0 +1,176 @@
+//! Read-only queries behind the admin commands.
+
+use std::collections::HashMap;
+
+use sqlx::Row as _;
+use sqlx::sqlite::{SqlitePool, SqliteRow};
+use uuid::Uuid;
+
+use super::rows::{from_json, kind, parse_uuid, source, status, unsigned};
+use crate::records::{DeviceRecord, EventRecord, ExportedEvent, IncidentEvent, IncidentRecord};
+use crate::store::{StoreResult, parse_ts};
+
+fn opt_ts(row: &SqliteRow, column: &str) -> StoreResult<Option<time::OffsetDateTime>> {
+    row.try_get::<Option<String>, _>(column)?
+        .map(|t| parse_ts(&t))
+        .transpose()
+}
+
+fn ts(row: &SqliteRow, column: &str) -> StoreResult<time::OffsetDateTime> {
+    parse_ts(&row.try_get::<String, _>(column)?)
+}
+
+fn opt_u64(row: &SqliteRow, column: &str) -> StoreResult<Option<u64>> {
+    row.try_get::<Option<i64>, _>(column)?
+        .map(|v| unsigned(column, v))
+        .transpose()
+}
+
+fn json<T: serde::de::DeserializeOwned>(row: &SqliteRow, column: &str) -> StoreResult<T> {
+    from_json(column, &row.try_get::<String, _>(column)?)
+}
+
+pub(super) async fn devices(pool: &SqlitePool) -> StoreResult<Vec<DeviceRecord>> {
+    let rows = sqlx::query("SELECT * FROM devices ORDER BY enrolled_at, device_id")
+        .fetch_all(pool)
+        .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(DeviceRecord {
+                device_id: row.try_get("device_id")?,
+                status: status(&row.try_get::<String, _>("status")?)?,
+                public_jwk: json(row, "public_jwk")?,
+                key_thumbprint: row.try_get("key_thumbprint")?,
+                hostname: row.try_get("hostname")?,
+                host: json(row, "host_json")?,
+                location: json(row, "location_json")?,
+                agent_version: row.try_get("agent_version")?,
+                enrolled_at: ts(row, "enrolled_at")?,
+                last_heartbeat_at: opt_ts(row, "last_heartbeat_at")?,
+                hotkey: row
+                    .try_get::<Option<String>, _>("hotkey_json")?
+                    .map(|t| from_json("hotkey_json", &t))
+                    .transpose()?,
+                queued: opt_u64(row, "queued")?,
+                reported_last_seq: opt_u64(row, "reported_last_seq")?,
+                last_seq: opt_u64(row, "last_seq")?,
+                last_event_at: opt_ts(row, "last_event_at")?,
+                last_self_test_at: opt_ts(row, "last_self_test_at")?,
+                last_self_test_id: row
+                    .try_get::<Option<String>, _>("last_self_test_id")?
+                    .map(|t| parse_uuid(&t))
+                    .transpose()?,
+            })
+        })
+        .collect()
+}
+
+fn event_record(row: &SqliteRow) -> StoreResult<EventRecord> {
+    Ok(EventRecord {
+        id: parse_uuid(&row.try_get::<String, _>("id")?)?,
+        device_id: row.try_get("device_id")?,
+        incident_id: row
+            .try_get::<Option<String>, _>("incident_id")?
+            .map(|t| parse_uuid(&t))
+            .transpose()?,
+        seq: unsigned("seq", row.try_get("seq")?)?,
+        kind: kind(&row.try_get::<String, _>("kind")?)?,
+        source: source(&row.try_get::<String, _>("source")?)?,
+        occurred_at: ts(row, "occurred_at")?,
+        sent_at: ts(row, "sent_at")?,
+        received_at: ts(row, "received_at")?,
+        delayed: row.try_get("delayed")?,
+        delay_ms: row.try_get("delay_ms")?,
+        location: json(row, "location_json")?,
+        host: json(row, "host_json")?,
+    })
+}
+
+pub(super) async fn events(pool: &SqlitePool) -> StoreResult<Vec<EventRecord>> {
+    let rows = sqlx::query("SELECT * FROM events ORDER BY received_at, rowid")
+        .fetch_all(pool)
+        .await?;
+    rows.iter().map(event_record).collect()
+}
+
+pub(super) async fn incidents(pool: &SqlitePool) -> StoreResult<Vec<IncidentRecord>> {
+    // Two reads in one snapshot, so no event appears without its incident or vice versa.
+    let mut tx = pool.begin().await?;
+    let incident_rows = sqlx::query("SELECT * FROM incidents ORDER BY opened_at, incident_id")
+        .fetch_all(&mut *tx)
+        .await?;
+    let event_rows = sqlx::query(
+        "SELECT * FROM events WHERE incident_id IS NOT NULL ORDER BY seq, received_at, rowid",
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    tx.commit().await?;
+
+    let mut timelines: HashMap<Uuid, Vec<IncidentEvent>> = HashMap::new();
+    for row in &event_rows {
+        let e = event_record(row)?;
+        if let Some(incident_id) = e.incident_id {
+            timelines
+                .entry(incident_id)
+                .or_default()
+                .push(IncidentEvent {
+                    id: e.id,
+                    seq: e.seq,
+                    kind: e.kind,
+                    source: e.source,
+                    occurred_at: e.occurred_at,
+                    received_at: e.received_at,
+                    delayed: e.delayed,
+                    delay_ms: e.delay_ms,
+                });
+        }
+    }
+    incident_rows
+        .iter()
+        .map(|row| {
+            let incident_id = parse_uuid(&row.try_get::<String, _>("incident_id")?)?;
+            Ok(IncidentRecord {
+                incident_id,
+                device_id: row.try_get("device_id")?,
+                status: row.try_get("status")?,
+                opened_at: ts(row, "opened_at")?,
+                first_occurred_at: ts(row, "first_occurred_at")?,
+                last_press_at: ts(row, "last_press_at")?,
+                press_count: unsigned("press_count", row.try_get("press_count")?)?,
+                kind: kind(&row.try_get::<String, _>("kind")?)?,
+                source: source(&row.try_get::<String, _>("source")?)?,
+                location: json(row, "location_json")?,
+                host: json(row, "host_json")?,
+                delayed: row.try_get("delayed")?,
+                delay_ms: row.try_get("delay_ms")?,
+                cancelled_at: opt_ts(row, "cancelled_at")?,
+                events: timelines.remove(&incident_id).unwrap_or_default(),
+            })
+        })
+        .collect()
+}
+
+pub(super) async fn export(pool: &SqlitePool) -> StoreResult<Vec<ExportedEvent>> {
+    let rows = sqlx::query(
+        "SELECT e.*, d.public_jwk FROM events e JOIN devices d ON d.device_id = e.device_id
+         ORDER BY e.received_at, e.rowid",
+    )
+    .fetch_all(pool)
+    .await?;
+    rows.iter()
+        .map(|row| {
+            Ok(ExportedEvent {
+                id: parse_uuid(&row.try_get::<String, _>("id")?)?,
+                device_id: row.try_get("device_id")?,
+                kind: kind(&row.try_get::<String, _>("kind")?)?,
+                seq: unsigned("seq", row.try_get("seq")?)?,
+                occurred_at: ts(row, "occurred_at")?,
+                received_at: ts(row, "received_at")?,
+                delayed: row.try_get("delayed")?,
+                delay_ms: row.try_get("delay_ms")?,
+                jws: row.try_get("jws")?,
+                public_jwk: json(row, "public_jwk")?,
+            })
+        })
+        .collect()
+}
