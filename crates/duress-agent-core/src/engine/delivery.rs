@@ -1,0 +1,386 @@
+//! Sending: pending events (re-signed with a fresh `sent_at` on every attempt) and heartbeats.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use duress_core::clock::truncate_to_millis;
+use duress_core::{
+    DeviceKey, DeviceStatus, EventAck, EventKind, HeartbeatAnswer, HeartbeatClaims, HotkeyState,
+    ProblemType, Typ,
+};
+use serde::Serialize;
+use uuid::Uuid;
+
+use super::enroll::MAX_SKEW_RESENDS;
+use super::{Engine, lock, sign_event};
+use crate::error::problem_summary;
+use crate::outbox::{StoredEvent, fmt_time, keys};
+use crate::retry::{REFUSED_RETRY, alarm_retry_delay, random_jitter};
+use crate::sender::{SendOutcome, Sender};
+use crate::{Error, Result};
+
+/// A heartbeat answer whose server time differs from our corrected clock by more than this
+/// re-learns the offset (smaller differences are network delay, not a wrong clock).
+pub(super) const OFFSET_RELEARN_THRESHOLD: time::Duration = time::Duration::seconds(5);
+
+/// What [`Engine::deliver_pending`] achieved.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct DeliveryReport {
+    /// Events acknowledged during this call.
+    pub delivered: Vec<Uuid>,
+    /// Events a receiver refused (4xx) during this call; they stay queued and are retried slowly.
+    pub refused: Vec<Uuid>,
+    /// Events still waiting for an acknowledgement when the call returned.
+    pub queued: u64,
+    /// The last error seen, if any.
+    pub last_error: Option<String>,
+    /// How many passes over the outbox were made.
+    pub passes: u32,
+}
+
+/// One pass over the pending events.
+#[derive(Debug, Default)]
+pub(super) struct Pass {
+    pub delivered: Vec<Uuid>,
+    /// Events that should be retried on the fast alarm schedule.
+    pub failed: usize,
+    /// Events refused by a receiver (slow retry).
+    pub refused: Vec<Uuid>,
+    pub last_error: Option<String>,
+}
+
+impl Engine {
+    /// Sends every pending event, oldest first, re-signed with a fresh `sent_at`, retrying on the
+    /// alarm schedule (first retry ≤ 1 s, doubling, ≤ 5 s apart, jittered) until every event is
+    /// acknowledged or refused, or `deadline` passes. An event is marked delivered only on a 2xx
+    /// naming its id; nothing is ever deleted.
+    pub async fn deliver_pending(&self, deadline: Option<Instant>) -> DeliveryReport {
+        let mut report = DeliveryReport::default();
+        let mut attempt = 0;
+        loop {
+            report.passes += 1;
+            let pass = match deadline {
+                Some(d) => match tokio::time::timeout_at(d.into(), self.deliver_once()).await {
+                    Ok(p) => p,
+                    Err(_) => {
+                        report.last_error = Some(format!(
+                            "deadline reached while sending{}",
+                            report
+                                .last_error
+                                .as_deref()
+                                .map(|e| format!(" (before: {e})"))
+                                .unwrap_or_default()
+                        ));
+                        break;
+                    }
+                },
+                None => self.deliver_once().await,
+            };
+            match pass {
+                Ok(p) => {
+                    report.delivered.extend(p.delivered);
+                    for id in p.refused {
+                        if !report.refused.contains(&id) {
+                            report.refused.push(id);
+                        }
+                    }
+                    if p.last_error.is_some() {
+                        report.last_error = p.last_error;
+                    }
+                    if p.failed == 0 {
+                        break;
+                    }
+                }
+                Err(e) => report.last_error = Some(e.to_string()),
+            }
+            let delay = alarm_retry_delay(attempt, random_jitter());
+            attempt = attempt.saturating_add(1);
+            if let Some(d) = deadline
+                && Instant::now() + delay >= d
+            {
+                break;
+            }
+            tokio::time::sleep(delay).await;
+        }
+        report.queued = match self.db(|o| o.pending_count()).await {
+            Ok(n) => n,
+            Err(e) => {
+                report.last_error = Some(e.to_string());
+                u64::MAX
+            }
+        };
+        report
+    }
+
+    /// One attempt at every pending event that is not waiting out a refusal. Stops at the first
+    /// unreachable answer (the others would only wait for the same timeouts).
+    pub(super) async fn deliver_once(&self) -> Result<Pass> {
+        let pending = self.db(|o| o.pending()).await?;
+        let mut pass = Pass::default();
+        if pending.is_empty() {
+            return Ok(pass);
+        }
+        let device_id = self.device_id()?.ok_or(Error::NotEnrolled)?;
+        let prepared = async {
+            let key = self.device_key_async(&device_id).await?;
+            let sender = self.sender()?;
+            Ok::<_, Error>((key, sender))
+        };
+        let (key, sender) = match prepared.await {
+            Ok(ks) => ks,
+            Err(e) => {
+                let msg = e.to_string();
+                self.note_error(&msg).await;
+                pass.failed = pending.len();
+                pass.last_error = Some(msg);
+                return Ok(pass);
+            }
+        };
+        for (i, ev) in pending.iter().enumerate() {
+            let waiting = lock(&self.inner.refused_until)
+                .get(&ev.id)
+                .is_some_and(|until| *until > Instant::now());
+            if waiting {
+                pass.refused.push(ev.id);
+                continue;
+            }
+            match self.send_event(&sender, &key, &device_id, ev).await? {
+                SendOutcome::Acked(ack) => {
+                    self.on_acked(ev, ack, &sender).await?;
+                    pass.delivered.push(ev.id);
+                }
+                SendOutcome::Refused(p) => {
+                    let msg = format!("refused: {}", problem_summary(&p));
+                    tracing::warn!(event = %ev.id, "{msg}; kept, retried in {REFUSED_RETRY:?}");
+                    self.on_attempt_failed(ev.id, &msg).await?;
+                    lock(&self.inner.refused_until).insert(ev.id, Instant::now() + REFUSED_RETRY);
+                    self.note_contact(&sender, Some(&msg)).await;
+                    pass.refused.push(ev.id);
+                    pass.last_error = Some(msg);
+                }
+                SendOutcome::ClockSkew { server_time } => {
+                    let msg = format!(
+                        "clock skew persists after {MAX_SKEW_RESENDS} corrections \
+                         (server time {server_time})"
+                    );
+                    self.on_attempt_failed(ev.id, &msg).await?;
+                    pass.failed += 1;
+                    pass.last_error = Some(msg);
+                }
+                SendOutcome::Unreachable(e) => {
+                    tracing::warn!(event = %ev.id, "not delivered: {e}");
+                    self.on_attempt_failed(ev.id, &e).await?;
+                    self.note_unreachable(&e).await;
+                    pass.failed += pending.len() - i;
+                    pass.last_error = Some(e);
+                    break;
+                }
+            }
+        }
+        Ok(pass)
+    }
+
+    /// Sends one event, re-signing it with a corrected `sent_at` after a clock-skew answer
+    /// (at most [`MAX_SKEW_RESENDS`] times).
+    async fn send_event(
+        &self,
+        sender: &Sender,
+        key: &DeviceKey,
+        device_id: &str,
+        ev: &StoredEvent,
+    ) -> Result<SendOutcome<EventAck>> {
+        let mut resends = 0;
+        loop {
+            let claims = ev.claims.resent_at(self.now());
+            let token = sign_event(key, device_id, &claims)?;
+            match sender.post_event(&token, ev.id).await {
+                SendOutcome::ClockSkew { server_time } if resends < MAX_SKEW_RESENDS => {
+                    resends += 1;
+                    tracing::warn!(event = %ev.id, %server_time, "clock skew; re-signing");
+                    self.learn_offset(server_time).await?;
+                }
+                other => return Ok(other),
+            }
+        }
+    }
+
+    async fn on_acked(&self, ev: &StoredEvent, ack: EventAck, sender: &Sender) -> Result<()> {
+        let (id, kind, at) = (ev.id, ev.kind, self.now());
+        let delay_ms = ack.delay_ms;
+        self.db(move |o| {
+            o.mark_delivered(id, &ack, at)?;
+            if kind == EventKind::Test {
+                o.meta_set_many(&[
+                    (keys::LAST_SELF_TEST_ID, Some(&id.to_string())),
+                    (keys::LAST_SELF_TEST_AT, Some(&fmt_time(at))),
+                ])?;
+            }
+            Ok(())
+        })
+        .await?;
+        lock(&self.inner.refused_until).remove(&id);
+        tracing::info!(event = %id, delay_ms, "delivered");
+        self.note_contact(sender, None).await;
+        Ok(())
+    }
+
+    async fn on_attempt_failed(&self, id: Uuid, error: &str) -> Result<()> {
+        let (error, at) = (error.to_owned(), self.now());
+        self.db(move |o| o.record_attempt(id, &error, at)).await
+    }
+
+    /// Sends one heartbeat (hotkey state, queue length, last seq, last self-test, location,
+    /// host facts), correcting the clock offset on a clock-skew answer.
+    pub async fn send_heartbeat(&self, hotkey: HotkeyState) -> Result<HeartbeatAnswer> {
+        *lock(&self.inner.hotkey) = hotkey.clone();
+        let device_id = self.device_id()?.ok_or(Error::NotEnrolled)?;
+        let key = self.device_key_async(&device_id).await?;
+        let sender = match self.sender() {
+            Ok(s) => s,
+            Err(e) => {
+                self.note_error(&e.to_string()).await;
+                return Err(e);
+            }
+        };
+        let (queued, last_seq, last_self_test) = self
+            .db(|o| {
+                let t = o
+                    .meta_get(keys::LAST_SELF_TEST_ID)?
+                    .and_then(|s| Uuid::parse_str(&s).ok());
+                Ok((o.pending_count()?, o.last_seq()?, t))
+            })
+            .await?;
+        let location = self.effective_location()?;
+        let host = tokio::task::spawn_blocking(crate::host::collect)
+            .await
+            .unwrap_or_default();
+        let mut resends = 0;
+        loop {
+            let claims = HeartbeatClaims {
+                sent_at: truncate_to_millis(self.now()),
+                hotkey: hotkey.clone(),
+                queued,
+                last_seq,
+                last_self_test,
+                location: location.clone(),
+                host: host.clone(),
+            };
+            let payload = serde_json::to_vec(&claims).map_err(|e| Error::Invalid(e.to_string()))?;
+            let token = key.sign(Typ::Heartbeat, Some(&device_id), &payload);
+            match sender.post_heartbeat(&token).await {
+                SendOutcome::Acked(answer) => {
+                    if (answer.server_time - self.now()).abs() > OFFSET_RELEARN_THRESHOLD {
+                        self.learn_offset(answer.server_time).await?;
+                    }
+                    let status = answer.device_status.as_str().to_owned();
+                    let hk = serde_json::to_string(&hotkey).unwrap_or_default();
+                    self.db(move |o| {
+                        o.meta_set_many(&[
+                            (keys::DEVICE_STATUS, Some(&status)),
+                            (keys::HOTKEY_STATE, Some(&hk)),
+                        ])
+                    })
+                    .await?;
+                    self.note_contact(&sender, None).await;
+                    return Ok(answer);
+                }
+                SendOutcome::ClockSkew { server_time } if resends < MAX_SKEW_RESENDS => {
+                    resends += 1;
+                    self.learn_offset(server_time).await?;
+                }
+                SendOutcome::ClockSkew { server_time } => {
+                    let e = format!("clock skew persists (server time {server_time})");
+                    self.note_error(&e).await;
+                    return Err(Error::Unreachable(e));
+                }
+                SendOutcome::Refused(p) => {
+                    let status = match p.kind() {
+                        Some(ProblemType::DevicePending) => Some(DeviceStatus::Pending),
+                        Some(ProblemType::DeviceDisabled) => Some(DeviceStatus::Disabled),
+                        Some(ProblemType::DeviceRevoked) => Some(DeviceStatus::Revoked),
+                        _ => None,
+                    };
+                    if let Some(s) = status {
+                        let s = s.as_str();
+                        self.db(move |o| o.meta_set(keys::DEVICE_STATUS, s)).await?;
+                    }
+                    let msg = format!("heartbeat refused: {}", problem_summary(&p));
+                    self.note_contact(&sender, Some(&msg)).await;
+                    return Err(Error::Refused(p));
+                }
+                SendOutcome::Unreachable(e) => {
+                    self.note_unreachable(&e).await;
+                    return Err(Error::Unreachable(e));
+                }
+            }
+        }
+    }
+
+    /// The device key, loading it from the keystore off the async workers the first time.
+    pub(super) async fn device_key_async(&self, device_id: &str) -> Result<Arc<DeviceKey>> {
+        if let Some(k) = lock(&self.inner.key).as_ref() {
+            return Ok(k.clone());
+        }
+        let this = self.clone();
+        let device_id = device_id.to_owned();
+        tokio::task::spawn_blocking(move || this.device_key(&device_id))
+            .await
+            .map_err(|e| Error::Task(e.to_string()))?
+    }
+
+    /// A receiver answered: it is reachable. `error` is kept as the last error when the answer
+    /// was a refusal.
+    async fn note_contact(&self, sender: &Sender, error: Option<&str>) {
+        let url = sender.preferred().to_string();
+        let now = fmt_time(self.now());
+        let error = error.map(str::to_owned);
+        let r = self
+            .db(move |o| {
+                let mut rows = vec![
+                    (keys::LAST_CONTACT_AT, Some(now.as_str())),
+                    (keys::LAST_RECEIVER, Some(url.as_str())),
+                    (keys::UNREACHABLE_SINCE, None),
+                ];
+                // A clean answer clears the last error; a refusal becomes it.
+                rows.push((keys::LAST_ERROR, error.as_deref()));
+                o.meta_set_many(&rows)
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::warn!("cannot record contact: {e}");
+        }
+    }
+
+    /// No receiver answered.
+    async fn note_unreachable(&self, error: &str) {
+        let now = fmt_time(self.now());
+        let error = error.to_owned();
+        let r = self
+            .db(move |o| {
+                let since = o.meta_get(keys::UNREACHABLE_SINCE)?.unwrap_or(now);
+                o.meta_set_many(&[
+                    (keys::UNREACHABLE_SINCE, Some(&since)),
+                    (keys::LAST_ERROR, Some(&error)),
+                ])
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::warn!("cannot record unreachable: {e}");
+        }
+    }
+
+    async fn note_error(&self, error: &str) {
+        let error = error.to_owned();
+        if let Err(e) = self.db(move |o| o.meta_set(keys::LAST_ERROR, &error)).await {
+            tracing::warn!("cannot record error: {e}");
+        }
+    }
+}
+
+/// `Duration` of a heartbeat interval from seconds, clamped to the policy bounds.
+pub(super) fn interval_from_secs(s: u64) -> Duration {
+    Duration::from_secs(s.clamp(
+        crate::policy::MIN_HEARTBEAT_INTERVAL_S,
+        crate::policy::MAX_HEARTBEAT_INTERVAL_S,
+    ))
+}

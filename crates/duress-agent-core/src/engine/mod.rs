@@ -1,0 +1,296 @@
+//! The engine: policy + state directory + outbox + device key + sender, driven by triggers
+//! (`record`), the delivery loop and heartbeats (`run`).
+//!
+//! [`Engine`] is a cheap handle (`Clone`, `Send`, `Sync`): a tray can call [`Engine::record`]
+//! from a hotkey thread (it is synchronous on purpose and needs no runtime) while
+//! [`Engine::run`] runs on another thread with its own tokio runtime. Opening an engine touches
+//! neither the network nor the keystore.
+
+mod delivery;
+mod enroll;
+mod run_loop;
+mod status;
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use duress_core::clock::truncate_to_millis;
+use duress_core::{DeviceKey, EventClaims, EventKind, HotkeyState, Location, Source, Typ};
+use time::{Duration, OffsetDateTime};
+use tokio::sync::Notify;
+use uuid::Uuid;
+
+use crate::clock::{Clock, raw_clock_from_env};
+use crate::keystore::Keystore;
+use crate::outbox::{Outbox, StoredEvent, keys};
+use crate::policy::{Policy, ReceiverConfig};
+use crate::sender::Sender;
+use crate::{Error, Result};
+
+pub use delivery::DeliveryReport;
+pub use enroll::EnrollOptions;
+pub use status::{SelfTest, StatusSnapshot};
+
+/// The agent engine. See the module docs.
+#[derive(Clone, Debug)]
+pub struct Engine {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    policy: Policy,
+    state_dir: PathBuf,
+    raw_clock: Arc<dyn Clock>,
+    outbox: Mutex<Outbox>,
+    install_id: String,
+    keystore: Keystore,
+    /// The device key once loaded from the keystore (loaded lazily, then kept for fast presses).
+    key: Mutex<Option<Arc<DeviceKey>>>,
+    /// Built lazily from the effective receivers; reset when they change (enrollment).
+    sender: Mutex<Option<Arc<Sender>>>,
+    /// Learned `server_time − raw_now`, in milliseconds (mirrors meta `clock_offset_ms`).
+    offset_ms: AtomicI64,
+    /// Poked by `record` so an in-process `run` sends at once.
+    new_event: Notify,
+    /// Events a receiver refused, and when they may be tried again.
+    refused_until: Mutex<HashMap<Uuid, Instant>>,
+    /// The hotkey state as last given to `run` / `send_heartbeat`.
+    hotkey: Mutex<HotkeyState>,
+}
+
+/// Locks a mutex even if a panicking thread poisoned it: the data (a connection, a cache) is
+/// still usable, and the alarm path must not die of someone else's panic.
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Engine {
+    /// Opens the engine on `state_dir` (created 0700) with the raw clock from the environment
+    /// (see [`crate::clock::ENV_TEST_CLOCK_SKEW_S`]). No network, no keystore.
+    pub fn open(policy: Policy, state_dir: PathBuf) -> Result<Engine> {
+        Engine::open_with_clock(policy, state_dir, raw_clock_from_env())
+    }
+
+    /// [`Engine::open`] with an explicit raw clock (tests).
+    pub fn open_with_clock(
+        policy: Policy,
+        state_dir: PathBuf,
+        raw_clock: Arc<dyn Clock>,
+    ) -> Result<Engine> {
+        policy.validate().map_err(|message| Error::Policy {
+            origin: "(in code)".into(),
+            message,
+        })?;
+        crate::state::ensure_state_dir(&state_dir)?;
+        let outbox = Outbox::open_in(&state_dir)?;
+        let install_id = outbox.install_id()?;
+        let offset_ms = outbox
+            .meta_get(keys::CLOCK_OFFSET_MS)?
+            .and_then(|v| v.parse::<i64>().ok())
+            .unwrap_or(0);
+        Ok(Engine {
+            inner: Arc::new(Inner {
+                policy,
+                state_dir,
+                raw_clock,
+                outbox: Mutex::new(outbox),
+                keystore: Keystore::for_install(&install_id),
+                install_id,
+                key: Mutex::new(None),
+                sender: Mutex::new(None),
+                offset_ms: AtomicI64::new(offset_ms),
+                new_event: Notify::new(),
+                refused_until: Mutex::new(HashMap::new()),
+                hotkey: Mutex::new(HotkeyState::NotApplicable),
+            }),
+        })
+    }
+
+    pub fn policy(&self) -> &Policy {
+        &self.inner.policy
+    }
+
+    pub fn state_dir(&self) -> &Path {
+        &self.inner.state_dir
+    }
+
+    /// The random id of this installation (names the keystore slot).
+    pub fn install_id(&self) -> &str {
+        &self.inner.install_id
+    }
+
+    /// The keystore slot of this installation's device key.
+    pub fn keystore(&self) -> &Keystore {
+        &self.inner.keystore
+    }
+
+    /// Now, by the raw clock corrected with the learned server offset.
+    pub fn now(&self) -> OffsetDateTime {
+        self.inner.raw_clock.now() + self.clock_offset()
+    }
+
+    /// The learned offset `server_time − raw_now`.
+    pub fn clock_offset(&self) -> Duration {
+        Duration::milliseconds(self.inner.offset_ms.load(Ordering::Relaxed))
+    }
+
+    /// The device id, once enrolled.
+    pub fn device_id(&self) -> Result<Option<String>> {
+        self.with_outbox(|o| o.meta_get(keys::DEVICE_ID))
+    }
+
+    /// Where alarms go: the policy's receivers when it lists any (the policy is authoritative),
+    /// else the receiver `enroll --receiver` stored when the policy had none.
+    pub fn effective_receivers(&self) -> Result<Vec<ReceiverConfig>> {
+        if !self.inner.policy.receivers.is_empty() {
+            return Ok(self.inner.policy.receivers.clone());
+        }
+        let stored = self.with_outbox(|o| o.meta_get(keys::FLAG_RECEIVER))?;
+        match stored {
+            Some(json) => {
+                let r: enroll::StoredReceiver = serde_json::from_str(&json)
+                    .map_err(|e| Error::OutboxCorrupt(format!("stored receiver: {e}")))?;
+                Ok(vec![r.into_config()?])
+            }
+            None => Ok(Vec::new()),
+        }
+    }
+
+    /// The location put in events and heartbeats: the policy's when it sets any field, else the
+    /// one given at `enroll` (kept in the state database).
+    pub fn effective_location(&self) -> Result<Location> {
+        if self.inner.policy.location != Location::default() {
+            return Ok(self.inner.policy.location.clone());
+        }
+        let stored = self.with_outbox(|o| o.meta_get(keys::FLAG_LOCATION))?;
+        Ok(stored
+            .and_then(|j| serde_json::from_str(&j).ok())
+            .unwrap_or_default())
+    }
+
+    /// Records a press: builds the event (UUIDv7 id, next seq, `occurred_at` = corrected now,
+    /// the location, host facts), signs it once (`first_token`) and commits it to the outbox.
+    /// Returns once the event is durable. Never touches the network; synchronous on purpose.
+    pub fn record(&self, kind: EventKind, source: Source) -> Result<EventClaims> {
+        self.record_at(kind, source, self.now())
+    }
+
+    /// [`Engine::record`] with an explicit press time (tests of late alarms).
+    pub fn record_at(
+        &self,
+        kind: EventKind,
+        source: Source,
+        occurred_at: OffsetDateTime,
+    ) -> Result<EventClaims> {
+        let device_id = self.device_id()?.ok_or(Error::NotEnrolled)?;
+        let key = self.device_key(&device_id)?;
+        let location = self.effective_location()?;
+        let host = crate::host::collect();
+        let id = Uuid::now_v7();
+        let occurred_at = truncate_to_millis(occurred_at);
+        let now = self.now();
+        let stored = self.with_outbox(|o| {
+            o.append(now, |seq| {
+                let claims = EventClaims {
+                    id,
+                    seq,
+                    kind,
+                    occurred_at,
+                    sent_at: truncate_to_millis(now),
+                    source,
+                    location,
+                    host,
+                };
+                let token = sign_event(&key, &device_id, &claims)?;
+                Ok((claims, token))
+            })
+        })?;
+        tracing::info!(event = %stored.id, seq = stored.seq, kind = kind.as_str(),
+            source = source.as_str(), "event recorded (durable)");
+        self.inner.new_event.notify_one();
+        Ok(stored.claims)
+    }
+
+    /// One stored event (e.g. to see whether a trigger was delivered).
+    pub fn event(&self, id: Uuid) -> Result<Option<StoredEvent>> {
+        self.with_outbox(|o| o.get(id))
+    }
+
+    /// Undelivered events, oldest first.
+    pub fn pending(&self) -> Result<Vec<StoredEvent>> {
+        self.with_outbox(|o| o.pending())
+    }
+
+    /// The device key from the cache or the keystore; enrolled but missing is an error.
+    fn device_key(&self, device_id: &str) -> Result<Arc<DeviceKey>> {
+        if let Some(k) = lock(&self.inner.key).as_ref() {
+            return Ok(k.clone());
+        }
+        match self.inner.keystore.load()? {
+            Some(k) => {
+                let k = Arc::new(k);
+                *lock(&self.inner.key) = Some(k.clone());
+                Ok(k)
+            }
+            None => Err(Error::KeyMissing {
+                device_id: device_id.to_owned(),
+                user: self.inner.keystore.user().to_owned(),
+            }),
+        }
+    }
+
+    /// Runs `f` on the outbox, synchronously (tiny calls, or callers off the runtime).
+    fn with_outbox<T>(&self, f: impl FnOnce(&mut Outbox) -> Result<T>) -> Result<T> {
+        f(&mut lock(&self.inner.outbox))
+    }
+
+    /// Runs `f` on the outbox on tokio's blocking pool, so an fsync never stalls a worker.
+    async fn db<T: Send + 'static>(
+        &self,
+        f: impl FnOnce(&mut Outbox) -> Result<T> + Send + 'static,
+    ) -> Result<T> {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || f(&mut lock(&inner.outbox)))
+            .await
+            .map_err(|e| Error::Task(e.to_string()))?
+    }
+
+    /// The sender for the effective receivers (built on first use).
+    fn sender(&self) -> Result<Arc<Sender>> {
+        let mut slot = lock(&self.inner.sender);
+        if let Some(s) = slot.as_ref() {
+            return Ok(s.clone());
+        }
+        let receivers = self.effective_receivers()?;
+        let s = Arc::new(Sender::new(&receivers)?);
+        *slot = Some(s.clone());
+        Ok(s)
+    }
+
+    /// Learns `server_time − raw_now` and keeps it.
+    async fn learn_offset(&self, server_time: OffsetDateTime) -> Result<()> {
+        let offset = server_time - self.inner.raw_clock.now();
+        let ms = offset
+            .whole_milliseconds()
+            .clamp(i64::MIN as i128, i64::MAX as i128) as i64;
+        let old = self.inner.offset_ms.swap(ms, Ordering::Relaxed);
+        if old != ms {
+            tracing::info!(offset_ms = ms, "clock offset learned from the receiver");
+        }
+        self.db(move |o| o.meta_set(keys::CLOCK_OFFSET_MS, &ms.to_string()))
+            .await
+    }
+}
+
+/// Signs event claims as a `duress-event` JWS with `kid` = device id.
+fn sign_event(key: &DeviceKey, device_id: &str, claims: &EventClaims) -> Result<String> {
+    let payload = serde_json::to_vec(claims).map_err(|e| Error::Invalid(e.to_string()))?;
+    Ok(key.sign(Typ::Event, Some(device_id), &payload))
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,151 @@
+//! The long-running loop: heartbeats and outbox delivery until shutdown.
+
+use std::future::Future;
+use std::time::Duration;
+
+use duress_core::HotkeyState;
+use tokio::sync::watch;
+use tokio::time::{Instant, MissedTickBehavior, interval, sleep_until};
+
+use super::delivery::interval_from_secs;
+use super::{Engine, EnrollOptions, lock};
+use crate::retry::{REFUSED_RETRY, alarm_retry_delay, heartbeat_retry_delay, random_jitter};
+use crate::{Error, Result};
+
+/// How often `run` looks for events committed by another process (a CLI `trigger`).
+pub const OUTBOX_POLL: Duration = Duration::from_millis(200);
+
+impl Engine {
+    /// Runs until `shutdown` completes: a heartbeat at once and then every `interval_s` (with
+    /// backoff on failure), and delivery of pending events — woken by `record` in this process,
+    /// by commits of other processes (`PRAGMA data_version`, polled every 200 ms), and retried
+    /// on the alarm schedule. If the station is not enrolled and the policy carries a token,
+    /// enrollment is attempted in place of the heartbeat.
+    ///
+    /// Never returns early on a network, keystore or receiver failure: those are logged, kept in
+    /// the status, and retried. Cancelling an in-flight send at shutdown is safe: the event stays
+    /// in the outbox and the receiver is idempotent.
+    pub async fn run<F>(&self, shutdown: F, mut hotkey: watch::Receiver<HotkeyState>) -> Result<()>
+    where
+        F: Future<Output = ()>,
+    {
+        tokio::pin!(shutdown);
+        let policy_interval = interval_from_secs(self.inner.policy.heartbeat.interval_s);
+        let mut hb_interval = policy_interval;
+        let mut hb_failures: u32 = 0;
+        let mut next_hb = Instant::now();
+        let mut next_delivery = Some(Instant::now());
+        let mut delivery_attempt: u32 = 0;
+        let mut hotkey_open = true;
+        let mut data_version = self.db(|o| o.data_version()).await.ok();
+        let mut poll = interval(OUTBOX_POLL);
+        poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        *lock(&self.inner.hotkey) = hotkey.borrow().clone();
+        tracing::info!(
+            receivers = ?self.effective_receivers().unwrap_or_default().iter()
+                .map(|r| r.url.to_string()).collect::<Vec<_>>(),
+            interval_s = hb_interval.as_secs(),
+            "engine running"
+        );
+
+        loop {
+            let delivery_due = async {
+                match next_delivery {
+                    Some(t) => sleep_until(t).await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                biased;
+                () = &mut shutdown => break,
+                () = self.inner.new_event.notified() => {
+                    next_delivery = Some(Instant::now());
+                    delivery_attempt = 0;
+                }
+                _ = poll.tick() => {
+                    let v = self.db(|o| o.data_version()).await.ok();
+                    if v.is_some() && v != data_version {
+                        data_version = v;
+                        next_delivery = Some(Instant::now());
+                        delivery_attempt = 0;
+                    }
+                }
+                () = delivery_due => {
+                    let pass = tokio::select! {
+                        p = self.deliver_once() => p,
+                        () = &mut shutdown => break,
+                    };
+                    next_delivery = match pass {
+                        Ok(p) if p.failed > 0 => {
+                            let d = alarm_retry_delay(delivery_attempt, random_jitter());
+                            delivery_attempt = delivery_attempt.saturating_add(1);
+                            Some(Instant::now() + d)
+                        }
+                        Ok(p) => {
+                            delivery_attempt = 0;
+                            (!p.refused.is_empty()).then(|| Instant::now() + REFUSED_RETRY)
+                        }
+                        Err(e) => {
+                            tracing::warn!("delivery pass failed: {e}");
+                            let d = alarm_retry_delay(delivery_attempt, random_jitter());
+                            delivery_attempt = delivery_attempt.saturating_add(1);
+                            Some(Instant::now() + d)
+                        }
+                    };
+                }
+                () = sleep_until(next_hb) => {
+                    let hk = hotkey.borrow().clone();
+                    let result = tokio::select! {
+                        r = self.heartbeat_or_enroll(hk) => r,
+                        () = &mut shutdown => break,
+                    };
+                    match result {
+                        Ok(answer_interval) => {
+                            hb_failures = 0;
+                            hb_interval = answer_interval
+                                .map(interval_from_secs)
+                                .unwrap_or(policy_interval);
+                            next_hb = Instant::now() + hb_interval;
+                            // A receiver is reachable and accepts this device: retry
+                            // everything still queued now, refused events included (the
+                            // refusal may have been the device's status, now lifted).
+                            lock(&self.inner.refused_until).clear();
+                            if next_delivery.is_some() {
+                                next_delivery = Some(Instant::now());
+                                delivery_attempt = 0;
+                            }
+                        }
+                        Err(e) => {
+                            hb_failures = hb_failures.saturating_add(1);
+                            let d = heartbeat_retry_delay(hb_failures, hb_interval, random_jitter());
+                            tracing::warn!("heartbeat failed ({hb_failures}x), next in {d:?}: {e}");
+                            next_hb = Instant::now() + d;
+                        }
+                    }
+                }
+                changed = hotkey.changed(), if hotkey_open => {
+                    match changed {
+                        // Officers should learn about a dead chord at once.
+                        Ok(()) => next_hb = Instant::now(),
+                        Err(_) => hotkey_open = false,
+                    }
+                }
+            }
+        }
+        tracing::info!("engine stopped");
+        Ok(())
+    }
+
+    /// A heartbeat; or, before enrollment, an enrollment with the policy's token. Returns the
+    /// interval the receiver asked for, if any.
+    async fn heartbeat_or_enroll(&self, hotkey: HotkeyState) -> Result<Option<u64>> {
+        if self.device_id()?.is_none() {
+            if self.inner.policy.enrollment.token.is_none() {
+                return Err(Error::NotEnrolled);
+            }
+            self.enroll(&EnrollOptions::default()).await?;
+        }
+        let answer = self.send_heartbeat(hotkey).await?;
+        Ok(Some(answer.interval_s))
+    }
+}

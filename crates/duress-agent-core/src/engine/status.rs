@@ -1,0 +1,119 @@
+//! The status snapshot the tray, `duress-agent status` and tests read.
+
+use duress_core::{DeviceStatus, HotkeyState};
+use serde::Serialize;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{Engine, lock};
+use crate::Result;
+use crate::outbox::{keys, parse_time};
+
+/// The last self-test a receiver acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SelfTest {
+    pub id: Uuid,
+    #[serde(with = "time::serde::rfc3339")]
+    pub at: OffsetDateTime,
+}
+
+/// Everything a person needs to know about this station's protection, at one moment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StatusSnapshot {
+    pub enrolled: bool,
+    pub device_id: Option<String>,
+    /// The device's standing as last reported by a receiver.
+    pub device_status: Option<DeviceStatus>,
+    /// Where alarms go, in order.
+    pub receivers: Vec<String>,
+    /// The receiver that answered last.
+    pub last_receiver: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_contact_at: Option<OffsetDateTime>,
+    /// Since when no receiver has answered (absent while reachable).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub unreachable_since: Option<OffsetDateTime>,
+    /// Events durable in the outbox and not yet acknowledged.
+    pub queued: u64,
+    pub last_seq: u64,
+    pub last_error: Option<String>,
+    pub location_label: String,
+    pub last_self_test: Option<SelfTest>,
+    /// Learned `server_time − raw_now`, in milliseconds.
+    pub clock_offset_ms: i64,
+    /// This process's hotkey state, or the one the running agent last reported.
+    pub hotkey: HotkeyState,
+    pub install_id: String,
+    pub state_dir: String,
+}
+
+impl Engine {
+    /// A snapshot of the station's state (reads the outbox; no network, no keystore).
+    pub fn status(&self) -> Result<StatusSnapshot> {
+        let (meta, queued, last_seq) = self.with_outbox(|o| {
+            let get = |k: &str| o.meta_get(k);
+            let meta = [
+                keys::DEVICE_ID,
+                keys::DEVICE_STATUS,
+                keys::LAST_RECEIVER,
+                keys::LAST_CONTACT_AT,
+                keys::UNREACHABLE_SINCE,
+                keys::LAST_ERROR,
+                keys::LAST_SELF_TEST_ID,
+                keys::LAST_SELF_TEST_AT,
+                keys::HOTKEY_STATE,
+            ]
+            .map(get);
+            let meta: Vec<Option<String>> = meta.into_iter().collect::<Result<_>>()?;
+            Ok((meta, o.pending_count()?, o.last_seq()?))
+        })?;
+        let [
+            device_id,
+            device_status,
+            last_receiver,
+            last_contact_at,
+            unreachable_since,
+            last_error,
+            self_test_id,
+            self_test_at,
+            hotkey_json,
+        ]: [Option<String>; 9] = meta.try_into().unwrap_or_default();
+        let time = |s: Option<String>| s.and_then(|s| parse_time(&s).ok());
+        let last_self_test = match (
+            self_test_id.and_then(|s| Uuid::parse_str(&s).ok()),
+            time(self_test_at),
+        ) {
+            (Some(id), Some(at)) => Some(SelfTest { id, at }),
+            _ => None,
+        };
+        let local_hotkey = lock(&self.inner.hotkey).clone();
+        let hotkey = match local_hotkey {
+            HotkeyState::NotApplicable => hotkey_json
+                .and_then(|j| serde_json::from_str(&j).ok())
+                .unwrap_or(HotkeyState::NotApplicable),
+            h => h,
+        };
+        Ok(StatusSnapshot {
+            enrolled: device_id.is_some(),
+            device_id,
+            device_status: device_status.as_deref().and_then(DeviceStatus::parse),
+            receivers: self
+                .effective_receivers()?
+                .iter()
+                .map(|r| r.url.to_string())
+                .collect(),
+            last_receiver,
+            last_contact_at: time(last_contact_at),
+            unreachable_since: time(unreachable_since),
+            queued,
+            last_seq,
+            last_error,
+            location_label: self.effective_location()?.display_label(),
+            last_self_test,
+            clock_offset_ms: self.clock_offset().whole_milliseconds() as i64,
+            hotkey,
+            install_id: self.inner.install_id.clone(),
+            state_dir: self.inner.state_dir.display().to_string(),
+        })
+    }
+}

@@ -1,0 +1,311 @@
+//! The agent's policy: a TOML file written by IT (OS-managed policy sources come with the
+//! deployment issue).
+//!
+//! ```toml
+//! [[receivers]]                    # ordered; the first reachable one wins
+//! url = "https://127.0.0.1:8443"
+//! ca_cert = "/path/to/ca.pem"      # optional extra trust anchor (PEM), relative to this file
+//! [enrollment]
+//! token = "…"                      # used once, at the first start that finds no device key
+//! [location]                       # RFC 5139 names: label country A1..A6 RD HNO PC BLD FLR ...
+//! label = "Bldg A, Floor 2, Room 214"
+//! [hotkey]
+//! chords = ["Ctrl+Alt+Shift+D"]
+//! [heartbeat]
+//! interval_s = 60                  # 10..=3600
+//! ```
+//!
+//! Unknown keys are an error that names the key (a typo such as `ROOOM` must not silently drop
+//! the room from every alarm). [`Location`] itself tolerates unknown fields on the wire, so the
+//! check is done here with `serde_ignored`.
+//!
+//! Path resolution: `--policy`, else `DURESS_AGENT_POLICY`, else the OS default
+//! ([`os_default::os_default_path`]).
+
+mod os_default;
+
+use std::path::{Path, PathBuf};
+
+use duress_core::Location;
+use reqwest::Url;
+use serde::{Deserialize, Deserializer};
+
+use crate::{Error, Result};
+
+pub use os_default::os_default_path;
+
+/// Environment variable naming the policy file.
+pub const ENV_POLICY: &str = "DURESS_AGENT_POLICY";
+/// The chord used when the policy names none.
+pub const DEFAULT_CHORD: &str = "Ctrl+Alt+Shift+D";
+/// Heartbeat interval when the policy names none, in seconds.
+pub const DEFAULT_HEARTBEAT_INTERVAL_S: u64 = 60;
+/// Shortest heartbeat interval a policy may set, in seconds.
+pub const MIN_HEARTBEAT_INTERVAL_S: u64 = 10;
+/// Longest heartbeat interval a policy may set, in seconds.
+pub const MAX_HEARTBEAT_INTERVAL_S: u64 = 3600;
+
+/// A secret string (the enrollment token). `Debug` never shows it.
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    /// The secret itself: only for putting it where it must go (the signed enrollment).
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("<redacted>")
+    }
+}
+
+impl<'de> Deserialize<'de> for Secret {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> std::result::Result<Self, D::Error> {
+        String::deserialize(d).map(Secret)
+    }
+}
+
+/// One receiver, in policy order.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct ReceiverConfig {
+    /// Base URL; must be https.
+    #[serde(deserialize_with = "de_https_url")]
+    pub url: Url,
+    /// Optional extra trust anchor (PEM) for this receiver, on top of the OS trust store.
+    #[serde(default)]
+    pub ca_cert: Option<PathBuf>,
+}
+
+impl ReceiverConfig {
+    /// A receiver from a URL string, refusing anything but https.
+    pub fn new(url: &str, ca_cert: Option<PathBuf>) -> Result<Self> {
+        let url = parse_https_url(url).map_err(|message| Error::Policy {
+            origin: "receiver".into(),
+            message,
+        })?;
+        Ok(ReceiverConfig { url, ca_cert })
+    }
+}
+
+/// `[enrollment]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct EnrollmentPolicy {
+    /// The enrollment token IT handed out; used once.
+    #[serde(default)]
+    pub token: Option<Secret>,
+}
+
+/// `[hotkey]`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct HotkeyPolicy {
+    /// Chords that trigger a duress event (parsed by the tray, not here).
+    #[serde(default = "default_chords")]
+    pub chords: Vec<String>,
+}
+
+impl Default for HotkeyPolicy {
+    fn default() -> Self {
+        HotkeyPolicy {
+            chords: default_chords(),
+        }
+    }
+}
+
+fn default_chords() -> Vec<String> {
+    vec![DEFAULT_CHORD.to_owned()]
+}
+
+/// `[heartbeat]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+pub struct HeartbeatPolicy {
+    /// Seconds between heartbeats (10..=3600).
+    #[serde(default = "default_interval")]
+    pub interval_s: u64,
+}
+
+impl Default for HeartbeatPolicy {
+    fn default() -> Self {
+        HeartbeatPolicy {
+            interval_s: DEFAULT_HEARTBEAT_INTERVAL_S,
+        }
+    }
+}
+
+fn default_interval() -> u64 {
+    DEFAULT_HEARTBEAT_INTERVAL_S
+}
+
+/// The whole policy. Build one in code with `Policy { receivers: vec![..], ..Default::default() }`
+/// (tests) or load it with [`Policy::load`].
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct Policy {
+    /// Ordered receivers: the first reachable one wins.
+    #[serde(default)]
+    pub receivers: Vec<ReceiverConfig>,
+    #[serde(default)]
+    pub enrollment: EnrollmentPolicy,
+    /// The station's location, put in every event and heartbeat.
+    #[serde(default)]
+    pub location: Location,
+    #[serde(default)]
+    pub hotkey: HotkeyPolicy,
+    #[serde(default)]
+    pub heartbeat: HeartbeatPolicy,
+}
+
+impl Policy {
+    /// Reads, parses and validates a policy file. Relative `ca_cert` paths are resolved against
+    /// the file's directory.
+    pub fn load(path: &Path) -> Result<Policy> {
+        let origin = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| Error::Policy {
+            origin: origin.clone(),
+            message: format!("cannot read: {e}"),
+        })?;
+        let mut policy = Policy::from_toml_str(&text, &origin)?;
+        if let Some(dir) = path.parent() {
+            for r in &mut policy.receivers {
+                if let Some(ca) = &r.ca_cert
+                    && ca.is_relative()
+                {
+                    r.ca_cert = Some(dir.join(ca));
+                }
+            }
+        }
+        Ok(policy)
+    }
+
+    /// Parses and validates policy text; `origin` names it in errors.
+    pub fn from_toml_str(text: &str, origin: &str) -> Result<Policy> {
+        let err = |message: String| Error::Policy {
+            origin: origin.to_owned(),
+            message,
+        };
+        let de = toml::Deserializer::parse(text).map_err(|e| err(e.to_string()))?;
+        let mut unknown = Vec::new();
+        let policy: Policy = serde_ignored::deserialize(de, |path| {
+            unknown.push(path.to_string());
+        })
+        .map_err(|e| err(e.to_string()))?;
+        if !unknown.is_empty() {
+            let names: Vec<String> = unknown.iter().map(|k| format!("`{k}`")).collect();
+            return Err(err(format!(
+                "unknown key{} {}",
+                if names.len() > 1 { "s" } else { "" },
+                names.join(", ")
+            )));
+        }
+        policy.validate().map_err(err)?;
+        Ok(policy)
+    }
+
+    /// Checks what serde cannot: https only, interval bounds, location limits, chords.
+    pub fn validate(&self) -> std::result::Result<(), String> {
+        for (i, r) in self.receivers.iter().enumerate() {
+            if r.url.scheme() != "https" {
+                return Err(format!("receivers[{i}].url must be https, got {}", r.url));
+            }
+        }
+        let iv = self.heartbeat.interval_s;
+        if !(MIN_HEARTBEAT_INTERVAL_S..=MAX_HEARTBEAT_INTERVAL_S).contains(&iv) {
+            return Err(format!(
+                "heartbeat.interval_s must be between {MIN_HEARTBEAT_INTERVAL_S} and \
+                 {MAX_HEARTBEAT_INTERVAL_S}, got {iv}"
+            ));
+        }
+        if self.hotkey.chords.is_empty() {
+            return Err("hotkey.chords is empty: a station needs at least one chord".into());
+        }
+        if self.hotkey.chords.iter().any(|c| c.trim().is_empty()) {
+            return Err("hotkey.chords contains an empty chord".into());
+        }
+        self.location.validate()
+    }
+
+    /// The receivers, or [`Error::NoReceiver`] for operations that send.
+    pub fn require_receivers(&self) -> Result<&[ReceiverConfig]> {
+        if self.receivers.is_empty() {
+            Err(Error::NoReceiver)
+        } else {
+            Ok(&self.receivers)
+        }
+    }
+}
+
+/// Where a policy path came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PolicySource {
+    /// `--policy F`.
+    Flag(PathBuf),
+    /// `DURESS_AGENT_POLICY`.
+    Env(PathBuf),
+    /// The OS default location.
+    OsDefault(PathBuf),
+}
+
+impl PolicySource {
+    pub fn path(&self) -> &Path {
+        match self {
+            PolicySource::Flag(p) | PolicySource::Env(p) | PolicySource::OsDefault(p) => p,
+        }
+    }
+}
+
+/// `--policy`, else `DURESS_AGENT_POLICY`, else the OS default.
+pub fn resolve_path(flag: Option<&Path>) -> Result<PolicySource> {
+    resolve_path_from(flag, std::env::var_os(ENV_POLICY))
+}
+
+/// [`resolve_path`] with the environment passed in (testable).
+pub fn resolve_path_from(
+    flag: Option<&Path>,
+    env: Option<std::ffi::OsString>,
+) -> Result<PolicySource> {
+    if let Some(p) = flag {
+        return Ok(PolicySource::Flag(p.to_owned()));
+    }
+    if let Some(p) = env.filter(|v| !v.is_empty()) {
+        return Ok(PolicySource::Env(PathBuf::from(p)));
+    }
+    os_default_path().map(PolicySource::OsDefault)
+}
+
+/// Loads the policy from where [`resolve_path`] points. A file named explicitly (flag or env)
+/// must exist; a missing file at the OS default yields an empty policy (logged), so `status` and
+/// a flag-driven local `enroll` work on a machine IT has not configured yet.
+pub fn load_resolved(flag: Option<&Path>) -> Result<(Policy, PolicySource)> {
+    let source = resolve_path(flag)?;
+    match &source {
+        PolicySource::OsDefault(p) if !p.exists() => {
+            tracing::warn!(path = %p.display(), "no policy file; using an empty policy");
+            Ok((Policy::default(), source))
+        }
+        _ => Ok((Policy::load(source.path())?, source)),
+    }
+}
+
+fn parse_https_url(s: &str) -> std::result::Result<Url, String> {
+    let url = Url::parse(s).map_err(|e| format!("{s:?} is not a URL: {e}"))?;
+    if url.scheme() != "https" {
+        return Err(format!("{s:?} must be an https:// URL"));
+    }
+    if url.host_str().is_none() {
+        return Err(format!("{s:?} has no host"));
+    }
+    Ok(url)
+}
+
+fn de_https_url<'de, D: Deserializer<'de>>(d: D) -> std::result::Result<Url, D::Error> {
+    let s = String::deserialize(d)?;
+    parse_https_url(&s).map_err(serde::de::Error::custom)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,213 @@
+use super::*;
+
+const FULL: &str = r#"
+[[receivers]]
+url = "https://127.0.0.1:8443"
+ca_cert = "/path/to/cert.pem"
+[[receivers]]
+url = "https://backup.example.org:8443/"
+[enrollment]
+token = "tok-SECRET-123"
+[location]
+label = "Bldg A, Floor 2, Room 214"
+country = "US"
+A1 = "MN"
+A2 = "Ramsey"
+A3 = "Saint Paul"
+A4 = "Downtown"
+A5 = "Lowertown"
+A6 = "Old Street"
+RD = "University Ave"
+PRD = "N"
+POD = "W"
+STS = "Ave"
+HNO = "100"
+HNS = "A"
+LMK = "Capitol"
+LOC = "north entrance"
+NAM = "Duress U"
+PC = "55101"
+BLD = "A"
+FLR = "2"
+UNIT = "7"
+ROOM = "214"
+SEAT = "3"
+PLC = "office"
+[hotkey]
+chords = ["Ctrl+Alt+Shift+D", "Ctrl+Alt+F12"]
+[heartbeat]
+interval_s = 30
+"#;
+
+/// The full example with every key parses into the typed policy, field for field.
+#[test]
+fn full_example_parses_every_key() {
+    let p = Policy::from_toml_str(FULL, "test").unwrap();
+    assert_eq!(p.receivers.len(), 2);
+    assert_eq!(p.receivers[0].url.as_str(), "https://127.0.0.1:8443/");
+    assert_eq!(
+        p.receivers[0].ca_cert.as_deref(),
+        Some(Path::new("/path/to/cert.pem"))
+    );
+    assert_eq!(p.receivers[1].ca_cert, None);
+    assert_eq!(
+        p.enrollment.token.as_ref().unwrap().expose(),
+        "tok-SECRET-123"
+    );
+    let l = &p.location;
+    assert_eq!(l.label.as_deref(), Some("Bldg A, Floor 2, Room 214"));
+    for (name, value) in [
+        ("country", "US"),
+        ("A1", "MN"),
+        ("A2", "Ramsey"),
+        ("A3", "Saint Paul"),
+        ("A4", "Downtown"),
+        ("A5", "Lowertown"),
+        ("A6", "Old Street"),
+        ("RD", "University Ave"),
+        ("PRD", "N"),
+        ("POD", "W"),
+        ("STS", "Ave"),
+        ("HNO", "100"),
+        ("HNS", "A"),
+        ("LMK", "Capitol"),
+        ("LOC", "north entrance"),
+        ("NAM", "Duress U"),
+        ("PC", "55101"),
+        ("BLD", "A"),
+        ("FLR", "2"),
+        ("UNIT", "7"),
+        ("ROOM", "214"),
+        ("SEAT", "3"),
+        ("PLC", "office"),
+    ] {
+        let got = l
+            .fields()
+            .into_iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, v)| v);
+        assert_eq!(got, Some(value), "location {name}");
+    }
+    assert_eq!(p.hotkey.chords, vec!["Ctrl+Alt+Shift+D", "Ctrl+Alt+F12"]);
+    assert_eq!(p.heartbeat.interval_s, 30);
+}
+
+/// An empty file is a valid policy with the documented defaults and no receivers.
+#[test]
+fn defaults() {
+    let p = Policy::from_toml_str("", "test").unwrap();
+    assert!(p.receivers.is_empty());
+    assert!(p.enrollment.token.is_none());
+    assert_eq!(p.location, Location::default());
+    assert_eq!(p.hotkey.chords, vec![DEFAULT_CHORD]);
+    assert_eq!(p.heartbeat.interval_s, 60);
+    assert!(matches!(p.require_receivers(), Err(Error::NoReceiver)));
+    // Empty sections take their defaults too.
+    let p = Policy::from_toml_str("[hotkey]\n[heartbeat]\n", "test").unwrap();
+    assert_eq!(p.hotkey.chords, vec![DEFAULT_CHORD]);
+    assert_eq!(p.heartbeat.interval_s, 60);
+    assert_eq!(p, Policy::default());
+}
+
+fn err_of(text: &str) -> String {
+    Policy::from_toml_str(text, "test").unwrap_err().to_string()
+}
+
+/// An unknown key is an error naming it: top level, nested, inside a receiver, inside location.
+#[test]
+fn unknown_keys_are_errors_naming_the_key() {
+    let e = err_of("colour = \"red\"\n");
+    assert!(e.contains("`colour`"), "{e}");
+    let e = err_of("[heartbeat]\ninterval = 5\n");
+    assert!(e.contains("`heartbeat.interval`"), "{e}");
+    let e = err_of("[[receivers]]\nurl = \"https://a.example\"\ncacert = \"x\"\n");
+    assert!(e.contains("receivers.0.cacert"), "{e}");
+    let e = err_of("[location]\nROOM = \"1\"\nROOOM = \"2\"\n");
+    assert!(e.contains("`location.ROOOM`"), "{e}");
+    let e = err_of("[location]\nroom = \"1\"\n");
+    assert!(
+        e.contains("`location.room`"),
+        "lower-case RFC 5139 names are not the names: {e}"
+    );
+    let e = err_of("[enrollment]\ntoken = \"t\"\napprove = true\n");
+    assert!(e.contains("`enrollment.approve`"), "{e}");
+    let e = err_of("[extra]\nx = 1\n");
+    assert!(e.contains("`extra`"), "{e}");
+}
+
+/// Receivers must be https: http:// and non-URLs are refused.
+#[test]
+fn http_is_refused() {
+    let e = err_of("[[receivers]]\nurl = \"http://127.0.0.1:8443\"\n");
+    assert!(e.contains("https"), "{e}");
+    let e = err_of("[[receivers]]\nurl = \"not a url\"\n");
+    assert!(e.contains("not a URL"), "{e}");
+    assert!(ReceiverConfig::new("http://x", None).is_err());
+    // A policy built in code is validated too.
+    let p = Policy {
+        receivers: vec![ReceiverConfig {
+            url: Url::parse("http://x.example").unwrap(),
+            ca_cert: None,
+        }],
+        ..Default::default()
+    };
+    assert!(p.validate().is_err());
+}
+
+/// Heartbeat interval bounds, empty chords and bad location values are refused with the key named.
+#[test]
+fn values_are_validated() {
+    assert!(err_of("[heartbeat]\ninterval_s = 9\n").contains("heartbeat.interval_s"));
+    assert!(err_of("[heartbeat]\ninterval_s = 3601\n").contains("heartbeat.interval_s"));
+    Policy::from_toml_str("[heartbeat]\ninterval_s = 10\n", "t").unwrap();
+    Policy::from_toml_str("[heartbeat]\ninterval_s = 3600\n", "t").unwrap();
+    assert!(err_of("[hotkey]\nchords = []\n").contains("hotkey.chords"));
+    let long = "x".repeat(300);
+    assert!(err_of(&format!("[location]\nROOM = \"{long}\"\n")).contains("ROOM"));
+    assert!(err_of("[heartbeat]\ninterval_s = \"60\"\n").contains("interval_s"));
+}
+
+/// The enrollment token never shows in `Debug` output of the policy.
+#[test]
+fn token_is_redacted_in_debug() {
+    let p = Policy::from_toml_str(FULL, "test").unwrap();
+    let dbg = format!("{p:?}");
+    assert!(!dbg.contains("tok-SECRET-123"), "{dbg}");
+    assert!(dbg.contains("<redacted>"));
+}
+
+/// `--policy` beats `DURESS_AGENT_POLICY`, which beats the OS default.
+#[test]
+fn path_resolution_order() {
+    let flag = Path::new("/f.toml");
+    assert_eq!(
+        resolve_path_from(Some(flag), Some("/e.toml".into())).unwrap(),
+        PolicySource::Flag(flag.into())
+    );
+    assert_eq!(
+        resolve_path_from(None, Some("/e.toml".into())).unwrap(),
+        PolicySource::Env("/e.toml".into())
+    );
+    #[cfg(target_os = "linux")]
+    assert_eq!(
+        resolve_path_from(None, None).unwrap(),
+        PolicySource::OsDefault("/etc/duress/agent.toml".into())
+    );
+}
+
+/// A relative `ca_cert` is resolved against the policy file's directory; a missing explicit file
+/// is an error.
+#[test]
+fn load_from_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("agent.toml");
+    std::fs::write(
+        &path,
+        "[[receivers]]\nurl = \"https://r.example\"\nca_cert = \"tls/ca.pem\"\n",
+    )
+    .unwrap();
+    let p = Policy::load(&path).unwrap();
+    assert_eq!(p.receivers[0].ca_cert, Some(dir.path().join("tls/ca.pem")));
+    let e = Policy::load(&dir.path().join("missing.toml")).unwrap_err();
+    assert!(e.to_string().contains("cannot read"), "{e}");
+}

@@ -1,0 +1,352 @@
+//! HTTPS to the receivers.
+//!
+//! One reqwest client per receiver (connections are kept alive and reused), over rustls with the
+//! ring provider. Trust = the OS trust store (rustls-platform-verifier: corporate CAs, TLS
+//! inspection) plus the receiver's own `ca_cert` from the policy, if any — a CA given for one
+//! receiver is not trusted for another.
+//!
+//! Receivers are tried in order: a network error, a 5xx or a 2xx that is not the expected answer
+//! moves on to the next (failover); any 4xx is the receivers' verdict and is returned. Answers are
+//! classified as [`SendOutcome`].
+
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::Duration;
+
+use duress_core::{
+    EnrollmentAnswer, EventAck, HeartbeatAnswer, JOSE_CONTENT_TYPE, Problem, ProblemType,
+};
+use reqwest::Url;
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject as _;
+use serde::de::DeserializeOwned;
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use crate::policy::ReceiverConfig;
+use crate::{Error, Result};
+
+/// TCP + TLS connect timeout per receiver.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(3);
+/// Whole-request timeout per receiver.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Endpoint paths (relative to a receiver's base URL).
+pub const PATH_EVENTS: &str = "v1/events";
+pub const PATH_HEARTBEATS: &str = "v1/heartbeats";
+pub const PATH_ENROLLMENTS: &str = "v1/enrollments";
+
+/// How one send ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SendOutcome<T> {
+    /// A 2xx carrying the expected answer (for an event: an [`EventAck`] naming its id).
+    Acked(T),
+    /// 422 `clock-skew`: re-sign with a corrected clock and send again.
+    ClockSkew { server_time: OffsetDateTime },
+    /// Any other 4xx: keep the event, retry slowly.
+    Refused(Problem),
+    /// No receiver gave a usable answer (network errors, 5xx, 2xx without the expected body).
+    Unreachable(String),
+}
+
+/// The ring-based rustls configuration: OS trust store plus `extra_ca` (PEM, one or more
+/// certificates).
+pub fn tls_config(extra_ca: Option<&Path>) -> Result<rustls::ClientConfig> {
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut extra = Vec::new();
+    if let Some(path) = extra_ca {
+        let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(path)
+            .and_then(|it| it.collect::<std::result::Result<Vec<_>, _>>())
+            .map_err(|e| Error::Tls {
+                url: path.display().to_string(),
+                message: format!("cannot read CA certificate {}: {e}", path.display()),
+            })?;
+        if certs.is_empty() {
+            return Err(Error::Tls {
+                url: path.display().to_string(),
+                message: format!("{} holds no PEM certificate", path.display()),
+            });
+        }
+        extra = certs;
+    }
+    let tls_err = |e: rustls::Error| Error::Tls {
+        url: "(tls)".into(),
+        message: e.to_string(),
+    };
+    let verifier =
+        rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider.clone())
+            .map_err(tls_err)?;
+    let mut config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(tls_err)?
+        .dangerous()
+        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(config)
+}
+
+#[derive(Debug)]
+struct Endpoint {
+    url: Url,
+    client: reqwest::Client,
+}
+
+/// The client side of every receiver in the policy.
+#[derive(Debug)]
+pub struct Sender {
+    endpoints: Vec<Endpoint>,
+    /// Index of the receiver that answered last; events start there.
+    preferred: AtomicUsize,
+}
+
+impl Sender {
+    /// Builds one client per receiver. Reads the CA files; opens no connection.
+    pub fn new(receivers: &[ReceiverConfig]) -> Result<Sender> {
+        if receivers.is_empty() {
+            return Err(Error::NoReceiver);
+        }
+        let endpoints = receivers
+            .iter()
+            .map(|r| {
+                let tls = tls_config(r.ca_cert.as_deref()).map_err(|e| match e {
+                    Error::Tls { message, .. } => Error::Tls {
+                        url: r.url.to_string(),
+                        message,
+                    },
+                    other => other,
+                })?;
+                let client = reqwest::Client::builder()
+                    .tls_backend_preconfigured(tls)
+                    .https_only(true)
+                    .connect_timeout(CONNECT_TIMEOUT)
+                    .timeout(REQUEST_TIMEOUT)
+                    .pool_idle_timeout(Duration::from_secs(90))
+                    .tcp_keepalive(Duration::from_secs(30))
+                    .user_agent(concat!("duress-agent/", env!("CARGO_PKG_VERSION")))
+                    .build()
+                    .map_err(|e| Error::Tls {
+                        url: r.url.to_string(),
+                        message: error_chain(&e),
+                    })?;
+                Ok(Endpoint {
+                    url: with_trailing_slash(r.url.clone()),
+                    client,
+                })
+            })
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Sender {
+            endpoints,
+            preferred: AtomicUsize::new(0),
+        })
+    }
+
+    /// The receivers, in policy order.
+    pub fn receivers(&self) -> Vec<Url> {
+        self.endpoints.iter().map(|e| e.url.clone()).collect()
+    }
+
+    /// The receiver that answered last (the first one before any answer).
+    pub fn preferred(&self) -> Url {
+        let i = self.preferred.load(Ordering::Relaxed);
+        self.endpoints[i.min(self.endpoints.len() - 1)].url.clone()
+    }
+
+    /// Posts an event token. Starts at the receiver that answered last (so a dead first receiver
+    /// does not cost every alarm a connect timeout), then the others in policy order. Only an
+    /// [`EventAck`] naming `event_id` counts as [`SendOutcome::Acked`].
+    pub async fn post_event(&self, token: &str, event_id: Uuid) -> SendOutcome<EventAck> {
+        let start = self.preferred.load(Ordering::Relaxed);
+        self.post(PATH_EVENTS, token, start, |ack: &EventAck| {
+            if ack.id == event_id {
+                Ok(())
+            } else {
+                Err(format!(
+                    "2xx acknowledges event {}, not {event_id}: not an ack",
+                    ack.id
+                ))
+            }
+        })
+        .await
+    }
+
+    /// Posts a heartbeat. Always starts at the first receiver, so the agent returns to the
+    /// primary once it is back.
+    pub async fn post_heartbeat(&self, token: &str) -> SendOutcome<HeartbeatAnswer> {
+        self.post(PATH_HEARTBEATS, token, 0, |_: &HeartbeatAnswer| Ok(()))
+            .await
+    }
+
+    /// Posts an enrollment (policy order).
+    pub async fn post_enrollment(&self, token: &str) -> SendOutcome<EnrollmentAnswer> {
+        self.post(PATH_ENROLLMENTS, token, 0, |_: &EnrollmentAnswer| Ok(()))
+            .await
+    }
+
+    async fn post<T: DeserializeOwned>(
+        &self,
+        path: &str,
+        token: &str,
+        start: usize,
+        accept: impl Fn(&T) -> std::result::Result<(), String>,
+    ) -> SendOutcome<T> {
+        let n = self.endpoints.len();
+        let start = start.min(n - 1);
+        let order = std::iter::once(start).chain((0..n).filter(move |&i| i != start));
+        let mut errors = Vec::new();
+        for i in order {
+            let ep = &self.endpoints[i];
+            let url = match ep.url.join(path) {
+                Ok(u) => u,
+                Err(e) => {
+                    errors.push(format!("{}: {e}", ep.url));
+                    continue;
+                }
+            };
+            let resp = ep
+                .client
+                .post(url.clone())
+                .header(reqwest::header::CONTENT_TYPE, JOSE_CONTENT_TYPE)
+                .header(
+                    reqwest::header::ACCEPT,
+                    "application/json, application/problem+json",
+                )
+                .body(token.to_owned())
+                .send()
+                .await;
+            let resp = match resp {
+                Ok(r) => r,
+                Err(e) => {
+                    errors.push(format!("{url}: {}", error_chain(&e)));
+                    continue;
+                }
+            };
+            let status = resp.status();
+            let body = match resp.bytes().await {
+                Ok(b) => b,
+                Err(e) => {
+                    errors.push(format!("{url}: HTTP {status}, body: {}", error_chain(&e)));
+                    continue;
+                }
+            };
+            if status.is_success() {
+                match serde_json::from_slice::<T>(&body) {
+                    Ok(answer) => match accept(&answer) {
+                        Ok(()) => {
+                            self.preferred.store(i, Ordering::Relaxed);
+                            return SendOutcome::Acked(answer);
+                        }
+                        Err(why) => errors.push(format!("{url}: {why}")),
+                    },
+                    Err(e) => errors.push(format!(
+                        "{url}: HTTP {status} with an unexpected body ({e}): not an ack"
+                    )),
+                }
+                continue;
+            }
+            let problem = parse_problem(status.as_u16(), &body);
+            if status.is_client_error() {
+                self.preferred.store(i, Ordering::Relaxed);
+                if problem.kind() == Some(ProblemType::ClockSkew)
+                    && let Some(server_time) = problem.server_time
+                {
+                    return SendOutcome::ClockSkew { server_time };
+                }
+                return SendOutcome::Refused(problem);
+            }
+            errors.push(format!(
+                "{url}: {}",
+                crate::error::problem_summary(&problem)
+            ));
+        }
+        SendOutcome::Unreachable(errors.join("; "))
+    }
+}
+
+/// The body as a problem document, or a synthetic one naming the status.
+fn parse_problem(status: u16, body: &[u8]) -> Problem {
+    serde_json::from_slice::<Problem>(body).unwrap_or_else(|_| {
+        let text: String = String::from_utf8_lossy(body).chars().take(200).collect();
+        Problem {
+            type_uri: "about:blank".into(),
+            title: format!("HTTP {status}"),
+            status,
+            detail: (!text.trim().is_empty()).then_some(text),
+            server_time: None,
+        }
+    })
+}
+
+/// An error with its causes: reqwest's own message alone is "error sending request".
+fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut cur = e.source();
+    while let Some(c) = cur {
+        let m = c.to_string();
+        if !s.contains(&m) {
+            s.push_str(": ");
+            s.push_str(&m);
+        }
+        cur = c.source();
+    }
+    s
+}
+
+/// `https://h/base` → `https://h/base/`, so `join("v1/events")` keeps the base path.
+fn with_trailing_slash(mut url: Url) -> Url {
+    if !url.path().ends_with('/') {
+        let p = format!("{}/", url.path());
+        url.set_path(&p);
+    }
+    url
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Endpoint URLs keep a base path.
+    #[test]
+    fn endpoint_urls_keep_the_base_path() {
+        let u = with_trailing_slash(Url::parse("https://r.example:8443/duress").unwrap());
+        assert_eq!(
+            u.join(PATH_EVENTS).unwrap().as_str(),
+            "https://r.example:8443/duress/v1/events"
+        );
+        let u = with_trailing_slash(Url::parse("https://r.example:8443").unwrap());
+        assert_eq!(
+            u.join(PATH_EVENTS).unwrap().as_str(),
+            "https://r.example:8443/v1/events"
+        );
+    }
+
+    /// A non-problem error body still yields a problem with the status.
+    #[test]
+    fn problem_fallback() {
+        let p = parse_problem(418, b"teapot");
+        assert_eq!(p.status, 418);
+        assert_eq!(p.detail.as_deref(), Some("teapot"));
+        let p = parse_problem(
+            422,
+            br#"{"type":"urn:duress:problem:clock-skew","title":"t","status":422,"server_time":"2026-01-01T00:00:00Z"}"#,
+        );
+        assert_eq!(p.kind(), Some(ProblemType::ClockSkew));
+        assert!(p.server_time.is_some());
+    }
+
+    /// A CA file that does not exist or holds no certificate is a clear TLS error; none at all
+    /// builds a client on the OS trust store.
+    #[test]
+    fn ca_file_errors_are_clear() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = tls_config(Some(&dir.path().join("nope.pem"))).unwrap_err();
+        assert!(e.to_string().contains("cannot read CA certificate"), "{e}");
+        let empty = dir.path().join("empty.pem");
+        std::fs::write(&empty, "").unwrap();
+        let e = tls_config(Some(&empty)).unwrap_err();
+        assert!(e.to_string().contains("no PEM certificate"), "{e}");
+        tls_config(None).unwrap();
+        assert!(matches!(Sender::new(&[]), Err(Error::NoReceiver)));
+    }
+}

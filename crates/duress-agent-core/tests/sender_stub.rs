@@ -1,0 +1,291 @@
+//! The sender against a tiny local HTTPS stub (its own CA, as the receiver's dev setup has):
+//! how answers are classified, failover between receivers, trust only through the pinned CA,
+//! and the engine's clock-skew correction end to end.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use base64::Engine as _;
+use duress_agent_core::clock::OffsetClock;
+use duress_agent_core::duress_core::{
+    EventAck, EventClaims, EventKind, Problem, ProblemType, Source,
+};
+use duress_agent_core::sender::{SendOutcome, Sender};
+use duress_agent_core::{Engine, Policy, ReceiverConfig};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+/// What the stub answers to the next request.
+#[derive(Debug, Clone)]
+enum Answer {
+    /// 200 with an ack naming the posted event's id.
+    Ack,
+    /// 200 with an ack naming some other id.
+    AckOther,
+    /// 422 clock-skew with the stub's (true) time.
+    Skew,
+    /// That status with a problem of that type.
+    Problem(ProblemType),
+    /// A bare 503.
+    Unavailable,
+}
+
+#[derive(Clone, Default)]
+struct Stub {
+    script: Arc<Mutex<VecDeque<Answer>>>,
+    /// Every token received, in order.
+    seen: Arc<Mutex<Vec<String>>>,
+}
+
+fn payload_of(token: &str) -> serde_json::Value {
+    let p = token.split('.').nth(1).unwrap();
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(p)
+        .unwrap();
+    serde_json::from_slice(&raw).unwrap()
+}
+
+async fn events(State(stub): State<Stub>, body: Bytes) -> Response {
+    let token = String::from_utf8(body.to_vec()).unwrap();
+    stub.seen.lock().unwrap().push(token.clone());
+    let answer = stub
+        .script
+        .lock()
+        .unwrap()
+        .pop_front()
+        .unwrap_or(Answer::Ack);
+    let claims = payload_of(&token);
+    let id = Uuid::parse_str(claims["id"].as_str().unwrap()).unwrap();
+    let ack = |id| {
+        axum::Json(EventAck {
+            id,
+            incident_id: None,
+            received_at: OffsetDateTime::now_utc(),
+            delay_ms: 0,
+            delayed: false,
+        })
+        .into_response()
+    };
+    let problem = |p: Problem| {
+        (
+            StatusCode::from_u16(p.status).unwrap(),
+            [(header::CONTENT_TYPE, "application/problem+json")],
+            serde_json::to_string(&p).unwrap(),
+        )
+            .into_response()
+    };
+    match answer {
+        Answer::Ack => ack(id),
+        Answer::AckOther => ack(Uuid::now_v7()),
+        Answer::Skew => problem(
+            Problem::new(ProblemType::ClockSkew, "sent_at off")
+                .with_server_time(OffsetDateTime::now_utc()),
+        ),
+        Answer::Problem(t) => problem(Problem::new(t, "stub says no")),
+        Answer::Unavailable => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+    }
+}
+
+struct Running {
+    url: String,
+    ca: PathBuf,
+    stub: Stub,
+    _dir: tempfile::TempDir,
+}
+
+/// Starts an HTTPS stub on 127.0.0.1:0 with a fresh CA; the leaf is signed by the CA.
+async fn start(script: &[Answer]) -> Running {
+    let dir = tempfile::tempdir().unwrap();
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "stub CA");
+    let ca_key = rcgen::KeyPair::generate().unwrap();
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let leaf_params =
+        rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
+            .unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = leaf_params.signed_by(&leaf_key, &ca).unwrap();
+    let ca_path = dir.path().join("ca.pem");
+    std::fs::write(&ca_path, ca.pem()).unwrap();
+
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.der().clone()],
+            rustls_pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+        )
+        .unwrap();
+    let stub = Stub::default();
+    stub.script.lock().unwrap().extend(script.iter().cloned());
+    let app = Router::new()
+        .route("/v1/events", post(events))
+        .with_state(stub.clone());
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let addr: SocketAddr = listener.local_addr().unwrap();
+    let server = axum_server::from_tcp_rustls(
+        listener,
+        axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(config)),
+    )
+    .unwrap();
+    tokio::spawn(server.serve(app.into_make_service()));
+    Running {
+        url: format!("https://127.0.0.1:{}", addr.port()),
+        ca: ca_path,
+        stub,
+        _dir: dir,
+    }
+}
+
+fn receiver(r: &Running) -> ReceiverConfig {
+    ReceiverConfig::new(&r.url, Some(r.ca.clone())).unwrap()
+}
+
+/// A token whose payload carries `id` (the stub does not verify signatures).
+fn token_for(id: Uuid) -> String {
+    let key = duress_agent_core::duress_core::DeviceKey::from_seed(&[9u8; 32]);
+    let claims = serde_json::json!({ "id": id });
+    key.sign(
+        duress_agent_core::duress_core::Typ::Event,
+        Some("dev"),
+        claims.to_string().as_bytes(),
+    )
+}
+
+/// Each kind of answer is classified as the spec says: a 2xx naming the id is an ack; a 2xx
+/// naming another id is not (and with one receiver means unreachable); 422 clock-skew carries
+/// the server time; another 4xx is a refusal; a 5xx is unreachable.
+#[tokio::test]
+async fn answers_are_classified() {
+    let r = start(&[
+        Answer::Ack,
+        Answer::AckOther,
+        Answer::Skew,
+        Answer::Problem(ProblemType::DeviceDisabled),
+        Answer::Unavailable,
+    ])
+    .await;
+    let sender = Sender::new(&[receiver(&r)]).unwrap();
+    let id = Uuid::now_v7();
+    match sender.post_event(&token_for(id), id).await {
+        SendOutcome::Acked(ack) => assert_eq!(ack.id, id),
+        other => panic!("expected an ack: {other:?}"),
+    }
+    match sender.post_event(&token_for(id), id).await {
+        SendOutcome::Unreachable(e) => assert!(e.contains("not an ack"), "{e}"),
+        other => panic!("a 2xx for another id is no ack: {other:?}"),
+    }
+    match sender.post_event(&token_for(id), id).await {
+        SendOutcome::ClockSkew { server_time } => {
+            assert!((server_time - OffsetDateTime::now_utc()).abs() < time::Duration::seconds(5))
+        }
+        other => panic!("expected clock skew: {other:?}"),
+    }
+    match sender.post_event(&token_for(id), id).await {
+        SendOutcome::Refused(p) => assert_eq!(p.kind(), Some(ProblemType::DeviceDisabled)),
+        other => panic!("expected a refusal: {other:?}"),
+    }
+    match sender.post_event(&token_for(id), id).await {
+        SendOutcome::Unreachable(e) => assert!(e.contains("503"), "{e}"),
+        other => panic!("expected unreachable: {other:?}"),
+    }
+}
+
+/// A dead first receiver, or one answering 5xx, fails over to the next in order; the one that
+/// answered is remembered.
+#[tokio::test]
+async fn failover_in_policy_order() {
+    let bad = start(&[Answer::Unavailable]).await;
+    let good = start(&[]).await;
+    let dead = ReceiverConfig::new("https://127.0.0.1:9", None).unwrap();
+    let sender = Sender::new(&[dead, receiver(&bad), receiver(&good)]).unwrap();
+    let id = Uuid::now_v7();
+    assert!(matches!(
+        sender.post_event(&token_for(id), id).await,
+        SendOutcome::Acked(_)
+    ));
+    assert_eq!(sender.preferred().as_str(), format!("{}/", good.url));
+    assert_eq!(bad.stub.seen.lock().unwrap().len(), 1);
+    assert_eq!(good.stub.seen.lock().unwrap().len(), 1);
+}
+
+/// The stub's certificate is trusted only through the CA pinned for it: without `ca_cert` the
+/// TLS handshake fails and nothing is sent.
+#[tokio::test]
+async fn trust_comes_from_the_pinned_ca() {
+    let r = start(&[]).await;
+    let unpinned = ReceiverConfig::new(&r.url, None).unwrap();
+    let sender = Sender::new(&[unpinned]).unwrap();
+    let id = Uuid::now_v7();
+    match sender.post_event(&token_for(id), id).await {
+        SendOutcome::Unreachable(e) => assert!(e.to_lowercase().contains("certificate"), "{e}"),
+        other => panic!("an unknown CA must not be trusted: {other:?}"),
+    }
+    assert!(r.stub.seen.lock().unwrap().is_empty());
+}
+
+/// An engine whose clock is an hour slow is told the server time, learns the offset, re-signs
+/// the same event with a corrected `sent_at` and gets it acknowledged — all in one delivery.
+/// (Uses the real keystore.)
+#[tokio::test]
+async fn clock_skew_is_corrected_and_the_event_resent() {
+    let r = start(&[Answer::Skew, Answer::Ack]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = Policy {
+        receivers: vec![receiver(&r)],
+        ..Default::default()
+    };
+    let slow = Arc::new(OffsetClock::system(time::Duration::hours(-1)));
+    let engine = Engine::open_with_clock(policy, dir.path().join("s"), slow).unwrap();
+    require_keystore(&engine);
+    // Enrolled by hand: a device id in the outbox.
+    let outbox = duress_agent_core::outbox::Outbox::open_in(engine.state_dir()).unwrap();
+    let mut outbox = outbox;
+    outbox
+        .meta_set(duress_agent_core::outbox::keys::DEVICE_ID, "dev-skew")
+        .unwrap();
+    drop(outbox);
+    let event = engine.record(EventKind::Duress, Source::Cli).unwrap();
+    let report = engine
+        .deliver_pending(Some(Instant::now() + Duration::from_secs(10)))
+        .await;
+    assert_eq!(report.delivered, vec![event.id], "{report:?}");
+    let seen = r.stub.seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), 2);
+    let first: EventClaims = serde_json::from_value(payload_of(&seen[0])).unwrap();
+    let second: EventClaims = serde_json::from_value(payload_of(&seen[1])).unwrap();
+    let now = OffsetDateTime::now_utc();
+    assert!((first.sent_at - now).abs() > time::Duration::minutes(59));
+    assert!((second.sent_at - now).abs() < time::Duration::seconds(5));
+    assert_eq!(second.id, first.id);
+    assert_eq!(second.seq, first.seq);
+    assert_eq!(second.occurred_at, first.occurred_at);
+    let offset = engine.status().unwrap().clock_offset_ms;
+    assert!((offset - 3_600_000).abs() < 5_000, "{offset}");
+    engine.keystore().delete().unwrap();
+}
+
+fn require_keystore(engine: &Engine) {
+    if let Err(e) = engine.keystore().load_or_create() {
+        panic!(
+            "\n\n*** THE OS KEYSTORE IS NOT REACHABLE: {e}\n*** Run inside dbus-run-session with an \
+             unlocked gnome-keyring (scripts/with-keyring cargo test -p duress-agent-core).\n\n"
+        );
+    }
+}
