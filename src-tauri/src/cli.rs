@@ -221,7 +221,8 @@ fn trigger(policy_flag: Option<&Path>, test: bool) -> Result<ExitCode> {
     } else {
         EventKind::Duress
     };
-    // Durable first: on error nothing was stored, and the exit code says so.
+    // Durable first: only a failure to write the outbox is an error, and the exit code says so.
+    // A press before enrollment or with a locked keystore is stored unsigned (see Engine::record).
     let claims = engine
         .record(kind, Source::Cli)
         .context("the event could not be made durable")?;
@@ -230,6 +231,11 @@ fn trigger(policy_flag: Option<&Path>, test: bool) -> Result<ExitCode> {
     out.flush()?;
     drop(out);
 
+    if engine.device_id()?.is_none() {
+        // Stored, and sent by the running agent as soon as this station is enrolled.
+        println!("queued: this station is not enrolled yet (run `duress-agent enroll`)");
+        return Ok(ExitCode::SUCCESS);
+    }
     let report =
         runtime()?.block_on(engine.deliver_pending(Some(Instant::now() + TRIGGER_DELIVERY_WINDOW)));
     match engine.event(claims.id)? {

@@ -7,7 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use duress_agent_core::clock::OffsetClock;
-use duress_agent_core::{EnrollOptions, Engine, Policy};
+use duress_agent_core::{Engine, EnrollOptions, Policy};
 use duress_core::{EventKind, Source};
 use duress_receiver::{Approve, RunningReceiver, Settings};
 use duress_tests::require_secret_service;
@@ -94,42 +94,72 @@ async fn press_opens_incident_second_press_joins_test_stays_apart() {
     let w = world().await;
     let engine = enrolled_engine(&w).await;
 
-    let first = engine.record(EventKind::Duress, Source::Hotkey).expect("durable");
-    assert_eq!(engine.status().expect("status").queued, 1, "durable before any send");
+    let first = engine
+        .record(EventKind::Duress, Source::Hotkey)
+        .expect("durable");
+    assert_eq!(
+        engine.status().expect("status").queued,
+        1,
+        "durable before any send"
+    );
     deliver_all(&engine).await;
 
-    let incidents = duress_receiver::admin::list_incidents(&w.data_dir).await.expect("list");
+    let incidents = duress_receiver::admin::list_incidents(&w.data_dir)
+        .await
+        .expect("list");
     assert_eq!(incidents.len(), 1);
     let inc = &incidents[0];
     assert_eq!(inc.press_count, 1);
     assert_eq!(inc.source, Source::Hotkey);
-    assert_eq!(inc.location.label.as_deref(), Some("Financial Aid, front desk"));
+    assert_eq!(
+        inc.location.label.as_deref(),
+        Some("Financial Aid, front desk")
+    );
     assert_eq!(inc.location.room.as_deref(), Some("214"));
-    assert!(!inc.host.hostname.is_empty(), "host facts travel with the alarm");
+    assert!(
+        !inc.host.hostname.is_empty(),
+        "host facts travel with the alarm"
+    );
     assert!(!inc.host.agent_version.is_empty());
     assert_eq!(inc.events[0].id, first.id);
     assert!(!inc.delayed);
 
-    let second = engine.record(EventKind::Duress, Source::Tray).expect("durable");
+    let second = engine
+        .record(EventKind::Duress, Source::Tray)
+        .expect("durable");
     deliver_all(&engine).await;
-    let incidents = duress_receiver::admin::list_incidents(&w.data_dir).await.expect("list");
-    assert_eq!(incidents.len(), 1, "a second press within the window joins the incident");
+    let incidents = duress_receiver::admin::list_incidents(&w.data_dir)
+        .await
+        .expect("list");
+    assert_eq!(
+        incidents.len(),
+        1,
+        "a second press within the window joins the incident"
+    );
     assert_eq!(incidents[0].press_count, 2);
     assert_eq!(incidents[0].events[1].id, second.id);
     assert_eq!(second.seq, first.seq + 1);
 
-    let test = engine.record(EventKind::Test, Source::Tray).expect("durable");
+    let test = engine
+        .record(EventKind::Test, Source::Tray)
+        .expect("durable");
     deliver_all(&engine).await;
-    let incidents = duress_receiver::admin::list_incidents(&w.data_dir).await.expect("list");
+    let incidents = duress_receiver::admin::list_incidents(&w.data_dir)
+        .await
+        .expect("list");
     assert_eq!(incidents.len(), 1, "a test opens no incident");
     assert_eq!(incidents[0].press_count, 2, "a test joins no incident");
-    let tests = duress_receiver::admin::list_test_events(&w.data_dir).await.expect("tests");
+    let tests = duress_receiver::admin::list_test_events(&w.data_dir)
+        .await
+        .expect("tests");
     assert_eq!(tests.len(), 1);
     assert_eq!(tests[0].id, test.id);
     assert_eq!(tests[0].incident_id, None);
     let status = engine.status().expect("status");
     assert_eq!(status.last_self_test.map(|t| t.id), Some(test.id));
-    let devices = duress_receiver::admin::list_devices(&w.data_dir).await.expect("devices");
+    let devices = duress_receiver::admin::list_devices(&w.data_dir)
+        .await
+        .expect("devices");
     assert_eq!(devices[0].last_self_test_id, Some(test.id));
 
     w.receiver.shutdown().await.expect("shutdown");
@@ -147,7 +177,9 @@ async fn late_alarm_is_accepted_and_flagged_delayed() {
         .expect("durable");
     deliver_all(&engine).await;
 
-    let incidents = duress_receiver::admin::list_incidents(&w.data_dir).await.expect("list");
+    let incidents = duress_receiver::admin::list_incidents(&w.data_dir)
+        .await
+        .expect("list");
     let inc = &incidents[0];
     assert_eq!(inc.events[0].id, event.id);
     assert!(inc.delayed, "a 3-hour-old press is flagged delayed");
@@ -171,7 +203,9 @@ async fn agent_clock_an_hour_off_is_corrected_and_accepted() {
         Arc::new(OffsetClock::system(time::Duration::hours(1))),
     )
     .expect("engine opens");
-    let event = skewed.record(EventKind::Duress, Source::Cli).expect("durable");
+    let event = skewed
+        .record(EventKind::Duress, Source::Cli)
+        .expect("durable");
     deliver_all(&skewed).await;
 
     let offset = skewed.clock_offset();
@@ -179,10 +213,15 @@ async fn agent_clock_an_hour_off_is_corrected_and_accepted() {
         (offset + time::Duration::hours(1)).abs() < time::Duration::seconds(5),
         "learned offset {offset} should be about -1 h"
     );
-    let stored = duress_receiver::admin::list_events(&w.data_dir).await.expect("events");
+    let stored = duress_receiver::admin::list_events(&w.data_dir)
+        .await
+        .expect("events");
     assert_eq!(stored.len(), 1);
     assert_eq!(stored[0].id, event.id);
-    assert_eq!(stored[0].occurred_at, event.occurred_at, "occurred_at preserved");
+    assert_eq!(
+        stored[0].occurred_at, event.occurred_at,
+        "occurred_at preserved"
+    );
     w.receiver.shutdown().await.expect("shutdown");
 }
 
@@ -192,7 +231,9 @@ async fn agent_clock_an_hour_off_is_corrected_and_accepted() {
 async fn private_key_is_in_no_file_under_the_state_dir() {
     let w = world().await;
     let engine = enrolled_engine(&w).await;
-    engine.record(EventKind::Duress, Source::Cli).expect("durable");
+    engine
+        .record(EventKind::Duress, Source::Cli)
+        .expect("durable");
     deliver_all(&engine).await;
     let key = engine
         .keystore()
@@ -240,7 +281,10 @@ mod base64_like {
         };
         let mut out = String::new();
         for chunk in b.chunks(3) {
-            let n = chunk.iter().enumerate().fold(0u32, |acc, (i, &x)| acc | (u32::from(x) << (16 - 8 * i)));
+            let n = chunk
+                .iter()
+                .enumerate()
+                .fold(0u32, |acc, (i, &x)| acc | (u32::from(x) << (16 - 8 * i)));
             for i in 0..=chunk.len() {
                 out.push(char::from(alphabet[((n >> (18 - 6 * i)) & 63) as usize]));
             }
@@ -262,4 +306,27 @@ fn scan(dir: &Path, f: &mut dyn FnMut(&Path, &[u8])) {
             f(&path, &bytes);
         }
     }
+}
+
+/// A press before enrollment finished is never lost: it is stored at once (unsigned), and
+/// delivered, signed with the new device key, as soon as the station is enrolled.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn press_before_enrollment_is_delivered_after_it() {
+    let w = world().await;
+    let engine = Engine::open(w.policy.clone(), w.state_dir.clone()).expect("engine opens");
+    let early = engine
+        .record(EventKind::Duress, Source::Hotkey)
+        .expect("durable");
+    assert_eq!(engine.status().expect("status").queued, 1);
+    engine
+        .enroll(&EnrollOptions::default())
+        .await
+        .expect("enrollment succeeds");
+    deliver_all(&engine).await;
+    let incidents = duress_receiver::admin::list_incidents(&w.data_dir)
+        .await
+        .expect("list");
+    assert_eq!(incidents.len(), 1);
+    assert_eq!(incidents[0].events[0].id, early.id);
+    w.receiver.shutdown().await.expect("shutdown");
 }

@@ -50,6 +50,30 @@ pub const MIGRATIONS: &[&str] = &[
     ) STRICT;
     CREATE INDEX events_pending ON events (seq) WHERE delivered_at IS NULL;
     "#,
+    // 2: a press is stored even when it cannot be signed yet (not enrolled, keystore locked):
+    // `first_token` becomes optional. Every send signs afresh, so nothing needs it to deliver.
+    r#"
+    CREATE TABLE events_v2 (
+        id              TEXT PRIMARY KEY NOT NULL,
+        seq             INTEGER NOT NULL UNIQUE,
+        kind            TEXT NOT NULL,
+        claims          TEXT NOT NULL,
+        first_token     TEXT,                        -- the JWS signed at the press, if it could be
+        created_at      TEXT NOT NULL,
+        delivered_at    TEXT,
+        attempts        INTEGER NOT NULL DEFAULT 0,
+        last_error      TEXT,
+        last_attempt_at TEXT,
+        ack             TEXT
+    ) STRICT;
+    INSERT INTO events_v2 (id, seq, kind, claims, first_token, created_at, delivered_at,
+                           attempts, last_error, last_attempt_at, ack)
+        SELECT id, seq, kind, claims, first_token, created_at, delivered_at,
+               attempts, last_error, last_attempt_at, ack FROM events;
+    DROP TABLE events;
+    ALTER TABLE events_v2 RENAME TO events;
+    CREATE INDEX events_pending ON events (seq) WHERE delivered_at IS NULL;
+    "#,
 ];
 
 /// Names of the `meta` rows.
@@ -95,8 +119,9 @@ pub struct StoredEvent {
     pub kind: EventKind,
     /// The content fixed at the press.
     pub claims: EventClaims,
-    /// The JWS signed at the press (later sends are re-signed with a fresh `sent_at`).
-    pub first_token: String,
+    /// The JWS signed at the press, when the device was enrolled and its key at hand; later
+    /// sends are re-signed with a fresh `sent_at` either way.
+    pub first_token: Option<String>,
     pub created_at: OffsetDateTime,
     pub delivered_at: Option<OffsetDateTime>,
     pub attempts: u32,
@@ -217,11 +242,11 @@ impl Outbox {
     }
 
     /// Appends an event: in ONE `BEGIN IMMEDIATE` transaction, takes the next `seq`, lets `build`
-    /// make the claims and the signed token for it, inserts the row and advances `next_seq`.
+    /// make the claims and (when a key is at hand) the signed token for it, inserts the row and advances `next_seq`.
     /// Returns only after COMMIT, i.e. once the event is on disk.
     pub fn append<F>(&mut self, created_at: OffsetDateTime, build: F) -> Result<StoredEvent>
     where
-        F: FnOnce(u64) -> Result<(EventClaims, String)>,
+        F: FnOnce(u64) -> Result<(EventClaims, Option<String>)>,
     {
         let tx = self
             .conn
@@ -404,7 +429,7 @@ struct RawEvent {
     id: String,
     seq: i64,
     claims: String,
-    first_token: String,
+    first_token: Option<String>,
     created_at: String,
     delivered_at: Option<String>,
     attempts: i64,

@@ -173,8 +173,14 @@ impl Engine {
     }
 
     /// Records a press: builds the event (UUIDv7 id, next seq, `occurred_at` = corrected now,
-    /// the location, host facts), signs it once (`first_token`) and commits it to the outbox.
-    /// Returns once the event is durable. Never touches the network; synchronous on purpose.
+    /// the location, host facts), signs it once (`first_token`) when the device is enrolled and
+    /// its key at hand, and commits it to the outbox. Returns once the event is durable.
+    ///
+    /// A press is never refused for want of enrollment or a keystore: the event is stored
+    /// unsigned and signed when it is sent (every send signs afresh anyway), so an alarm raised
+    /// before enrollment finished, or while the keyring is locked, is delivered as soon as both
+    /// work. Only a failure to write the outbox is an error. Never touches the network;
+    /// synchronous on purpose, so a hotkey thread can call it without a runtime.
     pub fn record(&self, kind: EventKind, source: Source) -> Result<EventClaims> {
         self.record_at(kind, source, self.now())
     }
@@ -186,8 +192,21 @@ impl Engine {
         source: Source,
         occurred_at: OffsetDateTime,
     ) -> Result<EventClaims> {
-        let device_id = self.device_id()?.ok_or(Error::NotEnrolled)?;
-        let key = self.device_key(&device_id)?;
+        let signer = match self.device_id() {
+            Ok(Some(device_id)) => match self.device_key(&device_id) {
+                Ok(key) => Some((device_id, key)),
+                Err(e) => {
+                    tracing::error!(error = %e, "press stored unsigned: the device key is unavailable");
+                    self.note_error_sync(&e.to_string());
+                    None
+                }
+            },
+            Ok(None) => {
+                tracing::warn!("press stored unsigned: this station is not enrolled yet");
+                None
+            }
+            Err(e) => return Err(e),
+        };
         let location = self.effective_location()?;
         let host = crate::host::collect();
         let id = Uuid::now_v7();
@@ -205,12 +224,16 @@ impl Engine {
                     location,
                     host,
                 };
-                let token = sign_event(&key, &device_id, &claims)?;
+                let token = match &signer {
+                    Some((device_id, key)) => Some(sign_event(key, device_id, &claims)?),
+                    None => None,
+                };
                 Ok((claims, token))
             })
         })?;
         tracing::info!(event = %stored.id, seq = stored.seq, kind = kind.as_str(),
-            source = source.as_str(), "event recorded (durable)");
+            source = source.as_str(), signed = stored.first_token.is_some(),
+            "event recorded (durable)");
         self.inner.new_event.notify_one();
         Ok(stored.claims)
     }
@@ -246,6 +269,13 @@ impl Engine {
     /// Runs `f` on the outbox, synchronously (tiny calls, or callers off the runtime).
     fn with_outbox<T>(&self, f: impl FnOnce(&mut Outbox) -> Result<T>) -> Result<T> {
         f(&mut lock(&self.inner.outbox))
+    }
+
+    /// Records the last error for the status line, from a thread without a runtime.
+    fn note_error_sync(&self, error: &str) {
+        if let Err(e) = self.with_outbox(|o| o.meta_set(keys::LAST_ERROR, error)) {
+            tracing::warn!("cannot record error: {e}");
+        }
     }
 
     /// Runs `f` on the outbox on tokio's blocking pool, so an fsync never stalls a worker.

@@ -32,16 +32,19 @@ fn fake_enroll(engine: &Engine) -> Arc<DeviceKey> {
     key
 }
 
-/// Recording before enrollment is refused with a clear error, and nothing is stored.
+/// A press before enrollment is never refused: it is stored (unsigned, since there is no key
+/// yet), counted as queued, and the status still says the station is not enrolled.
 #[test]
-fn record_without_enrollment_is_a_clear_error() {
+fn record_without_enrollment_is_stored_unsigned() {
     let dir = tempfile::tempdir().unwrap();
     let engine = Engine::open(policy_with(DEAD_RECEIVER), dir.path().join("s")).unwrap();
-    let err = engine.record(EventKind::Duress, Source::Cli).unwrap_err();
-    assert!(matches!(err, Error::NotEnrolled), "{err}");
-    assert!(err.to_string().contains("duress-agent enroll"));
-    assert_eq!(engine.status().unwrap().queued, 0);
-    assert!(!engine.status().unwrap().enrolled);
+    let claims = engine.record(EventKind::Duress, Source::Cli).unwrap();
+    let stored = engine.event(claims.id).unwrap().expect("durable");
+    assert_eq!(stored.first_token, None);
+    assert_eq!(stored.claims, claims);
+    let status = engine.status().unwrap();
+    assert_eq!(status.queued, 1);
+    assert!(!status.enrolled);
 }
 
 /// Opening an engine needs neither network nor keystore, and creates a private state dir.
@@ -75,7 +78,8 @@ fn record_is_durable_before_any_network() {
     let stored = other.get(claims.id).unwrap().expect("durable");
     assert_eq!(stored.claims, claims);
     assert!(stored.delivered_at.is_none());
-    let parsed = ParsedJws::parse(&stored.first_token).unwrap();
+    let parsed =
+        ParsedJws::parse(stored.first_token.as_deref().expect("signed at the press")).unwrap();
     parsed.expect_typ(Typ::Event).unwrap();
     assert_eq!(parsed.header().kid.as_deref(), Some("dev-test"));
     let payload: EventClaims =

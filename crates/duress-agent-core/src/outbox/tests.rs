@@ -18,7 +18,7 @@ fn claims(seq: u64) -> EventClaims {
 
 fn add(o: &mut Outbox) -> StoredEvent {
     o.append(datetime!(2026-11-26 12:00:00 UTC), |seq| {
-        Ok((claims(seq), format!("token-{seq}")))
+        Ok((claims(seq), Some(format!("token-{seq}"))))
     })
     .unwrap()
 }
@@ -117,7 +117,7 @@ fn append_is_committed_when_it_returns() {
         .get(e.id)
         .unwrap()
         .expect("visible to another connection");
-    assert_eq!(seen.first_token, "token-1");
+    assert_eq!(seen.first_token.as_deref(), Some("token-1"));
     assert_eq!(seen.claims, e.claims);
     // Even without closing the first connection cleanly.
     std::mem::forget(o);
@@ -235,4 +235,44 @@ fn meta_rows() {
     assert_eq!(o.meta_get("a").unwrap().as_deref(), Some("2"));
     o.meta_set_many(&[("b", None)]).unwrap();
     assert_eq!(o.meta_get("b").unwrap(), None);
+}
+
+/// Upgrading an outbox written by schema 1 (signed-only events) keeps every queued event,
+/// its token and its delivery state, and lets unsigned presses be stored afterwards.
+#[test]
+fn upgrade_from_schema_1_keeps_queued_events() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(FILE_NAME);
+    let queued = claims(1);
+    {
+        let mut conn = Connection::open(&path).unwrap();
+        let tx = conn.transaction().unwrap();
+        tx.execute_batch(MIGRATIONS[0]).unwrap();
+        tx.pragma_update(None, "user_version", 1u32).unwrap();
+        tx.execute(
+            "INSERT INTO events (id, seq, kind, claims, first_token, created_at)
+             VALUES (?1, 1, 'duress', ?2, 'token-1', '2026-11-26T12:00:00Z')",
+            params![
+                queued.id.to_string(),
+                serde_json::to_string(&queued).unwrap()
+            ],
+        )
+        .unwrap();
+        tx.execute("INSERT INTO meta (key, value) VALUES ('next_seq', '2')", [])
+            .unwrap();
+        tx.commit().unwrap();
+    }
+    let mut o = Outbox::open(&path).unwrap();
+    assert_eq!(o.schema_version().unwrap() as usize, MIGRATIONS.len());
+    let pending = o.pending().unwrap();
+    assert_eq!(pending.len(), 1);
+    assert_eq!(pending[0].claims, queued);
+    assert_eq!(pending[0].first_token.as_deref(), Some("token-1"));
+    let unsigned = o
+        .append(datetime!(2026-11-26 12:00:05 UTC), |seq| {
+            Ok((claims(seq), None))
+        })
+        .unwrap();
+    assert_eq!(unsigned.seq, 2);
+    assert_eq!(o.get(unsigned.id).unwrap().unwrap().first_token, None);
 }
