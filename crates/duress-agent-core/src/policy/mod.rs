@@ -10,9 +10,26 @@
 //! [location]                       # RFC 5139 names: label country A1..A6 RD HNO PC BLD FLR ...
 //! label = "Bldg A, Floor 2, Room 214"
 //! [hotkey]
-//! chords = ["Ctrl+Alt+Shift+D"]
+//! chords = ["Ctrl+Alt+Shift+D"]    # F13–F24 allowed (USB panic buttons, foot pedals)
+//! repeat = 1                       # accidental-press guard: presses needed within window_ms
+//! window_ms = 1500
+//! hold_ms = 0                      # or: the chord must be held this long (0 = off)
 //! [heartbeat]
 //! interval_s = 60                  # 10..=3600
+//! [tray]
+//! hidden_button_label = "Request assistance"
+//! hotspot = "off"                  # off | top-left | top-right | bottom-left | bottom-right
+//! covert_ack = false
+//! allow_user_location = false
+//! allow_quit = false
+//! [help]
+//! emergency_number = "911"
+//! security_phone = "651-793-1717"
+//! security_email = "security@example.edu"
+//! teams_url = "https://teams.microsoft.com/l/channel/…"
+//! text = "…"                       # extra guidance shown in Help
+//! [network]
+//! proxy = "http://proxy.example.edu:8080"   # explicit proxy (PAC/WPAD is not read)
 //! ```
 //!
 //! Unknown keys are an error that names the key (a typo such as `ROOOM` must not silently drop
@@ -81,6 +98,10 @@ pub struct ReceiverConfig {
     /// Optional extra trust anchor (PEM) for this receiver, on top of the OS trust store.
     #[serde(default)]
     pub ca_cert: Option<PathBuf>,
+    /// Optional pin: SHA-256 of the receiver's certificate or of one certificate of its chain
+    /// (hex, colons optional), as the MSI property `RECEIVER_CA_SHA256` writes it.
+    #[serde(default)]
+    pub ca_sha256: Option<String>,
 }
 
 impl ReceiverConfig {
@@ -90,7 +111,11 @@ impl ReceiverConfig {
             origin: "receiver".into(),
             message,
         })?;
-        Ok(ReceiverConfig { url, ca_cert })
+        Ok(ReceiverConfig {
+            url,
+            ca_cert,
+            ca_sha256: None,
+        })
     }
 }
 
@@ -108,14 +133,123 @@ pub struct HotkeyPolicy {
     /// Chords that trigger a duress event (parsed by the tray, not here).
     #[serde(default = "default_chords")]
     pub chords: Vec<String>,
+    /// Accidental-press guard: this many presses within `window_ms` trigger (1 = every press).
+    #[serde(default = "default_repeat")]
+    pub repeat: u32,
+    /// The window for `repeat`, in milliseconds.
+    #[serde(default = "default_window_ms")]
+    pub window_ms: u64,
+    /// Accidental-press guard: the chord must be held this long, in milliseconds (0 = off).
+    #[serde(default)]
+    pub hold_ms: u64,
 }
 
 impl Default for HotkeyPolicy {
     fn default() -> Self {
         HotkeyPolicy {
             chords: default_chords(),
+            repeat: default_repeat(),
+            window_ms: default_window_ms(),
+            hold_ms: 0,
         }
     }
+}
+
+fn default_repeat() -> u32 {
+    1
+}
+
+fn default_window_ms() -> u64 {
+    1500
+}
+
+/// Where the optional hotspot window sits.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Hotspot {
+    #[default]
+    Off,
+    TopLeft,
+    TopRight,
+    BottomLeft,
+    BottomRight,
+}
+
+/// `[tray]`: what staff see and may do in the tray menu.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct TrayPolicy {
+    /// Label of the menu item that silently raises an alarm.
+    #[serde(default = "default_hidden_button_label")]
+    pub hidden_button_label: String,
+    /// A tiny invisible corner window that raises an alarm on double-click (off by default).
+    #[serde(default)]
+    pub hotspot: Hotspot,
+    /// Once an officer claims the incident, one agreed detail of the status line changes.
+    #[serde(default)]
+    pub covert_ack: bool,
+    /// Hot desks: staff may set their own location.
+    #[serde(default)]
+    pub allow_user_location: bool,
+    /// Show "Quit" in the menu.
+    #[serde(default)]
+    pub allow_quit: bool,
+}
+
+impl Default for TrayPolicy {
+    fn default() -> Self {
+        TrayPolicy {
+            hidden_button_label: default_hidden_button_label(),
+            hotspot: Hotspot::Off,
+            covert_ack: false,
+            allow_user_location: false,
+            allow_quit: false,
+        }
+    }
+}
+
+fn default_hidden_button_label() -> String {
+    "Request assistance".to_owned()
+}
+
+/// `[help]`: the other ways to get help, shown in the Help window and the status line.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct HelpPolicy {
+    #[serde(default = "default_emergency_number")]
+    pub emergency_number: String,
+    #[serde(default)]
+    pub security_phone: Option<String>,
+    #[serde(default)]
+    pub security_email: Option<String>,
+    /// Link to the security Teams channel.
+    #[serde(default)]
+    pub teams_url: Option<String>,
+    /// Extra guidance in IT's words.
+    #[serde(default)]
+    pub text: Option<String>,
+}
+
+impl Default for HelpPolicy {
+    fn default() -> Self {
+        HelpPolicy {
+            emergency_number: default_emergency_number(),
+            security_phone: None,
+            security_email: None,
+            teams_url: None,
+            text: None,
+        }
+    }
+}
+
+fn default_emergency_number() -> String {
+    "911".to_owned()
+}
+
+/// `[network]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+pub struct NetworkPolicy {
+    /// Explicit HTTP(S) proxy for reaching receivers (PAC/WPAD is not read).
+    #[serde(default)]
+    pub proxy: Option<String>,
 }
 
 fn default_chords() -> Vec<String> {
@@ -158,6 +292,12 @@ pub struct Policy {
     pub hotkey: HotkeyPolicy,
     #[serde(default)]
     pub heartbeat: HeartbeatPolicy,
+    #[serde(default)]
+    pub tray: TrayPolicy,
+    #[serde(default)]
+    pub help: HelpPolicy,
+    #[serde(default)]
+    pub network: NetworkPolicy,
 }
 
 impl Policy {
@@ -225,6 +365,48 @@ impl Policy {
         }
         if self.hotkey.chords.iter().any(|c| c.trim().is_empty()) {
             return Err("hotkey.chords contains an empty chord".into());
+        }
+        if !(1..=10).contains(&self.hotkey.repeat) {
+            return Err(format!(
+                "hotkey.repeat must be 1..=10, got {}",
+                self.hotkey.repeat
+            ));
+        }
+        if !(100..=10_000).contains(&self.hotkey.window_ms) {
+            return Err(format!(
+                "hotkey.window_ms must be 100..=10000, got {}",
+                self.hotkey.window_ms
+            ));
+        }
+        if self.hotkey.hold_ms > 10_000 {
+            return Err(format!(
+                "hotkey.hold_ms must be at most 10000, got {}",
+                self.hotkey.hold_ms
+            ));
+        }
+        let label = self.tray.hidden_button_label.trim();
+        if label.is_empty() || label.chars().count() > 64 || label.chars().any(char::is_control) {
+            return Err("tray.hidden_button_label must be 1..=64 printable characters".into());
+        }
+        for (i, r) in self.receivers.iter().enumerate() {
+            if let Some(pin) = &r.ca_sha256 {
+                let hex: String = pin.chars().filter(|c| *c != ':').collect();
+                if hex.len() != 64 || !hex.chars().all(|c| c.is_ascii_hexdigit()) {
+                    return Err(format!(
+                        "receivers[{i}].ca_sha256 must be 64 hex digits (colons optional)"
+                    ));
+                }
+            }
+        }
+        if let Some(url) = &self.help.teams_url
+            && !url.starts_with("https://")
+        {
+            return Err("help.teams_url must be an https:// link".into());
+        }
+        if let Some(proxy) = &self.network.proxy
+            && Url::parse(proxy).is_err()
+        {
+            return Err(format!("network.proxy {proxy:?} is not a URL"));
         }
         self.location.validate()
     }

@@ -148,6 +148,7 @@ fn http_is_refused() {
         receivers: vec![ReceiverConfig {
             url: Url::parse("http://x.example").unwrap(),
             ca_cert: None,
+            ca_sha256: None,
         }],
         ..Default::default()
     };
@@ -210,4 +211,77 @@ fn load_from_file() {
     assert_eq!(p.receivers[0].ca_cert, Some(dir.path().join("tls/ca.pem")));
     let e = Policy::load(&dir.path().join("missing.toml")).unwrap_err();
     assert!(e.to_string().contains("cannot read"), "{e}");
+}
+
+const TRAY_HELP_NETWORK: &str = r#"
+[[receivers]]
+url = "https://127.0.0.1:8443"
+ca_sha256 = "AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89:AB:CD:EF:01:23:45:67:89"
+[hotkey]
+chords = ["Ctrl+Alt+Shift+D", "F13"]
+repeat = 2
+window_ms = 2000
+hold_ms = 500
+[tray]
+hidden_button_label = "Print queue"
+hotspot = "bottom-right"
+covert_ack = true
+allow_user_location = true
+allow_quit = true
+[help]
+emergency_number = "112"
+security_phone = "651-793-1717"
+security_email = "security@example.edu"
+teams_url = "https://teams.microsoft.com/l/channel/x"
+text = "Use it early."
+[network]
+proxy = "http://proxy.example.edu:8080"
+"#;
+
+/// The tray, help, network, hotkey-guard and pin keys parse to what they say.
+#[test]
+fn tray_help_network_and_guard_keys_parse() {
+    let p = Policy::from_toml_str(TRAY_HELP_NETWORK, "t").unwrap();
+    assert!(p.receivers[0].ca_sha256.is_some());
+    assert_eq!(p.hotkey.chords, ["Ctrl+Alt+Shift+D", "F13"]);
+    assert_eq!(
+        (p.hotkey.repeat, p.hotkey.window_ms, p.hotkey.hold_ms),
+        (2, 2000, 500)
+    );
+    assert_eq!(p.tray.hidden_button_label, "Print queue");
+    assert_eq!(p.tray.hotspot, Hotspot::BottomRight);
+    assert!(p.tray.covert_ack && p.tray.allow_user_location && p.tray.allow_quit);
+    assert_eq!(p.help.emergency_number, "112");
+    assert_eq!(p.help.security_phone.as_deref(), Some("651-793-1717"));
+    assert_eq!(
+        p.network.proxy.as_deref(),
+        Some("http://proxy.example.edu:8080")
+    );
+    let d = Policy::default();
+    assert_eq!(d.tray.hidden_button_label, "Request assistance");
+    assert_eq!(d.tray.hotspot, Hotspot::Off);
+    assert!(!d.tray.covert_ack && !d.tray.allow_user_location && !d.tray.allow_quit);
+    assert_eq!(d.help.emergency_number, "911");
+    assert_eq!((d.hotkey.repeat, d.hotkey.hold_ms), (1, 0));
+}
+
+/// Out-of-range guard values, a bad pin, a bad hotspot and an http Teams link are refused by name.
+#[test]
+fn tray_and_guard_values_are_validated() {
+    for (text, needle) in [
+        ("[hotkey]\nrepeat = 0", "hotkey.repeat"),
+        ("[hotkey]\nwindow_ms = 5", "hotkey.window_ms"),
+        ("[hotkey]\nhold_ms = 60000", "hotkey.hold_ms"),
+        ("[tray]\nhidden_button_label = \"\"", "hidden_button_label"),
+        ("[tray]\nhotspot = \"middle\"", "middle"),
+        ("[help]\nteams_url = \"http://x\"", "teams_url"),
+        (
+            "[[receivers]]\nurl = \"https://a\"\nca_sha256 = \"zz\"",
+            "ca_sha256",
+        ),
+        ("[tray]\nhidden_buton_label = \"x\"", "hidden_buton_label"),
+    ] {
+        let e = err_of(text);
+        assert!(e.contains(needle), "{text:?} -> {e}");
+    }
 }
