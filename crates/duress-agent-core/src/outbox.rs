@@ -92,6 +92,9 @@ pub mod keys {
     pub const FLAG_RECEIVER: &str = "flag_receiver";
     /// Location given at `enroll` when the policy sets none (JSON `Location`).
     pub const FLAG_LOCATION: &str = "flag_location";
+    /// Location the user chose at a hot desk (JSON `Location`); honoured only while policy has
+    /// `[tray] allow_user_location = true`.
+    pub const USER_LOCATION: &str = "user_location";
     /// Learned `server_time − raw_now`, in milliseconds.
     pub const CLOCK_OFFSET_MS: &str = "clock_offset_ms";
     /// The next `seq` to assign.

@@ -163,13 +163,49 @@ impl Engine {
     /// The location put in events and heartbeats: the policy's when it sets any field, else the
     /// one given at `enroll` (kept in the state database).
     pub fn effective_location(&self) -> Result<Location> {
-        if self.inner.policy.location != Location::default() {
-            return Ok(self.inner.policy.location.clone());
+        let policy = &self.inner.policy;
+        // Hot desks: a location the user chose wins, but only where policy allows it.
+        if policy.tray.allow_user_location
+            && let Some(user) = self.user_location()?
+        {
+            return Ok(user);
+        }
+        if policy.location != Location::default() {
+            return Ok(policy.location.clone());
         }
         let stored = self.with_outbox(|o| o.meta_get(keys::FLAG_LOCATION))?;
         Ok(stored
             .and_then(|j| serde_json::from_str(&j).ok())
             .unwrap_or_default())
+    }
+
+    /// The location the user set ("Change location…"), whether or not policy honours it now.
+    pub fn user_location(&self) -> Result<Option<Location>> {
+        let stored = self.with_outbox(|o| o.meta_get(keys::USER_LOCATION))?;
+        Ok(stored.and_then(|j| serde_json::from_str(&j).ok()))
+    }
+
+    /// Sets (or with `None` clears) the user's own location for hot desks. Refused unless the
+    /// policy has `[tray] allow_user_location = true`; the location is validated like policy's.
+    pub fn set_user_location(&self, location: Option<&Location>) -> Result<()> {
+        if !self.inner.policy.tray.allow_user_location {
+            return Err(Error::Policy {
+                origin: "user setting".into(),
+                message: "this station's policy does not allow users to change the location".into(),
+            });
+        }
+        match location {
+            Some(loc) => {
+                loc.validate().map_err(|message| Error::Policy {
+                    origin: "user setting".into(),
+                    message,
+                })?;
+                let json =
+                    serde_json::to_string(loc).map_err(|e| Error::OutboxCorrupt(e.to_string()))?;
+                self.with_outbox(|o| o.meta_set(keys::USER_LOCATION, &json))
+            }
+            None => self.with_outbox(|o| o.meta_set_many(&[(keys::USER_LOCATION, None)])),
+        }
     }
 
     /// Records a press: builds the event (UUIDv7 id, next seq, `occurred_at` = corrected now,

@@ -289,3 +289,39 @@ async fn run_stops_on_shutdown() {
         .unwrap();
     assert!(started.elapsed() < StdDuration::from_secs(3));
 }
+
+/// Hot desks: a user-chosen location is refused unless policy allows it, is used for presses
+/// while policy allows it, and stops counting as soon as policy withdraws the permission.
+#[test]
+fn user_location_only_where_policy_allows() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("s");
+    let desk = Location {
+        label: Some("Hot desk 7".into()),
+        seat: Some("7".into()),
+        ..Default::default()
+    };
+    let locked = Engine::open(policy_with(DEAD_RECEIVER), state.clone()).unwrap();
+    assert!(locked.set_user_location(Some(&desk)).is_err());
+    drop(locked);
+
+    let mut allowing = policy_with(DEAD_RECEIVER);
+    allowing.tray.allow_user_location = true;
+    let engine = Engine::open(allowing, state.clone()).unwrap();
+    let too_long = Location {
+        label: Some("x".repeat(300)),
+        ..Default::default()
+    };
+    assert!(engine.set_user_location(Some(&too_long)).is_err());
+    engine.set_user_location(Some(&desk)).unwrap();
+    assert_eq!(engine.effective_location().unwrap(), desk);
+    let pressed = engine.record(EventKind::Duress, Source::Tray).unwrap();
+    assert_eq!(pressed.location, desk);
+    drop(engine);
+
+    let withdrawn = Engine::open(policy_with(DEAD_RECEIVER), state).unwrap();
+    assert_eq!(
+        withdrawn.effective_location().unwrap().label.as_deref(),
+        Some("Bldg T, Room 1")
+    );
+}
