@@ -24,7 +24,9 @@ let token;
 
 async function newContext() {
   // A fresh browser context: its own cookies and storage, like a second officer's browser.
-  return browser.newContext({ ignoreHTTPSErrors: true, viewport: VIEWPORT });
+  const context = await browser.newContext({ ignoreHTTPSErrors: true, viewport: VIEWPORT });
+  context.setDefaultTimeout(10_000);
+  return context;
 }
 
 async function signIn(context, receiver, username) {
@@ -127,7 +129,7 @@ describe('security console', () => {
     await page.locator('.claim-state', { hasText: 'Claimed by olivia' }).waitFor();
     await page.getByText('700 University Ave, Saint Paul, MN 55106, US').first().waitFor();
 
-    await page.getByLabel('Note').fill('Camera 2: visitor shouting at the cashier window. Patrol 12 en route.');
+    await page.getByLabel('Note', { exact: true }).fill('Camera 2: visitor shouting at the cashier window. Patrol 12 en route.');
     await page.getByRole('button', { name: 'Add note' }).click();
     await page.locator('.tl-note', { hasText: 'Patrol 12 en route' }).waitFor();
 
@@ -180,7 +182,7 @@ describe('security console', () => {
     assert.equal(await page.locator('img[src="x"], svg[onload], script:not([src])').count(), 0);
     await page.goto(`${main.url}/incidents/${id}`);
     assert.equal(await page.locator('h1.location-label').innerText(), xss);
-    await page.getByLabel('Note').fill('<img src=y onerror=alert(4)>');
+    await page.getByLabel('Note', { exact: true }).fill('<img src=y onerror=alert(4)>');
     await page.getByRole('button', { name: 'Add note' }).click();
     await page.locator('.tl-note', { hasText: '<img src=y onerror=alert(4)>' }).waitFor();
     await page.waitForTimeout(500);
@@ -303,9 +305,9 @@ describe('security console', () => {
       await card(page, 'Financial Aid front desk').getByText('2').first().waitFor({ timeout: 2000 });
       await page.locator('html[data-alarm="alarm"]').waitFor();
       await page.evaluate(() => window.scrollTo(0, 0));
-      const shot = async (p, name) => {
+      const shot = async (p, name, options = {}) => {
         const file = path.join(ARTIFACTS, name);
-        await p.screenshot({ path: file });
+        await p.screenshot({ path: file, ...options });
         fs.mkdirSync(SCREENSHOTS, { recursive: true });
         fs.copyFileSync(file, path.join(SCREENSHOTS, name));
       };
@@ -313,7 +315,7 @@ describe('security console', () => {
 
       await page.goto(`${r.url}/incidents/${id}`);
       await page.getByRole('button', { name: 'Claim: I am handling this' }).click();
-      await page.getByLabel('Note').fill('Camera A2-east: one visitor at the desk, raised voice. Patrol 12 en route, ETA 2 min.');
+      await page.getByLabel('Note', { exact: true }).fill('Camera A2-east: one visitor at the desk, raised voice. Patrol 12 en route, ETA 2 min.');
       await page.getByRole('button', { name: 'Add note' }).click();
       await page.locator('.tl-note').waitFor();
       await page.getByLabel('Response level').selectOption('patrol');
@@ -322,7 +324,7 @@ describe('security console', () => {
       await page.getByRole('link', { name: 'Bldg A, floor cameras' }).waitFor();
       const href = await page.getByRole('link', { name: 'Bldg A, floor cameras' }).getAttribute('href');
       assert.equal(href, 'https://vms.example.edu/live?building=A&floor=2&room=214');
-      await shot(page, 'incident.png');
+      await shot(page, 'incident.png', { fullPage: true });
 
       await adminPage.goto(r.url + '/stations');
       await adminPage.locator('tr.station', { hasText: 'adm-front-01' }).waitFor();

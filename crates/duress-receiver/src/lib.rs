@@ -15,6 +15,8 @@
 //! - [`ratelimit`]: failed-enrollment limiting per client address.
 //! - [`records`]: what the admin commands show.
 //! - [`admin`]: the admin commands (token creation, listings, export, device status).
+//! - [`console`]: the officers' security console (board, incidents, stations, reports, audit
+//!   log, accounts), served beside the API by the same router.
 //!
 //! The binary (`src/main.rs`) only parses the command line and calls [`launch`] or [`admin`].
 //! The wire protocol is described in `docs/protocol.md`.
@@ -22,6 +24,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod console;
 pub mod incidents;
 pub mod problem;
 pub mod ratelimit;
@@ -162,7 +165,23 @@ impl Prepared {
                 Duration::from_secs(60),
             )),
         };
-        let app = api::router(state);
+        let console = Arc::new(console::Console::new(
+            (*self.store).clone(),
+            self.settings.console.clone(),
+            self.settings.heartbeat_interval_s,
+        ));
+        // Background work of the console, stopped when serving ends.
+        let pump = tokio::spawn(console::live::run_pump(
+            console.pool.clone(),
+            console.wake.clone(),
+            console.feed.clone(),
+        ));
+        let escalation = tokio::spawn(console::escalation::run(console.clone()));
+        let closing = console.closing.clone();
+        let app = console::routes::router(console::WebState {
+            api: state,
+            console,
+        });
         let handle = axum_server::Handle::new();
         let server = axum_server::tls_rustls::from_tcp_rustls(
             listener,
@@ -179,6 +198,8 @@ impl Prepared {
         let watcher = tokio::spawn(async move {
             shutdown.await;
             tracing::info!("shutting down: finishing in-flight requests");
+            // Live streams never finish by themselves: end them so shutdown need not wait.
+            let _ = closing.send(true);
             on_shutdown.graceful_shutdown(Some(SHUTDOWN_GRACE));
         });
         if let Some(ready) = ready {
@@ -193,6 +214,8 @@ impl Prepared {
             .serve(app.into_make_service_with_connect_info::<SocketAddr>())
             .await;
         watcher.abort();
+        pump.abort();
+        escalation.abort();
         // Only after the last request finished: closing checkpoints the WAL.
         self.store.close().await;
         served.context("serving HTTPS")

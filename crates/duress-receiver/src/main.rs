@@ -11,6 +11,8 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use duress_core::DeviceStatus;
+use duress_receiver::console::accounts::{self, Role};
+use duress_receiver::console::audit;
 use duress_receiver::settings::parse_duration;
 use duress_receiver::{Approve, Settings, TlsSource, admin};
 
@@ -42,6 +44,26 @@ enum Command {
         /// Presses of one device this close together form one incident (s, m, h, d).
         #[arg(long, default_value = "5m", value_parser = parse_duration)]
         grouping_window: Duration,
+        /// An incident nobody claimed for this long is escalated on every console (s, m, h, d).
+        #[arg(long, default_value = "90s", value_parser = parse_duration)]
+        escalate_after: Duration,
+        /// Response levels officers choose from, comma-separated, in order.
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "observe,patrol,patrol + 911"
+        )]
+        response_levels: Vec<String>,
+    },
+    /// Console accounts.
+    User {
+        #[command(subcommand)]
+        command: UserCommand,
+    },
+    /// The hash-chained audit log.
+    Audit {
+        #[command(subcommand)]
+        command: AuditCommand,
     },
     /// Enrollment tokens.
     Token {
@@ -133,6 +155,51 @@ enum EventsCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Add a console user; without --password-stdin a password is generated and printed once.
+    Add {
+        #[arg(long, env = "DURESS_RECEIVER_DATA_DIR")]
+        data_dir: PathBuf,
+        #[arg(long)]
+        username: String,
+        #[arg(long, value_enum)]
+        role: RoleArg,
+        /// Read the password from the first line of standard input.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List console users.
+    List {
+        #[arg(long, env = "DURESS_RECEIVER_DATA_DIR")]
+        data_dir: PathBuf,
+        #[arg(long)]
+        json: bool,
+    },
+    /// Disable a console user and end their sessions.
+    Disable {
+        #[arg(long, env = "DURESS_RECEIVER_DATA_DIR")]
+        data_dir: PathBuf,
+        #[arg(long)]
+        username: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AuditCommand {
+    /// Recompute the hash chain; exit non-zero naming the first bad entry.
+    Verify {
+        #[arg(long, env = "DURESS_RECEIVER_DATA_DIR")]
+        data_dir: PathBuf,
+    },
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum RoleArg {
+    Officer,
+    Admin,
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 enum ApproveArg {
     Auto,
@@ -173,9 +240,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             tls_cert,
             tls_key,
             grouping_window,
+            escalate_after,
+            response_levels,
         } => {
             let mut settings = Settings::new(data_dir);
             settings.grouping_window = grouping_window;
+            settings.console.escalate_after = escalate_after;
+            let levels: Vec<String> = response_levels
+                .iter()
+                .map(|l| l.trim().to_owned())
+                .filter(|l| !l.is_empty())
+                .collect();
+            anyhow::ensure!(
+                !levels.is_empty(),
+                "--response-levels needs at least one level"
+            );
+            settings.console.response_levels = levels;
             if let (Some(cert), Some(key)) = (tls_cert, tls_key) {
                 settings.tls = TlsSource::Files { cert, key };
             }
@@ -269,6 +349,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::User { command } => run_user(command).await,
+        Command::Audit {
+            command: AuditCommand::Verify { data_dir },
+        } => match audit::verify_data_dir(&data_dir).await? {
+            Ok(n) => {
+                println!("audit chain ok: {n} entries");
+                Ok(())
+            }
+            Err(broken) => anyhow::bail!("{broken}"),
+        },
         Command::Events {
             command: EventsCommand::Export { data_dir },
         } => {
@@ -279,6 +369,62 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 out.write_all(b"\n")?;
             }
             out.flush()?;
+            Ok(())
+        }
+    }
+}
+
+async fn run_user(command: UserCommand) -> anyhow::Result<()> {
+    match command {
+        UserCommand::Add {
+            data_dir,
+            username,
+            role,
+            password_stdin,
+        } => {
+            let role = match role {
+                RoleArg::Officer => Role::Officer,
+                RoleArg::Admin => Role::Admin,
+            };
+            let (password, generated) = if password_stdin {
+                let mut line = String::new();
+                std::io::stdin().read_line(&mut line)?;
+                (line.trim_end_matches(['\r', '\n']).to_owned(), false)
+            } else {
+                (accounts::generate_password(), true)
+            };
+            accounts::with_pool(&data_dir, async |pool| {
+                accounts::add(pool, &username, role, &password, "cli").await
+            })
+            .await?;
+            println!("user {username} added ({})", role.as_str());
+            if generated {
+                println!("password (shown once): {password}");
+            }
+            Ok(())
+        }
+        UserCommand::List { data_dir, json } => {
+            let users =
+                accounts::with_pool(&data_dir, async |pool| accounts::list(pool).await).await?;
+            if json {
+                return print_json(&users);
+            }
+            for u in &users {
+                println!(
+                    "{:24} {:8} {}",
+                    u.username,
+                    u.role.as_str(),
+                    if u.disabled { "disabled" } else { "active" }
+                );
+            }
+            Ok(())
+        }
+        UserCommand::Disable { data_dir, username } => {
+            accounts::with_pool(&data_dir, async |pool| {
+                accounts::disable(pool, &username, "cli").await
+            })
+            .await?;
+            println!("user {username} disabled");
             Ok(())
         }
     }
@@ -302,24 +448,32 @@ fn humanize(d: Duration) -> String {
     }
 }
 
-/// Resolves on SIGINT (Ctrl-C) or, on Unix, SIGTERM.
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// Resolves on SIGINT (Ctrl-C) or, on Unix, SIGTERM. The Unix handlers are registered here,
+/// before `serve` prints its URL, so a supervisor that signals as soon as it reads that line
+/// gets a graceful stop rather than the default action (death by the signal).
+fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        let term = signal(SignalKind::terminate()).ok();
+        let int = signal(SignalKind::interrupt()).ok();
+        async move {
+            let wait = |s: Option<tokio::signal::unix::Signal>| async move {
+                match s {
+                    Some(mut s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            };
+            tokio::select! {
+                () = wait(term) => {},
+                () = wait(int) => {},
             }
-            Err(_) => std::future::pending::<()>().await,
         }
-    };
+    }
     #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
+    async {
+        let _ = tokio::signal::ctrl_c().await;
     }
 }

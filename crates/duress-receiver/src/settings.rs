@@ -12,6 +12,53 @@ pub const DEFAULT_HEARTBEAT_INTERVAL_S: u64 = 60;
 /// a technician's typos, far too few to guess a 256-bit token (or even to probe the endpoint).
 pub const DEFAULT_ENROLLMENT_FAILURES_PER_MINUTE: u32 = 10;
 
+/// Default time an incident may stay unclaimed before it is escalated: 90 s, the NFPA 72
+/// operator-handling time for alarm signals.
+pub const DEFAULT_ESCALATE_AFTER: Duration = Duration::from_secs(90);
+/// Default response levels officers choose from (the seed: "Security will determine the
+/// appropriate response level").
+pub const DEFAULT_RESPONSE_LEVELS: &[&str] = &["observe", "patrol", "patrol + 911"];
+
+/// Console settings: escalation, response levels, sessions, station thresholds, login limits.
+#[derive(Debug, Clone)]
+pub struct ConsoleSettings {
+    /// An open incident nobody claimed for this long is escalated.
+    pub escalate_after: Duration,
+    /// The response levels offered on the incident page, in order.
+    pub response_levels: Vec<String>,
+    /// A session unused this long is over (an unattended console signs itself out).
+    pub session_idle: Duration,
+    /// A session is over this long after sign-in, whatever its use.
+    pub session_lifetime: Duration,
+    /// A station is stale after one heartbeat interval plus this grace, offline after two
+    /// intervals (plus the same grace).
+    pub station_grace: Duration,
+    /// Failed sign-ins allowed per client address per window (then 429).
+    pub login_failures_per_address: u32,
+    /// Failed sign-ins allowed per username per window (then 429), so one account cannot be
+    /// guessed from many addresses.
+    pub login_failures_per_username: u32,
+    pub login_failure_window: Duration,
+}
+
+impl Default for ConsoleSettings {
+    fn default() -> Self {
+        ConsoleSettings {
+            escalate_after: DEFAULT_ESCALATE_AFTER,
+            response_levels: DEFAULT_RESPONSE_LEVELS
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
+            session_idle: Duration::from_secs(12 * 3600),
+            session_lifetime: Duration::from_secs(24 * 3600),
+            station_grace: Duration::from_secs(30),
+            login_failures_per_address: 20,
+            login_failures_per_username: 5,
+            login_failure_window: Duration::from_secs(5 * 60),
+        }
+    }
+}
+
 /// Where the TLS certificate comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum TlsSource {
@@ -36,6 +83,8 @@ pub struct Settings {
     pub heartbeat_interval_s: u64,
     /// Failed enrollment attempts allowed per client address per minute (then 429).
     pub enrollment_failures_per_minute: u32,
+    /// The security console served beside the API.
+    pub console: ConsoleSettings,
 }
 
 impl Settings {
@@ -47,6 +96,7 @@ impl Settings {
             grouping_window: DEFAULT_GROUPING_WINDOW,
             heartbeat_interval_s: DEFAULT_HEARTBEAT_INTERVAL_S,
             enrollment_failures_per_minute: DEFAULT_ENROLLMENT_FAILURES_PER_MINUTE,
+            console: ConsoleSettings::default(),
         }
     }
 

@@ -1,4 +1,5 @@
-//! `POST /v1/events`: verify → dedupe → one transaction (raw token + incident) → 200.
+//! `POST /v1/events`: verify the signature → dedupe (a repeat gets its stored answer) → device
+//! status, claims, send-time window → one transaction (raw token + incident) → 200.
 
 use axum::Json;
 use axum::extract::State;
@@ -26,6 +27,17 @@ pub async fn post(
 
 async fn ingest(state: &AppState, body: String) -> Result<Json<EventAck>, ApiProblem> {
     let verified = verify_device_token(state, &body, Typ::Event).await?;
+    // Dedupe right after the signature: a resend of an event this device already committed
+    // gets its stored answer whatever the device's status or the clock is now, so an alarm
+    // committed before the device was disabled (or sent with a skewed clock) is not left
+    // queued forever on the workstation. Nothing is written on this path.
+    if let Some(id) = claimed_event_id(&verified.payload)
+        && let Some(stored) = state.store.find_event(id).await.map_err(storage_problem)?
+        && stored.device_id == verified.device.device_id
+    {
+        tracing::debug!(event_id = %stored.id, "repeat of a committed event");
+        return Ok(Json(stored.ack()));
+    }
     if let Some(refusal) = status_refusal(verified.device.status) {
         return Err(refusal);
     }
@@ -75,4 +87,14 @@ async fn ingest(state: &AppState, body: String) -> Result<Json<EventAck>, ApiPro
             "this event id was already used by another device",
         )),
     }
+}
+
+/// The `id` claim alone, when the payload has one that parses (the full claims are checked
+/// later, for new events).
+fn claimed_event_id(payload: &[u8]) -> Option<uuid::Uuid> {
+    #[derive(serde::Deserialize)]
+    struct IdOnly {
+        id: uuid::Uuid,
+    }
+    serde_json::from_slice::<IdOnly>(payload).ok().map(|c| c.id)
 }

@@ -38,9 +38,10 @@ async fn record(state: &AppState, body: &str) -> Result<Json<HeartbeatAnswer>, A
     check_clock(claims.sent_at, now)?;
 
     let status = verified.device.status;
+    let device_id = verified.device.device_id;
     if status != DeviceStatus::Revoked {
         let update = HeartbeatUpdate {
-            device_id: verified.device.device_id,
+            device_id: device_id.clone(),
             received_at: now,
             hotkey: claims.hotkey,
             queued,
@@ -55,10 +56,20 @@ async fn record(state: &AppState, body: &str) -> Result<Json<HeartbeatAnswer>, A
             .await
             .map_err(storage_problem)?;
     }
+    // A revoked device is told nothing about incidents.
+    let claimed_incidents = if status == DeviceStatus::Revoked {
+        Vec::new()
+    } else {
+        state
+            .store
+            .claimed_incidents(&device_id)
+            .await
+            .map_err(storage_problem)?
+    };
     Ok(Json(HeartbeatAnswer {
         server_time: now,
         device_status: status,
         interval_s: state.heartbeat_interval_s,
-        claimed_incidents: Vec::new(),
+        claimed_incidents,
     }))
 }

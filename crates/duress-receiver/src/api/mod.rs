@@ -10,9 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use axum::body::Bytes;
-use axum::extract::{DefaultBodyLimit, FromRequest, Request, State};
-use axum::http::header;
-use axum::routing::{get, post};
+use axum::extract::{DefaultBodyLimit, FromRef, FromRequest, Request, State};
+use axum::http::{Method, header};
+use axum::routing::{MethodRouter, get, post};
 use axum::{Json, Router};
 use duress_core::{DeviceStatus, JOSE_CONTENT_TYPE, MAX_BODY_BYTES, ParsedJws, ProblemType, Typ};
 use serde::de::DeserializeOwned;
@@ -31,13 +31,33 @@ pub struct AppState {
     pub enrollment_failures: Arc<FailureLimiter>,
 }
 
-/// All routes, with the body limit and the problem+json safety net.
+/// The agent-facing routes, for any router state the API state can be taken from (the
+/// receiver's full router is built from these plus the console's, in `console::routes`).
+pub fn routes<S>() -> Vec<(Method, &'static str, MethodRouter<S>)>
+where
+    AppState: FromRef<S>,
+    S: Clone + Send + Sync + 'static,
+{
+    vec![
+        (Method::GET, "/healthz", get(healthz)),
+        (Method::POST, "/v1/enrollments", post(enrollments::post)),
+        (Method::POST, "/v1/events", post(events::post)),
+        (Method::POST, "/v1/heartbeats", post(heartbeats::post)),
+    ]
+}
+
+/// The API routes alone, with the shared layers (tests drive it without TLS).
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/v1/enrollments", post(enrollments::post))
-        .route("/v1/events", post(events::post))
-        .route("/v1/heartbeats", post(heartbeats::post))
+    let mut router = Router::new();
+    for (_, path, handler) in routes::<AppState>() {
+        router = router.route(path, handler);
+    }
+    with_layers(router).with_state(state)
+}
+
+/// The body limit and the problem+json safety net around every route.
+pub fn with_layers<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Router<S> {
+    router
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .layer(axum::middleware::map_response(problem_for_bare_errors))
@@ -45,11 +65,10 @@ pub fn router(state: AppState) -> Router {
             panic_response,
         ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
-        .with_state(state)
 }
 
 /// `GET /healthz`: 200 only when the database answers.
-async fn healthz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiProblem> {
+pub async fn healthz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiProblem> {
     state.store.health().await.map_err(storage_problem)?;
     Ok(Json(serde_json::json!({ "status": "ok" })))
 }

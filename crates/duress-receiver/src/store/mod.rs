@@ -202,6 +202,9 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         &'a self,
         device_id: &'a str,
     ) -> BoxFuture<'a, StoreResult<Option<DeviceKey>>>;
+    /// The committed event with this id, if any (a read; the API dedupes with it before the
+    /// device-status and clock checks).
+    fn find_event(&self, id: Uuid) -> BoxFuture<'_, StoreResult<Option<StoredEvent>>>;
     /// Dedupes by id and commits the event with its incident in one transaction.
     fn ingest_event(
         &self,
@@ -214,6 +217,10 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
         device_id: &'a str,
         status: DeviceStatus,
     ) -> BoxFuture<'a, StoreResult<()>>;
+    /// This device's open incidents that an officer has claimed (the heartbeat answer's
+    /// `claimed_incidents`, for the agent's covert acknowledgement).
+    fn claimed_incidents<'a>(&'a self, device_id: &'a str)
+    -> BoxFuture<'a, StoreResult<Vec<Uuid>>>;
     fn list_devices(&self) -> BoxFuture<'_, StoreResult<Vec<DeviceRecord>>>;
     /// Real incidents, oldest first, each with its timeline.
     fn list_incidents(&self) -> BoxFuture<'_, StoreResult<Vec<IncidentRecord>>>;

@@ -4,6 +4,7 @@
 //! failing on a lock upgrade, and a dedupe check made inside the transaction cannot be raced.
 
 use std::path::Path;
+use std::sync::Arc;
 use std::time::Duration;
 
 use duress_core::{DeviceStatus, EventKind};
@@ -12,6 +13,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{Row as _, Sqlite, Transaction};
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::{
@@ -23,6 +25,7 @@ use crate::records::{DeviceRecord, EventRecord, ExportedEvent, IncidentRecord};
 
 mod listings;
 mod rows;
+mod tokens;
 
 use rows::{from_json, parse_uuid, to_json};
 
@@ -46,6 +49,9 @@ impl From<sqlx::Error> for StoreError {
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// Poked after every commit that wrote a `console_events` row, so the live-update pump
+    /// (console/live.rs) reads and fans it out at once instead of at its next poll.
+    wake: Arc<Notify>,
 }
 
 impl SqliteStore {
@@ -69,7 +75,20 @@ impl SqliteStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Migrate(e.to_string()))?;
-        Ok(SqliteStore { pool })
+        Ok(SqliteStore {
+            pool,
+            wake: Arc::new(Notify::new()),
+        })
+    }
+
+    /// The connection pool, for the console's queries (SQLite-specific, like this type).
+    pub fn pool(&self) -> &SqlitePool {
+        &self.pool
+    }
+
+    /// The wake-up poked after commits that wrote console events.
+    pub fn wake(&self) -> Arc<Notify> {
+        self.wake.clone()
     }
 
     async fn begin_write(&self) -> StoreResult<Transaction<'static, Sqlite>> {
@@ -166,6 +185,8 @@ impl SqliteStore {
         match insert_event(&mut tx, &ev, window).await {
             Ok(stored) => {
                 tx.commit().await?;
+                // After COMMIT: a console told earlier could read a state without the event.
+                self.wake.notify_one();
                 Ok(IngestOutcome::Committed(stored))
             }
             // Belt and braces: the primary key is the last word on "same id".
@@ -207,7 +228,12 @@ impl SqliteStore {
         Ok(())
     }
 
-    async fn set_status_impl(&self, device_id: &str, status: DeviceStatus) -> StoreResult<()> {
+    async fn set_status_impl(
+        &self,
+        device_id: &str,
+        status: DeviceStatus,
+        actor: &str,
+    ) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
         let current: Option<String> =
             sqlx::query_scalar("SELECT status FROM devices WHERE device_id = ?")
@@ -227,8 +253,37 @@ impl SqliteStore {
             .bind(device_id)
             .execute(&mut *tx)
             .await?;
+        let now = crate::api::receiver_now();
+        crate::console::audit::append(
+            &mut tx,
+            now,
+            actor,
+            "device.status",
+            device_id,
+            &format!("{current} -> {}", status.as_str()),
+        )
+        .await?;
+        crate::console::live::record(
+            &mut tx,
+            now,
+            "device",
+            None,
+            &serde_json::json!({"device_id": device_id, "status": status.as_str()}),
+        )
+        .await?;
         tx.commit().await?;
+        self.wake.notify_one();
         Ok(())
+    }
+
+    /// Approves, disables or revokes a device, audited as done by `actor`.
+    pub async fn set_device_status_by(
+        &self,
+        device_id: &str,
+        status: DeviceStatus,
+        actor: &str,
+    ) -> StoreResult<()> {
+        self.set_status_impl(device_id, status, actor).await
     }
 }
 
@@ -391,6 +446,27 @@ async fn insert_event(
     .execute(&mut **tx)
     .await?;
 
+    // The live-update row, in this transaction: a console can never see the incident without
+    // being told, nor be told of one that was rolled back.
+    let live_kind = match (ev.kind, incident_id) {
+        (EventKind::Test, _) => "selftest",
+        (EventKind::Cancel, Some(_)) => "incident.cancel",
+        (EventKind::Cancel, None) => "cancel",
+        (EventKind::Duress, _) => "incident.press",
+    };
+    crate::console::live::record(
+        tx,
+        ev.received_at,
+        live_kind,
+        incident_id,
+        &serde_json::json!({
+            "event_id": ev.id,
+            "device_id": ev.device_id,
+            "label": ev.location.display_label(),
+        }),
+    )
+    .await?;
+
     let is_test = ev.kind == EventKind::Test;
     sqlx::query(
         "UPDATE devices SET last_seq = MAX(COALESCE(last_seq, ?1), ?1), last_event_at = ?2,
@@ -431,31 +507,13 @@ impl Store for SqliteStore {
         })
     }
 
+    // Through the trait: the admin command line; the console calls the `_by` methods.
     fn create_token(&self, token: NewToken) -> BoxFuture<'_, StoreResult<()>> {
-        Box::pin(async move {
-            sqlx::query(
-                "INSERT INTO enrollment_tokens (token_hash, approve, uses_left, expires_at, revoked, created_at)
-                 VALUES (?, ?, ?, ?, 0, ?)",
-            )
-            .bind(&token.token_hash)
-            .bind(token.approve.as_str())
-            .bind(i64::from(token.uses))
-            .bind(token.expires_at.map(format_ts))
-            .bind(format_ts(token.created_at))
-            .execute(&self.pool)
-            .await?;
-            Ok(())
-        })
+        Box::pin(self.create_token_by(token, "cli"))
     }
 
     fn revoke_token<'a>(&'a self, token_hash: &'a str) -> BoxFuture<'a, StoreResult<bool>> {
-        Box::pin(async move {
-            let done = sqlx::query("UPDATE enrollment_tokens SET revoked = 1 WHERE token_hash = ?")
-                .bind(token_hash)
-                .execute(&self.pool)
-                .await?;
-            Ok(done.rows_affected() == 1)
-        })
+        Box::pin(self.revoke_token_by(token_hash, "cli"))
     }
 
     fn enroll(&self, request: EnrollRequest) -> BoxFuture<'_, StoreResult<EnrollOutcome>> {
@@ -480,6 +538,10 @@ impl Store for SqliteStore {
         })
     }
 
+    fn find_event(&self, id: Uuid) -> BoxFuture<'_, StoreResult<Option<StoredEvent>>> {
+        Box::pin(find_event(&self.pool, id))
+    }
+
     fn ingest_event(
         &self,
         event: NewEvent,
@@ -497,7 +559,24 @@ impl Store for SqliteStore {
         device_id: &'a str,
         status: DeviceStatus,
     ) -> BoxFuture<'a, StoreResult<()>> {
-        Box::pin(self.set_status_impl(device_id, status))
+        Box::pin(self.set_status_impl(device_id, status, "cli"))
+    }
+
+    fn claimed_incidents<'a>(
+        &'a self,
+        device_id: &'a str,
+    ) -> BoxFuture<'a, StoreResult<Vec<Uuid>>> {
+        Box::pin(async move {
+            let ids: Vec<String> = sqlx::query_scalar(
+                "SELECT incident_id FROM incidents
+                 WHERE device_id = ? AND status = 'open' AND claimed_by IS NOT NULL
+                 ORDER BY opened_at",
+            )
+            .bind(device_id)
+            .fetch_all(&self.pool)
+            .await?;
+            ids.iter().map(|id| parse_uuid(id)).collect()
+        })
     }
 
     fn list_devices(&self) -> BoxFuture<'_, StoreResult<Vec<DeviceRecord>>> {

@@ -323,3 +323,5 @@ pub fn hmac_sha256(key: &[u8], message: &[u8]) -> Vec<u8> {
 pub fn sign_with_header(key: &DeviceKey, header: Header, payload: &[u8]) -> String {
     key.sign_with_header(&header, payload)
 }
+
+pub mod console;

@@ -1,0 +1,286 @@
+//! Sign-in and sign-out.
+//!
+//! Failed sign-ins are limited per client address (IPv6 per /64) and per username, in memory:
+//! past either limit the answer is 429 before the password is even checked, so neither one
+//! address nor a botnet can guess an officer's password. Success does not count. An unknown
+//! username costs the same argon2 work as a known one, so timing does not reveal accounts.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use askama::Template;
+use axum::extract::{ConnectInfo, State};
+use axum::http::{HeaderMap, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::{Extension, Form};
+use serde::Deserialize;
+use sqlx::Row as _;
+
+use super::pages::{render_status, server_error};
+use super::{Console, CurrentUser, accounts, audit, guard, sessions};
+use crate::api::receiver_now;
+use crate::settings::ConsoleSettings;
+
+/// A hash of a random password nobody knows, verified against for unknown users so that they
+/// cost the same argon2 work as known ones.
+static DUMMY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    accounts::hash_password(&sessions::random_secret()).unwrap_or_default()
+});
+
+#[derive(Debug)]
+struct Window {
+    started: Instant,
+    failures: u32,
+}
+
+/// Failure counts per key (`ip:…`, `user:…`) in fixed windows.
+#[derive(Debug)]
+pub struct LoginLimiter {
+    per_address: u32,
+    per_username: u32,
+    window: Duration,
+    counts: Mutex<HashMap<String, Window>>,
+}
+
+impl LoginLimiter {
+    pub fn new(settings: &ConsoleSettings) -> Self {
+        LoginLimiter {
+            per_address: settings.login_failures_per_address,
+            per_username: settings.login_failures_per_username,
+            window: settings.login_failure_window,
+            counts: Mutex::new(HashMap::new()),
+        }
+    }
+
+    fn keys(ip: IpAddr, username: &str) -> [(String, bool); 2] {
+        let ip = match ip {
+            IpAddr::V6(v6) if v6.to_ipv4_mapped().is_none() => {
+                let mut seg = v6.segments();
+                seg[4..].fill(0);
+                IpAddr::V6(seg.into())
+            }
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            IpAddr::V4(_) => ip,
+        };
+        [
+            (format!("ip:{ip}"), true),
+            (format!("user:{}", username.to_lowercase()), false),
+        ]
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Window>> {
+        self.counts
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+    }
+
+    /// `false` when this address or this username has used up its failures.
+    pub fn allowed(&self, ip: IpAddr, username: &str) -> bool {
+        let now = Instant::now();
+        let counts = self.lock();
+        Self::keys(ip, username).iter().all(|(key, is_ip)| {
+            let limit = if *is_ip {
+                self.per_address
+            } else {
+                self.per_username
+            };
+            counts
+                .get(key)
+                .is_none_or(|w| now.duration_since(w.started) >= self.window || w.failures < limit)
+        })
+    }
+
+    pub fn record_failure(&self, ip: IpAddr, username: &str) {
+        let now = Instant::now();
+        let mut counts = self.lock();
+        if counts.len() > 10_000 {
+            let window = self.window;
+            counts.retain(|_, w| now.duration_since(w.started) < window);
+        }
+        for (key, _) in Self::keys(ip, username) {
+            let w = counts.entry(key).or_insert(Window {
+                started: now,
+                failures: 0,
+            });
+            if now.duration_since(w.started) >= self.window {
+                *w = Window {
+                    started: now,
+                    failures: 0,
+                };
+            }
+            w.failures = w.failures.saturating_add(1);
+        }
+    }
+}
+
+#[derive(Debug, Template)]
+#[template(path = "login.html")]
+struct LoginPage {
+    error: Option<String>,
+    username: String,
+}
+
+pub async fn login_page() -> Response {
+    render_status(
+        StatusCode::OK,
+        &LoginPage {
+            error: None,
+            username: String::new(),
+        },
+    )
+}
+
+#[derive(Debug, Deserialize)]
+pub struct LoginForm {
+    #[serde(default)]
+    username: String,
+    #[serde(default)]
+    password: String,
+}
+
+/// `POST /login`. There is no session yet, so no CSRF token: the request must come from our
+/// own origin (`Origin` / `Sec-Fetch-Site`), and the cookie is SameSite=Strict anyway.
+pub async fn login(
+    State(console): State<Arc<Console>>,
+    ConnectInfo(client): ConnectInfo<SocketAddr>,
+    uri: Uri,
+    headers: HeaderMap,
+    Form(form): Form<LoginForm>,
+) -> Response {
+    if let Err(refusal) = guard::check_same_origin(&headers, &uri) {
+        return *refusal;
+    }
+    let ip = client.ip();
+    let username = form.username.trim().to_owned();
+    let failed = |status: StatusCode, message: &str| {
+        render_status(
+            status,
+            &LoginPage {
+                error: Some(message.to_owned()),
+                username: username.clone(),
+            },
+        )
+    };
+    if !console.login_limiter.allowed(ip, &username) {
+        tracing::warn!(client = %ip, "sign-in refused: too many failed attempts");
+        let mut r = failed(
+            StatusCode::TOO_MANY_REQUESTS,
+            "Too many failed sign-ins. Wait a few minutes and try again.",
+        );
+        r.headers_mut().insert(
+            header::RETRY_AFTER,
+            axum::http::HeaderValue::from_static("300"),
+        );
+        return r;
+    }
+    let row = match sqlx::query("SELECT password_hash, disabled FROM users WHERE username = ?")
+        .bind(&username)
+        .fetch_optional(&console.pool)
+        .await
+    {
+        Ok(r) => r,
+        Err(e) => return server_error(e),
+    };
+    let (phc, disabled) = match &row {
+        Some(r) => (
+            r.get::<String, _>("password_hash"),
+            r.get::<bool, _>("disabled"),
+        ),
+        None => (DUMMY_HASH.clone(), true),
+    };
+    let password = form.password;
+    let ok = tokio::task::spawn_blocking(move || accounts::verify_password(&password, &phc))
+        .await
+        .unwrap_or(false)
+        && !disabled;
+
+    let mut tx = match console.pool.begin_with("BEGIN IMMEDIATE").await {
+        Ok(tx) => tx,
+        Err(e) => return server_error(e),
+    };
+    let now = receiver_now();
+    if !ok {
+        console.login_limiter.record_failure(ip, &username);
+        let subject: String = username.chars().take(64).collect();
+        if let Err(e) = audit::append(
+            &mut tx,
+            now,
+            &format!("ip:{ip}"),
+            "login.failure",
+            &subject,
+            "",
+        )
+        .await
+        {
+            return server_error(e);
+        }
+        if let Err(e) = tx.commit().await {
+            return server_error(e);
+        }
+        return failed(StatusCode::UNAUTHORIZED, "Wrong username or password.");
+    }
+    let id = match sessions::create(&mut tx, &username, &console.settings).await {
+        Ok(id) => id,
+        Err(e) => return server_error(e),
+    };
+    if let Err(e) = audit::append(
+        &mut tx,
+        now,
+        &username,
+        "login.success",
+        &username,
+        &format!("ip:{ip}"),
+    )
+    .await
+    {
+        return server_error(e);
+    }
+    if let Err(e) = tx.commit().await {
+        return server_error(e);
+    }
+    let mut response = Redirect::to("/").into_response();
+    response.headers_mut().insert(
+        header::SET_COOKIE,
+        sessions::set_cookie(&id, &console.settings),
+    );
+    response
+}
+
+/// `POST /logout`: deletes the session row (the cookie alone is worthless afterwards).
+pub async fn logout(
+    State(console): State<Arc<Console>>,
+    Extension(user): Extension<CurrentUser>,
+    headers: HeaderMap,
+) -> Response {
+    if let Some(id) = sessions::cookie_value(&headers, sessions::COOKIE_NAME) {
+        let id_hash = sessions::hash_id(&id);
+        let result = async {
+            let mut tx = console.pool.begin_with("BEGIN IMMEDIATE").await?;
+            sqlx::query("DELETE FROM sessions WHERE id_hash = ?")
+                .bind(&id_hash)
+                .execute(&mut *tx)
+                .await?;
+            audit::append(
+                &mut tx,
+                receiver_now(),
+                &user.username,
+                "logout",
+                &user.username,
+                "",
+            )
+            .await?;
+            tx.commit().await
+        }
+        .await;
+        if let Err(e) = result {
+            return server_error(e);
+        }
+    }
+    let mut response = Redirect::to("/login").into_response();
+    response
+        .headers_mut()
+        .insert(header::SET_COOKIE, sessions::clear_cookie());
+    response
+}

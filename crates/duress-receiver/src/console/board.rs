@@ -1,0 +1,101 @@
+//! The live board (`/`): open incidents, newest first, each with its location label large, the
+//! civic address ready to read to 911, who pressed where, and who is handling it. Recent
+//! self-tests are listed apart, greyed and silent. The page script re-fetches
+//! `/api/board` (the same list, server-rendered and escaped) whenever the live stream says
+//! something changed, and `/api/alarm` to decide the sound and the title.
+
+use std::sync::Arc;
+
+use askama::Template;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::{Extension, Json};
+
+use super::incident_view::{IncidentView, SelfTestView, open_incidents, recent_self_tests};
+use super::pages::{Layout, render, server_error};
+use super::{Console, CurrentUser, live};
+
+#[derive(Debug, Template)]
+#[template(path = "board_list.html")]
+pub struct BoardList {
+    pub csrf: String,
+    pub incidents: Vec<IncidentView>,
+    pub self_tests: Vec<SelfTestView>,
+}
+
+#[derive(Debug, Template)]
+#[template(path = "board.html")]
+struct BoardPage {
+    layout: Layout,
+    list: BoardList,
+}
+
+async fn load_list(console: &Console, user: &CurrentUser) -> Result<BoardList, sqlx::Error> {
+    Ok(BoardList {
+        csrf: user.csrf.clone(),
+        incidents: open_incidents(&console.pool).await?,
+        self_tests: recent_self_tests(&console.pool, 5).await?,
+    })
+}
+
+pub async fn page(
+    State(console): State<Arc<Console>>,
+    Extension(user): Extension<CurrentUser>,
+) -> Response {
+    // The id first: anything committed after it reaches the page through the stream.
+    let last = match live::latest_id(&console.pool).await {
+        Ok(id) => id,
+        Err(e) => return server_error(e),
+    };
+    match load_list(&console, &user).await {
+        Ok(list) => render(&BoardPage {
+            layout: Layout::new(&user, "board", "Board").with_last_event_id(last),
+            list,
+        }),
+        Err(e) => server_error(e),
+    }
+}
+
+/// `GET /api/board`: the list alone, for the page script.
+pub async fn list_fragment(
+    State(console): State<Arc<Console>>,
+    Extension(user): Extension<CurrentUser>,
+) -> Response {
+    match load_list(&console, &user).await {
+        Ok(list) => render(&list),
+        Err(e) => server_error(e),
+    }
+}
+
+#[derive(Debug, serde::Serialize)]
+pub struct AlarmState {
+    /// Open incidents nobody has claimed: the alarm sounds while this is above zero.
+    pub unclaimed: usize,
+    /// Of those, escalated ones: the sound changes.
+    pub escalated: usize,
+    pub open: usize,
+    /// The newest unclaimed incident, for the flashing title.
+    pub label: Option<String>,
+    pub incident_id: Option<String>,
+    pub last_event_id: i64,
+}
+
+/// `GET /api/alarm`: what every console page needs to decide its sound and title.
+pub async fn alarm_state(State(console): State<Arc<Console>>) -> Response {
+    let last_event_id = live::latest_id(&console.pool).await.unwrap_or(0);
+    match open_incidents(&console.pool).await {
+        Ok(open) => {
+            let unclaimed: Vec<&IncidentView> = open.iter().filter(|i| i.needs_claim()).collect();
+            Json(AlarmState {
+                unclaimed: unclaimed.len(),
+                escalated: unclaimed.iter().filter(|i| i.is_escalated()).count(),
+                open: open.len(),
+                label: unclaimed.first().map(|i| i.label.clone()),
+                incident_id: unclaimed.first().map(|i| i.id.clone()),
+                last_event_id,
+            })
+            .into_response()
+        }
+        Err(e) => server_error(e),
+    }
+}

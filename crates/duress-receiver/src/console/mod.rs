@@ -1,0 +1,117 @@
+//! The security console: the officers' live board, served by the receiver itself (no CDN,
+//! works offline).
+//!
+//! - [`routes`]: every route of the receiver (API and console) in one table, with who may
+//!   use it; the router is built from it, and a test walks it.
+//! - [`guard`]: the middleware in front of every protected route: session, role, CSRF,
+//!   `Origin`/`Sec-Fetch-Site`; and the security headers every answer carries.
+//! - [`sessions`]: server-side sessions (only a hash of the cookie is stored).
+//! - [`accounts`]: users, argon2id passwords (CLI and admin page).
+//! - [`auth`]: sign-in (rate-limited per address and per username) and sign-out.
+//! - [`live`]: the `console_events` log written in the same transaction as each change, and
+//!   the pump that fans new rows out to every console after COMMIT.
+//! - [`sse`]: `GET /events`, replay after `Last-Event-ID`, then live frames.
+//! - [`escalation`]: marks incidents nobody claimed in time.
+//! - [`audit`]: the append-only, hash-chained audit log and its verification.
+//! - [`incident_view`]: what pages show of an incident (read side).
+//! - [`incident_actions`]: claim, notes, level, 911, resolve, reopen (write side).
+//! - [`board`], [`incident_page`], [`stations`], [`reports`], [`admin_pages`]: the pages.
+//! - [`cameras`]: location → camera link templates.
+//! - [`pages`]: templates' shared layout data, time formatting, error pages.
+//! - [`static_files`]: CSS and JS embedded at compile time.
+
+pub mod accounts;
+pub mod admin_pages;
+pub mod audit;
+pub mod auth;
+pub mod board;
+pub mod cameras;
+pub mod escalation;
+pub mod guard;
+pub mod incident_actions;
+pub mod incident_page;
+pub mod incident_view;
+pub mod live;
+pub mod pages;
+pub mod reports;
+pub mod routes;
+pub mod sessions;
+pub mod sse;
+pub mod static_files;
+pub mod stations;
+
+use std::sync::Arc;
+
+use axum::extract::FromRef;
+use sqlx::SqlitePool;
+use tokio::sync::Notify;
+
+use crate::api::AppState;
+use crate::settings::ConsoleSettings;
+use crate::store::SqliteStore;
+
+/// What console handlers share.
+#[derive(Debug)]
+pub struct Console {
+    pub store: SqliteStore,
+    pub pool: SqlitePool,
+    /// Poked after a console write commits (see [`live`]).
+    pub wake: Arc<Notify>,
+    pub feed: live::LiveFeed,
+    pub settings: ConsoleSettings,
+    /// Heartbeat interval the stations page judges liveness by.
+    pub heartbeat_interval_s: u64,
+    pub login_limiter: auth::LoginLimiter,
+    /// Set when the receiver shuts down: live streams end so shutdown does not wait on them.
+    pub closing: tokio::sync::watch::Sender<bool>,
+}
+
+impl Console {
+    pub fn new(store: SqliteStore, settings: ConsoleSettings, heartbeat_interval_s: u64) -> Self {
+        let login_limiter = auth::LoginLimiter::new(&settings);
+        Console {
+            pool: store.pool().clone(),
+            wake: store.wake(),
+            store,
+            feed: live::LiveFeed::new(),
+            settings,
+            heartbeat_interval_s,
+            login_limiter,
+            closing: tokio::sync::watch::Sender::new(false),
+        }
+    }
+}
+
+/// The state of the whole router: the API's and the console's.
+#[derive(Debug, Clone)]
+pub struct WebState {
+    pub api: AppState,
+    pub console: Arc<Console>,
+}
+
+impl FromRef<WebState> for AppState {
+    fn from_ref(state: &WebState) -> Self {
+        state.api.clone()
+    }
+}
+
+impl FromRef<WebState> for Arc<Console> {
+    fn from_ref(state: &WebState) -> Self {
+        state.console.clone()
+    }
+}
+
+/// The signed-in user of a request, put in its extensions by [`guard`].
+#[derive(Debug, Clone)]
+pub struct CurrentUser {
+    pub username: String,
+    pub role: accounts::Role,
+    /// This session's CSRF token, for the forms the page renders.
+    pub csrf: String,
+}
+
+impl CurrentUser {
+    pub fn is_admin(&self) -> bool {
+        self.role == accounts::Role::Admin
+    }
+}

@@ -1,0 +1,219 @@
+//! Every route of the receiver in one table: path, method, who may use it, handler. The
+//! router is built from this table only, and `tests/console_access.rs` walks the same table,
+//! so a protected route cannot be added without being tested to refuse anonymous requests.
+
+use axum::Router;
+use axum::http::Method;
+use axum::middleware;
+use axum::routing::{MethodRouter, get, post};
+
+use super::{
+    WebState, admin_pages, audit, auth, board, guard, incident_actions, incident_page, reports,
+    sse, static_files, stations,
+};
+
+/// Who may use a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// The agent API, `/healthz`, the sign-in page and static assets.
+    Public,
+    /// Any signed-in officer or admin.
+    Officer,
+    /// Admins only (officers get 403).
+    Admin,
+}
+
+/// A route as the access test sees it.
+#[derive(Debug, Clone)]
+pub struct RouteSpec {
+    pub method: Method,
+    /// axum syntax: `/incidents/{id}`.
+    pub path: &'static str,
+    pub access: Access,
+}
+
+struct Route {
+    spec: RouteSpec,
+    handler: MethodRouter<WebState>,
+}
+
+fn table() -> Vec<Route> {
+    use Access::{Admin, Officer, Public};
+    let r = |method: Method,
+             path: &'static str,
+             access: Access,
+             handler: MethodRouter<WebState>| Route {
+        spec: RouteSpec {
+            method,
+            path,
+            access,
+        },
+        handler,
+    };
+    let mut routes: Vec<Route> = crate::api::routes::<WebState>()
+        .into_iter()
+        .map(|(method, path, handler)| r(method, path, Public, handler))
+        .collect();
+    routes.extend([
+        r(Method::GET, "/login", Public, get(auth::login_page)),
+        r(Method::POST, "/login", Public, post(auth::login)),
+        r(
+            Method::GET,
+            "/static/{file}",
+            Public,
+            get(static_files::serve),
+        ),
+        r(Method::POST, "/logout", Officer, post(auth::logout)),
+        r(Method::GET, "/", Officer, get(board::page)),
+        r(
+            Method::GET,
+            "/api/board",
+            Officer,
+            get(board::list_fragment),
+        ),
+        r(Method::GET, "/api/alarm", Officer, get(board::alarm_state)),
+        r(Method::GET, "/events", Officer, get(sse::stream)),
+        r(
+            Method::GET,
+            "/incidents/{id}",
+            Officer,
+            get(incident_page::page),
+        ),
+        r(
+            Method::GET,
+            "/api/incidents/{id}/live",
+            Officer,
+            get(incident_page::live_fragment),
+        ),
+        r(
+            Method::GET,
+            "/incidents/{id}/print",
+            Officer,
+            get(reports::print_incident),
+        ),
+        r(
+            Method::POST,
+            "/incidents/{id}/claim",
+            Officer,
+            post(incident_actions::claim),
+        ),
+        r(
+            Method::POST,
+            "/incidents/{id}/notes",
+            Officer,
+            post(incident_actions::note),
+        ),
+        r(
+            Method::POST,
+            "/incidents/{id}/level",
+            Officer,
+            post(incident_actions::level),
+        ),
+        r(
+            Method::POST,
+            "/incidents/{id}/called-911",
+            Officer,
+            post(incident_actions::called_911),
+        ),
+        r(
+            Method::POST,
+            "/incidents/{id}/resolve",
+            Officer,
+            post(incident_actions::resolve),
+        ),
+        r(
+            Method::POST,
+            "/incidents/{id}/reopen",
+            Officer,
+            post(incident_actions::reopen),
+        ),
+        r(Method::GET, "/stations", Officer, get(stations::page)),
+        r(
+            Method::POST,
+            "/stations/{device_id}/status",
+            Admin,
+            post(stations::set_status),
+        ),
+        r(
+            Method::POST,
+            "/stations/tokens",
+            Admin,
+            post(stations::create_token),
+        ),
+        r(
+            Method::POST,
+            "/stations/tokens/{token_hash}/revoke",
+            Admin,
+            post(stations::revoke_token),
+        ),
+        r(Method::GET, "/reports", Officer, get(reports::page)),
+        r(
+            Method::GET,
+            "/reports/incidents.csv",
+            Officer,
+            get(reports::csv),
+        ),
+        r(
+            Method::GET,
+            "/reports/chart.svg",
+            Officer,
+            get(reports::chart),
+        ),
+        r(Method::GET, "/audit", Admin, get(audit::page)),
+        r(Method::GET, "/admin/users", Admin, get(admin_pages::users)),
+        r(
+            Method::POST,
+            "/admin/users",
+            Admin,
+            post(admin_pages::add_user),
+        ),
+        r(
+            Method::POST,
+            "/admin/users/{username}/disable",
+            Admin,
+            post(admin_pages::disable_user),
+        ),
+        r(
+            Method::GET,
+            "/admin/cameras",
+            Admin,
+            get(admin_pages::cameras),
+        ),
+        r(
+            Method::POST,
+            "/admin/cameras",
+            Admin,
+            post(admin_pages::add_camera),
+        ),
+        r(
+            Method::POST,
+            "/admin/cameras/{id}/delete",
+            Admin,
+            post(admin_pages::delete_camera),
+        ),
+    ]);
+    routes
+}
+
+/// Every route: what the access test walks.
+pub fn specs() -> Vec<RouteSpec> {
+    table().into_iter().map(|r| r.spec).collect()
+}
+
+/// The receiver's whole router: API + console, each protected route behind [`guard::guard`].
+pub fn router(state: WebState) -> Router {
+    let mut router = Router::new();
+    for route in table() {
+        let handler = match route.spec.access {
+            Access::Public => route.handler,
+            access => route.handler.route_layer(middleware::from_fn_with_state(
+                (state.clone(), access),
+                guard::guard,
+            )),
+        };
+        router = router.route(route.spec.path, handler);
+    }
+    crate::api::with_layers(router)
+        .layer(middleware::map_response(guard::security_headers))
+        .with_state(state)
+}

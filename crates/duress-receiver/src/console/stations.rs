@@ -1,0 +1,362 @@
+//! The stations page: every enrolled device with its label, location, liveness (online /
+//! stale / offline from its last heartbeat), chord state, agent version and last self-test;
+//! filters by state and text; enrollment tokens; approve, disable and revoke (admins only,
+//! officers see the page read-only).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use askama::Template;
+use axum::extract::{Path, Query, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Redirect, Response};
+use axum::{Extension, Form};
+use duress_core::{DeviceStatus, HotkeyState};
+use serde::Deserialize;
+use sqlx::Row as _;
+use time::OffsetDateTime;
+
+use super::pages::{Layout, Ts, error_page, human_duration, render, server_error};
+use super::{Console, CurrentUser};
+use crate::api::receiver_now;
+use crate::records::DeviceRecord;
+use crate::store::{Approve, NewToken, Store as _, StoreError, parse_ts};
+
+/// Liveness from heartbeats.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Liveness {
+    Online,
+    Stale,
+    Offline,
+    /// Never sent a heartbeat.
+    Never,
+}
+
+impl Liveness {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Liveness::Online => "online",
+            Liveness::Stale => "stale",
+            Liveness::Offline => "offline",
+            Liveness::Never => "never seen",
+        }
+    }
+}
+
+/// Stale after one interval + grace without a heartbeat, offline after two intervals + grace.
+pub fn liveness(
+    last: Option<OffsetDateTime>,
+    now: OffsetDateTime,
+    interval: Duration,
+    grace: Duration,
+) -> Liveness {
+    let Some(last) = last else {
+        return Liveness::Never;
+    };
+    let age = (now - last).unsigned_abs();
+    if age <= interval + grace {
+        Liveness::Online
+    } else if age <= interval * 2 + grace {
+        Liveness::Stale
+    } else {
+        Liveness::Offline
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct StationView {
+    pub device_id: String,
+    pub label: String,
+    pub civic: String,
+    pub hostname: String,
+    pub user: String,
+    pub status: String,
+    pub liveness: &'static str,
+    pub last_heartbeat: Option<Ts>,
+    pub last_heartbeat_age: String,
+    pub chord_ok: bool,
+    pub chord: String,
+    pub agent_version: String,
+    pub last_self_test: Option<Ts>,
+    pub queued: u64,
+}
+
+impl StationView {
+    fn new(d: &DeviceRecord, now: OffsetDateTime, console: &Console) -> Self {
+        let interval = Duration::from_secs(console.heartbeat_interval_s);
+        let live = liveness(
+            d.last_heartbeat_at,
+            now,
+            interval,
+            console.settings.station_grace,
+        );
+        let (chord_ok, chord) = match &d.hotkey {
+            Some(HotkeyState::Registered { chords }) => {
+                (true, format!("registered: {}", chords.join(", ")))
+            }
+            Some(HotkeyState::Unavailable { reason }) => (false, format!("unavailable: {reason}")),
+            Some(HotkeyState::NotApplicable) => (true, "no chord (headless engine)".into()),
+            None => (false, "unknown (no heartbeat yet)".into()),
+        };
+        StationView {
+            device_id: d.device_id.clone(),
+            label: d.location.display_label(),
+            civic: d.location.civic_address(),
+            hostname: d.hostname.clone(),
+            user: d.host.user.clone(),
+            status: d.status.as_str().to_owned(),
+            liveness: live.as_str(),
+            last_heartbeat: d.last_heartbeat_at.map(Ts::new),
+            last_heartbeat_age: d
+                .last_heartbeat_at
+                .map(|t| {
+                    format!(
+                        "{} ago",
+                        human_duration((now - t).whole_milliseconds() as i64)
+                    )
+                })
+                .unwrap_or_default(),
+            chord_ok,
+            chord,
+            agent_version: d.agent_version.clone(),
+            last_self_test: d.last_self_test_at.map(Ts::new),
+            queued: d.queued.unwrap_or(0),
+        }
+    }
+
+    fn matches(&self, q: &str) -> bool {
+        let q = q.to_lowercase();
+        [
+            &self.label,
+            &self.civic,
+            &self.hostname,
+            &self.user,
+            &self.device_id,
+            &self.agent_version,
+        ]
+        .iter()
+        .any(|f| f.to_lowercase().contains(&q))
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct TokenView {
+    pub token_hash: String,
+    pub short: String,
+    pub approve: String,
+    pub uses_left: i64,
+    pub expires: String,
+    pub state: &'static str,
+    pub created: Ts,
+}
+
+#[derive(Debug, Default, Deserialize)]
+pub struct Filters {
+    #[serde(default)]
+    pub state: String,
+    #[serde(default)]
+    pub q: String,
+}
+
+#[derive(Debug, Template)]
+#[template(path = "stations.html")]
+struct StationsPage {
+    layout: Layout,
+    stations: Vec<StationView>,
+    total: usize,
+    filters: Filters,
+    tokens: Vec<TokenView>,
+    new_token: Option<String>,
+    counts: [(&'static str, usize); 4],
+}
+
+async fn tokens(console: &Console, now: OffsetDateTime) -> Result<Vec<TokenView>, sqlx::Error> {
+    let rows = sqlx::query("SELECT * FROM enrollment_tokens ORDER BY created_at DESC LIMIT 100")
+        .fetch_all(&console.pool)
+        .await?;
+    rows.iter()
+        .map(|r| {
+            let hash: String = r.try_get("token_hash")?;
+            let expires: Option<String> = r.try_get("expires_at")?;
+            let uses_left: i64 = r.try_get("uses_left")?;
+            let revoked: bool = r.try_get("revoked")?;
+            let expired = expires
+                .as_deref()
+                .and_then(|e| parse_ts(e).ok())
+                .is_some_and(|e| e <= now);
+            Ok(TokenView {
+                short: hash.chars().take(8).collect(),
+                approve: r.try_get("approve")?,
+                uses_left,
+                expires: expires
+                    .as_deref()
+                    .map(|e| Ts::from_text(e).text)
+                    .unwrap_or_else(|| "never".into()),
+                state: if revoked {
+                    "revoked"
+                } else if expired {
+                    "expired"
+                } else if uses_left <= 0 {
+                    "used up"
+                } else {
+                    "valid"
+                },
+                created: Ts::from_text(&r.try_get::<String, _>("created_at")?),
+                token_hash: hash,
+            })
+        })
+        .collect()
+}
+
+async fn render_page(
+    console: &Console,
+    user: &CurrentUser,
+    filters: Filters,
+    new_token: Option<String>,
+) -> Response {
+    let now = receiver_now();
+    let devices = match console.store.list_devices().await {
+        Ok(d) => d,
+        Err(e) => return server_error(e),
+    };
+    let all: Vec<StationView> = devices
+        .iter()
+        .map(|d| StationView::new(d, now, console))
+        .collect();
+    let count = |s: &str| all.iter().filter(|v| v.liveness == s).count();
+    let counts = [
+        ("online", count("online")),
+        ("stale", count("stale")),
+        ("offline", count("offline")),
+        ("never seen", count("never seen")),
+    ];
+    let total = all.len();
+    let stations = all
+        .into_iter()
+        .filter(|s| {
+            filters.state.is_empty() || s.liveness == filters.state || s.status == filters.state
+        })
+        .filter(|s| filters.q.trim().is_empty() || s.matches(filters.q.trim()))
+        .collect();
+    let tokens = if user.is_admin() {
+        match tokens(console, now).await {
+            Ok(t) => t,
+            Err(e) => return server_error(e),
+        }
+    } else {
+        Vec::new()
+    };
+    render(&StationsPage {
+        layout: Layout::new(user, "stations", "Stations"),
+        stations,
+        total,
+        filters,
+        tokens,
+        new_token,
+        counts,
+    })
+}
+
+pub async fn page(
+    State(console): State<Arc<Console>>,
+    Extension(user): Extension<CurrentUser>,
+    Query(filters): Query<Filters>,
+) -> Response {
+    render_page(&console, &user, filters, None).await
+}
+
+#[derive(Debug, Deserialize)]
+pub struct StatusForm {
+    #[serde(default)]
+    status: String,
+}
+
+/// `POST /stations/{device_id}/status` (admin): approve (active), disable or revoke.
+pub async fn set_status(
+    State(console): State<Arc<Console>>,
+    Extension(user): Extension<CurrentUser>,
+    Path(device_id): Path<String>,
+    Form(form): Form<StatusForm>,
+) -> Response {
+    let Some(status) = DeviceStatus::parse(&form.status).filter(|s| *s != DeviceStatus::Pending)
+    else {
+        return error_page(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Not done",
+            "Unknown device status.",
+        );
+    };
+    match console
+        .store
+        .set_device_status_by(&device_id, status, &user.username)
+        .await
+    {
+        Ok(()) => Redirect::to("/stations").into_response(),
+        Err(StoreError::NoSuchDevice(_)) => error_page(
+            StatusCode::NOT_FOUND,
+            "No such station",
+            "This device is not enrolled.",
+        ),
+        Err(StoreError::Refused(m)) => error_page(StatusCode::CONFLICT, "Not done", &m),
+        Err(e) => server_error(e),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct TokenForm {
+    #[serde(default)]
+    uses: Option<u32>,
+    #[serde(default)]
+    expires_hours: Option<u32>,
+    #[serde(default)]
+    approve: String,
+}
+
+/// `POST /stations/tokens` (admin): creates a token and shows it once.
+pub async fn create_token(
+    State(console): State<Arc<Console>>,
+    Extension(user): Extension<CurrentUser>,
+    Form(form): Form<TokenForm>,
+) -> Response {
+    let uses = form.uses.unwrap_or(1).clamp(1, 10_000);
+    let hours = form.expires_hours.unwrap_or(24).clamp(1, 24 * 365);
+    let approve = Approve::parse(&form.approve).unwrap_or(Approve::Auto);
+    let token = match crate::tokens::generate() {
+        Ok(t) => t,
+        Err(e) => return server_error(e),
+    };
+    let now = receiver_now();
+    let new = NewToken {
+        token_hash: crate::tokens::hash(&token),
+        uses,
+        expires_at: Some(now + time::Duration::hours(i64::from(hours))),
+        approve,
+        created_at: now,
+    };
+    if let Err(e) = console.store.create_token_by(new, &user.username).await {
+        return server_error(e);
+    }
+    // Shown in this answer only; a reload shows the list without it.
+    render_page(&console, &user, Filters::default(), Some(token)).await
+}
+
+/// `POST /stations/tokens/{token_hash}/revoke` (admin).
+pub async fn revoke_token(
+    State(console): State<Arc<Console>>,
+    Extension(user): Extension<CurrentUser>,
+    Path(token_hash): Path<String>,
+) -> Response {
+    match console
+        .store
+        .revoke_token_by(&token_hash, &user.username)
+        .await
+    {
+        Ok(true) => Redirect::to("/stations").into_response(),
+        Ok(false) => error_page(
+            StatusCode::NOT_FOUND,
+            "No such token",
+            "This token does not exist.",
+        ),
+        Err(e) => server_error(e),
+    }
+}

@@ -1,0 +1,188 @@
+//! The record officers leave: the hash-chained audit log, the CSV export, and untrusted text
+//! rendered as text.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::process::Command;
+
+use common::Harness;
+use common::console::{Console, add_user};
+use duress_core::{EventAck, EventKind};
+use duress_receiver::console::accounts::{self, Role};
+
+const BIN: &str = env!("CARGO_BIN_EXE_duress-receiver");
+
+fn verify(dir: &std::path::Path) -> std::process::Output {
+    Command::new(BIN)
+        .args(["audit", "verify", "--data-dir", dir.to_str().unwrap()])
+        .output()
+        .unwrap()
+}
+
+/// Proves officers' actions (sign-in, claim, note, level, 911, resolve, reopen) are audited,
+/// `audit verify` accepts the untouched chain, and names the first altered entry when a row is
+/// changed directly in the database.
+#[tokio::test]
+async fn the_audit_chain_verifies_and_detects_an_altered_row() {
+    let h = Harness::start().await;
+    add_user(h.data_dir(), "olivia", Role::Officer).await;
+    let officer = Console::sign_in(&h, "olivia").await;
+    let mut agent = h.enrolled_agent().await;
+    let event = agent.event(EventKind::Duress);
+    let ack: EventAck = h.post("/v1/events", agent.sign_event(&event)).await.json();
+    let id = ack.incident_id.unwrap();
+    let base = format!("/incidents/{id}");
+    for (path, fields) in [
+        ("/claim", vec![]),
+        (
+            "/notes",
+            vec![("text", "Camera 3 shows two people at the desk")],
+        ),
+        ("/level", vec![("level", "patrol")]),
+        ("/called-911", vec![]),
+        (
+            "/resolve",
+            vec![
+                ("disposition", "no emergency found"),
+                ("follow_up", "Checked in at 10:00"),
+            ],
+        ),
+        ("/reopen", vec![]),
+    ] {
+        let a = officer.post_form(&format!("{base}{path}"), &fields).await;
+        assert_eq!(a.status, 303, "{path}: {}", a.text());
+    }
+    let out = verify(h.data_dir());
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // user.add, login.success, token.create (the agent's enrollment token), 6 incident actions.
+    assert_eq!(stdout.trim(), "audit chain ok: 9 entries");
+
+    accounts::with_pool(h.data_dir(), async |pool| {
+        let actions: Vec<String> = sqlx::query_scalar("SELECT action FROM audit_log ORDER BY id")
+            .fetch_all(pool)
+            .await?;
+        assert_eq!(
+            actions,
+            [
+                "user.add",
+                "login.success",
+                "token.create",
+                "incident.claim",
+                "incident.note",
+                "incident.level",
+                "incident.911",
+                "incident.resolve",
+                "incident.reopen"
+            ]
+        );
+        sqlx::query("UPDATE audit_log SET detail = 'nothing to see' WHERE id = 5")
+            .execute(pool)
+            .await?;
+        Ok(())
+    })
+    .await
+    .unwrap();
+    let out = verify(h.data_dir());
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("entry 5"), "{stderr}");
+    let page = Console::sign_in(&h, "olivia").await.get("/reports").await;
+    assert_eq!(page.status, 200);
+    h.shutdown().await;
+}
+
+/// Proves the CSV export neutralises spreadsheet formulas in untrusted fields and quotes
+/// separators.
+#[tokio::test]
+async fn the_csv_export_escapes_formulas() {
+    let h = Harness::start().await;
+    add_user(h.data_dir(), "olivia", Role::Officer).await;
+    let officer = Console::sign_in(&h, "olivia").await;
+    let mut agent = h.enrolled_agent().await;
+    let mut event = agent.event(EventKind::Duress);
+    event.location.label = Some("=HYPERLINK(\"https://evil.example\",\"Room 1\")".into());
+    event.host.hostname = "+cmd|' /C calc'!A0".into();
+    event.host.user = "@SUM(1,2)".into();
+    let ack: EventAck = h.post("/v1/events", agent.sign_event(&event)).await.json();
+    assert!(ack.incident_id.is_some());
+    let (csv, headers) = officer.get_response("/reports/incidents.csv").await;
+    assert_eq!(csv.status, 200);
+    assert!(
+        headers["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/csv")
+    );
+    let text = csv.text();
+    assert!(
+        text.contains("\"'=HYPERLINK(\"\"https://evil.example\"\",\"\"Room 1\"\")\""),
+        "{text}"
+    );
+    assert!(text.contains(",'+cmd|' /C calc'!A0,"), "{text}");
+    assert!(text.contains(",\"'@SUM(1,2)\","), "{text}");
+    for line in text.lines().skip(1) {
+        for cell in line.split(',') {
+            assert!(!cell.starts_with(['=', '+', '@']), "{cell} in {line}");
+        }
+    }
+    h.shutdown().await;
+}
+
+/// Proves location labels, host names, user names and notes are rendered as text on every
+/// page that shows them (escaped), never as markup.
+#[tokio::test]
+async fn untrusted_text_is_escaped_everywhere() {
+    let h = Harness::start().await;
+    add_user(h.data_dir(), "ada", Role::Admin).await;
+    let admin = Console::sign_in(&h, "ada").await;
+    let mut agent = h.enrolled_agent().await;
+    let xss = "<img src=x onerror=alert(1)>";
+    let mut event = agent.event(EventKind::Duress);
+    event.location.label = Some(xss.into());
+    event.host.hostname = "<script>alert(2)</script>".into();
+    event.host.user = "\"><svg onload=alert(3)>".into();
+    let ack: EventAck = h.post("/v1/events", agent.sign_event(&event)).await.json();
+    let id = ack.incident_id.unwrap();
+    let note = admin
+        .post_form(
+            &format!("/incidents/{id}/notes"),
+            &[("text", "<b onmouseover=alert(4)>hi</b>")],
+        )
+        .await;
+    assert_eq!(note.status, 303);
+    for path in [
+        "/".to_owned(),
+        "/api/board".to_owned(),
+        format!("/incidents/{id}"),
+        format!("/api/incidents/{id}/live"),
+        format!("/incidents/{id}/print"),
+        "/reports".to_owned(),
+        "/stations".to_owned(),
+        "/audit".to_owned(),
+    ] {
+        let page = admin.get(&path).await;
+        assert_eq!(page.status, 200, "{path}");
+        let html = page.text();
+        for raw in [
+            "<img src=x",
+            "<script>alert",
+            "<svg onload",
+            "<b onmouseover",
+        ] {
+            assert!(!html.contains(raw), "{path} renders {raw:?} as markup");
+        }
+    }
+    let board = admin.get("/").await.text();
+    assert!(
+        board.contains("&#60;img src=x onerror=alert(1)&#62;")
+            || board.contains("&lt;img src=x onerror=alert(1)&gt;"),
+        "{board}"
+    );
+    h.shutdown().await;
+}
