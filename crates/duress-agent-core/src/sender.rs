@@ -5,6 +5,16 @@
 //! inspection) plus the receiver's own `ca_cert` from the policy, if any — a CA given for one
 //! receiver is not trusted for another.
 //!
+//! A receiver may also carry a pin (`ca_sha256`): the SHA-256 of its own certificate or of one
+//! certificate of the chain it presents. With a pin, the connection is accepted only if a
+//! presented certificate matches it ([`PinnedVerifier`]): a pinned end-entity certificate is
+//! trusted as is (the receiver's self-signed certificate needs nothing else), a pinned CA or
+//! intermediate must still verify the end-entity certificate and its name (through the OS store
+//! and `ca_cert`, or with the pinned certificate as the only trust anchor). A TLS-inspecting
+//! proxy therefore cannot stand in for a pinned receiver. `[network] proxy` sends every
+//! connection through that HTTP proxy (CONNECT); without it reqwest's defaults apply
+//! (`HTTPS_PROXY` and friends).
+//!
 //! Receivers are tried in order: a network error, a 5xx or a 2xx that is not the expected answer
 //! moves on to the next (failover); any 4xx is the receivers' verdict and is returned. Answers are
 //! classified as [`SendOutcome`].
@@ -18,9 +28,12 @@ use duress_core::{
     EnrollmentAnswer, EventAck, HeartbeatAnswer, JOSE_CONTENT_TYPE, Problem, ProblemType,
 };
 use reqwest::Url;
-use rustls_pki_types::CertificateDer;
+use rustls::DigitallySignedStruct;
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls_pki_types::pem::PemObject as _;
+use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
 use serde::de::DeserializeOwned;
+use sha2::{Digest as _, Sha256};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
@@ -53,6 +66,14 @@ pub enum SendOutcome<T> {
 /// The ring-based rustls configuration: OS trust store plus `extra_ca` (PEM, one or more
 /// certificates).
 pub fn tls_config(extra_ca: Option<&Path>) -> Result<rustls::ClientConfig> {
+    tls_config_pinned(extra_ca, None)
+}
+
+/// [`tls_config`] with an optional certificate pin (`ca_sha256`: 64 hex digits, colons allowed).
+pub fn tls_config_pinned(
+    extra_ca: Option<&Path>,
+    pin: Option<&str>,
+) -> Result<rustls::ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut extra = Vec::new();
     if let Some(path) = extra_ca {
@@ -74,18 +95,151 @@ pub fn tls_config(extra_ca: Option<&Path>) -> Result<rustls::ClientConfig> {
         url: "(tls)".into(),
         message: e.to_string(),
     };
-    let verifier =
+    let platform: Arc<dyn ServerCertVerifier> = Arc::new(
         rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider.clone())
-            .map_err(tls_err)?;
+            .map_err(tls_err)?,
+    );
+    let verifier: Arc<dyn ServerCertVerifier> = match pin {
+        Some(pin) => Arc::new(PinnedVerifier {
+            pin: parse_pin(pin).map_err(|message| Error::Tls {
+                url: "(tls)".into(),
+                message,
+            })?,
+            inner: platform,
+            provider: provider.clone(),
+        }),
+        None => platform,
+    };
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(tls_err)?
         .dangerous()
-        .with_custom_certificate_verifier(Arc::new(verifier))
+        .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }
+
+/// `AB:CD:…` or `abcd…` (64 hex digits) → the 32 bytes.
+pub fn parse_pin(pin: &str) -> std::result::Result<[u8; 32], String> {
+    let hex: String = pin
+        .chars()
+        .filter(|c| *c != ':' && !c.is_whitespace())
+        .collect();
+    let bad = || format!("certificate pin {pin:?} is not 64 hex digits (colons optional)");
+    if hex.len() != 64 || !hex.is_ascii() {
+        return Err(bad());
+    }
+    let mut out = [0u8; 32];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+    }
+    Ok(out)
+}
+
+/// Wraps the normal verifier with a certificate pin (see the module docs).
+#[derive(Debug)]
+pub struct PinnedVerifier {
+    pin: [u8; 32],
+    inner: Arc<dyn ServerCertVerifier>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+}
+
+impl ServerCertVerifier for PinnedVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> std::result::Result<ServerCertVerified, rustls::Error> {
+        let chain: Vec<&CertificateDer<'_>> =
+            std::iter::once(end_entity).chain(intermediates).collect();
+        let Some(at) = chain
+            .iter()
+            .position(|c| Sha256::digest(c.as_ref()).as_slice() == self.pin)
+        else {
+            return Err(rustls::Error::InvalidCertificate(
+                rustls::CertificateError::Other(rustls::OtherError(Arc::new(PinMismatch))),
+            ));
+        };
+        if at == 0 {
+            // The receiver's own certificate, exactly as IT pinned it.
+            return Ok(ServerCertVerified::assertion());
+        }
+        // A pinned CA or intermediate: the end-entity must still chain to it and name the host.
+        match self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        ) {
+            Ok(v) => Ok(v),
+            Err(_) => {
+                let mut roots = rustls::RootCertStore::empty();
+                roots.add(chain[at].clone().into_owned())?;
+                let anchored = rustls::client::WebPkiServerVerifier::builder_with_provider(
+                    Arc::new(roots),
+                    self.provider.clone(),
+                )
+                .build()
+                .map_err(|e| rustls::Error::General(e.to_string()))?;
+                anchored.verify_server_cert(
+                    end_entity,
+                    &intermediates[..at - 1],
+                    server_name,
+                    ocsp_response,
+                    now,
+                )
+            }
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> std::result::Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+/// The pin matched no presented certificate. rustls shows this error with `Debug`, so `Debug`
+/// prints the sentence a person should read.
+struct PinMismatch;
+
+impl std::fmt::Debug for PinMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        std::fmt::Display::fmt(self, f)
+    }
+}
+
+impl std::fmt::Display for PinMismatch {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(
+            "certificate pin mismatch: no certificate of the receiver's chain has the pinned \
+             SHA-256 (ca_sha256)",
+        )
+    }
+}
+
+impl std::error::Error for PinMismatch {}
 
 #[derive(Debug)]
 struct Endpoint {
@@ -104,20 +258,35 @@ pub struct Sender {
 impl Sender {
     /// Builds one client per receiver. Reads the CA files; opens no connection.
     pub fn new(receivers: &[ReceiverConfig]) -> Result<Sender> {
+        Sender::with_proxy(receivers, None)
+    }
+
+    /// [`Sender::new`] through an explicit HTTP(S) proxy (`[network] proxy`), if any.
+    pub fn with_proxy(receivers: &[ReceiverConfig], proxy: Option<&str>) -> Result<Sender> {
         if receivers.is_empty() {
             return Err(Error::NoReceiver);
         }
         let endpoints = receivers
             .iter()
             .map(|r| {
-                let tls = tls_config(r.ca_cert.as_deref()).map_err(|e| match e {
-                    Error::Tls { message, .. } => Error::Tls {
-                        url: r.url.to_string(),
-                        message,
+                let tls = tls_config_pinned(r.ca_cert.as_deref(), r.ca_sha256.as_deref()).map_err(
+                    |e| match e {
+                        Error::Tls { message, .. } => Error::Tls {
+                            url: r.url.to_string(),
+                            message,
+                        },
+                        other => other,
                     },
-                    other => other,
-                })?;
-                let client = reqwest::Client::builder()
+                )?;
+                let mut builder = reqwest::Client::builder();
+                if let Some(proxy) = proxy {
+                    let p = reqwest::Proxy::all(proxy).map_err(|e| Error::Tls {
+                        url: r.url.to_string(),
+                        message: format!("proxy {proxy:?}: {}", error_chain(&e)),
+                    })?;
+                    builder = builder.proxy(p);
+                }
+                let client = builder
                     .tls_backend_preconfigured(tls)
                     .https_only(true)
                     .connect_timeout(CONNECT_TIMEOUT)

@@ -1,5 +1,6 @@
-//! The agent's policy: a TOML file written by IT (OS-managed policy sources come with the
-//! deployment issue).
+//! The agent's policy: one typed schema, read from a TOML file (`--policy`, dev and tests) or
+//! from the OS's managed sources ([`sources`]: files on Linux, the registry on Windows, managed
+//! preferences on macOS).
 //!
 //! ```toml
 //! [[receivers]]                    # ordered; the first reachable one wins
@@ -36,10 +37,11 @@
 //! the room from every alarm). [`Location`] itself tolerates unknown fields on the wire, so the
 //! check is done here with `serde_ignored`.
 //!
-//! Path resolution: `--policy`, else `DURESS_AGENT_POLICY`, else the OS default
-//! ([`os_default::os_default_path`]).
+//! Path resolution: `--policy`, else `DURESS_AGENT_POLICY`, else the OS sources, merged
+//! ([`sources::load_os`]; [`os_default::os_default_path`] names the primary one).
 
 mod os_default;
+pub mod sources;
 
 use std::path::{Path, PathBuf};
 
@@ -430,12 +432,19 @@ pub enum PolicySource {
     Env(PathBuf),
     /// The OS default location.
     OsDefault(PathBuf),
+    /// The OS policy sources, merged ([`sources`]): `primary` is the machine policy location,
+    /// `layers` every layer that was found, lowest precedence first.
+    OsSources {
+        primary: PathBuf,
+        layers: Vec<String>,
+    },
 }
 
 impl PolicySource {
     pub fn path(&self) -> &Path {
         match self {
             PolicySource::Flag(p) | PolicySource::Env(p) | PolicySource::OsDefault(p) => p,
+            PolicySource::OsSources { primary, .. } => primary,
         }
     }
 }
@@ -460,17 +469,22 @@ pub fn resolve_path_from(
 }
 
 /// Loads the policy from where [`resolve_path`] points. A file named explicitly (flag or env)
-/// must exist; a missing file at the OS default yields an empty policy (logged), so `status` and
+/// must exist and is the whole policy; otherwise the OS sources are merged
+/// ([`sources::load_os`]). No OS source at all yields an empty policy (logged), so `status` and
 /// a flag-driven local `enroll` work on a machine IT has not configured yet.
 pub fn load_resolved(flag: Option<&Path>) -> Result<(Policy, PolicySource)> {
-    let source = resolve_path(flag)?;
-    match &source {
-        PolicySource::OsDefault(p) if !p.exists() => {
-            tracing::warn!(path = %p.display(), "no policy file; using an empty policy");
-            Ok((Policy::default(), source))
-        }
-        _ => Ok((Policy::load(source.path())?, source)),
+    if flag.is_none() && std::env::var_os(ENV_POLICY).is_none_or(|v| v.is_empty()) {
+        let loaded = sources::load_os()?;
+        return Ok((
+            loaded.policy,
+            PolicySource::OsSources {
+                primary: loaded.primary,
+                layers: loaded.layers,
+            },
+        ));
     }
+    let source = resolve_path(flag)?;
+    Ok((Policy::load(source.path())?, source))
 }
 
 fn parse_https_url(s: &str) -> std::result::Result<Url, String> {

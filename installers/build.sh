@@ -1,0 +1,157 @@
+#!/usr/bin/env bash
+# One entry point for the Duress agent's installers. Artefacts go to target/installers/ (or
+# $DURESS_INSTALLERS_OUT); the last line printed is the artefact's path.
+#
+#   installers/build.sh msi [--placeholder|--cross]   Windows MSI, built with wixl (msitools)
+#   installers/build.sh deb [--no-build]              Debian/Ubuntu .deb, built with dpkg-deb
+#   installers/build.sh pkg-scripts                   the macOS pkg scripts, checked and staged
+#                                                     (the .pkg itself: installers/macos/build-pkg.sh, on macOS)
+#
+# msi: the agent .exe comes from $DURESS_AGENT_EXE if set; with --cross it is cross-built
+#      (rustup target x86_64-pc-windows-gnu + Debian's gcc-mingw-w64-x86-64, a release build);
+#      by default an existing cross-built .exe is used, else the MSI wraps a placeholder file and
+#      its name says so (…-TEST-PLACEHOLDER.msi): its tables are what CI checks. --placeholder
+#      forces that. WEBVIEW2_FIXED_RUNTIME_DIR=DIR adds a fixed WebView2 runtime (see the .wxs).
+# deb: packs the binary at $DURESS_AGENT_BIN, else $CARGO_TARGET_DIR/release/duress-agent if it
+#      exists, else the debug one (tests use debug; releases: cargo build --release first).
+#      Without --no-build it runs `cargo build -p duress-agent` when no binary exists.
+set -euo pipefail
+
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/.." && pwd)
+out="${DURESS_INSTALLERS_OUT:-$root/target/installers}"
+target_dir=${CARGO_TARGET_DIR:-$root/target}
+version=$(sed -n '/^\[workspace.package\]/,/^\[/s/^version *= *"\(.*\)"/\1/p' "$root/Cargo.toml")
+public_properties="RECEIVER_URL;RECEIVER_CA_SHA256;ENROLL_TOKEN;LOCATION_LABEL;LOCATION_BUILDING;LOCATION_FLOOR;LOCATION_ROOM;HOTKEY"
+hidden_properties="ENROLL_TOKEN;CMDLINE_ENROLL_TOKEN"
+
+die() { echo "build.sh: $*" >&2; exit 1; }
+need() {
+    local tool=$1 package=$2
+    command -v "$tool" >/dev/null 2>&1 || die "$tool is missing: apt-get install $package"
+}
+
+build_msi() {
+    local mode=${1:-auto}
+    need wixl wixl
+    need msibuild msitools
+    need msiinfo msitools
+    mkdir -p "$out"
+    local stage
+    stage=$(mktemp -d)
+    trap 'rm -rf "$stage"' RETURN
+    local exe="" loader="" suffix=""
+    local cross_exe="$target_dir/x86_64-pc-windows-gnu/release/duress-agent.exe"
+    if [ -n "${DURESS_AGENT_EXE:-}" ] && [ "$mode" != --placeholder ]; then
+        exe=$DURESS_AGENT_EXE
+    elif [ "$mode" = --cross ]; then
+        rustup target list --installed | grep -qx x86_64-pc-windows-gnu ||
+            die "--cross needs: rustup target add x86_64-pc-windows-gnu"
+        need x86_64-w64-mingw32-gcc gcc-mingw-w64-x86-64
+        (cd "$root" && cargo build --release --target x86_64-pc-windows-gnu -p duress-agent \
+            --features tauri/custom-protocol) >&2
+        exe=$cross_exe
+    elif [ "$mode" = auto ] && [ -f "$cross_exe" ]; then
+        exe=$cross_exe
+    fi
+    if [ -n "$exe" ]; then
+        cp "$exe" "$stage/duress-agent.exe"
+        loader=$(find "$(dirname "$exe")" -path '*x64/WebView2Loader.dll' -print -quit 2>/dev/null || true)
+    else
+        echo "build.sh: no Windows build of the agent; the MSI wraps a placeholder file" >&2
+        printf 'PLACEHOLDER: not the Duress agent. A test MSI whose tables are checked in CI.\r\n' \
+            >"$stage/PLACEHOLDER-not-the-agent.exe"
+        suffix="-TEST-PLACEHOLDER"
+    fi
+    local exe_source=duress-agent.exe
+    [ -n "$suffix" ] && exe_source=PLACEHOLDER-not-the-agent.exe
+
+    # The optional components, as a fragment (no preprocessor conditionals in the main source).
+    local extras=() heat=()
+    {
+        echo '<?xml version="1.0" encoding="utf-8"?>'
+        echo '<Wix xmlns="http://schemas.microsoft.com/wix/2006/wi"><Fragment>'
+        echo '  <DirectoryRef Id="INSTALLDIR">'
+        if [ -n "$loader" ]; then
+            cp "$loader" "$stage/WebView2Loader.dll"
+            echo '    <Component Id="WebView2LoaderDll" Guid="*" Win64="yes"><File Id="WebView2LoaderDll" Name="WebView2Loader.dll" Source="WebView2Loader.dll" KeyPath="yes"/></Component>'
+            extras+=(WebView2LoaderDll)
+        fi
+        if [ -n "${WEBVIEW2_FIXED_RUNTIME_DIR:-}" ]; then
+            [ -d "$WEBVIEW2_FIXED_RUNTIME_DIR" ] || die "WEBVIEW2_FIXED_RUNTIME_DIR is not a directory"
+            cp -r "$WEBVIEW2_FIXED_RUNTIME_DIR" "$stage/webview2"
+            echo '    <Directory Id="WEBVIEW2DIR" Name="WebView2Runtime"/>'
+            echo '    <Component Id="WebView2FixedRuntimePolicy" Guid="*" Win64="yes"><RegistryValue Root="HKLM" Key="SOFTWARE\Policies\Microsoft\Edge\WebView2\BrowserExecutableFolder" Name="duress-agent.exe" Type="string" Value="[WEBVIEW2DIR]" KeyPath="yes"/></Component>'
+            extras+=(WebView2FixedRuntimePolicy)
+            (cd "$stage" && find webview2 -type f | sort |
+                wixl-heat --prefix webview2/ --directory-ref WEBVIEW2DIR \
+                    --component-group WebView2FixedRuntime --var var.WebView2Dir --win64 >webview2.wxs)
+            heat=(webview2.wxs -D WebView2Dir=webview2 -D Win64=yes)
+        fi
+        echo '  </DirectoryRef>'
+        echo '  <ComponentGroup Id="ExtraComponents">'
+        for c in "${extras[@]}"; do echo "    <ComponentRef Id=\"$c\"/>"; done
+        [ ${#heat[@]} -gt 0 ] && echo '    <ComponentGroupRef Id="WebView2FixedRuntime"/>'
+        echo '  </ComponentGroup>'
+        echo '</Fragment></Wix>'
+    } >"$stage/extras.wxs"
+    cp "$here/windows/duress-agent.wxs" "$stage/"
+
+    local msi="$out/duress-agent-$version-x64$suffix.msi"
+    rm -f "$msi"
+    (cd "$stage" && wixl -a x64 -D "Version=$version" -D "ExeSource=$exe_source" \
+        -o "$msi" duress-agent.wxs extras.wxs "${heat[@]}")
+
+    # What wixl ignores or rejects (see installers/windows/duress-agent.wxs).
+    local secure
+    secure=$(msiinfo export "$msi" Property | awk -F'\t' '$1=="SecureCustomProperties"{print $2}')
+    msibuild "$msi" -q "UPDATE \`Property\` SET \`Value\`='${secure:+$secure;}$public_properties' WHERE \`Property\`='SecureCustomProperties'"
+    msibuild "$msi" -q "INSERT INTO \`Property\` (\`Property\`, \`Value\`) VALUES ('MsiHiddenProperties', '$hidden_properties')"
+    local action type
+    for action in SaveCmdLine_ENROLL_TOKEN SetFromCmdLine_ENROLL_TOKEN; do
+        type=$(msiinfo export "$msi" CustomAction | awk -F'\t' -v a="$action" '$1==a{print $2}')
+        [ -n "$type" ] || die "custom action $action not found"
+        # msidbCustomActionTypeHideTarget (0x2000): the token never appears in a verbose log.
+        msibuild "$msi" -q "UPDATE \`CustomAction\` SET \`Type\`=$((type | 8192)) WHERE \`Action\`='$action'"
+    done
+    echo "$msi"
+}
+
+build_deb() {
+    local mode=${1:-}
+    need dpkg-deb dpkg
+    mkdir -p "$out"
+    local bin=${DURESS_AGENT_BIN:-}
+    if [ -z "$bin" ]; then
+        if [ -x "$target_dir/release/duress-agent" ]; then
+            bin="$target_dir/release/duress-agent"
+        elif [ -x "$target_dir/debug/duress-agent" ]; then
+            bin="$target_dir/debug/duress-agent"
+        elif [ "$mode" != --no-build ]; then
+            (cd "$root" && cargo build -p duress-agent) >&2
+            bin="$target_dir/debug/duress-agent"
+        else
+            die "no duress-agent binary (cargo build -p duress-agent, or set DURESS_AGENT_BIN)"
+        fi
+    fi
+    [ -x "$bin" ] || die "$bin is not an executable"
+    "$here/linux/build-deb.sh" "$bin" "$version" "$out"
+}
+
+pkg_scripts() {
+    need shellcheck shellcheck
+    local dir="$here/macos"
+    shellcheck "$dir/build-pkg.sh" "$dir/scripts/postinstall" "$dir/scripts/preinstall" "$dir/uninstall.sh"
+    local dest="$out/macos-pkg-scripts"
+    rm -rf "$dest"
+    mkdir -p "$dest"
+    cp -R "$dir/scripts" "$dir/LaunchAgents" "$dir/uninstall.sh" "$dir/org.duress.agent.mobileconfig" "$dest/"
+    echo "$dest"
+}
+
+case "${1:-}" in
+    msi) shift; build_msi "$@" ;;
+    deb) shift; build_deb "$@" ;;
+    pkg-scripts) shift; pkg_scripts "$@" ;;
+    *) echo "usage: installers/build.sh msi [--placeholder|--cross] | deb [--no-build] | pkg-scripts" >&2; exit 2 ;;
+esac
