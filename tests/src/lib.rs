@@ -116,7 +116,11 @@ impl ReceiverProcess {
             TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
                 && self.ca_path().exists()
         });
-        assert!(up, "receiver did not come up on {addr}; see {}", self.data_dir.with_extension("log").display());
+        assert!(
+            up,
+            "receiver did not come up on {addr}; see {}",
+            self.data_dir.with_extension("log").display()
+        );
     }
 
     /// SIGKILL: no chance to flush or say goodbye.
@@ -225,7 +229,11 @@ impl AgentCli {
     /// `duress-agent status --json`, parsed.
     pub fn status(&self) -> serde_json::Value {
         let out = self.run(&["status", "--json"]);
-        assert!(out.status.success(), "status failed: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "status failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         serde_json::from_slice(&out.stdout).expect("status --json is JSON")
     }
 
@@ -256,3 +264,9 @@ pub fn stored_event_ids(data_dir: &Path) -> Vec<String> {
         })
         .collect()
 }
+
+// Issue 6: fault, load and bad-input suites.
+pub mod faults;
+pub mod stores;
+pub mod netns;
+pub mod tmpfs;

@@ -33,7 +33,13 @@ fn setup(label: &str) -> Setup {
         state_dir: tmp.path().join("agent"),
         policy: tmp.path().join("agent.toml"),
     };
-    write_policy(&agent.policy, &receiver.url(), &receiver.ca_path(), &token, label);
+    write_policy(
+        &agent.policy,
+        &receiver.url(),
+        &receiver.ca_path(),
+        &token,
+        label,
+    );
     let out = agent.run(&["enroll"]);
     assert!(
         out.status.success(),
@@ -57,13 +63,21 @@ fn trigger(agent: &AgentCli) -> String {
         "trigger must exit 0 once the event is durable; stdout: {stdout} stderr: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    let id = stdout.lines().next().expect("event id line").trim().to_owned();
-    uuid::Uuid::parse_str(&id).unwrap_or_else(|_| panic!("first line is not an event id: {stdout}"));
+    let id = stdout
+        .lines()
+        .next()
+        .expect("event id line")
+        .trim()
+        .to_owned();
+    uuid::Uuid::parse_str(&id)
+        .unwrap_or_else(|_| panic!("first line is not an event id: {stdout}"));
     id
 }
 
 fn queued(agent: &AgentCli) -> u64 {
-    agent.status()["queued"].as_u64().expect("status has queued")
+    agent.status()["queued"]
+        .as_u64()
+        .expect("status has queued")
 }
 
 fn count(ids: &[String], id: &str) -> usize {
@@ -92,7 +106,10 @@ fn queued_while_receiver_down_then_delivered_within_5s_of_its_return() {
     let took = back.elapsed();
     let _ = headless.kill();
     let _ = headless.wait();
-    assert!(delivered, "not delivered within 5 s of the receiver's return");
+    assert!(
+        delivered,
+        "not delivered within 5 s of the receiver's return"
+    );
     eprintln!("delivered {took:?} after the receiver came back");
     assert!(wait_until(Duration::from_secs(5), || queued(&s.agent) == 0));
     assert_eq!(count(&stored_event_ids(&s.receiver.data_dir), &id), 1);
@@ -129,8 +146,18 @@ fn refused_alarm_stays_queued_until_acknowledged() {
     let s = setup("Durability desk 3");
     let devices: serde_json::Value =
         serde_json::from_str(&s.receiver.admin(&["devices", "list", "--json"])).expect("json");
-    let device_id = devices[0]["device_id"].as_str().expect("device_id").to_owned();
-    s.receiver.admin(&["devices", "set-status", "--device", &device_id, "--status", "disabled"]);
+    let device_id = devices[0]["device_id"]
+        .as_str()
+        .expect("device_id")
+        .to_owned();
+    s.receiver.admin(&[
+        "devices",
+        "set-status",
+        "--device",
+        &device_id,
+        "--status",
+        "disabled",
+    ]);
 
     let out = s.agent.run(&["trigger"]);
     assert!(out.status.success());
@@ -143,12 +170,23 @@ fn refused_alarm_stays_queued_until_acknowledged() {
 
     let mut headless = s.agent.spawn_headless();
     std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(queued(&s.agent), 1, "a refused event must never leave the queue");
+    assert_eq!(
+        queued(&s.agent),
+        1,
+        "a refused event must never leave the queue"
+    );
     assert_eq!(count(&stored_event_ids(&s.receiver.data_dir), &id), 0);
     let _ = headless.kill();
     let _ = headless.wait();
 
-    s.receiver.admin(&["devices", "set-status", "--device", &device_id, "--status", "active"]);
+    s.receiver.admin(&[
+        "devices",
+        "set-status",
+        "--device",
+        &device_id,
+        "--status",
+        "active",
+    ]);
     // A restarted engine sends everything queued at once, the refused event included.
     let id2 = trigger(&s.agent);
     let mut headless = s.agent.spawn_headless();
@@ -158,5 +196,8 @@ fn refused_alarm_stays_queued_until_acknowledged() {
     });
     let _ = headless.kill();
     let _ = headless.wait();
-    assert!(delivered, "queued events were not delivered after re-enabling");
+    assert!(
+        delivered,
+        "queued events were not delivered after re-enabling"
+    );
 }
