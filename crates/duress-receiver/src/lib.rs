@@ -6,7 +6,7 @@
 //! - [`settings`]: [`Settings`] and [`TlsSource`], with defaults.
 //! - [`tls`]: the rustls server configuration; the self-signed certificate made on first run.
 //! - [`api`]: the axum routes (`/v1/enrollments`, `/v1/events`, `/v1/heartbeats`,
-//!   `/healthz`) and the verification chain they share.
+//!   `/v1/ping`, `/healthz`) and the verification chain they share.
 //! - [`problem`]: RFC 9457 answers for every refusal, including axum's own.
 //! - [`store`]: the [`store::Store`] trait and its SQLite implementation (migrations in
 //!   `migrations/`).

@@ -62,6 +62,7 @@ async fn every_protected_route_refuses_anonymous_requests() {
     assert_eq!(anon.get("/login").await.status, 200);
     assert_eq!(anon.get("/static/console.js").await.status, 200);
     assert_eq!(anon.get("/healthz").await.status, 200);
+    assert_eq!(anon.get("/v1/ping").await.status, 204);
     h.shutdown().await;
 }
 

@@ -71,7 +71,8 @@ async fn a_chunked_oversize_body_is_refused() {
 }
 
 /// Proves a store that cannot commit answers 503 storage-unavailable (never a 2xx), for
-/// events and for the health check: the agent keeps the alarm and retries.
+/// events and for the health check: the agent keeps the alarm and retries. `GET /v1/ping`,
+/// which touches no store, still answers 204.
 #[tokio::test]
 async fn a_store_that_cannot_commit_answers_503() {
     let h = Harness::start().await;
@@ -102,10 +103,18 @@ async fn a_store_that_cannot_commit_answers_503() {
     let p: duress_core::Problem = serde_json::from_slice(&body).unwrap();
     assert_eq!(p.kind(), Some(ProblemType::StorageUnavailable));
     let health = app
+        .clone()
         .oneshot(Request::get("/healthz").body(Body::empty()).unwrap())
         .await
         .unwrap();
     assert_eq!(health.status(), 503);
+    // The no-op endpoint touches no store: it still answers 204, with no body.
+    let ping = app
+        .oneshot(Request::get("/v1/ping").body(Body::empty()).unwrap())
+        .await
+        .unwrap();
+    assert_eq!(ping.status(), 204);
+    assert!(axum::body::to_bytes(ping.into_body(), 16).await.unwrap().is_empty());
     assert!(admin::list_events(dir.path()).await.unwrap().is_empty());
 }
 

@@ -1,13 +1,16 @@
-//! `POST /v1/events`: verify the signature → dedupe (a repeat gets its stored answer) → device
-//! status, claims, send-time window → one transaction (raw token + incident) → 200.
+//! `POST /v1/events`: verify the signature → device status, claims, send-time window → one
+//! transaction (raw token + incident; a repeat gets its stored answer) → 200. A request that
+//! would be refused is first checked for being a repeat of a committed event, which gets its
+//! stored answer instead of the refusal.
 
 use axum::Json;
 use axum::extract::State;
 use duress_core::{EventAck, EventClaims, ProblemType, Typ};
+use time::OffsetDateTime;
 
 use super::{
-    AppState, SignedBody, check_clock, invalid_claims, parse_claims, receiver_now, status_refusal,
-    storage_problem, to_i64, verify_device_token,
+    AppState, SignedBody, Verified, check_clock, invalid_claims, parse_claims, receiver_now,
+    status_refusal, storage_problem, to_i64, verify_device_token,
 };
 use crate::problem::ApiProblem;
 use crate::store::{IngestOutcome, NewEvent};
@@ -27,25 +30,19 @@ pub async fn post(
 
 async fn ingest(state: &AppState, body: String) -> Result<Json<EventAck>, ApiProblem> {
     let verified = verify_device_token(state, &body, Typ::Event).await?;
-    // Dedupe right after the signature: a resend of an event this device already committed
-    // gets its stored answer whatever the device's status or the clock is now, so an alarm
-    // committed before the device was disabled (or sent with a skewed clock) is not left
-    // queued forever on the workstation. Nothing is written on this path.
-    if let Some(id) = claimed_event_id(&verified.payload)
-        && let Some(stored) = state.store.find_event(id).await.map_err(storage_problem)?
-        && stored.device_id == verified.device.device_id
-    {
-        tracing::debug!(event_id = %stored.id, "repeat of a committed event");
-        return Ok(Json(stored.ack()));
-    }
-    if let Some(refusal) = status_refusal(verified.device.status) {
-        return Err(refusal);
-    }
-    let claims: EventClaims = parse_claims(&verified.payload)?;
-    claims.validate().map_err(invalid_claims)?;
-    let seq = to_i64("seq", claims.seq)?;
-    let now = receiver_now();
-    check_clock(claims.sent_at, now)?;
+    // A resend of an event this device already committed gets its stored answer whatever the
+    // device's status or the clock is now, so an alarm committed before the device was
+    // disabled (or sent with a skewed clock) is not left queued forever on the workstation.
+    // That lookup is made only on the way to a refusal: on the normal path the store dedupes
+    // under its write lock anyway (one read less per event), with the same stored answer.
+    let refusal = match status_refusal(verified.device.status) {
+        Some(refusal) => Err(refusal),
+        None => check_claims(&verified.payload),
+    };
+    let (claims, seq, now) = match refusal {
+        Ok(checked) => checked,
+        Err(refusal) => return repeat_or(state, &verified, refusal).await,
+    };
 
     let device_id = verified.device.device_id;
     let event = NewEvent {
@@ -87,6 +84,34 @@ async fn ingest(state: &AppState, body: String) -> Result<Json<EventAck>, ApiPro
             "this event id was already used by another device",
         )),
     }
+}
+
+/// The claims, their seq as stored, and the receiver time, when the claims are valid and were
+/// sent within the clock window.
+fn check_claims(payload: &[u8]) -> Result<(EventClaims, i64, OffsetDateTime), ApiProblem> {
+    let claims: EventClaims = parse_claims(payload)?;
+    claims.validate().map_err(invalid_claims)?;
+    let seq = to_i64("seq", claims.seq)?;
+    let now = receiver_now();
+    check_clock(claims.sent_at, now)?;
+    Ok((claims, seq, now))
+}
+
+/// The stored answer when this device already committed this event id; else `refusal`.
+/// Nothing is written on this path.
+async fn repeat_or(
+    state: &AppState,
+    verified: &Verified,
+    refusal: ApiProblem,
+) -> Result<Json<EventAck>, ApiProblem> {
+    if let Some(id) = claimed_event_id(&verified.payload)
+        && let Some(stored) = state.store.find_event(id).await.map_err(storage_problem)?
+        && stored.device_id == verified.device.device_id
+    {
+        tracing::debug!(event_id = %stored.id, "repeat of a committed event");
+        return Ok(Json(stored.ack()));
+    }
+    Err(refusal)
 }
 
 /// The `id` claim alone, when the payload has one that parses (the full claims are checked

@@ -40,6 +40,7 @@ where
 {
     vec![
         (Method::GET, "/healthz", get(healthz)),
+        (Method::GET, "/v1/ping", get(ping)),
         (Method::POST, "/v1/enrollments", post(enrollments::post)),
         (Method::POST, "/v1/events", post(events::post)),
         (Method::POST, "/v1/heartbeats", post(heartbeats::post)),
@@ -65,6 +66,12 @@ pub fn with_layers<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Route
             panic_response,
         ))
         .layer(tower_http::trace::TraceLayer::new_for_http())
+}
+
+/// `GET /v1/ping`: 204, touching nothing (no database, no body). The cheapest request the
+/// server answers: the benchmarks' no-op, against which ingest is measured.
+pub async fn ping() -> axum::http::StatusCode {
+    axum::http::StatusCode::NO_CONTENT
 }
 
 /// `GET /healthz`: 200 only when the database answers.

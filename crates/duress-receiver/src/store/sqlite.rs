@@ -2,6 +2,10 @@
 //! foreign keys on, and every write transaction opened with `BEGIN IMMEDIATE`, which takes
 //! the write lock up front. Writers therefore queue (bounded by the busy timeout) instead of
 //! failing on a lock upgrade, and a dedupe check made inside the transaction cannot be raced.
+//!
+//! The hot writes — event ingest and heartbeats — go through one writer task with its own
+//! connection that commits whatever is queued in one transaction (group commit, see
+//! [`writer`]); everything else uses the pool.
 
 use std::path::Path;
 use std::sync::Arc;
@@ -12,7 +16,7 @@ use futures::future::BoxFuture;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Row as _, Sqlite, Transaction};
+use sqlx::{Row as _, Sqlite, SqliteConnection, Transaction};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -26,6 +30,7 @@ use crate::records::{DeviceRecord, EventRecord, ExportedEvent, IncidentRecord};
 mod listings;
 mod rows;
 mod tokens;
+mod writer;
 
 use rows::{from_json, parse_uuid, to_json};
 
@@ -52,6 +57,8 @@ pub struct SqliteStore {
     /// Poked after every commit that wrote a `console_events` row, so the live-update pump
     /// (console/live.rs) reads and fans it out at once instead of at its next poll.
     wake: Arc<Notify>,
+    /// The group-commit writer: events and heartbeats.
+    writer: writer::Writer,
 }
 
 impl SqliteStore {
@@ -69,16 +76,20 @@ impl SqliteStore {
             .busy_timeout(BUSY_TIMEOUT);
         let pool = SqlitePoolOptions::new()
             .max_connections(4)
-            .connect_with(options)
+            // Never hand out a connection stuck in a transaction SQLite already rolled back
+            // (see `stuck_in_transaction`): the pool closes it and opens a fresh one.
+            .before_acquire(|conn, _meta| {
+                Box::pin(async move { Ok(!stuck_in_transaction(conn).await) })
+            })
+            .connect_with(options.clone())
             .await?;
         sqlx::migrate!("./migrations")
             .run(&pool)
             .await
             .map_err(|e| StoreError::Migrate(e.to_string()))?;
-        Ok(SqliteStore {
-            pool,
-            wake: Arc::new(Notify::new()),
-        })
+        let wake = Arc::new(Notify::new());
+        let writer = writer::Writer::start(options, wake.clone()).await?;
+        Ok(SqliteStore { pool, wake, writer })
     }
 
     /// The connection pool, for the console's queries (SQLite-specific, like this type).
@@ -172,62 +183,6 @@ impl SqliteStore {
         })
     }
 
-    async fn ingest_impl(&self, ev: NewEvent, window: Duration) -> StoreResult<IngestOutcome> {
-        // Fast path for repeats: a plain read, no write lock taken.
-        if let Some(found) = find_event(&self.pool, ev.id).await? {
-            return Ok(classify(found, &ev.device_id));
-        }
-        let mut tx = self.begin_write().await?;
-        // Checked again under the write lock: a concurrent copy may have committed meanwhile.
-        if let Some(found) = find_event(&mut *tx, ev.id).await? {
-            return Ok(classify(found, &ev.device_id));
-        }
-        match insert_event(&mut tx, &ev, window).await {
-            Ok(stored) => {
-                tx.commit().await?;
-                // After COMMIT: a console told earlier could read a state without the event.
-                self.wake.notify_one();
-                Ok(IngestOutcome::Committed(stored))
-            }
-            // Belt and braces: the primary key is the last word on "same id".
-            Err(e) if is_unique_violation(&e) => {
-                drop(tx);
-                match find_event(&self.pool, ev.id).await? {
-                    Some(found) => Ok(classify(found, &ev.device_id)),
-                    None => Err(StoreError::Unavailable(e.to_string())),
-                }
-            }
-            Err(e) => Err(e.into()),
-        }
-    }
-
-    async fn heartbeat_impl(&self, hb: HeartbeatUpdate) -> StoreResult<()> {
-        let host_json = hb.host.as_ref().map(to_json);
-        let hostname = hb.host.as_ref().map(|h| h.hostname.clone());
-        let version = hb.host.as_ref().map(|h| h.agent_version.clone());
-        // One statement: SQLite runs it as its own transaction.
-        sqlx::query(
-            "UPDATE devices SET last_heartbeat_at = ?, hotkey_json = ?, queued = ?,
-                    reported_last_seq = ?,
-                    host_json = COALESCE(?, host_json), hostname = COALESCE(?, hostname),
-                    agent_version = COALESCE(?, agent_version),
-                    location_json = COALESCE(?, location_json)
-             WHERE device_id = ?",
-        )
-        .bind(format_ts(hb.received_at))
-        .bind(to_json(&hb.hotkey))
-        .bind(hb.queued)
-        .bind(hb.reported_last_seq)
-        .bind(host_json)
-        .bind(hostname)
-        .bind(version)
-        .bind(hb.location.as_ref().map(to_json))
-        .bind(&hb.device_id)
-        .execute(&self.pool)
-        .await?;
-        Ok(())
-    }
-
     async fn set_status_impl(
         &self,
         device_id: &str,
@@ -306,17 +261,88 @@ fn token_refusal(
     Ok(None)
 }
 
+/// Dedupes by id and writes the event, in the caller's transaction (the writer's savepoint).
+/// The check runs under the write lock, so a concurrent or batched copy cannot slip past it.
+async fn ingest_in(
+    conn: &mut SqliteConnection,
+    ev: &NewEvent,
+    window: Duration,
+) -> StoreResult<IngestOutcome> {
+    if let Some(found) = find_event(&mut *conn, ev.id).await? {
+        return Ok(classify(found, &ev.device_id));
+    }
+    // With one writer and the check above, the primary key cannot be violated here; if it
+    // were, the error answers 503 and the agent's retry finds the row and its stored answer.
+    Ok(IngestOutcome::Committed(insert_event(conn, ev, window).await?))
+}
+
+/// Records a heartbeat, in the caller's transaction (the writer's savepoint).
+async fn heartbeat_in(conn: &mut SqliteConnection, hb: &HeartbeatUpdate) -> StoreResult<()> {
+    let host_json = hb.host.as_ref().map(to_json);
+    let hostname = hb.host.as_ref().map(|h| h.hostname.clone());
+    let version = hb.host.as_ref().map(|h| h.agent_version.clone());
+    sqlx::query(
+        "UPDATE devices SET last_heartbeat_at = ?, hotkey_json = ?, queued = ?,
+                reported_last_seq = ?,
+                host_json = COALESCE(?, host_json), hostname = COALESCE(?, hostname),
+                agent_version = COALESCE(?, agent_version),
+                location_json = COALESCE(?, location_json)
+         WHERE device_id = ?",
+    )
+    .bind(format_ts(hb.received_at))
+    .bind(to_json(&hb.hotkey))
+    .bind(hb.queued)
+    .bind(hb.reported_last_seq)
+    .bind(host_json)
+    .bind(hostname)
+    .bind(version)
+    .bind(hb.location.as_ref().map(to_json))
+    .bind(&hb.device_id)
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// Whether sqlx still counts a transaction on `conn` after its rollback could not run. A
+/// disk-full (or I/O) error makes SQLite roll the transaction back by itself; the ROLLBACK sqlx
+/// sends when the transaction is dropped then fails, and sqlx keeps counting it, so that
+/// connection refuses every later BEGIN ("non-zero transaction depth") and the store would stay
+/// unavailable after space returns (found by `tests/tests/faults_disk_full.rs`).
+pub(super) async fn stuck_in_transaction(conn: &mut sqlx::SqliteConnection) -> bool {
+    use sqlx::Connection as _;
+    if conn.is_in_transaction() {
+        // Let a rollback queued by a dropped transaction run first.
+        let _ = conn.ping().await;
+    }
+    conn.is_in_transaction()
+}
+
+/// Replaces a connection [`stuck_in_transaction`] by a fresh one (kept as is when a new one
+/// cannot be opened: the next attempt tries again).
+pub(super) async fn replace_if_stuck(
+    conn: &mut sqlx::SqliteConnection,
+    options: &SqliteConnectOptions,
+) {
+    use sqlx::{ConnectOptions as _, Connection as _};
+    if !stuck_in_transaction(conn).await {
+        return;
+    }
+    match options.connect().await {
+        Ok(fresh) => {
+            tracing::warn!("replacing a connection left in a rolled-back transaction");
+            let old = std::mem::replace(conn, fresh);
+            let _ = old.close_hard().await;
+        }
+        Err(e) => tracing::error!(error = %e, "cannot open a fresh connection"),
+    }
+}
+
 fn classify(found: StoredEvent, device_id: &str) -> IngestOutcome {
     if found.device_id == device_id {
         IngestOutcome::Duplicate(found)
     } else {
         IngestOutcome::IdConflict
     }
-}
-
-fn is_unique_violation(e: &sqlx::Error) -> bool {
-    e.as_database_error()
-        .is_some_and(|d| d.is_unique_violation())
 }
 
 async fn find_event<'e, E>(exec: E, id: Uuid) -> StoreResult<Option<StoredEvent>>
@@ -345,7 +371,7 @@ where
 
 /// Writes the event, its incident and the device's counters; the caller commits.
 async fn insert_event(
-    tx: &mut Transaction<'static, Sqlite>,
+    tx: &mut SqliteConnection,
     ev: &NewEvent,
     window: Duration,
 ) -> Result<StoredEvent, sqlx::Error> {
@@ -365,7 +391,7 @@ async fn insert_event(
              WHERE device_id = ? AND status = 'open' ORDER BY last_press_at DESC LIMIT 1",
         )
         .bind(&ev.device_id)
-        .fetch_optional(&mut **tx)
+        .fetch_optional(&mut *tx)
         .await?;
         match row {
             Some(row) => Some(OpenIncident {
@@ -397,7 +423,7 @@ async fn insert_event(
             .bind(to_json(&ev.host))
             .bind(delayed)
             .bind(delay_ms)
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await?;
             Some(id)
         }
@@ -408,7 +434,7 @@ async fn insert_event(
             )
             .bind(&occurred)
             .bind(id.to_string())
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await?;
             Some(id)
         }
@@ -418,7 +444,7 @@ async fn insert_event(
             )
             .bind(&received)
             .bind(id.to_string())
-            .execute(&mut **tx)
+            .execute(&mut *tx)
             .await?;
             Some(id)
         }
@@ -443,7 +469,7 @@ async fn insert_event(
     .bind(to_json(&ev.location))
     .bind(to_json(&ev.host))
     .bind(&ev.jws)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
 
     // The live-update row, in this transaction: a console can never see the incident without
@@ -479,7 +505,7 @@ async fn insert_event(
     .bind(is_test)
     .bind(ev.id.to_string())
     .bind(&ev.device_id)
-    .execute(&mut **tx)
+    .execute(&mut *tx)
     .await?;
 
     Ok(StoredEvent {
@@ -547,11 +573,11 @@ impl Store for SqliteStore {
         event: NewEvent,
         grouping_window: Duration,
     ) -> BoxFuture<'_, StoreResult<IngestOutcome>> {
-        Box::pin(self.ingest_impl(event, grouping_window))
+        Box::pin(self.writer.ingest(event, grouping_window))
     }
 
     fn record_heartbeat(&self, update: HeartbeatUpdate) -> BoxFuture<'_, StoreResult<()>> {
-        Box::pin(self.heartbeat_impl(update))
+        Box::pin(self.writer.heartbeat(update))
     }
 
     fn set_device_status<'a>(
@@ -596,6 +622,9 @@ impl Store for SqliteStore {
     }
 
     fn close(&self) -> BoxFuture<'_, ()> {
-        Box::pin(self.pool.close())
+        Box::pin(async move {
+            self.writer.close().await;
+            self.pool.close().await;
+        })
     }
 }
