@@ -78,7 +78,8 @@ pub enum Command {
     },
     /// Run the engine (heartbeats and outbox delivery) until SIGTERM or SIGINT.
     Run {
-        /// Without the tray (the only mode until the tray arrives in issue 3).
+        /// Without the tray (servers, kiosks, tests). The tray app is `duress-agent` with no
+        /// subcommand.
         #[arg(long)]
         headless: bool,
         #[command(flatten)]
@@ -136,7 +137,7 @@ pub fn execute(command: Command) -> ExitCode {
 }
 
 /// Logs to stderr; `RUST_LOG` overrides the default (info for `run`, warn otherwise).
-fn init_logging(long_running: bool) {
+pub fn init_logging(long_running: bool) {
     let level = if long_running { "info" } else { "warn" };
     // netlink-packet-route warns about every newer-kernel attribute it does not know.
     let default = format!("{level},netlink_packet_route=error");
@@ -299,7 +300,8 @@ fn status(policy_flag: Option<&Path>, json: bool) -> Result<ExitCode> {
 
 fn run_headless(headless: bool, policy_flag: Option<&Path>) -> Result<ExitCode> {
     if !headless {
-        eprintln!("the tray app comes with issue 3; use `duress-agent run --headless`");
+        // A subcommand never starts the GUI: the tray is `duress-agent` with no subcommand.
+        eprintln!("`run` needs --headless; start the tray app with `duress-agent` alone");
         return Ok(ExitCode::from(2));
     }
     let engine = open_engine(policy_flag)?;

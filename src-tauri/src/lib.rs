@@ -1,14 +1,37 @@
 //! # duress-agent — the Duress agent binary
 //!
-//! A thin front end over `duress-agent-core`: the CLI subcommands (`enroll`, `trigger`,
-//! `status`, `run --headless`) live in [`cli`]; the Tauri tray app comes with issue 3. The
-//! subcommands never initialise Tauri and need no display, but the crate links Tauri already so
-//! that every build carries the real toolchain.
+//! A thin front end over `duress-agent-core`. [`run`] dispatches: a CLI subcommand (`enroll`,
+//! `trigger`, `status`, `run --headless`; see [`cli`]) runs without ever initialising Tauri or
+//! GTK and needs no display; no subcommand starts the tray app ([`app`]).
+//!
+//! The tray app's modules:
+//!
+//! - [`app`]: wiring — single instance, engine thread, alarm thread, hotkey, tray, windows.
+//! - [`alarm`]: the dedicated alarm thread that turns tray and hotspot activations into
+//!   [`Engine::record`](duress_agent_core::Engine::record) calls, off the UI thread.
+//! - [`hotkey`]: the chord — X11 grabs via global-hotkey, the Wayland GlobalShortcuts portal,
+//!   Windows/macOS behind `cfg`; registration failures degrade to a reported state.
+//! - [`tray`]: the menu, computed as a pure [`tray::MenuModel`] from the engine status.
+//! - [`windows`]: the on-demand webview windows (status, help, change location) and their
+//!   commands; no webview exists unless one is open (or the hotspot is enabled).
+//! - [`hotspot`]: the optional invisible corner window (double-click raises an alarm).
+//! - [`single_instance`]: a lock file in the state directory; a second start exits 0.
+//! - [`autostart`]: the per-user login entry, refreshed at each launch.
+//! - [`local_time`]: the local UTC offset for showing times of day.
 #![forbid(unsafe_code)]
 // Tests may unwrap: a panic is exactly how a test should fail.
 #![cfg_attr(test, allow(clippy::unwrap_used))]
 
+pub mod alarm;
+pub mod app;
+pub mod autostart;
 pub mod cli;
+pub mod hotkey;
+pub mod hotspot;
+pub mod local_time;
+pub mod single_instance;
+pub mod tray;
+pub mod windows;
 
 use std::process::ExitCode;
 
@@ -21,10 +44,7 @@ pub const TAURI_VERSION: &str = tauri::VERSION;
 pub fn run() -> ExitCode {
     let args = cli::Cli::parse();
     match args.command {
-        None => {
-            eprintln!("the tray app comes with issue 3; use `duress-agent run --headless`");
-            ExitCode::from(2)
-        }
+        None => app::run_tray(),
         Some(command) => cli::execute(command),
     }
 }

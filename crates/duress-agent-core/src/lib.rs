@@ -16,6 +16,9 @@
 //! - [`clock`]: the raw clock (and its test skew) under the learned server offset.
 //! - [`engine`]: [`Engine`] ties them together: `enroll`, `record`, `deliver_pending`,
 //!   `send_heartbeat`, `run`, `status`.
+//! - [`status_line`]: the one line (tray menu, status window) saying whether the station is
+//!   protected, from a [`StatusSnapshot`] — pure, with the covert-acknowledgement detail.
+//! - [`hotkey_guard`]: the chord's accidental-press guard (`repeat`/`window_ms`/`hold_ms`).
 //!
 //! The invariant the whole crate serves: [`Engine::record`] returns only once the signed event is
 //! durable on disk, touches no network, and nothing is ever removed from the outbox without a 2xx
@@ -28,12 +31,14 @@ pub mod clock;
 pub mod engine;
 mod error;
 pub mod host;
+pub mod hotkey_guard;
 pub mod keystore;
 pub mod outbox;
 pub mod policy;
 pub mod retry;
 pub mod sender;
 pub mod state;
+pub mod status_line;
 
 /// The protocol crate, re-exported so front ends (tray, CLI) use the very same types.
 pub use duress_core;

@@ -112,6 +112,10 @@ pub mod keys {
     pub const LAST_SELF_TEST_AT: &str = "last_self_test_at";
     /// The hotkey state reported in the last heartbeat (JSON `HotkeyState`).
     pub const HOTKEY_STATE: &str = "hotkey_state";
+    /// When a receiver last acknowledged a heartbeat (RFC 3339). Unlike `last_contact_at` it
+    /// does not move when an alarm is delivered, so the tray can show it without revealing a
+    /// press.
+    pub const LAST_HEARTBEAT_AT: &str = "last_heartbeat_at";
 }
 
 /// One row of `events`.

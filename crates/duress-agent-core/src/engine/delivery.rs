@@ -51,7 +51,7 @@ pub(super) struct Pass {
 
 impl Engine {
     /// Sends every pending event, oldest first, re-signed with a fresh `sent_at`, retrying on the
-    /// alarm schedule (first retry ≤ 1 s, doubling, ≤ 5 s apart, jittered) until every event is
+    /// alarm schedule (first retry ≤ 1 s, doubling, ≤ 4 s apart, jittered) until every event is
     /// acknowledged or refused, or `deadline` passes. An event is marked delivered only on a 2xx
     /// naming its id; nothing is ever deleted.
     pub async fn deliver_pending(&self, deadline: Option<Instant>) -> DeliveryReport {
@@ -274,13 +274,17 @@ impl Engine {
                     }
                     let status = answer.device_status.as_str().to_owned();
                     let hk = serde_json::to_string(&hotkey).unwrap_or_default();
+                    let at = fmt_time(self.now());
                     self.db(move |o| {
                         o.meta_set_many(&[
                             (keys::DEVICE_STATUS, Some(&status)),
                             (keys::HOTKEY_STATE, Some(&hk)),
+                            (keys::LAST_HEARTBEAT_AT, Some(&at)),
                         ])
                     })
                     .await?;
+                    let claimed = answer.claimed_incidents.clone();
+                    *lock(&self.inner.claimed_incidents) = claimed;
                     self.note_contact(&sender, None).await;
                     return Ok(answer);
                 }

@@ -122,10 +122,12 @@ impl Engine {
         let keystore = self.inner.keystore.clone();
         let key = tokio::task::spawn_blocking(move || keystore.load_or_create())
             .await
-            .map_err(|e| Error::Task(e.to_string()))??;
-        let key = Arc::new(key);
+            .map_err(|e| Error::Task(e.to_string()))?
+            .map_err(Error::Keystore);
+        self.note_keystore(key.as_ref().err());
+        let key = Arc::new(key?);
 
-        let sender = Sender::new(&receivers)?;
+        let sender = Sender::with_proxy(&receivers, self.inner.policy.network.proxy.as_deref())?;
         let host = crate::host::collect();
         let mut resends = 0;
         let answer = loop {

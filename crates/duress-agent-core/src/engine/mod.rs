@@ -60,6 +60,13 @@ struct Inner {
     refused_until: Mutex<HashMap<Uuid, Instant>>,
     /// The hotkey state as last given to `run` / `send_heartbeat`.
     hotkey: Mutex<HotkeyState>,
+    /// This device's open incidents an officer has claimed, from the last heartbeat answer
+    /// (the tray's covert acknowledgement). In memory: a restart forgets it until the next
+    /// heartbeat, which is what an acknowledgement should do.
+    claimed_incidents: Mutex<Vec<Uuid>>,
+    /// Why the keystore could not give the device key, as last seen (`None`: it worked, or it
+    /// has not been asked yet). Drives "not protected: no keystore".
+    keystore_problem: Mutex<Option<String>>,
 }
 
 /// Locks a mutex even if a panicking thread poisoned it: the data (a connection, a cache) is
@@ -106,6 +113,8 @@ impl Engine {
                 new_event: Notify::new(),
                 refused_until: Mutex::new(HashMap::new()),
                 hotkey: Mutex::new(HotkeyState::NotApplicable),
+                claimed_incidents: Mutex::new(Vec::new()),
+                keystore_problem: Mutex::new(None),
             }),
         })
     }
@@ -289,16 +298,51 @@ impl Engine {
         if let Some(k) = lock(&self.inner.key).as_ref() {
             return Ok(k.clone());
         }
-        match self.inner.keystore.load()? {
-            Some(k) => {
+        let loaded = match self.inner.keystore.load() {
+            Ok(Some(k)) => {
                 let k = Arc::new(k);
                 *lock(&self.inner.key) = Some(k.clone());
                 Ok(k)
             }
-            None => Err(Error::KeyMissing {
+            Ok(None) => Err(Error::KeyMissing {
                 device_id: device_id.to_owned(),
                 user: self.inner.keystore.user().to_owned(),
             }),
+            Err(e) => Err(Error::Keystore(e)),
+        };
+        self.note_keystore(loaded.as_ref().err());
+        loaded
+    }
+
+    /// Keeps (or clears) the keystore problem the status line shows.
+    pub(crate) fn note_keystore(&self, error: Option<&Error>) {
+        let problem = match error {
+            None => None,
+            Some(e @ (Error::Keystore(_) | Error::KeyMissing { .. })) => Some(e.to_string()),
+            // Other errors say nothing about the keystore.
+            Some(_) => return,
+        };
+        *lock(&self.inner.keystore_problem) = problem;
+    }
+
+    /// Asks the keystore once, off any UI thread: loads (and caches) the device key when
+    /// enrolled, else checks that the keystore answers at all. The outcome shows in
+    /// [`StatusSnapshot::keystore_problem`]. Blocking (D-Bus on Linux).
+    pub fn check_keystore(&self) {
+        match self.device_id() {
+            Ok(Some(id)) => {
+                if let Err(e) = self.device_key(&id) {
+                    tracing::warn!("keystore check: {e}");
+                }
+            }
+            Ok(None) => {
+                let r = self.inner.keystore.load().map_err(Error::Keystore);
+                if let Err(e) = &r {
+                    tracing::warn!("keystore check: {e}");
+                }
+                self.note_keystore(r.as_ref().err());
+            }
+            Err(e) => tracing::warn!("keystore check: {e}"),
         }
     }
 
@@ -332,7 +376,10 @@ impl Engine {
             return Ok(s.clone());
         }
         let receivers = self.effective_receivers()?;
-        let s = Arc::new(Sender::new(&receivers)?);
+        let s = Arc::new(Sender::with_proxy(
+            &receivers,
+            self.inner.policy.network.proxy.as_deref(),
+        )?);
         *slot = Some(s.clone());
         Ok(s)
     }

@@ -41,6 +41,12 @@ impl Engine {
         let mut poll = interval(OUTBOX_POLL);
         poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
         *lock(&self.inner.hotkey) = hotkey.borrow().clone();
+        // Ask the keystore once at start, off the async workers: it caches the device key for
+        // fast presses and shows a locked or missing keystore in the status at once.
+        {
+            let this = self.clone();
+            let _ = tokio::task::spawn_blocking(move || this.check_keystore()).await;
+        }
         tracing::info!(
             receivers = ?self.effective_receivers().unwrap_or_default().iter()
                 .map(|r| r.url.to_string()).collect::<Vec<_>>(),
@@ -125,8 +131,12 @@ impl Engine {
                 }
                 changed = hotkey.changed(), if hotkey_open => {
                     match changed {
-                        // Officers should learn about a dead chord at once.
-                        Ok(()) => next_hb = Instant::now(),
+                        // Officers should learn about a dead chord at once; the local status
+                        // shows it even before (or without) a receiver answering.
+                        Ok(()) => {
+                            *lock(&self.inner.hotkey) = hotkey.borrow().clone();
+                            next_hb = Instant::now();
+                        }
                         Err(_) => hotkey_open = false,
                     }
                 }

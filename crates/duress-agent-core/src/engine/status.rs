@@ -43,6 +43,14 @@ pub struct StatusSnapshot {
     pub clock_offset_ms: i64,
     /// This process's hotkey state, or the one the running agent last reported.
     pub hotkey: HotkeyState,
+    /// When a receiver last acknowledged a heartbeat (alarms delivered do not move it).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub last_heartbeat_at: Option<OffsetDateTime>,
+    /// This device's open incidents an officer has claimed (from the last heartbeat answer of
+    /// this process; empty in a process that sends no heartbeats).
+    pub claimed_incidents: Vec<Uuid>,
+    /// Why the keystore cannot give the device key, when it was last asked and failed.
+    pub keystore_problem: Option<String>,
     pub install_id: String,
     pub state_dir: String,
 }
@@ -62,6 +70,7 @@ impl Engine {
                 keys::LAST_SELF_TEST_ID,
                 keys::LAST_SELF_TEST_AT,
                 keys::HOTKEY_STATE,
+                keys::LAST_HEARTBEAT_AT,
             ]
             .map(get);
             let meta: Vec<Option<String>> = meta.into_iter().collect::<Result<_>>()?;
@@ -77,7 +86,8 @@ impl Engine {
             self_test_id,
             self_test_at,
             hotkey_json,
-        ]: [Option<String>; 9] = meta.try_into().unwrap_or_default();
+            last_heartbeat_at,
+        ]: [Option<String>; 10] = meta.try_into().unwrap_or_default();
         let time = |s: Option<String>| s.and_then(|s| parse_time(&s).ok());
         let last_self_test = match (
             self_test_id.and_then(|s| Uuid::parse_str(&s).ok()),
@@ -112,6 +122,9 @@ impl Engine {
             last_self_test,
             clock_offset_ms: self.clock_offset().whole_milliseconds() as i64,
             hotkey,
+            last_heartbeat_at: time(last_heartbeat_at),
+            claimed_incidents: lock(&self.inner.claimed_incidents).clone(),
+            keystore_problem: lock(&self.inner.keystore_problem).clone(),
             install_id: self.inner.install_id.clone(),
             state_dir: self.inner.state_dir.display().to_string(),
         })

@@ -1,0 +1,73 @@
+//! The alarm thread: tray-menu and hotspot activations arrive on the UI thread, which must
+//! never wait on anything — so they only put a request on a channel, and this thread calls
+//! [`Engine::record`] (synchronous, durable on return, no network). The chord does not come
+//! through here: its handler already runs on the hotkey back end's own thread and records
+//! directly (see [`crate::hotkey`]).
+//!
+//! Nothing here shows anything: a press is logged (stderr), stored, and that is all.
+
+use std::sync::mpsc;
+
+use duress_agent_core::Engine;
+use duress_agent_core::duress_core::{EventKind, Source};
+
+/// A cheap, cloneable handle that raises alarms without blocking the caller.
+#[derive(Debug, Clone)]
+pub struct Alarm {
+    tx: mpsc::Sender<(EventKind, Source)>,
+    /// Kept to record in place if the alarm thread could not be started (never expected).
+    engine: Engine,
+    threaded: bool,
+}
+
+impl Alarm {
+    /// Starts the alarm thread.
+    pub fn spawn(engine: Engine) -> Alarm {
+        let (tx, rx) = mpsc::channel::<(EventKind, Source)>();
+        let worker = engine.clone();
+        let threaded = std::thread::Builder::new()
+            .name("duress-alarm".into())
+            .spawn(move || {
+                for (kind, source) in rx {
+                    record(&worker, kind, source);
+                }
+            })
+            .map_err(|e| {
+                tracing::error!(
+                    "cannot start the alarm thread ({e}); presses are recorded in place"
+                )
+            })
+            .is_ok();
+        Alarm {
+            tx,
+            engine,
+            threaded,
+        }
+    }
+
+    /// Raises an alarm (or a self-test) from `source`; returns at once.
+    pub fn raise(&self, kind: EventKind, source: Source) {
+        if self.threaded && self.tx.send((kind, source)).is_ok() {
+            return;
+        }
+        // The thread is gone (it cannot panic in practice): a late press beats no press.
+        record(&self.engine, kind, source);
+    }
+}
+
+/// Records one event; a failure to make it durable is the one thing that is an error.
+pub fn record(engine: &Engine, kind: EventKind, source: Source) {
+    match engine.record(kind, source) {
+        Ok(claims) => tracing::info!(
+            event = %claims.id,
+            kind = kind.as_str(),
+            source = source.as_str(),
+            "press recorded"
+        ),
+        Err(e) => tracing::error!(
+            kind = kind.as_str(),
+            source = source.as_str(),
+            "THE PRESS COULD NOT BE MADE DURABLE: {e}"
+        ),
+    }
+}

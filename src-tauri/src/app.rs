@@ -1,0 +1,322 @@
+//! The tray app: what `duress-agent` with no subcommand runs.
+//!
+//! Threads, and why:
+//!
+//! - **main (UI)**: Tauri/GTK event loop, tray menu, on-demand windows. Never on the alarm path.
+//! - **duress-engine**: its own tokio runtime running [`Engine::run`] (delivery, heartbeats,
+//!   enrollment retries) and, on Wayland, the GlobalShortcuts portal session.
+//! - **global-hotkey's X thread** (Linux X11): receives the chord and calls `Engine::record`
+//!   itself — see [`crate::hotkey`].
+//! - **duress-alarm**: records tray-menu and hotspot activations handed over by the UI thread.
+//! - **duress-menu**: recomputes the menu from the engine status every 1.5 s.
+//!
+//! Start-up never fails for an OS facility: a missing tray host, a taken chord, a locked
+//! keystore, an autostart entry that cannot be written or a missing D-Bus are logged, shown in
+//! the status and (for the chord) reported in heartbeats. Nothing here uses Tauri's `setup`
+//! hook: everything is wired after `build()`, where an error is a value, not a panic.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::{Arc, Condvar, Mutex, PoisonError};
+use std::time::Duration;
+
+use duress_agent_core::duress_core::HotkeyState;
+use duress_agent_core::policy::{self, Hotspot};
+use duress_agent_core::{Engine, StatusSnapshot};
+use tauri::{Manager as _, RunEvent};
+use tokio::sync::watch;
+
+use crate::alarm::Alarm;
+use crate::hotkey::{self, ChordHandler, Session};
+use crate::tray::{self, MenuModel};
+
+/// Test hook: block the UI thread this many milliseconds right after start-up, to prove that
+/// a chord is recorded while the UI thread cannot run (`tests/tests/tray_silence.rs`).
+pub const ENV_TEST_BLOCK_UI_MS: &str = "DURESS_AGENT_TEST_BLOCK_UI_MS";
+
+/// State shared with the menu handler, the refresher and the window commands.
+#[derive(Debug)]
+pub struct AppState {
+    pub engine: Engine,
+    pub alarm: Alarm,
+    pub hotkey: watch::Receiver<HotkeyState>,
+    pub session: Session,
+    /// Degraded OS facilities (tray, autostart, hotspot...), shown in the status window.
+    notes: Mutex<Vec<String>>,
+    shutdown: watch::Sender<bool>,
+    /// Set and notified to make the menu refresher run at once.
+    pub refresh: Arc<(Mutex<bool>, Condvar)>,
+}
+
+impl AppState {
+    /// The state of a tray app around `engine`. `shutdown` is set to `true` on Quit.
+    pub fn new(
+        engine: Engine,
+        alarm: Alarm,
+        hotkey: watch::Receiver<HotkeyState>,
+        session: Session,
+        shutdown: watch::Sender<bool>,
+    ) -> Self {
+        AppState {
+            engine,
+            alarm,
+            hotkey,
+            session,
+            notes: Mutex::new(Vec::new()),
+            shutdown,
+            refresh: Arc::new((Mutex::new(false), Condvar::new())),
+        }
+    }
+
+    /// Records a degraded facility (logged by the caller).
+    pub fn note(&self, message: String) {
+        let mut notes = self.notes.lock().unwrap_or_else(PoisonError::into_inner);
+        if !notes.contains(&message) {
+            notes.push(message);
+        }
+    }
+
+    pub fn notes(&self) -> Vec<String> {
+        self.notes
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+            .clone()
+    }
+
+    /// Stops the engine loop (Quit).
+    pub fn request_shutdown(&self) {
+        self.shutdown.send_replace(true);
+    }
+
+    /// The engine status with this process's own hotkey state.
+    pub fn snapshot(&self) -> Option<StatusSnapshot> {
+        match self.engine.status() {
+            Ok(mut s) => {
+                s.hotkey = self.hotkey.borrow().clone();
+                Some(s)
+            }
+            Err(e) => {
+                tracing::warn!("status unavailable: {e}");
+                None
+            }
+        }
+    }
+
+    /// The menu for the current status.
+    pub fn menu_model(&self) -> Option<MenuModel> {
+        let s = self.snapshot()?;
+        Some(MenuModel::new(
+            &s,
+            self.engine.policy(),
+            self.engine.now(),
+            crate::local_time::offset_now(),
+        ))
+    }
+
+    /// Makes the menu refresher run now.
+    pub fn kick_refresh(&self) {
+        let (lock, cvar) = &*self.refresh;
+        *lock.lock().unwrap_or_else(PoisonError::into_inner) = true;
+        cvar.notify_all();
+    }
+}
+
+/// Runs the tray app until Quit (or the session ends). Exit code 0 when another instance
+/// already runs for this state directory.
+pub fn run_tray() -> ExitCode {
+    crate::cli::init_logging(true);
+    let (policy, _source) = match policy::load_resolved(None) {
+        Ok(p) => p,
+        Err(e) => {
+            tracing::error!("cannot start: {e}");
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let state_dir: PathBuf = match duress_agent_core::state::resolve_state_dir() {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("error: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if let Err(e) = duress_agent_core::state::ensure_state_dir(&state_dir) {
+        eprintln!("error: {e}");
+        return ExitCode::FAILURE;
+    }
+
+    // One agent per state directory: a second start (login item + a user double-click) exits
+    // quietly and leaves the first with its chord.
+    let instance = match crate::single_instance::acquire(&state_dir) {
+        Ok(Some(lock)) => Some(lock),
+        Ok(None) => {
+            tracing::info!(
+                "another Duress agent already runs for {}; exiting",
+                state_dir.display()
+            );
+            return ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            // Better two agents (deliveries are idempotent) than none.
+            tracing::warn!("single-instance lock unavailable ({e}); starting anyway");
+            None
+        }
+    };
+
+    let engine = match Engine::open(policy, state_dir.clone()) {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!(
+                "error: cannot open the agent state in {}: {e}",
+                state_dir.display()
+            );
+            return ExitCode::FAILURE;
+        }
+    };
+
+    let (hotkey_tx, hotkey_rx) = watch::channel(HotkeyState::NotApplicable);
+    let (shutdown_tx, shutdown_rx) = watch::channel(false);
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .thread_name("duress-engine-rt")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let rt_handle = rt.handle().clone();
+    let engine_thread = spawn_engine(rt, engine.clone(), hotkey_rx.clone(), shutdown_rx);
+
+    let alarm = Alarm::spawn(engine.clone());
+    let handler = ChordHandler::new(engine.clone(), &engine.policy().hotkey);
+    let session = Session::from_env();
+
+    if session == Session::None {
+        // GTK cannot start without a display (it would panic): keep the engine delivering and
+        // say why there is no tray and no chord.
+        tracing::warn!("no graphical session: running without tray and chord");
+        hotkey_tx.send_replace(HotkeyState::Unavailable {
+            reason: "no graphical session".into(),
+        });
+        let _keep = (instance, hotkey_tx);
+        let _ = engine_thread.map(|t| t.join());
+        return ExitCode::SUCCESS;
+    }
+
+    let state = AppState::new(engine.clone(), alarm, hotkey_rx, session, shutdown_tx);
+    let refresh = state.refresh.clone();
+
+    let app = match tauri::Builder::default()
+        .manage(state)
+        .invoke_handler(tauri::generate_handler![
+            crate::windows::status_info,
+            crate::windows::help_info,
+            crate::windows::location_info,
+            crate::windows::set_location,
+            crate::windows::close_window,
+            crate::hotspot::hotspot_trigger,
+        ])
+        .build(tauri::generate_context!())
+    {
+        Ok(app) => app,
+        Err(e) => {
+            tracing::error!("the tray cannot start ({e}); the engine keeps delivering");
+            hotkey_tx.send_replace(HotkeyState::Unavailable {
+                reason: format!("the desktop integration failed to start: {e}"),
+            });
+            let _keep = (instance, hotkey_tx);
+            let _ = engine_thread.map(|t| t.join());
+            return ExitCode::SUCCESS;
+        }
+    };
+
+    // The chord first: it matters more than anything visible.
+    let registration = hotkey::start(
+        &engine.policy().hotkey.chords,
+        handler,
+        hotkey_tx,
+        &rt_handle,
+    );
+
+    let state = app.state::<AppState>();
+    let model = state
+        .menu_model()
+        .unwrap_or_else(|| fallback_model(&engine));
+    match tray::install(&app, &model) {
+        Some(menu) => tray::spawn_refresher(app.handle().clone(), menu, refresh),
+        None => tracing::warn!("running without a tray menu; the chord still works"),
+    }
+    if engine.policy().tray.hotspot != Hotspot::Off {
+        crate::hotspot::open(app.handle(), engine.policy().tray.hotspot);
+    }
+    crate::autostart::refresh_in_background(app.handle().clone());
+
+    if let Some(ms) = std::env::var(ENV_TEST_BLOCK_UI_MS)
+        .ok()
+        .and_then(|v| v.parse::<u64>().ok())
+    {
+        tracing::warn!("test hook: blocking the UI thread for {ms} ms");
+        let _ = app.run_on_main_thread(move || std::thread::sleep(Duration::from_millis(ms)));
+    }
+    tracing::info!(hotkey = ?*app.state::<AppState>().hotkey.borrow(), "tray ready");
+
+    let mut keep = Some((registration, instance));
+    app.run(move |handle, event| match event {
+        RunEvent::ExitRequested {
+            code: None, api, ..
+        } => {
+            // Closing the last window must not end a tray app; Quit passes a code.
+            api.prevent_exit();
+        }
+        RunEvent::Exit => {
+            if let Some(state) = handle.try_state::<AppState>() {
+                state.request_shutdown();
+            }
+            keep.take();
+        }
+        _ => {}
+    });
+    ExitCode::SUCCESS
+}
+
+/// The engine loop on its own thread and runtime. `None` if the thread cannot start (then
+/// presses are still recorded; `duress-agent run --headless` or the next start delivers them).
+fn spawn_engine(
+    rt: tokio::runtime::Runtime,
+    engine: Engine,
+    hotkey: watch::Receiver<HotkeyState>,
+    mut shutdown: watch::Receiver<bool>,
+) -> Option<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new()
+        .name("duress-engine".into())
+        .spawn(move || {
+            let stop = async move {
+                let _ = shutdown.wait_for(|stop| *stop).await;
+            };
+            if let Err(e) = rt.block_on(engine.run(stop, hotkey)) {
+                tracing::error!("engine stopped: {e}");
+            }
+        })
+        .map_err(|e| tracing::error!("cannot start the engine thread: {e}"))
+        .ok()
+}
+
+/// A menu when even the status cannot be read (a broken state database): it says so.
+fn fallback_model(engine: &Engine) -> MenuModel {
+    let policy = engine.policy();
+    MenuModel {
+        status: "Duress: not protected: the agent state cannot be read".into(),
+        protection: duress_agent_core::status_line::Protection::NoKeystore,
+        location: "Location: unknown".into(),
+        change_location: policy.tray.allow_user_location,
+        chord: "Chord: starting…".into(),
+        last_contact: "Last contact with Security: never".into(),
+        last_self_test: "Last self-test: never".into(),
+        hidden_button: policy.tray.hidden_button_label.clone(),
+        about: format!("About Duress {}", duress_agent_core::AGENT_VERSION),
+        quit: policy.tray.allow_quit,
+    }
+}

@@ -1,0 +1,90 @@
+//! Chords through global-hotkey (X11 `XGrabKey`, Windows `RegisterHotKey`, macOS Carbon).
+
+use std::collections::HashMap;
+use std::str::FromStr as _;
+use std::sync::{Arc, OnceLock};
+
+use duress_agent_core::duress_core::HotkeyState;
+use global_hotkey::hotkey::HotKey;
+use global_hotkey::{GlobalHotKeyEvent, GlobalHotKeyManager, HotKeyState};
+
+use super::ChordHandler;
+
+/// global-hotkey accepts one event handler per process: it is set once, to this.
+static HANDLER: OnceLock<(Arc<ChordHandler>, HashMap<u32, String>)> = OnceLock::new();
+
+/// Registers `chords`; returns the manager (keep it alive) and the resulting state. A chord
+/// another application holds is reported by name; the others still work.
+pub(super) fn register(
+    chords: &[String],
+    handler: Arc<ChordHandler>,
+    check: impl Fn(&str, &HotKey) -> Result<(), String>,
+) -> (Option<GlobalHotKeyManager>, HotkeyState) {
+    let mut failures = Vec::new();
+    let mut parsed = Vec::new();
+    for chord in chords {
+        match HotKey::from_str(chord) {
+            Ok(hk) => match check(chord, &hk) {
+                Ok(()) => parsed.push((chord.clone(), hk)),
+                Err(reason) => failures.push(reason),
+            },
+            Err(e) => failures.push(format!("cannot read the chord \"{chord}\": {e}")),
+        }
+    }
+    if parsed.is_empty() {
+        return (None, unavailable(failures));
+    }
+    let manager = match GlobalHotKeyManager::new() {
+        Ok(m) => m,
+        Err(e) => {
+            failures.push(format!("the hotkey service failed to start: {e}"));
+            return (None, unavailable(failures));
+        }
+    };
+    let ids: HashMap<u32, String> = parsed.iter().map(|(c, hk)| (hk.id(), c.clone())).collect();
+    if HANDLER.set((handler, ids)).is_err() {
+        tracing::warn!("hotkey handler already set in this process; keeping the first");
+    }
+    GlobalHotKeyEvent::set_event_handler(Some(|event: GlobalHotKeyEvent| {
+        let Some((handler, ids)) = HANDLER.get() else {
+            return;
+        };
+        if !ids.contains_key(&event.id) {
+            return;
+        }
+        match event.state {
+            HotKeyState::Pressed => handler.pressed(),
+            HotKeyState::Released => handler.released(),
+        }
+    }));
+    let mut registered = Vec::new();
+    for (chord, hk) in parsed {
+        match manager.register(hk) {
+            Ok(()) => registered.push(chord),
+            Err(global_hotkey::Error::AlreadyRegistered(_)) => {
+                failures.push(format!("{chord} is taken by another application"));
+            }
+            Err(e) => failures.push(format!("{chord}: {e}")),
+        }
+    }
+    for f in &failures {
+        tracing::warn!("chord not registered: {f}");
+    }
+    if registered.is_empty() {
+        return (Some(manager), unavailable(failures));
+    }
+    (
+        Some(manager),
+        HotkeyState::Registered { chords: registered },
+    )
+}
+
+fn unavailable(failures: Vec<String>) -> HotkeyState {
+    HotkeyState::Unavailable {
+        reason: if failures.is_empty() {
+            "no chord could be registered".to_owned()
+        } else {
+            failures.join("; ")
+        },
+    }
+}
