@@ -1,8 +1,9 @@
 //! Compact JWS decoding and verification (`duress_core::ParsedJws`), two ways:
 //! 1. the input as a token: parse, check every `typ`, verify with a fixed key and with the
 //!    embedded `jwk` — whatever it is, nothing may panic, and only `Ed25519`/`EdDSA` may parse;
-//! 2. the input as a payload: signed by the fixed key, it must parse and verify back to the
-//!    very same bytes, and any single flipped byte of the token must fail verification.
+//! 2. the input as a payload (one input in eight): signed by the fixed key, it must parse and
+//!    verify back to the very same bytes, and any single flipped byte of the token must fail
+//!    verification.
 #![no_main]
 
 use duress_core::jws::{ALG_ED25519, ALG_EDDSA_LEGACY};
@@ -24,6 +25,11 @@ fuzz_target!(|data: &[u8]| {
         let _ = parsed.verify_with_embedded_jwk();
     }
 
+    // Signing and verifying cost far more than parsing: the round trip runs on one input in
+    // eight (chosen by the input), so the parser sees many more inputs per second.
+    if data.first().is_none_or(|b| b % 8 != 0) {
+        return;
+    }
     let token = key.sign(Typ::Event, Some("fuzz-device"), data);
     let parsed = ParsedJws::parse(&token).expect("our own token parses");
     assert_eq!(parsed.verify(&key.verifying_key()).expect("and verifies"), data);

@@ -59,8 +59,10 @@ pub async fn run(opts: &Options, figures: &mut Figures) -> anyhow::Result<()> {
         while hb_sent < hb_due || alarms_sent < alarms_due {
             let is_alarm = alarms_sent < alarms_due;
             let k = if is_alarm { alarms_sent } else { hb_sent };
+            // Request k (from 0) falls due at (k + 1) intervals: that is when `*_due` first
+            // counts it, so latency is measured from the instant it was due.
             let scheduled = start
-                + if is_alarm { alarm_every * k as u32 } else { hb_every * k as u32 };
+                + if is_alarm { alarm_every * (k as u32 + 1) } else { hb_every * (k as u32 + 1) };
             if is_alarm {
                 alarms_sent += 1;
             } else {

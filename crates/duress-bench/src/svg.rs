@@ -245,10 +245,10 @@ pub fn throughput_chart(
             s,
             "<rect x=\"{}\" y=\"{}\" width=\"12\" height=\"12\" fill=\"{}\"/><text x=\"{}\" y=\"{}\">{}</text>",
             LEFT + 14.0,
-            TOP + 8.0 + 18.0 * k as f64,
+            TOP + 0.45 * ph + 18.0 * k as f64,
             line.color,
             LEFT + 32.0,
-            TOP + 18.0 + 18.0 * k as f64,
+            TOP + 0.45 * ph + 10.0 + 18.0 * k as f64,
             escape(line.name)
         );
     }

@@ -8,7 +8,7 @@
 //!   names its id (the agent's acknowledgement rule and retry schedule).
 //! - [`console_feed`]: an officer's live stream (`GET /events`), for console delivery latency.
 //! - [`scenario`]: one load run and its [`scenario::Report`] (`name=value` lines).
-//! - [`stats`]: percentiles.
+//! - [`stats`] — percentiles of measured latencies.
 #![forbid(unsafe_code)]
 
 pub mod client;
