@@ -9,9 +9,9 @@ async function load() {
   const alt = document.getElementById("alternates");
   alt.replaceChildren();
   const call = el("li");
-  call.append("Dial ", el("strong", h.emergency_number), " from your personal cell phone");
+  call.append("Dial ", el("strong", h.emergency_number, "nowrap"), " from your personal cell phone");
   if (h.security_phone) {
-    call.append(", then contact Security at ", el("strong", h.security_phone));
+    call.append(", then contact Security at ", el("strong", h.security_phone, "nowrap"));
   }
   call.append(".");
   alt.appendChild(call);

@@ -1,6 +1,7 @@
 //! Micro-benchmarks of the alarm path's building blocks (criterion; `cargo bench -p duress-bench`):
 //! Ed25519 sign and verify of an event, JWS encode (serialise + sign) and decode (parse + verify),
-//! and the agent outbox's append, which commits with fsync (`synchronous=FULL`).
+//! the host facts collected on every press, and the agent outbox's append, which commits with
+//! fsync (`synchronous=FULL`).
 #![allow(clippy::unwrap_used, missing_docs)]
 
 use std::hint::black_box;
@@ -10,6 +11,12 @@ use duress_agent_core::outbox::Outbox;
 use duress_core::{DeviceKey, EventClaims, EventKind, Location, ParsedJws, Source, Typ};
 use time::OffsetDateTime;
 use uuid::Uuid;
+
+/// Host facts collected once (`host::collect` has its own benchmark).
+fn host() -> duress_core::HostFacts {
+    static HOST: std::sync::OnceLock<duress_core::HostFacts> = std::sync::OnceLock::new();
+    HOST.get_or_init(duress_agent_core::host::collect).clone()
+}
 
 fn claims(seq: u64) -> EventClaims {
     let now = duress_core::clock::truncate_to_millis(OffsetDateTime::now_utc());
@@ -25,7 +32,7 @@ fn claims(seq: u64) -> EventClaims {
             country: Some("US".into()),
             ..Default::default()
         },
-        host: duress_agent_core::host::collect(),
+        host: host(),
     }
 }
 
@@ -37,12 +44,16 @@ fn crypto(c: &mut Criterion) {
     let parsed = ParsedJws::parse(&token).unwrap();
     let vk = key.verifying_key();
 
+    let event = claims(1);
     c.bench_function("jws_encode_sign_event", |b| {
         b.iter(|| {
-            let payload = serde_json::to_vec(black_box(&claims(1))).unwrap();
+            let payload = serde_json::to_vec(black_box(&event)).unwrap();
             key.sign(Typ::Event, Some(device), &payload)
         })
     });
+    // Not crypto, but on every press: `Engine::record` collects the host facts it puts in
+    // the event (host name, user, addresses, interfaces).
+    c.bench_function("host_facts_collect", |b| b.iter(duress_agent_core::host::collect));
     c.bench_function("ed25519_sign_only", |b| {
         b.iter(|| key.sign(Typ::Event, Some(device), black_box(&payload)))
     });

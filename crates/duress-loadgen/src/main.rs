@@ -7,7 +7,8 @@ use std::time::Duration;
 
 use clap::Parser;
 
-/// Load generator for a Duress receiver (loopback or a test namespace only).
+/// Load generator for a Duress receiver (loopback or a test namespace only; other addresses are
+/// refused).
 #[derive(Debug, Parser)]
 #[command(name = "duress-loadgen", version, about)]
 struct Cli {
@@ -48,8 +49,40 @@ struct Cli {
     console: bool,
 }
 
+/// A load generator is aimed only at this machine: loopback, or the test network namespaces'
+/// 10.231.0.0/16 (see tests/src/netns.rs). Anything else is refused.
+fn allowed_target(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("https://") else {
+        return false;
+    };
+    let authority = rest.split('/').next().unwrap_or_default();
+    let host = if let Some(v6) = authority.strip_prefix('[') {
+        v6.split(']').next().unwrap_or_default()
+    } else {
+        authority.split(':').next().unwrap_or_default()
+    };
+    if host == "localhost" {
+        return true;
+    }
+    match host.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V4(v4)) => {
+            v4.is_loopback() || (v4.octets()[0] == 10 && v4.octets()[1] == 231)
+        }
+        Ok(std::net::IpAddr::V6(v6)) => v6.is_loopback(),
+        Err(_) => false,
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if !allowed_target(&cli.url) {
+        eprintln!(
+            "duress-loadgen: {} is not this machine: only https://127.0.0.1, [::1], localhost or a \
+             test namespace address (10.231.x.x) may be loaded",
+            cli.url
+        );
+        return ExitCode::from(2);
+    }
     let cfg = duress_loadgen::LoadConfig {
         url: cli.url,
         ca_cert: cli.ca_cert,
