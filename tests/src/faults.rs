@@ -61,7 +61,9 @@ pub fn enrolled_agent(dir: &Path, name: &str, receiver: &ReceiverProcess) -> Age
 
 /// `status --json`'s `queued`.
 pub fn queued(agent: &AgentCli) -> u64 {
-    agent.status()["queued"].as_u64().expect("status has queued")
+    agent.status()["queued"]
+        .as_u64()
+        .expect("status has queued")
 }
 
 /// Kills a child with SIGKILL and reaps it (ignores one that already ended).

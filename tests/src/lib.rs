@@ -267,6 +267,6 @@ pub fn stored_event_ids(data_dir: &Path) -> Vec<String> {
 
 // Issue 6: fault, load and bad-input suites.
 pub mod faults;
-pub mod stores;
 pub mod netns;
+pub mod stores;
 pub mod tmpfs;

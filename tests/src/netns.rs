@@ -56,22 +56,69 @@ impl TestNet {
             vec!["netns".into(), "add".into(), net.agent_ns.clone()],
             vec!["netns".into(), "add".into(), net.receiver_ns.clone()],
             vec![
-                "-n".into(), net.agent_ns.clone(), "link".into(), "add".into(),
-                net.agent_if.clone(), "type".into(), "veth".into(), "peer".into(), "name".into(),
-                net.receiver_if.clone(), "netns".into(), net.receiver_ns.clone(),
+                "-n".into(),
+                net.agent_ns.clone(),
+                "link".into(),
+                "add".into(),
+                net.agent_if.clone(),
+                "type".into(),
+                "veth".into(),
+                "peer".into(),
+                "name".into(),
+                net.receiver_if.clone(),
+                "netns".into(),
+                net.receiver_ns.clone(),
             ],
             vec![
-                "-n".into(), net.agent_ns.clone(), "addr".into(), "add".into(),
-                format!("{}/24", net.agent_addr), "dev".into(), net.agent_if.clone(),
+                "-n".into(),
+                net.agent_ns.clone(),
+                "addr".into(),
+                "add".into(),
+                format!("{}/24", net.agent_addr),
+                "dev".into(),
+                net.agent_if.clone(),
             ],
             vec![
-                "-n".into(), net.receiver_ns.clone(), "addr".into(), "add".into(),
-                format!("{}/24", net.receiver_addr), "dev".into(), net.receiver_if.clone(),
+                "-n".into(),
+                net.receiver_ns.clone(),
+                "addr".into(),
+                "add".into(),
+                format!("{}/24", net.receiver_addr),
+                "dev".into(),
+                net.receiver_if.clone(),
             ],
-            vec!["-n".into(), net.agent_ns.clone(), "link".into(), "set".into(), "lo".into(), "up".into()],
-            vec!["-n".into(), net.receiver_ns.clone(), "link".into(), "set".into(), "lo".into(), "up".into()],
-            vec!["-n".into(), net.agent_ns.clone(), "link".into(), "set".into(), net.agent_if.clone(), "up".into()],
-            vec!["-n".into(), net.receiver_ns.clone(), "link".into(), "set".into(), net.receiver_if.clone(), "up".into()],
+            vec![
+                "-n".into(),
+                net.agent_ns.clone(),
+                "link".into(),
+                "set".into(),
+                "lo".into(),
+                "up".into(),
+            ],
+            vec![
+                "-n".into(),
+                net.receiver_ns.clone(),
+                "link".into(),
+                "set".into(),
+                "lo".into(),
+                "up".into(),
+            ],
+            vec![
+                "-n".into(),
+                net.agent_ns.clone(),
+                "link".into(),
+                "set".into(),
+                net.agent_if.clone(),
+                "up".into(),
+            ],
+            vec![
+                "-n".into(),
+                net.receiver_ns.clone(),
+                "link".into(),
+                "set".into(),
+                net.receiver_if.clone(),
+                "up".into(),
+            ],
         ];
         for step in steps {
             let args: Vec<&str> = step.iter().map(String::as_str).collect();
@@ -98,7 +145,15 @@ impl TestNet {
     pub fn set_link(&self, up: bool) {
         let state = if up { "up" } else { "down" };
         ip(&["-n", &self.agent_ns, "link", "set", &self.agent_if, state]).expect("link set");
-        ip(&["-n", &self.receiver_ns, "link", "set", &self.receiver_if, state]).expect("link set");
+        ip(&[
+            "-n",
+            &self.receiver_ns,
+            "link",
+            "set",
+            &self.receiver_if,
+            state,
+        ])
+        .expect("link set");
     }
 
     /// Drops one packet in `modulo` at random on the veth, both ways (an nftables table in
@@ -109,7 +164,16 @@ impl TestNet {
             (&self.receiver_ns, &self.receiver_if),
         ] {
             let _ = Command::new("ip")
-                .args(["netns", "exec", ns, "nft", "delete", "table", "inet", "duress_loss"])
+                .args([
+                    "netns",
+                    "exec",
+                    ns,
+                    "nft",
+                    "delete",
+                    "table",
+                    "inet",
+                    "duress_loss",
+                ])
                 .output();
             if let Some(m) = modulo {
                 let rules = format!(
@@ -139,7 +203,16 @@ impl TestNet {
             .iter()
             .map(|ns| {
                 let out = Command::new("ip")
-                    .args(["netns", "exec", ns, "nft", "list", "table", "inet", "duress_loss"])
+                    .args([
+                        "netns",
+                        "exec",
+                        ns,
+                        "nft",
+                        "list",
+                        "table",
+                        "inet",
+                        "duress_loss",
+                    ])
                     .output()
                     .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
                     .unwrap_or_default();

@@ -74,10 +74,12 @@ pub fn receiver_event_counts(data_dir: &Path) -> HashMap<String, usize> {
     let mut stmt = conn
         .prepare("SELECT id, COUNT(*) FROM events GROUP BY id")
         .expect("prepare");
-    stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as usize)))
-        .expect("query")
-        .collect::<Result<_, _>>()
-        .expect("rows")
+    stmt.query_map([], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as usize))
+    })
+    .expect("query")
+    .collect::<Result<_, _>>()
+    .expect("rows")
 }
 
 /// Number of stored events.
@@ -92,14 +94,18 @@ pub fn receiver_event_total(data_dir: &Path) -> usize {
 pub fn receiver_press_balance(data_dir: &Path) -> (i64, i64) {
     let conn = receiver_db(data_dir);
     let presses = conn
-        .query_row("SELECT COALESCE(SUM(press_count), 0) FROM incidents", [], |r| {
-            r.get(0)
-        })
+        .query_row(
+            "SELECT COALESCE(SUM(press_count), 0) FROM incidents",
+            [],
+            |r| r.get(0),
+        )
         .expect("presses");
     let events = conn
-        .query_row("SELECT COUNT(*) FROM events WHERE kind = 'duress'", [], |r| {
-            r.get(0)
-        })
+        .query_row(
+            "SELECT COUNT(*) FROM events WHERE kind = 'duress'",
+            [],
+            |r| r.get(0),
+        )
         .expect("events");
     (presses, events)
 }

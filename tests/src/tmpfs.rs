@@ -14,7 +14,13 @@ impl SmallFs {
     pub fn mount(path: &Path, size_mib: u32) -> SmallFs {
         std::fs::create_dir_all(path).expect("mount point");
         let out = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size_mib}m,mode=0700"), "tmpfs"])
+            .args([
+                "-t",
+                "tmpfs",
+                "-o",
+                &format!("size={size_mib}m,mode=0700"),
+                "tmpfs",
+            ])
             .arg(path)
             .output()
             .expect("run mount");

@@ -38,13 +38,23 @@ async fn world() -> World {
 
 impl World {
     async fn station(&self) -> SimStation {
-        let token = admin::create_token(&self.data_dir, 1, Some(Duration::from_secs(3600)), Approve::Auto)
-            .await
-            .expect("token");
+        let token = admin::create_token(
+            &self.data_dir,
+            1,
+            Some(Duration::from_secs(3600)),
+            Approve::Auto,
+        )
+        .await
+        .expect("token");
         let mut s = SimStation::new(0);
-        s.enroll(&self.client, &self.receiver.url, &token, Instant::now() + Duration::from_secs(10))
-            .await
-            .expect("enrolls");
+        s.enroll(
+            &self.client,
+            &self.receiver.url,
+            &token,
+            Instant::now() + Duration::from_secs(10),
+        )
+        .await
+        .expect("enrolls");
         s
     }
 
@@ -55,9 +65,15 @@ impl World {
     }
 
     async fn post_bytes(&self, path: &str, body: Vec<u8>) -> Answer {
-        post(&self.client, &self.receiver.url, path, "application/jose", body)
-            .await
-            .expect("an answer")
+        post(
+            &self.client,
+            &self.receiver.url,
+            path,
+            "application/jose",
+            body,
+        )
+        .await
+        .expect("an answer")
     }
 
     /// Rows of every table a refusal must not touch, and the tokens' remaining uses.
@@ -68,10 +84,19 @@ impl World {
             ("devices", "SELECT COUNT(*) FROM devices"),
             ("events", "SELECT COUNT(*) FROM events"),
             ("incidents", "SELECT COUNT(*) FROM incidents"),
-            ("token_uses_left", "SELECT COALESCE(SUM(uses_left), 0) FROM enrollment_tokens"),
-            ("heartbeats", "SELECT COUNT(*) FROM devices WHERE last_heartbeat_at IS NOT NULL"),
+            (
+                "token_uses_left",
+                "SELECT COALESCE(SUM(uses_left), 0) FROM enrollment_tokens",
+            ),
+            (
+                "heartbeats",
+                "SELECT COUNT(*) FROM devices WHERE last_heartbeat_at IS NOT NULL",
+            ),
         ] {
-            out.push((name.to_owned(), conn.query_row(sql, [], |r| r.get(0)).expect(sql)));
+            out.push((
+                name.to_owned(),
+                conn.query_row(sql, [], |r| r.get(0)).expect(sql),
+            ));
         }
         out
     }
@@ -79,11 +104,23 @@ impl World {
 
 /// A clear refusal: 4xx, problem+json whose `status` matches, with a known type.
 fn refused(a: &Answer) -> ProblemType {
-    assert!((400..500).contains(&a.status), "expected a 4xx, got {} {}", a.status, a.text());
-    assert_eq!(a.content_type, "application/problem+json", "{} {}", a.status, a.text());
+    assert!(
+        (400..500).contains(&a.status),
+        "expected a 4xx, got {} {}",
+        a.status,
+        a.text()
+    );
+    assert_eq!(
+        a.content_type,
+        "application/problem+json",
+        "{} {}",
+        a.status,
+        a.text()
+    );
     let p: Problem = serde_json::from_slice(&a.body).expect("problem json");
     assert_eq!(p.status, a.status);
-    p.kind().unwrap_or_else(|| panic!("unknown problem type {}", p.type_uri))
+    p.kind()
+        .unwrap_or_else(|| panic!("unknown problem type {}", p.type_uri))
 }
 
 fn b64(bytes: &[u8]) -> String {
@@ -117,10 +154,14 @@ async fn replays_store_nothing_new() {
         ProblemType::IdConflict
     );
 
-    let enroll_token =
-        admin::create_token(&w.data_dir, 2, Some(Duration::from_secs(3600)), Approve::Auto)
-            .await
-            .expect("token");
+    let enroll_token = admin::create_token(
+        &w.data_dir,
+        2,
+        Some(Duration::from_secs(3600)),
+        Approve::Auto,
+    )
+    .await
+    .expect("token");
     let third = SimStation::new(3);
     let enrollment = third.enrollment(&enroll_token);
     let a = w.post("/v1/enrollments", &enrollment).await;
@@ -128,11 +169,20 @@ async fn replays_store_nothing_new() {
     let before_replay = w.rows();
     let b = w.post("/v1/enrollments", &enrollment).await;
     assert_eq!(b.status, 201, "{}", b.text());
-    let id = |a: &Answer| serde_json::from_slice::<serde_json::Value>(&a.body).expect("json")["device_id"].clone();
+    let id = |a: &Answer| {
+        serde_json::from_slice::<serde_json::Value>(&a.body).expect("json")["device_id"].clone()
+    };
     assert_eq!(id(&a), id(&b), "an enrollment replay names the same device");
-    assert_eq!(w.rows(), before_replay, "an enrollment replay writes nothing");
+    assert_eq!(
+        w.rows(),
+        before_replay,
+        "an enrollment replay writes nothing"
+    );
     let _ = before;
-    assert_eq!(admin::list_events(&w.data_dir).await.expect("list").len(), 1);
+    assert_eq!(
+        admin::list_events(&w.data_dir).await.expect("list").len(),
+        1
+    );
     w.receiver.shutdown().await.expect("shutdown");
 }
 
@@ -180,7 +230,10 @@ async fn truncated_tokens_are_refused_at_every_position() {
         // Every 4xx counts as a failed attempt of this address: 429 after ten is right too.
         refused(&w.post("/v1/enrollments", &enrollment[..cut]).await);
     }
-    eprintln!("FIGURE truncated event_positions={} kinds={kinds:?}", event.len());
+    eprintln!(
+        "FIGURE truncated event_positions={} kinds={kinds:?}",
+        event.len()
+    );
     assert_eq!(w.rows(), before, "a truncated token wrote something");
     w.receiver.shutdown().await.expect("shutdown");
 }
@@ -195,17 +248,36 @@ async fn non_utf8_bodies_and_claims_are_refused() {
     let event = s.sign_event(&s.new_event(EventKind::Duress));
     let mut bytes = event.clone().into_bytes();
     bytes.insert(10, 0xff);
-    assert_eq!(refused(&w.post_bytes("/v1/events", bytes).await), ProblemType::MalformedJws);
     assert_eq!(
-        refused(&w.post_bytes("/v1/events", vec![0xc3, 0x28, b'.', b'a', b'.', b'b']).await),
+        refused(&w.post_bytes("/v1/events", bytes).await),
+        ProblemType::MalformedJws
+    );
+    assert_eq!(
+        refused(
+            &w.post_bytes("/v1/events", vec![0xc3, 0x28, b'.', b'a', b'.', b'b'])
+                .await
+        ),
         ProblemType::MalformedJws
     );
     // A valid signature over claims that are not UTF-8.
-    let bad_claims = s.key.sign(Typ::Event, Some(&s.device_id), b"{\"id\":\"\xff\xfe\"}");
-    assert_eq!(refused(&w.post("/v1/events", &bad_claims).await), ProblemType::InvalidClaims);
+    let bad_claims = s
+        .key
+        .sign(Typ::Event, Some(&s.device_id), b"{\"id\":\"\xff\xfe\"}");
+    assert_eq!(
+        refused(&w.post("/v1/events", &bad_claims).await),
+        ProblemType::InvalidClaims
+    );
     // A header that is not UTF-8.
-    let bad_header = format!("{}.{}.{}", b64(b"{\"alg\":\"Ed25519\xff\"}"), b64(b"{}"), b64(&[0u8; 64]));
-    assert_eq!(refused(&w.post("/v1/events", &bad_header).await), ProblemType::MalformedJws);
+    let bad_header = format!(
+        "{}.{}.{}",
+        b64(b"{\"alg\":\"Ed25519\xff\"}"),
+        b64(b"{}"),
+        b64(&[0u8; 64])
+    );
+    assert_eq!(
+        refused(&w.post("/v1/events", &bad_header).await),
+        ProblemType::MalformedJws
+    );
     assert_eq!(w.rows(), before);
     w.receiver.shutdown().await.expect("shutdown");
 }
@@ -221,25 +293,51 @@ async fn deeply_nested_json_is_refused_without_harm() {
     let before = w.rows();
     let huge = "[".repeat(100_000);
     assert_eq!(
-        refused(&w.post("/v1/events", &s.key.sign(Typ::Event, Some(&s.device_id), huge.as_bytes())).await),
+        refused(
+            &w.post(
+                "/v1/events",
+                &s.key.sign(Typ::Event, Some(&s.device_id), huge.as_bytes())
+            )
+            .await
+        ),
         ProblemType::BodyTooLarge
     );
     let deep = "[".repeat(45_000); // ~60 KB once base64url-encoded and signed
     let deep_obj = format!("{}{}", "{\"a\":".repeat(9_000), "1");
     for payload in [&deep, &deep_obj] {
-        let ev = s.key.sign(Typ::Event, Some(&s.device_id), payload.as_bytes());
+        let ev = s
+            .key
+            .sign(Typ::Event, Some(&s.device_id), payload.as_bytes());
         assert!(ev.len() < 64 * 1024);
-        assert_eq!(refused(&w.post("/v1/events", &ev).await), ProblemType::InvalidClaims);
-        let hb = s.key.sign(Typ::Heartbeat, Some(&s.device_id), payload.as_bytes());
-        assert_eq!(refused(&w.post("/v1/heartbeats", &hb).await), ProblemType::InvalidClaims);
+        assert_eq!(
+            refused(&w.post("/v1/events", &ev).await),
+            ProblemType::InvalidClaims
+        );
+        let hb = s
+            .key
+            .sign(Typ::Heartbeat, Some(&s.device_id), payload.as_bytes());
+        assert_eq!(
+            refused(&w.post("/v1/heartbeats", &hb).await),
+            ProblemType::InvalidClaims
+        );
         let en = SimStation::new(5).key.sign_enrollment(payload.as_bytes());
         refused(&w.post("/v1/enrollments", &en).await);
     }
-    let header = format!("{}.{}.{}", b64(&deep.as_bytes()[..30_000]), b64(b"{}"), b64(&[0u8; 64]));
-    assert_eq!(refused(&w.post("/v1/events", &header).await), ProblemType::MalformedJws);
+    let header = format!(
+        "{}.{}.{}",
+        b64(&deep.as_bytes()[..30_000]),
+        b64(b"{}"),
+        b64(&[0u8; 64])
+    );
+    assert_eq!(
+        refused(&w.post("/v1/events", &header).await),
+        ProblemType::MalformedJws
+    );
     assert_eq!(w.rows(), before);
     // Still alive and accepting.
-    let ok = w.post("/v1/events", &s.sign_event(&s.new_event(EventKind::Duress))).await;
+    let ok = w
+        .post("/v1/events", &s.sign_event(&s.new_event(EventKind::Duress)))
+        .await;
     assert_eq!(ok.status, 200, "{}", ok.text());
     w.receiver.shutdown().await.expect("shutdown");
 }
@@ -285,7 +383,12 @@ const HOSTILE: &[&str] = &[
 ];
 
 /// Posts an event whose location and host carry `loc`/`host`, and returns the stored record.
-async fn store_event(w: &World, s: &SimStation, loc: Location, host: HostFacts) -> (Answer, EventClaims) {
+async fn store_event(
+    w: &World,
+    s: &SimStation,
+    loc: Location,
+    host: HostFacts,
+) -> (Answer, EventClaims) {
     let mut claims = s.new_event(EventKind::Duress);
     claims.location = loc;
     claims.host = host;
@@ -300,9 +403,14 @@ async fn xss_and_sql_payloads_in_every_string_field_are_stored_verbatim() {
     let w = world().await;
     let pick = |i: usize| HOSTILE[i % HOSTILE.len()].to_owned();
     // Enrollment carrying payloads.
-    let token = admin::create_token(&w.data_dir, 1, Some(Duration::from_secs(3600)), Approve::Auto)
-        .await
-        .expect("token");
+    let token = admin::create_token(
+        &w.data_dir,
+        1,
+        Some(Duration::from_secs(3600)),
+        Approve::Auto,
+    )
+    .await
+    .expect("token");
     let mut s = SimStation::new(1);
     let claims = duress_core::EnrollmentClaims {
         token: token.clone(),
@@ -311,7 +419,11 @@ async fn xss_and_sql_payloads_in_every_string_field_are_stored_verbatim() {
         host: host_with(pick),
     };
     let a = w
-        .post("/v1/enrollments", &s.key.sign_enrollment(&serde_json::to_vec(&claims).expect("json")))
+        .post(
+            "/v1/enrollments",
+            &s.key
+                .sign_enrollment(&serde_json::to_vec(&claims).expect("json")),
+        )
         .await;
     assert_eq!(a.status, 201, "{}", a.text());
     s.device_id = serde_json::from_slice::<serde_json::Value>(&a.body).expect("json")["device_id"]
@@ -319,7 +431,11 @@ async fn xss_and_sql_payloads_in_every_string_field_are_stored_verbatim() {
         .expect("id")
         .to_owned();
     let devices = admin::list_devices(&w.data_dir).await.expect("devices");
-    assert_eq!(devices[0].host, host_with(pick), "enrollment host stored verbatim");
+    assert_eq!(
+        devices[0].host,
+        host_with(pick),
+        "enrollment host stored verbatim"
+    );
 
     let mut ids = Vec::new();
     for shift in 0..HOSTILE.len() {
@@ -344,18 +460,27 @@ async fn xss_and_sql_payloads_in_every_string_field_are_stored_verbatim() {
     let a = w.post("/v1/heartbeats", &s.sign_heartbeat(&hb)).await;
     assert_eq!(a.status, 200, "{}", a.text());
     let conn = rusqlite::Connection::open(w.data_dir.join("receiver.sqlite3")).expect("db");
-    let check: String = conn.query_row("PRAGMA integrity_check", [], |r| r.get(0)).expect("check");
+    let check: String = conn
+        .query_row("PRAGMA integrity_check", [], |r| r.get(0))
+        .expect("check");
     assert_eq!(check, "ok");
     let tables: i64 = conn
-        .query_row("SELECT COUNT(*) FROM sqlite_master WHERE name IN ('events','devices','incidents')", [], |r| r.get(0))
+        .query_row(
+            "SELECT COUNT(*) FROM sqlite_master WHERE name IN ('events','devices','incidents')",
+            [],
+            |r| r.get(0),
+        )
         .expect("tables");
     assert_eq!(tables, 3, "no table was dropped");
 
     // The console shows them escaped.
-    let (user, password) = duress_loadgen::console_feed::create_officer(&w.data_dir).await.expect("officer");
-    let cookie = duress_loadgen::console_feed::sign_in(&w.client, &w.receiver.url, &user, &password)
+    let (user, password) = duress_loadgen::console_feed::create_officer(&w.data_dir)
         .await
-        .expect("sign in");
+        .expect("officer");
+    let cookie =
+        duress_loadgen::console_feed::sign_in(&w.client, &w.receiver.url, &user, &password)
+            .await
+            .expect("sign in");
     let incidents = admin::list_incidents(&w.data_dir).await.expect("incidents");
     for path in [
         "/".to_owned(),
@@ -371,7 +496,11 @@ async fn xss_and_sql_payloads_in_every_string_field_are_stored_verbatim() {
             .expect("page");
         assert_eq!(page.status().as_u16(), 200, "{path}");
         let html = page.text().await.expect("html");
-        for raw in ["<script>alert(1)</script>", "<img src=x onerror", "<svg onload"] {
+        for raw in [
+            "<script>alert(1)</script>",
+            "<img src=x onerror",
+            "<svg onload",
+        ] {
             assert!(!html.contains(raw), "{path} shows {raw:?} unescaped");
         }
     }
@@ -432,11 +561,17 @@ async fn unicode_edge_cases_are_stored_verbatim_or_refused_cleanly() {
     // Lone surrogates can only be written as JSON escapes: build the claims text by hand.
     for escape in ["\\ud800", "\\udfff", "\\ud800\\u0041"] {
         let claims = s.new_event(EventKind::Duress);
-        let json = serde_json::to_string(&claims)
-            .expect("json")
-            .replacen("\"location\":{", &format!("\"location\":{{\"LMK\":\"a{escape}b\","), 1);
+        let json = serde_json::to_string(&claims).expect("json").replacen(
+            "\"location\":{",
+            &format!("\"location\":{{\"LMK\":\"a{escape}b\","),
+            1,
+        );
         let token = s.key.sign(Typ::Event, Some(&s.device_id), json.as_bytes());
-        assert_eq!(refused(&w.post("/v1/events", &token).await), ProblemType::InvalidClaims, "{escape}");
+        assert_eq!(
+            refused(&w.post("/v1/events", &token).await),
+            ProblemType::InvalidClaims,
+            "{escape}"
+        );
     }
     assert_eq!(w.rows(), before);
     w.receiver.shutdown().await.expect("shutdown");
@@ -448,24 +583,43 @@ async fn unicode_edge_cases_are_stored_verbatim_or_refused_cleanly() {
 #[tokio::test]
 async fn enrollment_token_guessing_is_rate_limited_and_writes_nothing() {
     let w = world().await;
-    let real = admin::create_token(&w.data_dir, 3, Some(Duration::from_secs(3600)), Approve::Auto)
-        .await
-        .expect("token");
+    let real = admin::create_token(
+        &w.data_dir,
+        3,
+        Some(Duration::from_secs(3600)),
+        Approve::Auto,
+    )
+    .await
+    .expect("token");
     let before = w.rows();
     let mut statuses = Vec::new();
     for i in 0..25 {
         let guess = format!("det_{i:0>43}");
-        let a = w.post("/v1/enrollments", &SimStation::new(i).enrollment(&guess)).await;
+        let a = w
+            .post("/v1/enrollments", &SimStation::new(i).enrollment(&guess))
+            .await;
         statuses.push(refused(&a));
     }
-    let limited = statuses.iter().position(|k| *k == ProblemType::TooManyRequests).expect("429 came");
-    assert!(statuses[..limited].iter().all(|k| *k == ProblemType::TokenInvalid));
-    assert!(statuses[limited..].iter().all(|k| *k == ProblemType::TooManyRequests));
+    let limited = statuses
+        .iter()
+        .position(|k| *k == ProblemType::TooManyRequests)
+        .expect("429 came");
+    assert!(
+        statuses[..limited]
+            .iter()
+            .all(|k| *k == ProblemType::TokenInvalid)
+    );
+    assert!(
+        statuses[limited..]
+            .iter()
+            .all(|k| *k == ProblemType::TooManyRequests)
+    );
     // The valid token is refused too while the address is limited (no oracle for guessers).
-    let a = w.post("/v1/enrollments", &SimStation::new(99).enrollment(&real)).await;
+    let a = w
+        .post("/v1/enrollments", &SimStation::new(99).enrollment(&real))
+        .await;
     assert_eq!(refused(&a), ProblemType::TooManyRequests);
     assert_eq!(w.rows(), before, "guesses wrote something");
     eprintln!("FIGURE token-guessing refused_401_before_429={limited}");
     w.receiver.shutdown().await.expect("shutdown");
 }
-

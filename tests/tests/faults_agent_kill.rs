@@ -15,7 +15,7 @@ use std::collections::HashSet;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use duress_tests::faults::{enrolled_agent, figure, kill9, long_mode, queued, KillOnDrop};
+use duress_tests::faults::{KillOnDrop, enrolled_agent, figure, kill9, long_mode, queued};
 use duress_tests::stores::{
     lost_and_duplicated, outbox_events, outbox_len, receiver_event_counts, receiver_press_balance,
 };
@@ -68,7 +68,11 @@ fn kill_9_of_the_agent_at_random_moments_loses_and_duplicates_nothing() {
 
     let at_kill = outbox_events(&agent.state_dir);
     let durable = at_kill.len() - 1; // minus the calibration event
-    let acked_at_kill = at_kill.iter().filter(|e| e.delivered).count().saturating_sub(1);
+    let acked_at_kill = at_kill
+        .iter()
+        .filter(|e| e.delivered)
+        .count()
+        .saturating_sub(1);
     let stored_at_kill = receiver_event_counts(&receiver.data_dir);
     let ack_lost = at_kill
         .iter()
@@ -97,7 +101,11 @@ fn kill_9_of_the_agent_at_random_moments_loses_and_duplicates_nothing() {
     assert!(drained, "the outbox did not drain within 60 s");
 
     let outbox = outbox_events(&agent.state_dir);
-    assert_eq!(outbox.len(), at_kill.len(), "draining created or lost outbox rows");
+    assert_eq!(
+        outbox.len(),
+        at_kill.len(),
+        "draining created or lost outbox rows"
+    );
     let counts = receiver_event_counts(&receiver.data_dir);
     let ids: Vec<String> = outbox.iter().map(|e| e.id.clone()).collect();
     let (lost, duplicated) = lost_and_duplicated(&counts, &ids);
@@ -110,7 +118,11 @@ fn kill_9_of_the_agent_at_random_moments_loses_and_duplicates_nothing() {
     figure("agent-kill", "durable", durable);
     figure("agent-kill", "acked_before_kill", acked_at_kill);
     figure("agent-kill", "committed_but_ack_lost", ack_lost);
-    figure("agent-kill", "queued_not_committed", never_sent_or_not_committed);
+    figure(
+        "agent-kill",
+        "queued_not_committed",
+        never_sent_or_not_committed,
+    );
     figure("agent-kill", "exited_before_kill", exited_before_kill);
     figure("agent-kill", "stored", counts.len());
     figure("agent-kill", "lost", lost.len());
@@ -118,8 +130,14 @@ fn kill_9_of_the_agent_at_random_moments_loses_and_duplicates_nothing() {
     figure("agent-kill", "drain_ms", drain_time.as_millis());
     assert!(lost.is_empty(), "durable events never stored: {lost:?}");
     assert!(duplicated.is_empty(), "events stored twice: {duplicated:?}");
-    assert!(strangers.is_empty(), "stored ids not in the outbox: {strangers:?}");
-    assert_eq!(presses, duress_events, "incident press counts must match the events");
+    assert!(
+        strangers.is_empty(),
+        "stored ids not in the outbox: {strangers:?}"
+    );
+    assert_eq!(
+        presses, duress_events,
+        "incident press counts must match the events"
+    );
 }
 
 /// [`wait_until`] polling every 200 µs (the window it looks for is milliseconds wide).

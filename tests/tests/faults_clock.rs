@@ -23,7 +23,11 @@ fn trigger_skewed(agent: &AgentCli, skew_s: i64) -> String {
         .output()
         .expect("trigger");
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(out.status.success(), "{stdout}{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(
         stdout.lines().nth(1).map(str::trim),
         Some("delivered"),
@@ -33,7 +37,10 @@ fn trigger_skewed(agent: &AgentCli, skew_s: i64) -> String {
 }
 
 /// (occurred_at, sent_at, received_at) as the receiver stored them.
-fn stored_times(receiver: &ReceiverProcess, id: &str) -> (OffsetDateTime, OffsetDateTime, OffsetDateTime) {
+fn stored_times(
+    receiver: &ReceiverProcess,
+    id: &str,
+) -> (OffsetDateTime, OffsetDateTime, OffsetDateTime) {
     let conn = rusqlite::Connection::open(receiver.data_dir.join("receiver.sqlite3")).expect("db");
     let (o, s, r): (String, String, String) = conn
         .query_row(
@@ -51,8 +58,11 @@ fn pressed_at(agent: &AgentCli, id: &str) -> OffsetDateTime {
         .into_iter()
         .find(|e| e.id == id)
         .expect("event in the outbox");
-    OffsetDateTime::parse(ev.claims["occurred_at"].as_str().expect("occurred_at"), &Rfc3339)
-        .expect("rfc3339")
+    OffsetDateTime::parse(
+        ev.claims["occurred_at"].as_str().expect("occurred_at"),
+        &Rfc3339,
+    )
+    .expect("rfc3339")
 }
 
 #[test]
@@ -60,16 +70,26 @@ fn a_clock_24_h_off_is_corrected_and_occurred_at_is_preserved() {
     let tmp = tempfile::tempdir().expect("tempdir");
     let receiver = ReceiverProcess::start(&tmp.path().join("receiver"), free_port());
     for skew_s in [86_400_i64, -86_400] {
-        let name = if skew_s > 0 { "clock-ahead" } else { "clock-behind" };
+        let name = if skew_s > 0 {
+            "clock-ahead"
+        } else {
+            "clock-behind"
+        };
         let agent = enrolled_agent(tmp.path(), name, &receiver);
 
         // First press with the wrong clock: stamped 24 h off, corrected on the way.
         let first = trigger_skewed(&agent, skew_s);
         let pressed = pressed_at(&agent, &first);
         let (occurred, sent, received) = stored_times(&receiver, &first);
-        assert_eq!(occurred, pressed, "occurred_at is stored exactly as pressed");
+        assert_eq!(
+            occurred, pressed,
+            "occurred_at is stored exactly as pressed"
+        );
         let off = (occurred - received).whole_seconds();
-        assert!((off - skew_s).abs() < 60, "the first press carries the wrong clock ({off} s)");
+        assert!(
+            (off - skew_s).abs() < 60,
+            "the first press carries the wrong clock ({off} s)"
+        );
         assert!(
             (sent - received).whole_seconds().abs() <= 40,
             "the accepted send was re-signed inside the window"
@@ -84,7 +104,10 @@ fn a_clock_24_h_off_is_corrected_and_occurred_at_is_preserved() {
         let second = trigger_skewed(&agent, skew_s);
         let (occurred2, _, received2) = stored_times(&receiver, &second);
         let off2 = (received2 - occurred2).whole_milliseconds();
-        assert!(off2.abs() < 10_000, "a later press is stamped in receiver time ({off2} ms)");
+        assert!(
+            off2.abs() < 10_000,
+            "a later press is stamped in receiver time ({off2} ms)"
+        );
         figure(name, "skew_s", skew_s);
         figure(name, "learned_offset_ms", offset_ms);
         figure(name, "first_occurred_minus_received_s", off);
@@ -97,16 +120,29 @@ fn a_clock_24_h_off_is_corrected_and_occurred_at_is_preserved() {
         policy: tmp.path().join("enrolled-skewed.toml"),
     };
     let token = duress_tests::faults::token(&receiver, 1);
-    write_policy(&agent.policy, &receiver.url(), &receiver.ca_path(), &token, "enrolled skewed");
+    write_policy(
+        &agent.policy,
+        &receiver.url(),
+        &receiver.ca_path(),
+        &token,
+        "enrolled skewed",
+    );
     let out = agent
         .command(&["enroll"])
         .env(SKEW, "86400")
         .output()
         .expect("enroll");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let id = trigger_skewed(&agent, 86_400);
     let (occurred, _, received) = stored_times(&receiver, &id);
     let off = (received - occurred).whole_milliseconds();
-    assert!(off.abs() < 10_000, "enrollment corrected the clock ({off} ms)");
+    assert!(
+        off.abs() < 10_000,
+        "enrollment corrected the clock ({off} ms)"
+    );
     figure("clock-enroll", "first_delay_ms", off);
 }

@@ -37,7 +37,12 @@ fn a_full_disk_answers_503_keeps_the_alarm_and_recovers() {
     let url = receiver.url();
     let mut station = SimStation::new(1);
     runtime
-        .block_on(station.enroll(&client, &url, &station_token, Instant::now() + Duration::from_secs(10)))
+        .block_on(station.enroll(
+            &client,
+            &url,
+            &station_token,
+            Instant::now() + Duration::from_secs(10),
+        ))
         .expect("station enrolls");
 
     let (filler, filler_bytes) = fs.fill();
@@ -50,14 +55,24 @@ fn a_full_disk_answers_503_keeps_the_alarm_and_recovers() {
     for i in 0..2_000 {
         let claims = station.new_event(EventKind::Duress);
         let a = runtime
-            .block_on(post_jose(&client, &url, "/v1/events", &station.sign_event(&claims)))
+            .block_on(post_jose(
+                &client,
+                &url,
+                "/v1/events",
+                &station.sign_event(&claims),
+            ))
             .expect("the receiver answers (it must not crash)");
         match a.status {
             200 => acked.push(claims.id.to_string()),
             503 => {
                 assert_eq!(a.content_type, "application/problem+json", "{}", a.text());
                 let p = a.problem().expect("problem");
-                assert_eq!(p.kind(), Some(ProblemType::StorageUnavailable), "{}", a.text());
+                assert_eq!(
+                    p.kind(),
+                    Some(ProblemType::StorageUnavailable),
+                    "{}",
+                    a.text()
+                );
                 first_503 = Some(i);
                 refused = Some(claims);
                 break;
@@ -72,10 +87,17 @@ fn a_full_disk_answers_503_keeps_the_alarm_and_recovers() {
     let out = agent.run(&["trigger"]);
     assert!(out.status.success());
     let stdout = String::from_utf8_lossy(&out.stdout).to_string();
-    assert!(stdout.contains("queued"), "the alarm must stay queued: {stdout}");
+    assert!(
+        stdout.contains("queued"),
+        "the alarm must stay queued: {stdout}"
+    );
     let _headless = KillOnDrop(agent.spawn_headless());
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(queued(&agent), 1, "nothing acknowledged while the disk is full");
+    assert_eq!(
+        queued(&agent),
+        1,
+        "nothing acknowledged while the disk is full"
+    );
     // Health says so too.
     let health = runtime
         .block_on(async { client.get(format!("{url}/healthz")).send().await })
@@ -86,17 +108,37 @@ fn a_full_disk_answers_503_keeps_the_alarm_and_recovers() {
     let freed = Instant::now();
     let drained = wait_until(Duration::from_secs(30), || queued(&agent) == 0);
     if !drained {
-        let log = std::fs::read_to_string(receiver.data_dir.with_extension("log")).unwrap_or_default();
+        let log =
+            std::fs::read_to_string(receiver.data_dir.with_extension("log")).unwrap_or_default();
         let tail: Vec<&str> = log.lines().rev().take(30).collect();
-        eprintln!("receiver log (last lines, newest first):\n{}", tail.join("\n"));
+        eprintln!(
+            "receiver log (last lines, newest first):\n{}",
+            tail.join("\n")
+        );
         eprintln!("agent status: {}", agent.status());
     }
-    assert!(drained, "the queue did not drain within 30 s of space returning");
-    figure("disk-full", "drain_after_space_returned_ms", freed.elapsed().as_millis());
+    assert!(
+        drained,
+        "the queue did not drain within 30 s of space returning"
+    );
+    figure(
+        "disk-full",
+        "drain_after_space_returned_ms",
+        freed.elapsed().as_millis(),
+    );
     // The station that saw 503 resends that same alarm (the agent's rule): accepted now.
     let retry = refused.expect("the refused alarm");
-    let d = runtime.block_on(station.deliver(&client, &url, &retry, Instant::now() + Duration::from_secs(20)));
-    assert!(d.ack.is_some(), "not accepted after space returned: {:?}", d.last_error);
+    let d = runtime.block_on(station.deliver(
+        &client,
+        &url,
+        &retry,
+        Instant::now() + Duration::from_secs(20),
+    ));
+    assert!(
+        d.ack.is_some(),
+        "not accepted after space returned: {:?}",
+        d.last_error
+    );
     acked.push(retry.id.to_string());
 
     assert_eq!(receiver_integrity(&receiver.data_dir), "ok");
@@ -108,11 +150,18 @@ fn a_full_disk_answers_503_keeps_the_alarm_and_recovers() {
     figure("disk-full", "stored", counts.len());
     figure("disk-full", "lost", lost.len());
     figure("disk-full", "duplicated", duplicated.len());
-    assert!(lost.is_empty(), "acknowledged or queued alarms missing: {lost:?}");
+    assert!(
+        lost.is_empty(),
+        "acknowledged or queued alarms missing: {lost:?}"
+    );
     assert!(duplicated.is_empty());
     // Nothing was stored that was not acknowledged or queued: the 503 committed nothing, and
     // its resend is stored once.
-    assert_eq!(counts.len(), expected.len(), "a refused (503) event was stored");
+    assert_eq!(
+        counts.len(),
+        expected.len(),
+        "a refused (503) event was stored"
+    );
     let (presses, events) = receiver_press_balance(&receiver.data_dir);
     assert_eq!(presses, events);
 

@@ -21,7 +21,7 @@ use duress_tests::netns::TestNet;
 use duress_tests::stores::{
     lost_and_duplicated, outbox_events, receiver_event_counts, receiver_press_balance,
 };
-use duress_tests::{bin, require_secret_service, wait_until, write_policy, receiver_cli};
+use duress_tests::{bin, receiver_cli, require_secret_service, wait_until, write_policy};
 
 const PORT: u16 = 8443;
 
@@ -118,12 +118,15 @@ fn network_cut_loss_and_delay_lose_and_duplicate_nothing() {
             state_dir: tmp.path().join(name),
             policy: tmp.path().join(format!("{name}.toml")),
         };
-        let t = receiver_cli(&data_dir, &["token", "create", "--uses", "1", "--expires", "1h"])
-            .lines()
-            .last()
-            .expect("token")
-            .trim()
-            .to_owned();
+        let t = receiver_cli(
+            &data_dir,
+            &["token", "create", "--uses", "1", "--expires", "1h"],
+        )
+        .lines()
+        .last()
+        .expect("token")
+        .trim()
+        .to_owned();
         write_policy(&a.policy, url, &cert_path, &t, name);
         run_ok(&mut a.command(&net, &["enroll"]));
         a
@@ -149,7 +152,10 @@ fn network_cut_loss_and_delay_lose_and_duplicate_nothing() {
     net.set_link(false);
     direct.press(&net, 5);
     assert_eq!(outbox_events(&direct.state_dir).len(), 5);
-    assert!(!direct.all_delivered(), "nothing can be delivered over a cut link");
+    assert!(
+        !direct.all_delivered(),
+        "nothing can be delivered over a cut link"
+    );
     std::thread::sleep(Duration::from_secs(3));
     net.set_link(true);
     let up = Instant::now();
@@ -158,7 +164,11 @@ fn network_cut_loss_and_delay_lose_and_duplicate_nothing() {
         "not delivered within 30 s of the link coming back"
     );
     figure("net-cut", "sent", 5);
-    figure("net-cut", "drain_after_link_up_ms", up.elapsed().as_millis());
+    figure(
+        "net-cut",
+        "drain_after_link_up_ms",
+        up.elapsed().as_millis(),
+    );
 
     // 2. Random loss, 1 packet in 10 each way.
     net.set_loss(Some(10));
@@ -182,10 +192,16 @@ fn network_cut_loss_and_delay_lose_and_duplicate_nothing() {
     figure("net-delay", "delivered_all_ms", t.elapsed().as_millis());
     let dropped = net.dropped_packets();
     figure("net-loss", "packets_dropped_by_nft", dropped);
-    assert!(dropped > 0, "the loss rule dropped nothing: the loss phase proved nothing");
+    assert!(
+        dropped > 0,
+        "the loss rule dropped nothing: the loss phase proved nothing"
+    );
     net.set_loss(None);
 
-    let mut ids: Vec<String> = outbox_events(&direct.state_dir).into_iter().map(|e| e.id).collect();
+    let mut ids: Vec<String> = outbox_events(&direct.state_dir)
+        .into_iter()
+        .map(|e| e.id)
+        .collect();
     ids.extend(outbox_events(&proxied.state_dir).into_iter().map(|e| e.id));
     assert_eq!(ids.len(), 35);
     let counts = receiver_event_counts(&data_dir);

@@ -44,9 +44,16 @@ fn a_long_outage_drains_within_5_s_of_the_receivers_return() {
         .collect();
     for mut t in triggers {
         let status = t.0.wait().expect("trigger ends");
-        assert!(status.success(), "trigger must exit 0 with the event queued");
+        assert!(
+            status.success(),
+            "trigger must exit 0 with the event queued"
+        );
     }
-    assert_eq!(queued(&agent), ALARMS as u64, "every press waits in the outbox");
+    assert_eq!(
+        queued(&agent),
+        ALARMS as u64,
+        "every press waits in the outbox"
+    );
 
     std::thread::sleep(outage.saturating_sub(down.elapsed()));
     assert_eq!(queued(&agent), ALARMS as u64);
@@ -56,7 +63,10 @@ fn a_long_outage_drains_within_5_s_of_the_receivers_return() {
         outbox_events(&agent.state_dir).iter().all(|e| e.delivered)
     });
     let drain = back.elapsed();
-    assert!(drained, "the queue did not drain within 30 s of the restart");
+    assert!(
+        drained,
+        "the queue did not drain within 30 s of the restart"
+    );
 
     let ids: Vec<String> = outbox_events(&agent.state_dir)
         .into_iter()
@@ -64,13 +74,20 @@ fn a_long_outage_drains_within_5_s_of_the_receivers_return() {
         .collect();
     let counts = receiver_event_counts(&receiver.data_dir);
     let (lost, duplicated) = lost_and_duplicated(&counts, &ids);
-    figure("outage", "outage_s", down.elapsed().as_secs() - drain.as_secs());
+    figure(
+        "outage",
+        "outage_s",
+        down.elapsed().as_secs() - drain.as_secs(),
+    );
     figure("outage", "sent", ids.len());
     figure("outage", "stored", counts.len());
     figure("outage", "lost", lost.len());
     figure("outage", "duplicated", duplicated.len());
     figure("outage", "drain_after_restart_ms", drain.as_millis());
-    assert!(lost.is_empty() && duplicated.is_empty(), "lost {lost:?} dup {duplicated:?}");
+    assert!(
+        lost.is_empty() && duplicated.is_empty(),
+        "lost {lost:?} dup {duplicated:?}"
+    );
     assert!(
         drain <= Duration::from_secs(5),
         "the queue took {drain:?} to drain after the receiver's return (bound: 5 s)"

@@ -76,7 +76,8 @@ async fn kill_9_of_the_receiver_during_a_burst_loses_and_duplicates_nothing() {
             let mut rng = rand::thread_rng();
             for _ in 0..ALARMS_PER_STATION {
                 std::thread::sleep(Duration::from_millis(rng.gen_range(0..50)));
-                e.record(EventKind::Duress, Source::Hotkey).expect("durable");
+                e.record(EventKind::Duress, Source::Hotkey)
+                    .expect("durable");
             }
         }));
     }
@@ -85,7 +86,9 @@ async fn kill_9_of_the_receiver_during_a_burst_loses_and_duplicates_nothing() {
     let data_dir = receiver.data_dir.clone();
     let kill_at = (STATIONS * ALARMS_PER_STATION * 3) / 10;
     let reached = tokio::task::spawn_blocking(move || {
-        wait_until(Duration::from_secs(60), || receiver_event_total(&data_dir) >= kill_at)
+        wait_until(Duration::from_secs(60), || {
+            receiver_event_total(&data_dir) >= kill_at
+        })
     })
     .await
     .expect("join");
@@ -100,7 +103,10 @@ async fn kill_9_of_the_receiver_during_a_burst_loses_and_duplicates_nothing() {
     let stored_at_kill = receiver_event_counts(&receiver.data_dir);
     let mut acked_at_kill = 0;
     for e in &engines {
-        for ev in outbox_events(e.state_dir()).iter().filter(|ev| ev.delivered) {
+        for ev in outbox_events(e.state_dir())
+            .iter()
+            .filter(|ev| ev.delivered)
+        {
             acked_at_kill += 1;
             assert_eq!(
                 stored_at_kill.get(&ev.id).copied(),
@@ -134,7 +140,10 @@ async fn kill_9_of_the_receiver_during_a_burst_loses_and_duplicates_nothing() {
     for l in loops {
         let _ = tokio::time::timeout(Duration::from_secs(15), l).await;
     }
-    assert!(drained, "the burst did not drain within 60 s of the restart");
+    assert!(
+        drained,
+        "the burst did not drain within 60 s of the restart"
+    );
 
     let mut sent = Vec::new();
     for e in &engines {

@@ -53,7 +53,9 @@ fn crypto(c: &mut Criterion) {
     });
     // Not crypto, but on every press: `Engine::record` collects the host facts it puts in
     // the event (host name, user, addresses, interfaces).
-    c.bench_function("host_facts_collect", |b| b.iter(duress_agent_core::host::collect));
+    c.bench_function("host_facts_collect", |b| {
+        b.iter(duress_agent_core::host::collect)
+    });
     c.bench_function("ed25519_sign_only", |b| {
         b.iter(|| key.sign(Typ::Event, Some(device), black_box(&payload)))
     });

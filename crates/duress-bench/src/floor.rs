@@ -33,7 +33,11 @@ impl FsyncProbe {
             .with_context(|| format!("opening {}", path.display()))?;
         file.write_all_at(&[0u8; 8192], 0)?;
         file.sync_all()?;
-        Ok(FsyncProbe { file, path, round: 0 })
+        Ok(FsyncProbe {
+            file,
+            path,
+            round: 0,
+        })
     }
 
     /// One floor sample: (write 512 B + fdatasync) twice.
@@ -58,7 +62,9 @@ impl Drop for FsyncProbe {
 /// `n` timings of (write 512 B + fdatasync) × 2 in a file in `dir`.
 pub fn fsync_pairs(dir: &Path, n: usize) -> anyhow::Result<Sample> {
     let mut probe = FsyncProbe::new(dir)?;
-    let times = (0..n).map(|_| probe.pair()).collect::<anyhow::Result<Vec<_>>>()?;
+    let times = (0..n)
+        .map(|_| probe.pair())
+        .collect::<anyhow::Result<Vec<_>>>()?;
     Ok(Sample::new(&times))
 }
 

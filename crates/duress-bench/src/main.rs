@@ -16,7 +16,11 @@ use clap::{Parser, Subcommand};
 use duress_bench::{Figures, Options, svg};
 
 #[derive(Debug, Parser)]
-#[command(name = "duress-bench", version, about = "Duress measured against the physical floor")]
+#[command(
+    name = "duress-bench",
+    version,
+    about = "Duress measured against the physical floor"
+)]
 struct Cli {
     #[command(subcommand)]
     what: What,
@@ -83,7 +87,10 @@ fn main() -> ExitCode {
         plots: cli.plots.clone(),
         work_dir,
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("duress-bench: {e}");
@@ -108,7 +115,12 @@ async fn run(what: What, opts: &Options) -> anyhow::Result<Figures> {
         let e2e = duress_bench::p1::run(opts, &mut f).await?;
         if let Some(dir) = &opts.plots {
             let marks = [
-                ("floor", f.get("p1_floor_ms").and_then(|v| v.parse().ok()).unwrap_or(0.0)),
+                (
+                    "floor",
+                    f.get("p1_floor_ms")
+                        .and_then(|v| v.parse().ok())
+                        .unwrap_or(0.0),
+                ),
                 ("p50", e2e.p50()),
                 ("p99", e2e.p99()),
             ];
@@ -117,7 +129,11 @@ async fn run(what: What, opts: &Options) -> anyhow::Result<Figures> {
                 e2e.len(),
                 if opts.quick { "quick" } else { "full run" }
             );
-            write_plot(dir, "p1-latency.svg", &svg::latency_histogram(&title, e2e.sorted_ms(), &marks))?;
+            write_plot(
+                dir,
+                "p1-latency.svg",
+                &svg::latency_histogram(&title, e2e.sorted_ms(), &marks),
+            )?;
         }
     }
     if all || matches!(what, What::P3) {
@@ -209,17 +225,44 @@ fn goals(f: &mut Figures) {
         None => "n/a",
     };
     let checks: Vec<(&str, Option<bool>)> = vec![
-        ("goal_p1_p50_le_10ms", get(f, "p1_p50_ms").map(|v| v <= 10.0)),
-        ("goal_p1_p99_le_30ms", get(f, "p1_p99_ms").map(|v| v <= 30.0)),
-        ("goal_p1_p50_le_5x_floor", get(f, "p1_p50_over_floor").map(|v| v <= 5.0)),
-        ("goal_p1b_le_250ms", get(f, "p1b_max_ms").map(|v| v <= 250.0)),
-        ("goal_p3_ge_10000_per_s", get(f, "p3_events_per_s").map(|v| v >= 10_000.0)),
+        (
+            "goal_p1_p50_le_10ms",
+            get(f, "p1_p50_ms").map(|v| v <= 10.0),
+        ),
+        (
+            "goal_p1_p99_le_30ms",
+            get(f, "p1_p99_ms").map(|v| v <= 30.0),
+        ),
+        (
+            "goal_p1_p50_le_5x_floor",
+            get(f, "p1_p50_over_floor").map(|v| v <= 5.0),
+        ),
+        (
+            "goal_p1b_le_250ms",
+            get(f, "p1b_max_ms").map(|v| v <= 250.0),
+        ),
+        (
+            "goal_p3_ge_10000_per_s",
+            get(f, "p3_events_per_s").map(|v| v >= 10_000.0),
+        ),
         ("goal_p3_ge_half_noop", get(f, "p3_ratio").map(|v| v >= 0.5)),
-        ("goal_p4_ingest_p99_le_20ms", get(f, "p4_ingest_p99_ms").map(|v| v <= 20.0)),
+        (
+            "goal_p4_ingest_p99_le_20ms",
+            get(f, "p4_ingest_p99_ms").map(|v| v <= 20.0),
+        ),
         ("goal_p5_le_5s", get(f, "p5_seconds").map(|v| v <= 5.0)),
-        ("goal_p2_anon_rss_le_30mb", get(f, "p2_anon_rss_mb").map(|v| v <= 30.0)),
-        ("goal_p2_cpu_le_0.2pct", get(f, "p2_cpu_pct").map(|v| v <= 0.2)),
-        ("goal_p2_le_1kb_per_min", get(f, "p2_bytes_per_min").map(|v| v <= 1024.0)),
+        (
+            "goal_p2_anon_rss_le_30mb",
+            get(f, "p2_anon_rss_mb").map(|v| v <= 30.0),
+        ),
+        (
+            "goal_p2_cpu_le_0.2pct",
+            get(f, "p2_cpu_pct").map(|v| v <= 0.2),
+        ),
+        (
+            "goal_p2_le_1kb_per_min",
+            get(f, "p2_bytes_per_min").map(|v| v <= 1024.0),
+        ),
     ];
     for (name, ok) in checks {
         f.put(name, verdict(ok));
@@ -237,7 +280,10 @@ fn serve_receiver(data_dir: PathBuf, listen: std::net::SocketAddr) -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("serve-receiver: {e}");

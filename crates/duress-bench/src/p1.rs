@@ -22,10 +22,14 @@ const PER_ALARM_TIMEOUT: Duration = Duration::from_secs(10);
 /// An enrolled engine in `dir/agent` pointing at `receiver`.
 pub async fn enrolled_engine(dir: &Path, receiver: &ReceiverChild) -> anyhow::Result<Engine> {
     let token = crate::receiver::token(&receiver.data_dir, 1).await?;
-    let engine = Engine::open(Policy::default(), dir.join("agent")).context("opening the engine")?;
+    let engine =
+        Engine::open(Policy::default(), dir.join("agent")).context("opening the engine")?;
     engine
         .enroll(&EnrollOptions {
-            receiver: Some(ReceiverConfig::new(&receiver.url, Some(receiver.ca.clone()))?),
+            receiver: Some(ReceiverConfig::new(
+                &receiver.url,
+                Some(receiver.ca.clone()),
+            )?),
             token: Some(Secret::new(token)),
             location: Some(Location {
                 label: Some("Bench, Bldg A, Room 214".into()),
@@ -40,8 +44,8 @@ pub async fn enrolled_engine(dir: &Path, receiver: &ReceiverChild) -> anyhow::Re
 /// Records one press on a blocking thread (it fsyncs) and returns its id.
 pub async fn press(engine: &Engine) -> anyhow::Result<uuid::Uuid> {
     let e = engine.clone();
-    let claims = tokio::task::spawn_blocking(move || e.record(EventKind::Duress, Source::Hotkey))
-        .await??;
+    let claims =
+        tokio::task::spawn_blocking(move || e.record(EventKind::Duress, Source::Hotkey)).await??;
     Ok(claims.id)
 }
 

@@ -51,7 +51,16 @@ fn require_tool(name: &str) -> anyhow::Result<()> {
 /// Starts Xvfb on a free display and returns it with its number.
 fn xvfb() -> anyhow::Result<(Killed, String)> {
     let mut child = Command::new("Xvfb")
-        .args(["-displayfd", "1", "-screen", "0", "1024x768x24", "-nolisten", "tcp", "-noreset"])
+        .args([
+            "-displayfd",
+            "1",
+            "-screen",
+            "0",
+            "1024x768x24",
+            "-nolisten",
+            "tcp",
+            "-noreset",
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

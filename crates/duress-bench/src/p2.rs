@@ -56,7 +56,9 @@ struct Footprint {
 
 fn measure(opts: &Options) -> Result<Footprint, String> {
     tray_agent()?;
-    let script = crate::workspace_root().join("scripts").join("bench-footprint");
+    let script = crate::workspace_root()
+        .join("scripts")
+        .join("bench-footprint");
     if !script.exists() {
         return Err(format!("{} does not exist", script.display()));
     }
@@ -120,7 +122,10 @@ mod tests {
                     bytes sent    : 312 B/min (TLS bytes agent → receiver)\n\
                     web processes : none\n";
         let f = parse(text, 60.0).unwrap_or_default();
-        assert_eq!((f.anon_rss_mb, f.cpu_pct, f.bytes_per_min), (24.3, 0.15, 312.0));
+        assert_eq!(
+            (f.anon_rss_mb, f.cpu_pct, f.bytes_per_min),
+            (24.3, 0.15, 312.0)
+        );
         assert_eq!(f.web, "none");
     }
 }

@@ -127,7 +127,11 @@ pub async fn run(opts: &Options, figures: &mut Figures) -> anyhow::Result<Vec<Le
     let mut receiver = ReceiverChild::start(&dir.path().join("receiver"))?;
     let t = Instant::now();
     let stations = Arc::new(enroll_stations(&receiver, max_c, 16).await?);
-    eprintln!("p3: {} stations enrolled in {:.1} s", stations.len(), t.elapsed().as_secs_f64());
+    eprintln!(
+        "p3: {} stations enrolled in {:.1} s",
+        stations.len(),
+        t.elapsed().as_secs_f64()
+    );
     let url = Arc::new(receiver.url.clone());
     let mut out = Vec::new();
     for &c in &levels {
@@ -189,7 +193,15 @@ pub async fn run(opts: &Options, figures: &mut Figures) -> anyhow::Result<Vec<Le
     let best_noop = out.iter().map(|l| l.noop_per_s).fold(0.0, f64::max);
     figures.num("p3_events_per_s", best_events, 0);
     figures.num("p3_noop_per_s", best_noop, 0);
-    figures.num("p3_ratio", if best_noop > 0.0 { best_events / best_noop } else { 0.0 }, 2);
+    figures.num(
+        "p3_ratio",
+        if best_noop > 0.0 {
+            best_events / best_noop
+        } else {
+            0.0
+        },
+        2,
+    );
     receiver.stop();
     Ok(out)
 }

@@ -62,7 +62,11 @@ pub async fn run(opts: &Options, figures: &mut Figures) -> anyhow::Result<()> {
             // Request k (from 0) falls due at (k + 1) intervals: that is when `*_due` first
             // counts it, so latency is measured from the instant it was due.
             let scheduled = start
-                + if is_alarm { alarm_every * (k as u32 + 1) } else { hb_every * (k as u32 + 1) };
+                + if is_alarm {
+                    alarm_every * (k as u32 + 1)
+                } else {
+                    hb_every * (k as u32 + 1)
+                };
             if is_alarm {
                 alarms_sent += 1;
             } else {
@@ -83,7 +87,11 @@ pub async fn run(opts: &Options, figures: &mut Figures) -> anyhow::Result<()> {
             tasks.push(tokio::spawn(async move {
                 let _permit = permit;
                 let (path, token, want) = if is_alarm {
-                    ("/v1/events", s.sign_event(&s.new_event(EventKind::Duress)), 200)
+                    (
+                        "/v1/events",
+                        s.sign_event(&s.new_event(EventKind::Duress)),
+                        200,
+                    )
                 } else {
                     ("/v1/heartbeats", s.sign_heartbeat(&s.heartbeat()), 200)
                 };
@@ -115,7 +123,11 @@ pub async fn run(opts: &Options, figures: &mut Figures) -> anyhow::Result<()> {
     let alarms = Sample::new(&alarm_lat.lock().await);
     figures.put("p4_stations_enrolled", stations.len());
     figures.num("p4_seconds", wall.as_secs_f64(), 1);
-    figures.num("p4_heartbeats_per_s", hb.len() as f64 / wall.as_secs_f64(), 0);
+    figures.num(
+        "p4_heartbeats_per_s",
+        hb.len() as f64 / wall.as_secs_f64(),
+        0,
+    );
     figures.num("p4_receiver_cpu_pct", cpu_pct, 1);
     hb.put(figures, "p4_heartbeat");
     alarms.put(figures, "p4_ingest");

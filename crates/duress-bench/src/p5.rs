@@ -60,7 +60,10 @@ pub async fn run(opts: &Options, figures: &mut Figures) -> anyhow::Result<()> {
     let _ = stop_tx.send(true);
     let _ = tokio::time::timeout(Duration::from_secs(10), runner).await;
     receiver.stop();
-    anyhow::ensure!(pending == 0, "{pending} alarms still queued after {DRAIN_TIMEOUT:?}");
+    anyhow::ensure!(
+        pending == 0,
+        "{pending} alarms still queued after {DRAIN_TIMEOUT:?}"
+    );
 
     figures.put("p5_alarms", queued);
     figures.num("p5_record_s", record_s, 2);
@@ -70,7 +73,11 @@ pub async fn run(opts: &Options, figures: &mut Figures) -> anyhow::Result<()> {
     let drain = total.as_secs_f64() - first;
     figures.num(
         "p5_drain_per_s",
-        if drain > 0.0 { queued as f64 / drain } else { 0.0 },
+        if drain > 0.0 {
+            queued as f64 / drain
+        } else {
+            0.0
+        },
         0,
     );
     Ok(())

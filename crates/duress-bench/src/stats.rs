@@ -73,7 +73,10 @@ mod tests {
     fn nearest_rank() {
         let v: Vec<Duration> = (1..=100).rev().map(Duration::from_millis).collect();
         let s = Sample::new(&v);
-        assert_eq!((s.p50(), s.p95(), s.p99(), s.max()), (50.0, 95.0, 99.0, 100.0));
+        assert_eq!(
+            (s.p50(), s.p95(), s.p99(), s.max()),
+            (50.0, 95.0, 99.0, 100.0)
+        );
         assert_eq!(Sample::new(&[]).p99(), 0.0);
     }
 }

@@ -26,7 +26,9 @@ fn header(title: &str) -> String {
 }
 
 fn escape(t: &str) -> String {
-    t.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    t.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 /// A "nice" step for about `n` ticks over `0..max`.
@@ -181,7 +183,11 @@ pub fn throughput_chart(
     goal: Option<(&str, f64)>,
 ) -> String {
     let mut s = header(title);
-    axes(&mut s, "concurrent requests (connections)", "requests per second");
+    axes(
+        &mut s,
+        "concurrent requests (connections)",
+        "requests per second",
+    );
     let y_max = series
         .iter()
         .flat_map(|s| s.values.iter().copied())
@@ -269,7 +275,11 @@ mod tests {
         let t = throughput_chart(
             "P3",
             &[1, 4],
-            &[Series { name: "events", color: "#000", values: vec![10.0, 20.0] }],
+            &[Series {
+                name: "events",
+                color: "#000",
+                values: vec![10.0, 20.0],
+            }],
             Some(("goal", 15.0)),
         );
         assert!(t.contains("<polyline") && t.contains("goal"));

@@ -24,7 +24,11 @@ pub fn https_client(ca_pem: &Path, pool: usize) -> anyhow::Result<reqwest::Clien
             .add(cert.context("parsing the CA certificate")?)
             .context("adding the CA certificate")?;
     }
-    anyhow::ensure!(!roots.is_empty(), "{} holds no certificate", ca_pem.display());
+    anyhow::ensure!(
+        !roots.is_empty(),
+        "{} holds no certificate",
+        ca_pem.display()
+    );
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
@@ -104,5 +108,12 @@ pub async fn post_jose(
     path: &str,
     token: &str,
 ) -> Result<Answer, reqwest::Error> {
-    post(client, base, path, JOSE_CONTENT_TYPE, token.as_bytes().to_vec()).await
+    post(
+        client,
+        base,
+        path,
+        JOSE_CONTENT_TYPE,
+        token.as_bytes().to_vec(),
+    )
+    .await
 }

@@ -98,7 +98,10 @@ fn main() -> ExitCode {
         console: cli.console,
         alarm_deadline: Duration::from_secs(120),
     };
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("duress-loadgen: {e}");

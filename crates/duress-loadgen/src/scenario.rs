@@ -140,19 +140,18 @@ pub async fn run(cfg: LoadConfig) -> anyhow::Result<Report> {
     // 1. Enrollment, `connections` at a time.
     let t0 = Instant::now();
     let deadline = t0 + Duration::from_secs(600);
-    let enrolled: Vec<anyhow::Result<SimStation>> =
-        futures::stream::iter(0..cfg.stations)
-            .map(|i| {
-                let (client, url, token) = (client.clone(), cfg.url.clone(), token.clone());
-                async move {
-                    let mut s = SimStation::new(i);
-                    s.enroll(&client, &url, &token, deadline).await?;
-                    Ok(s)
-                }
-            })
-            .buffer_unordered(cfg.connections)
-            .collect()
-            .await;
+    let enrolled: Vec<anyhow::Result<SimStation>> = futures::stream::iter(0..cfg.stations)
+        .map(|i| {
+            let (client, url, token) = (client.clone(), cfg.url.clone(), token.clone());
+            async move {
+                let mut s = SimStation::new(i);
+                s.enroll(&client, &url, &token, deadline).await?;
+                Ok(s)
+            }
+        })
+        .buffer_unordered(cfg.connections)
+        .collect()
+        .await;
     let stations: Vec<Arc<SimStation>> = enrolled
         .into_iter()
         .map(|r| r.map(Arc::new))
@@ -234,7 +233,9 @@ pub async fn run(cfg: LoadConfig) -> anyhow::Result<Report> {
     for j in 0..cfg.alarms {
         let s = stations[j % stations.len()].clone();
         let (client, url) = (alarm_client.clone(), cfg.url.clone());
-        let offset = cfg.burst_within.mul_f64(j as f64 / cfg.alarms.max(1) as f64);
+        let offset = cfg
+            .burst_within
+            .mul_f64(j as f64 / cfg.alarms.max(1) as f64);
         let alarm_deadline = cfg.alarm_deadline;
         alarm_tasks.push(tokio::spawn(async move {
             tokio::time::sleep_until((burst_at + offset).into()).await;
@@ -306,7 +307,9 @@ pub async fn run(cfg: LoadConfig) -> anyhow::Result<Report> {
         task.abort();
         let lat: Vec<Duration> = deliveries
             .iter()
-            .filter_map(|(pressed, d, _)| a.get(&d.id).map(|t| t.saturating_duration_since(*pressed)))
+            .filter_map(|(pressed, d, _)| {
+                a.get(&d.id).map(|t| t.saturating_duration_since(*pressed))
+            })
             .collect();
         report.console_delivered = Some(lat.len());
         report.console_latency = Percentiles::of(&lat);

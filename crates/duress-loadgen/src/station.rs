@@ -39,7 +39,11 @@ pub fn random_key() -> DeviceKey {
 /// Where simulated station `index` is.
 pub fn location(index: usize) -> Location {
     Location {
-        label: Some(format!("Loadgen campus, Bldg {}, Room {}", index / 100, index % 100)),
+        label: Some(format!(
+            "Loadgen campus, Bldg {}, Room {}",
+            index / 100,
+            index % 100
+        )),
         country: Some("US".into()),
         bld: Some(format!("{}", index / 100)),
         room: Some(format!("{}", index % 100)),

@@ -129,7 +129,10 @@ async fn heartbeats_and_events_share_batches() {
     for t in tasks {
         assert_eq!(t.await.unwrap(), 200);
     }
-    assert_eq!(admin::list_test_events(h.data_dir()).await.unwrap().len(), 50);
+    assert_eq!(
+        admin::list_test_events(h.data_dir()).await.unwrap().len(),
+        50
+    );
     let devices = admin::list_devices(h.data_dir()).await.unwrap();
     assert!(devices[0].last_heartbeat_at.is_some());
     h.shutdown().await;

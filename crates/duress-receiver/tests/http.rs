@@ -114,7 +114,12 @@ async fn a_store_that_cannot_commit_answers_503() {
         .await
         .unwrap();
     assert_eq!(ping.status(), 204);
-    assert!(axum::body::to_bytes(ping.into_body(), 16).await.unwrap().is_empty());
+    assert!(
+        axum::body::to_bytes(ping.into_body(), 16)
+            .await
+            .unwrap()
+            .is_empty()
+    );
     assert!(admin::list_events(dir.path()).await.unwrap().is_empty());
 }
 

@@ -27,7 +27,10 @@ fn pump(mut from: TcpStream, mut to: TcpStream, delay: Duration) {
         match from.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => {
-                if tx.send((Instant::now() + delay, buf[..n].to_vec())).is_err() {
+                if tx
+                    .send((Instant::now() + delay, buf[..n].to_vec()))
+                    .is_err()
+                {
                     break;
                 }
             }
@@ -47,7 +50,10 @@ fn main() {
     let max = Duration::from_secs(args[4].parse().expect("MAX_SECONDS"));
     let upstream = args[2].clone();
     let listener = TcpListener::bind(&args[1]).expect("bind");
-    eprintln!("duress-delay-proxy: {} -> {upstream}, {delay:?} each way", args[1]);
+    eprintln!(
+        "duress-delay-proxy: {} -> {upstream}, {delay:?} each way",
+        args[1]
+    );
     std::thread::spawn(move || {
         std::thread::sleep(max);
         eprintln!("duress-delay-proxy: {max:?} passed, exiting");

@@ -273,7 +273,9 @@ async fn ingest_in(
     }
     // With one writer and the check above, the primary key cannot be violated here; if it
     // were, the error answers 503 and the agent's retry finds the row and its stored answer.
-    Ok(IngestOutcome::Committed(insert_event(conn, ev, window).await?))
+    Ok(IngestOutcome::Committed(
+        insert_event(conn, ev, window).await?,
+    ))
 }
 
 /// Records a heartbeat, in the caller's transaction (the writer's savepoint).

@@ -54,17 +54,28 @@ fn closed() -> StoreError {
 
 impl Writer {
     /// Opens the writer's own connection and starts its task.
-    pub(super) async fn start(options: SqliteConnectOptions, wake: Arc<Notify>) -> StoreResult<Self> {
+    pub(super) async fn start(
+        options: SqliteConnectOptions,
+        wake: Arc<Notify>,
+    ) -> StoreResult<Self> {
         let conn = options.connect().await?;
         let (queue, jobs) = mpsc::channel(QUEUE);
         tokio::spawn(run(conn, jobs, wake, options));
         Ok(Writer { queue })
     }
 
-    pub(super) async fn ingest(&self, event: NewEvent, window: Duration) -> StoreResult<IngestOutcome> {
+    pub(super) async fn ingest(
+        &self,
+        event: NewEvent,
+        window: Duration,
+    ) -> StoreResult<IngestOutcome> {
         let (answer, answered) = oneshot::channel();
         self.queue
-            .send(Job::Ingest { event, window, answer })
+            .send(Job::Ingest {
+                event,
+                window,
+                answer,
+            })
             .await
             .map_err(|_| closed())?;
         answered.await.map_err(|_| closed())?
@@ -90,7 +101,10 @@ impl Writer {
 
 /// A request's result, kept until the batch's COMMIT decides whether it may be sent.
 enum Outcome {
-    Ingest(oneshot::Sender<StoreResult<IngestOutcome>>, StoreResult<IngestOutcome>),
+    Ingest(
+        oneshot::Sender<StoreResult<IngestOutcome>>,
+        StoreResult<IngestOutcome>,
+    ),
     Heartbeat(oneshot::Sender<StoreResult<()>>, StoreResult<()>),
 }
 
@@ -124,7 +138,9 @@ async fn run(
     let mut batch = Vec::with_capacity(MAX_BATCH);
     let mut close = None;
     while close.is_none() {
-        let Some(first) = jobs.recv().await else { break };
+        let Some(first) = jobs.recv().await else {
+            break;
+        };
         batch.push(first);
         while batch.len() < MAX_BATCH {
             match jobs.try_recv() {
@@ -248,7 +264,11 @@ async fn run_one(
         }
     };
     let result = match job {
-        Job::Ingest { event, window, answer } => {
+        Job::Ingest {
+            event,
+            window,
+            answer,
+        } => {
             let r = super::ingest_in(&mut savepoint, &event, window).await;
             (Outcome::Ingest(answer, r), None::<()>)
         }
