@@ -15,9 +15,9 @@ pub(super) fn start(
     state: &watch::Sender<HotkeyState>,
 ) -> Registration {
     let (manager, outcome) = super::grab::register(chords, handler, |chord, hk| {
-        let has_ctrl_or_cmd = hk.mods.contains(Modifiers::CONTROL)
-            || hk.mods.contains(Modifiers::META)
-            || hk.mods.contains(Modifiers::SUPER);
+        // global-hotkey reads Cmd/Super as META.
+        let has_ctrl_or_cmd =
+            hk.mods.contains(Modifiers::CONTROL) || hk.mods.contains(Modifiers::META);
         if hk.mods.is_empty() || has_ctrl_or_cmd {
             Ok(())
         } else {

@@ -17,7 +17,8 @@ pub(super) fn start(
     state: &watch::Sender<HotkeyState>,
 ) -> Registration {
     let (manager, outcome) = super::grab::register(chords, handler, |chord, hk| {
-        if hk.mods.contains(Modifiers::SUPER) || hk.mods.contains(Modifiers::META) {
+        // global-hotkey reads Super/Cmd/Win as META.
+        if hk.mods.contains(Modifiers::META) {
             return Err(format!(
                 "{chord}: Windows reserves chords with the Windows key"
             ));
