@@ -21,6 +21,7 @@ pub mod location;
 pub mod messages;
 pub mod problem;
 
+pub use ed25519_dalek::VerifyingKey;
 pub use jws::{DeviceKey, Jwk, JwsError, ParsedJws, Typ};
 pub use location::Location;
 pub use messages::{

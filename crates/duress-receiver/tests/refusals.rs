@@ -241,3 +241,66 @@ async fn wrong_typ_on_heartbeats_and_enrollments_and_heartbeat_skew() {
     let _ = Agent::new();
     h.shutdown().await;
 }
+
+/// Proves the receiver's key cache never caches a device's *status*: a device that has just
+/// raised an alarm (its key now cached) and is then disabled from another process (the admin
+/// command line, as here) is refused at once, its heartbeat answered `disabled`; re-enabled, its
+/// next alarm is accepted at once; revoked, its heartbeat writes nothing and names no incident.
+#[tokio::test]
+async fn status_changes_apply_at_once_though_keys_are_cached() {
+    let h = Harness::start().await;
+    let mut agent = h.enrolled_agent().await;
+    let first = agent.event(EventKind::Duress);
+    assert_eq!(
+        h.post("/v1/events", agent.sign_event(&first)).await.status,
+        200
+    );
+
+    admin::set_device_status(h.data_dir(), &agent.device_id, DeviceStatus::Disabled)
+        .await
+        .unwrap();
+    let refused = agent.event(EventKind::Duress);
+    h.post("/v1/events", agent.sign_event(&refused))
+        .await
+        .problem(ProblemType::DeviceDisabled);
+    let hb = h
+        .post("/v1/heartbeats", agent.sign_heartbeat(&agent.heartbeat()))
+        .await;
+    assert_eq!(hb.status, 200);
+    assert_eq!(hb.json::<serde_json::Value>()["device_status"], "disabled");
+    // The committed one is still answered as before (dedupe comes before the status).
+    assert_eq!(
+        h.post("/v1/events", agent.sign_event(&first)).await.status,
+        200
+    );
+
+    admin::set_device_status(h.data_dir(), &agent.device_id, DeviceStatus::Active)
+        .await
+        .unwrap();
+    assert_eq!(
+        h.post("/v1/events", agent.sign_event(&refused))
+            .await
+            .status,
+        200
+    );
+    assert_eq!(h.event_count().await, 2);
+
+    admin::set_device_status(h.data_dir(), &agent.device_id, DeviceStatus::Revoked)
+        .await
+        .unwrap();
+    let before = admin::list_devices(h.data_dir()).await.unwrap();
+    let hb = h
+        .post("/v1/heartbeats", agent.sign_heartbeat(&agent.heartbeat()))
+        .await;
+    assert_eq!(hb.status, 200);
+    let answer = hb.json::<serde_json::Value>();
+    assert_eq!(answer["device_status"], "revoked");
+    assert_eq!(answer["claimed_incidents"], serde_json::json!([]));
+    let after = admin::list_devices(h.data_dir()).await.unwrap();
+    assert_eq!(
+        format!("{before:?}"),
+        format!("{after:?}"),
+        "a revoked device's heartbeat wrote something"
+    );
+    h.shutdown().await;
+}

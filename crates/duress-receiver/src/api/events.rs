@@ -1,7 +1,8 @@
-//! `POST /v1/events`: verify the signature → device status, claims, send-time window → one
-//! transaction (raw token + incident; a repeat gets its stored answer) → 200. A request that
-//! would be refused is first checked for being a repeat of a committed event, which gets its
-//! stored answer instead of the refusal.
+//! `POST /v1/events`: verify the signature → claims, send-time window → one transaction in the
+//! store's writer (repeat? → device status → raw token + incident) → 200. A request that would
+//! be refused for its claims or clock is first checked for being a repeat of a committed event,
+//! which gets its stored answer instead of the refusal, then for its device's status, so the
+//! refusal is the one the protocol's order of checks names.
 
 use axum::Json;
 use axum::extract::State;
@@ -30,21 +31,15 @@ pub async fn post(
 
 async fn ingest(state: &AppState, body: String) -> Result<Json<EventAck>, ApiProblem> {
     let verified = verify_device_token(state, &body, Typ::Event).await?;
-    // A resend of an event this device already committed gets its stored answer whatever the
-    // device's status or the clock is now, so an alarm committed before the device was
-    // disabled (or sent with a skewed clock) is not left queued forever on the workstation.
-    // That lookup is made only on the way to a refusal: on the normal path the store dedupes
-    // under its write lock anyway (one read less per event), with the same stored answer.
-    let refusal = match status_refusal(verified.device.status) {
-        Some(refusal) => Err(refusal),
-        None => check_claims(&verified.payload),
-    };
-    let (claims, seq, now) = match refusal {
+    // Claims and send-time window are checked here (pure); duplicate and device status are
+    // checked by the store under its write lock, duplicate first. A refused request is first
+    // checked for being a repeat of a committed event (see `repeat_or`).
+    let (claims, seq, now) = match check_claims(&verified.payload) {
         Ok(checked) => checked,
         Err(refusal) => return repeat_or(state, &verified, refusal).await,
     };
 
-    let device_id = verified.device.device_id;
+    let device_id = verified.device_id;
     let event = NewEvent {
         id: claims.id,
         device_id: device_id.clone(),
@@ -83,6 +78,11 @@ async fn ingest(state: &AppState, body: String) -> Result<Json<EventAck>, ApiPro
             ProblemType::IdConflict,
             "this event id was already used by another device",
         )),
+        IngestOutcome::DeviceNotActive(status) => {
+            Err(status_refusal(status).unwrap_or_else(|| {
+                ApiProblem::new(ProblemType::Internal, "device status changed; retry")
+            }))
+        }
     }
 }
 
@@ -97,8 +97,11 @@ fn check_claims(payload: &[u8]) -> Result<(EventClaims, i64, OffsetDateTime), Ap
     Ok((claims, seq, now))
 }
 
-/// The stored answer when this device already committed this event id; else `refusal`.
-/// Nothing is written on this path.
+/// On the way to a refusal of invalid claims or a skewed clock, in the documented order
+/// (docs/protocol.md §5.2): the stored answer when this device already committed this event id
+/// (whatever its status and clock are now); else the device-status refusal when it may not
+/// raise alarms; else `refusal`. Nothing is written on this path, and only refused requests
+/// take it, so its reads cost the normal path nothing.
 async fn repeat_or(
     state: &AppState,
     verified: &Verified,
@@ -106,10 +109,18 @@ async fn repeat_or(
 ) -> Result<Json<EventAck>, ApiProblem> {
     if let Some(id) = claimed_event_id(&verified.payload)
         && let Some(stored) = state.store.find_event(id).await.map_err(storage_problem)?
-        && stored.device_id == verified.device.device_id
+        && stored.device_id == verified.device_id
     {
         tracing::debug!(event_id = %stored.id, "repeat of a committed event");
         return Ok(Json(stored.ack()));
+    }
+    let device = state
+        .store
+        .device_key(&verified.device_id)
+        .await
+        .map_err(storage_problem)?;
+    if let Some(status_refused) = device.and_then(|d| status_refusal(d.status)) {
+        return Err(status_refused);
     }
     Err(refusal)
 }

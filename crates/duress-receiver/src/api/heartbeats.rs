@@ -8,7 +8,7 @@
 
 use axum::Json;
 use axum::extract::State;
-use duress_core::{DeviceStatus, HeartbeatAnswer, HeartbeatClaims, Location, Typ};
+use duress_core::{HeartbeatAnswer, HeartbeatClaims, Location, Typ};
 
 use super::{
     AppState, SignedBody, check_clock, invalid_claims, parse_claims, receiver_now, storage_problem,
@@ -37,39 +37,26 @@ async fn record(state: &AppState, body: &str) -> Result<Json<HeartbeatAnswer>, A
     let now = receiver_now();
     check_clock(claims.sent_at, now)?;
 
-    let status = verified.device.status;
-    let device_id = verified.device.device_id;
-    if status != DeviceStatus::Revoked {
-        let update = HeartbeatUpdate {
-            device_id: device_id.clone(),
-            received_at: now,
-            hotkey: claims.hotkey,
-            queued,
-            reported_last_seq,
-            // An agent that sends no host facts or location keeps the stored ones.
-            host: (!claims.host.hostname.is_empty()).then_some(claims.host),
-            location: (claims.location != Location::default()).then_some(claims.location),
-        };
-        state
-            .store
-            .record_heartbeat(update)
-            .await
-            .map_err(storage_problem)?;
-    }
-    // A revoked device is told nothing about incidents.
-    let claimed_incidents = if status == DeviceStatus::Revoked {
-        Vec::new()
-    } else {
-        state
-            .store
-            .claimed_incidents(&device_id)
-            .await
-            .map_err(storage_problem)?
+    let update = HeartbeatUpdate {
+        device_id: verified.device_id,
+        received_at: now,
+        hotkey: claims.hotkey,
+        queued,
+        reported_last_seq,
+        // An agent that sends no host facts or location keeps the stored ones.
+        host: (!claims.host.hostname.is_empty()).then_some(claims.host),
+        location: (claims.location != Location::default()).then_some(claims.location),
     };
+    // The store reads the status under its write lock and writes nothing for a revoked device.
+    let recorded = state
+        .store
+        .record_heartbeat(update)
+        .await
+        .map_err(storage_problem)?;
     Ok(Json(HeartbeatAnswer {
         server_time: now,
-        device_status: status,
+        device_status: recorded.status,
         interval_s: state.heartbeat_interval_s,
-        claimed_incidents,
+        claimed_incidents: recorded.claimed_incidents,
     }))
 }

@@ -20,7 +20,7 @@ use time::OffsetDateTime;
 
 use crate::problem::{ApiProblem, not_found, panic_response, problem_for_bare_errors};
 use crate::ratelimit::FailureLimiter;
-use crate::store::{DeviceKey, Store, StoreError};
+use crate::store::{Store, StoreError};
 
 /// What every handler shares.
 #[derive(Debug, Clone)]
@@ -141,13 +141,15 @@ pub(crate) fn receiver_now() -> OffsetDateTime {
     duress_core::clock::truncate_to_millis(OffsetDateTime::now_utc())
 }
 
-/// A token whose signature verified with the key of an enrolled device.
+/// A token whose signature verified with the key of an enrolled device. Says nothing about the
+/// device's status: the store checks that under its write lock.
 pub(crate) struct Verified {
-    pub device: DeviceKey,
+    pub device_id: String,
     pub payload: Vec<u8>,
 }
 
-/// Parse → `typ` → `kid` → device lookup → signature. Reads the store, never writes it.
+/// Parse → `typ` → `kid` → device's key → signature. Reads the store (a cached key, usually),
+/// never writes it.
 pub(crate) async fn verify_device_token(
     state: &AppState,
     body: &str,
@@ -161,9 +163,9 @@ pub(crate) async fn verify_device_token(
         .as_deref()
         .filter(|k| !k.is_empty())
         .ok_or_else(|| ApiProblem::new(ProblemType::MissingKid, "the JWS header needs a kid"))?;
-    let device = state
+    let key = state
         .store
-        .device_key(kid)
+        .verifying_key(kid)
         .await
         .map_err(storage_problem)?
         .ok_or_else(|| {
@@ -172,12 +174,11 @@ pub(crate) async fn verify_device_token(
                 "no enrolled device has this kid",
             )
         })?;
-    let key = device.public_jwk.to_verifying_key().map_err(|e| {
-        tracing::error!(device_id = %device.device_id, error = %e, "stored device key is unusable");
-        ApiProblem::new(ProblemType::Internal, "the device's stored key is unusable")
-    })?;
     let payload = parsed.verify(&key)?.to_vec();
-    Ok(Verified { device, payload })
+    Ok(Verified {
+        device_id: kid.to_owned(),
+        payload,
+    })
 }
 
 /// The 403 that goes with a device that may not raise alarms.

@@ -37,6 +37,30 @@ pub struct Frame {
     pub bytes: Bytes,
 }
 
+/// The live-update row's insert, shared by [`record`] (sqlx, console actions) and the store's
+/// group-commit writer (rusqlite, ingest).
+pub(crate) const INSERT_ROW: &str = "INSERT INTO console_events (at, kind, incident_id, payload) VALUES (?1, ?2, ?3, ?4) RETURNING id";
+
+/// The live-update row of a committed event: its kind and JSON payload.
+pub(crate) fn event_row(
+    ev: &crate::store::NewEvent,
+    incident_id: Option<Uuid>,
+) -> (&'static str, String) {
+    use duress_core::EventKind;
+    let kind = match (ev.kind, incident_id) {
+        (EventKind::Test, _) => "selftest",
+        (EventKind::Cancel, Some(_)) => "incident.cancel",
+        (EventKind::Cancel, None) => "cancel",
+        (EventKind::Duress, _) => "incident.press",
+    };
+    let payload = serde_json::json!({
+        "event_id": ev.id,
+        "device_id": ev.device_id,
+        "label": ev.location.display_label(),
+    });
+    (kind, payload.to_string())
+}
+
 /// Writes one live-update row; the caller's transaction commits it with the change.
 pub(crate) async fn record(
     conn: &mut SqliteConnection,
@@ -45,15 +69,13 @@ pub(crate) async fn record(
     incident_id: Option<Uuid>,
     payload: &serde_json::Value,
 ) -> Result<i64, sqlx::Error> {
-    let id: i64 = sqlx::query_scalar(
-        "INSERT INTO console_events (at, kind, incident_id, payload) VALUES (?, ?, ?, ?) RETURNING id",
-    )
-    .bind(format_ts(at))
-    .bind(kind)
-    .bind(incident_id.map(|i| i.to_string()))
-    .bind(payload.to_string())
-    .fetch_one(&mut *conn)
-    .await?;
+    let id: i64 = sqlx::query_scalar(INSERT_ROW)
+        .bind(format_ts(at))
+        .bind(kind)
+        .bind(incident_id.map(|i| i.to_string()))
+        .bind(payload.to_string())
+        .fetch_one(&mut *conn)
+        .await?;
     Ok(id)
 }
 

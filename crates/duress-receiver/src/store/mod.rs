@@ -8,7 +8,7 @@ pub mod sqlite;
 use std::time::Duration;
 
 use duress_core::{
-    DeviceStatus, EventAck, EventKind, HostFacts, HotkeyState, Jwk, Location, Source,
+    DeviceStatus, EventAck, EventKind, HostFacts, HotkeyState, Jwk, Location, Source, VerifyingKey,
 };
 use futures::future::BoxFuture;
 use time::OffsetDateTime;
@@ -173,6 +173,9 @@ pub enum IngestOutcome {
     Duplicate(StoredEvent),
     /// Another device owns this id; nothing was written.
     IdConflict,
+    /// A new event from a device that may not raise alarms (pending, disabled, revoked), as
+    /// read under the write lock; nothing was written.
+    DeviceNotActive(DeviceStatus),
 }
 
 /// A verified heartbeat to record.
@@ -189,6 +192,16 @@ pub struct HeartbeatUpdate {
     pub location: Option<Location>,
 }
 
+/// What a heartbeat's answer needs, read in the transaction that recorded it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HeartbeatRecorded {
+    /// The device's status; a revoked device's heartbeat writes nothing.
+    pub status: DeviceStatus,
+    /// This device's open incidents that an officer has claimed (the answer's
+    /// `claimed_incidents`, for the agent's covert acknowledgement); empty for a revoked device.
+    pub claimed_incidents: Vec<Uuid>,
+}
+
 /// The receiver's store. Object-safe (boxed futures) so the API holds an `Arc<dyn Store>`.
 pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     /// Answers when the database does (for `/healthz`).
@@ -198,29 +211,39 @@ pub trait Store: Send + Sync + std::fmt::Debug + 'static {
     fn revoke_token<'a>(&'a self, token_hash: &'a str) -> BoxFuture<'a, StoreResult<bool>>;
     /// Checks the token and registers the device (or finds it) in one transaction.
     fn enroll(&self, request: EnrollRequest) -> BoxFuture<'_, StoreResult<EnrollOutcome>>;
+    /// The device's enrolled key and its current status, read from the database.
     fn device_key<'a>(
         &'a self,
         device_id: &'a str,
     ) -> BoxFuture<'a, StoreResult<Option<DeviceKey>>>;
+    /// The device's enrolled public key, parsed, for signature checks (`None`: no such
+    /// device). A device's key never changes, so implementations may cache it; its status does
+    /// change and is therefore checked by `ingest_event` and `record_heartbeat` under the write
+    /// lock, never taken from a cache.
+    fn verifying_key<'a>(
+        &'a self,
+        device_id: &'a str,
+    ) -> BoxFuture<'a, StoreResult<Option<VerifyingKey>>>;
     /// The committed event with this id, if any (a read; the API dedupes with it before the
     /// device-status and clock checks).
     fn find_event(&self, id: Uuid) -> BoxFuture<'_, StoreResult<Option<StoredEvent>>>;
-    /// Dedupes by id and commits the event with its incident in one transaction.
+    /// Dedupes by id, checks the device is active, and commits the event with its incident in
+    /// one transaction (in that order: a repeat is answered whatever the status is now).
     fn ingest_event(
         &self,
         event: NewEvent,
         grouping_window: Duration,
     ) -> BoxFuture<'_, StoreResult<IngestOutcome>>;
-    fn record_heartbeat(&self, update: HeartbeatUpdate) -> BoxFuture<'_, StoreResult<()>>;
+    /// Records liveness (not for a revoked device) and returns what the answer needs.
+    fn record_heartbeat(
+        &self,
+        update: HeartbeatUpdate,
+    ) -> BoxFuture<'_, StoreResult<HeartbeatRecorded>>;
     fn set_device_status<'a>(
         &'a self,
         device_id: &'a str,
         status: DeviceStatus,
     ) -> BoxFuture<'a, StoreResult<()>>;
-    /// This device's open incidents that an officer has claimed (the heartbeat answer's
-    /// `claimed_incidents`, for the agent's covert acknowledgement).
-    fn claimed_incidents<'a>(&'a self, device_id: &'a str)
-    -> BoxFuture<'a, StoreResult<Vec<Uuid>>>;
     fn list_devices(&self) -> BoxFuture<'_, StoreResult<Vec<DeviceRecord>>>;
     /// Real incidents, oldest first, each with its timeline.
     fn list_incidents(&self) -> BoxFuture<'_, StoreResult<Vec<IncidentRecord>>>;

@@ -7,24 +7,25 @@
 //! connection that commits whatever is queued in one transaction (group commit, see
 //! [`writer`]); everything else uses the pool.
 
+use std::collections::HashMap;
 use std::path::Path;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use duress_core::{DeviceStatus, EventKind};
+use duress_core::{DeviceStatus, VerifyingKey};
 use futures::future::BoxFuture;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
-use sqlx::{Row as _, Sqlite, SqliteConnection, Transaction};
+use sqlx::{Row as _, Sqlite, Transaction};
 use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::{
-    DeviceKey, EnrollOutcome, EnrollRefusal, EnrollRequest, HeartbeatUpdate, IngestOutcome,
-    NewEvent, NewToken, Store, StoreError, StoreResult, StoredEvent, format_ts, parse_ts,
+    DeviceKey, EnrollOutcome, EnrollRefusal, EnrollRequest, HeartbeatRecorded, HeartbeatUpdate,
+    IngestOutcome, NewEvent, NewToken, Store, StoreError, StoreResult, StoredEvent, format_ts,
+    parse_ts,
 };
-use crate::incidents::{self, OpenIncident, Placement};
 use crate::records::{DeviceRecord, EventRecord, ExportedEvent, IncidentRecord};
 
 mod listings;
@@ -59,7 +60,15 @@ pub struct SqliteStore {
     wake: Arc<Notify>,
     /// The group-commit writer: events and heartbeats.
     writer: writer::Writer,
+    /// Verified devices' public keys, parsed once. A device's key never changes (a new key is
+    /// a new enrollment, a new device id) and devices are never deleted, so entries never go
+    /// stale; the status, which does change, is not cached (see `Store::verifying_key`).
+    keys: Arc<Mutex<HashMap<String, VerifyingKey>>>,
 }
+
+/// More distinct devices than this and the key cache starts again from empty (a bound on
+/// memory against a flood of distinct kids; ≈ 200 bytes an entry).
+const MAX_CACHED_KEYS: usize = 250_000;
 
 impl SqliteStore {
     /// Opens (creating the directory and file if needed) and applies pending migrations.
@@ -88,8 +97,25 @@ impl SqliteStore {
             .await
             .map_err(|e| StoreError::Migrate(e.to_string()))?;
         let wake = Arc::new(Notify::new());
-        let writer = writer::Writer::start(options, wake.clone()).await?;
-        Ok(SqliteStore { pool, wake, writer })
+        let writer = writer::Writer::start(
+            crate::settings::database_path(data_dir),
+            BUSY_TIMEOUT,
+            wake.clone(),
+        )?;
+        Ok(SqliteStore {
+            pool,
+            wake,
+            writer,
+            keys: Arc::default(),
+        })
+    }
+
+    fn cached_key(&self, device_id: &str) -> Option<VerifyingKey> {
+        let keys = self
+            .keys
+            .lock()
+            .unwrap_or_else(|poison| poison.into_inner());
+        keys.get(device_id).copied()
     }
 
     /// The connection pool, for the console's queries (SQLite-specific, like this type).
@@ -261,50 +287,6 @@ fn token_refusal(
     Ok(None)
 }
 
-/// Dedupes by id and writes the event, in the caller's transaction (the writer's savepoint).
-/// The check runs under the write lock, so a concurrent or batched copy cannot slip past it.
-async fn ingest_in(
-    conn: &mut SqliteConnection,
-    ev: &NewEvent,
-    window: Duration,
-) -> StoreResult<IngestOutcome> {
-    if let Some(found) = find_event(&mut *conn, ev.id).await? {
-        return Ok(classify(found, &ev.device_id));
-    }
-    // With one writer and the check above, the primary key cannot be violated here; if it
-    // were, the error answers 503 and the agent's retry finds the row and its stored answer.
-    Ok(IngestOutcome::Committed(
-        insert_event(conn, ev, window).await?,
-    ))
-}
-
-/// Records a heartbeat, in the caller's transaction (the writer's savepoint).
-async fn heartbeat_in(conn: &mut SqliteConnection, hb: &HeartbeatUpdate) -> StoreResult<()> {
-    let host_json = hb.host.as_ref().map(to_json);
-    let hostname = hb.host.as_ref().map(|h| h.hostname.clone());
-    let version = hb.host.as_ref().map(|h| h.agent_version.clone());
-    sqlx::query(
-        "UPDATE devices SET last_heartbeat_at = ?, hotkey_json = ?, queued = ?,
-                reported_last_seq = ?,
-                host_json = COALESCE(?, host_json), hostname = COALESCE(?, hostname),
-                agent_version = COALESCE(?, agent_version),
-                location_json = COALESCE(?, location_json)
-         WHERE device_id = ?",
-    )
-    .bind(format_ts(hb.received_at))
-    .bind(to_json(&hb.hotkey))
-    .bind(hb.queued)
-    .bind(hb.reported_last_seq)
-    .bind(host_json)
-    .bind(hostname)
-    .bind(version)
-    .bind(hb.location.as_ref().map(to_json))
-    .bind(&hb.device_id)
-    .execute(&mut *conn)
-    .await?;
-    Ok(())
-}
-
 /// Whether sqlx still counts a transaction on `conn` after its rollback could not run. A
 /// disk-full (or I/O) error makes SQLite roll the transaction back by itself; the ROLLBACK sqlx
 /// sends when the transaction is dropped then fails, and sqlx keeps counting it, so that
@@ -317,34 +299,6 @@ pub(super) async fn stuck_in_transaction(conn: &mut sqlx::SqliteConnection) -> b
         let _ = conn.ping().await;
     }
     conn.is_in_transaction()
-}
-
-/// Replaces a connection [`stuck_in_transaction`] by a fresh one (kept as is when a new one
-/// cannot be opened: the next attempt tries again).
-pub(super) async fn replace_if_stuck(
-    conn: &mut sqlx::SqliteConnection,
-    options: &SqliteConnectOptions,
-) {
-    use sqlx::{ConnectOptions as _, Connection as _};
-    if !stuck_in_transaction(conn).await {
-        return;
-    }
-    match options.connect().await {
-        Ok(fresh) => {
-            tracing::warn!("replacing a connection left in a rolled-back transaction");
-            let old = std::mem::replace(conn, fresh);
-            let _ = old.close_hard().await;
-        }
-        Err(e) => tracing::error!(error = %e, "cannot open a fresh connection"),
-    }
-}
-
-fn classify(found: StoredEvent, device_id: &str) -> IngestOutcome {
-    if found.device_id == device_id {
-        IngestOutcome::Duplicate(found)
-    } else {
-        IngestOutcome::IdConflict
-    }
 }
 
 async fn find_event<'e, E>(exec: E, id: Uuid) -> StoreResult<Option<StoredEvent>>
@@ -369,160 +323,6 @@ where
         delay_ms: row.try_get("delay_ms")?,
         delayed: row.try_get("delayed")?,
     }))
-}
-
-/// Writes the event, its incident and the device's counters; the caller commits.
-async fn insert_event(
-    tx: &mut SqliteConnection,
-    ev: &NewEvent,
-    window: Duration,
-) -> Result<StoredEvent, sqlx::Error> {
-    let received = format_ts(ev.received_at);
-    let occurred = format_ts(ev.occurred_at);
-    // Computed from the stored (millisecond) values, so the answer is a function of columns.
-    let received_at = duress_core::clock::truncate_to_millis(ev.received_at);
-    let occurred_at = duress_core::clock::truncate_to_millis(ev.occurred_at);
-    let delay_ms = super::delay_ms(occurred_at, received_at);
-    let delayed = delay_ms > duress_core::clock::DELAYED_AFTER.whole_milliseconds() as i64;
-
-    let latest_open = if ev.kind == EventKind::Test {
-        None
-    } else {
-        let row = sqlx::query(
-            "SELECT incident_id, last_press_at FROM incidents
-             WHERE device_id = ? AND status = 'open' ORDER BY last_press_at DESC LIMIT 1",
-        )
-        .bind(&ev.device_id)
-        .fetch_optional(&mut *tx)
-        .await?;
-        match row {
-            Some(row) => Some(OpenIncident {
-                incident_id: decode(parse_uuid(&row.try_get::<String, _>("incident_id")?))?,
-                last_press_at: decode(parse_ts(&row.try_get::<String, _>("last_press_at")?))?,
-            }),
-            None => None,
-        }
-    };
-
-    let incident_id = match incidents::place(ev.kind, latest_open, occurred_at, window) {
-        Placement::Apart => None,
-        Placement::Open => {
-            let id = Uuid::now_v7();
-            sqlx::query(
-                "INSERT INTO incidents (incident_id, device_id, status, opened_at, first_occurred_at,
-                                        last_press_at, press_count, kind, source, location_json,
-                                        host_json, delayed, delay_ms)
-                 VALUES (?, ?, 'open', ?, ?, ?, 1, ?, ?, ?, ?, ?, ?)",
-            )
-            .bind(id.to_string())
-            .bind(&ev.device_id)
-            .bind(&received)
-            .bind(&occurred)
-            .bind(&occurred)
-            .bind(ev.kind.as_str())
-            .bind(ev.source.as_str())
-            .bind(to_json(&ev.location))
-            .bind(to_json(&ev.host))
-            .bind(delayed)
-            .bind(delay_ms)
-            .execute(&mut *tx)
-            .await?;
-            Some(id)
-        }
-        Placement::JoinPress(id) => {
-            sqlx::query(
-                "UPDATE incidents SET press_count = press_count + 1,
-                        last_press_at = MAX(last_press_at, ?) WHERE incident_id = ?",
-            )
-            .bind(&occurred)
-            .bind(id.to_string())
-            .execute(&mut *tx)
-            .await?;
-            Some(id)
-        }
-        Placement::JoinCancel(id) => {
-            sqlx::query(
-                "UPDATE incidents SET cancelled_at = COALESCE(cancelled_at, ?) WHERE incident_id = ?",
-            )
-            .bind(&received)
-            .bind(id.to_string())
-            .execute(&mut *tx)
-            .await?;
-            Some(id)
-        }
-    };
-
-    sqlx::query(
-        "INSERT INTO events (id, device_id, incident_id, seq, kind, source, occurred_at, sent_at,
-                             received_at, delay_ms, delayed, location_json, host_json, jws)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-    )
-    .bind(ev.id.to_string())
-    .bind(&ev.device_id)
-    .bind(incident_id.map(|id| id.to_string()))
-    .bind(ev.seq)
-    .bind(ev.kind.as_str())
-    .bind(ev.source.as_str())
-    .bind(&occurred)
-    .bind(format_ts(ev.sent_at))
-    .bind(&received)
-    .bind(delay_ms)
-    .bind(delayed)
-    .bind(to_json(&ev.location))
-    .bind(to_json(&ev.host))
-    .bind(&ev.jws)
-    .execute(&mut *tx)
-    .await?;
-
-    // The live-update row, in this transaction: a console can never see the incident without
-    // being told, nor be told of one that was rolled back.
-    let live_kind = match (ev.kind, incident_id) {
-        (EventKind::Test, _) => "selftest",
-        (EventKind::Cancel, Some(_)) => "incident.cancel",
-        (EventKind::Cancel, None) => "cancel",
-        (EventKind::Duress, _) => "incident.press",
-    };
-    crate::console::live::record(
-        tx,
-        ev.received_at,
-        live_kind,
-        incident_id,
-        &serde_json::json!({
-            "event_id": ev.id,
-            "device_id": ev.device_id,
-            "label": ev.location.display_label(),
-        }),
-    )
-    .await?;
-
-    let is_test = ev.kind == EventKind::Test;
-    sqlx::query(
-        "UPDATE devices SET last_seq = MAX(COALESCE(last_seq, ?1), ?1), last_event_at = ?2,
-                last_self_test_at = CASE WHEN ?3 THEN ?2 ELSE last_self_test_at END,
-                last_self_test_id = CASE WHEN ?3 THEN ?4 ELSE last_self_test_id END
-         WHERE device_id = ?5",
-    )
-    .bind(ev.seq)
-    .bind(&received)
-    .bind(is_test)
-    .bind(ev.id.to_string())
-    .bind(&ev.device_id)
-    .execute(&mut *tx)
-    .await?;
-
-    Ok(StoredEvent {
-        id: ev.id,
-        device_id: ev.device_id.clone(),
-        incident_id,
-        received_at,
-        delay_ms,
-        delayed,
-    })
-}
-
-/// A stored value that does not parse, surfaced through sqlx's error type inside the insert.
-fn decode<T>(r: StoreResult<T>) -> Result<T, sqlx::Error> {
-    r.map_err(|e| sqlx::Error::Decode(e.to_string().into()))
 }
 
 impl Store for SqliteStore {
@@ -566,6 +366,32 @@ impl Store for SqliteStore {
         })
     }
 
+    fn verifying_key<'a>(
+        &'a self,
+        device_id: &'a str,
+    ) -> BoxFuture<'a, StoreResult<Option<VerifyingKey>>> {
+        Box::pin(async move {
+            if let Some(key) = self.cached_key(device_id) {
+                return Ok(Some(key));
+            }
+            let Some(device) = self.device_key(device_id).await? else {
+                return Ok(None);
+            };
+            let key = device.public_jwk.to_verifying_key().map_err(|e| {
+                StoreError::Corrupt(format!("device {device_id}: stored key is unusable: {e}"))
+            })?;
+            let mut keys = self
+                .keys
+                .lock()
+                .unwrap_or_else(|poison| poison.into_inner());
+            if keys.len() >= MAX_CACHED_KEYS {
+                keys.clear();
+            }
+            keys.insert(device_id.to_owned(), key);
+            Ok(Some(key))
+        })
+    }
+
     fn find_event(&self, id: Uuid) -> BoxFuture<'_, StoreResult<Option<StoredEvent>>> {
         Box::pin(find_event(&self.pool, id))
     }
@@ -578,7 +404,10 @@ impl Store for SqliteStore {
         Box::pin(self.writer.ingest(event, grouping_window))
     }
 
-    fn record_heartbeat(&self, update: HeartbeatUpdate) -> BoxFuture<'_, StoreResult<()>> {
+    fn record_heartbeat(
+        &self,
+        update: HeartbeatUpdate,
+    ) -> BoxFuture<'_, StoreResult<HeartbeatRecorded>> {
         Box::pin(self.writer.heartbeat(update))
     }
 
@@ -588,23 +417,6 @@ impl Store for SqliteStore {
         status: DeviceStatus,
     ) -> BoxFuture<'a, StoreResult<()>> {
         Box::pin(self.set_status_impl(device_id, status, "cli"))
-    }
-
-    fn claimed_incidents<'a>(
-        &'a self,
-        device_id: &'a str,
-    ) -> BoxFuture<'a, StoreResult<Vec<Uuid>>> {
-        Box::pin(async move {
-            let ids: Vec<String> = sqlx::query_scalar(
-                "SELECT incident_id FROM incidents
-                 WHERE device_id = ? AND status = 'open' AND claimed_by IS NOT NULL
-                 ORDER BY opened_at",
-            )
-            .bind(device_id)
-            .fetch_all(&self.pool)
-            .await?;
-            ids.iter().map(|id| parse_uuid(id)).collect()
-        })
     }
 
     fn list_devices(&self) -> BoxFuture<'_, StoreResult<Vec<DeviceRecord>>> {
