@@ -230,16 +230,7 @@ impl Outbox {
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        for (key, value) in rows {
-            match value {
-                Some(v) => tx.execute(
-                    "INSERT INTO meta (key, value) VALUES (?1, ?2)
-                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
-                    params![key, v],
-                )?,
-                None => tx.execute("DELETE FROM meta WHERE key = ?1", [key])?,
-            };
-        }
+        set_meta_rows(&tx, rows)?;
         tx.commit()?;
         Ok(())
     }
@@ -355,42 +346,63 @@ impl Outbox {
     /// Marks `id` delivered, and only with an acknowledgement naming `id`. Returns `true` when
     /// this call marked it, `false` when it was already delivered (e.g. by another process).
     pub fn mark_delivered(&mut self, id: Uuid, ack: &EventAck, at: OffsetDateTime) -> Result<bool> {
-        if ack.id != id {
-            return Err(Error::AckMismatch {
-                expected: id,
-                got: ack.id,
-            });
+        let marked = self.mark_delivered_many(&[(id, ack)], at, &[])?;
+        Ok(marked.first().copied().unwrap_or(false))
+    }
+
+    /// Marks every `(id, ack)` delivered — each only with an acknowledgement naming its own id —
+    /// and sets the `meta` rows (as [`Outbox::meta_set_many`]), all in ONE transaction: one
+    /// fsync for a whole batch of acknowledgements (a queue draining after an outage). Checks
+    /// every pair before writing anything: one mismatch or unknown id and nothing is written.
+    /// Returns, per pair, whether this call marked it (`false`: it was already delivered).
+    pub fn mark_delivered_many(
+        &mut self,
+        acks: &[(Uuid, &EventAck)],
+        at: OffsetDateTime,
+        meta: &[(&str, Option<&str>)],
+    ) -> Result<Vec<bool>> {
+        let mut rows = Vec::with_capacity(acks.len());
+        for (id, ack) in acks {
+            if ack.id != *id {
+                return Err(Error::AckMismatch {
+                    expected: *id,
+                    got: ack.id,
+                });
+            }
+            let json =
+                serde_json::to_string(ack).map_err(|e| Error::OutboxCorrupt(e.to_string()))?;
+            rows.push((id.to_string(), json));
         }
-        let ack_json =
-            serde_json::to_string(ack).map_err(|e| Error::OutboxCorrupt(e.to_string()))?;
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let exists: Option<Option<String>> = tx
-            .query_row(
-                "SELECT delivered_at FROM events WHERE id = ?1",
-                [id.to_string()],
-                |r| r.get(0),
-            )
-            .optional()?;
-        let changed = match exists {
-            None => {
-                return Err(Error::OutboxCorrupt(format!(
-                    "acknowledged event {id} is not in the outbox"
-                )));
-            }
-            Some(Some(_)) => false,
-            Some(None) => {
-                tx.execute(
-                    "UPDATE events SET delivered_at = ?2, ack = ?3, last_error = NULL
-                     WHERE id = ?1 AND delivered_at IS NULL",
-                    params![id.to_string(), fmt_time(at), ack_json],
-                )?;
-                true
-            }
-        };
+        let mut marked = Vec::with_capacity(rows.len());
+        for (id, ack_json) in &rows {
+            let exists: Option<Option<String>> = tx
+                .prepare_cached("SELECT delivered_at FROM events WHERE id = ?1")?
+                .query_row([id], |r| r.get(0))
+                .optional()?;
+            marked.push(match exists {
+                // Dropping `tx` rolls back whatever this call wrote before.
+                None => {
+                    return Err(Error::OutboxCorrupt(format!(
+                        "acknowledged event {id} is not in the outbox"
+                    )));
+                }
+                Some(Some(_)) => false,
+                Some(None) => {
+                    tx.prepare_cached(
+                        "UPDATE events SET delivered_at = ?2, ack = ?3, last_error = NULL
+                         WHERE id = ?1 AND delivered_at IS NULL",
+                    )?
+                    .execute(params![id, fmt_time(at), ack_json])?;
+                    true
+                }
+            });
+        }
+        set_meta_rows(&tx, meta)?;
         tx.commit()?;
-        Ok(changed)
+        Ok(marked)
     }
 
     /// Records a send attempt that did not end in an acknowledgement.
@@ -402,6 +414,24 @@ impl Outbox {
         )?;
         Ok(())
     }
+}
+
+/// Sets (`Some`) or deletes (`None`) meta rows inside the caller's transaction.
+fn set_meta_rows(tx: &rusqlite::Transaction<'_>, rows: &[(&str, Option<&str>)]) -> Result<()> {
+    for (key, value) in rows {
+        match value {
+            Some(v) => tx
+                .prepare_cached(
+                    "INSERT INTO meta (key, value) VALUES (?1, ?2)
+                     ON CONFLICT (key) DO UPDATE SET value = excluded.value",
+                )?
+                .execute(params![key, v])?,
+            None => tx
+                .prepare_cached("DELETE FROM meta WHERE key = ?1")?
+                .execute([key])?,
+        };
+    }
+    Ok(())
 }
 
 /// Applies the migrations `conn` has not seen yet, each in its own transaction with its

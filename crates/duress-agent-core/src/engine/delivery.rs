@@ -19,6 +19,11 @@ use crate::retry::{REFUSED_RETRY, alarm_retry_delay, random_jitter};
 use crate::sender::{SendOutcome, Sender};
 use crate::{Error, Result};
 
+/// Events sent at once while draining a queue (each on its own kept-alive connection; the
+/// receiver group-commits them). Bounded so a workstation back from a long outage does not open
+/// hundreds of connections.
+pub(super) const IN_FLIGHT: usize = 16;
+
 /// A heartbeat answer whose server time differs from our corrected clock by more than this
 /// re-learns the offset (smaller differences are network delay, not a wrong clock).
 pub(super) const OFFSET_RELEARN_THRESHOLD: time::Duration = time::Duration::seconds(5);
@@ -136,45 +141,83 @@ impl Engine {
                 return Ok(pass);
             }
         };
-        for (i, ev) in pending.iter().enumerate() {
+        let mut sendable = Vec::with_capacity(pending.len());
+        for ev in &pending {
             let waiting = lock(&self.inner.refused_until)
                 .get(&ev.id)
                 .is_some_and(|until| *until > Instant::now());
             if waiting {
                 pass.refused.push(ev.id);
-                continue;
+            } else {
+                sendable.push(ev);
             }
-            match self.send_event(&sender, &key, &device_id, ev).await? {
-                SendOutcome::Acked(ack) => {
-                    self.on_acked(ev, ack, &sender).await?;
-                    pass.delivered.push(ev.id);
+        }
+        let mut sent = 0;
+        for chunk in sendable.chunks(IN_FLIGHT) {
+            // Oldest first, up to IN_FLIGHT at once over the sender's kept-alive connections:
+            // the receiver answers each by id and is idempotent, so the order of the answers
+            // does not matter, and a queue drains in round trips / IN_FLIGHT.
+            let outcomes = futures::future::join_all(
+                chunk
+                    .iter()
+                    .map(|ev| self.send_event(&sender, &key, &device_id, ev)),
+            )
+            .await;
+            sent += chunk.len();
+            let mut acked = Vec::new();
+            let mut others = Vec::new();
+            for (ev, outcome) in chunk.iter().zip(outcomes) {
+                match outcome? {
+                    SendOutcome::Acked(ack) => acked.push((*ev, ack)),
+                    other => others.push((*ev, other)),
                 }
-                SendOutcome::Refused(p) => {
-                    let msg = format!("refused: {}", problem_summary(&p));
-                    tracing::warn!(event = %ev.id, "{msg}; kept, retried in {REFUSED_RETRY:?}");
-                    self.on_attempt_failed(ev.id, &msg).await?;
-                    lock(&self.inner.refused_until).insert(ev.id, Instant::now() + REFUSED_RETRY);
-                    self.note_contact(&sender, Some(&msg)).await;
-                    pass.refused.push(ev.id);
-                    pass.last_error = Some(msg);
+            }
+            // The acknowledgements first, in one outbox transaction (one fsync), so that a
+            // refusal below stays the last error shown.
+            if !acked.is_empty() {
+                self.on_acked(&acked, &sender).await?;
+                pass.delivered.extend(acked.iter().map(|(ev, _)| ev.id));
+            }
+            let mut unreachable = false;
+            for (ev, outcome) in others {
+                match outcome {
+                    SendOutcome::Acked(_) => {}
+                    SendOutcome::Refused(p) => {
+                        let msg = format!("refused: {}", problem_summary(&p));
+                        tracing::warn!(event = %ev.id, "{msg}; kept, retried in {REFUSED_RETRY:?}");
+                        self.on_attempt_failed(ev.id, &msg).await?;
+                        lock(&self.inner.refused_until)
+                            .insert(ev.id, Instant::now() + REFUSED_RETRY);
+                        self.note_contact(&sender, Some(&msg)).await;
+                        pass.refused.push(ev.id);
+                        pass.last_error = Some(msg);
+                    }
+                    SendOutcome::ClockSkew { server_time } => {
+                        let msg = format!(
+                            "clock skew persists after {MAX_SKEW_RESENDS} corrections \
+                             (server time {server_time})"
+                        );
+                        self.on_attempt_failed(ev.id, &msg).await?;
+                        pass.failed += 1;
+                        pass.last_error = Some(msg);
+                    }
+                    SendOutcome::Unreachable(e) => {
+                        tracing::warn!(event = %ev.id, "not delivered: {e}");
+                        self.on_attempt_failed(ev.id, &e).await?;
+                        if !unreachable {
+                            self.note_unreachable(&e).await;
+                        }
+                        unreachable = true;
+                        pass.failed += 1;
+                        pass.last_error = Some(e);
+                    }
                 }
-                SendOutcome::ClockSkew { server_time } => {
-                    let msg = format!(
-                        "clock skew persists after {MAX_SKEW_RESENDS} corrections \
-                         (server time {server_time})"
-                    );
-                    self.on_attempt_failed(ev.id, &msg).await?;
-                    pass.failed += 1;
-                    pass.last_error = Some(msg);
-                }
-                SendOutcome::Unreachable(e) => {
-                    tracing::warn!(event = %ev.id, "not delivered: {e}");
-                    self.on_attempt_failed(ev.id, &e).await?;
-                    self.note_unreachable(&e).await;
-                    pass.failed += pending.len() - i;
-                    pass.last_error = Some(e);
-                    break;
-                }
+            }
+            // Stop at the first unreachable answer: the rest would only wait for the same
+            // timeouts; they count as failed and go on the alarm retry schedule.
+            if unreachable {
+                pass.failed += sendable.len() - sent;
+                break;
             }
         }
         Ok(pass)
@@ -204,23 +247,34 @@ impl Engine {
         }
     }
 
-    async fn on_acked(&self, ev: &StoredEvent, ack: EventAck, sender: &Sender) -> Result<()> {
-        let (id, kind, at) = (ev.id, ev.kind, self.now());
-        let delay_ms = ack.delay_ms;
+    /// Records acknowledgements: every event marked delivered, the last self-test, and the
+    /// contact with the receiver, in one outbox transaction.
+    async fn on_acked(&self, acked: &[(&StoredEvent, EventAck)], sender: &Sender) -> Result<()> {
+        let at = self.now();
+        let now = fmt_time(at);
+        let url = sender.preferred().to_string();
+        let pairs: Vec<(Uuid, EventAck)> = acked.iter().map(|(ev, a)| (ev.id, a.clone())).collect();
+        let last_test = acked
+            .iter()
+            .rev()
+            .find(|(ev, _)| ev.kind == EventKind::Test)
+            .map(|(ev, _)| ev.id.to_string());
         self.db(move |o| {
-            o.mark_delivered(id, &ack, at)?;
-            if kind == EventKind::Test {
-                o.meta_set_many(&[
-                    (keys::LAST_SELF_TEST_ID, Some(&id.to_string())),
-                    (keys::LAST_SELF_TEST_AT, Some(&fmt_time(at))),
-                ])?;
+            let acks: Vec<(Uuid, &EventAck)> = pairs.iter().map(|(id, a)| (*id, a)).collect();
+            let mut meta = contact_rows(&now, &url, None);
+            if let Some(id) = &last_test {
+                meta.push((keys::LAST_SELF_TEST_ID, Some(id.as_str())));
+                meta.push((keys::LAST_SELF_TEST_AT, Some(now.as_str())));
             }
+            o.mark_delivered_many(&acks, at, &meta)?;
             Ok(())
         })
         .await?;
-        lock(&self.inner.refused_until).remove(&id);
-        tracing::info!(event = %id, delay_ms, "delivered");
-        self.note_contact(sender, None).await;
+        let mut refused_until = lock(&self.inner.refused_until);
+        for (ev, ack) in acked {
+            refused_until.remove(&ev.id);
+            tracing::info!(event = %ev.id, delay_ms = ack.delay_ms, "delivered");
+        }
         Ok(())
     }
 
@@ -339,16 +393,7 @@ impl Engine {
         let now = fmt_time(self.now());
         let error = error.map(str::to_owned);
         let r = self
-            .db(move |o| {
-                let mut rows = vec![
-                    (keys::LAST_CONTACT_AT, Some(now.as_str())),
-                    (keys::LAST_RECEIVER, Some(url.as_str())),
-                    (keys::UNREACHABLE_SINCE, None),
-                ];
-                // A clean answer clears the last error; a refusal becomes it.
-                rows.push((keys::LAST_ERROR, error.as_deref()));
-                o.meta_set_many(&rows)
-            })
+            .db(move |o| o.meta_set_many(&contact_rows(&now, &url, error.as_deref())))
             .await;
         if let Err(e) = r {
             tracing::warn!("cannot record contact: {e}");
@@ -379,6 +424,21 @@ impl Engine {
             tracing::warn!("cannot record error: {e}");
         }
     }
+}
+
+/// The meta rows that say a receiver answered at `now`: a clean answer (`error` = `None`) clears
+/// the last error; a refusal becomes it.
+fn contact_rows<'a>(
+    now: &'a str,
+    url: &'a str,
+    error: Option<&'a str>,
+) -> Vec<(&'static str, Option<&'a str>)> {
+    vec![
+        (keys::LAST_CONTACT_AT, Some(now)),
+        (keys::LAST_RECEIVER, Some(url)),
+        (keys::UNREACHABLE_SINCE, None),
+        (keys::LAST_ERROR, error),
+    ]
 }
 
 /// `Duration` of a heartbeat interval from seconds, clamped to the policy bounds.

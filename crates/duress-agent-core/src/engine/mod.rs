@@ -253,7 +253,7 @@ impl Engine {
             Err(e) => return Err(e),
         };
         let location = self.effective_location()?;
-        let host = crate::host::collect();
+        let host = crate::host::collect_for_press();
         let id = Uuid::now_v7();
         let occurred_at = truncate_to_millis(occurred_at);
         let now = self.now();

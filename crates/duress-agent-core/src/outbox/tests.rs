@@ -190,6 +190,51 @@ fn mark_delivered_refuses_an_ack_for_another_id() {
     );
 }
 
+/// A batch of acknowledgements is all or nothing: one mismatched or unknown id among them and
+/// no event is marked and no meta row is set; a good batch marks every event and sets the
+/// meta rows in the same transaction.
+#[test]
+fn mark_delivered_many_is_all_or_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut o = Outbox::open_in(dir.path()).unwrap();
+    let ids: Vec<Uuid> = (0..4).map(|_| add(&mut o).id).collect();
+    let at = datetime!(2026-11-26 12:00 UTC);
+    let acks: Vec<EventAck> = ids.iter().map(|id| ack(*id)).collect();
+    let meta = [("last_contact_at", Some("2026-11-26T12:00:00Z"))];
+
+    let wrong = ack(ids[0]);
+    let mismatched = [(ids[0], &acks[0]), (ids[1], &wrong)];
+    assert!(matches!(
+        o.mark_delivered_many(&mismatched, at, &meta).unwrap_err(),
+        Error::AckMismatch { .. }
+    ));
+    let ghost = Uuid::now_v7();
+    let ghost_ack = ack(ghost);
+    let unknown = [(ids[0], &acks[0]), (ghost, &ghost_ack)];
+    assert!(o.mark_delivered_many(&unknown, at, &meta).is_err());
+    assert_eq!(
+        o.pending_count().unwrap(),
+        4,
+        "a failed batch marked something"
+    );
+    assert_eq!(o.meta_get("last_contact_at").unwrap(), None);
+
+    assert!(o.mark_delivered(ids[1], &acks[1], at).unwrap());
+    let batch: Vec<(Uuid, &EventAck)> = ids[..3].iter().copied().zip(acks.iter()).collect();
+    let marked = o.mark_delivered_many(&batch, at, &meta).unwrap();
+    assert_eq!(
+        marked,
+        vec![true, false, true],
+        "ids[1] was already delivered"
+    );
+    let pending: Vec<Uuid> = o.pending().unwrap().iter().map(|e| e.id).collect();
+    assert_eq!(pending, vec![ids[3]]);
+    assert_eq!(
+        o.meta_get("last_contact_at").unwrap().as_deref(),
+        Some("2026-11-26T12:00:00Z")
+    );
+}
+
 /// `pending()` lists undelivered events oldest first; failed attempts are counted, not removed.
 #[test]
 fn pending_is_oldest_first_and_attempts_are_recorded() {
