@@ -293,6 +293,8 @@ impl Sender {
                     .timeout(REQUEST_TIMEOUT)
                     .pool_idle_timeout(Duration::from_secs(90))
                     .tcp_keepalive(Duration::from_secs(30))
+                    // An alarm is one small request: never let Nagle hold it for an ACK.
+                    .tcp_nodelay(true)
                     .user_agent(concat!("duress-agent/", env!("CARGO_PKG_VERSION")))
                     .build()
                     .map_err(|e| Error::Tls {

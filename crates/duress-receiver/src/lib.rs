@@ -183,11 +183,17 @@ impl Prepared {
             console,
         });
         let handle = axum_server::Handle::new();
-        let server = axum_server::tls_rustls::from_tcp_rustls(
-            listener,
-            RustlsConfig::from_config(self.tls.server_config.clone()),
-        )?
-        .handle(handle.clone());
+        // TCP_NODELAY on every accepted connection: an answer leaves as its TLS records are
+        // written. Without it Nagle held the last record of an answer for the client's delayed
+        // ACK (≈ 40 ms) whenever several requests were in flight (measured: a queue of alarms
+        // drained at 16 per 43 ms).
+        let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(RustlsConfig::from_config(
+            self.tls.server_config.clone(),
+        ))
+        .acceptor(axum_server::accept::NoDelayAcceptor::new());
+        let server = axum_server::from_tcp(listener)?
+            .acceptor(acceptor)
+            .handle(handle.clone());
 
         println!("Duress receiver listening on https://{addr}");
         println!("TLS certificate SHA-256: {}", self.tls.fingerprint);

@@ -293,6 +293,11 @@ impl Engine {
         self.with_outbox(|o| o.pending())
     }
 
+    /// How many events are undelivered (a count; nothing is read or parsed).
+    pub fn pending_count(&self) -> Result<u64> {
+        self.with_outbox(|o| o.pending_count())
+    }
+
     /// The device key from the cache or the keystore; enrolled but missing is an error.
     fn device_key(&self, device_id: &str) -> Result<Arc<DeviceKey>> {
         if let Some(k) = lock(&self.inner.key).as_ref() {
