@@ -8,7 +8,7 @@
 //! - **global-hotkey's X thread** (Linux X11): receives the chord and calls `Engine::record`
 //!   itself — see [`crate::hotkey`].
 //! - **duress-alarm**: records tray-menu and hotspot activations handed over by the UI thread.
-//! - **duress-menu**: recomputes the menu from the engine status every 1.5 s.
+//! - **duress-menu**: recomputes the menu from the engine status every 3 s (`tray::REFRESH`).
 //!
 //! Start-up never fails for an OS facility: a missing tray host, a taken chord, a locked
 //! keystore, an autostart entry that cannot be written or a missing D-Bus are logged, shown in

@@ -197,7 +197,8 @@ impl Outbox {
     pub fn data_version(&self) -> Result<i64> {
         Ok(self
             .conn
-            .query_row("PRAGMA data_version", [], |r| r.get(0))?)
+            .prepare_cached("PRAGMA data_version")?
+            .query_row([], |r| r.get(0))?)
     }
 
     fn ensure_install_id(&mut self) -> Result<()> {
@@ -221,7 +222,8 @@ impl Outbox {
     pub fn meta_get(&self, key: &str) -> Result<Option<String>> {
         Ok(self
             .conn
-            .query_row("SELECT value FROM meta WHERE key = ?1", [key], |r| r.get(0))
+            .prepare_cached("SELECT value FROM meta WHERE key = ?1")?
+            .query_row([key], |r| r.get(0))
             .optional()?)
     }
 
@@ -316,11 +318,10 @@ impl Outbox {
 
     /// How many events wait for an acknowledgement.
     pub fn pending_count(&self) -> Result<u64> {
-        let n: i64 = self.conn.query_row(
-            "SELECT count(*) FROM events WHERE delivered_at IS NULL",
-            [],
-            |r| r.get(0),
-        )?;
+        let n: i64 = self
+            .conn
+            .prepare_cached("SELECT count(*) FROM events WHERE delivered_at IS NULL")?
+            .query_row([], |r| r.get(0))?;
         Ok(n as u64)
     }
 
@@ -328,7 +329,8 @@ impl Outbox {
     pub fn last_seq(&self) -> Result<u64> {
         let m: Option<i64> = self
             .conn
-            .query_row("SELECT max(seq) FROM events", [], |r| r.get(0))?;
+            .prepare_cached("SELECT max(seq) FROM events")?
+            .query_row([], |r| r.get(0))?;
         Ok(m.unwrap_or(0) as u64)
     }
 

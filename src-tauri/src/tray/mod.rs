@@ -26,7 +26,10 @@ use crate::app::AppState;
 use crate::windows::WindowKind;
 
 /// How often the menu is recomputed from the engine status.
-pub const REFRESH: Duration = Duration::from_millis(1500);
+/// Every recomputation reads the engine's status from the outbox; the texts only change with
+/// the state (times shown are absolute), and windows kick a refresh at once, so a slow period
+/// costs an idle agent little and staff nothing.
+pub const REFRESH: Duration = Duration::from_secs(3);
 
 /// The tray icon's id.
 pub const TRAY_ID: &str = "duress";

@@ -12,13 +12,16 @@ use super::{Engine, EnrollOptions, lock};
 use crate::retry::{REFUSED_RETRY, alarm_retry_delay, heartbeat_retry_delay, random_jitter};
 use crate::{Error, Result};
 
-/// How often `run` looks for events committed by another process (a CLI `trigger`).
-pub const OUTBOX_POLL: Duration = Duration::from_millis(200);
+/// How often `run` looks for events committed by another process (a CLI `trigger`, which also
+/// delivers its event itself: this is the running agent taking over when that could not).
+/// Every poll is a wake-up of an otherwise idle agent; 500 ms keeps the tray's idle CPU
+/// within its budget (docs/PERFORMANCE.md, P2).
+pub const OUTBOX_POLL: Duration = Duration::from_millis(500);
 
 impl Engine {
     /// Runs until `shutdown` completes: a heartbeat at once and then every `interval_s` (with
     /// backoff on failure), and delivery of pending events — woken by `record` in this process,
-    /// by commits of other processes (`PRAGMA data_version`, polled every 200 ms), and retried
+    /// by commits of other processes (`PRAGMA data_version`, polled every [`OUTBOX_POLL`]), and retried
     /// on the alarm schedule. If the station is not enrolled and the policy carries a token,
     /// enrollment is attempted in place of the heartbeat.
     ///
