@@ -417,7 +417,10 @@ impl Sender {
                 continue;
             }
             let problem = parse_problem(status.as_u16(), &body);
-            if status.is_client_error() {
+            // 408: the request did not reach the receiver whole in time (a slow or broken
+            // network, or a proxy's timeout) — nothing was refused, so it is retried on the
+            // alarm schedule like a network error, never the slow refusal one.
+            if status.is_client_error() && status != reqwest::StatusCode::REQUEST_TIMEOUT {
                 self.preferred.store(i, Ordering::Relaxed);
                 if problem.kind() == Some(ProblemType::ClockSkew)
                     && let Some(server_time) = problem.server_time

@@ -170,7 +170,8 @@ fn token_for(id: Uuid) -> String {
 
 /// Each kind of answer is classified as the spec says: a 2xx naming the id is an ack; a 2xx
 /// naming another id is not (and with one receiver means unreachable); 422 clock-skew carries
-/// the server time; another 4xx is a refusal; a 5xx is unreachable.
+/// the server time; another 4xx is a refusal; a 5xx is unreachable, and so is a 408
+/// request-timeout (the request did not arrive whole: retried on the alarm schedule).
 #[tokio::test]
 async fn answers_are_classified() {
     let r = start(&[
@@ -179,6 +180,7 @@ async fn answers_are_classified() {
         Answer::Skew,
         Answer::Problem(ProblemType::DeviceDisabled),
         Answer::Unavailable,
+        Answer::Problem(ProblemType::RequestTimeout),
     ])
     .await;
     let sender = Sender::new(&[receiver(&r)]).unwrap();
@@ -204,6 +206,10 @@ async fn answers_are_classified() {
     match sender.post_event(&token_for(id), id).await {
         SendOutcome::Unreachable(e) => assert!(e.contains("503"), "{e}"),
         other => panic!("expected unreachable: {other:?}"),
+    }
+    match sender.post_event(&token_for(id), id).await {
+        SendOutcome::Unreachable(e) => assert!(e.contains("408"), "{e}"),
+        other => panic!("a 408 is transient, not a refusal: {other:?}"),
     }
 }
 

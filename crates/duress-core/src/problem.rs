@@ -36,6 +36,7 @@ macro_rules! problem_types {
 problem_types! {
     UnsupportedMediaType => ("unsupported-media-type", 415, "Content-Type must be application/jose"),
     BodyTooLarge => ("body-too-large", 413, "Request body exceeds 64 KiB"),
+    RequestTimeout => ("request-timeout", 408, "The request body did not arrive in time; retry"),
     MalformedJws => ("malformed-jws", 400, "Body is not a JWS compact serialization"),
     UnsupportedAlgorithm => ("unsupported-algorithm", 400, "Only Ed25519 (or legacy EdDSA) signatures are accepted"),
     UnsupportedCrit => ("unsupported-crit", 400, "Critical header extensions are not supported"),

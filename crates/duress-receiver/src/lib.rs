@@ -164,6 +164,7 @@ impl Prepared {
                 self.settings.enrollment_failures_per_minute,
                 Duration::from_secs(60),
             )),
+            body_read_timeout: self.settings.body_read_timeout,
         };
         let console = Arc::new(console::Console::new(
             (*self.store).clone(),

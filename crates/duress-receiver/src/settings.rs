@@ -70,6 +70,9 @@ pub enum TlsSource {
     Files { cert: PathBuf, key: PathBuf },
 }
 
+/// See [`Settings::body_read_timeout`].
+pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// Everything [`crate::launch`] needs. Build with [`Settings::new`] and adjust fields.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -85,6 +88,10 @@ pub struct Settings {
     pub enrollment_failures_per_minute: u32,
     /// The security console served beside the API.
     pub console: ConsoleSettings,
+    /// How long a signed request's body may take to arrive once its headers have (then 408
+    /// `request-timeout`): a client trickling a body must not hold a connection and a task for
+    /// ever. A real agent's body is about 2 KB.
+    pub body_read_timeout: Duration,
 }
 
 impl Settings {
@@ -97,6 +104,7 @@ impl Settings {
             heartbeat_interval_s: DEFAULT_HEARTBEAT_INTERVAL_S,
             enrollment_failures_per_minute: DEFAULT_ENROLLMENT_FAILURES_PER_MINUTE,
             console: ConsoleSettings::default(),
+            body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
         }
     }
 

@@ -15,6 +15,7 @@ use duress_receiver::api::{AppState, router};
 use duress_receiver::ratelimit::FailureLimiter;
 use duress_receiver::store::SqliteStore;
 use duress_receiver::{Approve, admin};
+use futures::StreamExt as _;
 use tower::ServiceExt as _;
 
 /// Proves `/healthz` answers 200 `{"status":"ok"}` while the database answers.
@@ -55,6 +56,7 @@ async fn a_chunked_oversize_body_is_refused() {
         grouping_window: Duration::from_secs(300),
         heartbeat_interval_s: 60,
         enrollment_failures: Arc::new(FailureLimiter::new(10, Duration::from_secs(60))),
+        body_read_timeout: Duration::from_secs(10),
     });
     let chunks = (0..100).map(|_| Ok::<_, std::io::Error>(vec![b'a'; 1024]));
     let request = Request::post("/v1/events")
@@ -68,6 +70,48 @@ async fn a_chunked_oversize_body_is_refused() {
         .unwrap();
     let p: duress_core::Problem = serde_json::from_slice(&body).unwrap();
     assert_eq!(p.kind(), Some(ProblemType::BodyTooLarge));
+}
+
+/// Proves a body that stops arriving is answered 408 request-timeout once the body read
+/// timeout passes (a trickling client does not hold the request for ever), and nothing is
+/// stored.
+#[tokio::test]
+async fn a_body_that_stops_arriving_gets_408() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Arc::new(SqliteStore::open(dir.path()).await.unwrap());
+    let app = router(AppState {
+        store: store.clone(),
+        grouping_window: Duration::from_secs(300),
+        heartbeat_interval_s: 60,
+        enrollment_failures: Arc::new(FailureLimiter::new(10, Duration::from_secs(60))),
+        body_read_timeout: Duration::from_millis(300),
+    });
+    // Ten bytes of a declared hundred, then nothing.
+    let first = futures::stream::iter([Ok::<_, std::io::Error>(b"eyJhbGciOi".to_vec())]);
+    let stalled = first.chain(futures::stream::pending());
+    let request = Request::post("/v1/events")
+        .header("content-type", "application/jose")
+        .header("content-length", "100")
+        .body(Body::from_stream(stalled))
+        .unwrap();
+    let started = std::time::Instant::now();
+    let response = tokio::time::timeout(Duration::from_secs(10), app.oneshot(request))
+        .await
+        .expect("the receiver must give up on the body by itself")
+        .unwrap();
+    assert_eq!(response.status(), 408);
+    assert!(started.elapsed() >= Duration::from_millis(300));
+    let body = axum::body::to_bytes(response.into_body(), 1 << 20)
+        .await
+        .unwrap();
+    let p: duress_core::Problem = serde_json::from_slice(&body).unwrap();
+    assert_eq!(p.kind(), Some(ProblemType::RequestTimeout));
+    assert!(
+        duress_receiver::admin::list_events(dir.path())
+            .await
+            .unwrap()
+            .is_empty()
+    );
 }
 
 /// Proves a store that cannot commit answers 503 storage-unavailable (never a 2xx), for
@@ -90,6 +134,7 @@ async fn a_store_that_cannot_commit_answers_503() {
         grouping_window: Duration::from_secs(300),
         heartbeat_interval_s: 60,
         enrollment_failures: Arc::new(FailureLimiter::new(10, Duration::from_secs(60))),
+        body_read_timeout: Duration::from_secs(10),
     });
     let request = Request::post("/v1/events")
         .header("content-type", "application/jose")

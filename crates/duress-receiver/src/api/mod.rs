@@ -29,6 +29,8 @@ pub struct AppState {
     pub grouping_window: Duration,
     pub heartbeat_interval_s: u64,
     pub enrollment_failures: Arc<FailureLimiter>,
+    /// See `Settings::body_read_timeout`.
+    pub body_read_timeout: Duration,
 }
 
 /// The agent-facing routes, for any router state the API state can be taken from (the
@@ -82,7 +84,8 @@ pub async fn healthz(State(state): State<AppState>) -> Result<Json<serde_json::V
 
 /// A request body that is a compact JWS: `Content-Type: application/jose` (415 otherwise),
 /// at most 64 KiB (413, refused from `Content-Length` before reading when it is declared),
-/// UTF-8 text. Holds the body exactly as received.
+/// arriving within `body_read_timeout` (408 otherwise), UTF-8 text. Holds the body exactly as
+/// received.
 pub struct SignedBody(pub String);
 
 impl std::fmt::Debug for SignedBody {
@@ -92,7 +95,11 @@ impl std::fmt::Debug for SignedBody {
     }
 }
 
-impl<S: Send + Sync> FromRequest<S> for SignedBody {
+impl<S> FromRequest<S> for SignedBody
+where
+    AppState: FromRef<S>,
+    S: Send + Sync,
+{
     type Rejection = ApiProblem;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
@@ -123,7 +130,16 @@ impl<S: Send + Sync> FromRequest<S> for SignedBody {
             return Err(too_large());
         }
         // Bounded by DefaultBodyLimit: a chunked body stops being read at the limit.
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+        let timeout = AppState::from_ref(state).body_read_timeout;
+        let read = tokio::time::timeout(timeout, Bytes::from_request(req, state))
+            .await
+            .map_err(|_| {
+                ApiProblem::new(
+                    ProblemType::RequestTimeout,
+                    format!("the body did not arrive within {} s", timeout.as_secs_f32()),
+                )
+            })?;
+        let bytes = read.map_err(|rejection| {
             if rejection.status().as_u16() == 413 {
                 too_large()
             } else {
