@@ -166,17 +166,23 @@ impl Engine {
             sent += chunk.len();
             let mut acked = Vec::new();
             let mut others = Vec::new();
+            let mut failed_to_send = None;
             for (ev, outcome) in chunk.iter().zip(outcomes) {
-                match outcome? {
-                    SendOutcome::Acked(ack) => acked.push((*ev, ack)),
-                    other => others.push((*ev, other)),
+                match outcome {
+                    Ok(SendOutcome::Acked(ack)) => acked.push((*ev, ack)),
+                    Ok(other) => others.push((*ev, other)),
+                    Err(e) => failed_to_send = failed_to_send.or(Some(e)),
                 }
             }
-            // The acknowledgements first, in one outbox transaction (one fsync), so that a
-            // refusal below stays the last error shown.
+            // The acknowledgements first — even when another send of the chunk failed locally —
+            // in one outbox transaction (one fsync), so that a refusal below stays the last
+            // error shown and no acknowledged alarm is sent again for nothing.
             if !acked.is_empty() {
                 self.on_acked(&acked, &sender).await?;
                 pass.delivered.extend(acked.iter().map(|(ev, _)| ev.id));
+            }
+            if let Some(e) = failed_to_send {
+                return Err(e);
             }
             let mut unreachable = false;
             for (ev, outcome) in others {
