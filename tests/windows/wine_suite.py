@@ -341,7 +341,15 @@ class Suite:
         check(st.get("enrolled") is False and st.get("keystore_problem") is None,
               "not enrolled yet, keystore usable", st)
 
-        self.agent("enroll", timeout=120)
+        p = self.agent("enroll", timeout=120, ok=False)
+        if p.returncode != 0 and "-2147024809" in p.stderr:
+            raise Failure(
+                "enroll: TLS setup failed with E_INVALIDARG. Wine 8's CertCreateCertificateChainEngine "
+                "rejects the Windows 8+ CERT_CHAIN_ENGINE_CONFIG that rustls-platform-verifier's "
+                "Verifier::new_with_extra_roots passes, even with no extra root: the agent must use "
+                "Verifier::new when the policy names no ca_cert (crates/duress-agent-core/src/sender.rs, "
+                f"tls_config_pinned)\n--- stderr:\n{p.stderr}")
+        check(p.returncode == 0, f"enroll exited {p.returncode}", p.stdout + p.stderr)
         devices = self.devices()
         check(len(devices) == 1, "one device enrolled", devices)
         dev = devices[0]
@@ -429,14 +437,18 @@ class Suite:
 
     def step_policy_precedence(self):
         """HKLM\\SOFTWARE\\Policies\\Duress\\Agent (GPO/ADMX) wins over the MSI's key, key by key
-        for tables; an unknown policy value is an error naming the key."""
+        for tables; an empty value is unset; an unknown policy value is an error naming the key."""
         self.wine("reg", "add", rf"{POLICY_KEY}\location", "/v", "ROOM", "/t", "REG_SZ", "/d", "999", "/f")
+        # An empty value (what older MSIs wrote for a property not given) is read as unset.
+        self.wine("reg", "add", rf"{MACHINE_KEY}\location", "/v", "FLR", "/t", "REG_SZ", "/d", "", "/f")
+        check(self.reg_values(rf"{MACHINE_KEY}\location").get("FLR") == ("REG_SZ", ""), "an empty FLR value")
         try:
             p = self.agent("trigger", timeout=60)
             event_id = p.stdout.strip().splitlines()[0]
             loc = wait_for("the alarm under GPO policy at the receiver", lambda: self.event_location(event_id), 30)
             check(loc.get("ROOM") == "999" and loc.get("label") == LABEL,
                   "Policies ROOM overrides the MSI's ROOM, the MSI's label stays", loc)
+            check("FLR" not in loc, "an empty registry value is read as unset (no FLR in the alarm)", loc)
             self.wine("reg", "add", rf"{POLICY_KEY}\tray", "/v", "hiden_button_label", "/t", "REG_SZ", "/d", "x", "/f")
             bad = self.agent("status", ok=False)
             check(bad.returncode != 0 and "hiden_button_label" in (bad.stdout + bad.stderr)
@@ -444,6 +456,7 @@ class Suite:
                   "an unknown GPO value is an error naming the key and the layer", bad.stdout + bad.stderr)
         finally:
             self.wine("reg", "delete", POLICY_KEY, "/f", ok=False)
+            self.wine("reg", "delete", rf"{MACHINE_KEY}\location", "/v", "FLR", "/f", ok=False)
 
     def hotkey_events(self):
         """Ids of every press with source hotkey the receiver holds (a press may join an open
