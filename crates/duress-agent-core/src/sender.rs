@@ -97,10 +97,16 @@ pub fn tls_config_pinned(
         url: "(tls)".into(),
         message: e.to_string(),
     };
-    let platform: Arc<dyn ServerCertVerifier> = Arc::new(
-        rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider.clone())
-            .map_err(tls_err)?,
-    );
+    // No extra root: the plain OS verifier. (With extra roots, Windows builds an exclusive-root
+    // chain engine whose Windows 8+ config size Wine 8's crypt32 rejects with E_INVALIDARG.)
+    let platform: Arc<dyn ServerCertVerifier> = if extra.is_empty() {
+        Arc::new(rustls_platform_verifier::Verifier::new(provider.clone()).map_err(tls_err)?)
+    } else {
+        Arc::new(
+            rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider.clone())
+                .map_err(tls_err)?,
+        )
+    };
     let verifier: Arc<dyn ServerCertVerifier> = match pin {
         Some(pin) => Arc::new(PinnedVerifier {
             pin: parse_pin(pin).map_err(|message| Error::Tls {
