@@ -9,6 +9,8 @@ fn main() {
             "set_location",
             "close_window",
             "hotspot_trigger",
+            "cancel_info",
+            "cancel_submit",
         ]),
     ))
     .expect("tauri-build failed");

@@ -18,6 +18,8 @@ trap 'rm -rf "$stage"' EXIT
 
 install -D -m 0755 "$bin" "$stage/usr/bin/duress-agent"
 install -D -m 0644 "$here/duress-agent.desktop" "$stage/etc/xdg/autostart/duress-agent.desktop"
+# The systemd user service (Restart=always), enabled for every user by postinst.
+install -D -m 0644 "$here/duress-agent.service" "$stage/usr/lib/systemd/user/duress-agent.service"
 install -D -m 0644 "$here/agent.toml.example" "$stage/etc/duress/agent.toml.example"
 install -D -m 0644 "$root/src-tauri/icons/128x128.png" \
     "$stage/usr/share/icons/hicolor/128x128/apps/duress-agent.png"
@@ -44,6 +46,7 @@ CONTROL
 printf '%s\n' /etc/duress/agent.toml.example /etc/xdg/autostart/duress-agent.desktop \
     >"$stage/DEBIAN/conffiles"
 install -m 0755 "$here/postinst" "$stage/DEBIAN/postinst"
+install -m 0755 "$here/postrm" "$stage/DEBIAN/postrm"
 
 mkdir -p "$outdir"
 deb="$outdir/duress-agent_${version}_${arch}.deb"

@@ -34,6 +34,11 @@ use crate::tray::{self, MenuModel};
 /// a chord is recorded while the UI thread cannot run (`tests/tests/tray_silence.rs`).
 pub const ENV_TEST_BLOCK_UI_MS: &str = "DURESS_AGENT_TEST_BLOCK_UI_MS";
 
+/// Set to `1` by the systemd user service: when another agent already runs for this state
+/// directory, wait for it to end and take over, instead of exiting (which `Restart=always`
+/// would turn into a restart loop).
+pub const ENV_WAIT_FOR_LOCK: &str = "DURESS_AGENT_WAIT_FOR_LOCK";
+
 /// State shared with the menu handler, the refresher and the window commands.
 #[derive(Debug)]
 pub struct AppState {
@@ -102,15 +107,13 @@ impl AppState {
         }
     }
 
-    /// The menu for the current status.
+    /// The menu for the current status. Also hands the engine the local offset (for the
+    /// self-test window), which it cannot read itself in a multi-threaded process.
     pub fn menu_model(&self) -> Option<MenuModel> {
         let s = self.snapshot()?;
-        Some(MenuModel::new(
-            &s,
-            self.engine.policy(),
-            self.engine.now(),
-            crate::local_time::offset_now(),
-        ))
+        let local = crate::local_time::offset_now();
+        self.engine.set_local_offset(local);
+        Some(MenuModel::new(&s, self.engine.policy(), self.engine.now(), local))
     }
 
     /// Makes the menu refresher run now.
@@ -149,6 +152,19 @@ pub fn run_tray() -> ExitCode {
     // quietly and leaves the first with its chord.
     let instance = match crate::single_instance::acquire(&state_dir) {
         Ok(Some(lock)) => Some(lock),
+        Ok(None) if std::env::var_os(ENV_WAIT_FOR_LOCK).is_some_and(|v| v == "1") => {
+            tracing::info!(
+                "another Duress agent already runs for {}; waiting to take over",
+                state_dir.display()
+            );
+            match crate::single_instance::wait(&state_dir) {
+                Ok(lock) => Some(lock),
+                Err(e) => {
+                    tracing::warn!("single-instance lock unavailable ({e}); starting anyway");
+                    None
+                }
+            }
+        }
         Ok(None) => {
             tracing::info!(
                 "another Duress agent already runs for {}; exiting",
@@ -174,6 +190,7 @@ pub fn run_tray() -> ExitCode {
         }
     };
 
+    engine.set_local_offset(crate::local_time::offset_now());
     let (hotkey_tx, hotkey_rx) = watch::channel(HotkeyState::NotApplicable);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let rt = match tokio::runtime::Builder::new_current_thread()
@@ -217,6 +234,8 @@ pub fn run_tray() -> ExitCode {
             crate::windows::location_info,
             crate::windows::set_location,
             crate::windows::close_window,
+            crate::windows::cancel_info,
+            crate::windows::cancel_submit,
             crate::hotspot::hotspot_trigger,
         ])
         .build(tauri::generate_context!())
@@ -307,15 +326,17 @@ fn spawn_engine(
 /// A menu when even the status cannot be read (a broken state database): it says so.
 fn fallback_model(engine: &Engine) -> MenuModel {
     let policy = engine.policy();
+    let line = duress_agent_core::status_line::unreadable_state_line();
     MenuModel {
-        status: "Duress: not protected: the agent state cannot be read".into(),
-        protection: duress_agent_core::status_line::Protection::NoKeystore,
+        status: line.text,
+        protection: line.protection,
         location: "Location: unknown".into(),
         change_location: policy.tray.allow_user_location,
         chord: "Chord: starting…".into(),
         last_contact: "Last contact with Security: never".into(),
         last_self_test: "Last self-test: never".into(),
         hidden_button: policy.tray.hidden_button_label.clone(),
+        cancel: policy.cancel.label.clone(),
         about: format!("About Duress {}", duress_agent_core::AGENT_VERSION),
         quit: policy.tray.allow_quit,
     }

@@ -5,7 +5,7 @@
 //!
 //! | OS | Per-user entry | Machine-wide entry (installers) |
 //! |---|---|---|
-//! | Linux | `$XDG_CONFIG_HOME/autostart/duress-agent.desktop` | `/etc/xdg/autostart/duress-agent.desktop` |
+//! | Linux | `$XDG_CONFIG_HOME/autostart/duress-agent.desktop` | `/etc/xdg/autostart/duress-agent.desktop`, or the systemd user service `/usr/lib/systemd/user/duress-agent.service` |
 //! | Windows | `HKCU\…\CurrentVersion\Run` value `Duress` | `HKLM\…\CurrentVersion\Run` value `Duress` |
 //! | macOS | `~/Library/LaunchAgents/org.duress.agent.plist` | `/Library/LaunchAgents/org.duress.agent.plist` |
 
@@ -58,8 +58,13 @@ mod platform {
     use super::*;
 
     pub const MACHINE_WIDE: &str = "/etc/xdg/autostart/duress-agent.desktop";
+    /// The systemd user service the .deb installs (and enables for every user).
+    pub const USER_UNIT: &str = "/usr/lib/systemd/user/duress-agent.service";
 
     pub fn refresh(exe: &Path) -> Result<Outcome, String> {
+        if Path::new(USER_UNIT).exists() {
+            return Ok(Outcome::MachineWide(PathBuf::from(USER_UNIT)));
+        }
         let config = dirs::config_dir().ok_or("no per-user configuration directory")?;
         refresh_in(exe, &config.join("autostart"), Path::new(MACHINE_WIDE))
     }
@@ -180,6 +185,7 @@ mod platform {
              <key>Label</key><string>{LABEL}</string>\n\
              <key>ProgramArguments</key><array><string>{exe}</string></array>\n\
              <key>RunAtLoad</key><true/>\n\
+             <key>KeepAlive</key><dict><key>SuccessfulExit</key><false/></dict>\n\
              <key>ProcessType</key><string>Interactive</string>\n\
              </dict></plist>\n"
         );

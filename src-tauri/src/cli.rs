@@ -3,9 +3,10 @@
 //!
 //! ```text
 //! duress-agent enroll [--policy F] [--receiver URL --token T --ca-cert F] [--label TEXT --building B --floor F --room R]
-//! duress-agent trigger [--policy F] [--test]
+//! duress-agent trigger [--policy F] [--test | --cancel [--pin-stdin]]
 //! duress-agent status [--policy F] [--json]
 //! duress-agent run --headless [--policy F]
+//! duress-agent diagnose [--policy F] [--json]
 //! ```
 //!
 //! Policy versus flags: the policy (`--policy`, else `DURESS_AGENT_POLICY`, else
@@ -65,11 +66,27 @@ pub enum Command {
         #[command(flatten)]
         policy: PolicyArg,
         /// A self-test: travels the whole path, shown as a test, opens no incident.
-        #[arg(long)]
+        #[arg(long, conflicts_with = "cancel")]
         test: bool,
+        /// A duress-safe cancel ("I'm OK"): annotates the open incident, never closes it.
+        #[arg(long)]
+        cancel: bool,
+        /// Read the cancel PIN (policy `[cancel] pin_sha256`) from the first line of stdin.
+        /// Whatever PIN is given, the cancel is sent and the output is the same.
+        #[arg(long, requires = "cancel")]
+        pin_stdin: bool,
     },
     /// Show enrollment, receivers, last contact, queued events and location.
     Status {
+        #[command(flatten)]
+        policy: PolicyArg,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Everything a help desk needs: status, policy sources, keystore, chord, each receiver's
+    /// answer and TLS identity, clock offset, queue. Exit code 1 when the station is not protected.
+    Diagnose {
         #[command(flatten)]
         policy: PolicyArg,
         /// Machine-readable output.
@@ -123,7 +140,20 @@ pub fn execute(command: Command) -> ExitCode {
     init_logging(matches!(command, Command::Run { .. }));
     let result = match command {
         Command::Enroll(args) => enroll(&args),
-        Command::Trigger { policy, test } => trigger(policy.policy.as_deref(), test),
+        Command::Trigger {
+            policy,
+            test,
+            cancel,
+            pin_stdin,
+        } => {
+            let what = match (test, cancel) {
+                (true, _) => Press::Test,
+                (false, true) => Press::Cancel { pin_stdin },
+                (false, false) => Press::Duress,
+            };
+            trigger(policy.policy.as_deref(), what)
+        }
+        Command::Diagnose { policy, json } => crate::diagnose::run(policy.policy.as_deref(), json),
         Command::Status { policy, json } => status(policy.policy.as_deref(), json),
         Command::Run { headless, policy } => run_headless(headless, policy.policy.as_deref()),
     };
@@ -149,7 +179,7 @@ pub fn init_logging(long_running: bool) {
         .try_init();
 }
 
-fn open_engine(policy_flag: Option<&Path>) -> Result<Engine> {
+pub(crate) fn open_engine(policy_flag: Option<&Path>) -> Result<Engine> {
     let (policy, source) = policy::load_resolved(policy_flag)?;
     if let PolicySource::OsDefault(p) = &source
         && !p.exists()
@@ -168,7 +198,7 @@ fn open_with(policy: Policy) -> Result<Engine> {
         .with_context(|| format!("cannot open the agent state in {}", state_dir.display()))
 }
 
-fn runtime() -> Result<tokio::runtime::Runtime> {
+pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -215,18 +245,35 @@ fn enroll(args: &EnrollArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn trigger(policy_flag: Option<&Path>, test: bool) -> Result<ExitCode> {
+/// What `trigger` records.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Press {
+    Duress,
+    Test,
+    Cancel { pin_stdin: bool },
+}
+
+fn trigger(policy_flag: Option<&Path>, what: Press) -> Result<ExitCode> {
     let engine = open_engine(policy_flag)?;
-    let kind = if test {
-        EventKind::Test
-    } else {
-        EventKind::Duress
-    };
     // Durable first: only a failure to write the outbox is an error, and the exit code says so.
     // A press before enrollment or with a locked keystore is stored unsigned (see Engine::record).
-    let claims = engine
-        .record(kind, Source::Cli)
-        .context("the event could not be made durable")?;
+    let recorded = match what {
+        Press::Duress => engine.record(EventKind::Duress, Source::Cli),
+        Press::Test => engine.record(EventKind::Test, Source::Cli),
+        Press::Cancel { pin_stdin } => {
+            let pin = if pin_stdin {
+                let mut line = String::new();
+                std::io::stdin()
+                    .read_line(&mut line)
+                    .context("cannot read the PIN from stdin")?;
+                Some(line.trim_end_matches(['\r', '\n']).to_owned())
+            } else {
+                None
+            };
+            engine.record_cancel(Source::Cli, pin.as_deref())
+        }
+    };
+    let claims = recorded.context("the event could not be made durable")?;
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}", claims.id)?;
     out.flush()?;
@@ -305,6 +352,7 @@ fn run_headless(headless: bool, policy_flag: Option<&Path>) -> Result<ExitCode> 
         return Ok(ExitCode::from(2));
     }
     let engine = open_engine(policy_flag)?;
+    engine.set_local_offset(crate::local_time::offset_now());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
@@ -369,10 +417,14 @@ mod tests {
             .get_subcommands()
             .map(|c| c.get_name().to_owned())
             .collect();
-        assert_eq!(names, ["enroll", "trigger", "status", "run"]);
+        assert_eq!(names, ["enroll", "trigger", "status", "diagnose", "run"]);
         let parse = |args: &[&str]| Cli::try_parse_from(args);
         assert!(parse(&["duress-agent", "trigger", "--test", "--policy", "p.toml"]).is_ok());
         assert!(parse(&["duress-agent", "status", "--json"]).is_ok());
+        assert!(parse(&["duress-agent", "trigger", "--cancel", "--pin-stdin"]).is_ok());
+        assert!(parse(&["duress-agent", "trigger", "--pin-stdin"]).is_err());
+        assert!(parse(&["duress-agent", "trigger", "--cancel", "--test"]).is_err());
+        assert!(parse(&["duress-agent", "diagnose", "--json"]).is_ok());
         assert!(parse(&["duress-agent", "run", "--headless", "--policy", "p"]).is_ok());
         assert!(
             parse(&[

@@ -26,6 +26,7 @@ pub mod alarm;
 pub mod app;
 pub mod autostart;
 pub mod cli;
+pub mod diagnose;
 pub mod hotkey;
 pub mod hotspot;
 pub mod local_time;

@@ -29,6 +29,19 @@ pub fn acquire(state_dir: &Path) -> std::io::Result<Option<InstanceLock>> {
     }
 }
 
+/// Blocks until this process holds the lock (the systemd user service: when another agent
+/// already runs for this state directory — started by XDG autostart — this one waits and takes
+/// over the moment that one ends, instead of exiting and being restarted in a loop).
+pub fn wait(state_dir: &Path) -> std::io::Result<InstanceLock> {
+    let file = OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(state_dir.join(LOCK_FILE))?;
+    file.lock()?;
+    Ok(InstanceLock { _file: file })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

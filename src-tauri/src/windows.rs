@@ -18,6 +18,8 @@ pub enum WindowKind {
     Status,
     Help,
     Location,
+    /// The cancel's PIN prompt (only when policy asks for a PIN).
+    Cancel,
 }
 
 impl WindowKind {
@@ -27,6 +29,7 @@ impl WindowKind {
             WindowKind::Status => "status",
             WindowKind::Help => "help",
             WindowKind::Location => "location",
+            WindowKind::Cancel => "cancel",
         }
     }
 
@@ -35,6 +38,7 @@ impl WindowKind {
             WindowKind::Status => "status.html",
             WindowKind::Help => "help.html",
             WindowKind::Location => "location.html",
+            WindowKind::Cancel => "cancel.html",
         }
     }
 
@@ -43,6 +47,7 @@ impl WindowKind {
             WindowKind::Status => "Duress — status",
             WindowKind::Help => "Duress — help",
             WindowKind::Location => "Duress — change location",
+            WindowKind::Cancel => "Duress — cancel",
         }
     }
 
@@ -51,6 +56,7 @@ impl WindowKind {
             WindowKind::Status => (520.0, 520.0),
             WindowKind::Help => (600.0, 740.0),
             WindowKind::Location => (480.0, 460.0),
+            WindowKind::Cancel => (420.0, 320.0),
         }
     }
 }
@@ -240,5 +246,28 @@ pub fn set_location(
 pub fn close_window(window: WebviewWindow) {
     if let Err(e) = window.destroy() {
         tracing::warn!("cannot close the {} window: {e}", window.label());
+    }
+}
+
+/// What the cancel window shows.
+#[derive(Debug, Clone, Serialize)]
+pub struct CancelView {
+    pub label: String,
+}
+
+#[tauri::command(async)]
+pub fn cancel_info(state: State<'_, AppState>) -> CancelView {
+    CancelView {
+        label: state.engine.policy().cancel.label.clone(),
+    }
+}
+
+/// Sends the cancel with the PIN typed, whatever it is: a wrong or duress PIN sends the same
+/// cancel and gets the same answer (the window closes), so whoever watches learns nothing.
+#[tauri::command(async)]
+pub fn cancel_submit(state: State<'_, AppState>, window: WebviewWindow, pin: String) {
+    state.alarm.cancel(duress_agent_core::duress_core::Source::Tray, Some(pin));
+    if let Err(e) = window.destroy() {
+        tracing::warn!("cannot close the cancel window: {e}");
     }
 }

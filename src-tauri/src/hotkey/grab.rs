@@ -13,8 +13,9 @@ use super::ChordHandler;
 /// global-hotkey accepts one event handler per process: it is set once, to this.
 static HANDLER: OnceLock<(Arc<ChordHandler>, HashMap<u32, String>)> = OnceLock::new();
 
-/// Registers `chords`; returns the manager (keep it alive) and the resulting state. A chord
-/// another application holds is reported by name; the others still work.
+/// Registers `chords` and the policy's cancel chords; returns the manager (keep it alive) and
+/// the resulting state of the alarm chords. A chord another application holds is reported by
+/// name; the others still work.
 pub(super) fn register(
     chords: &[String],
     handler: Arc<ChordHandler>,
@@ -22,7 +23,14 @@ pub(super) fn register(
 ) -> (Option<GlobalHotKeyManager>, HotkeyState) {
     let mut failures = Vec::new();
     let mut parsed = Vec::new();
-    for chord in chords {
+    let mut all = chords.to_vec();
+    for c in handler.cancel_chords() {
+        if !all.contains(c) {
+            all.push(c.clone());
+        }
+    }
+    let cancels = handler.clone();
+    for chord in &all {
         match HotKey::from_str(chord) {
             Ok(hk) => match check(chord, &hk) {
                 Ok(()) => parsed.push((chord.clone(), hk)),
@@ -49,7 +57,13 @@ pub(super) fn register(
         let Some((handler, ids)) = HANDLER.get() else {
             return;
         };
-        if !ids.contains_key(&event.id) {
+        let Some(chord) = ids.get(&event.id) else {
+            return;
+        };
+        if handler.is_cancel(chord) {
+            if event.state == HotKeyState::Pressed {
+                handler.cancel_pressed();
+            }
             return;
         }
         match event.state {
@@ -69,6 +83,11 @@ pub(super) fn register(
     }
     for f in &failures {
         tracing::warn!("chord not registered: {f}");
+    }
+    let (cancel, registered): (Vec<String>, Vec<String>) =
+        registered.into_iter().partition(|c| cancels.is_cancel(c));
+    if !cancel.is_empty() {
+        tracing::info!(chords = ?cancel, "cancel chord registered");
     }
     if registered.is_empty() {
         return (Some(manager), unavailable(failures));

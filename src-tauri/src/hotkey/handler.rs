@@ -57,6 +57,23 @@ impl ChordHandler {
         self.guard().release();
     }
 
+    /// The policy's cancel chords (`[cancel] chords`; grabbed next to the alarm chords by the
+    /// global-hotkey back ends).
+    pub fn cancel_chords(&self) -> &[String] {
+        &self.engine.policy().cancel.chords
+    }
+
+    /// Whether `chord` is one of the cancel chords.
+    pub fn is_cancel(&self, chord: &str) -> bool {
+        self.cancel_chords().iter().any(|c| c == chord)
+    }
+
+    /// A cancel chord went down: the duress-safe cancel, recorded on this thread like an
+    /// alarm (no guard; policy allows cancel chords only where no PIN is asked).
+    pub fn cancel_pressed(&self) {
+        crate::alarm::record_cancel(&self.engine, Source::Hotkey, None);
+    }
+
     fn fire(&self) {
         crate::alarm::record(&self.engine, EventKind::Duress, Source::Hotkey);
     }

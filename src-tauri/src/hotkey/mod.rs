@@ -110,6 +110,17 @@ pub fn start(
 /// to do it (Wayland without the portal). `None` when the chord works.
 pub fn manual_binding_hint(state: &HotkeyState, session: Session) -> Option<String> {
     match (state, session) {
+        #[cfg(target_os = "linux")]
+        (HotkeyState::Unavailable { reason }, Session::Wayland)
+            if reason == portal::NO_KEY_ASSIGNED =>
+        {
+            Some(
+                "The desktop accepted Duress's shortcut but assigned it no key. Open the \
+                 desktop's Settings → Keyboard → Shortcuts (global shortcuts of applications) \
+                 and give \"Duress: request assistance silently\" a key."
+                    .to_owned(),
+            )
+        }
         (HotkeyState::Unavailable { .. }, Session::Wayland) => Some(
             "This desktop does not let applications register a keyboard shortcut. Add one \
              yourself in the desktop's keyboard settings (Settings → Keyboard → Custom \

@@ -72,30 +72,38 @@ async fn bind_and_listen(
     let bound = request
         .response()
         .map_err(|e| format!("the desktop did not bind the chord ({e})"))?;
-    let triggers: Vec<String> = bound
-        .shortcuts()
-        .iter()
-        .map(|s| {
-            if s.trigger_description().is_empty() {
-                s.id().to_owned()
-            } else {
-                s.trigger_description().to_owned()
-            }
-        })
-        .collect();
-    if triggers.is_empty() {
-        return Err("the desktop bound no shortcut".into());
-    }
     let activated = portal.receive_activated().await.map_err(no_portal)?;
     let deactivated = portal.receive_deactivated().await.map_err(no_portal)?;
-    state.send_replace(HotkeyState::Registered { chords: triggers });
-    tracing::info!("hotkey bound through the GlobalShortcuts portal");
+    let changed = portal
+        .receive_shortcuts_changed()
+        .await
+        .map_err(no_portal)?;
+    publish(&state, bound_state(&triggers_of(bound.shortcuts())));
 
+    // The portal sends these signals to the session's owner; our shortcut ids say they are
+    // ours (ashpd does not expose the session's path).
+    let _session = session;
     let mut events = Box::pin(futures::stream::select(
-        activated.map(|_| true),
-        deactivated.map(|_| false),
+        futures::stream::select(
+            activated.map(|a| PortalEvent::Down(a.shortcut_id().to_owned())),
+            deactivated.map(|d| PortalEvent::Up(d.shortcut_id().to_owned())),
+        ),
+        changed.map(|c| PortalEvent::Changed(triggers_of(c.shortcuts()))),
     ));
-    while let Some(down) = events.next().await {
+    while let Some(event) = events.next().await {
+        let down = match event {
+            PortalEvent::Changed(triggers) => {
+                let triggers: Vec<_> = triggers.into_iter().filter(|(id, _)| ours(id)).collect();
+                if !triggers.is_empty() {
+                    // The user changed the key in the desktop's settings (or removed it).
+                    publish(&state, bound_state(&triggers));
+                }
+                continue;
+            }
+            PortalEvent::Down(id) if ours(&id) => true,
+            PortalEvent::Up(id) if ours(&id) => false,
+            _ => continue,
+        };
         let h = handler.clone();
         let _ = tokio::task::spawn_blocking(move || {
             if down {
@@ -107,4 +115,95 @@ async fn bind_and_listen(
         .await;
     }
     Ok(())
+}
+
+/// What the portal says: a shortcut went down or up (its id), or the shortcuts changed.
+enum PortalEvent {
+    Down(String),
+    Up(String),
+    Changed(Vec<(String, String)>),
+}
+
+/// Our shortcuts' ids: `duress-0`, `duress-1`, … (one per policy chord).
+fn ours(id: &str) -> bool {
+    id.starts_with("duress-")
+}
+
+/// The reason shown when the desktop accepted the shortcut but assigned it no key.
+pub const NO_KEY_ASSIGNED: &str = "no key assigned — bind it in Settings";
+
+/// `(id, trigger description)` of each bound shortcut.
+fn triggers_of(shortcuts: &[ashpd::desktop::global_shortcuts::Shortcut]) -> Vec<(String, String)> {
+    shortcuts
+        .iter()
+        .map(|s| (s.id().to_owned(), s.trigger_description().trim().to_owned()))
+        .collect()
+}
+
+/// The chord's state from what the portal bound: a shortcut with an empty trigger is bound to
+/// no key at all — a chord that can never fire — so it is unavailable, never "registered".
+pub(crate) fn bound_state(triggers: &[(String, String)]) -> HotkeyState {
+    let keys: Vec<String> = triggers
+        .iter()
+        .map(|(_, t)| t.trim())
+        .filter(|t| !t.is_empty())
+        .map(str::to_owned)
+        .collect();
+    for (id, _) in triggers.iter().filter(|(_, t)| t.trim().is_empty()) {
+        tracing::warn!("the desktop bound the shortcut {id} to no key");
+    }
+    if keys.is_empty() {
+        HotkeyState::Unavailable {
+            reason: NO_KEY_ASSIGNED.to_owned(),
+        }
+    } else {
+        HotkeyState::Registered { chords: keys }
+    }
+}
+
+fn publish(state: &watch::Sender<HotkeyState>, new: HotkeyState) {
+    match &new {
+        HotkeyState::Registered { chords } => {
+            tracing::info!(?chords, "hotkey bound through the GlobalShortcuts portal");
+        }
+        HotkeyState::Unavailable { reason } => tracing::warn!("hotkey unavailable: {reason}"),
+        HotkeyState::NotApplicable => {}
+    }
+    state.send_replace(new);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn t(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+            .collect()
+    }
+
+    /// An empty or missing trigger is "no key assigned", never a registered chord; the keys
+    /// the desktop did assign are what the status shows.
+    #[test]
+    fn an_empty_trigger_is_unavailable() {
+        assert_eq!(
+            bound_state(&t(&[("duress-0", "")])),
+            HotkeyState::Unavailable {
+                reason: NO_KEY_ASSIGNED.into()
+            }
+        );
+        assert_eq!(
+            bound_state(&[]),
+            HotkeyState::Unavailable {
+                reason: NO_KEY_ASSIGNED.into()
+            }
+        );
+        assert_eq!(
+            bound_state(&t(&[("duress-0", "  "), ("duress-1", "Ctrl+Alt+Shift+D")])),
+            HotkeyState::Registered {
+                chords: vec!["Ctrl+Alt+Shift+D".into()]
+            }
+        );
+    }
 }

@@ -42,6 +42,7 @@ impl<R: Runtime> TrayMenu<R> {
         let last_contact = info(ids::LAST_CONTACT, &model.last_contact)?;
         let last_self_test = info(ids::LAST_SELF_TEST, &model.last_self_test)?;
         let hidden = action(ids::HIDDEN_BUTTON, &model.hidden_button)?;
+        let cancel = action(ids::CANCEL, &model.cancel)?;
         let self_test = action(ids::SELF_TEST, labels::SELF_TEST)?;
         let help = action(ids::HELP, labels::HELP)?;
         let about = action(ids::ABOUT, &model.about)?;
@@ -57,6 +58,7 @@ impl<R: Runtime> TrayMenu<R> {
         menu.append(&last_self_test)?;
         menu.append(&PredefinedMenuItem::separator(app)?)?;
         menu.append(&hidden)?;
+        menu.append(&cancel)?;
         menu.append(&self_test)?;
         menu.append(&PredefinedMenuItem::separator(app)?)?;
         menu.append(&help)?;
@@ -171,6 +173,7 @@ mod tests {
                 ids::LAST_CONTACT,
                 ids::LAST_SELF_TEST,
                 ids::HIDDEN_BUTTON,
+                ids::CANCEL,
                 ids::SELF_TEST,
                 ids::HELP,
                 ids::ABOUT
@@ -194,6 +197,7 @@ mod tests {
             "Request assistance"
         );
         assert!(find(&items, ids::HIDDEN_BUTTON).unwrap().2);
+        assert_eq!(find(&items, ids::CANCEL).unwrap().1, "I'm OK — cancel");
         assert_eq!(find(&items, ids::SELF_TEST).unwrap().1, labels::SELF_TEST);
         assert_eq!(find(&items, ids::HELP).unwrap().1, labels::HELP);
     }

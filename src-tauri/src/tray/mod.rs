@@ -78,6 +78,11 @@ pub fn on_menu_event<R: Runtime>(app: &AppHandle<R>, id: &str) {
     match id {
         ids::HIDDEN_BUTTON => state.alarm.raise(EventKind::Duress, Source::Tray),
         ids::SELF_TEST => state.alarm.raise(EventKind::Test, Source::Tray),
+        // With a PIN to ask, the PIN window (what the person clicked for); else at once.
+        ids::CANCEL if state.engine.policy().cancel.requires_pin() => {
+            crate::windows::open(app, WindowKind::Cancel);
+        }
+        ids::CANCEL => state.alarm.cancel(Source::Tray, None),
         ids::HELP => crate::windows::open(app, WindowKind::Help),
         ids::ABOUT => crate::windows::open(app, WindowKind::Status),
         ids::CHANGE_LOCATION => crate::windows::open(app, WindowKind::Location),

@@ -22,6 +22,7 @@ pub mod ids {
     pub const LAST_SELF_TEST: &str = "last-self-test";
     pub const SELF_TEST: &str = "self-test";
     pub const HIDDEN_BUTTON: &str = "hidden-button";
+    pub const CANCEL: &str = "cancel";
     pub const HELP: &str = "help";
     pub const ABOUT: &str = "about";
     pub const QUIT: &str = "quit";
@@ -53,6 +54,8 @@ pub struct MenuModel {
     pub last_self_test: String,
     /// The policy's label of the item that silently raises an alarm.
     pub hidden_button: String,
+    /// The policy's label of the duress-safe cancel ("I'm OK — cancel").
+    pub cancel: String,
     /// `About Duress 0.1.0 — device …`.
     pub about: String,
     pub quit: bool,
@@ -82,6 +85,7 @@ impl MenuModel {
                 time_of_day_opt(s.last_self_test.as_ref().map(|t| t.at), now, local)
             ),
             hidden_button: policy.tray.hidden_button_label.clone(),
+            cancel: policy.cancel.label.clone(),
             about: match &s.device_id {
                 Some(id) => format!("About Duress {AGENT_VERSION} — device {id}"),
                 None => format!("About Duress {AGENT_VERSION} — not enrolled"),
@@ -173,6 +177,7 @@ pub(crate) mod tests {
         assert_eq!(m.last_contact, "Last contact with Security: 14:02");
         assert_eq!(m.last_self_test, "Last self-test: never");
         assert_eq!(m.hidden_button, "Request assistance");
+        assert_eq!(m.cancel, "I'm OK — cancel");
         assert!(m.about.starts_with("About Duress "));
         assert!(m.about.ends_with("— device dev-7"));
         assert!(!m.change_location && !m.quit, "both off by default");
