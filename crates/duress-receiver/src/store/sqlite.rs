@@ -92,7 +92,7 @@ impl SqliteStore {
             })
             .connect_with(options.clone())
             .await?;
-        sqlx::migrate!("./migrations")
+        sqlx::migrate!("./migrations/sqlite")
             .run(&pool)
             .await
             .map_err(|e| StoreError::Migrate(e.to_string()))?;

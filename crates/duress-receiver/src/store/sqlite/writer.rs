@@ -554,8 +554,8 @@ fn insert_event(conn: &Connection, ev: &NewEvent, window: Duration) -> StoreResu
 
     // The live-update row, in this transaction: a console can never see the incident without
     // being told, nor be told of one that was rolled back.
-    let (live_kind, payload) = crate::console::live::event_row(ev, incident_id);
-    conn.prepare_cached(crate::console::live::INSERT_ROW)?
+    let (live_kind, payload) = crate::store::event_live_row(ev, incident_id);
+    conn.prepare_cached(super::LIVE_INSERT)?
         .query_row(
             params![
                 received,
