@@ -8,8 +8,8 @@
 //! - [`api`]: the axum routes (`/v1/enrollments`, `/v1/events`, `/v1/heartbeats`,
 //!   `/v1/ping`, `/healthz`) and the verification chain they share.
 //! - [`problem`]: RFC 9457 answers for every refusal, including axum's own.
-//! - [`store`]: the [`store::Store`] trait and its SQLite implementation (migrations in
-//!   `migrations/`).
+//! - [`store`]: the storage boundary: traits by area, shared types, and one implementation per
+//!   backend — SQLite (embedded default) and PostgreSQL (migrations in `migrations/<backend>/`).
 //! - [`incidents`]: how an event opens or joins an incident.
 //! - [`tokens`]: enrollment token generation and hashing.
 //! - [`ratelimit`]: failed-enrollment limiting per client address.
@@ -130,19 +130,26 @@ impl RunningReceiver {
 /// Store opened and certificate loaded: everything that can fail before listening.
 struct Prepared {
     settings: Settings,
-    store: Arc<store::SqliteStore>,
+    store: Arc<dyn store::Store>,
     tls: tls::TlsMaterial,
 }
 
 impl Prepared {
     async fn new(settings: Settings) -> anyhow::Result<Self> {
-        let store = store::SqliteStore::open(&settings.data_dir)
+        let location = settings.store_location();
+        let store = store::open(&location)
             .await
-            .with_context(|| format!("opening the store in {}", settings.data_dir.display()))?;
-        let tls = tls::load(&settings).context("loading the TLS certificate")?;
+            .with_context(|| format!("opening the store {}", location.describe()))?;
+        let tls = match tls::load(&settings).context("loading the TLS certificate") {
+            Ok(tls) => tls,
+            Err(e) => {
+                store.close().await;
+                return Err(e);
+            }
+        };
         Ok(Prepared {
             settings,
-            store: Arc::new(store),
+            store,
             tls,
         })
     }
@@ -153,7 +160,6 @@ impl Prepared {
         shutdown: impl Future<Output = ()> + Send + 'static,
         ready: Option<oneshot::Sender<()>>,
     ) -> anyhow::Result<()> {
-        use store::Store as _;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let state = api::AppState {
@@ -167,14 +173,13 @@ impl Prepared {
             body_read_timeout: self.settings.body_read_timeout,
         };
         let console = Arc::new(console::Console::new(
-            (*self.store).clone(),
+            self.store.clone(),
             self.settings.console.clone(),
             self.settings.heartbeat_interval_s,
         ));
         // Background work of the console, stopped when serving ends.
         let pump = tokio::spawn(console::live::run_pump(
-            console.pool.clone(),
-            console.wake.clone(),
+            self.store.clone(),
             console.feed.clone(),
         ));
         let escalation = tokio::spawn(console::escalation::run(console.clone()));
@@ -199,7 +204,12 @@ impl Prepared {
         println!("Duress receiver listening on https://{addr}");
         println!("TLS certificate SHA-256: {}", self.tls.fingerprint);
         println!("Agents trust: {}", self.tls.trust_path.display());
-        tracing::info!(%addr, data_dir = %self.settings.data_dir.display(), "receiver serving");
+        println!(
+            "Store: {} ({})",
+            self.settings.store_location().describe(),
+            self.store.backend()
+        );
+        tracing::info!(%addr, data_dir = %self.settings.data_dir.display(), store = self.store.backend(), "receiver serving");
 
         let on_shutdown = handle.clone();
         let watcher = tokio::spawn(async move {

@@ -9,7 +9,7 @@ use std::process::Command;
 use common::Harness;
 use common::console::{Console, add_user};
 use duress_core::{EventAck, EventKind};
-use duress_receiver::console::accounts::{self, Role};
+use duress_receiver::store::Role;
 
 const BIN: &str = env!("CARGO_BIN_EXE_duress-receiver");
 
@@ -63,10 +63,13 @@ async fn the_audit_chain_verifies_and_detects_an_altered_row() {
     // user.add, login.success, token.create (the agent's enrollment token), 6 incident actions.
     assert_eq!(stdout.trim(), "audit chain ok: 9 entries");
 
-    accounts::with_pool(h.data_dir(), async |pool| {
-        let actions: Vec<String> = sqlx::query_scalar("SELECT action FROM audit_log ORDER BY id")
-            .fetch_all(pool)
-            .await?;
+    duress_receiver::admin::with_store(h.data_dir(), async |store| {
+        let actions: Vec<String> = store
+            .audit_log()
+            .await?
+            .into_iter()
+            .map(|e| e.action)
+            .collect();
         assert_eq!(
             actions,
             [
@@ -81,13 +84,18 @@ async fn the_audit_chain_verifies_and_detects_an_altered_row() {
                 "incident.reopen"
             ]
         );
-        sqlx::query("UPDATE audit_log SET detail = 'nothing to see' WHERE id = 5")
-            .execute(pool)
-            .await?;
         Ok(())
     })
     .await
     .unwrap();
+    // Tampering from outside, as someone with the database file would.
+    rusqlite::Connection::open(h.data_dir().join("receiver.sqlite3"))
+        .unwrap()
+        .execute(
+            "UPDATE audit_log SET detail = 'nothing to see' WHERE id = 5",
+            [],
+        )
+        .unwrap();
     let out = verify(h.data_dir());
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -39,12 +39,102 @@ use time::OffsetDateTime;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
-use crate::records::{DeviceRecord, EventRecord, ExportedEvent, IncidentRecord};
+use crate::records::{DeviceRecord, EventRecord, ExportedEvent};
 
 pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A database URL. It may carry a password: `Debug` and `Display` show it without one.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    pub fn new(url: impl Into<String>) -> Self {
+        DatabaseUrl(url.into())
+    }
+
+    /// The URL as given, password included: only for connecting.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DatabaseUrl({})", postgres::redact_url(&self.0))
+    }
+}
+
+impl std::fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&postgres::redact_url(&self.0))
+    }
+}
+
+/// Where the store is: SQLite in the data directory (the embedded default), or the database a
+/// URL names (`--database URL` / `DURESS_DATABASE_URL`). The data directory still holds the
+/// TLS material either way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreLocation {
+    pub data_dir: std::path::PathBuf,
+    /// `postgres://…` or `postgresql://…`; `None`: SQLite in `data_dir`.
+    pub database: Option<DatabaseUrl>,
+}
+
+impl StoreLocation {
+    pub fn new(data_dir: impl Into<std::path::PathBuf>, database: Option<DatabaseUrl>) -> Self {
+        StoreLocation {
+            data_dir: data_dir.into(),
+            database: database.filter(|d| !d.0.trim().is_empty()),
+        }
+    }
+
+    /// What the store is, for messages: the SQLite file, or the URL without its password.
+    pub fn describe(&self) -> String {
+        match &self.database {
+            None => crate::settings::database_path(&self.data_dir)
+                .display()
+                .to_string(),
+            Some(url) => url.to_string(),
+        }
+    }
+}
+
+impl From<&std::path::Path> for StoreLocation {
+    fn from(data_dir: &std::path::Path) -> Self {
+        StoreLocation::new(data_dir, None)
+    }
+}
+
+impl From<&std::path::PathBuf> for StoreLocation {
+    fn from(data_dir: &std::path::PathBuf) -> Self {
+        StoreLocation::new(data_dir.clone(), None)
+    }
+}
+
+impl From<&StoreLocation> for StoreLocation {
+    fn from(location: &StoreLocation) -> Self {
+        location.clone()
+    }
+}
+
+/// Opens (and migrates) the store at `location`. An unsupported or unreachable URL is an
+/// error that names it without its password.
+pub async fn open(location: &StoreLocation) -> StoreResult<Arc<dyn Store>> {
+    match location.database.as_ref().map(DatabaseUrl::expose) {
+        None => Ok(Arc::new(SqliteStore::open(&location.data_dir).await?)),
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            Ok(Arc::new(PostgresStore::connect(url).await?))
+        }
+        Some(url) => Err(StoreError::Unavailable(format!(
+            "unsupported database URL {}: use postgres://… (or leave --database out for SQLite \
+             in the data directory)",
+            postgres::redact_url(url)
+        ))),
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -99,6 +189,18 @@ pub struct NewToken {
     pub expires_at: Option<OffsetDateTime>,
     pub approve: Approve,
     pub created_at: OffsetDateTime,
+}
+
+impl NewToken {
+    /// What the audit log records of a new token (never the token itself).
+    pub fn audit_detail(&self) -> String {
+        format!(
+            "uses {}, approve {}, expires {}",
+            self.uses,
+            self.approve.as_str(),
+            self.expires_at.map_or("never".into(), format_ts)
+        )
+    }
 }
 
 /// A verified enrollment request (proof of possession already checked).
@@ -296,9 +398,10 @@ pub trait IncidentStore: Send + Sync {
         actor: &'a str,
         action: IncidentAction,
     ) -> StoreFuture<'a, ActionOutcome>;
-    /// Marks open, unclaimed, not yet escalated incidents opened at or before `cutoff` as
-    /// escalated (timeline, audit, live row each); returns how many.
-    fn escalate_unclaimed(&self, cutoff: OffsetDateTime) -> StoreFuture<'_, usize>;
+    /// Marks open incidents that nobody claimed within `after` of opening, and that are not
+    /// escalated yet, as escalated (timeline, audit, live row each); returns how many. Each
+    /// incident is escalated once, however many callers race.
+    fn escalate_unclaimed(&self, after: Duration) -> StoreFuture<'_, usize>;
     /// Self-test events received since `since`, newest first, at most `limit`.
     fn recent_self_tests(
         &self,

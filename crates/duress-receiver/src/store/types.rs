@@ -276,3 +276,68 @@ pub fn event_live_row(ev: &super::NewEvent, incident_id: Option<Uuid>) -> (&'sta
     });
     (kind, payload.to_string())
 }
+
+/// The timeline text of an escalation, the same in every backend.
+pub fn escalation_text(after: std::time::Duration) -> String {
+    format!("Not claimed within {} s: escalated", after.as_secs())
+}
+
+/// What an officer's action does to an incident in its current state, the same rule in every
+/// backend: `Ok((timeline kind, timeline text))` when it changes something (the backend then
+/// writes the change), `Err(outcome)` when nothing is written.
+pub fn decide_action(
+    open: bool,
+    claimed_by: Option<&str>,
+    claimed_at: Option<OffsetDateTime>,
+    actor: &str,
+    action: &IncidentAction,
+    now: OffsetDateTime,
+) -> Result<(&'static str, String), ActionOutcome> {
+    let resolved = || ActionOutcome::Refused("This incident is resolved. Reopen it first.".into());
+    match action {
+        IncidentAction::Claim { takeover } => {
+            if !open {
+                return Err(resolved());
+            }
+            match claimed_by {
+                Some(who) if who == actor => Err(ActionOutcome::Unchanged),
+                Some(who) if !takeover => Err(ActionOutcome::ClaimedBy {
+                    username: who.to_owned(),
+                    at: claimed_at,
+                }),
+                Some(previous) => Ok(("takeover", format!("{actor} took over from {previous}"))),
+                None => Ok(("claim", format!("{actor} is handling this incident"))),
+            }
+        }
+        IncidentAction::Note(text) => Ok(("note", text.trim().to_owned())),
+        IncidentAction::Level(level) => Ok(("level", level.clone())),
+        IncidentAction::Called911 => Ok(("911", called_911_text(now))),
+        IncidentAction::Resolve {
+            disposition,
+            follow_up,
+        } => {
+            if !open {
+                return Err(ActionOutcome::Refused(
+                    "This incident is already resolved.".into(),
+                ));
+            }
+            let mut text = format!("Disposition: {disposition}");
+            if !follow_up.trim().is_empty() {
+                text.push_str(&format!(". Follow-up: {}", follow_up.trim()));
+            }
+            Ok(("resolve", text))
+        }
+        IncidentAction::Reopen if open => Err(ActionOutcome::Unchanged),
+        IncidentAction::Reopen => Ok(("reopen", format!("{actor} reopened the incident"))),
+    }
+}
+
+impl NewCameraMapping {
+    /// What the audit log records of a new mapping.
+    pub fn audit_detail(&self) -> String {
+        format!(
+            "{}={} → {} {}",
+            self.match_field, self.match_value, self.name, self.url_template
+        )
+    }
+}
