@@ -157,7 +157,11 @@ fn enroll_request(token_hash: &str, key: &DeviceKey) -> EnrollRequest {
 async fn device(store: &Arc<dyn Store>) -> String {
     let token_hash = token(store, 1, Approve::Auto).await;
     let key = DeviceKey::from_seed(&random_bytes());
-    match store.enroll(enroll_request(&token_hash, &key)).await.unwrap() {
+    match store
+        .enroll(enroll_request(&token_hash, &key))
+        .await
+        .unwrap()
+    {
         EnrollOutcome::Enrolled { device_id, status } => {
             assert_eq!(status, DeviceStatus::Active);
             device_id
@@ -229,7 +233,12 @@ async fn verified_chain(store: &Arc<dyn Store>) -> usize {
 async fn ingest_dedupes_by_id_and_refuses_another_devices_id(store: Arc<dyn Store>) {
     let a = device(&store).await;
     let b = device(&store).await;
-    let ev = event(&a, 1, EventKind::Duress, now() - time::Duration::seconds(30));
+    let ev = event(
+        &a,
+        1,
+        EventKind::Duress,
+        now() - time::Duration::seconds(30),
+    );
     let first = match store.ingest_event(ev.clone(), WINDOW).await.unwrap() {
         IngestOutcome::Committed(s) => s,
         other => panic!("{other:?}"),
@@ -298,14 +307,12 @@ async fn ingest_dedupes_by_id_and_refuses_another_devices_id(store: Arc<dyn Stor
     let exported = store.export_events().await.unwrap();
     assert_eq!(exported.len(), 1);
     assert_eq!(exported[0].jws, ev.jws, "the raw token exactly as received");
-    assert_eq!(exported[0].public_jwk.to_verifying_key().is_ok(), true);
+    assert!(exported[0].public_jwk.to_verifying_key().is_ok());
     // Concurrent copies of one new event: one commit, the rest are repeats of it.
     let c = device(&store).await;
     let ev = event(&c, 1, EventKind::Duress, now());
-    let copies = futures::future::join_all(
-        (0..8).map(|_| store.ingest_event(ev.clone(), WINDOW)),
-    )
-    .await;
+    let copies =
+        futures::future::join_all((0..8).map(|_| store.ingest_event(ev.clone(), WINDOW))).await;
     let committed = copies
         .iter()
         .filter(|o| matches!(o, Ok(IngestOutcome::Committed(_))))
@@ -347,7 +354,11 @@ async fn presses_group_by_window_cancels_join_and_tests_stay_apart(store: Arc<dy
     let test = committed(&store, event(&d, 5, EventKind::Test, now())).await;
     assert_eq!(test, None, "a self-test never opens or joins an incident");
     let cancel = committed(&store, event(&d, 6, EventKind::Cancel, now())).await;
-    assert_eq!(cancel, Some(second), "a cancel joins the latest open incident");
+    assert_eq!(
+        cancel,
+        Some(second),
+        "a cancel joins the latest open incident"
+    );
 
     let incidents = store.list_incidents(IncidentFilter::All).await.unwrap();
     assert_eq!(incidents.len(), 2, "tests are never incidents");
@@ -394,14 +405,24 @@ async fn presses_group_by_window_cancels_join_and_tests_stay_apart(store: Arc<dy
             .unwrap();
         assert_eq!(done, ActionOutcome::Changed);
     }
-    assert_eq!(committed(&store, event(&d, 7, EventKind::Cancel, now())).await, None);
+    assert_eq!(
+        committed(&store, event(&d, 7, EventKind::Cancel, now())).await,
+        None
+    );
     // A press after the resolution opens a new incident even within the window.
-    let third = committed(&store, event(&d, 8, EventKind::Duress, t0 + time::Duration::minutes(21)))
-        .await
-        .unwrap();
+    let third = committed(
+        &store,
+        event(&d, 8, EventKind::Duress, t0 + time::Duration::minutes(21)),
+    )
+    .await
+    .unwrap();
     assert!(![first, second].contains(&third));
     assert_eq!(
-        store.list_incidents(IncidentFilter::Open).await.unwrap().len(),
+        store
+            .list_incidents(IncidentFilter::Open)
+            .await
+            .unwrap()
+            .len(),
         1
     );
 }
@@ -459,7 +480,11 @@ async fn device_status_decides_and_revocation_is_final(store: Arc<dyn Store>) {
         .set_device_status(&d, DeviceStatus::Active, "admin")
         .await
         .unwrap();
-    assert!(committed(&store, event(&d, 2, EventKind::Duress, now())).await.is_some());
+    assert!(
+        committed(&store, event(&d, 2, EventKind::Duress, now()))
+            .await
+            .is_some()
+    );
     store
         .set_device_status(&d, DeviceStatus::Revoked, "admin")
         .await
@@ -471,7 +496,11 @@ async fn device_status_decides_and_revocation_is_final(store: Arc<dyn Store>) {
             .unwrap(),
         IngestOutcome::DeviceNotActive(DeviceStatus::Revoked)
     );
-    for lift in [DeviceStatus::Active, DeviceStatus::Pending, DeviceStatus::Disabled] {
+    for lift in [
+        DeviceStatus::Active,
+        DeviceStatus::Pending,
+        DeviceStatus::Disabled,
+    ] {
         assert!(matches!(
             store.set_device_status(&d, lift, "admin").await,
             Err(StoreError::Refused(_))
@@ -522,7 +551,10 @@ async fn heartbeats_update_the_device_and_return_claimed_incidents(store: Arc<dy
     };
     let recorded = store.record_heartbeat(hb(3, None)).await.unwrap();
     assert_eq!(recorded.status, DeviceStatus::Active);
-    assert!(recorded.claimed_incidents.is_empty(), "nobody claimed it yet");
+    assert!(
+        recorded.claimed_incidents.is_empty(),
+        "nobody claimed it yet"
+    );
 
     assert_eq!(
         store
@@ -549,7 +581,11 @@ async fn heartbeats_update_the_device_and_return_claimed_incidents(store: Arc<dy
     assert_eq!(dev.last_seq, Some(1));
     assert_eq!(dev.hostname, "ws-renamed");
     assert_eq!(dev.host, host("ws-renamed"));
-    assert_eq!(dev.location, location("Bldg A, Room 214"), "kept: none was sent");
+    assert_eq!(
+        dev.location,
+        location("Bldg A, Room 214"),
+        "kept: none was sent"
+    );
     assert!(matches!(dev.hotkey, Some(HotkeyState::Registered { .. })));
 
     // Resolved incidents are not "claimed" any more.
@@ -564,10 +600,19 @@ async fn heartbeats_update_the_device_and_return_claimed_incidents(store: Arc<dy
         )
         .await
         .unwrap();
-    assert!(store.record_heartbeat(hb(5, None)).await.unwrap().claimed_incidents.is_empty());
+    assert!(
+        store
+            .record_heartbeat(hb(5, None))
+            .await
+            .unwrap()
+            .claimed_incidents
+            .is_empty()
+    );
 
     // A revoked device's heartbeat writes nothing and learns nothing.
-    let second = committed(&store, event(&d, 6, EventKind::Duress, now())).await.unwrap();
+    let second = committed(&store, event(&d, 6, EventKind::Duress, now()))
+        .await
+        .unwrap();
     store
         .apply_action(second, "alice", IncidentAction::Claim { takeover: false })
         .await
@@ -588,14 +633,21 @@ async fn heartbeats_update_the_device_and_return_claimed_incidents(store: Arc<dy
         .unwrap();
     assert_eq!(dev.reported_last_seq, Some(5), "nothing written");
     assert!(matches!(
-        store.record_heartbeat(HeartbeatUpdate { device_id: "nobody".into(), ..hb(1, None) }).await,
+        store
+            .record_heartbeat(HeartbeatUpdate {
+                device_id: "nobody".into(),
+                ..hb(1, None)
+            })
+            .await,
         Err(StoreError::NoSuchDevice(_))
     ));
 }
 
 async fn a_one_use_token_enrolls_exactly_one_of_many_concurrent_devices(store: Arc<dyn Store>) {
     let token_hash = token(&store, 1, Approve::Auto).await;
-    let keys: Vec<DeviceKey> = (0..8).map(|_| DeviceKey::from_seed(&random_bytes())).collect();
+    let keys: Vec<DeviceKey> = (0..8)
+        .map(|_| DeviceKey::from_seed(&random_bytes()))
+        .collect();
     let outcomes = futures::future::join_all(keys.iter().map(|key| {
         let store = store.clone();
         let req = enroll_request(&token_hash, key);
@@ -626,7 +678,10 @@ async fn a_one_use_token_enrolls_exactly_one_of_many_concurrent_devices(store: A
         unreachable!()
     };
     assert_eq!(
-        store.enroll(enroll_request(&token_hash, winner)).await.unwrap(),
+        store
+            .enroll(enroll_request(&token_hash, winner))
+            .await
+            .unwrap(),
         EnrollOutcome::AlreadyEnrolled {
             device_id: device_id.clone(),
             status: DeviceStatus::Active
@@ -637,7 +692,10 @@ async fn a_one_use_token_enrolls_exactly_one_of_many_concurrent_devices(store: A
 async fn token_refusals_and_listing(store: Arc<dyn Store>) {
     let key = DeviceKey::from_seed(&random_bytes());
     assert_eq!(
-        store.enroll(enroll_request(&"0".repeat(64), &key)).await.unwrap(),
+        store
+            .enroll(enroll_request(&"0".repeat(64), &key))
+            .await
+            .unwrap(),
         EnrollOutcome::Refused(EnrollRefusal::TokenInvalid)
     );
     let revoked = token(&store, 3, Approve::Auto).await;
@@ -670,7 +728,10 @@ async fn token_refusals_and_listing(store: Arc<dyn Store>) {
     assert_eq!(tokens.len(), 2);
     assert_eq!(tokens[0].token_hash, revoked, "newest first");
     assert!(tokens[0].revoked);
-    assert_eq!(tokens[1].expires_at, Some(created + time::Duration::hours(1)));
+    assert_eq!(
+        tokens[1].expires_at,
+        Some(created + time::Duration::hours(1))
+    );
     assert_eq!(tokens[1].created_at, created);
     assert_eq!(tokens[1].approve, Approve::Manual);
     assert_eq!(store.list_tokens(1).await.unwrap().len(), 1);
@@ -679,19 +740,31 @@ async fn token_refusals_and_listing(store: Arc<dyn Store>) {
     let created_entries: Vec<_> = log.iter().filter(|e| e.action == "token.create").collect();
     assert_eq!(created_entries.len(), 2);
     assert_eq!(created_entries[0].subject, revoked[..8]);
-    assert!(log.iter().any(|e| e.action == "token.revoke" && e.subject == revoked[..8]));
+    assert!(
+        log.iter()
+            .any(|e| e.action == "token.revoke" && e.subject == revoked[..8])
+    );
 }
 
 async fn accounts_add_refuse_duplicates_and_disable_ends_sessions(store: Arc<dyn Store>) {
-    store.add_user(user("bob", Role::Officer), "admin").await.unwrap();
-    store.add_user(user("alice", Role::Admin), "admin").await.unwrap();
+    store
+        .add_user(user("bob", Role::Officer), "admin")
+        .await
+        .unwrap();
+    store
+        .add_user(user("alice", Role::Admin), "admin")
+        .await
+        .unwrap();
     assert!(matches!(
         store.add_user(user("alice", Role::Officer), "admin").await,
         Err(StoreError::Refused(_))
     ));
     let users = store.list_users().await.unwrap();
     assert_eq!(
-        users.iter().map(|u| (u.username.as_str(), u.role)).collect::<Vec<_>>(),
+        users
+            .iter()
+            .map(|u| (u.username.as_str(), u.role))
+            .collect::<Vec<_>>(),
         [("alice", Role::Admin), ("bob", Role::Officer)]
     );
     let creds = store.credentials("bob").await.unwrap().unwrap();
@@ -699,19 +772,34 @@ async fn accounts_add_refuse_duplicates_and_disable_ends_sessions(store: Arc<dyn
     assert!(!creds.disabled);
     assert!(store.credentials("carol").await.unwrap().is_none());
 
-    store.create_session(session("s1", "bob"), "ip:10.0.0.1").await.unwrap();
-    store.create_session(session("s2", "bob"), "ip:10.0.0.2").await.unwrap();
-    store.create_session(session("s3", "alice"), "ip:10.0.0.3").await.unwrap();
+    store
+        .create_session(session("s1", "bob"), "ip:10.0.0.1")
+        .await
+        .unwrap();
+    store
+        .create_session(session("s2", "bob"), "ip:10.0.0.2")
+        .await
+        .unwrap();
+    store
+        .create_session(session("s3", "alice"), "ip:10.0.0.3")
+        .await
+        .unwrap();
     store.disable_user("bob", "alice").await.unwrap();
     assert!(store.session("s1").await.unwrap().is_none());
     assert!(store.session("s2").await.unwrap().is_none());
-    assert!(store.session("s3").await.unwrap().is_some(), "other users keep theirs");
+    assert!(
+        store.session("s3").await.unwrap().is_some(),
+        "other users keep theirs"
+    );
     assert!(store.credentials("bob").await.unwrap().unwrap().disabled);
     assert!(matches!(
         store.disable_user("carol", "alice").await,
         Err(StoreError::Refused(_))
     ));
-    store.record_login_failure("bob", "ip:10.9.9.9").await.unwrap();
+    store
+        .record_login_failure("bob", "ip:10.9.9.9")
+        .await
+        .unwrap();
     let actions: Vec<(String, String, String)> = store
         .audit_log()
         .await
@@ -736,9 +824,15 @@ async fn accounts_add_refuse_duplicates_and_disable_ends_sessions(store: Arc<dyn
 }
 
 async fn sessions_are_created_read_touched_expired_and_ended(store: Arc<dyn Store>) {
-    store.add_user(user("alice", Role::Officer), "admin").await.unwrap();
+    store
+        .add_user(user("alice", Role::Officer), "admin")
+        .await
+        .unwrap();
     let s = session("hash-a", "alice");
-    store.create_session(s.clone(), "ip:127.0.0.1").await.unwrap();
+    store
+        .create_session(s.clone(), "ip:127.0.0.1")
+        .await
+        .unwrap();
     let read = store.session("hash-a").await.unwrap().unwrap();
     assert_eq!(read.username, "alice");
     assert_eq!(read.csrf_token, s.csrf_token);
@@ -750,7 +844,10 @@ async fn sessions_are_created_read_touched_expired_and_ended(store: Arc<dyn Stor
 
     let later = s.created_at + time::Duration::minutes(5);
     store.touch_session("hash-a", later).await.unwrap();
-    assert_eq!(store.session("hash-a").await.unwrap().unwrap().last_seen_at, later);
+    assert_eq!(
+        store.session("hash-a").await.unwrap().unwrap().last_seen_at,
+        later
+    );
 
     let audit_before = store.audit_log().await.unwrap().len();
     store.expire_session("hash-a").await.unwrap();
@@ -761,11 +858,17 @@ async fn sessions_are_created_read_touched_expired_and_ended(store: Arc<dyn Stor
         "expiry is nobody's act: not audited"
     );
 
-    store.create_session(session("hash-b", "alice"), "ip:127.0.0.1").await.unwrap();
+    store
+        .create_session(session("hash-b", "alice"), "ip:127.0.0.1")
+        .await
+        .unwrap();
     store.end_session("hash-b", "alice").await.unwrap();
     assert!(store.session("hash-b").await.unwrap().is_none());
     let last = store.recent_audit(1).await.unwrap().remove(0);
-    assert_eq!((last.actor.as_str(), last.action.as_str()), ("alice", "logout"));
+    assert_eq!(
+        (last.actor.as_str(), last.action.as_str()),
+        ("alice", "logout")
+    );
     let login = store
         .audit_log()
         .await
@@ -800,9 +903,18 @@ async fn incident_actions_follow_the_incident_state(store: Arc<dyn Store>) {
         act("bob", IncidentAction::Claim { takeover: true }).await,
         ActionOutcome::Changed
     );
-    assert_eq!(act("bob", IncidentAction::Note("  on my way  ".into())).await, ActionOutcome::Changed);
-    assert_eq!(act("bob", IncidentAction::Level("lockdown".into())).await, ActionOutcome::Changed);
-    assert_eq!(act("bob", IncidentAction::Called911).await, ActionOutcome::Changed);
+    assert_eq!(
+        act("bob", IncidentAction::Note("  on my way  ".into())).await,
+        ActionOutcome::Changed
+    );
+    assert_eq!(
+        act("bob", IncidentAction::Level("lockdown".into())).await,
+        ActionOutcome::Changed
+    );
+    assert_eq!(
+        act("bob", IncidentAction::Called911).await,
+        ActionOutcome::Changed
+    );
     let resolve = IncidentAction::Resolve {
         disposition: "no emergency found".into(),
         follow_up: " call back tomorrow ".into(),
@@ -812,7 +924,11 @@ async fn incident_actions_follow_the_incident_state(store: Arc<dyn Store>) {
     let resolved = store.incident(id).await.unwrap().unwrap().incident;
     assert!(!resolved.is_open());
     assert_eq!(resolved.claimed_by.as_deref(), Some("bob"));
-    assert_eq!(resolved.first_claimed_at, Some(alice_at), "kept across take-overs");
+    assert_eq!(
+        resolved.first_claimed_at,
+        Some(alice_at),
+        "kept across take-overs"
+    );
     assert_eq!(resolved.response_level.as_deref(), Some("lockdown"));
     assert!(resolved.called_911_at.is_some());
     assert!(resolved.resolved_at.is_some());
@@ -821,10 +937,22 @@ async fn incident_actions_follow_the_incident_state(store: Arc<dyn Store>) {
     assert_eq!(resolved.follow_up.as_deref(), Some("call back tomorrow"));
 
     // Actions a resolved incident refuses.
-    assert!(matches!(act("carol", claim.clone()).await, ActionOutcome::Refused(_)));
-    assert!(matches!(act("bob", resolve).await, ActionOutcome::Refused(_)));
-    assert_eq!(act("bob", IncidentAction::Reopen).await, ActionOutcome::Changed);
-    assert_eq!(act("bob", IncidentAction::Reopen).await, ActionOutcome::Unchanged);
+    assert!(matches!(
+        act("carol", claim.clone()).await,
+        ActionOutcome::Refused(_)
+    ));
+    assert!(matches!(
+        act("bob", resolve).await,
+        ActionOutcome::Refused(_)
+    ));
+    assert_eq!(
+        act("bob", IncidentAction::Reopen).await,
+        ActionOutcome::Changed
+    );
+    assert_eq!(
+        act("bob", IncidentAction::Reopen).await,
+        ActionOutcome::Unchanged
+    );
     let reopened = store.incident(id).await.unwrap().unwrap();
     assert!(reopened.incident.is_open());
     assert_eq!(reopened.incident.resolved_at, None);
@@ -957,7 +1085,10 @@ async fn escalation_happens_once(store: Arc<dyn Store>) {
         .unwrap();
     // Not due yet with a long delay.
     assert_eq!(
-        store.escalate_unclaimed(Duration::from_secs(3600)).await.unwrap(),
+        store
+            .escalate_unclaimed(Duration::from_secs(3600))
+            .await
+            .unwrap(),
         0
     );
     tokio::time::sleep(Duration::from_millis(5)).await;
@@ -968,7 +1099,10 @@ async fn escalation_happens_once(store: Arc<dyn Store>) {
     let total: usize = counts.into_iter().map(|c| c.unwrap()).sum();
     assert_eq!(total, 1, "escalated once, however many callers race");
     assert_eq!(
-        store.escalate_unclaimed(Duration::from_millis(1)).await.unwrap(),
+        store
+            .escalate_unclaimed(Duration::from_millis(1))
+            .await
+            .unwrap(),
         0
     );
     let detail = store.incident(due).await.unwrap().unwrap();
@@ -980,14 +1114,28 @@ async fn escalation_happens_once(store: Arc<dyn Store>) {
         detail.timeline[0].text,
         duress_receiver::store::escalation_text(Duration::from_millis(1))
     );
-    assert!(store.incident(claimed).await.unwrap().unwrap().incident.escalated_at.is_none());
+    assert!(
+        store
+            .incident(claimed)
+            .await
+            .unwrap()
+            .unwrap()
+            .incident
+            .escalated_at
+            .is_none()
+    );
     let log = store.audit_log().await.unwrap();
     assert_eq!(
-        log.iter().filter(|e| e.action == "incident.escalate").count(),
+        log.iter()
+            .filter(|e| e.action == "incident.escalate")
+            .count(),
         1
     );
     let live = store.live_after(0, 100).await.unwrap();
-    let escalation: Vec<_> = live.iter().filter(|r| r.kind == "incident.escalation").collect();
+    let escalation: Vec<_> = live
+        .iter()
+        .filter(|r| r.kind == "incident.escalation")
+        .collect();
     assert_eq!(escalation.len(), 1);
     assert_eq!(escalation[0].incident_id, Some(due));
     let payload: serde_json::Value = serde_json::from_str(&escalation[0].payload).unwrap();
@@ -1056,12 +1204,21 @@ async fn camera_mappings_are_added_listed_and_deleted(store: Arc<dyn Store>) {
         url_template: "https://cams.example/{BLD}".into(),
         created_at: now(),
     };
-    let a = store.add_camera_mapping(mapping("A"), "admin").await.unwrap();
-    let b = store.add_camera_mapping(mapping("B"), "admin").await.unwrap();
+    let a = store
+        .add_camera_mapping(mapping("A"), "admin")
+        .await
+        .unwrap();
+    let b = store
+        .add_camera_mapping(mapping("B"), "admin")
+        .await
+        .unwrap();
     assert!(b > a);
     let listed = store.camera_mappings().await.unwrap();
     assert_eq!(
-        listed.iter().map(|m| (m.id, m.match_value.as_str())).collect::<Vec<_>>(),
+        listed
+            .iter()
+            .map(|m| (m.id, m.match_value.as_str()))
+            .collect::<Vec<_>>(),
         [(a, "A"), (b, "B")]
     );
     assert_eq!(listed[0].name, "Lobby A");
@@ -1117,7 +1274,11 @@ async fn live_log_replays_in_id_order_and_misses_nothing(store: Arc<dyn Store>) 
         let d = d.clone();
         tokio::spawn(async move {
             for seq in 1..=6 {
-                let kind = if seq % 3 == 0 { EventKind::Test } else { EventKind::Duress };
+                let kind = if seq % 3 == 0 {
+                    EventKind::Test
+                } else {
+                    EventKind::Duress
+                };
                 let id = committed(&store, event(&d, seq, kind, now())).await;
                 if let Some(id) = id
                     && n % 2 == 0
@@ -1135,7 +1296,9 @@ async fn live_log_replays_in_id_order_and_misses_nothing(store: Arc<dyn Store>) 
         w.unwrap();
     }
     // The first commit poked the wake-up.
-    tokio::time::timeout(Duration::from_secs(5), woken).await.unwrap();
+    tokio::time::timeout(Duration::from_secs(5), woken)
+        .await
+        .unwrap();
     done.store(true, std::sync::atomic::Ordering::SeqCst);
     let tailed = tail.await.unwrap();
 
@@ -1221,9 +1384,11 @@ async fn postgres_two_receivers_group_and_claim_as_one() {
         tokio::spawn(async move { store.ingest_event(ev, WINDOW).await.unwrap() })
     }))
     .await;
-    assert!(presses
-        .into_iter()
-        .all(|p| matches!(p.unwrap(), IngestOutcome::Committed(_))));
+    assert!(
+        presses
+            .into_iter()
+            .all(|p| matches!(p.unwrap(), IngestOutcome::Committed(_)))
+    );
     let incidents = b.list_incidents(IncidentFilter::Open).await.unwrap();
     assert_eq!(incidents.len(), 1);
     assert_eq!(incidents[0].press_count, 10);
@@ -1234,11 +1399,18 @@ async fn postgres_two_receivers_group_and_claim_as_one() {
     );
     let outcomes = [ra.unwrap(), rb.unwrap()];
     assert_eq!(
-        outcomes.iter().filter(|o| **o == ActionOutcome::Changed).count(),
+        outcomes
+            .iter()
+            .filter(|o| **o == ActionOutcome::Changed)
+            .count(),
         1,
         "{outcomes:?}"
     );
-    assert!(outcomes.iter().any(|o| matches!(o, ActionOutcome::ClaimedBy { .. })));
+    assert!(
+        outcomes
+            .iter()
+            .any(|o| matches!(o, ActionOutcome::ClaimedBy { .. }))
+    );
     // The key a receiver cached is the device's key for every receiver.
     assert_eq!(
         a.verifying_key(&d).await.unwrap(),
@@ -1260,7 +1432,10 @@ async fn postgres_unreachable_url_is_unavailable_and_never_shows_the_password() 
     let message = e.to_string();
     assert!(matches!(e, StoreError::Unavailable(_)), "{e:?}");
     assert!(!message.contains("hunter2-secret"), "{message}");
-    assert!(message.contains("postgres://duress:***@/duress"), "{message}");
+    assert!(
+        message.contains("postgres://duress:***@/duress"),
+        "{message}"
+    );
 
     // The right server, a wrong database: also named without the password.
     let pg = duress_testpg::TestPg::shared().unwrap();

@@ -268,7 +268,14 @@ impl TestPg {
         self.stopped = true;
         self.run(
             "pg_ctl",
-            &["-D", &path_str(&self.data)?, "-m", "immediate", "-w", "stop"],
+            &[
+                "-D",
+                &path_str(&self.data)?,
+                "-m",
+                "immediate",
+                "-w",
+                "stop",
+            ],
         )
     }
 
@@ -292,7 +299,10 @@ impl TestPg {
             "while kill -0 {pid} 2>/dev/null; do sleep 1; done; \
              {stop} >/dev/null 2>&1; rm -rf {root}",
             pid = std::process::id(),
-            stop = self.shell_command("pg_ctl", &["-D", &path_str(&self.data)?, "-m", "immediate", "stop"])?,
+            stop = self.shell_command(
+                "pg_ctl",
+                &["-D", &path_str(&self.data)?, "-m", "immediate", "stop"]
+            )?,
             root = shell_quote(&path_str(self.root.path())?),
         );
         Command::new("sh")
@@ -343,14 +353,18 @@ impl TestPg {
         if out.status.success() {
             return Ok(());
         }
-        let log = std::fs::read_to_string(self.root.path().join("log/postgres.log"))
-            .unwrap_or_default();
+        let log =
+            std::fs::read_to_string(self.root.path().join("log/postgres.log")).unwrap_or_default();
         Err(err(format!(
             "{tool} {} failed ({}): {}{}{}",
             args.join(" "),
             out.status,
             String::from_utf8_lossy(&out.stderr).trim(),
-            if log.is_empty() { "" } else { "\nserver log:\n" },
+            if log.is_empty() {
+                ""
+            } else {
+                "\nserver log:\n"
+            },
             log.trim()
         )))
     }
@@ -383,10 +397,17 @@ mod tests {
     fn a_cluster_answers_on_its_private_socket_and_is_gone_after_drop() {
         let mut pg = TestPg::start().unwrap();
         let url = pg.url();
-        assert!(url.starts_with("postgres://postgres@/duress_test_"), "{url}");
+        assert!(
+            url.starts_with("postgres://postgres@/duress_test_"),
+            "{url}"
+        );
         assert!(url.contains(&format!("?host={}", pg.socket_dir().display())));
         assert_eq!(pg.psql("SHOW listen_addresses").unwrap(), "");
-        assert!(pg.psql("SELECT version()").unwrap().contains("PostgreSQL 15"));
+        assert!(
+            pg.psql("SELECT version()")
+                .unwrap()
+                .contains("PostgreSQL 15")
+        );
         let other = pg.create_database().unwrap();
         assert_ne!(other, pg.database);
         let listed = pg

@@ -127,8 +127,8 @@ fn connect_options(url: &str) -> Result<PgConnectOptions, sqlx::Error> {
                 Some((u, p)) => (u, Some(p)),
                 None => (userinfo, None),
             };
-            let mut options =
-                PgConnectOptions::from_str(&format!("{scheme}{tail}"))?.username(&percent_decode(user));
+            let mut options = PgConnectOptions::from_str(&format!("{scheme}{tail}"))?
+                .username(&percent_decode(user));
             if let Some(p) = password {
                 options = options.password(&percent_decode(p));
             }
@@ -371,6 +371,7 @@ impl Store for PostgresStore {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::redact_url;
 
@@ -400,7 +401,10 @@ mod tests {
         let o = super::connect_options("postgres://duress@/receiver?host=/run/postgresql").unwrap();
         assert_eq!(o.get_username(), "duress");
         assert_eq!(o.get_database(), Some("receiver"));
-        assert_eq!(o.get_socket().map(|p| p.to_str().unwrap()), Some("/run/postgresql"));
+        assert_eq!(
+            o.get_socket().map(|p| p.to_str().unwrap()),
+            Some("/run/postgresql")
+        );
         let o = super::connect_options("postgres://d%40x:p%3Aw@/db?host=/tmp").unwrap();
         assert_eq!(o.get_username(), "d@x");
         let o = super::connect_options("postgres://u:pw@db.example:5433/x").unwrap();

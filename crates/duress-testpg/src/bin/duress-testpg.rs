@@ -21,7 +21,10 @@ async fn main() -> std::process::ExitCode {
         }
     };
     let mut out = std::io::stdout().lock();
-    if writeln!(out, "{}", cluster.url()).and_then(|()| out.flush()).is_err() {
+    if writeln!(out, "{}", cluster.url())
+        .and_then(|()| out.flush())
+        .is_err()
+    {
         return std::process::ExitCode::FAILURE;
     }
     drop(out);

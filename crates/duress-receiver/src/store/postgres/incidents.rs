@@ -79,7 +79,10 @@ fn incident_record(row: &PgRow) -> StoreResult<IncidentRecord> {
 }
 
 impl PostgresStore {
-    async fn list_incidents_impl(&self, filter: IncidentFilter) -> StoreResult<Vec<IncidentRecord>> {
+    async fn list_incidents_impl(
+        &self,
+        filter: IncidentFilter,
+    ) -> StoreResult<Vec<IncidentRecord>> {
         let (incidents_sql, events_sql) = match filter {
             IncidentFilter::All => (
                 "SELECT * FROM incidents ORDER BY opened_at, incident_id",
@@ -198,9 +201,24 @@ impl PostgresStore {
         .bind(&text)
         .execute(&mut *tx)
         .await?;
-        log::audit(&mut tx, now, actor, action.audit_name(), &id.to_string(), &text).await?;
+        log::audit(
+            &mut tx,
+            now,
+            actor,
+            action.audit_name(),
+            &id.to_string(),
+            &text,
+        )
+        .await?;
         let payload = serde_json::json!({ "actor": actor }).to_string();
-        log::live(&mut tx, now, &format!("incident.{kind}"), Some(id), &payload).await?;
+        log::live(
+            &mut tx,
+            now,
+            &format!("incident.{kind}"),
+            Some(id),
+            &payload,
+        )
+        .await?;
         tx.commit().await?;
         self.wake.notify_one();
         Ok(ActionOutcome::Changed)
@@ -255,8 +273,15 @@ impl PostgresStore {
         for row in &rows {
             let id: Uuid = row.try_get("incident_id")?;
             let location: duress_core::Location = json(row, "location_json")?;
-            log::audit(&mut tx, now, "system", "incident.escalate", &id.to_string(), &text)
-                .await?;
+            log::audit(
+                &mut tx,
+                now,
+                "system",
+                "incident.escalate",
+                &id.to_string(),
+                &text,
+            )
+            .await?;
             let payload = serde_json::json!({ "label": location.display_label() }).to_string();
             log::live(&mut tx, now, "incident.escalation", Some(id), &payload).await?;
         }

@@ -58,7 +58,11 @@ impl PostgresStore {
         .map_err(StoreError::from)?;
         if let Some(device) = known {
             let device_id: String = device.try_get("device_id").map_err(StoreError::from)?;
-            let status = status(&device.try_get::<String, _>("status").map_err(StoreError::from)?)?;
+            let status = status(
+                &device
+                    .try_get::<String, _>("status")
+                    .map_err(StoreError::from)?,
+            )?;
             let enrolled_with: String = device.try_get("token_hash").map_err(StoreError::from)?;
             // Nothing is written on this path; dropping `tx` rolls back.
             return Ok(match status {
@@ -187,9 +191,8 @@ impl PostgresStore {
                 .bind(&hb.device_id)
                 .fetch_optional(&mut *tx)
                 .await?;
-        let status = status(
-            &current.ok_or_else(|| StoreError::NoSuchDevice(hb.device_id.clone()))?,
-        )?;
+        let status =
+            status(&current.ok_or_else(|| StoreError::NoSuchDevice(hb.device_id.clone()))?)?;
         if status == DeviceStatus::Revoked {
             // Distrusted for good: nothing is written and it is told nothing about incidents.
             return Ok(HeartbeatRecorded {

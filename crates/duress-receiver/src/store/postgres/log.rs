@@ -50,7 +50,9 @@ pub(super) async fn audit(
         .fetch_one(&mut *conn)
         .await?;
     let head_id: i64 = head.try_get("id")?;
-    let last = (head_id > 0).then(|| head.try_get::<String, _>("hash")).transpose()?;
+    let last = (head_id > 0)
+        .then(|| head.try_get::<String, _>("hash"))
+        .transpose()?;
     let (id, prev_hash) = audit_chain::next_after(last.map(|hash| (head_id, hash)));
     let at = ms(at);
     let at_text = format_ts(at);

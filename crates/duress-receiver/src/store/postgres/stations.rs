@@ -38,11 +38,10 @@ impl PostgresStore {
 
     async fn revoke_token_impl(&self, token_hash: &str, actor: &str) -> StoreResult<bool> {
         let mut tx = self.begin().await?;
-        let done =
-            sqlx::query("UPDATE enrollment_tokens SET revoked = true WHERE token_hash = $1")
-                .bind(token_hash)
-                .execute(&mut *tx)
-                .await?;
+        let done = sqlx::query("UPDATE enrollment_tokens SET revoked = true WHERE token_hash = $1")
+            .bind(token_hash)
+            .execute(&mut *tx)
+            .await?;
         if done.rows_affected() != 1 {
             return Ok(false);
         }
