@@ -71,6 +71,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningReceiver> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     let data_dir = settings.data_dir.clone();
+    let store = settings.store_location();
     let prepared = Prepared::new(settings).await?;
     let cert_pem_path = prepared.tls.trust_path.clone();
     let cert_sha256 = prepared.tls.fingerprint.clone();
@@ -95,6 +96,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningReceiver> {
         cert_pem_path,
         cert_sha256,
         data_dir,
+        store,
         stop: Some(stop),
         task,
     })
@@ -111,6 +113,8 @@ pub struct RunningReceiver {
     /// SHA-256 fingerprint of that certificate, `AB:CD:…`.
     pub cert_sha256: String,
     pub data_dir: PathBuf,
+    /// Where its store is (what the admin functions take).
+    pub store: store::StoreLocation,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
