@@ -91,6 +91,7 @@ contract!(
     audit_chain_verifies_after_many_and_concurrent_writes,
     camera_mappings_are_added_listed_and_deleted,
     live_log_replays_in_id_order_and_misses_nothing,
+    a_closed_store_is_unavailable,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1342,6 +1343,26 @@ async fn live_log_replays_in_id_order_and_misses_nothing(store: Arc<dyn Store>) 
     let payload: serde_json::Value = serde_json::from_str(&press.payload).unwrap();
     assert_eq!(payload["label"], "Bldg A, Room 214");
     assert!(devices.contains(&payload["device_id"].as_str().unwrap().to_owned()));
+}
+
+async fn a_closed_store_is_unavailable(store: Arc<dyn Store>) {
+    let d = device(&store).await;
+    store.health().await.unwrap();
+    store.close().await;
+    assert!(matches!(
+        store.health().await,
+        Err(StoreError::Unavailable(_))
+    ));
+    assert!(matches!(
+        store
+            .ingest_event(event(&d, 1, EventKind::Duress, now()), WINDOW)
+            .await,
+        Err(StoreError::Unavailable(_))
+    ));
+    assert!(matches!(
+        store.record_login_failure("x", "ip:192.0.2.9").await,
+        Err(StoreError::Unavailable(_))
+    ));
 }
 
 // ---------------------------------------------------------------------------------------------
