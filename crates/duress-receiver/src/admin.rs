@@ -32,7 +32,7 @@ pub async fn with_store<T>(
     let at = at.into();
     let store = crate::store::open(&at)
         .await
-        .with_context(|| format!("opening the receiver store {}", at.describe()))?;
+        .with_context(|| at.opening())?;
     let result = f(store.as_ref()).await;
     store.close().await;
     result

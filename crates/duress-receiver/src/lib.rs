@@ -143,7 +143,7 @@ impl Prepared {
         let location = settings.store_location();
         let store = store::open(&location)
             .await
-            .with_context(|| format!("opening the store {}", location.describe()))?;
+            .with_context(|| location.opening())?;
         let tls = match tls::load(&settings).context("loading the TLS certificate") {
             Ok(tls) => tls,
             Err(e) => {

@@ -91,6 +91,15 @@ impl StoreLocation {
         }
     }
 
+    /// The context of an error opening it: a PostgreSQL error already names its URL (without
+    /// the password), a SQLite one does not name its file.
+    pub fn opening(&self) -> String {
+        match &self.database {
+            None => format!("opening the store {}", self.describe()),
+            Some(_) => "opening the store".to_owned(),
+        }
+    }
+
     /// What the store is, for messages: the SQLite file, or the URL without its password.
     pub fn describe(&self) -> String {
         match &self.database {
