@@ -8,10 +8,17 @@
 #                                                     (the .pkg itself: installers/macos/build-pkg.sh, on macOS)
 #
 # msi: the agent .exe comes from $DURESS_AGENT_EXE if set; with --cross it is cross-built
-#      (rustup target x86_64-pc-windows-gnu + Debian's gcc-mingw-w64-x86-64, a release build);
-#      by default an existing cross-built .exe is used, else the MSI wraps a placeholder file and
-#      its name says so (…-TEST-PLACEHOLDER.msi): its tables are what CI checks. --placeholder
-#      forces that. WEBVIEW2_FIXED_RUNTIME_DIR=DIR adds a fixed WebView2 runtime (see the .wxs).
+#      (rustup target x86_64-pc-windows-gnu + Debian's gcc-mingw-w64-x86-64, a release build)
+#      into $DURESS_WINDOWS_TARGET_DIR (default ~/.cache/duress-windows-target: outside the work
+#      tree, so a second run, or a fresh clone on the same machine, is incremental);
+#      by default an existing cross-built .exe there is used, else the MSI wraps a placeholder
+#      file, says so loudly on stderr, and its name says so (…-TEST-PLACEHOLDER.msi): only the
+#      table tests use it. With CI set (or DURESS_MSI_REQUIRE_AGENT=1) a placeholder is refused.
+#      --placeholder forces it. WebView2Loader.dll is taken from the webview2-com-sys build
+#      output of that same cross build (the crate ships Microsoft's loader; the .exe loads it at
+#      start, so the MSI must carry it). WEBVIEW2_FIXED_RUNTIME_DIR=DIR adds a fixed WebView2
+#      runtime (see the .wxs). DURESS_MSI_VERSION=X.Y.Z overrides the product version (the
+#      upgrade test builds a higher one).
 # deb: packs the binary at $DURESS_AGENT_BIN, else $CARGO_TARGET_DIR/release/duress-agent if it
 #      exists, else the debug one (tests use debug; releases: cargo build --release first).
 #      Without --no-build it runs `cargo build -p duress-agent` when no binary exists.
@@ -22,6 +29,8 @@ root=$(cd "$here/.." && pwd)
 out="${DURESS_INSTALLERS_OUT:-$root/target/installers}"
 target_dir=${CARGO_TARGET_DIR:-$root/target}
 version=$(sed -n '/^\[workspace.package\]/,/^\[/s/^version *= *"\(.*\)"/\1/p' "$root/Cargo.toml")
+version=${DURESS_MSI_VERSION:-$version}
+windows_target_dir=${DURESS_WINDOWS_TARGET_DIR:-$HOME/.cache/duress-windows-target}
 public_properties="RECEIVER_URL;RECEIVER_CA_SHA256;ENROLL_TOKEN;LOCATION_LABEL;LOCATION_BUILDING;LOCATION_FLOOR;LOCATION_ROOM;HOTKEY"
 hidden_properties="ENROLL_TOKEN;CMDLINE_ENROLL_TOKEN"
 
@@ -41,24 +50,33 @@ build_msi() {
     stage=$(mktemp -d)
     trap 'rm -rf "$stage"' RETURN
     local exe="" loader="" suffix=""
-    local cross_exe="$target_dir/x86_64-pc-windows-gnu/release/duress-agent.exe"
+    local cross_exe="$windows_target_dir/x86_64-pc-windows-gnu/release/duress-agent.exe"
     if [ -n "${DURESS_AGENT_EXE:-}" ] && [ "$mode" != --placeholder ]; then
         exe=$DURESS_AGENT_EXE
     elif [ "$mode" = --cross ]; then
         rustup target list --installed | grep -qx x86_64-pc-windows-gnu ||
             die "--cross needs: rustup target add x86_64-pc-windows-gnu"
         need x86_64-w64-mingw32-gcc gcc-mingw-w64-x86-64
-        (cd "$root" && cargo build --release --target x86_64-pc-windows-gnu -p duress-agent \
-            --features tauri/custom-protocol) >&2
+        (cd "$root" && CARGO_TARGET_DIR=$windows_target_dir cargo build --locked --release \
+            --target x86_64-pc-windows-gnu -p duress-agent --features tauri/custom-protocol) >&2
         exe=$cross_exe
     elif [ "$mode" = auto ] && [ -f "$cross_exe" ]; then
         exe=$cross_exe
     fi
     if [ -n "$exe" ]; then
         cp "$exe" "$stage/duress-agent.exe"
-        loader=$(find "$(dirname "$exe")" -path '*x64/WebView2Loader.dll' -print -quit 2>/dev/null || true)
+        # The newest webview2-com-sys build output beside the .exe (an older one may linger
+        # in a long-lived cache after a version bump).
+        loader=$(find "$(dirname "$exe")/build" -path '*webview2-com-sys-*/out/x64/WebView2Loader.dll' \
+            -printf '%T@ %p\n' 2>/dev/null | sort -n | tail -n 1 | cut -d' ' -f2-)
+        [ -n "$loader" ] || loader=${DURESS_WEBVIEW2_LOADER:-}
+        if [ -z "$loader" ] || [ ! -f "$loader" ]; then die "no WebView2Loader.dll beside $exe (the agent cannot start without it): set DURESS_WEBVIEW2_LOADER"; fi
     else
-        echo "build.sh: no Windows build of the agent; the MSI wraps a placeholder file" >&2
+        if [ -n "${CI:-}" ] || [ -n "${DURESS_MSI_REQUIRE_AGENT:-}" ]; then
+            [ "$mode" = --placeholder ] ||
+                die "no Windows build of the agent and a placeholder MSI is refused here (CI / DURESS_MSI_REQUIRE_AGENT): run installers/build.sh msi --cross"
+        fi
+        echo "build.sh: *** WARNING: no Windows build of the agent; this MSI wraps a PLACEHOLDER file, not the agent (installers/build.sh msi --cross builds the real one) ***" >&2
         printf 'PLACEHOLDER: not the Duress agent. A test MSI whose tables are checked in CI.\r\n' \
             >"$stage/PLACEHOLDER-not-the-agent.exe"
         suffix="-TEST-PLACEHOLDER"
@@ -96,6 +114,9 @@ build_msi() {
         echo '</Fragment></Wix>'
     } >"$stage/extras.wxs"
     cp "$here/windows/duress-agent.wxs" "$stage/"
+    # Task Scheduler's own encoding for task files: UTF-16LE with a byte-order mark.
+    { printf '\xff\xfe'; iconv -f UTF-8 -t UTF-16LE "$here/windows/duress-agent-task.xml"; } \
+        >"$stage/duress-agent-task.xml"
 
     local msi="$out/duress-agent-$version-x64$suffix.msi"
     rm -f "$msi"
@@ -114,6 +135,21 @@ build_msi() {
         # msidbCustomActionTypeHideTarget (0x2000): the token never appears in a verbose log.
         msibuild "$msi" -q "UPDATE \`CustomAction\` SET \`Type\`=$((type | 8192)) WHERE \`Action\`='$action'"
     done
+    # An unset property writes no registry value (wixl has no Component/Condition).
+    local prop
+    for prop in ${public_properties//;/ }; do
+        msibuild "$msi" -q "UPDATE \`Component\` SET \`Condition\`='$prop' WHERE \`Component\`='Reg_$prop'"
+    done
+    # The scheduled task (installers/windows/duress-agent-task.xml): type 34 (an executable run
+    # in a directory) + deferred (1024) + no impersonation (2048, as SYSTEM: registering a task
+    # for the Users group needs it) = 3106; +64 (return ignored) on removal, so an uninstall
+    # never fails because the task was deleted by hand. Sequenced after InstallFiles (4000) and
+    # before RemoveFiles (3500).
+    local schtasks='"[System64Folder]schtasks.exe"'
+    msibuild "$msi" -q "INSERT INTO \`CustomAction\` (\`Action\`, \`Type\`, \`Source\`, \`Target\`) VALUES ('CreateScheduledTask', 3106, 'INSTALLDIR', '$schtasks /Create /F /TN \"Duress\\Agent\" /XML \"[INSTALLDIR]duress-agent-task.xml\"')"
+    msibuild "$msi" -q "INSERT INTO \`CustomAction\` (\`Action\`, \`Type\`, \`Source\`, \`Target\`) VALUES ('DeleteScheduledTask', 3170, 'INSTALLDIR', '$schtasks /Delete /F /TN \"Duress\\Agent\"')"
+    msibuild "$msi" -q "INSERT INTO \`InstallExecuteSequence\` (\`Action\`, \`Condition\`, \`Sequence\`) VALUES ('DeleteScheduledTask', 'REMOVE~=\"ALL\"', 3490)"
+    msibuild "$msi" -q "INSERT INTO \`InstallExecuteSequence\` (\`Action\`, \`Condition\`, \`Sequence\`) VALUES ('CreateScheduledTask', 'NOT REMOVE~=\"ALL\"', 4010)"
     echo "$msi"
 }
 

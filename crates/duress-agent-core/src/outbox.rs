@@ -116,6 +116,13 @@ pub mod keys {
     /// does not move when an alarm is delivered, so the tray can show it without revealing a
     /// press.
     pub const LAST_HEARTBEAT_AT: &str = "last_heartbeat_at";
+    /// This device's open incidents an officer has claimed, from the last heartbeat answer
+    /// (JSON array of ids): the covert acknowledgement, readable by every process.
+    pub const CLAIMED_INCIDENTS: &str = "claimed_incidents";
+    /// The minute of the `[self_test] window` this station tests at (chosen once, at random).
+    pub const SELF_TEST_MINUTE: &str = "self_test_minute";
+    /// When the last scheduled self-test was recorded (RFC 3339), delivered or not.
+    pub const LAST_SCHEDULED_TEST_AT: &str = "last_scheduled_test_at";
 }
 
 /// One row of `events`.

@@ -7,11 +7,13 @@
 //!
 //! A receiver may also carry a pin (`ca_sha256`): the SHA-256 of its own certificate or of one
 //! certificate of the chain it presents. With a pin, the connection is accepted only if a
-//! presented certificate matches it ([`PinnedVerifier`]): a pinned end-entity certificate is
-//! trusted as is (the receiver's self-signed certificate needs nothing else), a pinned CA or
-//! intermediate must still verify the end-entity certificate and its name (through the OS store
-//! and `ca_cert`, or with the pinned certificate as the only trust anchor). A TLS-inspecting
-//! proxy therefore cannot stand in for a pinned receiver. `[network] proxy` sends every
+//! presented certificate matches it ([`PinnedVerifier`]): a pinned end-entity certificate
+//! replaces the chain (the receiver's self-signed certificate needs nothing else) but must be
+//! within its validity period and name the host; a pinned CA or intermediate becomes the *only*
+//! trust anchor of the path — the end-entity certificate must chain to it through the
+//! certificates presented before it, and name the host. The OS store and `ca_cert` are not
+//! consulted for a pinned receiver: otherwise a chain `[forged leaf, CA the OS trusts, pinned CA]`
+//! would pass. A TLS-inspecting proxy therefore cannot stand in for a pinned receiver. `[network] proxy` sends every
 //! connection through that HTTP proxy (CONNECT); without it reqwest's defaults apply
 //! (`HTTPS_PROXY` and friends).
 //!
@@ -95,10 +97,16 @@ pub fn tls_config_pinned(
         url: "(tls)".into(),
         message: e.to_string(),
     };
-    let platform: Arc<dyn ServerCertVerifier> = Arc::new(
-        rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider.clone())
-            .map_err(tls_err)?,
-    );
+    // No extra root: the plain OS verifier. (With extra roots, Windows builds an exclusive-root
+    // chain engine whose Windows 8+ config size Wine 8's crypt32 rejects with E_INVALIDARG.)
+    let platform: Arc<dyn ServerCertVerifier> = if extra.is_empty() {
+        Arc::new(rustls_platform_verifier::Verifier::new(provider.clone()).map_err(tls_err)?)
+    } else {
+        Arc::new(
+            rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider.clone())
+                .map_err(tls_err)?,
+        )
+    };
     let verifier: Arc<dyn ServerCertVerifier> = match pin {
         Some(pin) => Arc::new(PinnedVerifier {
             pin: parse_pin(pin).map_err(|message| Error::Tls {
@@ -165,36 +173,31 @@ impl ServerCertVerifier for PinnedVerifier {
             ));
         };
         if at == 0 {
-            // The receiver's own certificate, exactly as IT pinned it.
+            // The receiver's own certificate, exactly as IT pinned it: the pin replaces the
+            // chain, but the certificate must still be in its validity period and name the host.
+            check_pinned_leaf(end_entity, server_name, now)?;
             return Ok(ServerCertVerified::assertion());
         }
-        // A pinned CA or intermediate: the end-entity must still chain to it and name the host.
-        match self.inner.verify_server_cert(
+        // A pinned CA or intermediate is the *only* trust anchor for this path. Validating
+        // through the OS store as well would let anyone whose CA the workstation trusts (a TLS
+        // inspection proxy, a mis-issued certificate) append the public pinned CA to their own
+        // chain and pass: a pin match at some position proves nothing about the path. Only the
+        // certificates between the leaf and the pinned one may serve as intermediates.
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(chain[at].clone().into_owned())?;
+        let anchored = rustls::client::WebPkiServerVerifier::builder_with_provider(
+            Arc::new(roots),
+            self.provider.clone(),
+        )
+        .build()
+        .map_err(|e| rustls::Error::General(e.to_string()))?;
+        anchored.verify_server_cert(
             end_entity,
-            intermediates,
+            &intermediates[..at - 1],
             server_name,
             ocsp_response,
             now,
-        ) {
-            Ok(v) => Ok(v),
-            Err(_) => {
-                let mut roots = rustls::RootCertStore::empty();
-                roots.add(chain[at].clone().into_owned())?;
-                let anchored = rustls::client::WebPkiServerVerifier::builder_with_provider(
-                    Arc::new(roots),
-                    self.provider.clone(),
-                )
-                .build()
-                .map_err(|e| rustls::Error::General(e.to_string()))?;
-                anchored.verify_server_cert(
-                    end_entity,
-                    &intermediates[..at - 1],
-                    server_name,
-                    ocsp_response,
-                    now,
-                )
-            }
-        }
+        )
     }
 
     fn verify_tls12_signature(
@@ -218,6 +221,32 @@ impl ServerCertVerifier for PinnedVerifier {
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
         self.inner.supported_verify_schemes()
     }
+}
+
+/// A pinned end-entity certificate: within its validity period at `now` and valid for
+/// `server_name` (webpki's name rules: SAN DNS names and IP addresses only).
+fn check_pinned_leaf(
+    end_entity: &CertificateDer<'_>,
+    server_name: &ServerName<'_>,
+    now: UnixTime,
+) -> std::result::Result<(), rustls::Error> {
+    use rustls::CertificateError;
+    let (_, parsed) = x509_parser::parse_x509_certificate(end_entity.as_ref())
+        .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
+    let validity = parsed.validity();
+    let now_secs = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+    if now_secs < validity.not_before.timestamp() {
+        return Err(rustls::Error::InvalidCertificate(
+            CertificateError::NotValidYet,
+        ));
+    }
+    if now_secs > validity.not_after.timestamp() {
+        return Err(rustls::Error::InvalidCertificate(CertificateError::Expired));
+    }
+    let cert = webpki::EndEntityCert::try_from(end_entity)
+        .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::BadEncoding))?;
+    cert.verify_is_valid_for_subject_name(server_name)
+        .map_err(|_| rustls::Error::InvalidCertificate(CertificateError::NotValidForName))
 }
 
 /// The pin matched no presented certificate. rustls shows this error with `Debug`, so `Debug`

@@ -108,6 +108,15 @@ pub fn status_line(
     StatusLine { protection, text }
 }
 
+/// The line when not even the status can be read (a broken state database): the tray shows it
+/// rather than build a text of its own.
+pub fn unreadable_state_line() -> StatusLine {
+    StatusLine {
+        protection: Protection::NoKeystore,
+        text: "Duress: not protected: the agent state cannot be read".to_owned(),
+    }
+}
+
 /// Whom to contact about enrollment: the security e-mail, else phone, else "Security".
 pub fn contact(policy: &Policy) -> String {
     policy

@@ -1,7 +1,9 @@
 //! The sender's certificate pin (`ca_sha256`) and explicit proxy (`[network] proxy`), against a
 //! tiny local HTTPS stub: a receiver with a self-signed certificate (as the receiver's dev setup
 //! makes) is reachable with nothing but the pin; a wrong pin is refused even when the chain is
-//! trusted; a pinned CA anchors its leaf; and a proxy, when set, carries every connection.
+//! trusted; a pinned CA anchors its leaf and is the *only* anchor (a chain that merely carries
+//! the public pinned CA behind another trusted CA is refused); a pinned leaf must be in date and
+//! name the host; and a proxy, when set, carries every connection.
 #![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
@@ -85,6 +87,18 @@ async fn start(with_ca: bool) -> Stub {
         (vec![leaf.der().clone()], None, None)
     };
     let leaf_sha256 = hex(&chain[0]);
+    let url = serve(chain, &leaf_key);
+    Stub {
+        url,
+        leaf_sha256,
+        ca_sha256,
+        ca_pem,
+    }
+}
+
+/// Serves `chain` (leaf first, exactly as given) with `leaf_key` on 127.0.0.1:0; every event
+/// is answered with an acknowledgement naming its id. Returns the base URL.
+fn serve(chain: Vec<rustls_pki_types::CertificateDer<'static>>, leaf_key: &rcgen::KeyPair) -> String {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -105,12 +119,21 @@ async fn start(with_ca: bool) -> Stub {
     )
     .unwrap();
     tokio::spawn(server.serve(app.into_make_service()));
-    Stub {
-        url: format!("https://127.0.0.1:{}", addr.port()),
-        leaf_sha256,
-        ca_sha256,
-        ca_pem,
-    }
+    format!("https://127.0.0.1:{}", addr.port())
+}
+
+/// A CA certificate named `name`, self-signed.
+fn ca(name: &str) -> rcgen::CertifiedIssuer<'static, rcgen::KeyPair> {
+    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    params.distinguished_name.push(rcgen::DnType::CommonName, name);
+    rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap()
+}
+
+fn write_pem(dir: &tempfile::TempDir, name: &str, pem: &str) -> std::path::PathBuf {
+    let path = dir.path().join(name);
+    std::fs::write(&path, pem).unwrap();
+    path
 }
 
 fn token_for(id: Uuid) -> String {
@@ -257,4 +280,98 @@ async fn proxy_carries_the_connection() {
     let via_dead = Sender::with_proxy(&[r], Some(&dead_url)).unwrap();
     assert!(matches!(send(&via_dead).await, SendOutcome::Unreachable(_)));
     assert!(Sender::with_proxy(&[receiver(&s.url, None, None)], Some("::not a url")).is_err());
+}
+
+/// The attack that made an alarm vanish in silence: IT pins the receiver's CA `CA_P`; an
+/// impostor holding a leaf from another CA `CA_X` that the workstation trusts (here through
+/// `ca_cert`, standing for the OS store: a TLS-inspection proxy, a mis-issued certificate)
+/// presents `[forged leaf, CA_X, CA_P]` and acknowledges every event. The pin matches `CA_P` in
+/// the chain, but `CA_P` did not issue the path, so the connection is refused and the alarm is
+/// never "acknowledged". The same impostor without the pin is accepted (the trust is real), which
+/// shows that the refusal is the pin's doing.
+#[tokio::test]
+async fn a_pinned_ca_appended_to_another_trusted_chain_is_refused() {
+    let pinned = ca("pinned receiver CA");
+    let other = ca("another CA the workstation trusts");
+    let dir = tempfile::tempdir().unwrap();
+    let other_pem = write_pem(&dir, "other.pem", &other.pem());
+    let names = vec!["127.0.0.1".to_owned(), "localhost".to_owned()];
+    let forged_key = rcgen::KeyPair::generate().unwrap();
+    let forged = rcgen::CertificateParams::new(names)
+        .unwrap()
+        .signed_by(&forged_key, &other)
+        .unwrap();
+    let url = serve(
+        vec![forged.der().clone(), other.der().clone(), pinned.der().clone()],
+        &forged_key,
+    );
+
+    let unpinned = Sender::new(&[receiver(&url, Some(&other_pem), None)]).unwrap();
+    assert!(
+        matches!(send(&unpinned).await, SendOutcome::Acked(_)),
+        "without a pin the trusted impostor chain verifies (the premise of the attack)"
+    );
+    let pin = hex(pinned.der());
+    let sender = Sender::new(&[receiver(&url, Some(&other_pem), Some(&pin))]).unwrap();
+    match send(&sender).await {
+        SendOutcome::Unreachable(e) => assert!(!e.is_empty()),
+        other => panic!("an impostor chain carrying the pinned CA must be refused: {other:?}"),
+    }
+    // The pinned CA itself as the only root, and not even `ca_cert` can widen it.
+    let sender = Sender::new(&[receiver(&url, None, Some(&pin))]).unwrap();
+    assert!(matches!(send(&sender).await, SendOutcome::Unreachable(_)));
+}
+
+/// A pinned CA with an intermediate between it and the leaf: `[leaf, intermediate, CA_P]`
+/// verifies with `CA_P` as the only anchor; pinning the intermediate works too.
+#[tokio::test]
+async fn a_pinned_ca_anchors_a_chain_through_its_intermediate() {
+    let root = ca("pinned root");
+    let mut int_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    int_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    int_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "issuing intermediate");
+    let intermediate =
+        rcgen::CertifiedIssuer::signed_by(int_params, rcgen::KeyPair::generate().unwrap(), &root)
+            .unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &intermediate)
+        .unwrap();
+    let url = serve(
+        vec![leaf.der().clone(), intermediate.der().clone(), root.der().clone()],
+        &leaf_key,
+    );
+    for pin in [hex(root.der()), hex(intermediate.der())] {
+        let sender = Sender::new(&[receiver(&url, None, Some(&pin))]).unwrap();
+        assert!(matches!(send(&sender).await, SendOutcome::Acked(_)), "pin {pin}");
+    }
+}
+
+/// A pinned leaf replaces the chain but not the rest of the checks: an expired pinned
+/// certificate, one not yet valid, and one that does not name the host are refused.
+#[tokio::test]
+async fn a_pinned_leaf_must_be_in_date_and_name_the_host() {
+    let now = OffsetDateTime::now_utc();
+    for (label, not_before, not_after, names) in [
+        ("expired", now - time::Duration::days(30), now - time::Duration::days(1), vec!["127.0.0.1"]),
+        ("not yet valid", now + time::Duration::days(1), now + time::Duration::days(30), vec!["127.0.0.1"]),
+        ("another host", now - time::Duration::days(1), now + time::Duration::days(30), vec!["receiver.example"]),
+    ] {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let mut params =
+            rcgen::CertificateParams::new(names.into_iter().map(str::to_owned).collect::<Vec<_>>())
+                .unwrap();
+        params.not_before = not_before;
+        params.not_after = not_after;
+        let leaf = params.self_signed(&key).unwrap();
+        let url = serve(vec![leaf.der().clone()], &key);
+        let sender = Sender::new(&[receiver(&url, None, Some(&hex(leaf.der())))]).unwrap();
+        assert!(
+            matches!(send(&sender).await, SendOutcome::Unreachable(_)),
+            "a pinned leaf that is {label} must be refused"
+        );
+    }
 }

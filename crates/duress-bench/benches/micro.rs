@@ -33,6 +33,7 @@ fn claims(seq: u64) -> EventClaims {
             ..Default::default()
         },
         host: host(),
+        cancel_pin: None,
     }
 }
 

@@ -25,7 +25,7 @@ pub use ed25519_dalek::VerifyingKey;
 pub use jws::{DeviceKey, Jwk, JwsError, ParsedJws, Typ};
 pub use location::Location;
 pub use messages::{
-    DeviceStatus, EnrollmentAnswer, EnrollmentClaims, EventAck, EventClaims, EventKind,
+    DeviceStatus, EnrollmentAnswer, EnrollmentClaims, EventAck, EventClaims, EventKind, PinCheck,
     HeartbeatAnswer, HeartbeatClaims, HostFacts, HotkeyState, Source,
 };
 pub use problem::{Problem, ProblemType};

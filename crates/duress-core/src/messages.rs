@@ -36,6 +36,35 @@ impl EventKind {
     }
 }
 
+/// How the PIN of a `cancel` event was answered, when the policy asks for one. A person forced
+/// to cancel can say so by typing the *duress PIN* (or any wrong PIN): the cancel is still sent,
+/// exactly as a genuine one is, and only the console shows "cancel with duress PIN".
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PinCheck {
+    /// The cancel PIN was typed.
+    Ok,
+    /// Neither the cancel PIN nor the duress PIN: treated as a duress PIN.
+    Wrong,
+    /// The policy's duress PIN was typed.
+    Duress,
+}
+
+impl PinCheck {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            PinCheck::Ok => "ok",
+            PinCheck::Wrong => "wrong",
+            PinCheck::Duress => "duress",
+        }
+    }
+
+    /// True when the console must flag the cancel as made under duress.
+    pub const fn is_duress(self) -> bool {
+        matches!(self, PinCheck::Wrong | PinCheck::Duress)
+    }
+}
+
 /// What was pressed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "lowercase")]
@@ -45,6 +74,8 @@ pub enum Source {
     Hotspot,
     Cli,
     Phone,
+    /// The agent's own policy-scheduled silent self-test (`kind: test` only).
+    Schedule,
 }
 
 impl Source {
@@ -55,6 +86,7 @@ impl Source {
             Source::Hotspot => "hotspot",
             Source::Cli => "cli",
             Source::Phone => "phone",
+            Source::Schedule => "schedule",
         }
     }
 }
@@ -134,6 +166,10 @@ pub struct EventClaims {
     pub location: Location,
     #[serde(default)]
     pub host: HostFacts,
+    /// `cancel` events only, when the policy asks for a PIN: how it was answered (absent
+    /// otherwise; unknown to older receivers, which ignore it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cancel_pin: Option<PinCheck>,
 }
 
 impl EventClaims {
@@ -329,6 +365,7 @@ mod tests {
                 hostname: "ws-1".into(),
                 ..Default::default()
             },
+            cancel_pin: None,
         }
     }
 

@@ -147,6 +147,7 @@ impl SimStation {
             source: Source::Cli,
             location: location(self.index),
             host: host(self.index),
+            cancel_pin: None,
         }
     }
 

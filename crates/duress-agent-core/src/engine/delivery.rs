@@ -335,16 +335,17 @@ impl Engine {
                     let status = answer.device_status.as_str().to_owned();
                     let hk = serde_json::to_string(&hotkey).unwrap_or_default();
                     let at = fmt_time(self.now());
+                    let claimed =
+                        serde_json::to_string(&answer.claimed_incidents).unwrap_or_default();
                     self.db(move |o| {
                         o.meta_set_many(&[
                             (keys::DEVICE_STATUS, Some(&status)),
                             (keys::HOTKEY_STATE, Some(&hk)),
                             (keys::LAST_HEARTBEAT_AT, Some(&at)),
+                            (keys::CLAIMED_INCIDENTS, Some(&claimed)),
                         ])
                     })
                     .await?;
-                    let claimed = answer.claimed_incidents.clone();
-                    *lock(&self.inner.claimed_incidents) = claimed;
                     self.note_contact(&sender, None).await;
                     return Ok(answer);
                 }

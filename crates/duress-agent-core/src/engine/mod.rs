@@ -7,8 +7,10 @@
 //! neither the network nor the keystore.
 
 mod delivery;
+mod diagnose;
 mod enroll;
 mod run_loop;
+pub mod self_test;
 mod status;
 
 use std::collections::HashMap;
@@ -18,7 +20,9 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Instant;
 
 use duress_core::clock::truncate_to_millis;
-use duress_core::{DeviceKey, EventClaims, EventKind, HotkeyState, Location, Source, Typ};
+use duress_core::{
+    DeviceKey, EventClaims, EventKind, HotkeyState, Location, PinCheck, Source, Typ,
+};
 use time::{Duration, OffsetDateTime};
 use tokio::sync::Notify;
 use uuid::Uuid;
@@ -31,6 +35,7 @@ use crate::sender::Sender;
 use crate::{Error, Result};
 
 pub use delivery::DeliveryReport;
+pub use diagnose::{ReceiverProbe, tls_identity};
 pub use enroll::EnrollOptions;
 pub use status::{SelfTest, StatusSnapshot};
 
@@ -56,14 +61,16 @@ struct Inner {
     offset_ms: AtomicI64,
     /// Poked by `record` so an in-process `run` sends at once.
     new_event: Notify,
+    /// The local UTC offset in seconds, as the front end last gave it (the engine cannot read
+    /// it safely in a multi-threaded process); used for the self-test window.
+    local_offset_s: std::sync::atomic::AtomicI32,
+    /// Set by a recorded alarm or cancel (not a self-test): `run` then polls the
+    /// acknowledgement quickly.
+    ack_wanted: std::sync::atomic::AtomicBool,
     /// Events a receiver refused, and when they may be tried again.
     refused_until: Mutex<HashMap<Uuid, Instant>>,
     /// The hotkey state as last given to `run` / `send_heartbeat`.
     hotkey: Mutex<HotkeyState>,
-    /// This device's open incidents an officer has claimed, from the last heartbeat answer
-    /// (the tray's covert acknowledgement). In memory: a restart forgets it until the next
-    /// heartbeat, which is what an acknowledgement should do.
-    claimed_incidents: Mutex<Vec<Uuid>>,
     /// Why the keystore could not give the device key, as last seen (`None`: it worked, or it
     /// has not been asked yet). Drives "not protected: no keystore".
     keystore_problem: Mutex<Option<String>>,
@@ -112,8 +119,9 @@ impl Engine {
                 offset_ms: AtomicI64::new(offset_ms),
                 new_event: Notify::new(),
                 refused_until: Mutex::new(HashMap::new()),
+                local_offset_s: std::sync::atomic::AtomicI32::new(0),
+                ack_wanted: std::sync::atomic::AtomicBool::new(false),
                 hotkey: Mutex::new(HotkeyState::NotApplicable),
-                claimed_incidents: Mutex::new(Vec::new()),
                 keystore_problem: Mutex::new(None),
             }),
         })
@@ -135,6 +143,20 @@ impl Engine {
     /// The keystore slot of this installation's device key.
     pub fn keystore(&self) -> &Keystore {
         &self.inner.keystore
+    }
+
+    /// Sets the local UTC offset (the tray and the CLI read it with chrono; see
+    /// [`Engine::local_offset`]).
+    pub fn set_local_offset(&self, offset: time::UtcOffset) {
+        self.inner
+            .local_offset_s
+            .store(offset.whole_seconds(), Ordering::Relaxed);
+    }
+
+    /// The local UTC offset last set with [`Engine::set_local_offset`] (UTC until then).
+    pub fn local_offset(&self) -> time::UtcOffset {
+        time::UtcOffset::from_whole_seconds(self.inner.local_offset_s.load(Ordering::Relaxed))
+            .unwrap_or(time::UtcOffset::UTC)
     }
 
     /// Now, by the raw clock corrected with the learned server offset.
@@ -230,12 +252,36 @@ impl Engine {
         self.record_at(kind, source, self.now())
     }
 
+    /// Records a duress-safe cancel (kind `cancel`): it annotates the open incident and never
+    /// closes it. `pin` is what the person typed when the policy asks for a PIN (`None` when it
+    /// asks none, or nothing was typed); a wrong or duress PIN still records the cancel — the
+    /// same way, with the same answer — and only the signed `cancel_pin` claim tells the
+    /// console. Durable on return, like [`Engine::record`].
+    pub fn record_cancel(&self, source: Source, pin: Option<&str>) -> Result<EventClaims> {
+        let check = if self.inner.policy.cancel.requires_pin() {
+            self.inner.policy.cancel.check_pin(pin.unwrap_or(""))
+        } else {
+            None
+        };
+        self.record_full(EventKind::Cancel, source, self.now(), check)
+    }
+
     /// [`Engine::record`] with an explicit press time (tests of late alarms).
     pub fn record_at(
         &self,
         kind: EventKind,
         source: Source,
         occurred_at: OffsetDateTime,
+    ) -> Result<EventClaims> {
+        self.record_full(kind, source, occurred_at, None)
+    }
+
+    fn record_full(
+        &self,
+        kind: EventKind,
+        source: Source,
+        occurred_at: OffsetDateTime,
+        cancel_pin: Option<PinCheck>,
     ) -> Result<EventClaims> {
         let signer = match self.device_id() {
             Ok(Some(device_id)) => match self.device_key(&device_id) {
@@ -268,6 +314,7 @@ impl Engine {
                     source,
                     location,
                     host,
+                    cancel_pin,
                 };
                 let token = match &signer {
                     Some((device_id, key)) => Some(sign_event(key, device_id, &claims)?),
@@ -276,9 +323,13 @@ impl Engine {
                 Ok((claims, token))
             })
         })?;
+        // The PIN's outcome is never logged: a log is something an aggressor could be shown.
         tracing::info!(event = %stored.id, seq = stored.seq, kind = kind.as_str(),
             source = source.as_str(), signed = stored.first_token.is_some(),
             "event recorded (durable)");
+        if kind != EventKind::Test {
+            self.inner.ack_wanted.store(true, Ordering::Relaxed);
+        }
         self.inner.new_event.notify_one();
         Ok(stored.claims)
     }

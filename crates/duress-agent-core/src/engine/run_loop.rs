@@ -18,6 +18,16 @@ use crate::{Error, Result};
 /// within its budget (docs/PERFORMANCE.md, P2).
 pub const OUTBOX_POLL: Duration = Duration::from_millis(500);
 
+/// How often `run` checks whether a scheduled self-test is due.
+pub const SELF_TEST_CHECK: Duration = Duration::from_secs(60);
+
+/// After a press, heartbeats go this often so the covert acknowledgement (an officer's claim,
+/// listed in the heartbeat answer) reaches the tray within seconds rather than at the next
+/// regular heartbeat (up to `interval_s`, 60 s by default).
+pub const ACK_POLL: Duration = Duration::from_secs(5);
+/// How long after the last press heartbeats stay at [`ACK_POLL`].
+pub const ACK_POLL_FOR: Duration = Duration::from_secs(600);
+
 impl Engine {
     /// Runs until `shutdown` completes: a heartbeat at once and then every `interval_s` (with
     /// backoff on failure), and delivery of pending events — woken by `record` in this process,
@@ -40,7 +50,13 @@ impl Engine {
         let mut next_delivery = Some(Instant::now());
         let mut delivery_attempt: u32 = 0;
         let mut hotkey_open = true;
+        // Until when heartbeats go every ACK_POLL (a press was seen: the acknowledgement).
+        let mut ack_poll_until: Option<Instant> = None;
         let mut data_version = self.db(|o| o.data_version()).await.ok();
+        // The scheduled self-test is looked at once a minute (only when the policy has one).
+        let mut self_test_tick = interval(SELF_TEST_CHECK);
+        self_test_tick.set_missed_tick_behavior(MissedTickBehavior::Delay);
+        let self_tests = self.inner.policy.self_test.every_days > 0;
         let mut poll = interval(OUTBOX_POLL);
         poll.set_missed_tick_behavior(MissedTickBehavior::Delay);
         *lock(&self.inner.hotkey) = hotkey.borrow().clone();
@@ -70,6 +86,9 @@ impl Engine {
                 () = self.inner.new_event.notified() => {
                     next_delivery = Some(Instant::now());
                     delivery_attempt = 0;
+                    if self.inner.ack_wanted.swap(false, std::sync::atomic::Ordering::Relaxed) {
+                        start_ack_poll(&mut ack_poll_until, &mut next_hb);
+                    }
                 }
                 _ = poll.tick() => {
                     let v = self.db(|o| o.data_version()).await.ok();
@@ -77,6 +96,11 @@ impl Engine {
                         data_version = v;
                         next_delivery = Some(Instant::now());
                         delivery_attempt = 0;
+                        // Another process committed: a `trigger` (or its delivery marks).
+                        // Polling the acknowledgement a little more costs a few heartbeats.
+                        if self.db(|o| o.pending_count()).await.unwrap_or(0) > 0 {
+                            start_ack_poll(&mut ack_poll_until, &mut next_hb);
+                        }
                     }
                 }
                 () = delivery_due => {
@@ -114,7 +138,14 @@ impl Engine {
                             hb_interval = answer_interval
                                 .map(interval_from_secs)
                                 .unwrap_or(policy_interval);
-                            next_hb = Instant::now() + hb_interval;
+                            let now = Instant::now();
+                            next_hb = match ack_poll_until {
+                                Some(until) if now < until => now + ACK_POLL.min(hb_interval),
+                                _ => {
+                                    ack_poll_until = None;
+                                    now + hb_interval
+                                }
+                            };
                             // A receiver is reachable and accepts this device: retry
                             // everything still queued now, refused events included (the
                             // refusal may have been the device's status, now lifted).
@@ -130,6 +161,21 @@ impl Engine {
                             tracing::warn!("heartbeat failed ({hb_failures}x), next in {d:?}: {e}");
                             next_hb = Instant::now() + d;
                         }
+                    }
+                }
+                _ = self_test_tick.tick(), if self_tests => {
+                    let this = self.clone();
+                    let local = self.local_offset();
+                    let r = tokio::task::spawn_blocking(move || this.run_scheduled_self_test(local))
+                        .await;
+                    match r {
+                        Ok(Ok(true)) => {
+                            next_delivery = Some(Instant::now());
+                            delivery_attempt = 0;
+                        }
+                        Ok(Ok(false)) => {}
+                        Ok(Err(e)) => tracing::warn!("scheduled self-test failed: {e}"),
+                        Err(e) => tracing::warn!("scheduled self-test failed: {e}"),
                     }
                 }
                 changed = hotkey.changed(), if hotkey_open => {
@@ -149,6 +195,17 @@ impl Engine {
         Ok(())
     }
 
+}
+
+/// A press was seen: heartbeats every [`ACK_POLL`] for [`ACK_POLL_FOR`], the first one
+/// [`ACK_POLL`] from now (the receiver first needs the alarm; an officer then claims it).
+fn start_ack_poll(until: &mut Option<Instant>, next_hb: &mut Instant) {
+    let now = Instant::now();
+    *until = Some(now + ACK_POLL_FOR);
+    *next_hb = (*next_hb).min(now + ACK_POLL);
+}
+
+impl Engine {
     /// A heartbeat; or, before enrollment, an enrollment with the policy's token. Returns the
     /// interval the receiver asked for, if any.
     async fn heartbeat_or_enroll(&self, hotkey: HotkeyState) -> Result<Option<u64>> {

@@ -46,8 +46,8 @@ pub struct StatusSnapshot {
     /// When a receiver last acknowledged a heartbeat (alarms delivered do not move it).
     #[serde(with = "time::serde::rfc3339::option")]
     pub last_heartbeat_at: Option<OffsetDateTime>,
-    /// This device's open incidents an officer has claimed (from the last heartbeat answer of
-    /// this process; empty in a process that sends no heartbeats).
+    /// This device's open incidents an officer has claimed, from the last heartbeat answer of
+    /// whichever process sent it (kept in the state database).
     pub claimed_incidents: Vec<Uuid>,
     /// Why the keystore cannot give the device key, when it was last asked and failed.
     pub keystore_problem: Option<String>,
@@ -71,6 +71,7 @@ impl Engine {
                 keys::LAST_SELF_TEST_AT,
                 keys::HOTKEY_STATE,
                 keys::LAST_HEARTBEAT_AT,
+                keys::CLAIMED_INCIDENTS,
             ]
             .map(get);
             let meta: Vec<Option<String>> = meta.into_iter().collect::<Result<_>>()?;
@@ -87,7 +88,8 @@ impl Engine {
             self_test_at,
             hotkey_json,
             last_heartbeat_at,
-        ]: [Option<String>; 10] = meta.try_into().unwrap_or_default();
+            claimed_json,
+        ]: [Option<String>; 11] = meta.try_into().unwrap_or_default();
         let time = |s: Option<String>| s.and_then(|s| parse_time(&s).ok());
         let last_self_test = match (
             self_test_id.and_then(|s| Uuid::parse_str(&s).ok()),
@@ -123,7 +125,9 @@ impl Engine {
             clock_offset_ms: self.clock_offset().whole_milliseconds() as i64,
             hotkey,
             last_heartbeat_at: time(last_heartbeat_at),
-            claimed_incidents: lock(&self.inner.claimed_incidents).clone(),
+            claimed_incidents: claimed_json
+                .and_then(|j| serde_json::from_str(&j).ok())
+                .unwrap_or_default(),
             keystore_problem: lock(&self.inner.keystore_problem).clone(),
             install_id: self.inner.install_id.clone(),
             state_dir: self.inner.state_dir.display().to_string(),

@@ -325,3 +325,71 @@ fn user_location_only_where_policy_allows() {
         Some("Bldg T, Room 1")
     );
 }
+
+/// SHA-256 hex of a PIN, as policy carries it.
+fn pin_hash(pin: &str) -> String {
+    use sha2::Digest as _;
+    sha2::Sha256::digest(pin.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// A cancel is a signed `cancel` event; without a PIN policy it carries no `cancel_pin`. With
+/// one, the right PIN gives `ok`, the duress PIN `duress`, anything else (nothing typed
+/// included) `wrong` — and every one of them is recorded and queued the same way.
+#[test]
+fn cancel_records_the_pin_outcome_in_the_signed_claims() {
+    require_keystore();
+    let dir = tempfile::tempdir().unwrap();
+    let engine = Engine::open(Policy::default(), dir.path().join("a")).unwrap();
+    let key = fake_enroll(&engine);
+    let plain = engine.record_cancel(Source::Tray, Some("1234")).unwrap();
+    assert_eq!(plain.kind, EventKind::Cancel);
+    assert_eq!(plain.cancel_pin, None, "no PIN asked, none reported");
+
+    let mut policy = Policy::default();
+    policy.cancel.pin_sha256 = Some(pin_hash("1234"));
+    policy.cancel.duress_pin_sha256 = Some(pin_hash("9999").to_uppercase());
+    let engine = Engine::open(policy, dir.path().join("b")).unwrap();
+    let key_b = fake_enroll(&engine);
+    let mut outcomes = Vec::new();
+    for pin in [Some("1234"), Some("9999"), Some("0000"), None] {
+        let c = engine.record_cancel(Source::Cli, pin).unwrap();
+        let stored = engine.event(c.id).unwrap().expect("durable");
+        let token = stored.first_token.expect("signed at once");
+        let parsed = ParsedJws::parse(&token).unwrap();
+        let claims: EventClaims =
+            serde_json::from_slice(parsed.verify(&key_b.verifying_key()).unwrap()).unwrap();
+        assert_eq!(claims.kind, EventKind::Cancel);
+        outcomes.push(claims.cancel_pin);
+    }
+    assert_eq!(
+        outcomes,
+        [
+            Some(PinCheck::Ok),
+            Some(PinCheck::Duress),
+            Some(PinCheck::Wrong),
+            Some(PinCheck::Wrong)
+        ]
+    );
+    assert_eq!(engine.status().unwrap().queued, 4, "every cancel is queued");
+    let _ = key;
+}
+
+/// The acknowledgement state is kept in the state database: another engine on the same state
+/// (another process: `duress-agent status`) sees the claimed incidents a heartbeat stored.
+#[test]
+fn claimed_incidents_are_visible_to_another_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("s");
+    let engine = Engine::open(Policy::default(), state.clone()).unwrap();
+    assert!(engine.status().unwrap().claimed_incidents.is_empty());
+    let id = Uuid::now_v7();
+    let json = serde_json::to_string(&vec![id]).unwrap();
+    engine
+        .with_outbox(|o| o.meta_set(keys::CLAIMED_INCIDENTS, &json))
+        .unwrap();
+    let other = Engine::open(Policy::default(), state).unwrap();
+    assert_eq!(other.status().unwrap().claimed_incidents, vec![id]);
+}

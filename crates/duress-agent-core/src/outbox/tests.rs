@@ -13,6 +13,7 @@ fn claims(seq: u64) -> EventClaims {
         source: Source::Cli,
         location: Location::default(),
         host: Default::default(),
+        cancel_pin: None,
     }
 }
 

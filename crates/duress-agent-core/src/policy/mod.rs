@@ -29,6 +29,14 @@
 //! security_email = "security@example.edu"
 //! teams_url = "https://teams.microsoft.com/l/channel/…"
 //! text = "…"                       # extra guidance shown in Help
+//! [cancel]                        # "I'm OK — cancel": annotates the open incident, never closes it
+//! label = "I'm OK — cancel"
+//! chords = []                      # optional cancel chord(s), e.g. ["Ctrl+Alt+Shift+O"]
+//! pin_sha256 = ""                  # SHA-256 (hex) of the cancel PIN; empty = no PIN asked
+//! duress_pin_sha256 = ""           # SHA-256 (hex) of the duress PIN: the cancel is flagged
+//! [self_test]                     # silent scheduled self-test (kind test, never an incident)
+//! every_days = 0                   # 0 = off; e.g. 7 = weekly
+//! window = "09:00-17:00"           # local time; each station picks its own random minute in it
 //! [network]
 //! proxy = "http://proxy.example.edu:8080"   # explicit proxy (PAC/WPAD is not read)
 //! ```
@@ -246,6 +254,130 @@ fn default_emergency_number() -> String {
     "911".to_owned()
 }
 
+/// `[cancel]`: the duress-safe cancel. A cancel is an event of kind `cancel` that annotates the
+/// open incident ("staff pressed cancel"); it never closes or silences it — officers still
+/// respond and follow up.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct CancelPolicy {
+    /// Label of the tray item that sends a cancel.
+    #[serde(default = "default_cancel_label")]
+    pub label: String,
+    /// Optional chords that send a cancel (none by default; X11, Windows and macOS grabs —
+    /// not the Wayland portal). A chord cannot take a PIN: with a PIN policy its cancel is sent
+    /// as one with a wrong PIN (flagged on the console).
+    #[serde(default)]
+    pub chords: Vec<String>,
+    /// SHA-256 (hex) of the cancel PIN. Set: a cancel asks for a PIN. Empty or absent: no PIN.
+    #[serde(default)]
+    pub pin_sha256: Option<String>,
+    /// SHA-256 (hex) of the duress PIN: a cancel with it (or with any wrong PIN) is sent like any
+    /// other and flagged on the console as "cancel with duress PIN".
+    #[serde(default)]
+    pub duress_pin_sha256: Option<String>,
+}
+
+impl Default for CancelPolicy {
+    fn default() -> Self {
+        CancelPolicy {
+            label: default_cancel_label(),
+            chords: Vec::new(),
+            pin_sha256: None,
+            duress_pin_sha256: None,
+        }
+    }
+}
+
+fn default_cancel_label() -> String {
+    "I'm OK — cancel".to_owned()
+}
+
+impl CancelPolicy {
+    /// True when a cancel must ask for a PIN.
+    pub fn requires_pin(&self) -> bool {
+        self.pin_sha256.as_deref().is_some_and(|h| !h.trim().is_empty())
+    }
+
+    /// How `pin` answers the policy: `None` when no PIN is asked; otherwise `Ok`, `Duress`, or
+    /// `Wrong` (anything else, an empty PIN included). Never an error: a cancel is always sent.
+    pub fn check_pin(&self, pin: &str) -> Option<duress_core::PinCheck> {
+        use duress_core::PinCheck;
+        use sha2::Digest as _;
+        if !self.requires_pin() {
+            return None;
+        }
+        let digest: String = sha2::Sha256::digest(pin.as_bytes())
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        let same = |h: &Option<String>| {
+            h.as_deref()
+                .is_some_and(|h| normalise_sha256(h) == digest)
+        };
+        Some(if same(&self.pin_sha256) {
+            PinCheck::Ok
+        } else if same(&self.duress_pin_sha256) {
+            PinCheck::Duress
+        } else {
+            PinCheck::Wrong
+        })
+    }
+}
+
+/// Lower-case hex without colons or spaces.
+fn normalise_sha256(h: &str) -> String {
+    h.chars()
+        .filter(|c| c.is_ascii_hexdigit())
+        .collect::<String>()
+        .to_ascii_lowercase()
+}
+
+/// `[self_test]`: a silent self-test the agent sends on its own, so every station is proven
+/// end to end regularly without anyone pressing anything.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct SelfTestPolicy {
+    /// Days between scheduled self-tests; 0 = none (the default).
+    #[serde(default)]
+    pub every_days: u32,
+    /// `HH:MM-HH:MM`, local time: each station picks a random minute in it (so a campus does
+    /// not test all at once) and tests at that minute.
+    #[serde(default = "default_self_test_window")]
+    pub window: String,
+}
+
+impl Default for SelfTestPolicy {
+    fn default() -> Self {
+        SelfTestPolicy {
+            every_days: 0,
+            window: default_self_test_window(),
+        }
+    }
+}
+
+fn default_self_test_window() -> String {
+    "09:00-17:00".to_owned()
+}
+
+impl SelfTestPolicy {
+    /// The window as minutes after local midnight, `[start, end)`.
+    pub fn window_minutes(&self) -> std::result::Result<(u32, u32), String> {
+        let bad = || format!("self_test.window must be HH:MM-HH:MM, got {:?}", self.window);
+        let (a, b) = self.window.split_once('-').ok_or_else(bad)?;
+        let minutes = |t: &str| -> Option<u32> {
+            let (h, m) = t.trim().split_once(':')?;
+            let (h, m): (u32, u32) = (h.parse().ok()?, m.parse().ok()?);
+            (h < 24 && m < 60).then_some(h * 60 + m)
+        };
+        let (start, end) = (minutes(a).ok_or_else(bad)?, minutes(b).ok_or_else(bad)?);
+        if end <= start {
+            return Err(format!(
+                "self_test.window must end after it starts, got {:?}",
+                self.window
+            ));
+        }
+        Ok((start, end))
+    }
+}
+
 /// `[network]`.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
 pub struct NetworkPolicy {
@@ -298,6 +430,10 @@ pub struct Policy {
     pub tray: TrayPolicy,
     #[serde(default)]
     pub help: HelpPolicy,
+    #[serde(default)]
+    pub cancel: CancelPolicy,
+    #[serde(default)]
+    pub self_test: SelfTestPolicy,
     #[serde(default)]
     pub network: NetworkPolicy,
 }
@@ -385,6 +521,39 @@ impl Policy {
                 "hotkey.hold_ms must be at most 10000, got {}",
                 self.hotkey.hold_ms
             ));
+        }
+        if self.self_test.every_days > 366 {
+            return Err(format!(
+                "self_test.every_days must be 0..=366, got {}",
+                self.self_test.every_days
+            ));
+        }
+        self.self_test.window_minutes()?;
+        let cancel = self.cancel.label.trim();
+        if cancel.is_empty() || cancel.chars().count() > 64 || cancel.chars().any(char::is_control)
+        {
+            return Err("cancel.label must be 1..=64 printable characters".into());
+        }
+        if self.cancel.chords.iter().any(|c| c.trim().is_empty()) {
+            return Err("cancel.chords contains an empty chord".into());
+        }
+        if let Some(c) = self.cancel.chords.iter().find(|c| self.hotkey.chords.contains(c)) {
+            return Err(format!("cancel.chords repeats the alarm chord {c}"));
+        }
+        for (name, h) in [
+            ("pin_sha256", &self.cancel.pin_sha256),
+            ("duress_pin_sha256", &self.cancel.duress_pin_sha256),
+        ] {
+            if let Some(h) = h.as_deref().filter(|h| !h.trim().is_empty())
+                && normalise_sha256(h).len() != 64
+            {
+                return Err(format!("cancel.{name} must be a SHA-256 in hex (64 digits)"));
+            }
+        }
+        if self.cancel.duress_pin_sha256.as_deref().is_some_and(|h| !h.trim().is_empty())
+            && !self.cancel.requires_pin()
+        {
+            return Err("cancel.duress_pin_sha256 needs cancel.pin_sha256".into());
         }
         let label = self.tray.hidden_button_label.trim();
         if label.is_empty() || label.chars().count() > 64 || label.chars().any(char::is_control) {

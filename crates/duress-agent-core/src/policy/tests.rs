@@ -285,3 +285,44 @@ fn tray_and_guard_values_are_validated() {
         assert!(e.contains(needle), "{text:?} -> {e}");
     }
 }
+
+/// `[cancel]`: label, chords and the PIN hashes parse; bad hashes, a duress PIN without a PIN
+/// and a cancel chord equal to the alarm chord are refused by name.
+#[test]
+fn cancel_keys_parse_and_are_validated() {
+    let d = Policy::default();
+    assert_eq!(d.cancel.label, "I'm OK — cancel");
+    assert!(!d.cancel.requires_pin() && d.cancel.chords.is_empty());
+    // sha256("1234") and sha256("9999").
+    let ok = "03ac674216f3e15c761ee1a5e255f067953623c8b388b4459e13f978d7c846f4";
+    let duress = "888df25ae35772424a560c7152a1de794440e0ea5cfee62828333a456a506e05";
+    let c = Policy::from_toml_str("[cancel]\nchords = [\"Ctrl+Alt+Shift+O\"]", "t").unwrap();
+    assert_eq!(c.cancel.chords, ["Ctrl+Alt+Shift+O"]);
+    let p = Policy::from_toml_str(
+        &format!(
+            "[cancel]\nlabel = \"All fine\"\n\
+             pin_sha256 = \"{ok}\"\nduress_pin_sha256 = \"{duress}\""
+        ),
+        "t",
+    )
+    .unwrap();
+    assert_eq!(p.cancel.label, "All fine");
+    use duress_core::PinCheck;
+    assert_eq!(p.cancel.check_pin("1234"), Some(PinCheck::Ok));
+    assert_eq!(p.cancel.check_pin("9999"), Some(PinCheck::Duress));
+    assert_eq!(p.cancel.check_pin("12345"), Some(PinCheck::Wrong));
+    assert_eq!(p.cancel.check_pin(""), Some(PinCheck::Wrong));
+    assert_eq!(d.cancel.check_pin("1234"), None, "no PIN asked");
+    for (text, needle) in [
+        ("[cancel]\npin_sha256 = \"abc\"", "cancel.pin_sha256"),
+        (
+            &format!("[cancel]\nduress_pin_sha256 = \"{duress}\"") as &str,
+            "needs cancel.pin_sha256",
+        ),
+        ("[cancel]\nchords = [\"Ctrl+Alt+Shift+D\"]", "repeats the alarm chord"),
+        ("[cancel]\nlabel = \"\"", "cancel.label"),
+    ] {
+        let e = err_of(text);
+        assert!(e.contains(needle), "{text:?} -> {e}");
+    }
+}

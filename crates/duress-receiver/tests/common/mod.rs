@@ -284,6 +284,7 @@ impl Agent {
             source: Source::Hotkey,
             location: location(),
             host: host(),
+            cancel_pin: None,
         }
     }
 

@@ -350,6 +350,14 @@ pub fn example_value(key: &Key) -> toml::Value {
                 ("network", "proxy") => "http://proxy.example.edu:8080",
                 ("location", "country") => "US",
                 ("tray", "hidden_button_label") => "Print queue",
+                // sha256("1234") and sha256("9999").
+                ("cancel", "pin_sha256") => {
+                    "03ac674216f3e15c761ee1a5e255f067953623c8b388b4459e13f978d7c846f4"
+                }
+                ("cancel", "duress_pin_sha256") => {
+                    "888df25ae35772424a560c7152a1de794440e0ea5cfee62828333a456a506e05"
+                }
+                ("self_test", "window") => "08:00-18:00",
                 (_, name) => return Value::String(format!("example {name}")),
             }
             .to_owned(),
@@ -363,6 +371,9 @@ pub fn example_value(key: &Key) -> toml::Value {
             _ => 1,
         }),
         Kind::Bool => Value::Boolean(true),
+        Kind::StrList if key.table == "cancel" => {
+            Value::Array(vec![Value::String("Ctrl+Alt+Shift+O".into())])
+        }
         Kind::StrList => Value::Array(vec![
             Value::String("Ctrl+Alt+Shift+F12".into()),
             Value::String("F13".into()),

@@ -80,6 +80,12 @@ fn schema_lists_every_key_with_its_kind() {
             "help.security_email",
             "help.teams_url",
             "help.text",
+            "cancel.label",
+            "cancel.chords",
+            "cancel.pin_sha256",
+            "cancel.duress_pin_sha256",
+            "self_test.every_days",
+            "self_test.window",
             "network.proxy",
         ]
         .map(String::from),
@@ -89,6 +95,8 @@ fn schema_lists_every_key_with_its_kind() {
     assert_eq!(kind("hotkey", "chords"), Kind::StrList);
     assert_eq!(kind("hotkey", "repeat"), Kind::Int);
     assert_eq!(kind("tray", "covert_ack"), Kind::Bool);
+    assert_eq!(kind("cancel", "chords"), Kind::StrList);
+    assert_eq!(kind("self_test", "every_days"), Kind::Int);
     assert_eq!(kind("receivers", "url"), Kind::Str);
     assert!(matches!(kind("tray", "hotspot"), Kind::Enum(v) if v.contains(&"bottom-right")));
     assert_eq!(
@@ -101,6 +109,8 @@ fn schema_lists_every_key_with_its_kind() {
             ("heartbeat", false),
             ("tray", false),
             ("help", false),
+            ("cancel", false),
+            ("self_test", false),
             ("network", false)
         ]
     );
