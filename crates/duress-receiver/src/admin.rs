@@ -163,7 +163,10 @@ pub async fn list_users(at: impl Into<StoreLocation>) -> anyhow::Result<Vec<User
 
 /// Disables a console user and ends their sessions.
 pub async fn disable_user(at: impl Into<StoreLocation>, username: &str) -> anyhow::Result<()> {
-    with_store(at, async |store| accounts::disable(store, username, CLI).await).await
+    with_store(at, async |store| {
+        accounts::disable(store, username, CLI).await
+    })
+    .await
 }
 
 /// Recomputes the audit chain: `Ok(entries)` or where it breaks.

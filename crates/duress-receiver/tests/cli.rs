@@ -133,7 +133,15 @@ fn a_bad_database_url_is_one_clear_error_and_a_good_one_serves() {
     );
     for url in [unreachable.as_str(), "mysql://duress:s3cret-pw@db/duress"] {
         for args in [
-            vec!["serve", "--data-dir", d, "--listen", "127.0.0.1:0", "--database", url],
+            vec![
+                "serve",
+                "--data-dir",
+                d,
+                "--listen",
+                "127.0.0.1:0",
+                "--database",
+                url,
+            ],
             vec!["devices", "list", "--data-dir", d, "--database", url],
         ] {
             let out = Command::new(BIN)
@@ -165,9 +173,21 @@ fn a_bad_database_url_is_one_clear_error_and_a_good_one_serves() {
         .env("DURESS_DATABASE_URL", &url)
         .output()
         .unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut serve = Command::new(BIN)
-        .args(["serve", "--data-dir", d, "--listen", "127.0.0.1:0", "--database", &url])
+        .args([
+            "serve",
+            "--data-dir",
+            d,
+            "--listen",
+            "127.0.0.1:0",
+            "--database",
+            &url,
+        ])
         .stdout(Stdio::piped())
         .stderr(Stdio::null())
         .spawn()

@@ -15,7 +15,12 @@ const BIN: &str = env!("CARGO_BIN_EXE_duress-receiver");
 
 fn verify(at: StoreLocation) -> std::process::Output {
     let mut cmd = Command::new(BIN);
-    cmd.args(["audit", "verify", "--data-dir", at.data_dir.to_str().unwrap()]);
+    cmd.args([
+        "audit",
+        "verify",
+        "--data-dir",
+        at.data_dir.to_str().unwrap(),
+    ]);
     if let Some(url) = &at.database {
         cmd.env("DURESS_DATABASE_URL", url.expose());
     }

@@ -1,10 +1,10 @@
 //! Console accounts: officers handle incidents; admins also manage stations, tokens, users and
 //! camera mappings. Passwords are argon2id (PHC strings); hashing runs on the blocking pool.
 
-use argon2::Argon2;
-use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
 use crate::api::receiver_now;
 use crate::store::{NewUser, Store};
+use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
 
 pub use crate::store::{Role, UserRecord};
 

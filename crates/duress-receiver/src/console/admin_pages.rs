@@ -75,7 +75,15 @@ pub async fn add_user(
     let role = Role::parse(&form.role).unwrap_or(Role::Officer);
     let password = accounts::generate_password();
     let username = form.username.trim().to_owned();
-    match accounts::add(console.store.as_ref(), &username, role, &password, &user.username).await {
+    match accounts::add(
+        console.store.as_ref(),
+        &username,
+        role,
+        &password,
+        &user.username,
+    )
+    .await
+    {
         Ok(()) => users_page(&console, &user, Some((username, password)), None).await,
         Err(e) => users_page(&console, &user, None, Some(shown_or_failed(e)?)).await,
     }

@@ -10,16 +10,16 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::error::ConsoleResult;
+use super::pages::render_status;
+use super::{Console, CurrentUser, accounts, guard, sessions};
+use crate::settings::ConsoleSettings;
 use askama::Template;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Form};
 use serde::Deserialize;
-use super::error::ConsoleResult;
-use super::pages::render_status;
-use super::{Console, CurrentUser, accounts, guard, sessions};
-use crate::settings::ConsoleSettings;
 
 /// A hash of a random password nobody knows, verified against for unknown users so that they
 /// cost the same argon2 work as known ones.

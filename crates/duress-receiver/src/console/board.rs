@@ -11,8 +11,8 @@ use axum::extract::State;
 use axum::response::IntoResponse;
 use axum::{Extension, Json};
 
-use super::incident_view::{IncidentView, SelfTestView, open_incidents, recent_self_tests};
 use super::error::ConsoleResult;
+use super::incident_view::{IncidentView, SelfTestView, open_incidents, recent_self_tests};
 use super::pages::{Layout, render};
 use super::{Console, CurrentUser};
 

@@ -102,10 +102,11 @@ pub async fn guard(
 ) -> Response {
     let console = &state.console;
     let path = request.uri().path().to_owned();
-    let session = match sessions::load(console.store.as_ref(), request.headers(), &console.settings).await {
-        Ok(s) => s,
-        Err(e) => return super::error::ConsoleError::from(e).into_response(),
-    };
+    let session =
+        match sessions::load(console.store.as_ref(), request.headers(), &console.settings).await {
+            Ok(s) => s,
+            Err(e) => return super::error::ConsoleError::from(e).into_response(),
+        };
     let Some(session) = session else {
         return if is_api_path(&path) {
             unauthorized()

@@ -12,9 +12,9 @@ use axum::extract::{Path, State};
 use uuid::Uuid;
 
 use super::cameras::{CameraLink, links_for};
+use super::error::{ConsoleError, ConsoleResult};
 use super::incident_actions::DISPOSITIONS;
 use super::incident_view::{IncidentView, TimelineEntry, incident};
-use super::error::{ConsoleError, ConsoleResult};
 use super::pages::{Layout, render};
 use super::{Console, CurrentUser};
 
@@ -44,7 +44,8 @@ struct IncidentPage {
 }
 
 async fn load(console: &Console, user: &CurrentUser, id: &str) -> ConsoleResult<IncidentLive> {
-    let id = Uuid::parse_str(id).map_err(|_| ConsoleError::NotFound("There is no such incident."))?;
+    let id =
+        Uuid::parse_str(id).map_err(|_| ConsoleError::NotFound("There is no such incident."))?;
     let (incident, timeline) = incident(console.store.as_ref(), id)
         .await?
         .ok_or(ConsoleError::NotFound("There is no such incident."))?;

@@ -11,8 +11,8 @@ use axum::response::{IntoResponse, Response};
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
-use super::incident_view::{IncidentView, TimelineEntry, all_incidents, incident};
 use super::error::ConsoleError;
+use super::incident_view::{IncidentView, TimelineEntry, all_incidents, incident};
 use super::pages::{Layout, not_found_page, render};
 use super::{Console, CurrentUser};
 use crate::api::receiver_now;

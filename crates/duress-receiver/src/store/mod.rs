@@ -23,6 +23,7 @@
 
 pub mod audit_chain;
 pub mod postgres;
+mod rules;
 pub mod sqlite;
 pub mod types;
 
@@ -433,11 +434,8 @@ pub trait AccountStore: Send + Sync {
     /// What sign-in checks a password against.
     fn credentials<'a>(&'a self, username: &'a str) -> StoreFuture<'a, Option<Credentials>>;
     /// Audits a failed sign-in (`actor` is `ip:ADDR`).
-    fn record_login_failure<'a>(
-        &'a self,
-        username: &'a str,
-        actor: &'a str,
-    ) -> StoreFuture<'a, ()>;
+    fn record_login_failure<'a>(&'a self, username: &'a str, actor: &'a str)
+    -> StoreFuture<'a, ()>;
     /// Creates the session and audits the sign-in in one transaction.
     fn create_session<'a>(&'a self, session: NewSession, detail: &'a str) -> StoreFuture<'a, ()>;
     /// The session with this id hash and its user's current role and state.

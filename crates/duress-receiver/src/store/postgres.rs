@@ -23,9 +23,8 @@
 //! keeps its alarm and retries). Error messages name the database by [`redact_url`], never with
 //! its password.
 
-use std::collections::HashMap;
 use std::str::FromStr as _;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use duress_core::{DeviceStatus, EventKind, Source, VerifyingKey};
@@ -53,8 +52,6 @@ mod stations;
 const LOCK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections per receiver.
 const MAX_CONNECTIONS: u32 = 16;
-/// More distinct devices than this and the key cache starts again from empty (as SQLite's).
-const MAX_CACHED_KEYS: usize = 250_000;
 
 /// The shared store on a PostgreSQL server.
 #[derive(Debug, Clone)]
@@ -63,9 +60,8 @@ pub struct PostgresStore {
     /// Poked after every commit of this process that wrote a `console_events` row. Rows other
     /// receivers write are found by the console's pump at its next poll.
     wake: Arc<Notify>,
-    /// Verified devices' public keys, parsed once (a device's key never changes and devices
-    /// are never deleted; the status, which does change, is never cached).
-    keys: Arc<Mutex<HashMap<String, VerifyingKey>>>,
+    /// Verified devices' public keys (see [`super::rules::KeyCache`]).
+    keys: Arc<super::rules::KeyCache>,
     /// The URL without its password, for messages.
     name: String,
 }
@@ -219,25 +215,6 @@ impl PostgresStore {
             .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ READ ONLY")
             .await?)
     }
-
-    fn cached_key(&self, device_id: &str) -> Option<VerifyingKey> {
-        let keys = self
-            .keys
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
-        keys.get(device_id).copied()
-    }
-
-    fn cache_key(&self, device_id: &str, key: VerifyingKey) {
-        let mut keys = self
-            .keys
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
-        if keys.len() >= MAX_CACHED_KEYS {
-            keys.clear();
-        }
-        keys.insert(device_id.to_owned(), key);
-    }
 }
 
 /// Receiver time as stored: milliseconds, so a value reads back exactly as written.
@@ -329,17 +306,9 @@ impl IngestStore for PostgresStore {
 
     fn verifying_key<'a>(&'a self, device_id: &'a str) -> StoreFuture<'a, Option<VerifyingKey>> {
         Box::pin(async move {
-            if let Some(key) = self.cached_key(device_id) {
-                return Ok(Some(key));
-            }
-            let Some(device) = self.device_key(device_id).await? else {
-                return Ok(None);
-            };
-            let key = device.public_jwk.to_verifying_key().map_err(|e| {
-                StoreError::Corrupt(format!("device {device_id}: stored key is unusable: {e}"))
-            })?;
-            self.cache_key(device_id, key);
-            Ok(Some(key))
+            self.keys
+                .verifying_key(device_id, self.device_key(device_id))
+                .await
         })
     }
 

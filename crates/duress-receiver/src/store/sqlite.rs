@@ -7,9 +7,8 @@
 //! connection that commits whatever is queued in one transaction (group commit, see
 //! [`writer`]); everything else uses the pool. One submodule per area of the store's traits.
 
-use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use duress_core::{DeviceStatus, VerifyingKey};
@@ -23,8 +22,8 @@ use uuid::Uuid;
 
 use super::{
     DeviceKey, EnrollOutcome, EnrollRefusal, EnrollRequest, HeartbeatRecorded, HeartbeatUpdate,
-    IngestOutcome, IngestStore, NewEvent, Store, StoreError, StoreFuture, StoreResult,
-    StoredEvent, format_ts, parse_ts,
+    IngestOutcome, IngestStore, NewEvent, Store, StoreError, StoreFuture, StoreResult, StoredEvent,
+    format_ts, parse_ts,
 };
 
 mod accounts;
@@ -67,15 +66,9 @@ pub struct SqliteStore {
     wake: Arc<Notify>,
     /// The group-commit writer: events and heartbeats.
     writer: writer::Writer,
-    /// Verified devices' public keys, parsed once. A device's key never changes (a new key is
-    /// a new enrollment, a new device id) and devices are never deleted, so entries never go
-    /// stale; the status, which does change, is not cached (see `Store::verifying_key`).
-    keys: Arc<Mutex<HashMap<String, VerifyingKey>>>,
+    /// Verified devices' public keys (see [`super::rules::KeyCache`]).
+    keys: Arc<super::rules::KeyCache>,
 }
-
-/// More distinct devices than this and the key cache starts again from empty (a bound on
-/// memory against a flood of distinct kids; ≈ 200 bytes an entry).
-const MAX_CACHED_KEYS: usize = 250_000;
 
 impl SqliteStore {
     /// Opens (creating the directory and file if needed) and applies pending migrations.
@@ -117,14 +110,6 @@ impl SqliteStore {
         })
     }
 
-    fn cached_key(&self, device_id: &str) -> Option<VerifyingKey> {
-        let keys = self
-            .keys
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
-        keys.get(device_id).copied()
-    }
-
     /// A write transaction: `BEGIN IMMEDIATE` takes the write lock up front.
     async fn begin_write(&self) -> StoreResult<Transaction<'static, Sqlite>> {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
@@ -154,20 +139,12 @@ impl SqliteStore {
             let status = rows::status(&device.try_get::<String, _>("status")?)?;
             let enrolled_with: String = device.try_get("token_hash")?;
             // Nothing is written on this path; dropping `tx` rolls back.
-            return Ok(match status {
-                DeviceStatus::Disabled | DeviceStatus::Revoked => {
-                    EnrollOutcome::Refused(EnrollRefusal::KeyAlreadyEnrolled)
-                }
-                // A retry with the token that enrolled it: answer again even if that token
-                // is used up by now (it was this very enrollment that used it).
-                _ if enrolled_with == req.token_hash => {
-                    EnrollOutcome::AlreadyEnrolled { device_id, status }
-                }
-                _ => match token_problem {
-                    Some(refusal) => EnrollOutcome::Refused(refusal),
-                    None => EnrollOutcome::AlreadyEnrolled { device_id, status },
-                },
-            });
+            return Ok(super::rules::known_key_outcome(
+                device_id,
+                status,
+                enrolled_with == req.token_hash,
+                token_problem,
+            ));
         }
         if let Some(refusal) = token_problem {
             return Ok(EnrollOutcome::Refused(refusal));
@@ -222,11 +199,7 @@ impl SqliteStore {
         let Some(current) = current else {
             return Err(StoreError::NoSuchDevice(device_id.to_owned()));
         };
-        if rows::status(&current)? == DeviceStatus::Revoked && status != DeviceStatus::Revoked {
-            return Err(StoreError::Refused(format!(
-                "device {device_id} is revoked; revocation is final (enroll it again with a new key)"
-            )));
-        }
+        super::rules::check_status_change(device_id, rows::status(&current)?, status)?;
         sqlx::query("UPDATE devices SET status = ? WHERE device_id = ?")
             .bind(status.as_str())
             .bind(device_id)
@@ -344,24 +317,9 @@ impl IngestStore for SqliteStore {
 
     fn verifying_key<'a>(&'a self, device_id: &'a str) -> StoreFuture<'a, Option<VerifyingKey>> {
         Box::pin(async move {
-            if let Some(key) = self.cached_key(device_id) {
-                return Ok(Some(key));
-            }
-            let Some(device) = self.device_key(device_id).await? else {
-                return Ok(None);
-            };
-            let key = device.public_jwk.to_verifying_key().map_err(|e| {
-                StoreError::Corrupt(format!("device {device_id}: stored key is unusable: {e}"))
-            })?;
-            let mut keys = self
-                .keys
-                .lock()
-                .unwrap_or_else(|poison| poison.into_inner());
-            if keys.len() >= MAX_CACHED_KEYS {
-                keys.clear();
-            }
-            keys.insert(device_id.to_owned(), key);
-            Ok(Some(key))
+            self.keys
+                .verifying_key(device_id, self.device_key(device_id))
+                .await
         })
     }
 

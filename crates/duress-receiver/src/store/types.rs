@@ -48,7 +48,9 @@ pub struct IncidentDetail {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum IncidentAction {
     /// Claim it; `takeover` takes it from the officer who holds it.
-    Claim { takeover: bool },
+    Claim {
+        takeover: bool,
+    },
     Note(String),
     Level(String),
     Called911,

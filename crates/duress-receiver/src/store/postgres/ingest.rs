@@ -65,20 +65,12 @@ impl PostgresStore {
             )?;
             let enrolled_with: String = device.try_get("token_hash").map_err(StoreError::from)?;
             // Nothing is written on this path; dropping `tx` rolls back.
-            return Ok(match status {
-                DeviceStatus::Disabled | DeviceStatus::Revoked => {
-                    EnrollOutcome::Refused(EnrollRefusal::KeyAlreadyEnrolled)
-                }
-                // A retry with the token that enrolled it: answered again even when that token
-                // is used up by now (this very enrollment used it).
-                _ if enrolled_with == req.token_hash => {
-                    EnrollOutcome::AlreadyEnrolled { device_id, status }
-                }
-                _ => match token_problem {
-                    Some(refusal) => EnrollOutcome::Refused(refusal),
-                    None => EnrollOutcome::AlreadyEnrolled { device_id, status },
-                },
-            });
+            return Ok(crate::store::rules::known_key_outcome(
+                device_id,
+                status,
+                enrolled_with == req.token_hash,
+                token_problem,
+            ));
         }
         if let Some(refusal) = token_problem {
             return Ok(EnrollOutcome::Refused(refusal));

@@ -99,11 +99,7 @@ impl PostgresStore {
         let Some(current) = current else {
             return Err(StoreError::NoSuchDevice(device_id.to_owned()));
         };
-        if status(&current)? == DeviceStatus::Revoked && new != DeviceStatus::Revoked {
-            return Err(StoreError::Refused(format!(
-                "device {device_id} is revoked; revocation is final (enroll it again with a new key)"
-            )));
-        }
+        crate::store::rules::check_status_change(device_id, status(&current)?, new)?;
         sqlx::query("UPDATE devices SET status = $1 WHERE device_id = $2")
             .bind(new.as_str())
             .bind(device_id)

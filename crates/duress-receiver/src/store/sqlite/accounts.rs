@@ -334,4 +334,3 @@ impl LiveStore for SqliteStore {
         self.wake.clone()
     }
 }
-

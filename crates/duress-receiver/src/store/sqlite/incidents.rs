@@ -8,8 +8,8 @@ use super::listings::{self, event_record, incident_record, json, ts};
 use super::{SqliteStore, log};
 use crate::records::{EventRecord, ExportedEvent, IncidentEvent, IncidentRecord};
 use crate::store::{
-    ActionOutcome, IncidentAction, IncidentDetail, IncidentFilter, IncidentStore,
-    SelfTestRecord, StoreFuture, StoreResult, TimelineRecord, format_ts, parse_ts,
+    ActionOutcome, IncidentAction, IncidentDetail, IncidentFilter, IncidentStore, SelfTestRecord,
+    StoreFuture, StoreResult, TimelineRecord, format_ts, parse_ts,
 };
 
 impl SqliteStore {
@@ -229,7 +229,8 @@ async fn change(
         .try_get::<Option<String>, _>("claimed_at")?
         .map(|t| parse_ts(&t))
         .transpose()?;
-    let decision = crate::store::decide_action(open, claimed_by.as_deref(), claimed_at, actor, action, now);
+    let decision =
+        crate::store::decide_action(open, claimed_by.as_deref(), claimed_at, actor, action, now);
     let (kind, text) = match decision {
         Err(outcome) => return Ok(Change::Outcome(outcome)),
         Ok(done) => done,

@@ -26,7 +26,10 @@ fn opt_u64(row: &SqliteRow, column: &str) -> StoreResult<Option<u64>> {
         .transpose()
 }
 
-pub(super) fn json<T: serde::de::DeserializeOwned>(row: &SqliteRow, column: &str) -> StoreResult<T> {
+pub(super) fn json<T: serde::de::DeserializeOwned>(
+    row: &SqliteRow,
+    column: &str,
+) -> StoreResult<T> {
     from_json(column, &row.try_get::<String, _>(column)?)
 }
 
@@ -138,9 +141,7 @@ pub(super) async fn incidents(
         .iter()
         .map(|row| {
             let mut incident = incident_record(row)?;
-            incident.events = timelines
-                .remove(&incident.incident_id)
-                .unwrap_or_default();
+            incident.events = timelines.remove(&incident.incident_id).unwrap_or_default();
             Ok(incident)
         })
         .collect()

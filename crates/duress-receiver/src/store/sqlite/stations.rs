@@ -112,4 +112,3 @@ impl StationStore for SqliteStore {
         Box::pin(listings::devices(&self.pool))
     }
 }
-
