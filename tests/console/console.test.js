@@ -7,7 +7,6 @@ const assert = require('node:assert/strict');
 const fs = require('node:fs');
 const os = require('node:os');
 const path = require('node:path');
-const { spawnSync } = require('node:child_process');
 const { chromium } = require('playwright-core');
 const { Receiver, repo } = require('./lib/receiver');
 const { Agent } = require('./lib/agent');
@@ -158,13 +157,13 @@ describe('security console', () => {
     assert.ok(n >= 7, `${n} entries`);
 
     const altered = n - 2;
-    const sql = spawnSync('sqlite3', [main.database, `UPDATE audit_log SET actor = 'nobody' WHERE id = ${altered};`], { encoding: 'utf8' });
+    const sql = main.tamper(`UPDATE audit_log SET actor = 'nobody' WHERE id = ${altered};`);
     assert.equal(sql.status, 0, sql.stderr);
     const bad = main.auditVerify();
     assert.notEqual(bad.status, 0, 'tampering is detected');
     assert.match(bad.stderr, new RegExp(`entry ${altered}\\b`));
     // Put it back so later tests start from a sound chain.
-    spawnSync('sqlite3', [main.database, `UPDATE audit_log SET actor = 'olivia' WHERE id = ${altered};`]);
+    main.tamper(`UPDATE audit_log SET actor = 'olivia' WHERE id = ${altered};`);
     await context.close();
   });
 

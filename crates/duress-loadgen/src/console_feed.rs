@@ -19,10 +19,12 @@ pub async fn create_officer(data_dir: &Path) -> anyhow::Result<(String, String)>
     use duress_receiver::console::accounts;
     let username = format!("loadgen-{}", &Uuid::now_v7().simple().to_string()[20..]);
     let password = accounts::generate_password();
-    let (u, p) = (username.clone(), password.clone());
-    accounts::with_pool(data_dir, async move |pool| {
-        accounts::add(pool, &u, accounts::Role::Officer, &p, "loadgen").await
-    })
+    duress_receiver::admin::add_user(
+        data_dir,
+        &username,
+        duress_receiver::store::Role::Officer,
+        &password,
+    )
     .await?;
     Ok((username, password))
 }

@@ -1,31 +1,39 @@
 //! What the admin subcommands do (and whole-system tests call). Each function opens the store
-//! in `data_dir` (creating and migrating it if needed), does one thing and closes it again, so
-//! it works beside a running receiver (SQLite WAL allows one writer and many readers).
+//! at its [`StoreLocation`] (SQLite in the data directory, or `--database URL`; creating and
+//! migrating it if needed), does one thing and closes it again, so it works beside a running
+//! receiver (SQLite WAL allows one writer and many readers; PostgreSQL many of both). A
+//! `&Path` is taken as "SQLite in this data directory".
 //!
 //! Test events (`kind: test`) never belong to an incident: they are not in
 //! [`list_incidents`]; [`list_test_events`] lists them, and [`list_events`] lists every event
 //! with its `incident_id` (none for tests and for a cancel that found no open incident).
 
-use std::path::Path;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use duress_core::{DeviceStatus, EventKind};
 
+use crate::console::accounts;
 use crate::records::{DeviceRecord, EventRecord, ExportedEvent, IncidentRecord};
-use crate::store::{NewToken, SqliteStore, Store as _};
+use crate::store::audit_chain::ChainBreak;
+use crate::store::{IncidentFilter, NewToken, Role, Store, StoreLocation, UserRecord};
 use crate::tokens;
 
 pub use crate::store::Approve;
 
-async fn with_store<T>(
-    data_dir: &Path,
-    f: impl AsyncFnOnce(&SqliteStore) -> anyhow::Result<T>,
+/// The actor the audit log records for the command line.
+const CLI: &str = "cli";
+
+/// Opens the store at `at`, runs `f`, closes it.
+pub async fn with_store<T>(
+    at: impl Into<StoreLocation>,
+    f: impl AsyncFnOnce(&dyn Store) -> anyhow::Result<T>,
 ) -> anyhow::Result<T> {
-    let store = SqliteStore::open(data_dir)
+    let at = at.into();
+    let store = crate::store::open(&at)
         .await
-        .with_context(|| format!("opening the receiver store in {}", data_dir.display()))?;
-    let result = f(&store).await;
+        .with_context(|| at.opening())?;
+    let result = f(store.as_ref()).await;
     store.close().await;
     result
 }
@@ -33,7 +41,7 @@ async fn with_store<T>(
 /// Creates an enrollment token good for `uses` enrollments until `expires` from now (`None`:
 /// never). Returns the plaintext token; only its hash is stored.
 pub async fn create_token(
-    data_dir: &Path,
+    at: impl Into<StoreLocation>,
     uses: u32,
     expires: Option<Duration>,
     approve: Approve,
@@ -51,15 +59,18 @@ pub async fn create_token(
     };
     let token = tokens::generate().map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
     let token_hash = tokens::hash(&token);
-    with_store(data_dir, async |store| {
+    with_store(at, async |store| {
         store
-            .create_token(NewToken {
-                token_hash: token_hash.clone(),
-                uses,
-                expires_at,
-                approve,
-                created_at: now,
-            })
+            .create_token(
+                NewToken {
+                    token_hash: token_hash.clone(),
+                    uses,
+                    expires_at,
+                    approve,
+                    created_at: now,
+                },
+                CLI,
+            )
             .await?;
         Ok(())
     })
@@ -75,10 +86,10 @@ pub async fn create_token(
 
 /// Revokes an enrollment token: no further device can enroll with it (devices already
 /// enrolled with it are not affected).
-pub async fn revoke_token(data_dir: &Path, token: &str) -> anyhow::Result<()> {
+pub async fn revoke_token(at: impl Into<StoreLocation>, token: &str) -> anyhow::Result<()> {
     let token_hash = tokens::hash(token.trim());
-    let found = with_store(data_dir, async |store| {
-        Ok(store.revoke_token(&token_hash).await?)
+    let found = with_store(at, async |store| {
+        Ok(store.revoke_token(&token_hash, CLI).await?)
     })
     .await?;
     anyhow::ensure!(found, "no such enrollment token");
@@ -90,40 +101,80 @@ pub async fn revoke_token(data_dir: &Path, token: &str) -> anyhow::Result<()> {
 }
 
 /// Every enrolled device, oldest first.
-pub async fn list_devices(data_dir: &Path) -> anyhow::Result<Vec<DeviceRecord>> {
-    with_store(data_dir, async |store| Ok(store.list_devices().await?)).await
+pub async fn list_devices(at: impl Into<StoreLocation>) -> anyhow::Result<Vec<DeviceRecord>> {
+    with_store(at, async |store| Ok(store.list_devices().await?)).await
 }
 
-/// Every real incident, oldest first, each with its events (tests are never here).
-pub async fn list_incidents(data_dir: &Path) -> anyhow::Result<Vec<IncidentRecord>> {
-    with_store(data_dir, async |store| Ok(store.list_incidents().await?)).await
+/// Every real incident, oldest first, each with its events (tests are never here), open or
+/// resolved, with the officers' handling (claim, level, 911, resolution).
+pub async fn list_incidents(at: impl Into<StoreLocation>) -> anyhow::Result<Vec<IncidentRecord>> {
+    with_store(at, async |store| {
+        Ok(store.list_incidents(IncidentFilter::All).await?)
+    })
+    .await
 }
 
 /// Every stored event, in order of arrival, with its incident (if any).
-pub async fn list_events(data_dir: &Path) -> anyhow::Result<Vec<EventRecord>> {
-    with_store(data_dir, async |store| Ok(store.list_events().await?)).await
+pub async fn list_events(at: impl Into<StoreLocation>) -> anyhow::Result<Vec<EventRecord>> {
+    with_store(at, async |store| Ok(store.list_events().await?)).await
 }
 
 /// The self-tests (`kind: test`), in order of arrival.
-pub async fn list_test_events(data_dir: &Path) -> anyhow::Result<Vec<EventRecord>> {
-    let mut events = list_events(data_dir).await?;
+pub async fn list_test_events(at: impl Into<StoreLocation>) -> anyhow::Result<Vec<EventRecord>> {
+    let mut events = list_events(at).await?;
     events.retain(|e| e.kind == EventKind::Test);
     Ok(events)
 }
 
 /// Every event with its raw JWS and the public key that verifies it.
-pub async fn export_events(data_dir: &Path) -> anyhow::Result<Vec<ExportedEvent>> {
-    with_store(data_dir, async |store| Ok(store.export_events().await?)).await
+pub async fn export_events(at: impl Into<StoreLocation>) -> anyhow::Result<Vec<ExportedEvent>> {
+    with_store(at, async |store| Ok(store.export_events().await?)).await
 }
 
 /// Approves (`active`), disables or revokes a device. Revocation is final.
 pub async fn set_device_status(
-    data_dir: &Path,
+    at: impl Into<StoreLocation>,
     device_id: &str,
     status: DeviceStatus,
 ) -> anyhow::Result<()> {
-    with_store(data_dir, async |store| {
-        Ok(store.set_device_status(device_id, status).await?)
+    with_store(at, async |store| {
+        Ok(store.set_device_status(device_id, status, CLI).await?)
+    })
+    .await
+}
+
+/// Adds a console user (audited as done by the command line).
+pub async fn add_user(
+    at: impl Into<StoreLocation>,
+    username: &str,
+    role: Role,
+    password: &str,
+) -> anyhow::Result<()> {
+    with_store(at, async |store| {
+        accounts::add(store, username, role, password, CLI).await
+    })
+    .await
+}
+
+/// Every console user.
+pub async fn list_users(at: impl Into<StoreLocation>) -> anyhow::Result<Vec<UserRecord>> {
+    with_store(at, async |store| Ok(store.list_users().await?)).await
+}
+
+/// Disables a console user and ends their sessions.
+pub async fn disable_user(at: impl Into<StoreLocation>, username: &str) -> anyhow::Result<()> {
+    with_store(at, async |store| {
+        accounts::disable(store, username, CLI).await
+    })
+    .await
+}
+
+/// Recomputes the audit chain: `Ok(entries)` or where it breaks.
+pub async fn verify_audit(
+    at: impl Into<StoreLocation>,
+) -> anyhow::Result<Result<usize, ChainBreak>> {
+    with_store(at, async |store| {
+        Ok(crate::console::audit::verify_chain(store).await?)
     })
     .await
 }

@@ -8,8 +8,8 @@
 //! - [`api`]: the axum routes (`/v1/enrollments`, `/v1/events`, `/v1/heartbeats`,
 //!   `/v1/ping`, `/healthz`) and the verification chain they share.
 //! - [`problem`]: RFC 9457 answers for every refusal, including axum's own.
-//! - [`store`]: the [`store::Store`] trait and its SQLite implementation (migrations in
-//!   `migrations/`).
+//! - [`store`]: the storage boundary: traits by area, shared types, and one implementation per
+//!   backend — SQLite (embedded default) and PostgreSQL (migrations in `migrations/<backend>/`).
 //! - [`incidents`]: how an event opens or joins an incident.
 //! - [`tokens`]: enrollment token generation and hashing.
 //! - [`ratelimit`]: failed-enrollment limiting per client address.
@@ -71,6 +71,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningReceiver> {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").context("binding 127.0.0.1:0")?;
     let addr = listener.local_addr()?;
     let data_dir = settings.data_dir.clone();
+    let store = settings.store_location();
     let prepared = Prepared::new(settings).await?;
     let cert_pem_path = prepared.tls.trust_path.clone();
     let cert_sha256 = prepared.tls.fingerprint.clone();
@@ -95,6 +96,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningReceiver> {
         cert_pem_path,
         cert_sha256,
         data_dir,
+        store,
         stop: Some(stop),
         task,
     })
@@ -111,6 +113,8 @@ pub struct RunningReceiver {
     /// SHA-256 fingerprint of that certificate, `AB:CD:…`.
     pub cert_sha256: String,
     pub data_dir: PathBuf,
+    /// Where its store is (what the admin functions take).
+    pub store: store::StoreLocation,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -130,19 +134,26 @@ impl RunningReceiver {
 /// Store opened and certificate loaded: everything that can fail before listening.
 struct Prepared {
     settings: Settings,
-    store: Arc<store::SqliteStore>,
+    store: Arc<dyn store::Store>,
     tls: tls::TlsMaterial,
 }
 
 impl Prepared {
     async fn new(settings: Settings) -> anyhow::Result<Self> {
-        let store = store::SqliteStore::open(&settings.data_dir)
+        let location = settings.store_location();
+        let store = store::open(&location)
             .await
-            .with_context(|| format!("opening the store in {}", settings.data_dir.display()))?;
-        let tls = tls::load(&settings).context("loading the TLS certificate")?;
+            .with_context(|| location.opening())?;
+        let tls = match tls::load(&settings).context("loading the TLS certificate") {
+            Ok(tls) => tls,
+            Err(e) => {
+                store.close().await;
+                return Err(e);
+            }
+        };
         Ok(Prepared {
             settings,
-            store: Arc::new(store),
+            store,
             tls,
         })
     }
@@ -153,7 +164,6 @@ impl Prepared {
         shutdown: impl Future<Output = ()> + Send + 'static,
         ready: Option<oneshot::Sender<()>>,
     ) -> anyhow::Result<()> {
-        use store::Store as _;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
         let state = api::AppState {
@@ -167,14 +177,13 @@ impl Prepared {
             body_read_timeout: self.settings.body_read_timeout,
         };
         let console = Arc::new(console::Console::new(
-            (*self.store).clone(),
+            self.store.clone(),
             self.settings.console.clone(),
             self.settings.heartbeat_interval_s,
         ));
         // Background work of the console, stopped when serving ends.
         let pump = tokio::spawn(console::live::run_pump(
-            console.pool.clone(),
-            console.wake.clone(),
+            self.store.clone(),
             console.feed.clone(),
         ));
         let escalation = tokio::spawn(console::escalation::run(console.clone()));
@@ -199,7 +208,12 @@ impl Prepared {
         println!("Duress receiver listening on https://{addr}");
         println!("TLS certificate SHA-256: {}", self.tls.fingerprint);
         println!("Agents trust: {}", self.tls.trust_path.display());
-        tracing::info!(%addr, data_dir = %self.settings.data_dir.display(), "receiver serving");
+        println!(
+            "Store: {} ({})",
+            self.settings.store_location().describe(),
+            self.store.backend()
+        );
+        tracing::info!(%addr, data_dir = %self.settings.data_dir.display(), store = self.store.backend(), "receiver serving");
 
         let on_shutdown = handle.clone();
         let watcher = tokio::spawn(async move {

@@ -11,10 +11,31 @@ use std::time::Duration;
 use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use duress_core::DeviceStatus;
-use duress_receiver::console::accounts::{self, Role};
-use duress_receiver::console::audit;
+use duress_receiver::console::accounts;
 use duress_receiver::settings::parse_duration;
+use duress_receiver::store::{DatabaseUrl, Role, StoreLocation};
 use duress_receiver::{Approve, Settings, TlsSource, admin};
+
+/// Where the store is: every command that opens it takes these two.
+#[derive(Debug, Clone, clap::Args)]
+struct StoreArgs {
+    /// Holds the TLS material and, without --database, the SQLite store.
+    #[arg(long, env = "DURESS_RECEIVER_DATA_DIR")]
+    data_dir: PathBuf,
+    /// A PostgreSQL URL (postgres://USER:PASSWORD@HOST/DB, or postgres://USER@/DB?host=/socket/dir)
+    /// instead of SQLite in DATA_DIR.
+    #[arg(long, env = "DURESS_DATABASE_URL", hide_env_values = true)]
+    database: Option<String>,
+}
+
+impl StoreArgs {
+    fn location(&self) -> StoreLocation {
+        StoreLocation::new(
+            self.data_dir.clone(),
+            self.database.clone().map(DatabaseUrl::new),
+        )
+    }
+}
 
 #[derive(Debug, Parser)]
 #[command(
@@ -31,8 +52,8 @@ struct Cli {
 enum Command {
     /// Serve the HTTPS API until SIGTERM or SIGINT.
     Serve {
-        #[arg(long, env = "DURESS_RECEIVER_DATA_DIR")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
         #[arg(long, default_value = "127.0.0.1:8443")]
         listen: SocketAddr,
         /// PEM certificate chain (leaf first); without it a self-signed one is made in DATA_DIR/tls.
@@ -91,8 +112,8 @@ enum Command {
 enum TokenCommand {
     /// Create an enrollment token; prints it alone on the last line.
     Create {
-        #[arg(long, env = "DURESS_RECEIVER_DATA_DIR")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
         /// How many devices may enroll with it.
         #[arg(long, default_value_t = 1)]
         uses: u32,
@@ -105,8 +126,8 @@ enum TokenCommand {
     },
     /// Revoke a token: no further device can enroll with it.
     Revoke {
-        #[arg(long, env = "DURESS_RECEIVER_DATA_DIR")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
         /// The token as printed by `token create`.
         #[arg(long)]
         token: String,
@@ -117,16 +138,16 @@ enum TokenCommand {
 enum DevicesCommand {
     /// List enrolled devices.
     List {
-        #[arg(long, env = "DURESS_RECEIVER_DATA_DIR")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
         /// Print JSON (an array of devices).
         #[arg(long)]
         json: bool,
     },
     /// Approve (active), disable or revoke a device. Revocation is final.
     SetStatus {
-        #[arg(long, env = "DURESS_RECEIVER_DATA_DIR")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
         #[arg(long)]
         device: String,
         #[arg(long, value_enum)]
@@ -138,8 +159,8 @@ enum DevicesCommand {
 enum IncidentsCommand {
     /// List incidents, each with its events (test events are never part of an incident).
     List {
-        #[arg(long, env = "DURESS_RECEIVER_DATA_DIR")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
         /// Print JSON (an array of incidents).
         #[arg(long)]
         json: bool,
@@ -150,8 +171,8 @@ enum IncidentsCommand {
 enum EventsCommand {
     /// Every event as JSON Lines: id, device_id, jws, public_jwk, received_at, …
     Export {
-        #[arg(long, env = "DURESS_RECEIVER_DATA_DIR")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
     },
 }
 
@@ -159,8 +180,8 @@ enum EventsCommand {
 enum UserCommand {
     /// Add a console user; without --password-stdin a password is generated and printed once.
     Add {
-        #[arg(long, env = "DURESS_RECEIVER_DATA_DIR")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
         #[arg(long)]
         username: String,
         #[arg(long, value_enum)]
@@ -171,15 +192,15 @@ enum UserCommand {
     },
     /// List console users.
     List {
-        #[arg(long, env = "DURESS_RECEIVER_DATA_DIR")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
         #[arg(long)]
         json: bool,
     },
     /// Disable a console user and end their sessions.
     Disable {
-        #[arg(long, env = "DURESS_RECEIVER_DATA_DIR")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
         #[arg(long)]
         username: String,
     },
@@ -189,8 +210,8 @@ enum UserCommand {
 enum AuditCommand {
     /// Recompute the hash chain; exit non-zero naming the first bad entry.
     Verify {
-        #[arg(long, env = "DURESS_RECEIVER_DATA_DIR")]
-        data_dir: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
     },
 }
 
@@ -235,7 +256,7 @@ async fn main() -> ExitCode {
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
         Command::Serve {
-            data_dir,
+            store,
             listen,
             tls_cert,
             tls_key,
@@ -243,7 +264,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             escalate_after,
             response_levels,
         } => {
-            let mut settings = Settings::new(data_dir);
+            let mut settings = Settings::new(store.data_dir.clone());
+            settings.database = store.location().database;
             settings.grouping_window = grouping_window;
             settings.console.escalate_after = escalate_after;
             let levels: Vec<String> = response_levels
@@ -266,7 +288,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Token {
             command:
                 TokenCommand::Create {
-                    data_dir,
+                    store,
                     uses,
                     expires,
                     approve,
@@ -276,7 +298,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 ApproveArg::Auto => Approve::Auto,
                 ApproveArg::Manual => Approve::Manual,
             };
-            let token = admin::create_token(&data_dir, uses, Some(expires), approve).await?;
+            let token = admin::create_token(store.location(), uses, Some(expires), approve).await?;
             println!(
                 "Enrollment token ({uses} use(s), expires in {}, approve {}); shown once, stored only hashed:",
                 humanize(expires),
@@ -286,16 +308,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Token {
-            command: TokenCommand::Revoke { data_dir, token },
+            command: TokenCommand::Revoke { store, token },
         } => {
-            admin::revoke_token(&data_dir, &token).await?;
+            admin::revoke_token(store.location(), &token).await?;
             println!("token revoked");
             Ok(())
         }
         Command::Devices {
-            command: DevicesCommand::List { data_dir, json },
+            command: DevicesCommand::List { store, json },
         } => {
-            let devices = admin::list_devices(&data_dir).await?;
+            let devices = admin::list_devices(store.location()).await?;
             if json {
                 return print_json(&devices);
             }
@@ -315,7 +337,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Devices {
             command:
                 DevicesCommand::SetStatus {
-                    data_dir,
+                    store,
                     device,
                     status,
                 },
@@ -325,14 +347,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 StatusArg::Disabled => DeviceStatus::Disabled,
                 StatusArg::Revoked => DeviceStatus::Revoked,
             };
-            admin::set_device_status(&data_dir, &device, status).await?;
+            admin::set_device_status(store.location(), &device, status).await?;
             println!("device {device} is now {}", status.as_str());
             Ok(())
         }
         Command::Incidents {
-            command: IncidentsCommand::List { data_dir, json },
+            command: IncidentsCommand::List { store, json },
         } => {
-            let incidents = admin::list_incidents(&data_dir).await?;
+            let incidents = admin::list_incidents(store.location()).await?;
             if json {
                 return print_json(&incidents);
             }
@@ -351,8 +373,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::User { command } => run_user(command).await,
         Command::Audit {
-            command: AuditCommand::Verify { data_dir },
-        } => match audit::verify_data_dir(&data_dir).await? {
+            command: AuditCommand::Verify { store },
+        } => match admin::verify_audit(store.location()).await? {
             Ok(n) => {
                 println!("audit chain ok: {n} entries");
                 Ok(())
@@ -360,9 +382,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Err(broken) => anyhow::bail!("{broken}"),
         },
         Command::Events {
-            command: EventsCommand::Export { data_dir },
+            command: EventsCommand::Export { store },
         } => {
-            let events = admin::export_events(&data_dir).await?;
+            let events = admin::export_events(store.location()).await?;
             let mut out = std::io::stdout().lock();
             for e in &events {
                 serde_json::to_writer(&mut out, e)?;
@@ -377,7 +399,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 async fn run_user(command: UserCommand) -> anyhow::Result<()> {
     match command {
         UserCommand::Add {
-            data_dir,
+            store,
             username,
             role,
             password_stdin,
@@ -393,19 +415,15 @@ async fn run_user(command: UserCommand) -> anyhow::Result<()> {
             } else {
                 (accounts::generate_password(), true)
             };
-            accounts::with_pool(&data_dir, async |pool| {
-                accounts::add(pool, &username, role, &password, "cli").await
-            })
-            .await?;
+            admin::add_user(store.location(), &username, role, &password).await?;
             println!("user {username} added ({})", role.as_str());
             if generated {
                 println!("password (shown once): {password}");
             }
             Ok(())
         }
-        UserCommand::List { data_dir, json } => {
-            let users =
-                accounts::with_pool(&data_dir, async |pool| accounts::list(pool).await).await?;
+        UserCommand::List { store, json } => {
+            let users = admin::list_users(store.location()).await?;
             if json {
                 return print_json(&users);
             }
@@ -419,11 +437,8 @@ async fn run_user(command: UserCommand) -> anyhow::Result<()> {
             }
             Ok(())
         }
-        UserCommand::Disable { data_dir, username } => {
-            accounts::with_pool(&data_dir, async |pool| {
-                accounts::disable(pool, &username, "cli").await
-            })
-            .await?;
+        UserCommand::Disable { store, username } => {
+            admin::disable_user(store.location(), &username).await?;
             println!("user {username} disabled");
             Ok(())
         }

@@ -55,15 +55,18 @@ pub struct IncidentEvent {
     pub received_at: OffsetDateTime,
     pub delayed: bool,
     pub delay_ms: i64,
+    /// Host facts of this press (who was signed in where).
+    #[serde(default)]
+    pub host: HostFacts,
 }
 
-/// A real incident (never a test) with its timeline, oldest first.
+/// A real incident (never a test): the one read model the CLI, the console and the API share.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct IncidentRecord {
     /// UUIDv7.
     pub incident_id: Uuid,
     pub device_id: String,
-    /// `open` (claiming and closing come with the console).
+    /// `open`, or `closed` once an officer resolved it.
     pub status: String,
     /// Receiver time of the first event.
     #[serde(with = "time::serde::rfc3339")]
@@ -88,7 +91,32 @@ pub struct IncidentRecord {
     /// Receiver time of the first cancel joined to this incident, if any (it stays open).
     #[serde(with = "time::serde::rfc3339::option")]
     pub cancelled_at: Option<OffsetDateTime>,
+    /// The officer handling it now, and since when.
+    pub claimed_by: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub claimed_at: Option<OffsetDateTime>,
+    /// The first claim (kept across take-overs): "time to claim" counts to it.
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub first_claimed_at: Option<OffsetDateTime>,
+    /// Nobody claimed it in time.
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub escalated_at: Option<OffsetDateTime>,
+    pub response_level: Option<String>,
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub called_911_at: Option<OffsetDateTime>,
+    #[serde(with = "time::serde::rfc3339::option", default)]
+    pub resolved_at: Option<OffsetDateTime>,
+    pub resolved_by: Option<String>,
+    pub disposition: Option<String>,
+    pub follow_up: Option<String>,
+    /// Presses and cancels, in order of arrival.
     pub events: Vec<IncidentEvent>,
+}
+
+impl IncidentRecord {
+    pub fn is_open(&self) -> bool {
+        self.status == "open"
+    }
 }
 
 /// Any stored event, with its incident (none for tests and lone cancels).

@@ -76,8 +76,12 @@ pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 /// Everything [`crate::launch`] needs. Build with [`Settings::new`] and adjust fields.
 #[derive(Debug, Clone)]
 pub struct Settings {
-    /// Holds `receiver.sqlite3` and, with [`TlsSource::SelfSigned`], `tls/`.
+    /// Holds `receiver.sqlite3` (unless [`Settings::database`] names another store) and,
+    /// with [`TlsSource::SelfSigned`], `tls/`.
     pub data_dir: PathBuf,
+    /// The database URL (`postgres://…`); `None`: SQLite in `data_dir`. It may carry a
+    /// password, so it is only ever shown through [`crate::store::StoreLocation::describe`].
+    pub database: Option<crate::store::DatabaseUrl>,
     pub tls: TlsSource,
     /// A duress press joins the same device's open incident when it occurred within this
     /// window of that incident's last press (agent clock on both sides, so skew cancels out).
@@ -99,6 +103,7 @@ impl Settings {
     pub fn new(data_dir: impl Into<PathBuf>) -> Self {
         Settings {
             data_dir: data_dir.into(),
+            database: None,
             tls: TlsSource::SelfSigned,
             grouping_window: DEFAULT_GROUPING_WINDOW,
             heartbeat_interval_s: DEFAULT_HEARTBEAT_INTERVAL_S,
@@ -111,6 +116,11 @@ impl Settings {
     /// The SQLite database file.
     pub fn database_path(&self) -> PathBuf {
         database_path(&self.data_dir)
+    }
+
+    /// Where the store is.
+    pub fn store_location(&self) -> crate::store::StoreLocation {
+        crate::store::StoreLocation::new(self.data_dir.clone(), self.database.clone())
     }
 }
 

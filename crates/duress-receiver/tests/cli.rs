@@ -116,3 +116,93 @@ fn serve_prints_url_and_stops_on_sigterm() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+/// Proves a wrong or unreachable `--database` is one clear error line that names the URL
+/// without its password, with a non-zero exit, for `serve` (which never starts half-working:
+/// nothing listens, no certificate is made) and for an admin command; and that the same
+/// commands work on a real PostgreSQL (enrollment token, then `serve` prints its store).
+#[test]
+fn a_bad_database_url_is_one_clear_error_and_a_good_one_serves() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    // A socket directory with no server in it: unreachable at once.
+    let nowhere = tempfile::tempdir().unwrap();
+    let unreachable = format!(
+        "postgres://duress:s3cret-pw@/duress?host={}",
+        nowhere.path().display()
+    );
+    for url in [unreachable.as_str(), "mysql://duress:s3cret-pw@db/duress"] {
+        for args in [
+            vec![
+                "serve",
+                "--data-dir",
+                d,
+                "--listen",
+                "127.0.0.1:0",
+                "--database",
+                url,
+            ],
+            vec!["devices", "list", "--data-dir", d, "--database", url],
+        ] {
+            let out = Command::new(BIN)
+                .args(&args)
+                .env("RUST_LOG", "off")
+                .output()
+                .unwrap();
+            assert!(!out.status.success(), "{args:?} must fail");
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(!stderr.contains("s3cret-pw"), "password shown: {stderr}");
+            let line = stderr.trim();
+            assert_eq!(line.lines().count(), 1, "one line: {stderr}");
+            assert!(
+                line.starts_with("duress-receiver: error:") && line.contains("/duress"),
+                "names the store: {stderr}"
+            );
+            assert!(String::from_utf8_lossy(&out.stdout).is_empty());
+        }
+    }
+    assert!(
+        !dir.path().join("tls").exists(),
+        "serve must not half-start (it made a certificate)"
+    );
+
+    let pg = duress_testpg::TestPg::shared().unwrap_or_else(|e| panic!("{e}"));
+    let url = pg.fresh_url().unwrap();
+    let out = Command::new(BIN)
+        .args(["token", "create", "--data-dir", d])
+        .env("DURESS_DATABASE_URL", &url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut serve = Command::new(BIN)
+        .args([
+            "serve",
+            "--data-dir",
+            d,
+            "--listen",
+            "127.0.0.1:0",
+            "--database",
+            &url,
+        ])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(serve.stdout.take().unwrap()).lines();
+    let mut store_line = None;
+    for line in lines.by_ref().take(8) {
+        let line = line.unwrap();
+        if line.starts_with("Store: ") {
+            store_line = Some(line);
+            break;
+        }
+    }
+    let _ = serve.kill();
+    let _ = serve.wait();
+    let store_line = store_line.expect("serve prints its store");
+    assert!(store_line.ends_with("(postgresql)"), "{store_line}");
+}

@@ -6,9 +6,9 @@ mod common;
 use common::Harness;
 use common::console::{Console, add_user};
 use duress_core::EventKind;
-use duress_receiver::console::accounts::Role;
 use duress_receiver::console::guard::is_api_path;
 use duress_receiver::console::routes::{Access, specs};
+use duress_receiver::store::Role;
 
 fn fill(path: &str) -> String {
     path.replace("{id}", &uuid::Uuid::now_v7().to_string())

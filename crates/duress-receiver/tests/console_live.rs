@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use common::Harness;
 use common::console::{Console, add_user};
 use duress_core::{EventAck, EventKind, HeartbeatAnswer};
-use duress_receiver::console::accounts::Role;
+use duress_receiver::store::Role;
 
 /// An open SSE response and what has been read of it.
 struct Stream {

@@ -9,15 +9,45 @@ use std::process::Command;
 use common::Harness;
 use common::console::{Console, add_user};
 use duress_core::{EventAck, EventKind};
-use duress_receiver::console::accounts::{self, Role};
+use duress_receiver::store::{Role, StoreLocation};
 
 const BIN: &str = env!("CARGO_BIN_EXE_duress-receiver");
 
-fn verify(dir: &std::path::Path) -> std::process::Output {
-    Command::new(BIN)
-        .args(["audit", "verify", "--data-dir", dir.to_str().unwrap()])
-        .output()
-        .unwrap()
+fn verify(at: StoreLocation) -> std::process::Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args([
+        "audit",
+        "verify",
+        "--data-dir",
+        at.data_dir.to_str().unwrap(),
+    ]);
+    if let Some(url) = &at.database {
+        cmd.env("DURESS_DATABASE_URL", url.expose());
+    }
+    cmd.output().unwrap()
+}
+
+/// Runs `sql` on the store directly, as someone with access to the database would.
+async fn tamper(at: &StoreLocation, sql: &'static str) {
+    match &at.database {
+        None => {
+            rusqlite::Connection::open(at.data_dir.join("receiver.sqlite3"))
+                .unwrap()
+                .execute(sql, [])
+                .unwrap();
+        }
+        Some(url) => {
+            use sqlx::Connection as _;
+            // The harness's URL is libpq's `postgres://postgres@/DB?host=DIR`, which the `url`
+            // crate refuses (empty host); the same connection as sqlx reads it:
+            let url = url
+                .expose()
+                .replacen("postgres://postgres@/", "postgres:///", 1)
+                + "&user=postgres";
+            let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+            sqlx::query(sql).execute(&mut conn).await.unwrap();
+        }
+    }
 }
 
 /// Proves officers' actions (sign-in, claim, note, level, 911, resolve, reopen) are audited,
@@ -63,10 +93,13 @@ async fn the_audit_chain_verifies_and_detects_an_altered_row() {
     // user.add, login.success, token.create (the agent's enrollment token), 6 incident actions.
     assert_eq!(stdout.trim(), "audit chain ok: 9 entries");
 
-    accounts::with_pool(h.data_dir(), async |pool| {
-        let actions: Vec<String> = sqlx::query_scalar("SELECT action FROM audit_log ORDER BY id")
-            .fetch_all(pool)
-            .await?;
+    duress_receiver::admin::with_store(h.data_dir(), async |store| {
+        let actions: Vec<String> = store
+            .audit_log()
+            .await?
+            .into_iter()
+            .map(|e| e.action)
+            .collect();
         assert_eq!(
             actions,
             [
@@ -81,13 +114,15 @@ async fn the_audit_chain_verifies_and_detects_an_altered_row() {
                 "incident.reopen"
             ]
         );
-        sqlx::query("UPDATE audit_log SET detail = 'nothing to see' WHERE id = 5")
-            .execute(pool)
-            .await?;
         Ok(())
     })
     .await
     .unwrap();
+    tamper(
+        &h.data_dir(),
+        "UPDATE audit_log SET detail = 'nothing to see' WHERE id = 5",
+    )
+    .await;
     let out = verify(h.data_dir());
     assert!(!out.status.success());
     let stderr = String::from_utf8_lossy(&out.stderr);

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use common::Harness;
 use common::console::{Console, PASSWORD, add_user};
-use duress_receiver::console::accounts::Role;
+use duress_receiver::store::Role;
 
 /// Proves the sign-in form has the labelled fields and button; a good password gives a
 /// session cookie that is HttpOnly, Secure, SameSite=Strict; sign-out deletes the session on

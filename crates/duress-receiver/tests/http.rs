@@ -199,12 +199,13 @@ async fn a_restart_keeps_data_and_certificate() {
         200
     );
     let fingerprint = h.receiver.cert_sha256.clone();
+    let store = h.data_dir();
     let Harness { receiver, dir, .. } = h;
     receiver.shutdown().await.unwrap();
 
-    let again = duress_receiver::start(duress_receiver::Settings::new(dir.path()))
-        .await
-        .unwrap();
+    let mut settings = duress_receiver::Settings::new(dir.path());
+    settings.database = store.database.clone();
+    let again = duress_receiver::start(settings).await.unwrap();
     assert_eq!(again.cert_sha256, fingerprint);
     let client = common::webpki_client(&again.cert_pem_path);
     let resp = client
@@ -215,6 +216,6 @@ async fn a_restart_keeps_data_and_certificate() {
         .await
         .unwrap();
     assert_eq!(resp.status(), 200, "the repeat is answered from the store");
-    assert_eq!(admin::list_events(dir.path()).await.unwrap().len(), 1);
+    assert_eq!(admin::list_events(&store).await.unwrap().len(), 1);
     again.shutdown().await.unwrap();
 }

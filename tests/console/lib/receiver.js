@@ -1,5 +1,8 @@
 // Starts the real `duress-receiver serve` binary on a free 127.0.0.1 port with a temporary
 // data dir, and runs its command line (users, tokens, audit verify) against that data dir.
+// With DURESS_TEST_PG_URL (a throw-away cluster's URL, printed by `duress-testpg`; see
+// tests/console/run), each receiver gets a fresh PostgreSQL database in that cluster instead of
+// SQLite in its data dir, so the whole suite runs on either backend.
 'use strict';
 const { spawn, spawnSync } = require('node:child_process');
 const fs = require('node:fs');
@@ -13,9 +16,37 @@ const targetDir = process.env.CARGO_TARGET_DIR
   : path.join(repo, 'target');
 const BIN = process.env.DURESS_RECEIVER_BIN || path.join(targetDir, 'debug', 'duress-receiver');
 
+const PG_URL = process.env.DURESS_TEST_PG_URL || '';
+const PSQL = '/usr/lib/postgresql/15/bin/psql';
+let databases = 0;
+
+/** The socket directory of the test cluster (`…?host=DIR`). */
+function pgSocket() {
+  const m = /[?&]host=([^&]+)/.exec(PG_URL);
+  if (!m) throw new Error(`DURESS_TEST_PG_URL has no host=: ${PG_URL}`);
+  return decodeURIComponent(m[1]);
+}
+
+/** Runs SQL as the test cluster's superuser in database `db`. */
+function psql(db, sql) {
+  const r = spawnSync(PSQL, ['-X', '-q', '-v', 'ON_ERROR_STOP=1', '-h', pgSocket(), '-U', 'postgres', '-d', db, '-c', sql],
+    { encoding: 'utf8', timeout: 30_000 });
+  if (r.error) throw r.error;
+  return r;
+}
+
+/** A fresh database in the test cluster; returns its URL. */
+function freshDatabase() {
+  databases += 1;
+  const name = `console_${process.pid}_${databases}`;
+  const r = psql('postgres', `CREATE DATABASE ${name}`);
+  if (r.status !== 0) throw new Error(`creating database ${name}: ${r.stderr}`);
+  return { name, url: `postgres://postgres@/${name}?host=${encodeURIComponent(pgSocket())}` };
+}
+
 /** Runs the receiver's command line; returns { status, stdout, stderr }. */
-function cli(args, input) {
-  const r = spawnSync(BIN, args, { input, encoding: 'utf8', timeout: 60_000 });
+function cli(args, input, env = process.env) {
+  const r = spawnSync(BIN, args, { input, env, encoding: 'utf8', timeout: 60_000 });
   if (r.error) throw r.error;
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
@@ -23,9 +54,13 @@ function cli(args, input) {
 class Receiver {
   static async start(extraArgs = []) {
     const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'duress-console-'));
+    const pg = PG_URL ? freshDatabase() : null;
+    const env = { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' };
+    delete env.DURESS_DATABASE_URL;
+    if (pg) env.DURESS_DATABASE_URL = pg.url;
     const proc = spawn(BIN, ['serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0', ...extraArgs], {
       stdio: ['ignore', 'pipe', 'pipe'],
-      env: { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' },
+      env,
     });
     const log = [];
     proc.stderr.on('data', (d) => log.push(d.toString()));
@@ -38,21 +73,37 @@ class Receiver {
         if (m) { clearTimeout(timer); resolve(m[1]); }
       });
     });
-    return new Receiver(url, dataDir, proc, log);
+    return new Receiver(url, dataDir, proc, log, env, pg);
   }
 
-  constructor(url, dataDir, proc, log) {
+  constructor(url, dataDir, proc, log, env, pg) {
     this.url = url;
     this.dataDir = dataDir;
     this.proc = proc;
     this.log = log;
+    this.env = env;
+    this.pg = pg;
     this.certPath = path.join(dataDir, 'tls', 'cert.pem');
     this.ca = fs.readFileSync(this.certPath);
     this.database = path.join(dataDir, 'receiver.sqlite3');
   }
 
+  /** Which backend this receiver's store is on. */
+  get backend() {
+    return this.pg ? 'postgresql' : 'sqlite';
+  }
+
+  /** Runs SQL on this receiver's store directly, as someone with access to the database would. */
+  tamper(sql) {
+    const r = this.pg
+      ? psql(this.pg.name, sql)
+      : spawnSync('sqlite3', [this.database, sql], { encoding: 'utf8' });
+    if (r.error) throw r.error;
+    return r;
+  }
+
   cli(args, input) {
-    return cli([...args, '--data-dir', this.dataDir], input);
+    return cli([...args, '--data-dir', this.dataDir], input, this.env);
   }
 
   addUser(username, role, password) {

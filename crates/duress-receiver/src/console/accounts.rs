@@ -1,48 +1,12 @@
 //! Console accounts: officers handle incidents; admins also manage stations, tokens, users and
 //! camera mappings. Passwords are argon2id (PHC strings); hashing runs on the blocking pool.
 
-use std::path::Path;
-
-use anyhow::Context as _;
+use crate::api::receiver_now;
+use crate::store::{NewUser, Store};
 use argon2::Argon2;
 use argon2::password_hash::{PasswordHash, PasswordHasher as _, PasswordVerifier as _, SaltString};
-use serde::Serialize;
-use sqlx::{Row as _, SqlitePool};
 
-use crate::api::receiver_now;
-use crate::store::format_ts;
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    Officer,
-    Admin,
-}
-
-impl Role {
-    pub const fn as_str(self) -> &'static str {
-        match self {
-            Role::Officer => "officer",
-            Role::Admin => "admin",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "officer" => Some(Role::Officer),
-            "admin" => Some(Role::Admin),
-            _ => None,
-        }
-    }
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct UserRecord {
-    pub username: String,
-    pub role: Role,
-    pub disabled: bool,
-    pub created_at: String,
-}
+pub use crate::store::{Role, UserRecord};
 
 /// argon2id with the crate's defaults (19 MiB, 2 passes: OWASP's recommendation).
 pub fn hash_password(password: &str) -> anyhow::Result<String> {
@@ -85,7 +49,7 @@ pub fn check_username(username: &str) -> anyhow::Result<()> {
 
 /// Adds a user (audited as done by `actor`). Fails when the name is taken.
 pub async fn add(
-    pool: &SqlitePool,
+    store: &dyn Store,
     username: &str,
     role: Role,
     password: &str,
@@ -97,67 +61,18 @@ pub async fn add(
         "a password needs at least 12 characters"
     );
     let password = password.to_owned();
-    let hash = tokio::task::spawn_blocking(move || hash_password(&password)).await??;
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    let exists: Option<String> =
-        sqlx::query_scalar("SELECT username FROM users WHERE username = ?")
-            .bind(username)
-            .fetch_optional(&mut *tx)
-            .await?;
-    anyhow::ensure!(exists.is_none(), "user {username:?} already exists");
-    let now = receiver_now();
-    sqlx::query("INSERT INTO users (username, password_hash, role, disabled, created_at) VALUES (?, ?, ?, 0, ?)")
-        .bind(username)
-        .bind(&hash)
-        .bind(role.as_str())
-        .bind(format_ts(now))
-        .execute(&mut *tx)
-        .await?;
-    super::audit::append(&mut tx, now, actor, "user.add", username, role.as_str()).await?;
-    tx.commit().await?;
+    let password_hash = tokio::task::spawn_blocking(move || hash_password(&password)).await??;
+    let user = NewUser {
+        username: username.to_owned(),
+        role,
+        password_hash,
+        created_at: receiver_now(),
+    };
+    store.add_user(user, actor).await?;
     Ok(())
 }
 
 /// Disables a user and ends their sessions (audited).
-pub async fn disable(pool: &SqlitePool, username: &str, actor: &str) -> anyhow::Result<()> {
-    let mut tx = pool.begin_with("BEGIN IMMEDIATE").await?;
-    let done = sqlx::query("UPDATE users SET disabled = 1 WHERE username = ?")
-        .bind(username)
-        .execute(&mut *tx)
-        .await?;
-    anyhow::ensure!(done.rows_affected() == 1, "no user {username:?}");
-    super::sessions::delete_for_user(&mut tx, username).await?;
-    super::audit::append(&mut tx, receiver_now(), actor, "user.disable", username, "").await?;
-    tx.commit().await?;
-    Ok(())
-}
-
-pub async fn list(pool: &SqlitePool) -> anyhow::Result<Vec<UserRecord>> {
-    let rows =
-        sqlx::query("SELECT username, role, disabled, created_at FROM users ORDER BY username")
-            .fetch_all(pool)
-            .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(UserRecord {
-                username: r.try_get("username")?,
-                role: Role::parse(&r.try_get::<String, _>("role")?).context("stored role")?,
-                disabled: r.try_get("disabled")?,
-                created_at: r.try_get("created_at")?,
-            })
-        })
-        .collect()
-}
-
-/// For the command line: opens the store in `data_dir`, runs `f`, closes it.
-pub async fn with_pool<T>(
-    data_dir: &Path,
-    f: impl AsyncFnOnce(&SqlitePool) -> anyhow::Result<T>,
-) -> anyhow::Result<T> {
-    let store = crate::store::SqliteStore::open(data_dir)
-        .await
-        .with_context(|| format!("opening the receiver store in {}", data_dir.display()))?;
-    let result = f(store.pool()).await;
-    crate::store::Store::close(&store).await;
-    result
+pub async fn disable(store: &dyn Store, username: &str, actor: &str) -> anyhow::Result<()> {
+    Ok(store.disable_user(username, actor).await?)
 }

@@ -5,16 +5,26 @@ use std::sync::Arc;
 use askama::Template;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Redirect};
 use axum::{Extension, Form};
 use serde::Deserialize;
 
 use super::accounts::{self, Role, UserRecord};
 use super::cameras::{self, CameraMapping, MATCH_FIELDS};
-use super::pages::{Layout, error_page, render, server_error};
-use super::{Console, CurrentUser, audit};
+use super::error::{ConsoleError, ConsoleResult};
+use super::pages::{Layout, error_page, render};
+use super::{Console, CurrentUser};
 use crate::api::receiver_now;
-use crate::store::format_ts;
+use crate::store::{NewCameraMapping, StoreError};
+
+/// A refusal the admin can act on (shown on the page), or a failure of ours (an error page).
+fn shown_or_failed(e: anyhow::Error) -> Result<String, ConsoleError> {
+    match e.downcast::<StoreError>() {
+        Ok(StoreError::Refused(message)) => Ok(message),
+        Ok(other) => Err(other.into()),
+        Err(e) => Ok(e.to_string()),
+    }
+}
 
 #[derive(Debug, Template)]
 #[template(path = "users.html")]
@@ -31,22 +41,20 @@ async fn users_page(
     user: &CurrentUser,
     created: Option<(String, String)>,
     error: Option<String>,
-) -> Response {
-    match accounts::list(&console.pool).await {
-        Ok(users) => render(&UsersPage {
-            layout: Layout::new(user, "users", "Users"),
-            users,
-            created,
-            error,
-        }),
-        Err(e) => server_error(e),
-    }
+) -> ConsoleResult {
+    let users = console.store.list_users().await?;
+    Ok(render(&UsersPage {
+        layout: Layout::new(user, "users", "Users"),
+        users,
+        created,
+        error,
+    }))
 }
 
 pub async fn users(
     State(console): State<Arc<Console>>,
     Extension(user): Extension<CurrentUser>,
-) -> Response {
+) -> ConsoleResult {
     users_page(&console, &user, None, None).await
 }
 
@@ -63,13 +71,21 @@ pub async fn add_user(
     State(console): State<Arc<Console>>,
     Extension(user): Extension<CurrentUser>,
     Form(form): Form<UserForm>,
-) -> Response {
+) -> ConsoleResult {
     let role = Role::parse(&form.role).unwrap_or(Role::Officer);
     let password = accounts::generate_password();
     let username = form.username.trim().to_owned();
-    match accounts::add(&console.pool, &username, role, &password, &user.username).await {
+    match accounts::add(
+        console.store.as_ref(),
+        &username,
+        role,
+        &password,
+        &user.username,
+    )
+    .await
+    {
         Ok(()) => users_page(&console, &user, Some((username, password)), None).await,
-        Err(e) => users_page(&console, &user, None, Some(e.to_string())).await,
+        Err(e) => users_page(&console, &user, None, Some(shown_or_failed(e)?)).await,
     }
 }
 
@@ -77,17 +93,21 @@ pub async fn disable_user(
     State(console): State<Arc<Console>>,
     Extension(user): Extension<CurrentUser>,
     Path(username): Path<String>,
-) -> Response {
+) -> ConsoleResult {
     if username == user.username {
-        return error_page(
+        return Ok(error_page(
             StatusCode::CONFLICT,
             "Not done",
             "You cannot disable your own account.",
-        );
+        ));
     }
-    match accounts::disable(&console.pool, &username, &user.username).await {
-        Ok(()) => Redirect::to("/admin/users").into_response(),
-        Err(e) => error_page(StatusCode::NOT_FOUND, "Not done", &e.to_string()),
+    match accounts::disable(console.store.as_ref(), &username, &user.username).await {
+        Ok(()) => Ok(Redirect::to("/admin/users").into_response()),
+        Err(e) => Ok(error_page(
+            StatusCode::NOT_FOUND,
+            "Not done",
+            &shown_or_failed(e)?,
+        )),
     }
 }
 
@@ -100,22 +120,24 @@ struct CamerasPage {
     error: Option<String>,
 }
 
-async fn cameras_page(console: &Console, user: &CurrentUser, error: Option<String>) -> Response {
-    match cameras::list(&console.pool).await {
-        Ok(mappings) => render(&CamerasPage {
-            layout: Layout::new(user, "cameras", "Camera mappings"),
-            mappings,
-            fields: MATCH_FIELDS,
-            error,
-        }),
-        Err(e) => server_error(e),
-    }
+async fn cameras_page(
+    console: &Console,
+    user: &CurrentUser,
+    error: Option<String>,
+) -> ConsoleResult {
+    let mappings = console.store.camera_mappings().await?;
+    Ok(render(&CamerasPage {
+        layout: Layout::new(user, "cameras", "Camera mappings"),
+        mappings,
+        fields: MATCH_FIELDS,
+        error,
+    }))
 }
 
 pub async fn cameras(
     State(console): State<Arc<Console>>,
     Extension(user): Extension<CurrentUser>,
-) -> Response {
+) -> ConsoleResult {
     cameras_page(&console, &user, None).await
 }
 
@@ -135,7 +157,7 @@ pub async fn add_camera(
     State(console): State<Arc<Console>>,
     Extension(user): Extension<CurrentUser>,
     Form(form): Form<CameraForm>,
-) -> Response {
+) -> ConsoleResult {
     if !MATCH_FIELDS.contains(&form.match_field.as_str()) {
         return cameras_page(&console, &user, Some("Choose what to match.".into())).await;
     }
@@ -145,72 +167,28 @@ pub async fn add_camera(
     if form.name.trim().is_empty() {
         return cameras_page(&console, &user, Some("Give the camera link a name.".into())).await;
     }
-    let result = async {
-        let now = receiver_now();
-        let mut tx = console.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let id: i64 = sqlx::query_scalar(
-            "INSERT INTO camera_mappings (match_field, match_value, name, url_template, created_at)
-             VALUES (?, ?, ?, ?, ?) RETURNING id",
-        )
-        .bind(&form.match_field)
-        .bind(form.match_value.trim())
-        .bind(form.name.trim())
-        .bind(form.url_template.trim())
-        .bind(format_ts(now))
-        .fetch_one(&mut *tx)
+    let mapping = NewCameraMapping {
+        match_field: form.match_field,
+        match_value: form.match_value.trim().to_owned(),
+        name: form.name.trim().to_owned(),
+        url_template: form.url_template.trim().to_owned(),
+        created_at: receiver_now(),
+    };
+    console
+        .store
+        .add_camera_mapping(mapping, &user.username)
         .await?;
-        let detail = format!(
-            "{}={} → {} {}",
-            form.match_field,
-            form.match_value.trim(),
-            form.name.trim(),
-            form.url_template.trim()
-        );
-        audit::append(
-            &mut tx,
-            now,
-            &user.username,
-            "camera.add",
-            &id.to_string(),
-            &detail,
-        )
-        .await?;
-        tx.commit().await
-    }
-    .await;
-    match result {
-        Ok(()) => Redirect::to("/admin/cameras").into_response(),
-        Err(e) => server_error(e),
-    }
+    Ok(Redirect::to("/admin/cameras").into_response())
 }
 
 pub async fn delete_camera(
     State(console): State<Arc<Console>>,
     Extension(user): Extension<CurrentUser>,
     Path(id): Path<i64>,
-) -> Response {
-    let result = async {
-        let mut tx = console.pool.begin_with("BEGIN IMMEDIATE").await?;
-        let done = sqlx::query("DELETE FROM camera_mappings WHERE id = ?")
-            .bind(id)
-            .execute(&mut *tx)
-            .await?;
-        if done.rows_affected() == 1 {
-            audit::append(
-                &mut tx,
-                receiver_now(),
-                &user.username,
-                "camera.delete",
-                &id.to_string(),
-                "",
-            )
-            .await?;
-        }
-        tx.commit().await
-    }
-    .await;
-    match result {
-        Ok(()) => Redirect::to("/admin/cameras").into_response(),
-        Err(e) => server_error(e),
-    }
+) -> ConsoleResult {
+    console
+        .store
+        .delete_camera_mapping(id, &user.username)
+        .await?;
+    Ok(Redirect::to("/admin/cameras").into_response())
 }

@@ -10,18 +10,16 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use super::error::ConsoleResult;
+use super::pages::render_status;
+use super::{Console, CurrentUser, accounts, guard, sessions};
+use crate::settings::ConsoleSettings;
 use askama::Template;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Form};
 use serde::Deserialize;
-use sqlx::Row as _;
-
-use super::pages::{render_status, server_error};
-use super::{Console, CurrentUser, accounts, audit, guard, sessions};
-use crate::api::receiver_now;
-use crate::settings::ConsoleSettings;
 
 /// A hash of a random password nobody knows, verified against for unknown users so that they
 /// cost the same argon2 work as known ones.
@@ -148,9 +146,9 @@ pub async fn login(
     uri: Uri,
     headers: HeaderMap,
     Form(form): Form<LoginForm>,
-) -> Response {
+) -> ConsoleResult {
     if let Err(refusal) = guard::check_same_origin(&headers, &uri) {
-        return *refusal;
+        return Ok(*refusal);
     }
     let ip = client.ip();
     let username = form.username.trim().to_owned();
@@ -173,21 +171,11 @@ pub async fn login(
             header::RETRY_AFTER,
             axum::http::HeaderValue::from_static("300"),
         );
-        return r;
+        return Ok(r);
     }
-    let row = match sqlx::query("SELECT password_hash, disabled FROM users WHERE username = ?")
-        .bind(&username)
-        .fetch_optional(&console.pool)
-        .await
-    {
-        Ok(r) => r,
-        Err(e) => return server_error(e),
-    };
-    let (phc, disabled) = match &row {
-        Some(r) => (
-            r.get::<String, _>("password_hash"),
-            r.get::<bool, _>("disabled"),
-        ),
+    let credentials = console.store.credentials(&username).await?;
+    let (phc, disabled) = match credentials {
+        Some(c) => (c.password_hash, c.disabled),
         None => (DUMMY_HASH.clone(), true),
     };
     let password = form.password;
@@ -196,56 +184,31 @@ pub async fn login(
         .unwrap_or(false)
         && !disabled;
 
-    let mut tx = match console.pool.begin_with("BEGIN IMMEDIATE").await {
-        Ok(tx) => tx,
-        Err(e) => return server_error(e),
-    };
-    let now = receiver_now();
     if !ok {
         console.login_limiter.record_failure(ip, &username);
         let subject: String = username.chars().take(64).collect();
-        if let Err(e) = audit::append(
-            &mut tx,
-            now,
-            &format!("ip:{ip}"),
-            "login.failure",
-            &subject,
-            "",
-        )
-        .await
-        {
-            return server_error(e);
-        }
-        if let Err(e) = tx.commit().await {
-            return server_error(e);
-        }
-        return failed(StatusCode::UNAUTHORIZED, "Wrong username or password.");
+        console
+            .store
+            .record_login_failure(&subject, &format!("ip:{ip}"))
+            .await?;
+        return Ok(failed(
+            StatusCode::UNAUTHORIZED,
+            "Wrong username or password.",
+        ));
     }
-    let id = match sessions::create(&mut tx, &username, &console.settings).await {
-        Ok(id) => id,
-        Err(e) => return server_error(e),
-    };
-    if let Err(e) = audit::append(
-        &mut tx,
-        now,
+    let id = sessions::create(
+        console.store.as_ref(),
         &username,
-        "login.success",
-        &username,
+        &console.settings,
         &format!("ip:{ip}"),
     )
-    .await
-    {
-        return server_error(e);
-    }
-    if let Err(e) = tx.commit().await {
-        return server_error(e);
-    }
+    .await?;
     let mut response = Redirect::to("/").into_response();
     response.headers_mut().insert(
         header::SET_COOKIE,
         sessions::set_cookie(&id, &console.settings),
     );
-    response
+    Ok(response)
 }
 
 /// `POST /logout`: deletes the session row (the cookie alone is worthless afterwards).
@@ -253,34 +216,14 @@ pub async fn logout(
     State(console): State<Arc<Console>>,
     Extension(user): Extension<CurrentUser>,
     headers: HeaderMap,
-) -> Response {
+) -> ConsoleResult {
     if let Some(id) = sessions::cookie_value(&headers, sessions::COOKIE_NAME) {
         let id_hash = sessions::hash_id(&id);
-        let result = async {
-            let mut tx = console.pool.begin_with("BEGIN IMMEDIATE").await?;
-            sqlx::query("DELETE FROM sessions WHERE id_hash = ?")
-                .bind(&id_hash)
-                .execute(&mut *tx)
-                .await?;
-            audit::append(
-                &mut tx,
-                receiver_now(),
-                &user.username,
-                "logout",
-                &user.username,
-                "",
-            )
-            .await?;
-            tx.commit().await
-        }
-        .await;
-        if let Err(e) = result {
-            return server_error(e);
-        }
+        console.store.end_session(&id_hash, &user.username).await?;
     }
     let mut response = Redirect::to("/login").into_response();
     response
         .headers_mut()
         .insert(header::SET_COOKIE, sessions::clear_cookie());
-    response
+    Ok(response)
 }

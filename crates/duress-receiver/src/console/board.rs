@@ -8,12 +8,13 @@ use std::sync::Arc;
 
 use askama::Template;
 use axum::extract::State;
-use axum::response::{IntoResponse, Response};
+use axum::response::IntoResponse;
 use axum::{Extension, Json};
 
+use super::error::ConsoleResult;
 use super::incident_view::{IncidentView, SelfTestView, open_incidents, recent_self_tests};
-use super::pages::{Layout, render, server_error};
-use super::{Console, CurrentUser, live};
+use super::pages::{Layout, render};
+use super::{Console, CurrentUser};
 
 #[derive(Debug, Template)]
 #[template(path = "board_list.html")]
@@ -30,41 +31,33 @@ struct BoardPage {
     list: BoardList,
 }
 
-async fn load_list(console: &Console, user: &CurrentUser) -> Result<BoardList, sqlx::Error> {
+async fn load_list(console: &Console, user: &CurrentUser) -> ConsoleResult<BoardList> {
     Ok(BoardList {
         csrf: user.csrf.clone(),
-        incidents: open_incidents(&console.pool).await?,
-        self_tests: recent_self_tests(&console.pool, 5).await?,
+        incidents: open_incidents(console.store.as_ref()).await?,
+        self_tests: recent_self_tests(console.store.as_ref(), 5).await?,
     })
 }
 
 pub async fn page(
     State(console): State<Arc<Console>>,
     Extension(user): Extension<CurrentUser>,
-) -> Response {
+) -> ConsoleResult {
     // The id first: anything committed after it reaches the page through the stream.
-    let last = match live::latest_id(&console.pool).await {
-        Ok(id) => id,
-        Err(e) => return server_error(e),
-    };
-    match load_list(&console, &user).await {
-        Ok(list) => render(&BoardPage {
-            layout: Layout::new(&user, "board", "Board").with_last_event_id(last),
-            list,
-        }),
-        Err(e) => server_error(e),
-    }
+    let last = console.store.live_latest_id().await?;
+    let list = load_list(&console, &user).await?;
+    Ok(render(&BoardPage {
+        layout: Layout::new(&user, "board", "Board").with_last_event_id(last),
+        list,
+    }))
 }
 
 /// `GET /api/board`: the list alone, for the page script.
 pub async fn list_fragment(
     State(console): State<Arc<Console>>,
     Extension(user): Extension<CurrentUser>,
-) -> Response {
-    match load_list(&console, &user).await {
-        Ok(list) => render(&list),
-        Err(e) => server_error(e),
-    }
+) -> ConsoleResult {
+    Ok(render(&load_list(&console, &user).await?))
 }
 
 #[derive(Debug, serde::Serialize)]
@@ -81,21 +74,17 @@ pub struct AlarmState {
 }
 
 /// `GET /api/alarm`: what every console page needs to decide its sound and title.
-pub async fn alarm_state(State(console): State<Arc<Console>>) -> Response {
-    let last_event_id = live::latest_id(&console.pool).await.unwrap_or(0);
-    match open_incidents(&console.pool).await {
-        Ok(open) => {
-            let unclaimed: Vec<&IncidentView> = open.iter().filter(|i| i.needs_claim()).collect();
-            Json(AlarmState {
-                unclaimed: unclaimed.len(),
-                escalated: unclaimed.iter().filter(|i| i.is_escalated()).count(),
-                open: open.len(),
-                label: unclaimed.first().map(|i| i.label.clone()),
-                incident_id: unclaimed.first().map(|i| i.id.clone()),
-                last_event_id,
-            })
-            .into_response()
-        }
-        Err(e) => server_error(e),
-    }
+pub async fn alarm_state(State(console): State<Arc<Console>>) -> ConsoleResult {
+    let last_event_id = console.store.live_latest_id().await?;
+    let open = open_incidents(console.store.as_ref()).await?;
+    let unclaimed: Vec<&IncidentView> = open.iter().filter(|i| i.needs_claim()).collect();
+    Ok(Json(AlarmState {
+        unclaimed: unclaimed.len(),
+        escalated: unclaimed.iter().filter(|i| i.is_escalated()).count(),
+        open: open.len(),
+        label: unclaimed.first().map(|i| i.label.clone()),
+        incident_id: unclaimed.first().map(|i| i.id.clone()),
+        last_event_id,
+    })
+    .into_response())
 }

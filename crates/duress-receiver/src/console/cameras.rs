@@ -6,17 +6,10 @@
 //! neither break out of the URL nor turn a link into `javascript:`.
 
 use duress_core::Location;
-use sqlx::{Row as _, SqlitePool};
 
-#[derive(Debug, Clone)]
-pub struct CameraMapping {
-    pub id: i64,
-    /// `BLD`, `FLR`, `ROOM`, `label_prefix` or `any`.
-    pub match_field: String,
-    pub match_value: String,
-    pub name: String,
-    pub url_template: String,
-}
+use crate::store::{Store, StoreResult};
+
+pub use crate::store::CameraMapping;
 
 pub const MATCH_FIELDS: &[&str] = &["BLD", "FLR", "ROOM", "label_prefix", "any"];
 
@@ -89,29 +82,10 @@ impl CameraMapping {
     }
 }
 
-pub async fn list(pool: &SqlitePool) -> Result<Vec<CameraMapping>, sqlx::Error> {
-    let rows = sqlx::query("SELECT * FROM camera_mappings ORDER BY id")
-        .fetch_all(pool)
-        .await?;
-    rows.iter()
-        .map(|r| {
-            Ok(CameraMapping {
-                id: r.try_get("id")?,
-                match_field: r.try_get("match_field")?,
-                match_value: r.try_get("match_value")?,
-                name: r.try_get("name")?,
-                url_template: r.try_get("url_template")?,
-            })
-        })
-        .collect()
-}
-
-/// The camera links for an incident's location.
-pub async fn links_for(
-    pool: &SqlitePool,
-    location: &Location,
-) -> Result<Vec<CameraLink>, sqlx::Error> {
-    Ok(list(pool)
+/// The camera links of every mapping that matches `location`.
+pub async fn links_for(store: &dyn Store, location: &Location) -> StoreResult<Vec<CameraLink>> {
+    Ok(store
+        .camera_mappings()
         .await?
         .iter()
         .filter(|m| m.matches(location))

@@ -19,7 +19,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Redirect, Response};
 use subtle::ConstantTimeEq as _;
 
-use super::pages::{error_page, server_error};
+use super::pages::error_page;
 use super::routes::Access;
 use super::{CurrentUser, WebState, sessions};
 
@@ -102,10 +102,11 @@ pub async fn guard(
 ) -> Response {
     let console = &state.console;
     let path = request.uri().path().to_owned();
-    let session = match sessions::load(&console.pool, request.headers(), &console.settings).await {
-        Ok(s) => s,
-        Err(e) => return server_error(e),
-    };
+    let session =
+        match sessions::load(console.store.as_ref(), request.headers(), &console.settings).await {
+            Ok(s) => s,
+            Err(e) => return super::error::ConsoleError::from(e).into_response(),
+        };
     let Some(session) = session else {
         return if is_api_path(&path) {
             unauthorized()
@@ -113,7 +114,7 @@ pub async fn guard(
             Redirect::to("/login").into_response()
         };
     };
-    if access == Access::Admin && session.role != super::accounts::Role::Admin {
+    if access == Access::Admin && session.role != crate::store::Role::Admin {
         return forbidden("This page is for console administrators.");
     }
     let mut request = request;

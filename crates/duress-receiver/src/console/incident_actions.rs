@@ -1,10 +1,10 @@
 //! What officers do to an incident: claim (or take over), add a note, set the response level,
 //! record the 911 call, resolve with a disposition and a follow-up note, reopen.
 //!
-//! Each action is one `BEGIN IMMEDIATE` transaction that checks the incident's current state,
-//! changes it, and writes the timeline entry, the audit entry and the console event together;
-//! only after COMMIT is the live feed poked. Two officers claiming at once therefore cannot both
-//! win: the second sees the first's claim and must choose "take over" explicitly.
+//! Each action is one store transaction that checks the incident's current state, changes it,
+//! and writes the timeline entry, the audit entry and the live-log row together; only after
+//! COMMIT is the live feed poked. Two officers claiming at once therefore cannot both win: the
+//! second sees the first's claim and must choose "take over" explicitly.
 
 use std::sync::Arc;
 
@@ -14,13 +14,12 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect, Response};
 use axum::{Extension, Form};
 use serde::Deserialize;
-use sqlx::{Row as _, SqliteConnection};
 use uuid::Uuid;
 
-use super::pages::{Layout, Ts, error_page, render_status, server_error};
-use super::{Console, CurrentUser, audit, live};
-use crate::api::receiver_now;
-use crate::store::format_ts;
+use super::error::ConsoleError;
+use super::pages::{Layout, Ts, error_page, render_status};
+use super::{Console, CurrentUser};
+use crate::store::{ActionOutcome, StoreError};
 
 /// Dispositions an incident is resolved with.
 pub const DISPOSITIONS: &[&str] = &[
@@ -32,33 +31,7 @@ pub const DISPOSITIONS: &[&str] = &[
 ];
 const MAX_TEXT: usize = 4000;
 
-#[derive(Debug, Clone)]
-pub enum Action {
-    Claim {
-        takeover: bool,
-    },
-    Note(String),
-    Level(String),
-    Called911,
-    Resolve {
-        disposition: String,
-        follow_up: String,
-    },
-    Reopen,
-}
-
-impl Action {
-    fn audit_name(&self) -> &'static str {
-        match self {
-            Action::Claim { .. } => "incident.claim",
-            Action::Note(_) => "incident.note",
-            Action::Level(_) => "incident.level",
-            Action::Called911 => "incident.911",
-            Action::Resolve { .. } => "incident.resolve",
-            Action::Reopen => "incident.reopen",
-        }
-    }
-}
+pub use crate::store::IncidentAction as Action;
 
 /// Why an action was not applied.
 #[derive(Debug)]
@@ -67,19 +40,21 @@ pub enum Refusal {
     /// Someone else holds it; the officer must take over explicitly.
     ClaimedBy {
         username: String,
-        at: Option<String>,
+        at: Option<time::OffsetDateTime>,
     },
     Invalid(String),
-    Store(sqlx::Error),
+    Store(StoreError),
 }
 
-impl From<sqlx::Error> for Refusal {
-    fn from(e: sqlx::Error) -> Self {
+impl From<StoreError> for Refusal {
+    fn from(e: StoreError) -> Self {
         Refusal::Store(e)
     }
 }
 
-/// Applies `action` by `actor` to incident `id` in one transaction, then wakes the live feed.
+/// Applies `action` by `actor` to incident `id`: checks the input here, then the store checks
+/// the incident's state and writes the change with its timeline, audit and live rows in one
+/// transaction.
 pub async fn apply(
     console: &Console,
     id: Uuid,
@@ -87,39 +62,12 @@ pub async fn apply(
     action: Action,
 ) -> Result<(), Refusal> {
     validate(console, &action)?;
-    let mut tx = console.pool.begin_with("BEGIN IMMEDIATE").await?;
-    let changed = change(&mut tx, id, actor, &action).await?;
-    if let Some((kind, text)) = changed {
-        let now = receiver_now();
-        sqlx::query("INSERT INTO incident_timeline (incident_id, at, actor, kind, text) VALUES (?, ?, ?, ?, ?)")
-            .bind(id.to_string())
-            .bind(format_ts(now))
-            .bind(actor)
-            .bind(kind)
-            .bind(&text)
-            .execute(&mut *tx)
-            .await?;
-        audit::append(
-            &mut tx,
-            now,
-            actor,
-            action.audit_name(),
-            &id.to_string(),
-            &text,
-        )
-        .await?;
-        live::record(
-            &mut tx,
-            now,
-            &format!("incident.{kind}"),
-            Some(id),
-            &serde_json::json!({ "actor": actor }),
-        )
-        .await?;
-        tx.commit().await?;
-        console.wake.notify_one();
+    match console.store.apply_action(id, actor, action).await? {
+        ActionOutcome::Changed | ActionOutcome::Unchanged => Ok(()),
+        ActionOutcome::NotFound => Err(Refusal::NotFound),
+        ActionOutcome::ClaimedBy { username, at } => Err(Refusal::ClaimedBy { username, at }),
+        ActionOutcome::Refused(message) => Err(Refusal::Invalid(message)),
     }
-    Ok(())
 }
 
 fn validate(console: &Console, action: &Action) -> Result<(), Refusal> {
@@ -141,119 +89,6 @@ fn validate(console: &Console, action: &Action) -> Result<(), Refusal> {
             "The follow-up note is limited to 4000 characters.".into(),
         )),
         _ => Ok(()),
-    }
-}
-
-/// The state change itself; `Some((timeline kind, text))` when something changed.
-async fn change(
-    conn: &mut SqliteConnection,
-    id: Uuid,
-    actor: &str,
-    action: &Action,
-) -> Result<Option<(&'static str, String)>, Refusal> {
-    let row =
-        sqlx::query("SELECT status, claimed_by, claimed_at FROM incidents WHERE incident_id = ?")
-            .bind(id.to_string())
-            .fetch_optional(&mut *conn)
-            .await?
-            .ok_or(Refusal::NotFound)?;
-    let status: String = row.try_get("status")?;
-    let claimed_by: Option<String> = row.try_get("claimed_by")?;
-    let now = format_ts(receiver_now());
-    let id = id.to_string();
-    let open = status == "open";
-    let closed_refusal = || Refusal::Invalid("This incident is resolved. Reopen it first.".into());
-    match action {
-        Action::Claim { takeover } => {
-            if !open {
-                return Err(closed_refusal());
-            }
-            let kind = match claimed_by.as_deref() {
-                Some(who) if who == actor => return Ok(None),
-                Some(who) if !takeover => {
-                    return Err(Refusal::ClaimedBy {
-                        username: who.to_owned(),
-                        at: row.try_get("claimed_at")?,
-                    });
-                }
-                Some(_) => "takeover",
-                None => "claim",
-            };
-            sqlx::query(
-                "UPDATE incidents SET claimed_by = ?, claimed_at = ?, first_claimed_at = COALESCE(first_claimed_at, ?)
-                 WHERE incident_id = ?",
-            )
-            .bind(actor)
-            .bind(&now)
-            .bind(&now)
-            .bind(&id)
-            .execute(&mut *conn)
-            .await?;
-            let text = match claimed_by {
-                Some(previous) => format!("{actor} took over from {previous}"),
-                None => format!("{actor} is handling this incident"),
-            };
-            Ok(Some((kind, text)))
-        }
-        Action::Note(text) => Ok(Some(("note", text.trim().to_owned()))),
-        Action::Level(level) => {
-            sqlx::query("UPDATE incidents SET response_level = ? WHERE incident_id = ?")
-                .bind(level)
-                .bind(&id)
-                .execute(&mut *conn)
-                .await?;
-            Ok(Some(("level", level.clone())))
-        }
-        Action::Called911 => {
-            sqlx::query("UPDATE incidents SET called_911_at = ? WHERE incident_id = ?")
-                .bind(&now)
-                .bind(&id)
-                .execute(&mut *conn)
-                .await?;
-            Ok(Some((
-                "911",
-                format!("911 called at {}", Ts::from_text(&now).text),
-            )))
-        }
-        Action::Resolve {
-            disposition,
-            follow_up,
-        } => {
-            if !open {
-                return Err(Refusal::Invalid(
-                    "This incident is already resolved.".into(),
-                ));
-            }
-            sqlx::query(
-                "UPDATE incidents SET status = 'closed', resolved_at = ?, resolved_by = ?, disposition = ?, follow_up = ?
-                 WHERE incident_id = ?",
-            )
-            .bind(&now)
-            .bind(actor)
-            .bind(disposition)
-            .bind(follow_up.trim())
-            .bind(&id)
-            .execute(&mut *conn)
-            .await?;
-            let mut text = format!("Disposition: {disposition}");
-            if !follow_up.trim().is_empty() {
-                text.push_str(&format!(". Follow-up: {}", follow_up.trim()));
-            }
-            Ok(Some(("resolve", text)))
-        }
-        Action::Reopen => {
-            if open {
-                return Ok(None);
-            }
-            sqlx::query(
-                "UPDATE incidents SET status = 'open', resolved_at = NULL, resolved_by = NULL, disposition = NULL,
-                        follow_up = NULL WHERE incident_id = ?",
-            )
-            .bind(&id)
-            .execute(&mut *conn)
-            .await?;
-            Ok(Some(("reopen", format!("{actor} reopened the incident"))))
-        }
     }
 }
 
@@ -288,13 +123,13 @@ fn answer(
                 layout: Layout::new(user, "board", "Already claimed"),
                 id: id.to_string(),
                 username,
-                at: Ts::opt(at.as_deref()),
+                at: at.map(Ts::new),
             },
         ),
         Err(Refusal::Invalid(message)) => {
             error_page(StatusCode::UNPROCESSABLE_ENTITY, "Not done", &message)
         }
-        Err(Refusal::Store(e)) => server_error(e),
+        Err(Refusal::Store(e)) => ConsoleError::from(e).into_response(),
     }
 }
 

@@ -9,14 +9,14 @@ use std::sync::Arc;
 use askama::Template;
 use axum::Extension;
 use axum::extract::{Path, State};
-use axum::response::Response;
 use uuid::Uuid;
 
 use super::cameras::{CameraLink, links_for};
+use super::error::{ConsoleError, ConsoleResult};
 use super::incident_actions::DISPOSITIONS;
 use super::incident_view::{IncidentView, TimelineEntry, incident};
-use super::pages::{Layout, not_found_page, render, server_error};
-use super::{Console, CurrentUser, live};
+use super::pages::{Layout, render};
+use super::{Console, CurrentUser};
 
 #[derive(Debug, Template)]
 #[template(path = "incident_live.html")]
@@ -43,50 +43,37 @@ struct IncidentPage {
     dispositions: &'static [&'static str],
 }
 
-async fn load(
-    console: &Console,
-    user: &CurrentUser,
-    id: &str,
-) -> Result<Option<IncidentLive>, sqlx::Error> {
-    let Ok(id) = Uuid::parse_str(id) else {
-        return Ok(None);
-    };
-    Ok(incident(&console.pool, id)
+async fn load(console: &Console, user: &CurrentUser, id: &str) -> ConsoleResult<IncidentLive> {
+    let id =
+        Uuid::parse_str(id).map_err(|_| ConsoleError::NotFound("There is no such incident."))?;
+    let (incident, timeline) = incident(console.store.as_ref(), id)
         .await?
-        .map(|(incident, timeline)| IncidentLive {
-            csrf: user.csrf.clone(),
-            me: user.username.clone(),
-            incident,
-            timeline,
-            levels: console.settings.response_levels.clone(),
-        }))
+        .ok_or(ConsoleError::NotFound("There is no such incident."))?;
+    Ok(IncidentLive {
+        csrf: user.csrf.clone(),
+        me: user.username.clone(),
+        incident,
+        timeline,
+        levels: console.settings.response_levels.clone(),
+    })
 }
 
 pub async fn page(
     State(console): State<Arc<Console>>,
     Extension(user): Extension<CurrentUser>,
     Path(id): Path<String>,
-) -> Response {
-    let last = match live::latest_id(&console.pool).await {
-        Ok(id) => id,
-        Err(e) => return server_error(e),
-    };
-    let live = match load(&console, &user, &id).await {
-        Ok(Some(l)) => l,
-        Ok(None) => return not_found_page(),
-        Err(e) => return server_error(e),
-    };
-    let cameras = match links_for(&console.pool, &live.incident.location).await {
-        Ok(c) => c,
-        Err(e) => return server_error(e),
-    };
+) -> ConsoleResult {
+    // The id first: anything committed after it reaches the page through the stream.
+    let last = console.store.live_latest_id().await?;
+    let live = load(&console, &user, &id).await?;
+    let cameras = links_for(console.store.as_ref(), &live.incident.location).await?;
     let title = live.incident.label.clone();
-    render(&IncidentPage {
+    Ok(render(&IncidentPage {
         layout: Layout::new(&user, "board", title).with_last_event_id(last),
         live,
         cameras,
         dispositions: DISPOSITIONS,
-    })
+    }))
 }
 
 /// `GET /api/incidents/{id}/live`: the live part alone.
@@ -94,10 +81,6 @@ pub async fn live_fragment(
     State(console): State<Arc<Console>>,
     Extension(user): Extension<CurrentUser>,
     Path(id): Path<String>,
-) -> Response {
-    match load(&console, &user, &id).await {
-        Ok(Some(l)) => render(&l),
-        Ok(None) => not_found_page(),
-        Err(e) => server_error(e),
-    }
+) -> ConsoleResult {
+    Ok(render(&load(&console, &user, &id).await?))
 }

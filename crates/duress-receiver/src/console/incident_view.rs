@@ -1,13 +1,12 @@
 //! What the console shows of an incident: the row, its presses and the officers' timeline,
 //! read in one snapshot.
 
-use duress_core::{HostFacts, Location};
-use sqlx::sqlite::SqliteRow;
-use sqlx::{Row as _, SqlitePool};
+use duress_core::{EventKind, HostFacts, Location};
 use uuid::Uuid;
 
 use super::pages::{Ts, human_duration};
-use crate::store::parse_ts;
+use crate::records::IncidentRecord;
+use crate::store::{IncidentFilter, SelfTestRecord, Store, StoreResult};
 
 /// One incident as pages and the CSV show it.
 #[derive(Debug, Clone)]
@@ -69,45 +68,38 @@ impl IncidentView {
         }
     }
 
-    fn from_row(row: &SqliteRow) -> Result<Self, sqlx::Error> {
-        let text = |c: &str| row.try_get::<String, _>(c);
-        let opt = |c: &str| row.try_get::<Option<String>, _>(c);
-        let location: Location = serde_json::from_str(&text("location_json")?).unwrap_or_default();
-        let host: HostFacts = serde_json::from_str(&text("host_json")?).unwrap_or_default();
-        let opened = text("opened_at")?;
-        let first_claim = opt("first_claimed_at")?;
-        let time_to_claim_s = match (parse_ts(&opened), first_claim.as_deref().map(parse_ts)) {
-            (Ok(o), Some(Ok(c))) => Some((c - o).whole_seconds().max(0)),
-            _ => None,
-        };
-        let delay_ms: i64 = row.try_get("delay_ms")?;
-        Ok(IncidentView {
-            id: text("incident_id")?,
-            device_id: text("device_id")?,
-            status: text("status")?,
-            label: location.display_label(),
-            civic: location.civic_address(),
-            ips: host.ips.join(", "),
-            location,
-            host,
-            source: text("source")?,
-            opened_at: Ts::from_text(&opened),
-            first_press: Ts::from_text(&text("first_occurred_at")?),
-            delay_text: human_duration(delay_ms),
-            delayed: row.try_get("delayed")?,
-            press_count: row.try_get("press_count")?,
-            cancelled_at: Ts::opt(opt("cancelled_at")?.as_deref()),
-            claimed_by: opt("claimed_by")?,
-            claimed_at: Ts::opt(opt("claimed_at")?.as_deref()),
+    /// The console's view of the store's one incident read model.
+    pub fn from_record(r: &IncidentRecord) -> Self {
+        let time_to_claim_s = r
+            .first_claimed_at
+            .map(|c| (c - r.opened_at).whole_seconds().max(0));
+        IncidentView {
+            id: r.incident_id.to_string(),
+            device_id: r.device_id.clone(),
+            status: r.status.clone(),
+            label: r.location.display_label(),
+            civic: r.location.civic_address(),
+            ips: r.host.ips.join(", "),
+            location: r.location.clone(),
+            host: r.host.clone(),
+            source: r.source.as_str().to_owned(),
+            opened_at: Ts::new(r.opened_at),
+            first_press: Ts::new(r.first_occurred_at),
+            delay_text: human_duration(r.delay_ms),
+            delayed: r.delayed,
+            press_count: i64::try_from(r.press_count).unwrap_or(i64::MAX),
+            cancelled_at: r.cancelled_at.map(Ts::new),
+            claimed_by: r.claimed_by.clone(),
+            claimed_at: r.claimed_at.map(Ts::new),
             time_to_claim_s,
-            escalated_at: Ts::opt(opt("escalated_at")?.as_deref()),
-            response_level: opt("response_level")?,
-            called_911_at: Ts::opt(opt("called_911_at")?.as_deref()),
-            resolved_at: Ts::opt(opt("resolved_at")?.as_deref()),
-            resolved_by: opt("resolved_by")?,
-            disposition: opt("disposition")?,
-            follow_up: opt("follow_up")?,
-        })
+            escalated_at: r.escalated_at.map(Ts::new),
+            response_level: r.response_level.clone(),
+            called_911_at: r.called_911_at.map(Ts::new),
+            resolved_at: r.resolved_at.map(Ts::new),
+            resolved_by: r.resolved_by.clone(),
+            disposition: r.disposition.clone(),
+            follow_up: r.follow_up.clone(),
+        }
     }
 }
 
@@ -140,86 +132,67 @@ impl TimelineEntry {
     }
 }
 
+async fn incidents_newest_first(
+    store: &dyn Store,
+    filter: IncidentFilter,
+) -> StoreResult<Vec<IncidentView>> {
+    Ok(store
+        .list_incidents(filter)
+        .await?
+        .iter()
+        .rev()
+        .map(IncidentView::from_record)
+        .collect())
+}
+
 /// Open incidents, newest first.
-pub async fn open_incidents(pool: &SqlitePool) -> Result<Vec<IncidentView>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT * FROM incidents WHERE status = 'open' ORDER BY opened_at DESC, incident_id DESC",
-    )
-    .fetch_all(pool)
-    .await?;
-    rows.iter().map(IncidentView::from_row).collect()
+pub async fn open_incidents(store: &dyn Store) -> StoreResult<Vec<IncidentView>> {
+    incidents_newest_first(store, IncidentFilter::Open).await
 }
 
 /// Every incident, newest first (reports).
-pub async fn all_incidents(pool: &SqlitePool) -> Result<Vec<IncidentView>, sqlx::Error> {
-    let rows = sqlx::query("SELECT * FROM incidents ORDER BY opened_at DESC, incident_id DESC")
-        .fetch_all(pool)
-        .await?;
-    rows.iter().map(IncidentView::from_row).collect()
+pub async fn all_incidents(store: &dyn Store) -> StoreResult<Vec<IncidentView>> {
+    incidents_newest_first(store, IncidentFilter::All).await
 }
 
 /// One incident with its timeline (presses and officers' entries merged in time order).
 pub async fn incident(
-    pool: &SqlitePool,
+    store: &dyn Store,
     id: Uuid,
-) -> Result<Option<(IncidentView, Vec<TimelineEntry>)>, sqlx::Error> {
-    let id = id.to_string();
-    let mut tx = pool.begin().await?;
-    let Some(row) = sqlx::query("SELECT * FROM incidents WHERE incident_id = ?")
-        .bind(&id)
-        .fetch_optional(&mut *tx)
-        .await?
-    else {
+) -> StoreResult<Option<(IncidentView, Vec<TimelineEntry>)>> {
+    let Some(detail) = store.incident(id).await? else {
         return Ok(None);
     };
-    let view = IncidentView::from_row(&row)?;
-    let events = sqlx::query(
-        "SELECT kind, source, occurred_at, received_at, delay_ms, host_json FROM events WHERE incident_id = ? ORDER BY received_at, rowid",
-    )
-    .bind(&id)
-    .fetch_all(&mut *tx)
-    .await?;
-    let entries = sqlx::query(
-        "SELECT at, actor, kind, text FROM incident_timeline WHERE incident_id = ? ORDER BY id",
-    )
-    .bind(&id)
-    .fetch_all(&mut *tx)
-    .await?;
-    tx.commit().await?;
-
+    let view = IncidentView::from_record(&detail.incident);
     let mut timeline: Vec<TimelineEntry> = Vec::new();
-    for e in &events {
-        let kind: String = e.try_get("kind")?;
-        let host: HostFacts =
-            serde_json::from_str(&e.try_get::<String, _>("host_json")?).unwrap_or_default();
-        let occurred: String = e.try_get("occurred_at")?;
-        let delay: i64 = e.try_get("delay_ms")?;
+    for e in &detail.incident.events {
+        let host = &e.host;
         timeline.push(TimelineEntry {
-            at: Ts::from_text(&e.try_get::<String, _>("received_at")?),
-            kind: if kind == "cancel" {
+            at: Ts::new(e.received_at),
+            kind: if e.kind == EventKind::Cancel {
                 "cancel".into()
             } else {
                 "press".into()
             },
             actor: if host.user.is_empty() {
-                host.hostname
+                host.hostname.clone()
             } else {
                 format!("{} on {}", host.user, host.hostname)
             },
             text: format!(
                 "via {}, pressed {} (received after {})",
-                e.try_get::<String, _>("source")?,
-                Ts::from_text(&occurred).text,
-                human_duration(delay)
+                e.source.as_str(),
+                Ts::new(e.occurred_at).text,
+                human_duration(e.delay_ms)
             ),
         });
     }
-    for e in &entries {
+    for e in detail.timeline {
         timeline.push(TimelineEntry {
-            at: Ts::from_text(&e.try_get::<String, _>("at")?),
-            kind: e.try_get("kind")?,
-            actor: e.try_get("actor")?,
-            text: e.try_get("text")?,
+            at: Ts::new(e.at),
+            kind: e.kind,
+            actor: e.actor,
+            text: e.text,
         });
     }
     // Stable: presses before officers' entries of the same millisecond.
@@ -236,30 +209,24 @@ pub struct SelfTestView {
     pub received_at: Ts,
 }
 
-pub async fn recent_self_tests(
-    pool: &SqlitePool,
-    limit: i64,
-) -> Result<Vec<SelfTestView>, sqlx::Error> {
-    let rows = sqlx::query(
-        "SELECT location_json, host_json, received_at FROM events WHERE kind = 'test'
-         AND received_at >= strftime('%Y-%m-%dT%H:%M:%fZ', 'now', '-1 day')
-         ORDER BY received_at DESC LIMIT ?",
-    )
-    .bind(limit)
-    .fetch_all(pool)
-    .await?;
-    rows.iter()
-        .map(|r| {
-            let location: Location =
-                serde_json::from_str(&r.try_get::<String, _>("location_json")?).unwrap_or_default();
-            let host: HostFacts =
-                serde_json::from_str(&r.try_get::<String, _>("host_json")?).unwrap_or_default();
-            Ok(SelfTestView {
-                label: location.display_label(),
-                hostname: host.hostname,
-                user: host.user,
-                received_at: Ts::from_text(&r.try_get::<String, _>("received_at")?),
-            })
-        })
-        .collect()
+impl From<SelfTestRecord> for SelfTestView {
+    fn from(r: SelfTestRecord) -> Self {
+        SelfTestView {
+            label: r.location.display_label(),
+            hostname: r.host.hostname,
+            user: r.host.user,
+            received_at: Ts::new(r.received_at),
+        }
+    }
+}
+
+/// Self-tests of the last day, newest first, at most `limit`.
+pub async fn recent_self_tests(store: &dyn Store, limit: u32) -> StoreResult<Vec<SelfTestView>> {
+    let since = crate::api::receiver_now() - time::Duration::days(1);
+    Ok(store
+        .recent_self_tests(since, limit)
+        .await?
+        .into_iter()
+        .map(SelfTestView::from)
+        .collect())
 }

@@ -18,6 +18,9 @@
 //! - [`board`], [`incident_page`], [`stations`], [`reports`], [`admin_pages`]: the pages.
 //! - [`cameras`]: location → camera link templates.
 //! - [`pages`]: templates' shared layout data, time formatting, error pages.
+//! - [`error`]: the console's one error type ([`error::ConsoleError`]), used with `?`.
+//!
+//! No module here names the database: everything goes through the [`crate::store`] traits.
 //! - [`static_files`]: CSS and JS embedded at compile time.
 
 pub mod accounts;
@@ -26,6 +29,7 @@ pub mod audit;
 pub mod auth;
 pub mod board;
 pub mod cameras;
+pub mod error;
 pub mod escalation;
 pub mod guard;
 pub mod incident_actions;
@@ -43,20 +47,15 @@ pub mod stations;
 use std::sync::Arc;
 
 use axum::extract::FromRef;
-use sqlx::SqlitePool;
-use tokio::sync::Notify;
 
 use crate::api::AppState;
 use crate::settings::ConsoleSettings;
-use crate::store::SqliteStore;
+use crate::store::Store;
 
 /// What console handlers share.
 #[derive(Debug)]
 pub struct Console {
-    pub store: SqliteStore,
-    pub pool: SqlitePool,
-    /// Poked after a console write commits (see [`live`]).
-    pub wake: Arc<Notify>,
+    pub store: Arc<dyn Store>,
     pub feed: live::LiveFeed,
     pub settings: ConsoleSettings,
     /// Heartbeat interval the stations page judges liveness by.
@@ -67,11 +66,13 @@ pub struct Console {
 }
 
 impl Console {
-    pub fn new(store: SqliteStore, settings: ConsoleSettings, heartbeat_interval_s: u64) -> Self {
+    pub fn new(
+        store: Arc<dyn Store>,
+        settings: ConsoleSettings,
+        heartbeat_interval_s: u64,
+    ) -> Self {
         let login_limiter = auth::LoginLimiter::new(&settings);
         Console {
-            pool: store.pool().clone(),
-            wake: store.wake(),
             store,
             feed: live::LiveFeed::new(),
             settings,
@@ -105,13 +106,13 @@ impl FromRef<WebState> for Arc<Console> {
 #[derive(Debug, Clone)]
 pub struct CurrentUser {
     pub username: String,
-    pub role: accounts::Role,
+    pub role: crate::store::Role,
     /// This session's CSRF token, for the forms the page renders.
     pub csrf: String,
 }
 
 impl CurrentUser {
     pub fn is_admin(&self) -> bool {
-        self.role == accounts::Role::Admin
+        self.role == crate::store::Role::Admin
     }
 }

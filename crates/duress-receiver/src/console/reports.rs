@@ -11,8 +11,9 @@ use axum::response::{IntoResponse, Response};
 use time::{Duration, OffsetDateTime};
 use uuid::Uuid;
 
+use super::error::ConsoleError;
 use super::incident_view::{IncidentView, TimelineEntry, all_incidents, incident};
-use super::pages::{Layout, not_found_page, render, server_error};
+use super::pages::{Layout, not_found_page, render};
 use super::{Console, CurrentUser};
 use crate::api::receiver_now;
 use crate::store::parse_ts;
@@ -103,7 +104,7 @@ pub fn incidents_csv(incidents: &[IncidentView]) -> String {
 
 /// `GET /reports/incidents.csv`
 pub async fn csv(State(console): State<Arc<Console>>) -> Response {
-    match all_incidents(&console.pool).await {
+    match all_incidents(console.store.as_ref()).await {
         Ok(incidents) => {
             let mut r = incidents_csv(&incidents).into_response();
             let h = r.headers_mut();
@@ -117,7 +118,7 @@ pub async fn csv(State(console): State<Arc<Console>>) -> Response {
             );
             r
         }
-        Err(e) => server_error(e),
+        Err(e) => ConsoleError::from(e).into_response(),
     }
 }
 
@@ -205,7 +206,7 @@ pub fn chart_svg(weeks: &[WeekStat]) -> String {
 
 /// `GET /reports/chart.svg`
 pub async fn chart(State(console): State<Arc<Console>>) -> Response {
-    match all_incidents(&console.pool).await {
+    match all_incidents(console.store.as_ref()).await {
         Ok(incidents) => {
             let mut r = chart_svg(&weekly(&incidents, receiver_now())).into_response();
             r.headers_mut().insert(
@@ -214,7 +215,7 @@ pub async fn chart(State(console): State<Arc<Console>>) -> Response {
             );
             r
         }
-        Err(e) => server_error(e),
+        Err(e) => ConsoleError::from(e).into_response(),
     }
 }
 
@@ -231,14 +232,14 @@ pub async fn page(
     State(console): State<Arc<Console>>,
     Extension(user): Extension<CurrentUser>,
 ) -> Response {
-    match all_incidents(&console.pool).await {
+    match all_incidents(console.store.as_ref()).await {
         Ok(incidents) => render(&ReportsPage {
             layout: Layout::new(&user, "reports", "Reports"),
             weeks: weekly(&incidents, receiver_now()),
             median_all: median(incidents.iter().filter_map(|i| i.time_to_claim_s).collect()),
             incidents,
         }),
-        Err(e) => server_error(e),
+        Err(e) => ConsoleError::from(e).into_response(),
     }
 }
 
@@ -260,7 +261,7 @@ pub async fn print_incident(
     let Ok(id) = Uuid::parse_str(&id) else {
         return not_found_page();
     };
-    match incident(&console.pool, id).await {
+    match incident(console.store.as_ref(), id).await {
         Ok(Some((incident, timeline))) => render(&PrintPage {
             incident,
             timeline,
@@ -268,7 +269,7 @@ pub async fn print_incident(
             printed_at: super::pages::Ts::new(receiver_now()),
         }),
         Ok(None) => not_found_page(),
-        Err(e) => server_error(e),
+        Err(e) => ConsoleError::from(e).into_response(),
     }
 }
 

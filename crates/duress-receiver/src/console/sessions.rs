@@ -7,13 +7,10 @@ use axum::http::{HeaderMap, HeaderValue, header};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use sha2::{Digest as _, Sha256};
-use sqlx::{Row as _, SqlitePool};
-use time::OffsetDateTime;
 
-use super::accounts::Role;
 use crate::api::receiver_now;
 use crate::settings::ConsoleSettings;
-use crate::store::{format_ts, parse_ts};
+use crate::store::{NewSession, Role, Store, StoreResult};
 
 pub const COOKIE_NAME: &str = "duress_session";
 /// `last_seen_at` is written at most this often, not on every request.
@@ -40,92 +37,59 @@ pub struct Session {
     pub csrf: String,
 }
 
-/// Creates a session for `username`; returns the cookie value (shown to nobody else).
+/// Creates a session for `username` and audits the sign-in (`detail`: where from) in one
+/// transaction; returns the cookie value (shown to nobody else).
 pub async fn create(
-    conn: &mut sqlx::SqliteConnection,
+    store: &dyn Store,
     username: &str,
     settings: &ConsoleSettings,
-) -> Result<String, sqlx::Error> {
+    detail: &str,
+) -> StoreResult<String> {
     let id = random_secret();
     let now = receiver_now();
-    let expires = now + settings.session_lifetime;
-    sqlx::query(
-        "INSERT INTO sessions (id_hash, username, csrf_token, created_at, last_seen_at, expires_at)
-         VALUES (?, ?, ?, ?, ?, ?)",
-    )
-    .bind(hash_id(&id))
-    .bind(username)
-    .bind(random_secret())
-    .bind(format_ts(now))
-    .bind(format_ts(now))
-    .bind(format_ts(expires))
-    .execute(&mut *conn)
-    .await?;
+    let session = NewSession {
+        id_hash: hash_id(&id),
+        username: username.to_owned(),
+        csrf_token: random_secret(),
+        created_at: now,
+        expires_at: now + settings.session_lifetime,
+    };
+    store.create_session(session, detail).await?;
     Ok(id)
 }
 
-/// The session named by the request's cookie, if it is still valid.
+/// The session named by the request's cookie, if it is still valid. An expired or idle
+/// session, or one whose user is disabled, is deleted.
 pub async fn load(
-    pool: &SqlitePool,
+    store: &dyn Store,
     headers: &HeaderMap,
     settings: &ConsoleSettings,
-) -> Result<Option<Session>, sqlx::Error> {
+) -> StoreResult<Option<Session>> {
     let Some(id) = cookie_value(headers, COOKIE_NAME) else {
         return Ok(None);
     };
     let id_hash = hash_id(&id);
-    let row = sqlx::query(
-        "SELECT s.username, s.csrf_token, s.last_seen_at, s.expires_at, u.role, u.disabled
-         FROM sessions s JOIN users u ON u.username = s.username WHERE s.id_hash = ?",
-    )
-    .bind(&id_hash)
-    .fetch_optional(pool)
-    .await?;
-    let Some(row) = row else { return Ok(None) };
-    let now = receiver_now();
-    let last_seen = parse_ts(&row.try_get::<String, _>("last_seen_at")?).unwrap_or(now);
-    let expires = parse_ts(&row.try_get::<String, _>("expires_at")?).unwrap_or(now);
-    let disabled: bool = row.try_get("disabled")?;
-    let Some(role) = Role::parse(&row.try_get::<String, _>("role")?) else {
+    let Some(row) = store.session(&id_hash).await? else {
         return Ok(None);
     };
-    if disabled || now >= expires || now - last_seen >= settings.session_idle {
-        delete(pool, &id_hash).await?;
+    let now = receiver_now();
+    let Some(role) = row.role else {
+        return Ok(None);
+    };
+    if row.user_disabled || now >= row.expires_at || now - row.last_seen_at >= settings.session_idle
+    {
+        store.expire_session(&id_hash).await?;
         return Ok(None);
     }
-    if now - last_seen >= TOUCH_EVERY {
-        sqlx::query("UPDATE sessions SET last_seen_at = ? WHERE id_hash = ?")
-            .bind(format_ts(now))
-            .bind(&id_hash)
-            .execute(pool)
-            .await?;
+    if now - row.last_seen_at >= TOUCH_EVERY {
+        store.touch_session(&id_hash, now).await?;
     }
     Ok(Some(Session {
         id_hash,
-        username: row.try_get("username")?,
+        username: row.username,
         role,
-        csrf: row.try_get("csrf_token")?,
+        csrf: row.csrf_token,
     }))
-}
-
-pub async fn delete(pool: &SqlitePool, id_hash: &str) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM sessions WHERE id_hash = ?")
-        .bind(id_hash)
-        .execute(pool)
-        .await?;
-    Ok(())
-}
-
-/// Deletes every session of `username` (the account was disabled).
-pub async fn delete_for_user(
-    conn: &mut sqlx::SqliteConnection,
-    username: &str,
-) -> Result<(), sqlx::Error> {
-    sqlx::query("DELETE FROM sessions WHERE username = ?")
-        .bind(username)
-        .execute(&mut *conn)
-        .await?;
-    Ok(())
 }
 
 /// The `Set-Cookie` value that installs a session: HttpOnly (no script reads it), Secure
@@ -154,9 +118,4 @@ pub fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
         .filter_map(|pair| pair.trim().split_once('='))
         .find(|(k, _)| *k == name)
         .map(|(_, v)| v.to_owned())
-}
-
-/// `now` in the session clock, for callers that need it (tests).
-pub fn now() -> OffsetDateTime {
-    receiver_now()
 }

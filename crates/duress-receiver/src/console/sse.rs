@@ -42,7 +42,7 @@ pub async fn stream(
         (Some(h), _) => h,
         (None, Some(q)) => q,
         // A client that names nothing gets live frames only.
-        (None, None) => live::latest_id(&console.pool).await.unwrap_or(0),
+        (None, None) => console.store.live_latest_id().await.unwrap_or(0),
     };
     let subscription = console.feed.subscribe();
     let (tx, rx) = mpsc::channel::<Bytes>(64);
@@ -128,14 +128,14 @@ async fn forward(
 /// (the client reconnects with its Last-Event-ID and tries again).
 async fn catch_up(console: &Console, last: &mut i64, tx: &mpsc::Sender<Bytes>) -> bool {
     loop {
-        let frames = match live::replay(&console.pool, *last).await {
+        let frames = match live::replay(console.store.as_ref(), *last).await {
             Ok(f) => f,
             Err(e) => {
                 tracing::warn!(error = %e, "console stream: replay failed");
                 return false;
             }
         };
-        let full = frames.len() as i64 == live::REPLAY_BATCH;
+        let full = frames.len() == live::REPLAY_BATCH as usize;
         for f in frames {
             *last = f.id;
             if tx.send(f.bytes).await.is_err() {

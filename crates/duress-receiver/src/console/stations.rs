@@ -9,18 +9,18 @@ use std::time::Duration;
 use askama::Template;
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::response::{IntoResponse, Redirect, Response};
+use axum::response::{IntoResponse, Redirect};
 use axum::{Extension, Form};
 use duress_core::{DeviceStatus, HotkeyState};
 use serde::Deserialize;
-use sqlx::Row as _;
 use time::OffsetDateTime;
 
-use super::pages::{Layout, Ts, error_page, human_duration, render, server_error};
+use super::error::{ConsoleError, ConsoleResult};
+use super::pages::{Layout, Ts, error_page, human_duration, render};
 use super::{Console, CurrentUser};
 use crate::api::receiver_now;
 use crate::records::DeviceRecord;
-use crate::store::{Approve, NewToken, Store as _, StoreError, parse_ts};
+use crate::store::{Approve, NewToken, StoreError};
 
 /// Liveness from heartbeats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -170,42 +170,36 @@ struct StationsPage {
     counts: [(&'static str, usize); 4],
 }
 
-async fn tokens(console: &Console, now: OffsetDateTime) -> Result<Vec<TokenView>, sqlx::Error> {
-    let rows = sqlx::query("SELECT * FROM enrollment_tokens ORDER BY created_at DESC LIMIT 100")
-        .fetch_all(&console.pool)
-        .await?;
-    rows.iter()
-        .map(|r| {
-            let hash: String = r.try_get("token_hash")?;
-            let expires: Option<String> = r.try_get("expires_at")?;
-            let uses_left: i64 = r.try_get("uses_left")?;
-            let revoked: bool = r.try_get("revoked")?;
-            let expired = expires
-                .as_deref()
-                .and_then(|e| parse_ts(e).ok())
-                .is_some_and(|e| e <= now);
-            Ok(TokenView {
-                short: hash.chars().take(8).collect(),
-                approve: r.try_get("approve")?,
-                uses_left,
-                expires: expires
-                    .as_deref()
-                    .map(|e| Ts::from_text(e).text)
+async fn tokens(console: &Console, now: OffsetDateTime) -> ConsoleResult<Vec<TokenView>> {
+    Ok(console
+        .store
+        .list_tokens(100)
+        .await?
+        .into_iter()
+        .map(|t| {
+            let expired = t.expires_at.is_some_and(|e| e <= now);
+            TokenView {
+                short: t.token_hash.chars().take(8).collect(),
+                approve: t.approve.as_str().to_owned(),
+                uses_left: t.uses_left,
+                expires: t
+                    .expires_at
+                    .map(|e| Ts::new(e).text)
                     .unwrap_or_else(|| "never".into()),
-                state: if revoked {
+                state: if t.revoked {
                     "revoked"
                 } else if expired {
                     "expired"
-                } else if uses_left <= 0 {
+                } else if t.uses_left <= 0 {
                     "used up"
                 } else {
                     "valid"
                 },
-                created: Ts::from_text(&r.try_get::<String, _>("created_at")?),
-                token_hash: hash,
-            })
+                created: Ts::new(t.created_at),
+                token_hash: t.token_hash,
+            }
         })
-        .collect()
+        .collect())
 }
 
 async fn render_page(
@@ -213,12 +207,9 @@ async fn render_page(
     user: &CurrentUser,
     filters: Filters,
     new_token: Option<String>,
-) -> Response {
+) -> ConsoleResult {
     let now = receiver_now();
-    let devices = match console.store.list_devices().await {
-        Ok(d) => d,
-        Err(e) => return server_error(e),
-    };
+    let devices = console.store.list_devices().await?;
     let all: Vec<StationView> = devices
         .iter()
         .map(|d| StationView::new(d, now, console))
@@ -239,14 +230,11 @@ async fn render_page(
         .filter(|s| filters.q.trim().is_empty() || s.matches(filters.q.trim()))
         .collect();
     let tokens = if user.is_admin() {
-        match tokens(console, now).await {
-            Ok(t) => t,
-            Err(e) => return server_error(e),
-        }
+        tokens(console, now).await?
     } else {
         Vec::new()
     };
-    render(&StationsPage {
+    Ok(render(&StationsPage {
         layout: Layout::new(user, "stations", "Stations"),
         stations,
         total,
@@ -254,14 +242,14 @@ async fn render_page(
         tokens,
         new_token,
         counts,
-    })
+    }))
 }
 
 pub async fn page(
     State(console): State<Arc<Console>>,
     Extension(user): Extension<CurrentUser>,
     Query(filters): Query<Filters>,
-) -> Response {
+) -> ConsoleResult {
     render_page(&console, &user, filters, None).await
 }
 
@@ -277,28 +265,28 @@ pub async fn set_status(
     Extension(user): Extension<CurrentUser>,
     Path(device_id): Path<String>,
     Form(form): Form<StatusForm>,
-) -> Response {
+) -> ConsoleResult {
     let Some(status) = DeviceStatus::parse(&form.status).filter(|s| *s != DeviceStatus::Pending)
     else {
-        return error_page(
+        return Ok(error_page(
             StatusCode::UNPROCESSABLE_ENTITY,
             "Not done",
             "Unknown device status.",
-        );
+        ));
     };
     match console
         .store
-        .set_device_status_by(&device_id, status, &user.username)
+        .set_device_status(&device_id, status, &user.username)
         .await
     {
-        Ok(()) => Redirect::to("/stations").into_response(),
-        Err(StoreError::NoSuchDevice(_)) => error_page(
+        Ok(()) => Ok(Redirect::to("/stations").into_response()),
+        Err(StoreError::NoSuchDevice(_)) => Ok(error_page(
             StatusCode::NOT_FOUND,
             "No such station",
             "This device is not enrolled.",
-        ),
-        Err(StoreError::Refused(m)) => error_page(StatusCode::CONFLICT, "Not done", &m),
-        Err(e) => server_error(e),
+        )),
+        Err(StoreError::Refused(m)) => Ok(error_page(StatusCode::CONFLICT, "Not done", &m)),
+        Err(e) => Err(e.into()),
     }
 }
 
@@ -317,14 +305,11 @@ pub async fn create_token(
     State(console): State<Arc<Console>>,
     Extension(user): Extension<CurrentUser>,
     Form(form): Form<TokenForm>,
-) -> Response {
+) -> ConsoleResult {
     let uses = form.uses.unwrap_or(1).clamp(1, 10_000);
     let hours = form.expires_hours.unwrap_or(24).clamp(1, 24 * 365);
     let approve = Approve::parse(&form.approve).unwrap_or(Approve::Auto);
-    let token = match crate::tokens::generate() {
-        Ok(t) => t,
-        Err(e) => return server_error(e),
-    };
+    let token = crate::tokens::generate().map_err(|e| ConsoleError::Internal(e.to_string()))?;
     let now = receiver_now();
     let new = NewToken {
         token_hash: crate::tokens::hash(&token),
@@ -333,9 +318,7 @@ pub async fn create_token(
         approve,
         created_at: now,
     };
-    if let Err(e) = console.store.create_token_by(new, &user.username).await {
-        return server_error(e);
-    }
+    console.store.create_token(new, &user.username).await?;
     // Shown in this answer only; a reload shows the list without it.
     render_page(&console, &user, Filters::default(), Some(token)).await
 }
@@ -345,18 +328,18 @@ pub async fn revoke_token(
     State(console): State<Arc<Console>>,
     Extension(user): Extension<CurrentUser>,
     Path(token_hash): Path<String>,
-) -> Response {
-    match console
+) -> ConsoleResult {
+    if console
         .store
-        .revoke_token_by(&token_hash, &user.username)
-        .await
+        .revoke_token(&token_hash, &user.username)
+        .await?
     {
-        Ok(true) => Redirect::to("/stations").into_response(),
-        Ok(false) => error_page(
+        Ok(Redirect::to("/stations").into_response())
+    } else {
+        Ok(error_page(
             StatusCode::NOT_FOUND,
             "No such token",
             "This token does not exist.",
-        ),
-        Err(e) => server_error(e),
+        ))
     }
 }

@@ -1,10 +1,35 @@
-//! The receiver's durable state behind one trait, so PostgreSQL can join SQLite later.
+//! The receiver's durable state behind one boundary: traits split by area, shared types, and
+//! one implementation per backend ([`sqlite`], the embedded default; [`postgres`], for several
+//! receivers sharing one database).
 //!
-//! Each method is one unit of work: whatever it writes, it writes in one transaction, and it
+//! Why modules of this crate rather than one crate per backend (atuin's layout): the store's
+//! types are the receiver's own domain (incidents, stations, accounts) and nothing else uses
+//! them, and one crate builds with one feature set, so the whole workspace compiles once. The
+//! boundary is kept by the rule that no module outside `store::sqlite` and `store::postgres`
+//! names sqlx or SQL (`scripts/test` greps for it).
+//!
+//! Every method is one unit of work: whatever it writes, it writes in one transaction, and it
 //! returns only after that transaction committed (or failed). Callers answer 2xx only on `Ok`.
+//! Every write that changes what officers or auditors see takes the actor and writes its own
+//! audit entry and live-log row in that same transaction.
+//!
+//! - [`IngestStore`]: the alarm path (enrollment, verification keys, events, heartbeats).
+//! - [`StationStore`]: devices, enrollment tokens.
+//! - [`IncidentStore`]: the one read model of an incident, officers' actions, escalation.
+//! - [`AccountStore`]: console users and sessions.
+//! - [`AuditStore`]: the hash-chained audit log.
+//! - [`LiveStore`]: the live-update log the console's stream replays.
+//! - [`SettingsStore`]: console settings kept in the database (camera mappings).
 
+pub mod audit_chain;
+pub mod postgres;
+mod rules;
 pub mod sqlite;
+pub mod types;
 
+pub use types::*;
+
+use std::sync::Arc;
 use std::time::Duration;
 
 use duress_core::{
@@ -12,13 +37,114 @@ use duress_core::{
 };
 use futures::future::BoxFuture;
 use time::OffsetDateTime;
+use tokio::sync::Notify;
 use uuid::Uuid;
 
-use crate::records::{DeviceRecord, EventRecord, ExportedEvent, IncidentRecord};
+use crate::records::{DeviceRecord, EventRecord, ExportedEvent};
 
+pub use postgres::PostgresStore;
 pub use sqlite::SqliteStore;
 
 pub type StoreResult<T> = Result<T, StoreError>;
+
+/// A database URL. It may carry a password: `Debug` and `Display` show it without one.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl(String);
+
+impl DatabaseUrl {
+    pub fn new(url: impl Into<String>) -> Self {
+        DatabaseUrl(url.into())
+    }
+
+    /// The URL as given, password included: only for connecting.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DatabaseUrl({})", postgres::redact_url(&self.0))
+    }
+}
+
+impl std::fmt::Display for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&postgres::redact_url(&self.0))
+    }
+}
+
+/// Where the store is: SQLite in the data directory (the embedded default), or the database a
+/// URL names (`--database URL` / `DURESS_DATABASE_URL`). The data directory still holds the
+/// TLS material either way.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoreLocation {
+    pub data_dir: std::path::PathBuf,
+    /// `postgres://…` or `postgresql://…`; `None`: SQLite in `data_dir`.
+    pub database: Option<DatabaseUrl>,
+}
+
+impl StoreLocation {
+    pub fn new(data_dir: impl Into<std::path::PathBuf>, database: Option<DatabaseUrl>) -> Self {
+        StoreLocation {
+            data_dir: data_dir.into(),
+            database: database.filter(|d| !d.0.trim().is_empty()),
+        }
+    }
+
+    /// The context of an error opening it: a PostgreSQL error already names its URL (without
+    /// the password), a SQLite one does not name its file.
+    pub fn opening(&self) -> String {
+        match &self.database {
+            None => format!("opening the store {}", self.describe()),
+            Some(_) => "opening the store".to_owned(),
+        }
+    }
+
+    /// What the store is, for messages: the SQLite file, or the URL without its password.
+    pub fn describe(&self) -> String {
+        match &self.database {
+            None => crate::settings::database_path(&self.data_dir)
+                .display()
+                .to_string(),
+            Some(url) => url.to_string(),
+        }
+    }
+}
+
+impl From<&std::path::Path> for StoreLocation {
+    fn from(data_dir: &std::path::Path) -> Self {
+        StoreLocation::new(data_dir, None)
+    }
+}
+
+impl From<&std::path::PathBuf> for StoreLocation {
+    fn from(data_dir: &std::path::PathBuf) -> Self {
+        StoreLocation::new(data_dir.clone(), None)
+    }
+}
+
+impl From<&StoreLocation> for StoreLocation {
+    fn from(location: &StoreLocation) -> Self {
+        location.clone()
+    }
+}
+
+/// Opens (and migrates) the store at `location`. An unsupported or unreachable URL is an
+/// error that names it without its password.
+pub async fn open(location: &StoreLocation) -> StoreResult<Arc<dyn Store>> {
+    match location.database.as_ref().map(DatabaseUrl::expose) {
+        None => Ok(Arc::new(SqliteStore::open(&location.data_dir).await?)),
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
+            Ok(Arc::new(PostgresStore::connect(url).await?))
+        }
+        Some(url) => Err(StoreError::Unavailable(format!(
+            "unsupported database URL {}: use postgres://… (or leave --database out for SQLite \
+             in the data directory)",
+            postgres::redact_url(url)
+        ))),
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -73,6 +199,18 @@ pub struct NewToken {
     pub expires_at: Option<OffsetDateTime>,
     pub approve: Approve,
     pub created_at: OffsetDateTime,
+}
+
+impl NewToken {
+    /// What the audit log records of a new token (never the token itself).
+    pub fn audit_detail(&self) -> String {
+        format!(
+            "uses {}, approve {}, expires {}",
+            self.uses,
+            self.approve.as_str(),
+            self.expires_at.map_or("never".into(), format_ts)
+        )
+    }
 }
 
 /// A verified enrollment request (proof of possession already checked).
@@ -202,54 +340,151 @@ pub struct HeartbeatRecorded {
     pub claimed_incidents: Vec<Uuid>,
 }
 
-/// The receiver's store. Object-safe (boxed futures) so the API holds an `Arc<dyn Store>`.
-pub trait Store: Send + Sync + std::fmt::Debug + 'static {
+/// A boxed future of a store answer (the traits are object-safe: the receiver holds an
+/// `Arc<dyn Store>`).
+pub type StoreFuture<'a, T> = BoxFuture<'a, StoreResult<T>>;
+
+/// The alarm path.
+pub trait IngestStore: Send + Sync + std::fmt::Debug + 'static {
     /// Answers when the database does (for `/healthz`).
-    fn health(&self) -> BoxFuture<'_, StoreResult<()>>;
-    fn create_token(&self, token: NewToken) -> BoxFuture<'_, StoreResult<()>>;
-    /// Marks the token with this hash revoked; `false` when no such token exists.
-    fn revoke_token<'a>(&'a self, token_hash: &'a str) -> BoxFuture<'a, StoreResult<bool>>;
+    fn health(&self) -> StoreFuture<'_, ()>;
     /// Checks the token and registers the device (or finds it) in one transaction.
-    fn enroll(&self, request: EnrollRequest) -> BoxFuture<'_, StoreResult<EnrollOutcome>>;
+    fn enroll(&self, request: EnrollRequest) -> StoreFuture<'_, EnrollOutcome>;
     /// The device's enrolled key and its current status, read from the database.
-    fn device_key<'a>(
-        &'a self,
-        device_id: &'a str,
-    ) -> BoxFuture<'a, StoreResult<Option<DeviceKey>>>;
+    fn device_key<'a>(&'a self, device_id: &'a str) -> StoreFuture<'a, Option<DeviceKey>>;
     /// The device's enrolled public key, parsed, for signature checks (`None`: no such
     /// device). A device's key never changes, so implementations may cache it; its status does
     /// change and is therefore checked by `ingest_event` and `record_heartbeat` under the write
     /// lock, never taken from a cache.
-    fn verifying_key<'a>(
-        &'a self,
-        device_id: &'a str,
-    ) -> BoxFuture<'a, StoreResult<Option<VerifyingKey>>>;
+    fn verifying_key<'a>(&'a self, device_id: &'a str) -> StoreFuture<'a, Option<VerifyingKey>>;
     /// The committed event with this id, if any (a read; the API dedupes with it before the
     /// device-status and clock checks).
-    fn find_event(&self, id: Uuid) -> BoxFuture<'_, StoreResult<Option<StoredEvent>>>;
-    /// Dedupes by id, checks the device is active, and commits the event with its incident in
-    /// one transaction (in that order: a repeat is answered whatever the status is now).
+    fn find_event(&self, id: Uuid) -> StoreFuture<'_, Option<StoredEvent>>;
+    /// Dedupes by id, checks the device is active, and commits the event with its incident,
+    /// its live-log row and the device's supervision columns in one transaction (in that
+    /// order: a repeat is answered whatever the status is now).
     fn ingest_event(
         &self,
         event: NewEvent,
         grouping_window: Duration,
-    ) -> BoxFuture<'_, StoreResult<IngestOutcome>>;
+    ) -> StoreFuture<'_, IngestOutcome>;
     /// Records liveness (not for a revoked device) and returns what the answer needs.
-    fn record_heartbeat(
-        &self,
-        update: HeartbeatUpdate,
-    ) -> BoxFuture<'_, StoreResult<HeartbeatRecorded>>;
+    fn record_heartbeat(&self, update: HeartbeatUpdate) -> StoreFuture<'_, HeartbeatRecorded>;
+}
+
+/// Devices and enrollment tokens.
+pub trait StationStore: Send + Sync {
+    /// Stores a new enrollment token (only its hash), audited as done by `actor`.
+    fn create_token<'a>(&'a self, token: NewToken, actor: &'a str) -> StoreFuture<'a, ()>;
+    /// Marks the token with this hash revoked, audited; `false` when no such token exists.
+    fn revoke_token<'a>(&'a self, token_hash: &'a str, actor: &'a str) -> StoreFuture<'a, bool>;
+    /// The newest tokens first, at most `limit`.
+    fn list_tokens(&self, limit: u32) -> StoreFuture<'_, Vec<TokenRecord>>;
+    /// Approves, disables or revokes a device, audited, with a live-log row. Revocation is
+    /// final: `Refused` when asked to lift it.
     fn set_device_status<'a>(
         &'a self,
         device_id: &'a str,
         status: DeviceStatus,
-    ) -> BoxFuture<'a, StoreResult<()>>;
-    fn list_devices(&self) -> BoxFuture<'_, StoreResult<Vec<DeviceRecord>>>;
-    /// Real incidents, oldest first, each with its timeline.
-    fn list_incidents(&self) -> BoxFuture<'_, StoreResult<Vec<IncidentRecord>>>;
+        actor: &'a str,
+    ) -> StoreFuture<'a, ()>;
+    /// Every device, in order of enrollment.
+    fn list_devices(&self) -> StoreFuture<'_, Vec<DeviceRecord>>;
+}
+
+/// Incidents: one read model ([`IncidentRecord`]) for the CLI, the console and the API.
+pub trait IncidentStore: Send + Sync {
+    /// Real incidents (never tests) of `filter`, oldest first (opened_at, then id), each with
+    /// its presses and cancels in order of arrival.
+    fn list_incidents(&self, filter: IncidentFilter) -> StoreFuture<'_, Vec<IncidentRecord>>;
+    /// One incident with its presses and the officers' timeline, read in one snapshot.
+    fn incident(&self, id: Uuid) -> StoreFuture<'_, Option<IncidentDetail>>;
+    /// Applies an officer's action: checks the incident's current state, changes it and writes
+    /// the timeline entry, the audit entry and the live-log row, in one transaction. Two
+    /// officers claiming at once cannot both win.
+    fn apply_action<'a>(
+        &'a self,
+        id: Uuid,
+        actor: &'a str,
+        action: IncidentAction,
+    ) -> StoreFuture<'a, ActionOutcome>;
+    /// Marks open incidents that nobody claimed within `after` of opening, and that are not
+    /// escalated yet, as escalated (timeline, audit, live row each); returns how many. Each
+    /// incident is escalated once, however many callers race.
+    fn escalate_unclaimed(&self, after: Duration) -> StoreFuture<'_, usize>;
+    /// Self-test events received since `since`, newest first, at most `limit`.
+    fn recent_self_tests(
+        &self,
+        since: OffsetDateTime,
+        limit: u32,
+    ) -> StoreFuture<'_, Vec<SelfTestRecord>>;
     /// Every event, in order of arrival.
-    fn list_events(&self) -> BoxFuture<'_, StoreResult<Vec<EventRecord>>>;
-    fn export_events(&self) -> BoxFuture<'_, StoreResult<Vec<ExportedEvent>>>;
+    fn list_events(&self) -> StoreFuture<'_, Vec<EventRecord>>;
+    /// Every event as evidence: the raw token and the key that verifies it.
+    fn export_events(&self) -> StoreFuture<'_, Vec<ExportedEvent>>;
+}
+
+/// Console accounts and server-side sessions.
+pub trait AccountStore: Send + Sync {
+    /// Adds a user (the password already hashed), audited. `Refused` when the name is taken.
+    fn add_user<'a>(&'a self, user: NewUser, actor: &'a str) -> StoreFuture<'a, ()>;
+    /// Disables a user and deletes their sessions, audited. `Refused` when unknown.
+    fn disable_user<'a>(&'a self, username: &'a str, actor: &'a str) -> StoreFuture<'a, ()>;
+    fn list_users(&self) -> StoreFuture<'_, Vec<UserRecord>>;
+    /// What sign-in checks a password against.
+    fn credentials<'a>(&'a self, username: &'a str) -> StoreFuture<'a, Option<Credentials>>;
+    /// Audits a failed sign-in (`actor` is `ip:ADDR`).
+    fn record_login_failure<'a>(&'a self, username: &'a str, actor: &'a str)
+    -> StoreFuture<'a, ()>;
+    /// Creates the session and audits the sign-in in one transaction.
+    fn create_session<'a>(&'a self, session: NewSession, detail: &'a str) -> StoreFuture<'a, ()>;
+    /// The session with this id hash and its user's current role and state.
+    fn session<'a>(&'a self, id_hash: &'a str) -> StoreFuture<'a, Option<SessionRecord>>;
+    fn touch_session<'a>(&'a self, id_hash: &'a str, at: OffsetDateTime) -> StoreFuture<'a, ()>;
+    /// Deletes an expired or idle session (nothing audited: nobody acted).
+    fn expire_session<'a>(&'a self, id_hash: &'a str) -> StoreFuture<'a, ()>;
+    /// Deletes the session at sign-out, audited as done by `actor`.
+    fn end_session<'a>(&'a self, id_hash: &'a str, actor: &'a str) -> StoreFuture<'a, ()>;
+}
+
+/// The audit log (see [`audit_chain`] for the hash chain).
+pub trait AuditStore: Send + Sync {
+    /// The newest entries first, at most `limit`.
+    fn recent_audit(&self, limit: u32) -> StoreFuture<'_, Vec<AuditEntry>>;
+    /// Every entry in id order (for verification).
+    fn audit_log(&self) -> StoreFuture<'_, Vec<AuditEntry>>;
+}
+
+/// The live-update log: one row per change officers must see, written with the change.
+pub trait LiveStore: Send + Sync {
+    /// Rows after `after`, in id order, at most `limit`.
+    fn live_after(&self, after: i64, limit: u32) -> StoreFuture<'_, Vec<LiveRow>>;
+    /// The newest row's id (0 when none).
+    fn live_latest_id(&self) -> StoreFuture<'_, i64>;
+    /// Poked after every commit this process made that wrote a live row, so the console's
+    /// pump reads it at once instead of at its next poll.
+    fn live_wake(&self) -> Arc<Notify>;
+}
+
+/// Console settings kept in the database.
+pub trait SettingsStore: Send + Sync {
+    fn camera_mappings(&self) -> StoreFuture<'_, Vec<CameraMapping>>;
+    /// Adds a mapping, audited; returns its id.
+    fn add_camera_mapping<'a>(
+        &'a self,
+        mapping: NewCameraMapping,
+        actor: &'a str,
+    ) -> StoreFuture<'a, i64>;
+    /// Deletes a mapping, audited; `false` when there was none.
+    fn delete_camera_mapping<'a>(&'a self, id: i64, actor: &'a str) -> StoreFuture<'a, bool>;
+}
+
+/// The whole store: what the receiver holds as `Arc<dyn Store>`.
+pub trait Store:
+    IngestStore + StationStore + IncidentStore + AccountStore + AuditStore + LiveStore + SettingsStore
+{
+    /// Which backend, for logs: `sqlite` or `postgresql`.
+    fn backend(&self) -> &'static str;
     /// Flushes and closes; later calls fail with `Unavailable`.
     fn close(&self) -> BoxFuture<'_, ()>;
 }

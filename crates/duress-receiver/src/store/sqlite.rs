@@ -5,11 +5,10 @@
 //!
 //! The hot writes — event ingest and heartbeats — go through one writer task with its own
 //! connection that commits whatever is queued in one transaction (group commit, see
-//! [`writer`]); everything else uses the pool.
+//! [`writer`]); everything else uses the pool. One submodule per area of the store's traits.
 
-use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use duress_core::{DeviceStatus, VerifyingKey};
@@ -23,17 +22,24 @@ use uuid::Uuid;
 
 use super::{
     DeviceKey, EnrollOutcome, EnrollRefusal, EnrollRequest, HeartbeatRecorded, HeartbeatUpdate,
-    IngestOutcome, NewEvent, NewToken, Store, StoreError, StoreResult, StoredEvent, format_ts,
-    parse_ts,
+    IngestOutcome, IngestStore, NewEvent, Store, StoreError, StoreFuture, StoreResult, StoredEvent,
+    format_ts, parse_ts,
 };
-use crate::records::{DeviceRecord, EventRecord, ExportedEvent, IncidentRecord};
 
+mod accounts;
+mod incidents;
 mod listings;
+mod log;
 mod rows;
-mod tokens;
+mod settings;
+mod stations;
 mod writer;
 
 use rows::{from_json, parse_uuid, to_json};
+
+/// The live-log row's insert, for the group-commit writer (rusqlite); [`log::live`] is the
+/// same for sqlx transactions.
+pub(super) const LIVE_INSERT: &str = "INSERT INTO console_events (at, kind, incident_id, payload) VALUES (?1, ?2, ?3, ?4) RETURNING id";
 
 /// How long a request waits for the write lock before the store reports itself unavailable.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -60,15 +66,9 @@ pub struct SqliteStore {
     wake: Arc<Notify>,
     /// The group-commit writer: events and heartbeats.
     writer: writer::Writer,
-    /// Verified devices' public keys, parsed once. A device's key never changes (a new key is
-    /// a new enrollment, a new device id) and devices are never deleted, so entries never go
-    /// stale; the status, which does change, is not cached (see `Store::verifying_key`).
-    keys: Arc<Mutex<HashMap<String, VerifyingKey>>>,
+    /// Verified devices' public keys (see [`super::rules::KeyCache`]).
+    keys: Arc<super::rules::KeyCache>,
 }
-
-/// More distinct devices than this and the key cache starts again from empty (a bound on
-/// memory against a flood of distinct kids; ≈ 200 bytes an entry).
-const MAX_CACHED_KEYS: usize = 250_000;
 
 impl SqliteStore {
     /// Opens (creating the directory and file if needed) and applies pending migrations.
@@ -92,7 +92,7 @@ impl SqliteStore {
             })
             .connect_with(options.clone())
             .await?;
-        sqlx::migrate!("./migrations")
+        sqlx::migrate!("./migrations/sqlite")
             .run(&pool)
             .await
             .map_err(|e| StoreError::Migrate(e.to_string()))?;
@@ -110,24 +110,7 @@ impl SqliteStore {
         })
     }
 
-    fn cached_key(&self, device_id: &str) -> Option<VerifyingKey> {
-        let keys = self
-            .keys
-            .lock()
-            .unwrap_or_else(|poison| poison.into_inner());
-        keys.get(device_id).copied()
-    }
-
-    /// The connection pool, for the console's queries (SQLite-specific, like this type).
-    pub fn pool(&self) -> &SqlitePool {
-        &self.pool
-    }
-
-    /// The wake-up poked after commits that wrote console events.
-    pub fn wake(&self) -> Arc<Notify> {
-        self.wake.clone()
-    }
-
+    /// A write transaction: `BEGIN IMMEDIATE` takes the write lock up front.
     async fn begin_write(&self) -> StoreResult<Transaction<'static, Sqlite>> {
         Ok(self.pool.begin_with("BEGIN IMMEDIATE").await?)
     }
@@ -156,20 +139,12 @@ impl SqliteStore {
             let status = rows::status(&device.try_get::<String, _>("status")?)?;
             let enrolled_with: String = device.try_get("token_hash")?;
             // Nothing is written on this path; dropping `tx` rolls back.
-            return Ok(match status {
-                DeviceStatus::Disabled | DeviceStatus::Revoked => {
-                    EnrollOutcome::Refused(EnrollRefusal::KeyAlreadyEnrolled)
-                }
-                // A retry with the token that enrolled it: answer again even if that token
-                // is used up by now (it was this very enrollment that used it).
-                _ if enrolled_with == req.token_hash => {
-                    EnrollOutcome::AlreadyEnrolled { device_id, status }
-                }
-                _ => match token_problem {
-                    Some(refusal) => EnrollOutcome::Refused(refusal),
-                    None => EnrollOutcome::AlreadyEnrolled { device_id, status },
-                },
-            });
+            return Ok(super::rules::known_key_outcome(
+                device_id,
+                status,
+                enrolled_with == req.token_hash,
+                token_problem,
+            ));
         }
         if let Some(refusal) = token_problem {
             return Ok(EnrollOutcome::Refused(refusal));
@@ -224,18 +199,14 @@ impl SqliteStore {
         let Some(current) = current else {
             return Err(StoreError::NoSuchDevice(device_id.to_owned()));
         };
-        if rows::status(&current)? == DeviceStatus::Revoked && status != DeviceStatus::Revoked {
-            return Err(StoreError::Refused(format!(
-                "device {device_id} is revoked; revocation is final (enroll it again with a new key)"
-            )));
-        }
+        super::rules::check_status_change(device_id, rows::status(&current)?, status)?;
         sqlx::query("UPDATE devices SET status = ? WHERE device_id = ?")
             .bind(status.as_str())
             .bind(device_id)
             .execute(&mut *tx)
             .await?;
         let now = crate::api::receiver_now();
-        crate::console::audit::append(
+        log::audit(
             &mut tx,
             now,
             actor,
@@ -244,7 +215,7 @@ impl SqliteStore {
             &format!("{current} -> {}", status.as_str()),
         )
         .await?;
-        crate::console::live::record(
+        log::live(
             &mut tx,
             now,
             "device",
@@ -255,16 +226,6 @@ impl SqliteStore {
         tx.commit().await?;
         self.wake.notify_one();
         Ok(())
-    }
-
-    /// Approves, disables or revokes a device, audited as done by `actor`.
-    pub async fn set_device_status_by(
-        &self,
-        device_id: &str,
-        status: DeviceStatus,
-        actor: &str,
-    ) -> StoreResult<()> {
-        self.set_status_impl(device_id, status, actor).await
     }
 }
 
@@ -325,8 +286,8 @@ where
     }))
 }
 
-impl Store for SqliteStore {
-    fn health(&self) -> BoxFuture<'_, StoreResult<()>> {
+impl IngestStore for SqliteStore {
+    fn health(&self) -> StoreFuture<'_, ()> {
         Box::pin(async move {
             sqlx::query_scalar::<_, i64>("SELECT 1")
                 .fetch_one(&self.pool)
@@ -335,23 +296,11 @@ impl Store for SqliteStore {
         })
     }
 
-    // Through the trait: the admin command line; the console calls the `_by` methods.
-    fn create_token(&self, token: NewToken) -> BoxFuture<'_, StoreResult<()>> {
-        Box::pin(self.create_token_by(token, "cli"))
-    }
-
-    fn revoke_token<'a>(&'a self, token_hash: &'a str) -> BoxFuture<'a, StoreResult<bool>> {
-        Box::pin(self.revoke_token_by(token_hash, "cli"))
-    }
-
-    fn enroll(&self, request: EnrollRequest) -> BoxFuture<'_, StoreResult<EnrollOutcome>> {
+    fn enroll(&self, request: EnrollRequest) -> StoreFuture<'_, EnrollOutcome> {
         Box::pin(self.enroll_impl(request))
     }
 
-    fn device_key<'a>(
-        &'a self,
-        device_id: &'a str,
-    ) -> BoxFuture<'a, StoreResult<Option<DeviceKey>>> {
+    fn device_key<'a>(&'a self, device_id: &'a str) -> StoreFuture<'a, Option<DeviceKey>> {
         Box::pin(async move {
             let row = sqlx::query("SELECT public_jwk, status FROM devices WHERE device_id = ?")
                 .bind(device_id)
@@ -366,33 +315,15 @@ impl Store for SqliteStore {
         })
     }
 
-    fn verifying_key<'a>(
-        &'a self,
-        device_id: &'a str,
-    ) -> BoxFuture<'a, StoreResult<Option<VerifyingKey>>> {
+    fn verifying_key<'a>(&'a self, device_id: &'a str) -> StoreFuture<'a, Option<VerifyingKey>> {
         Box::pin(async move {
-            if let Some(key) = self.cached_key(device_id) {
-                return Ok(Some(key));
-            }
-            let Some(device) = self.device_key(device_id).await? else {
-                return Ok(None);
-            };
-            let key = device.public_jwk.to_verifying_key().map_err(|e| {
-                StoreError::Corrupt(format!("device {device_id}: stored key is unusable: {e}"))
-            })?;
-            let mut keys = self
-                .keys
-                .lock()
-                .unwrap_or_else(|poison| poison.into_inner());
-            if keys.len() >= MAX_CACHED_KEYS {
-                keys.clear();
-            }
-            keys.insert(device_id.to_owned(), key);
-            Ok(Some(key))
+            self.keys
+                .verifying_key(device_id, self.device_key(device_id))
+                .await
         })
     }
 
-    fn find_event(&self, id: Uuid) -> BoxFuture<'_, StoreResult<Option<StoredEvent>>> {
+    fn find_event(&self, id: Uuid) -> StoreFuture<'_, Option<StoredEvent>> {
         Box::pin(find_event(&self.pool, id))
     }
 
@@ -400,39 +331,18 @@ impl Store for SqliteStore {
         &self,
         event: NewEvent,
         grouping_window: Duration,
-    ) -> BoxFuture<'_, StoreResult<IngestOutcome>> {
+    ) -> StoreFuture<'_, IngestOutcome> {
         Box::pin(self.writer.ingest(event, grouping_window))
     }
 
-    fn record_heartbeat(
-        &self,
-        update: HeartbeatUpdate,
-    ) -> BoxFuture<'_, StoreResult<HeartbeatRecorded>> {
+    fn record_heartbeat(&self, update: HeartbeatUpdate) -> StoreFuture<'_, HeartbeatRecorded> {
         Box::pin(self.writer.heartbeat(update))
     }
+}
 
-    fn set_device_status<'a>(
-        &'a self,
-        device_id: &'a str,
-        status: DeviceStatus,
-    ) -> BoxFuture<'a, StoreResult<()>> {
-        Box::pin(self.set_status_impl(device_id, status, "cli"))
-    }
-
-    fn list_devices(&self) -> BoxFuture<'_, StoreResult<Vec<DeviceRecord>>> {
-        Box::pin(listings::devices(&self.pool))
-    }
-
-    fn list_incidents(&self) -> BoxFuture<'_, StoreResult<Vec<IncidentRecord>>> {
-        Box::pin(listings::incidents(&self.pool))
-    }
-
-    fn list_events(&self) -> BoxFuture<'_, StoreResult<Vec<EventRecord>>> {
-        Box::pin(listings::events(&self.pool))
-    }
-
-    fn export_events(&self) -> BoxFuture<'_, StoreResult<Vec<ExportedEvent>>> {
-        Box::pin(listings::export(&self.pool))
+impl Store for SqliteStore {
+    fn backend(&self) -> &'static str {
+        "sqlite"
     }
 
     fn close(&self) -> BoxFuture<'_, ()> {

@@ -5,19 +5,16 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use duress_receiver::console::accounts::{self, Role};
+use duress_receiver::admin;
 use duress_receiver::console::cameras::percent_encode;
+use duress_receiver::store::{Role, StoreLocation};
 
 use super::{Answer, Harness, rustls_pki_certs};
 
 pub const PASSWORD: &str = "correct horse battery staple";
 
-pub async fn add_user(data_dir: &Path, username: &str, role: Role) {
-    accounts::with_pool(data_dir, async |pool| {
-        accounts::add(pool, username, role, PASSWORD, "test").await
-    })
-    .await
-    .unwrap();
+pub async fn add_user(at: impl Into<StoreLocation>, username: &str, role: Role) {
+    admin::add_user(at, username, role, PASSWORD).await.unwrap();
 }
 
 /// A client that trusts the receiver's certificate and does not follow redirects.

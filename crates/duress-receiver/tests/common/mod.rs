@@ -13,6 +13,7 @@ use duress_core::{
     DeviceKey, EnrollmentAnswer, EnrollmentClaims, EventClaims, EventKind, HeartbeatClaims,
     HostFacts, HotkeyState, Location, Problem, ProblemType, Source, Typ,
 };
+use duress_receiver::store::{DatabaseUrl, StoreLocation};
 use duress_receiver::{Approve, RunningReceiver, Settings, admin};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -29,9 +30,13 @@ impl Harness {
         Self::start_with(|_| {}).await
     }
 
+    /// A receiver on the backend `DURESS_TEST_DATABASE` names: unset or `sqlite`, SQLite in the
+    /// data dir; `postgres`, a fresh database in this test binary's throw-away PostgreSQL
+    /// cluster (duress-testpg), so the whole suite runs on either.
     pub async fn start_with(adjust: impl FnOnce(&mut Settings)) -> Self {
         let dir = tempfile::tempdir().unwrap();
         let mut settings = Settings::new(dir.path());
+        settings.database = test_database();
         adjust(&mut settings);
         let receiver = duress_receiver::start(settings).await.unwrap();
         let client = webpki_client(&receiver.cert_pem_path);
@@ -42,8 +47,14 @@ impl Harness {
         }
     }
 
-    pub fn data_dir(&self) -> &Path {
-        self.dir.path()
+    /// Where this receiver's store is (what the admin functions take).
+    pub fn data_dir(&self) -> StoreLocation {
+        self.receiver.store.clone()
+    }
+
+    /// Whether this run is on PostgreSQL (tests of SQLite's own file skip their file checks).
+    pub fn on_postgres(&self) -> bool {
+        self.receiver.store.database.is_some()
     }
 
     pub async fn token(&self, uses: u32, approve: Approve) -> String {
@@ -106,6 +117,19 @@ impl Harness {
 
     pub async fn shutdown(self) {
         self.receiver.shutdown().await.unwrap();
+    }
+}
+
+/// The database the receivers of this test run use (see [`Harness::start_with`]).
+pub fn test_database() -> Option<DatabaseUrl> {
+    match std::env::var("DURESS_TEST_DATABASE").as_deref() {
+        Err(_) | Ok("") | Ok("sqlite") => None,
+        Ok("postgres") => Some(DatabaseUrl::new(
+            duress_testpg::TestPg::shared()
+                .and_then(|pg| pg.fresh_url())
+                .unwrap_or_else(|e| panic!("DURESS_TEST_DATABASE=postgres: {e}")),
+        )),
+        Ok(other) => panic!("DURESS_TEST_DATABASE={other:?}: use sqlite or postgres"),
     }
 }
 

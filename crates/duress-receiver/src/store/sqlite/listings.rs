@@ -8,15 +8,15 @@ use uuid::Uuid;
 
 use super::rows::{from_json, kind, parse_uuid, source, status, unsigned};
 use crate::records::{DeviceRecord, EventRecord, ExportedEvent, IncidentEvent, IncidentRecord};
-use crate::store::{StoreResult, parse_ts};
+use crate::store::{IncidentFilter, StoreResult, parse_ts};
 
-fn opt_ts(row: &SqliteRow, column: &str) -> StoreResult<Option<time::OffsetDateTime>> {
+pub(super) fn opt_ts(row: &SqliteRow, column: &str) -> StoreResult<Option<time::OffsetDateTime>> {
     row.try_get::<Option<String>, _>(column)?
         .map(|t| parse_ts(&t))
         .transpose()
 }
 
-fn ts(row: &SqliteRow, column: &str) -> StoreResult<time::OffsetDateTime> {
+pub(super) fn ts(row: &SqliteRow, column: &str) -> StoreResult<time::OffsetDateTime> {
     parse_ts(&row.try_get::<String, _>(column)?)
 }
 
@@ -26,7 +26,10 @@ fn opt_u64(row: &SqliteRow, column: &str) -> StoreResult<Option<u64>> {
         .transpose()
 }
 
-fn json<T: serde::de::DeserializeOwned>(row: &SqliteRow, column: &str) -> StoreResult<T> {
+pub(super) fn json<T: serde::de::DeserializeOwned>(
+    row: &SqliteRow,
+    column: &str,
+) -> StoreResult<T> {
     from_json(column, &row.try_get::<String, _>(column)?)
 }
 
@@ -65,7 +68,7 @@ pub(super) async fn devices(pool: &SqlitePool) -> StoreResult<Vec<DeviceRecord>>
         .collect()
 }
 
-fn event_record(row: &SqliteRow) -> StoreResult<EventRecord> {
+pub(super) fn event_record(row: &SqliteRow) -> StoreResult<EventRecord> {
     Ok(EventRecord {
         id: parse_uuid(&row.try_get::<String, _>("id")?)?,
         device_id: row.try_get("device_id")?,
@@ -93,17 +96,25 @@ pub(super) async fn events(pool: &SqlitePool) -> StoreResult<Vec<EventRecord>> {
     rows.iter().map(event_record).collect()
 }
 
-pub(super) async fn incidents(pool: &SqlitePool) -> StoreResult<Vec<IncidentRecord>> {
+pub(super) async fn incidents(
+    pool: &SqlitePool,
+    filter: IncidentFilter,
+) -> StoreResult<Vec<IncidentRecord>> {
+    let (incidents_sql, events_sql) = match filter {
+        IncidentFilter::All => (
+            "SELECT * FROM incidents ORDER BY opened_at, incident_id",
+            "SELECT * FROM events WHERE incident_id IS NOT NULL ORDER BY received_at, rowid",
+        ),
+        IncidentFilter::Open => (
+            "SELECT * FROM incidents WHERE status = 'open' ORDER BY opened_at, incident_id",
+            "SELECT e.* FROM events e JOIN incidents i ON i.incident_id = e.incident_id
+             WHERE i.status = 'open' ORDER BY e.received_at, e.rowid",
+        ),
+    };
     // Two reads in one snapshot, so no event appears without its incident or vice versa.
     let mut tx = pool.begin().await?;
-    let incident_rows = sqlx::query("SELECT * FROM incidents ORDER BY opened_at, incident_id")
-        .fetch_all(&mut *tx)
-        .await?;
-    let event_rows = sqlx::query(
-        "SELECT * FROM events WHERE incident_id IS NOT NULL ORDER BY seq, received_at, rowid",
-    )
-    .fetch_all(&mut *tx)
-    .await?;
+    let incident_rows = sqlx::query(incidents_sql).fetch_all(&mut *tx).await?;
+    let event_rows = sqlx::query(events_sql).fetch_all(&mut *tx).await?;
     tx.commit().await?;
 
     let mut timelines: HashMap<Uuid, Vec<IncidentEvent>> = HashMap::new();
@@ -122,32 +133,50 @@ pub(super) async fn incidents(pool: &SqlitePool) -> StoreResult<Vec<IncidentReco
                     received_at: e.received_at,
                     delayed: e.delayed,
                     delay_ms: e.delay_ms,
+                    host: e.host,
                 });
         }
     }
     incident_rows
         .iter()
         .map(|row| {
-            let incident_id = parse_uuid(&row.try_get::<String, _>("incident_id")?)?;
-            Ok(IncidentRecord {
-                incident_id,
-                device_id: row.try_get("device_id")?,
-                status: row.try_get("status")?,
-                opened_at: ts(row, "opened_at")?,
-                first_occurred_at: ts(row, "first_occurred_at")?,
-                last_press_at: ts(row, "last_press_at")?,
-                press_count: unsigned("press_count", row.try_get("press_count")?)?,
-                kind: kind(&row.try_get::<String, _>("kind")?)?,
-                source: source(&row.try_get::<String, _>("source")?)?,
-                location: json(row, "location_json")?,
-                host: json(row, "host_json")?,
-                delayed: row.try_get("delayed")?,
-                delay_ms: row.try_get("delay_ms")?,
-                cancelled_at: opt_ts(row, "cancelled_at")?,
-                events: timelines.remove(&incident_id).unwrap_or_default(),
-            })
+            let mut incident = incident_record(row)?;
+            incident.events = timelines.remove(&incident.incident_id).unwrap_or_default();
+            Ok(incident)
         })
         .collect()
+}
+
+/// An `incidents` row, without its events.
+pub(super) fn incident_record(row: &SqliteRow) -> StoreResult<IncidentRecord> {
+    let text = |c: &str| row.try_get::<Option<String>, _>(c);
+    Ok(IncidentRecord {
+        incident_id: parse_uuid(&row.try_get::<String, _>("incident_id")?)?,
+        device_id: row.try_get("device_id")?,
+        status: row.try_get("status")?,
+        opened_at: ts(row, "opened_at")?,
+        first_occurred_at: ts(row, "first_occurred_at")?,
+        last_press_at: ts(row, "last_press_at")?,
+        press_count: unsigned("press_count", row.try_get("press_count")?)?,
+        kind: kind(&row.try_get::<String, _>("kind")?)?,
+        source: source(&row.try_get::<String, _>("source")?)?,
+        location: json(row, "location_json")?,
+        host: json(row, "host_json")?,
+        delayed: row.try_get("delayed")?,
+        delay_ms: row.try_get("delay_ms")?,
+        cancelled_at: opt_ts(row, "cancelled_at")?,
+        claimed_by: text("claimed_by")?,
+        claimed_at: opt_ts(row, "claimed_at")?,
+        first_claimed_at: opt_ts(row, "first_claimed_at")?,
+        escalated_at: opt_ts(row, "escalated_at")?,
+        response_level: text("response_level")?,
+        called_911_at: opt_ts(row, "called_911_at")?,
+        resolved_at: opt_ts(row, "resolved_at")?,
+        resolved_by: text("resolved_by")?,
+        disposition: text("disposition")?,
+        follow_up: text("follow_up")?,
+        events: Vec::new(),
+    })
 }
 
 pub(super) async fn export(pool: &SqlitePool) -> StoreResult<Vec<ExportedEvent>> {

@@ -554,17 +554,16 @@ fn insert_event(conn: &Connection, ev: &NewEvent, window: Duration) -> StoreResu
 
     // The live-update row, in this transaction: a console can never see the incident without
     // being told, nor be told of one that was rolled back.
-    let (live_kind, payload) = crate::console::live::event_row(ev, incident_id);
-    conn.prepare_cached(crate::console::live::INSERT_ROW)?
-        .query_row(
-            params![
-                received,
-                live_kind,
-                incident_id.map(|i| i.to_string()),
-                payload
-            ],
-            |row| row.get::<_, i64>(0),
-        )?;
+    let (live_kind, payload) = crate::store::event_live_row(ev, incident_id);
+    conn.prepare_cached(super::LIVE_INSERT)?.query_row(
+        params![
+            received,
+            live_kind,
+            incident_id.map(|i| i.to_string()),
+            payload
+        ],
+        |row| row.get::<_, i64>(0),
+    )?;
 
     let is_test = ev.kind == EventKind::Test;
     conn.prepare_cached(

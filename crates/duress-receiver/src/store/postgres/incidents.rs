@@ -1,0 +1,453 @@
+//! Incidents: the read model, officers' actions, escalation, and the event listings.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use sqlx::postgres::PgRow;
+use sqlx::{PgConnection, Row as _};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{PostgresStore, json, kind, log, source, unsigned};
+use crate::records::{EventRecord, ExportedEvent, IncidentEvent, IncidentRecord};
+use crate::store::{
+    ActionOutcome, IncidentAction, IncidentDetail, IncidentFilter, IncidentStore, SelfTestRecord,
+    StoreFuture, StoreResult, TimelineRecord,
+};
+
+pub(super) fn event_record(row: &PgRow) -> StoreResult<EventRecord> {
+    Ok(EventRecord {
+        id: row.try_get("id")?,
+        device_id: row.try_get("device_id")?,
+        incident_id: row.try_get("incident_id")?,
+        seq: unsigned("seq", row.try_get("seq")?)?,
+        kind: kind(&row.try_get::<String, _>("kind")?)?,
+        source: source(&row.try_get::<String, _>("source")?)?,
+        occurred_at: row.try_get("occurred_at")?,
+        sent_at: row.try_get("sent_at")?,
+        received_at: row.try_get("received_at")?,
+        delayed: row.try_get("delayed")?,
+        delay_ms: row.try_get("delay_ms")?,
+        location: json(row, "location_json")?,
+        host: json(row, "host_json")?,
+    })
+}
+
+fn incident_event(e: EventRecord) -> IncidentEvent {
+    IncidentEvent {
+        id: e.id,
+        seq: e.seq,
+        kind: e.kind,
+        source: e.source,
+        occurred_at: e.occurred_at,
+        received_at: e.received_at,
+        delayed: e.delayed,
+        delay_ms: e.delay_ms,
+        host: e.host,
+    }
+}
+
+/// An incident row without its events.
+fn incident_record(row: &PgRow) -> StoreResult<IncidentRecord> {
+    Ok(IncidentRecord {
+        incident_id: row.try_get("incident_id")?,
+        device_id: row.try_get("device_id")?,
+        status: row.try_get("status")?,
+        opened_at: row.try_get("opened_at")?,
+        first_occurred_at: row.try_get("first_occurred_at")?,
+        last_press_at: row.try_get("last_press_at")?,
+        press_count: unsigned("press_count", row.try_get("press_count")?)?,
+        kind: kind(&row.try_get::<String, _>("kind")?)?,
+        source: source(&row.try_get::<String, _>("source")?)?,
+        location: json(row, "location_json")?,
+        host: json(row, "host_json")?,
+        delayed: row.try_get("delayed")?,
+        delay_ms: row.try_get("delay_ms")?,
+        cancelled_at: row.try_get("cancelled_at")?,
+        claimed_by: row.try_get("claimed_by")?,
+        claimed_at: row.try_get("claimed_at")?,
+        first_claimed_at: row.try_get("first_claimed_at")?,
+        escalated_at: row.try_get("escalated_at")?,
+        response_level: row.try_get("response_level")?,
+        called_911_at: row.try_get("called_911_at")?,
+        resolved_at: row.try_get("resolved_at")?,
+        resolved_by: row.try_get("resolved_by")?,
+        disposition: row.try_get("disposition")?,
+        follow_up: row.try_get("follow_up")?,
+        events: Vec::new(),
+    })
+}
+
+impl PostgresStore {
+    async fn list_incidents_impl(
+        &self,
+        filter: IncidentFilter,
+    ) -> StoreResult<Vec<IncidentRecord>> {
+        let (incidents_sql, events_sql) = match filter {
+            IncidentFilter::All => (
+                "SELECT * FROM incidents ORDER BY opened_at, incident_id",
+                "SELECT * FROM events WHERE incident_id IS NOT NULL ORDER BY received_at, arrival",
+            ),
+            IncidentFilter::Open => (
+                "SELECT * FROM incidents WHERE status = 'open' ORDER BY opened_at, incident_id",
+                "SELECT e.* FROM events e JOIN incidents i ON i.incident_id = e.incident_id
+                 WHERE i.status = 'open' ORDER BY e.received_at, e.arrival",
+            ),
+        };
+        // Two reads in one snapshot, so no event appears without its incident or vice versa.
+        let mut tx = self.begin_snapshot().await?;
+        let incident_rows = sqlx::query(incidents_sql).fetch_all(&mut *tx).await?;
+        let event_rows = sqlx::query(events_sql).fetch_all(&mut *tx).await?;
+        tx.commit().await?;
+        let mut presses: HashMap<Uuid, Vec<IncidentEvent>> = HashMap::new();
+        for row in &event_rows {
+            let e = event_record(row)?;
+            if let Some(id) = e.incident_id {
+                presses.entry(id).or_default().push(incident_event(e));
+            }
+        }
+        incident_rows
+            .iter()
+            .map(|row| {
+                let mut incident = incident_record(row)?;
+                incident.events = presses.remove(&incident.incident_id).unwrap_or_default();
+                Ok(incident)
+            })
+            .collect()
+    }
+
+    async fn incident_impl(&self, id: Uuid) -> StoreResult<Option<IncidentDetail>> {
+        let mut tx = self.begin_snapshot().await?;
+        let Some(row) = sqlx::query("SELECT * FROM incidents WHERE incident_id = $1")
+            .bind(id)
+            .fetch_optional(&mut *tx)
+            .await?
+        else {
+            return Ok(None);
+        };
+        let mut incident = incident_record(&row)?;
+        let events = sqlx::query(
+            "SELECT * FROM events WHERE incident_id = $1 ORDER BY received_at, arrival",
+        )
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let entries = sqlx::query(
+            "SELECT at, actor, kind, text FROM incident_timeline WHERE incident_id = $1 ORDER BY id",
+        )
+        .bind(id)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        for row in &events {
+            incident.events.push(incident_event(event_record(row)?));
+        }
+        let timeline = entries
+            .iter()
+            .map(|r| {
+                Ok(TimelineRecord {
+                    at: r.try_get("at")?,
+                    actor: r.try_get("actor")?,
+                    kind: r.try_get("kind")?,
+                    text: r.try_get("text")?,
+                })
+            })
+            .collect::<StoreResult<Vec<_>>>()?;
+        Ok(Some(IncidentDetail { incident, timeline }))
+    }
+
+    async fn apply_impl(
+        &self,
+        id: Uuid,
+        actor: &str,
+        action: IncidentAction,
+    ) -> StoreResult<ActionOutcome> {
+        let mut tx = self.begin().await?;
+        let now = crate::api::receiver_now();
+        // The incident's row lock: a second officer's claim waits here and then reads the
+        // first one's claim.
+        let Some(row) = sqlx::query(
+            "SELECT status, claimed_by, claimed_at FROM incidents WHERE incident_id = $1 FOR UPDATE",
+        )
+        .bind(id)
+        .fetch_optional(&mut *tx)
+        .await?
+        else {
+            return Ok(ActionOutcome::NotFound);
+        };
+        let open = row.try_get::<String, _>("status")? == "open";
+        let claimed_by: Option<String> = row.try_get("claimed_by")?;
+        let claimed_at: Option<OffsetDateTime> = row.try_get("claimed_at")?;
+        let (kind, text) = match crate::store::decide_action(
+            open,
+            claimed_by.as_deref(),
+            claimed_at,
+            actor,
+            &action,
+            now,
+        ) {
+            Ok(done) => done,
+            Err(outcome) => return Ok(outcome),
+        };
+        change(&mut tx, id, actor, &action, now).await?;
+        sqlx::query(
+            "INSERT INTO incident_timeline (incident_id, at, actor, kind, text)
+             VALUES ($1, $2, $3, $4, $5)",
+        )
+        .bind(id)
+        .bind(now)
+        .bind(actor)
+        .bind(kind)
+        .bind(&text)
+        .execute(&mut *tx)
+        .await?;
+        log::audit(
+            &mut tx,
+            now,
+            actor,
+            action.audit_name(),
+            &id.to_string(),
+            &text,
+        )
+        .await?;
+        let payload = serde_json::json!({ "actor": actor }).to_string();
+        log::live(
+            &mut tx,
+            now,
+            &format!("incident.{kind}"),
+            Some(id),
+            &payload,
+        )
+        .await?;
+        tx.commit().await?;
+        self.wake.notify_one();
+        Ok(ActionOutcome::Changed)
+    }
+
+    async fn escalate_impl(&self, after: Duration) -> StoreResult<usize> {
+        let now = crate::api::receiver_now();
+        let after_t = time::Duration::try_from(after).unwrap_or(time::Duration::seconds(90));
+        let cutoff = now - after_t;
+        // A plain read first, so the common case (nothing due) takes no lock.
+        let due: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM incidents WHERE status = 'open' AND claimed_by IS NULL
+             AND escalated_at IS NULL AND opened_at <= $1",
+        )
+        .bind(cutoff)
+        .fetch_one(&self.pool)
+        .await?;
+        if due == 0 {
+            return Ok(0);
+        }
+        let mut tx = self.begin().await?;
+        // Locked in one statement, in id order; rows claimed or escalated (by another
+        // receiver) while we waited for their lock are re-checked by PostgreSQL and left out,
+        // so each incident is escalated once however many receivers run this.
+        let rows = sqlx::query(
+            "SELECT incident_id, location_json FROM incidents WHERE status = 'open'
+             AND claimed_by IS NULL AND escalated_at IS NULL AND opened_at <= $1
+             ORDER BY incident_id FOR UPDATE",
+        )
+        .bind(cutoff)
+        .fetch_all(&mut *tx)
+        .await?;
+        let text = crate::store::escalation_text(after);
+        for row in &rows {
+            let id: Uuid = row.try_get("incident_id")?;
+            sqlx::query("UPDATE incidents SET escalated_at = $1 WHERE incident_id = $2")
+                .bind(now)
+                .bind(id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query(
+                "INSERT INTO incident_timeline (incident_id, at, actor, kind, text)
+                 VALUES ($1, $2, 'system', 'escalation', $3)",
+            )
+            .bind(id)
+            .bind(now)
+            .bind(&text)
+            .execute(&mut *tx)
+            .await?;
+        }
+        // The log rows after every row change: the log lock stays the last lock taken.
+        for row in &rows {
+            let id: Uuid = row.try_get("incident_id")?;
+            let location: duress_core::Location = json(row, "location_json")?;
+            log::audit(
+                &mut tx,
+                now,
+                "system",
+                "incident.escalate",
+                &id.to_string(),
+                &text,
+            )
+            .await?;
+            let payload = serde_json::json!({ "label": location.display_label() }).to_string();
+            log::live(&mut tx, now, "incident.escalation", Some(id), &payload).await?;
+        }
+        tx.commit().await?;
+        if !rows.is_empty() {
+            self.wake.notify_one();
+        }
+        Ok(rows.len())
+    }
+
+    async fn self_tests_impl(
+        &self,
+        since: OffsetDateTime,
+        limit: u32,
+    ) -> StoreResult<Vec<SelfTestRecord>> {
+        let rows = sqlx::query(
+            "SELECT location_json, host_json, received_at FROM events WHERE kind = 'test'
+             AND received_at >= $1 ORDER BY received_at DESC, arrival DESC LIMIT $2",
+        )
+        .bind(since)
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(SelfTestRecord {
+                    location: json(r, "location_json")?,
+                    host: json(r, "host_json")?,
+                    received_at: r.try_get("received_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn events_impl(&self) -> StoreResult<Vec<EventRecord>> {
+        let rows = sqlx::query("SELECT * FROM events ORDER BY received_at, arrival")
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(event_record).collect()
+    }
+
+    async fn export_impl(&self) -> StoreResult<Vec<ExportedEvent>> {
+        let rows = sqlx::query(
+            "SELECT e.*, d.public_jwk FROM events e JOIN devices d ON d.device_id = e.device_id
+             ORDER BY e.received_at, e.arrival",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(ExportedEvent {
+                    id: row.try_get("id")?,
+                    device_id: row.try_get("device_id")?,
+                    kind: kind(&row.try_get::<String, _>("kind")?)?,
+                    seq: unsigned("seq", row.try_get("seq")?)?,
+                    occurred_at: row.try_get("occurred_at")?,
+                    received_at: row.try_get("received_at")?,
+                    delayed: row.try_get("delayed")?,
+                    delay_ms: row.try_get("delay_ms")?,
+                    jws: row.try_get("jws")?,
+                    public_jwk: json(row, "public_jwk")?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// The incident's own columns an action changes (the row is locked by the caller).
+async fn change(
+    conn: &mut PgConnection,
+    id: Uuid,
+    actor: &str,
+    action: &IncidentAction,
+    now: OffsetDateTime,
+) -> StoreResult<()> {
+    match action {
+        IncidentAction::Claim { .. } => {
+            sqlx::query(
+                "UPDATE incidents SET claimed_by = $1, claimed_at = $2,
+                        first_claimed_at = COALESCE(first_claimed_at, $2) WHERE incident_id = $3",
+            )
+            .bind(actor)
+            .bind(now)
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+        }
+        IncidentAction::Note(_) => {}
+        IncidentAction::Level(level) => {
+            sqlx::query("UPDATE incidents SET response_level = $1 WHERE incident_id = $2")
+                .bind(level)
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+        }
+        IncidentAction::Called911 => {
+            sqlx::query("UPDATE incidents SET called_911_at = $1 WHERE incident_id = $2")
+                .bind(now)
+                .bind(id)
+                .execute(&mut *conn)
+                .await?;
+        }
+        IncidentAction::Resolve {
+            disposition,
+            follow_up,
+        } => {
+            sqlx::query(
+                "UPDATE incidents SET status = 'closed', resolved_at = $1, resolved_by = $2,
+                        disposition = $3, follow_up = $4 WHERE incident_id = $5",
+            )
+            .bind(now)
+            .bind(actor)
+            .bind(disposition)
+            .bind(follow_up.trim())
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+        }
+        IncidentAction::Reopen => {
+            sqlx::query(
+                "UPDATE incidents SET status = 'open', resolved_at = NULL, resolved_by = NULL,
+                        disposition = NULL, follow_up = NULL WHERE incident_id = $1",
+            )
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+    Ok(())
+}
+
+impl IncidentStore for PostgresStore {
+    fn list_incidents(&self, filter: IncidentFilter) -> StoreFuture<'_, Vec<IncidentRecord>> {
+        Box::pin(self.list_incidents_impl(filter))
+    }
+
+    fn incident(&self, id: Uuid) -> StoreFuture<'_, Option<IncidentDetail>> {
+        Box::pin(self.incident_impl(id))
+    }
+
+    fn apply_action<'a>(
+        &'a self,
+        id: Uuid,
+        actor: &'a str,
+        action: IncidentAction,
+    ) -> StoreFuture<'a, ActionOutcome> {
+        Box::pin(self.apply_impl(id, actor, action))
+    }
+
+    fn escalate_unclaimed(&self, after: Duration) -> StoreFuture<'_, usize> {
+        Box::pin(self.escalate_impl(after))
+    }
+
+    fn recent_self_tests(
+        &self,
+        since: OffsetDateTime,
+        limit: u32,
+    ) -> StoreFuture<'_, Vec<SelfTestRecord>> {
+        Box::pin(self.self_tests_impl(since, limit))
+    }
+
+    fn list_events(&self) -> StoreFuture<'_, Vec<EventRecord>> {
+        Box::pin(self.events_impl())
+    }
+
+    fn export_events(&self) -> StoreFuture<'_, Vec<ExportedEvent>> {
+        Box::pin(self.export_impl())
+    }
+}

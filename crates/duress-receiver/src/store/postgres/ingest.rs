@@ -1,0 +1,418 @@
+//! The alarm path: enrollment, event ingest and heartbeats.
+
+use std::time::Duration;
+
+use duress_core::{DeviceStatus, EventKind};
+use sqlx::types::Json;
+use sqlx::{PgConnection, Row as _};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+use super::{PostgresStore, find_event, log, ms, status};
+use crate::incidents::{self, OpenIncident, Placement};
+use crate::store::{
+    Approve, EnrollOutcome, EnrollRefusal, EnrollRequest, HeartbeatRecorded, HeartbeatUpdate,
+    IngestOutcome, NewEvent, StoreError, StoreResult, StoredEvent,
+};
+
+/// PostgreSQL's SQLSTATE for a unique violation.
+const UNIQUE_VIOLATION: &str = "23505";
+
+fn is_unique_violation(source: &sqlx::Error) -> bool {
+    matches!(source, sqlx::Error::Database(db) if db.code().as_deref() == Some(UNIQUE_VIOLATION))
+}
+
+impl PostgresStore {
+    pub(super) async fn enroll_impl(&self, req: EnrollRequest) -> StoreResult<EnrollOutcome> {
+        // The same key enrolling with two different tokens at once: the loser's insert hits the
+        // key's unique constraint; run again, it finds the winner's device.
+        match self.enroll_once(&req).await {
+            Err(Attempt::KeyRace) => self.enroll_once(&req).await.map_err(Attempt::into_error),
+            other => other.map_err(Attempt::into_error),
+        }
+    }
+
+    async fn enroll_once(&self, req: &EnrollRequest) -> Result<EnrollOutcome, Attempt> {
+        let mut tx = self.begin().await?;
+        // The token's row lock serialises enrollments with this token: the use count read
+        // here is the one the decrement below changes.
+        let token = sqlx::query(
+            "SELECT approve, uses_left, expires_at, revoked FROM enrollment_tokens
+             WHERE token_hash = $1 FOR UPDATE",
+        )
+        .bind(&req.token_hash)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(StoreError::from)?;
+        let Some(token) = token else {
+            return Ok(EnrollOutcome::Refused(EnrollRefusal::TokenInvalid));
+        };
+        let token_problem = token_refusal(&token, req.now)?;
+
+        let known = sqlx::query(
+            "SELECT device_id, status, token_hash FROM devices WHERE key_thumbprint = $1",
+        )
+        .bind(&req.key_thumbprint)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(StoreError::from)?;
+        if let Some(device) = known {
+            let device_id: String = device.try_get("device_id").map_err(StoreError::from)?;
+            let status = status(
+                &device
+                    .try_get::<String, _>("status")
+                    .map_err(StoreError::from)?,
+            )?;
+            let enrolled_with: String = device.try_get("token_hash").map_err(StoreError::from)?;
+            // Nothing is written on this path; dropping `tx` rolls back.
+            return Ok(crate::store::rules::known_key_outcome(
+                device_id,
+                status,
+                enrolled_with == req.token_hash,
+                token_problem,
+            ));
+        }
+        if let Some(refusal) = token_problem {
+            return Ok(EnrollOutcome::Refused(refusal));
+        }
+        let approve: String = token.try_get("approve").map_err(StoreError::from)?;
+        let status = match Approve::parse(&approve) {
+            Some(Approve::Manual) => DeviceStatus::Pending,
+            _ => DeviceStatus::Active,
+        };
+        // Consumed exactly once: under the row lock, and refused by the database itself
+        // should the count already be 0.
+        let left: Option<i64> = sqlx::query_scalar(
+            "UPDATE enrollment_tokens SET uses_left = uses_left - 1
+             WHERE token_hash = $1 AND uses_left > 0 RETURNING uses_left",
+        )
+        .bind(&req.token_hash)
+        .fetch_optional(&mut *tx)
+        .await
+        .map_err(StoreError::from)?;
+        if left.is_none() {
+            return Ok(EnrollOutcome::Refused(EnrollRefusal::TokenUsedUp));
+        }
+        let inserted = sqlx::query(
+            "INSERT INTO devices (device_id, status, public_jwk, key_thumbprint, token_hash, hostname,
+                                  host_json, location_json, agent_version, enrolled_at)
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)",
+        )
+        .bind(&req.new_device_id)
+        .bind(status.as_str())
+        .bind(Json(&req.public_jwk))
+        .bind(&req.key_thumbprint)
+        .bind(&req.token_hash)
+        .bind(&req.host.hostname)
+        .bind(Json(&req.host))
+        .bind(Json(&req.location))
+        .bind(&req.host.agent_version)
+        .bind(ms(req.now))
+        .execute(&mut *tx)
+        .await;
+        if let Err(e) = inserted {
+            if is_unique_violation(&e) {
+                return Err(Attempt::KeyRace);
+            }
+            return Err(StoreError::from(e).into());
+        }
+        tx.commit().await.map_err(StoreError::from)?;
+        Ok(EnrollOutcome::Enrolled {
+            device_id: req.new_device_id.clone(),
+            status,
+        })
+    }
+
+    /// Dedupes by id, checks the device may raise alarms, refuses another device's id, and
+    /// writes the event — in that order (docs/protocol.md §5.2), all under the device's row
+    /// lock.
+    pub(super) async fn ingest_impl(
+        &self,
+        ev: NewEvent,
+        window: Duration,
+    ) -> StoreResult<IngestOutcome> {
+        let mut tx = self.begin().await?;
+        // Serialises this device's events (grouping decides on what the previous one wrote)
+        // and fixes its status until commit.
+        let current: Option<String> =
+            sqlx::query_scalar("SELECT status FROM devices WHERE device_id = $1 FOR UPDATE")
+                .bind(&ev.device_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let found = find_event(&mut *tx, ev.id).await?;
+        if let Some(found) = found.as_ref().filter(|f| f.device_id == ev.device_id) {
+            return Ok(IngestOutcome::Duplicate(found.clone()));
+        }
+        match current.as_deref().map(status).transpose()? {
+            Some(DeviceStatus::Active) => {}
+            Some(other) => return Ok(IngestOutcome::DeviceNotActive(other)),
+            None => return Err(StoreError::NoSuchDevice(ev.device_id.clone())),
+        }
+        // Another device's id: refused after the status (a disabled device hears "disabled").
+        if found.is_some() {
+            return Ok(IngestOutcome::IdConflict);
+        }
+        match insert_event(&mut tx, &ev, window).await? {
+            Some(stored) => {
+                tx.commit().await?;
+                // After COMMIT: a console told earlier could read a state without the event.
+                self.wake.notify_one();
+                Ok(IngestOutcome::Committed(stored))
+            }
+            // Another device committed this id after our read (its own device lock does not
+            // exclude us): nothing of ours was written yet.
+            None => {
+                let theirs = find_event(&mut *tx, ev.id).await?;
+                Ok(match theirs {
+                    Some(t) if t.device_id == ev.device_id => IngestOutcome::Duplicate(t),
+                    _ => IngestOutcome::IdConflict,
+                })
+            }
+        }
+    }
+
+    /// Records a heartbeat (unless the device is revoked) and reads what its answer needs,
+    /// under the device's row lock so the status answered is the one that decided the write.
+    pub(super) async fn heartbeat_impl(
+        &self,
+        hb: HeartbeatUpdate,
+    ) -> StoreResult<HeartbeatRecorded> {
+        let mut tx = self.begin().await?;
+        let current: Option<String> =
+            sqlx::query_scalar("SELECT status FROM devices WHERE device_id = $1 FOR UPDATE")
+                .bind(&hb.device_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let status =
+            status(&current.ok_or_else(|| StoreError::NoSuchDevice(hb.device_id.clone()))?)?;
+        if status == DeviceStatus::Revoked {
+            // Distrusted for good: nothing is written and it is told nothing about incidents.
+            return Ok(HeartbeatRecorded {
+                status,
+                claimed_incidents: Vec::new(),
+            });
+        }
+        sqlx::query(
+            "UPDATE devices SET last_heartbeat_at = $1, hotkey_json = $2, queued = $3,
+                    reported_last_seq = $4,
+                    host_json = COALESCE($5, host_json), hostname = COALESCE($6, hostname),
+                    agent_version = COALESCE($7, agent_version),
+                    location_json = COALESCE($8, location_json)
+             WHERE device_id = $9",
+        )
+        .bind(ms(hb.received_at))
+        .bind(Json(&hb.hotkey))
+        .bind(hb.queued)
+        .bind(hb.reported_last_seq)
+        .bind(hb.host.as_ref().map(Json))
+        .bind(hb.host.as_ref().map(|h| h.hostname.as_str()))
+        .bind(hb.host.as_ref().map(|h| h.agent_version.as_str()))
+        .bind(hb.location.as_ref().map(Json))
+        .bind(&hb.device_id)
+        .execute(&mut *tx)
+        .await?;
+        let claimed: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT incident_id FROM incidents
+             WHERE device_id = $1 AND status = 'open' AND claimed_by IS NOT NULL
+             ORDER BY opened_at, incident_id",
+        )
+        .bind(&hb.device_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        tx.commit().await?;
+        Ok(HeartbeatRecorded {
+            status,
+            claimed_incidents: claimed,
+        })
+    }
+}
+
+/// Why one enrollment attempt did not answer.
+enum Attempt {
+    /// Lost a race for the key's unique constraint; worth one more attempt.
+    KeyRace,
+    Failed(StoreError),
+}
+
+impl From<StoreError> for Attempt {
+    fn from(e: StoreError) -> Self {
+        Attempt::Failed(e)
+    }
+}
+
+impl From<sqlx::Error> for Attempt {
+    fn from(e: sqlx::Error) -> Self {
+        Attempt::Failed(e.into())
+    }
+}
+
+impl Attempt {
+    fn into_error(self) -> StoreError {
+        match self {
+            Attempt::KeyRace => {
+                StoreError::Unavailable("the same key is being enrolled concurrently".into())
+            }
+            Attempt::Failed(e) => e,
+        }
+    }
+}
+
+/// `Some(refusal)` when the token cannot enroll a new device now.
+fn token_refusal(
+    token: &sqlx::postgres::PgRow,
+    now: OffsetDateTime,
+) -> StoreResult<Option<EnrollRefusal>> {
+    if token.try_get::<bool, _>("revoked")? {
+        return Ok(Some(EnrollRefusal::TokenRevoked));
+    }
+    if let Some(expires) = token.try_get::<Option<OffsetDateTime>, _>("expires_at")?
+        && expires <= now
+    {
+        return Ok(Some(EnrollRefusal::TokenExpired));
+    }
+    if token.try_get::<i64, _>("uses_left")? <= 0 {
+        return Ok(Some(EnrollRefusal::TokenUsedUp));
+    }
+    Ok(None)
+}
+
+/// Writes the event first (`ON CONFLICT (id) DO NOTHING`: `None` when the id exists, with
+/// nothing written), then its incident, the device's counters and its live-log row.
+async fn insert_event(
+    conn: &mut PgConnection,
+    ev: &NewEvent,
+    window: Duration,
+) -> StoreResult<Option<StoredEvent>> {
+    // Computed from the stored (millisecond) values, so the answer is a function of columns.
+    let received_at = ms(ev.received_at);
+    let occurred_at = ms(ev.occurred_at);
+    let delay_ms = crate::store::delay_ms(occurred_at, received_at);
+    let delayed = delay_ms > duress_core::clock::DELAYED_AFTER.whole_milliseconds() as i64;
+
+    let latest_open = if ev.kind == EventKind::Test {
+        None
+    } else {
+        // Locked: an officer resolving it now either finishes first (and it is not open any
+        // more) or waits for this event to join it.
+        let row = sqlx::query(
+            "SELECT incident_id, last_press_at FROM incidents
+             WHERE device_id = $1 AND status = 'open'
+             ORDER BY last_press_at DESC, incident_id DESC LIMIT 1 FOR UPDATE",
+        )
+        .bind(&ev.device_id)
+        .fetch_optional(&mut *conn)
+        .await?;
+        match row {
+            Some(row) => Some(OpenIncident {
+                incident_id: row.try_get("incident_id")?,
+                last_press_at: row.try_get("last_press_at")?,
+            }),
+            None => None,
+        }
+    };
+    let placement = incidents::place(ev.kind, latest_open, occurred_at, window);
+    let incident_id = match placement {
+        Placement::Apart => None,
+        Placement::Open => Some(Uuid::now_v7()),
+        Placement::JoinPress(id) | Placement::JoinCancel(id) => Some(id),
+    };
+
+    let inserted: Option<Uuid> = sqlx::query_scalar(
+        "INSERT INTO events (id, device_id, incident_id, seq, kind, source, occurred_at, sent_at,
+                             received_at, delay_ms, delayed, location_json, host_json, jws)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+         ON CONFLICT (id) DO NOTHING RETURNING id",
+    )
+    .bind(ev.id)
+    .bind(&ev.device_id)
+    .bind(incident_id)
+    .bind(ev.seq)
+    .bind(ev.kind.as_str())
+    .bind(ev.source.as_str())
+    .bind(occurred_at)
+    .bind(ms(ev.sent_at))
+    .bind(received_at)
+    .bind(delay_ms)
+    .bind(delayed)
+    .bind(Json(&ev.location))
+    .bind(Json(&ev.host))
+    .bind(&ev.jws)
+    .fetch_optional(&mut *conn)
+    .await?;
+    if inserted.is_none() {
+        return Ok(None);
+    }
+
+    match placement {
+        Placement::Apart => {}
+        Placement::Open => {
+            sqlx::query(
+                "INSERT INTO incidents (incident_id, device_id, status, opened_at, first_occurred_at,
+                                        last_press_at, press_count, kind, source, location_json,
+                                        host_json, delayed, delay_ms)
+                 VALUES ($1, $2, 'open', $3, $4, $4, 1, $5, $6, $7, $8, $9, $10)",
+            )
+            .bind(incident_id)
+            .bind(&ev.device_id)
+            .bind(received_at)
+            .bind(occurred_at)
+            .bind(ev.kind.as_str())
+            .bind(ev.source.as_str())
+            .bind(Json(&ev.location))
+            .bind(Json(&ev.host))
+            .bind(delayed)
+            .bind(delay_ms)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Placement::JoinPress(id) => {
+            sqlx::query(
+                "UPDATE incidents SET press_count = press_count + 1,
+                        last_press_at = GREATEST(last_press_at, $1) WHERE incident_id = $2",
+            )
+            .bind(occurred_at)
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+        }
+        Placement::JoinCancel(id) => {
+            sqlx::query(
+                "UPDATE incidents SET cancelled_at = COALESCE(cancelled_at, $1)
+                 WHERE incident_id = $2",
+            )
+            .bind(received_at)
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+        }
+    }
+
+    let is_test = ev.kind == EventKind::Test;
+    sqlx::query(
+        "UPDATE devices SET last_seq = GREATEST(COALESCE(last_seq, $1), $1), last_event_at = $2,
+                last_self_test_at = CASE WHEN $3 THEN $2 ELSE last_self_test_at END,
+                last_self_test_id = CASE WHEN $3 THEN $4 ELSE last_self_test_id END
+         WHERE device_id = $5",
+    )
+    .bind(ev.seq)
+    .bind(received_at)
+    .bind(is_test)
+    .bind(ev.id)
+    .bind(&ev.device_id)
+    .execute(&mut *conn)
+    .await?;
+
+    // Last, under the log lock: a console can never see the incident without being told, nor
+    // be told of one that was rolled back.
+    let (live_kind, payload) = crate::store::event_live_row(ev, incident_id);
+    log::live(conn, ev.received_at, live_kind, incident_id, &payload).await?;
+
+    Ok(Some(StoredEvent {
+        id: ev.id,
+        device_id: ev.device_id.clone(),
+        incident_id,
+        received_at,
+        delay_ms,
+        delayed,
+    }))
+}

@@ -1,0 +1,182 @@
+//! Stations: enrollment tokens and device status (audited), and their listings.
+
+use duress_core::DeviceStatus;
+use sqlx::Row as _;
+
+use super::{PostgresStore, json, log, ms, opt_json, opt_unsigned, status};
+use crate::records::DeviceRecord;
+use crate::store::{
+    Approve, NewToken, StationStore, StoreError, StoreFuture, StoreResult, TokenRecord,
+};
+
+impl PostgresStore {
+    async fn create_token_impl(&self, token: NewToken, actor: &str) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO enrollment_tokens (token_hash, approve, uses_left, expires_at, revoked, created_at)
+             VALUES ($1, $2, $3, $4, false, $5)",
+        )
+        .bind(&token.token_hash)
+        .bind(token.approve.as_str())
+        .bind(i64::from(token.uses))
+        .bind(token.expires_at.map(ms))
+        .bind(ms(token.created_at))
+        .execute(&mut *tx)
+        .await?;
+        log::audit(
+            &mut tx,
+            token.created_at,
+            actor,
+            "token.create",
+            crate::tokens::log_ref(&token.token_hash),
+            &token.audit_detail(),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn revoke_token_impl(&self, token_hash: &str, actor: &str) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query("UPDATE enrollment_tokens SET revoked = true WHERE token_hash = $1")
+            .bind(token_hash)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        log::audit(
+            &mut tx,
+            crate::api::receiver_now(),
+            actor,
+            "token.revoke",
+            crate::tokens::log_ref(token_hash),
+            "",
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn list_tokens_impl(&self, limit: u32) -> StoreResult<Vec<TokenRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM enrollment_tokens ORDER BY created_at DESC, token_hash COLLATE \"C\"
+             LIMIT $1",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let approve: String = r.try_get("approve")?;
+                Ok(TokenRecord {
+                    token_hash: r.try_get("token_hash")?,
+                    approve: Approve::parse(&approve)
+                        .ok_or_else(|| StoreError::Corrupt(format!("approve {approve:?}")))?,
+                    uses_left: r.try_get("uses_left")?,
+                    expires_at: r.try_get("expires_at")?,
+                    revoked: r.try_get("revoked")?,
+                    created_at: r.try_get("created_at")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn set_status_impl(
+        &self,
+        device_id: &str,
+        new: DeviceStatus,
+        actor: &str,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        // The device's row lock: an event being ingested for it commits before, or is
+        // decided by the new status after.
+        let current: Option<String> =
+            sqlx::query_scalar("SELECT status FROM devices WHERE device_id = $1 FOR UPDATE")
+                .bind(device_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(current) = current else {
+            return Err(StoreError::NoSuchDevice(device_id.to_owned()));
+        };
+        crate::store::rules::check_status_change(device_id, status(&current)?, new)?;
+        sqlx::query("UPDATE devices SET status = $1 WHERE device_id = $2")
+            .bind(new.as_str())
+            .bind(device_id)
+            .execute(&mut *tx)
+            .await?;
+        let now = crate::api::receiver_now();
+        log::audit(
+            &mut tx,
+            now,
+            actor,
+            "device.status",
+            device_id,
+            &format!("{current} -> {}", new.as_str()),
+        )
+        .await?;
+        let payload =
+            serde_json::json!({"device_id": device_id, "status": new.as_str()}).to_string();
+        log::live(&mut tx, now, "device", None, &payload).await?;
+        tx.commit().await?;
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    async fn devices_impl(&self) -> StoreResult<Vec<DeviceRecord>> {
+        let rows =
+            sqlx::query("SELECT * FROM devices ORDER BY enrolled_at, device_id COLLATE \"C\"")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(DeviceRecord {
+                    device_id: row.try_get("device_id")?,
+                    status: status(&row.try_get::<String, _>("status")?)?,
+                    public_jwk: json(row, "public_jwk")?,
+                    key_thumbprint: row.try_get("key_thumbprint")?,
+                    hostname: row.try_get("hostname")?,
+                    host: json(row, "host_json")?,
+                    location: json(row, "location_json")?,
+                    agent_version: row.try_get("agent_version")?,
+                    enrolled_at: row.try_get("enrolled_at")?,
+                    last_heartbeat_at: row.try_get("last_heartbeat_at")?,
+                    hotkey: opt_json(row, "hotkey_json")?,
+                    queued: opt_unsigned(row, "queued")?,
+                    reported_last_seq: opt_unsigned(row, "reported_last_seq")?,
+                    last_seq: opt_unsigned(row, "last_seq")?,
+                    last_event_at: row.try_get("last_event_at")?,
+                    last_self_test_at: row.try_get("last_self_test_at")?,
+                    last_self_test_id: row.try_get("last_self_test_id")?,
+                })
+            })
+            .collect()
+    }
+}
+
+impl StationStore for PostgresStore {
+    fn create_token<'a>(&'a self, token: NewToken, actor: &'a str) -> StoreFuture<'a, ()> {
+        Box::pin(self.create_token_impl(token, actor))
+    }
+
+    fn revoke_token<'a>(&'a self, token_hash: &'a str, actor: &'a str) -> StoreFuture<'a, bool> {
+        Box::pin(self.revoke_token_impl(token_hash, actor))
+    }
+
+    fn list_tokens(&self, limit: u32) -> StoreFuture<'_, Vec<TokenRecord>> {
+        Box::pin(self.list_tokens_impl(limit))
+    }
+
+    fn set_device_status<'a>(
+        &'a self,
+        device_id: &'a str,
+        status: DeviceStatus,
+        actor: &'a str,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(self.set_status_impl(device_id, status, actor))
+    }
+
+    fn list_devices(&self) -> StoreFuture<'_, Vec<DeviceRecord>> {
+        Box::pin(self.devices_impl())
+    }
+}

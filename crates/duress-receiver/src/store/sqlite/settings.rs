@@ -1,0 +1,91 @@
+//! Console settings kept in the database: camera mappings (audited).
+
+use sqlx::Row as _;
+
+use super::{SqliteStore, log};
+use crate::store::{
+    CameraMapping, NewCameraMapping, SettingsStore, StoreFuture, StoreResult, format_ts,
+};
+
+impl SqliteStore {
+    async fn add_mapping_impl(&self, m: NewCameraMapping, actor: &str) -> StoreResult<i64> {
+        let mut tx = self.begin_write().await?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO camera_mappings (match_field, match_value, name, url_template, created_at)
+             VALUES (?, ?, ?, ?, ?) RETURNING id",
+        )
+        .bind(&m.match_field)
+        .bind(&m.match_value)
+        .bind(&m.name)
+        .bind(&m.url_template)
+        .bind(format_ts(m.created_at))
+        .fetch_one(&mut *tx)
+        .await?;
+        log::audit(
+            &mut tx,
+            m.created_at,
+            actor,
+            "camera.add",
+            &id.to_string(),
+            &m.audit_detail(),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    async fn delete_mapping_impl(&self, id: i64, actor: &str) -> StoreResult<bool> {
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query("DELETE FROM camera_mappings WHERE id = ?")
+            .bind(id)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        log::audit(
+            &mut tx,
+            crate::api::receiver_now(),
+            actor,
+            "camera.delete",
+            &id.to_string(),
+            "",
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+}
+
+impl SettingsStore for SqliteStore {
+    fn camera_mappings(&self) -> StoreFuture<'_, Vec<CameraMapping>> {
+        Box::pin(async move {
+            let rows = sqlx::query("SELECT * FROM camera_mappings ORDER BY id")
+                .fetch_all(&self.pool)
+                .await?;
+            rows.iter()
+                .map(|r| {
+                    Ok(CameraMapping {
+                        id: r.try_get("id")?,
+                        match_field: r.try_get("match_field")?,
+                        match_value: r.try_get("match_value")?,
+                        name: r.try_get("name")?,
+                        url_template: r.try_get("url_template")?,
+                    })
+                })
+                .collect()
+        })
+    }
+
+    fn add_camera_mapping<'a>(
+        &'a self,
+        mapping: NewCameraMapping,
+        actor: &'a str,
+    ) -> StoreFuture<'a, i64> {
+        Box::pin(self.add_mapping_impl(mapping, actor))
+    }
+
+    fn delete_camera_mapping<'a>(&'a self, id: i64, actor: &'a str) -> StoreFuture<'a, bool> {
+        Box::pin(self.delete_mapping_impl(id, actor))
+    }
+}

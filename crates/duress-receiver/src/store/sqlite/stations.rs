@@ -1,0 +1,114 @@
+//! Stations: enrollment tokens and device status (audited), and their listings.
+
+use duress_core::DeviceStatus;
+use sqlx::Row as _;
+
+use super::{SqliteStore, listings, log};
+use crate::records::DeviceRecord;
+use crate::store::{
+    Approve, NewToken, StationStore, StoreError, StoreFuture, StoreResult, TokenRecord, format_ts,
+    parse_ts,
+};
+
+impl SqliteStore {
+    async fn create_token_impl(&self, token: NewToken, actor: &str) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO enrollment_tokens (token_hash, approve, uses_left, expires_at, revoked, created_at)
+             VALUES (?, ?, ?, ?, 0, ?)",
+        )
+        .bind(&token.token_hash)
+        .bind(token.approve.as_str())
+        .bind(i64::from(token.uses))
+        .bind(token.expires_at.map(format_ts))
+        .bind(format_ts(token.created_at))
+        .execute(&mut *tx)
+        .await?;
+        log::audit(
+            &mut tx,
+            token.created_at,
+            actor,
+            "token.create",
+            crate::tokens::log_ref(&token.token_hash),
+            &token.audit_detail(),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn revoke_token_impl(&self, token_hash: &str, actor: &str) -> StoreResult<bool> {
+        let mut tx = self.begin_write().await?;
+        let done = sqlx::query("UPDATE enrollment_tokens SET revoked = 1 WHERE token_hash = ?")
+            .bind(token_hash)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        log::audit(
+            &mut tx,
+            crate::api::receiver_now(),
+            actor,
+            "token.revoke",
+            crate::tokens::log_ref(token_hash),
+            "",
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+
+    async fn list_tokens_impl(&self, limit: u32) -> StoreResult<Vec<TokenRecord>> {
+        let rows = sqlx::query(
+            "SELECT * FROM enrollment_tokens ORDER BY created_at DESC, token_hash LIMIT ?",
+        )
+        .bind(i64::from(limit))
+        .fetch_all(&self.pool)
+        .await?;
+        rows.iter()
+            .map(|r| {
+                let approve: String = r.try_get("approve")?;
+                Ok(TokenRecord {
+                    token_hash: r.try_get("token_hash")?,
+                    approve: Approve::parse(&approve)
+                        .ok_or_else(|| StoreError::Corrupt(format!("approve {approve:?}")))?,
+                    uses_left: r.try_get("uses_left")?,
+                    expires_at: r
+                        .try_get::<Option<String>, _>("expires_at")?
+                        .map(|t| parse_ts(&t))
+                        .transpose()?,
+                    revoked: r.try_get("revoked")?,
+                    created_at: parse_ts(&r.try_get::<String, _>("created_at")?)?,
+                })
+            })
+            .collect()
+    }
+}
+
+impl StationStore for SqliteStore {
+    fn create_token<'a>(&'a self, token: NewToken, actor: &'a str) -> StoreFuture<'a, ()> {
+        Box::pin(self.create_token_impl(token, actor))
+    }
+
+    fn revoke_token<'a>(&'a self, token_hash: &'a str, actor: &'a str) -> StoreFuture<'a, bool> {
+        Box::pin(self.revoke_token_impl(token_hash, actor))
+    }
+
+    fn list_tokens(&self, limit: u32) -> StoreFuture<'_, Vec<TokenRecord>> {
+        Box::pin(self.list_tokens_impl(limit))
+    }
+
+    fn set_device_status<'a>(
+        &'a self,
+        device_id: &'a str,
+        status: DeviceStatus,
+        actor: &'a str,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(self.set_status_impl(device_id, status, actor))
+    }
+
+    fn list_devices(&self) -> StoreFuture<'_, Vec<DeviceRecord>> {
+        Box::pin(listings::devices(&self.pool))
+    }
+}

@@ -1,0 +1,1481 @@
+//! The store's behaviour, one suite for both backends: every test below is a function over
+//! `Arc<dyn Store>`, instantiated by [`contract!`] once for SQLite (in a temporary directory)
+//! and once for PostgreSQL (a fresh database in a throw-away PostgreSQL 15 cluster started by
+//! `duress-testpg`, shared by this test binary). Tests that only PostgreSQL can have (two
+//! stores on one database, as two receivers) are at the end.
+#![allow(clippy::unwrap_used)]
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use duress_core::{DeviceKey, DeviceStatus, EventKind, HostFacts, HotkeyState, Location, Source};
+use duress_receiver::store::audit_chain;
+use duress_receiver::store::{
+    ActionOutcome, Approve, EnrollOutcome, EnrollRefusal, EnrollRequest, HeartbeatUpdate,
+    IncidentAction, IncidentFilter, IngestOutcome, NewCameraMapping, NewEvent, NewSession,
+    NewToken, NewUser, PostgresStore, Role, SqliteStore, Store, StoreError,
+};
+use sha2::{Digest as _, Sha256};
+use time::OffsetDateTime;
+use uuid::Uuid;
+
+const WINDOW: Duration = Duration::from_secs(300);
+
+/// A store under test and what keeps it alive.
+struct Backend {
+    store: Arc<dyn Store>,
+    _dir: Option<tempfile::TempDir>,
+}
+
+impl Backend {
+    async fn sqlite() -> Backend {
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(dir.path()).await.unwrap();
+        Backend {
+            store: Arc::new(store),
+            _dir: Some(dir),
+        }
+    }
+
+    async fn postgres() -> Backend {
+        let url = pg_url();
+        let store = PostgresStore::connect(&url).await.unwrap();
+        Backend {
+            store: Arc::new(store),
+            _dir: None,
+        }
+    }
+}
+
+/// A fresh database in this binary's cluster.
+fn pg_url() -> String {
+    duress_testpg::TestPg::shared()
+        .and_then(|pg| pg.fresh_url())
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
+/// Instantiates `async fn name(store: Arc<dyn Store>)` for both backends.
+macro_rules! contract {
+    ($($name:ident),* $(,)?) => {$(
+        mod $name {
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn sqlite() {
+                let b = super::Backend::sqlite().await;
+                super::$name(b.store.clone()).await;
+                b.store.close().await;
+            }
+
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn postgres() {
+                let b = super::Backend::postgres().await;
+                super::$name(b.store.clone()).await;
+                b.store.close().await;
+            }
+        }
+    )*};
+}
+
+contract!(
+    ingest_dedupes_by_id_and_refuses_another_devices_id,
+    presses_group_by_window_cancels_join_and_tests_stay_apart,
+    concurrent_presses_of_one_device_open_one_incident,
+    device_status_decides_and_revocation_is_final,
+    heartbeats_update_the_device_and_return_claimed_incidents,
+    a_one_use_token_enrolls_exactly_one_of_many_concurrent_devices,
+    token_refusals_and_listing,
+    accounts_add_refuse_duplicates_and_disable_ends_sessions,
+    sessions_are_created_read_touched_expired_and_ended,
+    incident_actions_follow_the_incident_state,
+    of_concurrent_claims_exactly_one_wins,
+    escalation_happens_once,
+    audit_chain_verifies_after_many_and_concurrent_writes,
+    camera_mappings_are_added_listed_and_deleted,
+    live_log_replays_in_id_order_and_misses_nothing,
+    a_closed_store_is_unavailable,
+);
+
+// ---------------------------------------------------------------------------------------------
+// Building requests.
+
+fn now() -> OffsetDateTime {
+    duress_core::clock::truncate_to_millis(OffsetDateTime::now_utc())
+}
+
+fn random_bytes() -> [u8; 32] {
+    let mut b = [0u8; 32];
+    getrandom::getrandom(&mut b).unwrap();
+    b
+}
+
+fn location(label: &str) -> Location {
+    Location {
+        label: Some(label.to_owned()),
+        ..Default::default()
+    }
+}
+
+fn host(name: &str) -> HostFacts {
+    HostFacts {
+        hostname: name.to_owned(),
+        user: "jdoe".into(),
+        agent_version: "0.1.0".into(),
+        ..Default::default()
+    }
+}
+
+async fn token(store: &Arc<dyn Store>, uses: u32, approve: Approve) -> String {
+    let token_hash = hex::encode(Sha256::digest(random_bytes()));
+    store
+        .create_token(
+            NewToken {
+                token_hash: token_hash.clone(),
+                uses,
+                expires_at: None,
+                approve,
+                created_at: now(),
+            },
+            "admin",
+        )
+        .await
+        .unwrap();
+    token_hash
+}
+
+fn enroll_request(token_hash: &str, key: &DeviceKey) -> EnrollRequest {
+    let jwk = key.public_jwk();
+    EnrollRequest {
+        token_hash: token_hash.to_owned(),
+        new_device_id: Uuid::now_v7().to_string(),
+        key_thumbprint: jwk.thumbprint(),
+        public_jwk: jwk,
+        host: host("ws-1"),
+        location: location("Bldg A, Room 214"),
+        now: now(),
+    }
+}
+
+/// An active device.
+async fn device(store: &Arc<dyn Store>) -> String {
+    let token_hash = token(store, 1, Approve::Auto).await;
+    let key = DeviceKey::from_seed(&random_bytes());
+    match store
+        .enroll(enroll_request(&token_hash, &key))
+        .await
+        .unwrap()
+    {
+        EnrollOutcome::Enrolled { device_id, status } => {
+            assert_eq!(status, DeviceStatus::Active);
+            device_id
+        }
+        other => panic!("{other:?}"),
+    }
+}
+
+fn event(device_id: &str, seq: i64, kind: EventKind, occurred_at: OffsetDateTime) -> NewEvent {
+    let received = now();
+    NewEvent {
+        id: Uuid::now_v7(),
+        device_id: device_id.to_owned(),
+        seq,
+        kind,
+        source: Source::Hotkey,
+        occurred_at,
+        sent_at: received,
+        received_at: received,
+        jws: format!("header.payload-{seq}.signature"),
+        location: location("Bldg A, Room 214"),
+        host: host("ws-1"),
+    }
+}
+
+async fn committed(store: &Arc<dyn Store>, ev: NewEvent) -> Option<Uuid> {
+    match store.ingest_event(ev, WINDOW).await.unwrap() {
+        IngestOutcome::Committed(s) => s.incident_id,
+        other => panic!("{other:?}"),
+    }
+}
+
+/// A new incident of a new device.
+async fn incident(store: &Arc<dyn Store>) -> Uuid {
+    let d = device(store).await;
+    committed(store, event(&d, 1, EventKind::Duress, now()))
+        .await
+        .unwrap()
+}
+
+fn user(name: &str, role: Role) -> NewUser {
+    NewUser {
+        username: name.to_owned(),
+        role,
+        password_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo".into(),
+        created_at: now(),
+    }
+}
+
+fn session(id_hash: &str, username: &str) -> NewSession {
+    let created = now();
+    NewSession {
+        id_hash: id_hash.to_owned(),
+        username: username.to_owned(),
+        csrf_token: format!("csrf-{id_hash}"),
+        created_at: created,
+        expires_at: created + time::Duration::hours(12),
+    }
+}
+
+async fn verified_chain(store: &Arc<dyn Store>) -> usize {
+    let log = store.audit_log().await.unwrap();
+    audit_chain::verify(&log).unwrap_or_else(|b| panic!("{b}"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// The contract.
+
+async fn ingest_dedupes_by_id_and_refuses_another_devices_id(store: Arc<dyn Store>) {
+    let a = device(&store).await;
+    let b = device(&store).await;
+    let ev = event(
+        &a,
+        1,
+        EventKind::Duress,
+        now() - time::Duration::seconds(30),
+    );
+    let first = match store.ingest_event(ev.clone(), WINDOW).await.unwrap() {
+        IngestOutcome::Committed(s) => s,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(first.id, ev.id);
+    assert_eq!(first.device_id, a);
+    assert!(first.incident_id.is_some());
+    assert!(first.delayed, "30 s late is delayed");
+    assert!(first.delay_ms >= 30_000, "{}", first.delay_ms);
+    assert_eq!(store.find_event(ev.id).await.unwrap(), Some(first.clone()));
+
+    // A repeat (a fresh send attempt) is answered from the stored columns, identically.
+    let mut resend = ev.clone();
+    resend.sent_at = now() + time::Duration::seconds(5);
+    resend.received_at = now() + time::Duration::seconds(5);
+    assert_eq!(
+        store.ingest_event(resend.clone(), WINDOW).await.unwrap(),
+        IngestOutcome::Duplicate(first.clone())
+    );
+    // Another device's copy of the id is not a repeat.
+    let mut stolen = ev.clone();
+    stolen.device_id = b.clone();
+    assert_eq!(
+        store.ingest_event(stolen.clone(), WINDOW).await.unwrap(),
+        IngestOutcome::IdConflict
+    );
+
+    // Disabled since: the repeat still gets its answer; a new event is refused; another
+    // device's id hears about the status first.
+    store
+        .set_device_status(&a, DeviceStatus::Disabled, "admin")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.ingest_event(resend, WINDOW).await.unwrap(),
+        IngestOutcome::Duplicate(first.clone())
+    );
+    assert_eq!(
+        store
+            .ingest_event(event(&a, 2, EventKind::Duress, now()), WINDOW)
+            .await
+            .unwrap(),
+        IngestOutcome::DeviceNotActive(DeviceStatus::Disabled)
+    );
+    store
+        .set_device_status(&b, DeviceStatus::Disabled, "admin")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.ingest_event(stolen, WINDOW).await.unwrap(),
+        IngestOutcome::DeviceNotActive(DeviceStatus::Disabled)
+    );
+
+    let unknown = event("no-such-device", 1, EventKind::Duress, now());
+    assert!(matches!(
+        store.ingest_event(unknown, WINDOW).await,
+        Err(StoreError::NoSuchDevice(_))
+    ));
+
+    let events = store.list_events().await.unwrap();
+    assert_eq!(events.len(), 1, "repeats and refusals write nothing");
+    assert_eq!(events[0].id, ev.id);
+    assert_eq!(events[0].occurred_at, ev.occurred_at);
+    assert_eq!(events[0].host, ev.host);
+    assert_eq!(events[0].location, ev.location);
+    let exported = store.export_events().await.unwrap();
+    assert_eq!(exported.len(), 1);
+    assert_eq!(exported[0].jws, ev.jws, "the raw token exactly as received");
+    assert!(exported[0].public_jwk.to_verifying_key().is_ok());
+    // Concurrent copies of one new event: one commit, the rest are repeats of it.
+    let c = device(&store).await;
+    let ev = event(&c, 1, EventKind::Duress, now());
+    let copies =
+        futures::future::join_all((0..8).map(|_| store.ingest_event(ev.clone(), WINDOW))).await;
+    let committed = copies
+        .iter()
+        .filter(|o| matches!(o, Ok(IngestOutcome::Committed(_))))
+        .count();
+    let repeats = copies
+        .iter()
+        .filter(|o| matches!(o, Ok(IngestOutcome::Duplicate(_))))
+        .count();
+    assert_eq!((committed, repeats), (1, 7), "{copies:?}");
+}
+
+async fn presses_group_by_window_cancels_join_and_tests_stay_apart(store: Arc<dyn Store>) {
+    let d = device(&store).await;
+    let t0 = now() - time::Duration::minutes(30);
+    let first = committed(&store, event(&d, 1, EventKind::Duress, t0))
+        .await
+        .unwrap();
+    let joined = committed(
+        &store,
+        event(&d, 2, EventKind::Duress, t0 + time::Duration::minutes(4)),
+    )
+    .await;
+    assert_eq!(joined, Some(first), "within the window of the last press");
+    // The window counts from the latest press: 8 minutes after the first, 4 after the second.
+    let chained = committed(
+        &store,
+        event(&d, 3, EventKind::Duress, t0 + time::Duration::minutes(8)),
+    )
+    .await;
+    assert_eq!(chained, Some(first));
+    let second = committed(
+        &store,
+        event(&d, 4, EventKind::Duress, t0 + time::Duration::minutes(20)),
+    )
+    .await
+    .unwrap();
+    assert_ne!(second, first, "outside the window: a new incident");
+
+    let test = committed(&store, event(&d, 5, EventKind::Test, now())).await;
+    assert_eq!(test, None, "a self-test never opens or joins an incident");
+    let cancel = committed(&store, event(&d, 6, EventKind::Cancel, now())).await;
+    assert_eq!(
+        cancel,
+        Some(second),
+        "a cancel joins the latest open incident"
+    );
+
+    let incidents = store.list_incidents(IncidentFilter::All).await.unwrap();
+    assert_eq!(incidents.len(), 2, "tests are never incidents");
+    let (i1, i2) = (&incidents[0], &incidents[1]);
+    assert_eq!(i1.incident_id, first, "oldest first");
+    assert_eq!(i1.press_count, 3);
+    assert_eq!(i1.first_occurred_at, t0);
+    assert_eq!(i1.last_press_at, t0 + time::Duration::minutes(8));
+    assert_eq!(i1.events.len(), 3);
+    assert!(i1.events.iter().all(|e| e.kind == EventKind::Duress));
+    assert_eq!(i1.cancelled_at, None);
+    assert_eq!(i2.press_count, 1, "a cancel does not count as a press");
+    assert!(i2.is_open(), "a cancel does not close it");
+    assert!(i2.cancelled_at.is_some());
+    assert_eq!(
+        i2.events.iter().map(|e| e.kind).collect::<Vec<_>>(),
+        [EventKind::Duress, EventKind::Cancel]
+    );
+    assert_eq!(i2.location, location("Bldg A, Room 214"));
+    assert_eq!(i2.host, host("ws-1"));
+
+    let tests = store
+        .recent_self_tests(now() - time::Duration::hours(1), 10)
+        .await
+        .unwrap();
+    assert_eq!(tests.len(), 1);
+    let devices = store.list_devices().await.unwrap();
+    let dev = devices.iter().find(|x| x.device_id == d).unwrap();
+    assert_eq!(dev.last_seq, Some(6));
+    assert!(dev.last_self_test_at.is_some());
+
+    // A lone cancel (nothing open) is stored apart. Resolve both first.
+    for id in [first, second] {
+        let done = store
+            .apply_action(
+                id,
+                "alice",
+                IncidentAction::Resolve {
+                    disposition: "accidental".into(),
+                    follow_up: String::new(),
+                },
+            )
+            .await
+            .unwrap();
+        assert_eq!(done, ActionOutcome::Changed);
+    }
+    assert_eq!(
+        committed(&store, event(&d, 7, EventKind::Cancel, now())).await,
+        None
+    );
+    // A press after the resolution opens a new incident even within the window.
+    let third = committed(
+        &store,
+        event(&d, 8, EventKind::Duress, t0 + time::Duration::minutes(21)),
+    )
+    .await
+    .unwrap();
+    assert!(![first, second].contains(&third));
+    assert_eq!(
+        store
+            .list_incidents(IncidentFilter::Open)
+            .await
+            .unwrap()
+            .len(),
+        1
+    );
+}
+
+async fn concurrent_presses_of_one_device_open_one_incident(store: Arc<dyn Store>) {
+    let d = device(&store).await;
+    let t = now();
+    let presses = futures::future::join_all((1..=8).map(|seq| {
+        let store = store.clone();
+        let ev = event(&d, seq, EventKind::Duress, t);
+        tokio::spawn(async move { store.ingest_event(ev, WINDOW).await })
+    }))
+    .await;
+    let mut incident_ids = Vec::new();
+    for p in presses {
+        match p.unwrap().unwrap() {
+            IngestOutcome::Committed(s) => incident_ids.push(s.incident_id.unwrap()),
+            other => panic!("{other:?}"),
+        }
+    }
+    incident_ids.dedup();
+    assert_eq!(incident_ids.len(), 1, "{incident_ids:?}");
+    let incidents = store.list_incidents(IncidentFilter::Open).await.unwrap();
+    assert_eq!(incidents.len(), 1);
+    assert_eq!(incidents[0].press_count, 8);
+    assert_eq!(incidents[0].events.len(), 8);
+}
+
+async fn device_status_decides_and_revocation_is_final(store: Arc<dyn Store>) {
+    let manual = token(&store, 5, Approve::Manual).await;
+    let key = DeviceKey::from_seed(&random_bytes());
+    let d = match store.enroll(enroll_request(&manual, &key)).await.unwrap() {
+        EnrollOutcome::Enrolled { device_id, status } => {
+            assert_eq!(status, DeviceStatus::Pending);
+            device_id
+        }
+        other => panic!("{other:?}"),
+    };
+    let dk = store.device_key(&d).await.unwrap().unwrap();
+    assert_eq!(dk.status, DeviceStatus::Pending);
+    assert_eq!(dk.public_jwk, key.public_jwk());
+    assert_eq!(
+        store.verifying_key(&d).await.unwrap(),
+        Some(key.verifying_key())
+    );
+    assert_eq!(store.verifying_key("nobody").await.unwrap(), None);
+    assert_eq!(
+        store
+            .ingest_event(event(&d, 1, EventKind::Duress, now()), WINDOW)
+            .await
+            .unwrap(),
+        IngestOutcome::DeviceNotActive(DeviceStatus::Pending)
+    );
+    store
+        .set_device_status(&d, DeviceStatus::Active, "admin")
+        .await
+        .unwrap();
+    assert!(
+        committed(&store, event(&d, 2, EventKind::Duress, now()))
+            .await
+            .is_some()
+    );
+    store
+        .set_device_status(&d, DeviceStatus::Revoked, "admin")
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .ingest_event(event(&d, 3, EventKind::Duress, now()), WINDOW)
+            .await
+            .unwrap(),
+        IngestOutcome::DeviceNotActive(DeviceStatus::Revoked)
+    );
+    for lift in [
+        DeviceStatus::Active,
+        DeviceStatus::Pending,
+        DeviceStatus::Disabled,
+    ] {
+        assert!(matches!(
+            store.set_device_status(&d, lift, "admin").await,
+            Err(StoreError::Refused(_))
+        ));
+    }
+    assert_eq!(
+        store.device_key(&d).await.unwrap().unwrap().status,
+        DeviceStatus::Revoked
+    );
+    // The revoked key cannot come back through enrollment either.
+    assert_eq!(
+        store.enroll(enroll_request(&manual, &key)).await.unwrap(),
+        EnrollOutcome::Refused(EnrollRefusal::KeyAlreadyEnrolled)
+    );
+    assert!(matches!(
+        store
+            .set_device_status("nobody", DeviceStatus::Active, "admin")
+            .await,
+        Err(StoreError::NoSuchDevice(_))
+    ));
+    // Each change is audited with its before and after.
+    let details: Vec<String> = store
+        .audit_log()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "device.status")
+        .map(|e| e.detail)
+        .collect();
+    assert_eq!(details, ["pending -> active", "active -> revoked"]);
+}
+
+async fn heartbeats_update_the_device_and_return_claimed_incidents(store: Arc<dyn Store>) {
+    let d = device(&store).await;
+    let first = committed(&store, event(&d, 1, EventKind::Duress, now()))
+        .await
+        .unwrap();
+    let hb = |seq: i64, host: Option<HostFacts>| HeartbeatUpdate {
+        device_id: d.clone(),
+        received_at: now(),
+        hotkey: HotkeyState::Registered {
+            chords: vec!["Ctrl+Alt+F12".into()],
+        },
+        queued: 2,
+        reported_last_seq: seq,
+        host,
+        location: None,
+    };
+    let recorded = store.record_heartbeat(hb(3, None)).await.unwrap();
+    assert_eq!(recorded.status, DeviceStatus::Active);
+    assert!(
+        recorded.claimed_incidents.is_empty(),
+        "nobody claimed it yet"
+    );
+
+    assert_eq!(
+        store
+            .apply_action(first, "alice", IncidentAction::Claim { takeover: false })
+            .await
+            .unwrap(),
+        ActionOutcome::Changed
+    );
+    let update = hb(4, Some(host("ws-renamed")));
+    let at = update.received_at;
+    let recorded = store.record_heartbeat(update).await.unwrap();
+    assert_eq!(recorded.claimed_incidents, [first]);
+
+    let dev = store
+        .list_devices()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|x| x.device_id == d)
+        .unwrap();
+    assert_eq!(dev.last_heartbeat_at, Some(at));
+    assert_eq!(dev.queued, Some(2));
+    assert_eq!(dev.reported_last_seq, Some(4));
+    assert_eq!(dev.last_seq, Some(1));
+    assert_eq!(dev.hostname, "ws-renamed");
+    assert_eq!(dev.host, host("ws-renamed"));
+    assert_eq!(
+        dev.location,
+        location("Bldg A, Room 214"),
+        "kept: none was sent"
+    );
+    assert!(matches!(dev.hotkey, Some(HotkeyState::Registered { .. })));
+
+    // Resolved incidents are not "claimed" any more.
+    store
+        .apply_action(
+            first,
+            "alice",
+            IncidentAction::Resolve {
+                disposition: "test".into(),
+                follow_up: String::new(),
+            },
+        )
+        .await
+        .unwrap();
+    assert!(
+        store
+            .record_heartbeat(hb(5, None))
+            .await
+            .unwrap()
+            .claimed_incidents
+            .is_empty()
+    );
+
+    // A revoked device's heartbeat writes nothing and learns nothing.
+    let second = committed(&store, event(&d, 6, EventKind::Duress, now()))
+        .await
+        .unwrap();
+    store
+        .apply_action(second, "alice", IncidentAction::Claim { takeover: false })
+        .await
+        .unwrap();
+    store
+        .set_device_status(&d, DeviceStatus::Revoked, "admin")
+        .await
+        .unwrap();
+    let recorded = store.record_heartbeat(hb(99, None)).await.unwrap();
+    assert_eq!(recorded.status, DeviceStatus::Revoked);
+    assert!(recorded.claimed_incidents.is_empty());
+    let dev = store
+        .list_devices()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|x| x.device_id == d)
+        .unwrap();
+    assert_eq!(dev.reported_last_seq, Some(5), "nothing written");
+    assert!(matches!(
+        store
+            .record_heartbeat(HeartbeatUpdate {
+                device_id: "nobody".into(),
+                ..hb(1, None)
+            })
+            .await,
+        Err(StoreError::NoSuchDevice(_))
+    ));
+}
+
+async fn a_one_use_token_enrolls_exactly_one_of_many_concurrent_devices(store: Arc<dyn Store>) {
+    let token_hash = token(&store, 1, Approve::Auto).await;
+    let keys: Vec<DeviceKey> = (0..8)
+        .map(|_| DeviceKey::from_seed(&random_bytes()))
+        .collect();
+    let outcomes = futures::future::join_all(keys.iter().map(|key| {
+        let store = store.clone();
+        let req = enroll_request(&token_hash, key);
+        tokio::spawn(async move { store.enroll(req).await })
+    }))
+    .await;
+    let outcomes: Vec<EnrollOutcome> = outcomes.into_iter().map(|o| o.unwrap().unwrap()).collect();
+    let winners: Vec<usize> = outcomes
+        .iter()
+        .enumerate()
+        .filter(|(_, o)| matches!(o, EnrollOutcome::Enrolled { .. }))
+        .map(|(i, _)| i)
+        .collect();
+    assert_eq!(winners.len(), 1, "{outcomes:?}");
+    let used_up = outcomes
+        .iter()
+        .filter(|o| **o == EnrollOutcome::Refused(EnrollRefusal::TokenUsedUp))
+        .count();
+    assert_eq!(used_up, 7, "{outcomes:?}");
+    let tokens = store.list_tokens(10).await.unwrap();
+    let t = tokens.iter().find(|t| t.token_hash == token_hash).unwrap();
+    assert_eq!(t.uses_left, 0);
+    assert_eq!(store.list_devices().await.unwrap().len(), 1);
+
+    // The winner retrying (it lost the answer) gets its device again; no use is consumed.
+    let winner = &keys[winners[0]];
+    let EnrollOutcome::Enrolled { device_id, .. } = &outcomes[winners[0]] else {
+        unreachable!()
+    };
+    assert_eq!(
+        store
+            .enroll(enroll_request(&token_hash, winner))
+            .await
+            .unwrap(),
+        EnrollOutcome::AlreadyEnrolled {
+            device_id: device_id.clone(),
+            status: DeviceStatus::Active
+        }
+    );
+}
+
+async fn token_refusals_and_listing(store: Arc<dyn Store>) {
+    let key = DeviceKey::from_seed(&random_bytes());
+    assert_eq!(
+        store
+            .enroll(enroll_request(&"0".repeat(64), &key))
+            .await
+            .unwrap(),
+        EnrollOutcome::Refused(EnrollRefusal::TokenInvalid)
+    );
+    let revoked = token(&store, 3, Approve::Auto).await;
+    assert!(store.revoke_token(&revoked, "admin").await.unwrap());
+    assert!(!store.revoke_token(&"f".repeat(64), "admin").await.unwrap());
+    assert_eq!(
+        store.enroll(enroll_request(&revoked, &key)).await.unwrap(),
+        EnrollOutcome::Refused(EnrollRefusal::TokenRevoked)
+    );
+    let expired = hex::encode(Sha256::digest(random_bytes()));
+    let created = now() - time::Duration::hours(2);
+    store
+        .create_token(
+            NewToken {
+                token_hash: expired.clone(),
+                uses: 3,
+                expires_at: Some(created + time::Duration::hours(1)),
+                approve: Approve::Manual,
+                created_at: created,
+            },
+            "admin",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.enroll(enroll_request(&expired, &key)).await.unwrap(),
+        EnrollOutcome::Refused(EnrollRefusal::TokenExpired)
+    );
+    let tokens = store.list_tokens(10).await.unwrap();
+    assert_eq!(tokens.len(), 2);
+    assert_eq!(tokens[0].token_hash, revoked, "newest first");
+    assert!(tokens[0].revoked);
+    assert_eq!(
+        tokens[1].expires_at,
+        Some(created + time::Duration::hours(1))
+    );
+    assert_eq!(tokens[1].created_at, created);
+    assert_eq!(tokens[1].approve, Approve::Manual);
+    assert_eq!(store.list_tokens(1).await.unwrap().len(), 1);
+    // Audited by the hash's first 8 characters, never the token.
+    let log = store.audit_log().await.unwrap();
+    let created_entries: Vec<_> = log.iter().filter(|e| e.action == "token.create").collect();
+    assert_eq!(created_entries.len(), 2);
+    assert_eq!(created_entries[0].subject, revoked[..8]);
+    assert!(
+        log.iter()
+            .any(|e| e.action == "token.revoke" && e.subject == revoked[..8])
+    );
+}
+
+async fn accounts_add_refuse_duplicates_and_disable_ends_sessions(store: Arc<dyn Store>) {
+    store
+        .add_user(user("bob", Role::Officer), "admin")
+        .await
+        .unwrap();
+    store
+        .add_user(user("alice", Role::Admin), "admin")
+        .await
+        .unwrap();
+    assert!(matches!(
+        store.add_user(user("alice", Role::Officer), "admin").await,
+        Err(StoreError::Refused(_))
+    ));
+    let users = store.list_users().await.unwrap();
+    assert_eq!(
+        users
+            .iter()
+            .map(|u| (u.username.as_str(), u.role))
+            .collect::<Vec<_>>(),
+        [("alice", Role::Admin), ("bob", Role::Officer)]
+    );
+    let creds = store.credentials("bob").await.unwrap().unwrap();
+    assert!(creds.password_hash.starts_with("$argon2id$"));
+    assert!(!creds.disabled);
+    assert!(store.credentials("carol").await.unwrap().is_none());
+
+    store
+        .create_session(session("s1", "bob"), "ip:10.0.0.1")
+        .await
+        .unwrap();
+    store
+        .create_session(session("s2", "bob"), "ip:10.0.0.2")
+        .await
+        .unwrap();
+    store
+        .create_session(session("s3", "alice"), "ip:10.0.0.3")
+        .await
+        .unwrap();
+    store.disable_user("bob", "alice").await.unwrap();
+    assert!(store.session("s1").await.unwrap().is_none());
+    assert!(store.session("s2").await.unwrap().is_none());
+    assert!(
+        store.session("s3").await.unwrap().is_some(),
+        "other users keep theirs"
+    );
+    assert!(store.credentials("bob").await.unwrap().unwrap().disabled);
+    assert!(matches!(
+        store.disable_user("carol", "alice").await,
+        Err(StoreError::Refused(_))
+    ));
+    store
+        .record_login_failure("bob", "ip:10.9.9.9")
+        .await
+        .unwrap();
+    let actions: Vec<(String, String, String)> = store
+        .audit_log()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.actor, e.action, e.subject))
+        .collect();
+    let expect = |a: &str, b: &str, c: &str| (a.to_owned(), b.to_owned(), c.to_owned());
+    assert_eq!(
+        actions,
+        [
+            expect("admin", "user.add", "bob"),
+            expect("admin", "user.add", "alice"),
+            expect("bob", "login.success", "bob"),
+            expect("bob", "login.success", "bob"),
+            expect("alice", "login.success", "alice"),
+            expect("alice", "user.disable", "bob"),
+            expect("ip:10.9.9.9", "login.failure", "bob"),
+        ]
+    );
+    verified_chain(&store).await;
+}
+
+async fn sessions_are_created_read_touched_expired_and_ended(store: Arc<dyn Store>) {
+    store
+        .add_user(user("alice", Role::Officer), "admin")
+        .await
+        .unwrap();
+    let s = session("hash-a", "alice");
+    store
+        .create_session(s.clone(), "ip:127.0.0.1")
+        .await
+        .unwrap();
+    let read = store.session("hash-a").await.unwrap().unwrap();
+    assert_eq!(read.username, "alice");
+    assert_eq!(read.csrf_token, s.csrf_token);
+    assert_eq!(read.last_seen_at, s.created_at);
+    assert_eq!(read.expires_at, s.expires_at);
+    assert_eq!(read.role, Some(Role::Officer));
+    assert!(!read.user_disabled);
+    assert!(store.session("hash-unknown").await.unwrap().is_none());
+
+    let later = s.created_at + time::Duration::minutes(5);
+    store.touch_session("hash-a", later).await.unwrap();
+    assert_eq!(
+        store.session("hash-a").await.unwrap().unwrap().last_seen_at,
+        later
+    );
+
+    let audit_before = store.audit_log().await.unwrap().len();
+    store.expire_session("hash-a").await.unwrap();
+    assert!(store.session("hash-a").await.unwrap().is_none());
+    assert_eq!(
+        store.audit_log().await.unwrap().len(),
+        audit_before,
+        "expiry is nobody's act: not audited"
+    );
+
+    store
+        .create_session(session("hash-b", "alice"), "ip:127.0.0.1")
+        .await
+        .unwrap();
+    store.end_session("hash-b", "alice").await.unwrap();
+    assert!(store.session("hash-b").await.unwrap().is_none());
+    let last = store.recent_audit(1).await.unwrap().remove(0);
+    assert_eq!(
+        (last.actor.as_str(), last.action.as_str()),
+        ("alice", "logout")
+    );
+    let login = store
+        .audit_log()
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|e| e.action == "login.success")
+        .unwrap();
+    assert_eq!(login.detail, "ip:127.0.0.1");
+}
+
+async fn incident_actions_follow_the_incident_state(store: Arc<dyn Store>) {
+    let id = incident(&store).await;
+    let act = |actor: &'static str, action: IncidentAction| {
+        let store = store.clone();
+        async move { store.apply_action(id, actor, action).await.unwrap() }
+    };
+    let claim = IncidentAction::Claim { takeover: false };
+    assert_eq!(act("alice", claim.clone()).await, ActionOutcome::Changed);
+    assert_eq!(act("alice", claim.clone()).await, ActionOutcome::Unchanged);
+    let claimed = store.incident(id).await.unwrap().unwrap().incident;
+    let alice_at = claimed.claimed_at.unwrap();
+    assert_eq!(claimed.claimed_by.as_deref(), Some("alice"));
+    assert_eq!(claimed.first_claimed_at, Some(alice_at));
+    assert_eq!(
+        act("bob", claim.clone()).await,
+        ActionOutcome::ClaimedBy {
+            username: "alice".into(),
+            at: Some(alice_at)
+        }
+    );
+    assert_eq!(
+        act("bob", IncidentAction::Claim { takeover: true }).await,
+        ActionOutcome::Changed
+    );
+    assert_eq!(
+        act("bob", IncidentAction::Note("  on my way  ".into())).await,
+        ActionOutcome::Changed
+    );
+    assert_eq!(
+        act("bob", IncidentAction::Level("lockdown".into())).await,
+        ActionOutcome::Changed
+    );
+    assert_eq!(
+        act("bob", IncidentAction::Called911).await,
+        ActionOutcome::Changed
+    );
+    let resolve = IncidentAction::Resolve {
+        disposition: "no emergency found".into(),
+        follow_up: " call back tomorrow ".into(),
+    };
+    assert_eq!(act("bob", resolve.clone()).await, ActionOutcome::Changed);
+
+    let resolved = store.incident(id).await.unwrap().unwrap().incident;
+    assert!(!resolved.is_open());
+    assert_eq!(resolved.claimed_by.as_deref(), Some("bob"));
+    assert_eq!(
+        resolved.first_claimed_at,
+        Some(alice_at),
+        "kept across take-overs"
+    );
+    assert_eq!(resolved.response_level.as_deref(), Some("lockdown"));
+    assert!(resolved.called_911_at.is_some());
+    assert!(resolved.resolved_at.is_some());
+    assert_eq!(resolved.resolved_by.as_deref(), Some("bob"));
+    assert_eq!(resolved.disposition.as_deref(), Some("no emergency found"));
+    assert_eq!(resolved.follow_up.as_deref(), Some("call back tomorrow"));
+
+    // Actions a resolved incident refuses.
+    assert!(matches!(
+        act("carol", claim.clone()).await,
+        ActionOutcome::Refused(_)
+    ));
+    assert!(matches!(
+        act("bob", resolve).await,
+        ActionOutcome::Refused(_)
+    ));
+    assert_eq!(
+        act("bob", IncidentAction::Reopen).await,
+        ActionOutcome::Changed
+    );
+    assert_eq!(
+        act("bob", IncidentAction::Reopen).await,
+        ActionOutcome::Unchanged
+    );
+    let reopened = store.incident(id).await.unwrap().unwrap();
+    assert!(reopened.incident.is_open());
+    assert_eq!(reopened.incident.resolved_at, None);
+    assert_eq!(reopened.incident.disposition, None);
+    assert_eq!(reopened.incident.events.len(), 1, "the press");
+
+    let timeline: Vec<(&str, &str)> = reopened
+        .timeline
+        .iter()
+        .map(|t| (t.actor.as_str(), t.kind.as_str()))
+        .collect();
+    assert_eq!(
+        timeline,
+        [
+            ("alice", "claim"),
+            ("bob", "takeover"),
+            ("bob", "note"),
+            ("bob", "level"),
+            ("bob", "911"),
+            ("bob", "resolve"),
+            ("bob", "reopen"),
+        ]
+    );
+    assert_eq!(reopened.timeline[1].text, "bob took over from alice");
+    assert_eq!(reopened.timeline[2].text, "on my way");
+    assert_eq!(
+        reopened.timeline[4].text,
+        duress_receiver::store::called_911_text(reopened.incident.called_911_at.unwrap())
+    );
+    assert_eq!(
+        reopened.timeline[5].text,
+        "Disposition: no emergency found. Follow-up: call back tomorrow"
+    );
+    // Each change has its audit entry and live row; refusals and no-ops have none.
+    let audited: Vec<String> = store
+        .audit_log()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.subject == id.to_string())
+        .map(|e| e.action)
+        .collect();
+    assert_eq!(
+        audited,
+        [
+            "incident.claim",
+            "incident.claim",
+            "incident.note",
+            "incident.level",
+            "incident.911",
+            "incident.resolve",
+            "incident.reopen"
+        ]
+    );
+    let live: Vec<String> = store
+        .live_after(0, 100)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r.incident_id == Some(id))
+        .map(|r| r.kind)
+        .collect();
+    assert_eq!(
+        live,
+        [
+            "incident.press",
+            "incident.claim",
+            "incident.takeover",
+            "incident.note",
+            "incident.level",
+            "incident.911",
+            "incident.resolve",
+            "incident.reopen"
+        ]
+    );
+    assert_eq!(
+        store
+            .apply_action(Uuid::now_v7(), "bob", IncidentAction::Called911)
+            .await
+            .unwrap(),
+        ActionOutcome::NotFound
+    );
+    verified_chain(&store).await;
+}
+
+async fn of_concurrent_claims_exactly_one_wins(store: Arc<dyn Store>) {
+    for _round in 0..3 {
+        let id = incident(&store).await;
+        let officers = ["alice", "bob", "carol", "dave", "erin", "frank"];
+        let results = futures::future::join_all(officers.into_iter().map(|who| {
+            let store = store.clone();
+            tokio::spawn(async move {
+                let r = store
+                    .apply_action(id, who, IncidentAction::Claim { takeover: false })
+                    .await
+                    .unwrap();
+                (who, r)
+            })
+        }))
+        .await;
+        let results: Vec<(&str, ActionOutcome)> = results.into_iter().map(|r| r.unwrap()).collect();
+        let winners: Vec<&str> = results
+            .iter()
+            .filter(|(_, r)| *r == ActionOutcome::Changed)
+            .map(|(who, _)| *who)
+            .collect();
+        assert_eq!(winners.len(), 1, "{results:?}");
+        let winner = winners[0];
+        for (who, r) in &results {
+            if *who != winner {
+                assert!(
+                    matches!(r, ActionOutcome::ClaimedBy { username, at: Some(_) } if username == winner),
+                    "{who}: {r:?}"
+                );
+            }
+        }
+        let detail = store.incident(id).await.unwrap().unwrap();
+        assert_eq!(detail.incident.claimed_by.as_deref(), Some(winner));
+        assert_eq!(detail.timeline.len(), 1, "one claim entry");
+    }
+    verified_chain(&store).await;
+}
+
+async fn escalation_happens_once(store: Arc<dyn Store>) {
+    let due = incident(&store).await;
+    let claimed = incident(&store).await;
+    store
+        .apply_action(claimed, "alice", IncidentAction::Claim { takeover: false })
+        .await
+        .unwrap();
+    // Not due yet with a long delay.
+    assert_eq!(
+        store
+            .escalate_unclaimed(Duration::from_secs(3600))
+            .await
+            .unwrap(),
+        0
+    );
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let counts = futures::future::join_all(
+        (0..4).map(|_| store.escalate_unclaimed(Duration::from_millis(1))),
+    )
+    .await;
+    let total: usize = counts.into_iter().map(|c| c.unwrap()).sum();
+    assert_eq!(total, 1, "escalated once, however many callers race");
+    assert_eq!(
+        store
+            .escalate_unclaimed(Duration::from_millis(1))
+            .await
+            .unwrap(),
+        0
+    );
+    let detail = store.incident(due).await.unwrap().unwrap();
+    assert!(detail.incident.escalated_at.is_some());
+    assert_eq!(detail.timeline.len(), 1);
+    assert_eq!(detail.timeline[0].actor, "system");
+    assert_eq!(detail.timeline[0].kind, "escalation");
+    assert_eq!(
+        detail.timeline[0].text,
+        duress_receiver::store::escalation_text(Duration::from_millis(1))
+    );
+    assert!(
+        store
+            .incident(claimed)
+            .await
+            .unwrap()
+            .unwrap()
+            .incident
+            .escalated_at
+            .is_none()
+    );
+    let log = store.audit_log().await.unwrap();
+    assert_eq!(
+        log.iter()
+            .filter(|e| e.action == "incident.escalate")
+            .count(),
+        1
+    );
+    let live = store.live_after(0, 100).await.unwrap();
+    let escalation: Vec<_> = live
+        .iter()
+        .filter(|r| r.kind == "incident.escalation")
+        .collect();
+    assert_eq!(escalation.len(), 1);
+    assert_eq!(escalation[0].incident_id, Some(due));
+    let payload: serde_json::Value = serde_json::from_str(&escalation[0].payload).unwrap();
+    assert_eq!(payload["label"], "Bldg A, Room 214");
+}
+
+async fn audit_chain_verifies_after_many_and_concurrent_writes(store: Arc<dyn Store>) {
+    for i in 0..10 {
+        store
+            .add_user(user(&format!("user{i}"), Role::Officer), "admin")
+            .await
+            .unwrap();
+    }
+    let writers = futures::future::join_all((0..24).map(|i| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            match i % 3 {
+                0 => {
+                    token(&store, 1, Approve::Auto).await;
+                }
+                1 => {
+                    store
+                        .record_login_failure(&format!("user{i}"), "ip:192.0.2.1")
+                        .await
+                        .unwrap();
+                }
+                _ => {
+                    let id = incident(&store).await;
+                    store
+                        .apply_action(id, "alice", IncidentAction::Note(format!("note {i}")))
+                        .await
+                        .unwrap();
+                }
+            }
+        })
+    }))
+    .await;
+    for w in writers {
+        w.unwrap();
+    }
+    // 10 users; per third of 24: a token (1 entry), a failure (1), a device's token plus a
+    // note (2).
+    let expected = 10 + 8 + 8 + 8 * 2;
+    assert_eq!(verified_chain(&store).await, expected);
+    let log = store.audit_log().await.unwrap();
+    assert_eq!(
+        log.iter().map(|e| e.id).collect::<Vec<_>>(),
+        (1..=expected as i64).collect::<Vec<_>>()
+    );
+    let recent = store.recent_audit(3).await.unwrap();
+    assert_eq!(
+        recent.iter().map(|e| e.id).collect::<Vec<_>>(),
+        [expected as i64, expected as i64 - 1, expected as i64 - 2]
+    );
+    assert_eq!(recent[0], log[expected - 1]);
+    // The stored time is the hashed text: the format every backend shares.
+    assert_eq!(log[0].at.len(), "2026-12-01T00:00:00.000Z".len());
+    assert!(log[0].at.ends_with('Z'));
+}
+
+async fn camera_mappings_are_added_listed_and_deleted(store: Arc<dyn Store>) {
+    let mapping = |value: &str| NewCameraMapping {
+        match_field: "BLD".into(),
+        match_value: value.into(),
+        name: format!("Lobby {value}"),
+        url_template: "https://cams.example/{BLD}".into(),
+        created_at: now(),
+    };
+    let a = store
+        .add_camera_mapping(mapping("A"), "admin")
+        .await
+        .unwrap();
+    let b = store
+        .add_camera_mapping(mapping("B"), "admin")
+        .await
+        .unwrap();
+    assert!(b > a);
+    let listed = store.camera_mappings().await.unwrap();
+    assert_eq!(
+        listed
+            .iter()
+            .map(|m| (m.id, m.match_value.as_str()))
+            .collect::<Vec<_>>(),
+        [(a, "A"), (b, "B")]
+    );
+    assert_eq!(listed[0].name, "Lobby A");
+    assert!(store.delete_camera_mapping(a, "admin").await.unwrap());
+    assert!(!store.delete_camera_mapping(a, "admin").await.unwrap());
+    assert_eq!(store.camera_mappings().await.unwrap().len(), 1);
+    let actions: Vec<(String, String)> = store
+        .audit_log()
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| (e.action, e.subject))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("camera.add".to_owned(), a.to_string()),
+            ("camera.add".to_owned(), b.to_string()),
+            ("camera.delete".to_owned(), a.to_string()),
+        ]
+    );
+}
+
+/// Writers and events per writer of the live-log test.
+const LIVE_DEVICES: i64 = 8;
+const LIVE_EVENTS: i64 = 9;
+
+async fn live_log_replays_in_id_order_and_misses_nothing(store: Arc<dyn Store>) {
+    assert_eq!(store.live_latest_id().await.unwrap(), 0);
+    let wake = store.live_wake();
+    let woken = wake.notified();
+    let devices: Vec<String> =
+        futures::future::join_all((0..LIVE_DEVICES).map(|_| device(&store))).await;
+    // A reader tails the log while writers write, the way the console's pump does.
+    let done = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let tail = {
+        let store = store.clone();
+        let done = done.clone();
+        tokio::spawn(async move {
+            let mut seen = Vec::new();
+            let mut last = 0;
+            loop {
+                let finished = done.load(std::sync::atomic::Ordering::SeqCst);
+                let rows = store.live_after(last, 7).await.unwrap();
+                for r in &rows {
+                    assert!(r.id > last, "in id order");
+                    last = r.id;
+                    seen.push(r.id);
+                }
+                if finished && rows.is_empty() {
+                    return seen;
+                }
+            }
+        })
+    };
+    let writers = futures::future::join_all(devices.iter().enumerate().map(|(n, d)| {
+        let store = store.clone();
+        let d = d.clone();
+        tokio::spawn(async move {
+            for seq in 1..=LIVE_EVENTS {
+                let kind = if seq % 3 == 0 {
+                    EventKind::Test
+                } else {
+                    EventKind::Duress
+                };
+                let id = committed(&store, event(&d, seq, kind, now())).await;
+                if let Some(id) = id
+                    && n % 2 == 0
+                {
+                    store
+                        .apply_action(id, "alice", IncidentAction::Note(format!("{d} {seq}")))
+                        .await
+                        .unwrap();
+                }
+            }
+        })
+    }))
+    .await;
+    for w in writers {
+        w.unwrap();
+    }
+    // The first commit poked the wake-up.
+    tokio::time::timeout(Duration::from_secs(5), woken)
+        .await
+        .unwrap();
+    done.store(true, std::sync::atomic::Ordering::SeqCst);
+    let tailed = tail.await.unwrap();
+
+    let all = store.live_after(0, 1000).await.unwrap();
+    // Every event has its row; every third is a self-test; each duress event of an even
+    // device also has a note.
+    let (tests, presses) = (
+        LIVE_DEVICES * (LIVE_EVENTS / 3),
+        LIVE_DEVICES * (LIVE_EVENTS - LIVE_EVENTS / 3),
+    );
+    let notes = presses / 2;
+    assert_eq!(all.len() as i64, tests + presses + notes);
+    let ids: Vec<i64> = all.iter().map(|r| r.id).collect();
+    assert!(ids.windows(2).all(|w| w[0] < w[1]), "{ids:?}");
+    assert_eq!(tailed, ids, "the tailing reader missed nothing");
+    assert_eq!(store.live_latest_id().await.unwrap(), *ids.last().unwrap());
+    // Paging through gives the same rows.
+    let mut paged = Vec::new();
+    let mut last = 0;
+    loop {
+        let page = store.live_after(last, 5).await.unwrap();
+        if page.is_empty() {
+            break;
+        }
+        assert!(page.len() <= 5);
+        last = page.last().unwrap().id;
+        paged.extend(page);
+    }
+    assert_eq!(paged, all);
+    let kinds = |k: &str| all.iter().filter(|r| r.kind == k).count();
+    assert_eq!(kinds("selftest") as i64, tests);
+    assert_eq!(kinds("incident.press") as i64, presses);
+    assert_eq!(kinds("incident.note") as i64, notes);
+    let press = all.iter().find(|r| r.kind == "incident.press").unwrap();
+    assert!(press.incident_id.is_some());
+    let payload: serde_json::Value = serde_json::from_str(&press.payload).unwrap();
+    assert_eq!(payload["label"], "Bldg A, Room 214");
+    assert!(devices.contains(&payload["device_id"].as_str().unwrap().to_owned()));
+}
+
+async fn a_closed_store_is_unavailable(store: Arc<dyn Store>) {
+    let d = device(&store).await;
+    store.health().await.unwrap();
+    store.close().await;
+    assert!(matches!(
+        store.health().await,
+        Err(StoreError::Unavailable(_))
+    ));
+    assert!(matches!(
+        store
+            .ingest_event(event(&d, 1, EventKind::Duress, now()), WINDOW)
+            .await,
+        Err(StoreError::Unavailable(_))
+    ));
+    assert!(matches!(
+        store.record_login_failure("x", "ip:192.0.2.9").await,
+        Err(StoreError::Unavailable(_))
+    ));
+}
+
+// ---------------------------------------------------------------------------------------------
+// PostgreSQL only: several receivers on one database.
+
+/// Two stores (two receivers, two pools) appending to the audit chain at once still build one
+/// valid chain; and they both started at once on an empty database (the migration lock).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_two_receivers_write_one_valid_audit_chain() {
+    let url = pg_url();
+    let (a, b) = tokio::join!(PostgresStore::connect(&url), PostgresStore::connect(&url));
+    let stores: [Arc<dyn Store>; 2] = [Arc::new(a.unwrap()), Arc::new(b.unwrap())];
+    let writers = futures::future::join_all((0..40).map(|i| {
+        let store = stores[i % 2].clone();
+        tokio::spawn(async move {
+            store
+                .record_login_failure(&format!("user{i}"), "ip:198.51.100.7")
+                .await
+                .unwrap();
+        })
+    }))
+    .await;
+    for w in writers {
+        w.unwrap();
+    }
+    let by_a = stores[0].audit_log().await.unwrap();
+    assert_eq!(audit_chain::verify(&by_a), Ok(40));
+    assert_eq!(stores[1].audit_log().await.unwrap(), by_a);
+    let mut subjects: Vec<String> = by_a.into_iter().map(|e| e.subject).collect();
+    subjects.sort();
+    let mut expected: Vec<String> = (0..40).map(|i| format!("user{i}")).collect();
+    expected.sort();
+    assert_eq!(subjects, expected, "every write has its entry");
+    for s in stores {
+        s.close().await;
+    }
+}
+
+/// Two receivers take presses of one device at the same moment: one incident, and claims
+/// through different receivers still have exactly one winner.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_two_receivers_group_and_claim_as_one() {
+    let url = pg_url();
+    let a: Arc<dyn Store> = Arc::new(PostgresStore::connect(&url).await.unwrap());
+    let b: Arc<dyn Store> = Arc::new(PostgresStore::connect(&url).await.unwrap());
+    let d = device(&a).await;
+    let t = now();
+    let presses = futures::future::join_all((1..=10).map(|seq| {
+        let store = if seq % 2 == 0 { a.clone() } else { b.clone() };
+        let ev = event(&d, seq, EventKind::Duress, t);
+        tokio::spawn(async move { store.ingest_event(ev, WINDOW).await.unwrap() })
+    }))
+    .await;
+    assert!(
+        presses
+            .into_iter()
+            .all(|p| matches!(p.unwrap(), IngestOutcome::Committed(_)))
+    );
+    let incidents = b.list_incidents(IncidentFilter::Open).await.unwrap();
+    assert_eq!(incidents.len(), 1);
+    assert_eq!(incidents[0].press_count, 10);
+    let id = incidents[0].incident_id;
+    let (ra, rb) = tokio::join!(
+        a.apply_action(id, "alice", IncidentAction::Claim { takeover: false }),
+        b.apply_action(id, "bob", IncidentAction::Claim { takeover: false }),
+    );
+    let outcomes = [ra.unwrap(), rb.unwrap()];
+    assert_eq!(
+        outcomes
+            .iter()
+            .filter(|o| **o == ActionOutcome::Changed)
+            .count(),
+        1,
+        "{outcomes:?}"
+    );
+    assert!(
+        outcomes
+            .iter()
+            .any(|o| matches!(o, ActionOutcome::ClaimedBy { .. }))
+    );
+    // The key a receiver cached is the device's key for every receiver.
+    assert_eq!(
+        a.verifying_key(&d).await.unwrap(),
+        b.verifying_key(&d).await.unwrap()
+    );
+    a.close().await;
+    b.close().await;
+}
+
+/// A wrong or unreachable URL is `Unavailable`, and the message names it without its password.
+#[tokio::test]
+async fn postgres_unreachable_url_is_unavailable_and_never_shows_the_password() {
+    let dir = tempfile::tempdir().unwrap();
+    let url = format!(
+        "postgres://duress:hunter2-secret@/duress?host={}",
+        dir.path().display()
+    );
+    let e = PostgresStore::connect(&url).await.unwrap_err();
+    let message = e.to_string();
+    assert!(matches!(e, StoreError::Unavailable(_)), "{e:?}");
+    assert!(!message.contains("hunter2-secret"), "{message}");
+    assert!(
+        message.contains("postgres://duress:***@/duress"),
+        "{message}"
+    );
+
+    // The right server, a wrong database: also named without the password.
+    let pg = duress_testpg::TestPg::shared().unwrap();
+    let url = format!(
+        "postgres://postgres:hunter2-secret@/no_such_db?host={}",
+        pg.socket_dir().display()
+    );
+    let e = PostgresStore::connect(&url).await.unwrap_err();
+    assert!(!e.to_string().contains("hunter2-secret"), "{e}");
+    assert!(e.to_string().contains("no_such_db"), "{e}");
+}
