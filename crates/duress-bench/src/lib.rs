@@ -17,6 +17,10 @@
 //! - [`p5`]: 1,000 alarms queued in one outbox while the receiver is down: time from its return
 //!   to the last acknowledgement.
 //!
+//! `--database URL` runs every scenario's receiver on that PostgreSQL database instead of
+//! SQLite; `--database testpg` starts a throw-away PostgreSQL 15 for the run (see
+//! [`pg`]).
+//!
 //! Support: [`receiver`] (the release receiver binary as a child process, so its CPU is its
 //! own), [`console`] (an officer's signed-in live stream), [`stats`], [`svg`] (the plots),
 //! [`keyring`] (the agent's real keystore in a private session bus).
@@ -33,6 +37,7 @@ pub mod p2;
 pub mod p3;
 pub mod p4;
 pub mod p5;
+pub mod pg;
 pub mod receiver;
 pub mod stats;
 pub mod svg;
@@ -49,6 +54,63 @@ pub struct Options {
     /// Parent of the receiver's and agents' state directories: a real disk (never tmpfs),
     /// since fsync is half of what is measured.
     pub work_dir: PathBuf,
+    /// The receiver's store in every scenario that starts one.
+    pub database: Database,
+}
+
+/// Which store the receivers under test use (`--database`).
+#[derive(Debug, Clone, Default)]
+pub enum Database {
+    /// SQLite in each receiver's own (temporary) data directory: the embedded default.
+    #[default]
+    Sqlite,
+    /// The database this URL names (`postgres://…`), shared by every scenario of the run: each
+    /// scenario's receiver migrates it (once) and adds its own devices and events to it.
+    Url(String),
+    /// `--database testpg`: a throw-away PostgreSQL 15 cluster started for this run
+    /// (`duress-testpg`), restarted with `fsync=on` so that its commits are as durable as
+    /// SQLite's; every scenario gets a fresh database in it.
+    TestPg(std::sync::Arc<duress_testpg::TestPg>),
+}
+
+impl Database {
+    /// The backend's name, for the figures: `sqlite` or `postgres`.
+    pub fn backend(&self) -> &'static str {
+        match self {
+            Database::Sqlite => "sqlite",
+            Database::Url(_) | Database::TestPg(_) => "postgres",
+        }
+    }
+
+    /// The `--database` URL for a new scenario's receiver (`None`: SQLite in its data dir).
+    pub fn for_receiver(&self) -> anyhow::Result<Option<String>> {
+        match self {
+            Database::Sqlite => Ok(None),
+            Database::Url(url) => Ok(Some(url.clone())),
+            Database::TestPg(pg) => Ok(Some(pg.fresh_url().map_err(anyhow::Error::msg)?)),
+        }
+    }
+
+    /// CPU time of the database server so far, when the bench knows its processes (the
+    /// `testpg` cluster; SQLite runs inside the receiver, a `--database URL` server is not ours).
+    pub fn cpu_time(&self) -> Option<std::time::Duration> {
+        match self {
+            Database::TestPg(pg) => pg::cpu_time(pg),
+            Database::Sqlite | Database::Url(_) => None,
+        }
+    }
+}
+
+/// `(b - a)` over `wall`, in % of one core; NaN when either is unknown.
+pub fn cpu_pct(
+    a: Option<std::time::Duration>,
+    b: Option<std::time::Duration>,
+    wall: std::time::Duration,
+) -> f64 {
+    match (a, b) {
+        (Some(a), Some(b)) => b.saturating_sub(a).as_secs_f64() / wall.as_secs_f64() * 100.0,
+        _ => f64::NAN,
+    }
 }
 
 impl Options {

@@ -4,6 +4,8 @@
 //! cargo run --release -p duress-bench -- all            # the full run (docs/PERFORMANCE.md)
 //! cargo run --release -p duress-bench -- all --quick    # under a minute once built
 //! cargo run --release -p duress-bench -- p3 --plots docs/perf
+//! cargo run --release -p duress-bench -- p1 --database testpg   # on a throw-away PostgreSQL
+//! cargo run --release -p duress-bench -- p3 --database postgres://u@/db?host=/run/postgresql
 //! ```
 //!
 //! A benchmark, never a pass/fail test: it exits non-zero only when a measurement could not be
@@ -13,7 +15,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use duress_bench::{Figures, Options, svg};
+use duress_bench::{Database, Figures, Options, svg};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -34,6 +36,12 @@ struct Cli {
     /// `bench-work` directory beside the bench binary, in the cargo target directory.
     #[arg(long, global = true, value_name = "DIR")]
     work_dir: Option<PathBuf>,
+    /// The receivers' store in every scenario: a `postgres://…` URL (shared by the scenarios
+    /// of the run), or `testpg` to start a throw-away PostgreSQL 15 (`duress-testpg`, with
+    /// fsync on) for this run, a fresh database per scenario. Default: SQLite in each
+    /// receiver's data directory.
+    #[arg(long, global = true, value_name = "URL|testpg")]
+    database: Option<String>,
 }
 
 #[derive(Debug, Subcommand)]
@@ -63,10 +71,19 @@ enum What {
     },
 }
 
+/// `--database`: none (SQLite), `testpg` (a cluster for this run) or a URL.
+fn database(arg: Option<&str>) -> anyhow::Result<Database> {
+    match arg.map(str::trim) {
+        None | Some("") | Some("sqlite") => Ok(Database::Sqlite),
+        Some("testpg") => Ok(Database::TestPg(duress_bench::pg::start()?)),
+        Some(url) => Ok(Database::Url(url.to_owned())),
+    }
+}
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if let What::ServeReceiver { data_dir, listen } = cli.what {
-        return serve_receiver(data_dir, listen);
+        return serve_receiver(data_dir, listen, cli.database);
     }
     // The agent engine's key lives in the real Secret Service: run inside a private one.
     if let Err(e) = duress_bench::keyring::ensure_session() {
@@ -82,10 +99,18 @@ fn main() -> ExitCode {
         eprintln!("duress-bench: creating {}: {e}", work_dir.display());
         return ExitCode::FAILURE;
     }
+    let database = match database(cli.database.as_deref()) {
+        Ok(d) => d,
+        Err(e) => {
+            eprintln!("duress-bench: --database: {e:#}");
+            return ExitCode::FAILURE;
+        }
+    };
     let opts = Options {
         quick: cli.quick,
         plots: cli.plots.clone(),
         work_dir,
+        database,
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -214,6 +239,15 @@ fn machine(f: &mut Figures, opts: &Options) {
     f.put("work_dir_fs", duress_bench::filesystem_of(&opts.work_dir));
     f.put("receiver", duress_bench::receiver::receiver_label());
     f.put("mode", if opts.quick { "quick" } else { "full" });
+    f.put("backend", opts.database.backend());
+    f.put(
+        "database",
+        match &opts.database {
+            Database::Sqlite => "SQLite in each receiver's data directory".to_owned(),
+            Database::Url(url) => duress_receiver::store::DatabaseUrl::new(url.clone()).to_string(),
+            Database::TestPg(pg) => duress_bench::pg::describe(pg),
+        },
+    );
 }
 
 /// `goal_*=met|not met|n/a` from the issue's goals.
@@ -269,9 +303,13 @@ fn goals(f: &mut Figures) {
     }
 }
 
-/// `duress-receiver serve --data-dir D --listen A`, from this binary (same library call, same
+/// `duress-receiver serve --data-dir D --listen A [--database URL]`, from this binary (same library call, same
 /// log setup); stops on SIGTERM or SIGINT.
-fn serve_receiver(data_dir: PathBuf, listen: std::net::SocketAddr) -> ExitCode {
+fn serve_receiver(
+    data_dir: PathBuf,
+    listen: std::net::SocketAddr,
+    database: Option<String>,
+) -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(false)
@@ -306,7 +344,11 @@ fn serve_receiver(data_dir: PathBuf, listen: std::net::SocketAddr) -> ExitCode {
                 }
             }
         };
-        duress_receiver::launch(duress_receiver::Settings::new(data_dir), listener, shutdown).await
+        let mut settings = duress_receiver::Settings::new(data_dir);
+        settings.database = database
+            .filter(|d| !d.trim().is_empty())
+            .map(duress_receiver::store::DatabaseUrl::new);
+        duress_receiver::launch(settings, listener, shutdown).await
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

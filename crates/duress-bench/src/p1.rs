@@ -21,7 +21,7 @@ const PER_ALARM_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// An enrolled engine in `dir/agent` pointing at `receiver`.
 pub async fn enrolled_engine(dir: &Path, receiver: &ReceiverChild) -> anyhow::Result<Engine> {
-    let token = crate::receiver::token(&receiver.data_dir, 1).await?;
+    let token = crate::receiver::token(receiver, 1).await?;
     let engine =
         Engine::open(Policy::default(), dir.join("agent")).context("opening the engine")?;
     engine
@@ -53,10 +53,12 @@ pub async fn press(engine: &Engine) -> anyhow::Result<uuid::Uuid> {
 pub async fn run(opts: &Options, figures: &mut Figures) -> anyhow::Result<Sample> {
     let n = opts.pick(200, 1000);
     let dir = tempfile::tempdir_in(&opts.work_dir)?;
-    let mut receiver = ReceiverChild::start(&dir.path().join("receiver"))?;
+    let mut receiver =
+        ReceiverChild::start(&dir.path().join("receiver"), opts.database.for_receiver()?)?;
     figures.put("p1_filesystem", crate::filesystem_of(dir.path()));
     let engine = enrolled_engine(dir.path(), &receiver).await?;
-    let mut console = ConsoleStream::open(&receiver.data_dir, &receiver.url, &receiver.ca).await?;
+    let mut console =
+        ConsoleStream::open(&receiver.location(), &receiver.url, &receiver.ca).await?;
 
     // The floor is sampled between the alarms, so both see the same disk and the same load
     // (the machine is shared: a separate floor phase would measure another moment).

@@ -93,8 +93,9 @@ async fn measure(opts: &Options, figures: &mut Figures) -> anyhow::Result<Sample
     require_tool("xdotool")?;
     let presses = opts.pick(10, 50);
     let dir = tempfile::tempdir_in(&opts.work_dir)?;
-    let mut receiver = ReceiverChild::start(&dir.path().join("receiver"))?;
-    let token = crate::receiver::token(&receiver.data_dir, 1).await?;
+    let mut receiver =
+        ReceiverChild::start(&dir.path().join("receiver"), opts.database.for_receiver()?)?;
+    let token = crate::receiver::token(&receiver, 1).await?;
     let policy = dir.path().join("agent.toml");
     write_policy(&policy, &receiver, &token)?;
     let (_xvfb, display) = xvfb()?;
@@ -119,7 +120,7 @@ async fn measure(opts: &Options, figures: &mut Figures) -> anyhow::Result<Sample
     // Enrolled (through the policy token) and its chord grabbed.
     let deadline = Instant::now() + crate::p2::TRAY_START_TIMEOUT;
     loop {
-        let devices = duress_receiver::admin::list_devices(&receiver.data_dir).await?;
+        let devices = duress_receiver::admin::list_devices(receiver.location()).await?;
         if !devices.is_empty() {
             break;
         }
@@ -131,7 +132,8 @@ async fn measure(opts: &Options, figures: &mut Figures) -> anyhow::Result<Sample
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
     tokio::time::sleep(Duration::from_secs(1)).await;
-    let mut console = ConsoleStream::open(&receiver.data_dir, &receiver.url, &receiver.ca).await?;
+    let mut console =
+        ConsoleStream::open(&receiver.location(), &receiver.url, &receiver.ca).await?;
 
     let mut times = Vec::with_capacity(presses);
     for i in 0..presses {

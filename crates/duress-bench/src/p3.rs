@@ -36,7 +36,7 @@ pub async fn enroll_stations(
     n: usize,
     parallel: usize,
 ) -> anyhow::Result<Vec<Arc<SimStation>>> {
-    let token = crate::receiver::token(&receiver.data_dir, u32::try_from(n)?).await?;
+    let token = crate::receiver::token(receiver, u32::try_from(n)?).await?;
     let client = https_client(&receiver.ca, parallel)?;
     let deadline = Instant::now() + Duration::from_secs(300);
     let enrolled: Vec<anyhow::Result<SimStation>> = futures::stream::iter(0..n)
@@ -178,7 +178,8 @@ pub async fn run(opts: &Options, figures: &mut Figures) -> anyhow::Result<Vec<Le
     let span = Duration::from_millis(opts.pick(1500, 5000));
     let max_c = levels.iter().copied().max().unwrap_or(1);
     let dir = tempfile::tempdir_in(&opts.work_dir)?;
-    let mut receiver = ReceiverChild::start(&dir.path().join("receiver"))?;
+    let mut receiver =
+        ReceiverChild::start(&dir.path().join("receiver"), opts.database.for_receiver()?)?;
     let t = Instant::now();
     let stations = Arc::new(enroll_stations(&receiver, max_c, 16).await?);
     eprintln!(
@@ -193,6 +194,7 @@ pub async fn run(opts: &Options, figures: &mut Figures) -> anyhow::Result<Vec<Le
         let client = https_client(&receiver.ca, c)?;
         let presigned = presign(&stations, presign_count(span)).await?;
         let cpu0 = receiver.cpu_time();
+        let db_cpu0 = opts.database.cpu_time();
         let t0 = Instant::now();
         let events = {
             let (client, url, stations) = (client.clone(), url.clone(), stations.clone());
@@ -217,6 +219,7 @@ pub async fn run(opts: &Options, figures: &mut Figures) -> anyhow::Result<Vec<Le
             (Some(a), Some(b)) => (b - a).as_secs_f64() / wall.as_secs_f64() * 100.0,
             _ => f64::NAN,
         };
+        let db_cpu = crate::cpu_pct(db_cpu0, opts.database.cpu_time(), wall);
         let noop = {
             let (client, url) = (client.clone(), url.clone());
             window(c, span, move |_| {
@@ -243,6 +246,9 @@ pub async fn run(opts: &Options, figures: &mut Figures) -> anyhow::Result<Vec<Le
         figures.num(&format!("p3_c{c}_event_p50_ms"), lat.p50(), 2);
         figures.num(&format!("p3_c{c}_event_p99_ms"), level.event_p99_ms, 2);
         figures.num(&format!("p3_c{c}_receiver_cpu_pct"), cpu, 0);
+        if !db_cpu.is_nan() {
+            figures.num(&format!("p3_c{c}_database_cpu_pct"), db_cpu, 0);
+        }
         if events.failed + noop.failed > 0 {
             figures.put(&format!("p3_c{c}_failed"), events.failed + noop.failed);
         }

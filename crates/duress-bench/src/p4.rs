@@ -30,7 +30,8 @@ pub async fn run(opts: &Options, figures: &mut Figures) -> anyhow::Result<()> {
     let stations_n = opts.pick(200, 2000);
     let span = Duration::from_secs(opts.pick(10, 60));
     let dir = tempfile::tempdir_in(&opts.work_dir)?;
-    let mut receiver = ReceiverChild::start(&dir.path().join("receiver"))?;
+    let mut receiver =
+        ReceiverChild::start(&dir.path().join("receiver"), opts.database.for_receiver()?)?;
     let stations = Arc::new(crate::p3::enroll_stations(&receiver, stations_n, 16).await?);
     let hb_client = https_client(&receiver.ca, 512)?;
     let alarm_client = https_client(&receiver.ca, 64)?;
@@ -46,6 +47,7 @@ pub async fn run(opts: &Options, figures: &mut Figures) -> anyhow::Result<()> {
 
     let start = Instant::now();
     let cpu0 = receiver.cpu_time();
+    let db_cpu0 = opts.database.cpu_time();
     let hb_every = Duration::from_secs_f64(1.0 / HEARTBEATS_PER_S);
     let alarm_every = Duration::from_secs_f64(1.0 / ALARMS_PER_S);
     let (mut hb_sent, mut alarms_sent) = (0u64, 0u64);
@@ -129,6 +131,10 @@ pub async fn run(opts: &Options, figures: &mut Figures) -> anyhow::Result<()> {
         0,
     );
     figures.num("p4_receiver_cpu_pct", cpu_pct, 1);
+    let db_cpu = crate::cpu_pct(db_cpu0, opts.database.cpu_time(), wall);
+    if !db_cpu.is_nan() {
+        figures.num("p4_database_cpu_pct", db_cpu, 1);
+    }
     hb.put(figures, "p4_heartbeat");
     alarms.put(figures, "p4_ingest");
     Sample::new(&alarm_service.lock().await).put(figures, "p4_ingest_request");

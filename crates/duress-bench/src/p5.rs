@@ -18,7 +18,7 @@ pub async fn run(opts: &Options, figures: &mut Figures) -> anyhow::Result<()> {
     let n = opts.pick(300, 1000);
     let dir = tempfile::tempdir_in(&opts.work_dir)?;
     let data = dir.path().join("receiver");
-    let mut receiver = ReceiverChild::start(&data)?;
+    let mut receiver = ReceiverChild::start(&data, opts.database.for_receiver()?)?;
     let port = receiver.port;
     let engine = crate::p1::enrolled_engine(dir.path(), &receiver).await?;
     receiver.stop();
@@ -44,7 +44,7 @@ pub async fn run(opts: &Options, figures: &mut Figures) -> anyhow::Result<()> {
     tokio::time::sleep(Duration::from_millis(opts.pick(1500, 3000))).await;
     let queued = engine.pending()?.len();
 
-    let mut receiver = ReceiverChild::start_on(&data, port)?;
+    let mut receiver = ReceiverChild::start_on(&data, port, receiver.database.clone())?;
     let back = Instant::now();
     let mut first_ack = None;
     let mut pending = queued;

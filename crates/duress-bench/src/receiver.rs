@@ -42,6 +42,8 @@ pub struct ReceiverChild {
     pub url: String,
     /// Its self-signed certificate (the agents' trust anchor).
     pub ca: PathBuf,
+    /// `--database URL` (`None`: SQLite in `data_dir`).
+    pub database: Option<String>,
     child: Option<Child>,
 }
 
@@ -53,13 +55,14 @@ pub fn free_port() -> anyhow::Result<u16> {
 }
 
 impl ReceiverChild {
-    /// Starts a receiver on `data_dir` and a fresh port; returns once it accepts connections.
-    pub fn start(data_dir: &Path) -> anyhow::Result<Self> {
-        Self::start_on(data_dir, free_port()?)
+    /// Starts a receiver on `data_dir` and a fresh port, its store at `database` (`None`:
+    /// SQLite in `data_dir`); returns once it accepts connections.
+    pub fn start(data_dir: &Path, database: Option<String>) -> anyhow::Result<Self> {
+        Self::start_on(data_dir, free_port()?, database)
     }
 
-    /// Starts a receiver on `data_dir` and `port` (a restart on the same port).
-    pub fn start_on(data_dir: &Path, port: u16) -> anyhow::Result<Self> {
+    /// Starts a receiver on `data_dir` and `port` (a restart on the same port and store).
+    pub fn start_on(data_dir: &Path, port: u16, database: Option<String>) -> anyhow::Result<Self> {
         std::fs::create_dir_all(data_dir)?;
         let log = std::fs::OpenOptions::new()
             .create(true)
@@ -79,9 +82,11 @@ impl ReceiverChild {
                 c
             }
         };
+        cmd.arg("--data-dir").arg(data_dir);
+        if let Some(url) = &database {
+            cmd.args(["--database", url]);
+        }
         let child = cmd
-            .arg("--data-dir")
-            .arg(data_dir)
             .args(["--listen", &listen])
             .stdin(Stdio::null())
             .stdout(Stdio::from(log.try_clone()?))
@@ -93,6 +98,7 @@ impl ReceiverChild {
             port,
             url: format!("https://{listen}"),
             ca: data_dir.join("tls").join("cert.pem"),
+            database,
             child: Some(child),
         };
         me.wait_listening()?;
@@ -114,6 +120,16 @@ impl ReceiverChild {
         anyhow::bail!(
             "the receiver did not listen on {addr} within {START_TIMEOUT:?}; see {}",
             self.data_dir.with_extension("log").display()
+        )
+    }
+
+    /// Where its store is, for the admin calls (tokens, officers, device lists).
+    pub fn location(&self) -> duress_receiver::store::StoreLocation {
+        duress_receiver::store::StoreLocation::new(
+            &self.data_dir,
+            self.database
+                .clone()
+                .map(duress_receiver::store::DatabaseUrl::new),
         )
     }
 
@@ -157,12 +173,34 @@ impl Drop for ReceiverChild {
 
 /// utime + stime of a process, from `/proc/<pid>/stat` (fields 14 and 15, in clock ticks).
 pub fn cpu_time(pid: u32) -> Option<Duration> {
+    stat_ticks(pid, &[11, 12])
+}
+
+/// utime + stime + cutime + cstime (fields 14–17): the process and its reaped children.
+pub fn cpu_time_with_children(pid: u32) -> Option<Duration> {
+    stat_ticks(pid, &[11, 12, 13, 14])
+}
+
+/// The parent pid of a process (field 4 of `/proc/<pid>/stat`: index 1 after the name).
+pub fn parent_of(pid: u32) -> Option<u32> {
+    stat_fields(pid)?.get(1)?.parse().ok()
+}
+
+/// The fields of `/proc/<pid>/stat` after the command name (index 0 is field 3, the state).
+fn stat_fields(pid: u32) -> Option<Vec<String>> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may hold spaces: fields are counted after its closing parenthesis.
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let f: Vec<&str> = rest.split_whitespace().collect();
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    Some(rest.split_whitespace().map(str::to_owned).collect())
+}
+
+fn stat_ticks(pid: u32, indexes: &[usize]) -> Option<Duration> {
+    let f = stat_fields(pid)?;
     // After ")": field 3 is index 0, so utime (14) is index 11 and stime (15) index 12.
-    let ticks: u64 = f.get(11)?.parse::<u64>().ok()? + f.get(12)?.parse::<u64>().ok()?;
+    let mut ticks = 0u64;
+    for &i in indexes {
+        ticks += f.get(i)?.parse::<u64>().ok()?;
+    }
     Some(Duration::from_secs_f64(ticks as f64 / clock_ticks() as f64))
 }
 
@@ -179,11 +217,11 @@ fn clock_ticks() -> u64 {
     })
 }
 
-/// A token for `uses` enrollments, auto-approved, written straight into the data dir (as
-/// `duress-receiver token create` does).
-pub async fn token(data_dir: &Path, uses: u32) -> anyhow::Result<String> {
+/// A token for `uses` enrollments, auto-approved, written straight into the receiver's store
+/// (as `duress-receiver token create [--database URL]` does).
+pub async fn token(receiver: &ReceiverChild, uses: u32) -> anyhow::Result<String> {
     duress_receiver::admin::create_token(
-        data_dir,
+        receiver.location(),
         uses,
         Some(Duration::from_secs(6 * 3600)),
         duress_receiver::Approve::Auto,
