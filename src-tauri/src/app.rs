@@ -113,7 +113,12 @@ impl AppState {
         let s = self.snapshot()?;
         let local = crate::local_time::offset_now();
         self.engine.set_local_offset(local);
-        Some(MenuModel::new(&s, self.engine.policy(), self.engine.now(), local))
+        Some(MenuModel::new(
+            &s,
+            self.engine.policy(),
+            self.engine.now(),
+            local,
+        ))
     }
 
     /// Makes the menu refresher run now.

@@ -178,7 +178,10 @@ fn print_text(d: &Diagnosis) {
     }
     println!("keystore: {}", d.keystore);
     println!("location: {}", s.location_label);
-    println!("session: {} — chord back end: {}", d.session, d.chord_backend);
+    println!(
+        "session: {} — chord back end: {}",
+        d.session, d.chord_backend
+    );
     let chord = match &s.hotkey {
         HotkeyState::Registered { chords } => format!("registered: {}", chords.join(", ")),
         HotkeyState::Unavailable { reason } => format!("unavailable: {reason}"),
@@ -194,7 +197,14 @@ fn print_text(d: &Diagnosis) {
         }
     }
     if d.receivers.is_empty() {
-        println!("receivers: {}", if s.receivers.is_empty() { "none configured".to_owned() } else { s.receivers.join(", ") + " (not asked)" });
+        println!(
+            "receivers: {}",
+            if s.receivers.is_empty() {
+                "none configured".to_owned()
+            } else {
+                s.receivers.join(", ") + " (not asked)"
+            }
+        );
     }
     println!("learned clock offset: {} ms", s.clock_offset_ms);
     println!("queued events: {}", s.queued);

@@ -266,7 +266,9 @@ pub fn cancel_info(state: State<'_, AppState>) -> CancelView {
 /// cancel and gets the same answer (the window closes), so whoever watches learns nothing.
 #[tauri::command(async)]
 pub fn cancel_submit(state: State<'_, AppState>, window: WebviewWindow, pin: String) {
-    state.alarm.cancel(duress_agent_core::duress_core::Source::Tray, Some(pin));
+    state
+        .alarm
+        .cancel(duress_agent_core::duress_core::Source::Tray, Some(pin));
     if let Err(e) = window.destroy() {
         tracing::warn!("cannot close the cancel window: {e}");
     }

@@ -97,7 +97,10 @@ fn the_deb_installs_and_enables_the_user_service_for_every_user() {
     let desktop =
         std::fs::read_to_string(root.join("etc/xdg/autostart/duress-agent.desktop")).expect("xdg");
     assert!(desktop.contains("X-systemd-skip=true"), "{desktop}");
-    assert!(desktop.contains("X-GNOME-HiddenUnderSystemd=true"), "{desktop}");
+    assert!(
+        desktop.contains("X-GNOME-HiddenUnderSystemd=true"),
+        "{desktop}"
+    );
 
     let link = root.join("etc/systemd/user/graphical-session.target.wants/duress-agent.service");
     assert!(!link.exists() && std::fs::symlink_metadata(&link).is_err());
@@ -113,7 +116,10 @@ fn the_deb_installs_and_enables_the_user_service_for_every_user() {
         .arg(control.join("postrm"))
         .arg("remove")
         .env("DPKG_ROOT", &root));
-    assert!(std::fs::symlink_metadata(&link).is_err(), "disabled on remove");
+    assert!(
+        std::fs::symlink_metadata(&link).is_err(),
+        "disabled on remove"
+    );
 }
 
 /// A supervisor with the unit's restart logic around the tray app.
@@ -230,7 +236,12 @@ fn a_tray_killed_with_sigkill_has_a_working_chord_again_within_5_s() {
     let w = World::new("");
     let log = w.tmp.path().join("supervised.log");
     let sup = Supervisor::start(&w, exec, env, Duration::from_secs_f64(restart_sec));
-    let ready_count = || std::fs::read_to_string(&log).unwrap_or_default().matches("tray ready").count();
+    let ready_count = || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .matches("tray ready")
+            .count()
+    };
     assert!(
         duress_tests::wait_until(Duration::from_secs(60), || ready_count() == 1),
         "the supervised tray never got ready:\n{}",
@@ -243,7 +254,9 @@ fn a_tray_killed_with_sigkill_has_a_working_chord_again_within_5_s() {
             .count()
             >= n
     };
-    assert!(duress_tests::wait_until(Duration::from_secs(10), || registered(1)));
+    assert!(duress_tests::wait_until(Duration::from_secs(10), || {
+        registered(1)
+    }));
     w.xvfb.key("ctrl+alt+shift+d");
     assert!(
         w.wait_incident("hotkey", Duration::from_secs(5)).is_some(),

@@ -66,7 +66,13 @@ impl Officer {
         let mut add = std::process::Command::new(duress_tests::bin("duress-receiver"))
             .args(["user", "add", "--data-dir"])
             .arg(&w.receiver.data_dir)
-            .args(["--username", "officer1", "--role", "officer", "--password-stdin"])
+            .args([
+                "--username",
+                "officer1",
+                "--role",
+                "officer",
+                "--password-stdin",
+            ])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()
@@ -144,7 +150,10 @@ fn an_officers_claim_reaches_the_tray_within_10_s_and_a_cancel_keeps_the_inciden
     let incident = w
         .wait_incident("hotkey", Duration::from_secs(5))
         .unwrap_or_else(|| panic!("no incident from the chord; log:\n{}", tray.log_text()));
-    let incident_id = incident["incident_id"].as_str().expect("incident id").to_owned();
+    let incident_id = incident["incident_id"]
+        .as_str()
+        .expect("incident id")
+        .to_owned();
     let screen_before = w.xvfb.screenshot_root();
 
     let rt = tokio::runtime::Runtime::new().expect("runtime");
@@ -154,7 +163,10 @@ fn an_officers_claim_reaches_the_tray_within_10_s_and_a_cancel_keeps_the_inciden
     let acked = tray.wait_menu(Duration::from_secs(10), "the covert acknowledgement", |m| {
         Tray::status_line(m) == "Duress: on."
     });
-    eprintln!("acknowledgement shown {:.1} s after the claim", secs(claimed));
+    eprintln!(
+        "acknowledgement shown {:.1} s after the claim",
+        secs(claimed)
+    );
     assert_eq!(
         without_heartbeat_time(&acked)[1..],
         without_heartbeat_time(&before)[1..],
@@ -190,7 +202,10 @@ fn an_officers_claim_reaches_the_tray_within_10_s_and_a_cancel_keeps_the_inciden
         .find(|i| i["incident_id"] == incident_id.as_str())
         .expect("the incident");
     assert_eq!(inc["status"], "open", "a cancel never closes: {inc:#}");
-    assert!(!inc["cancelled_at"].is_null(), "the cancel is on the incident: {inc:#}");
+    assert!(
+        !inc["cancelled_at"].is_null(),
+        "the cancel is on the incident: {inc:#}"
+    );
     std::thread::sleep(Duration::from_millis(3500)); // > 1 menu refresh
     let after = tray.menu().expect("menu");
     assert_eq!(
@@ -249,7 +264,10 @@ fn cli_cancel_with_the_duress_pin_is_sent_like_any_other_and_flagged_in_the_clai
         assert_eq!(lines[1], "delivered", "{text}");
         outputs.push(lines[1].to_owned());
     }
-    assert!(outputs.iter().all(|o| *o == outputs[0]), "same output for every PIN");
+    assert!(
+        outputs.iter().all(|o| *o == outputs[0]),
+        "same output for every PIN"
+    );
     let mut pins: Vec<String> = cancel_claims(&w)
         .iter()
         .map(|c| c["cancel_pin"].as_str().unwrap_or("absent").to_owned())

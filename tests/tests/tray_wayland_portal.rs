@@ -95,7 +95,9 @@ fn chord_line(menu: &[harness::MenuEntry]) -> String {
 /// at once by Deactivated raises nothing, Activated held past 1 s raises one incident.
 #[test]
 fn portal_bind_activated_and_deactivated_drive_the_hold_guard() {
-    let _one = PORTAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _one = PORTAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     ensure_sni_watcher();
     let mut portal = TestPortal::start("Ctrl+Alt+Shift+D");
     let w = World::new("[hotkey]\nchords = [\"Ctrl+Alt+Shift+D\"]\nhold_ms = 1000\n");
@@ -141,7 +143,9 @@ fn portal_bind_activated_and_deactivated_drive_the_hold_guard() {
 /// (ShortcutsChanged), the agent follows: `Duress: on`, and Activated raises an incident.
 #[test]
 fn an_unbound_portal_shortcut_is_unavailable_until_shortcuts_changed_assigns_a_key() {
-    let _one = PORTAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _one = PORTAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     ensure_sni_watcher();
     let mut portal = TestPortal::start("");
     let w = World::new("");
@@ -158,9 +162,11 @@ fn an_unbound_portal_shortcut_is_unavailable_until_shortcuts_changed_assigns_a_k
     assert!(reported, "heartbeat: {:#}", w.device());
 
     portal.send("change Ctrl+Alt+F12");
-    let menu = tray.wait_menu(Duration::from_secs(10), "Duress: on after the change", |m| {
-        Tray::status_line(m) == "Duress: on"
-    });
+    let menu = tray.wait_menu(
+        Duration::from_secs(10),
+        "Duress: on after the change",
+        |m| Tray::status_line(m) == "Duress: on",
+    );
     assert_eq!(chord_line(&menu), "Chord: Ctrl+Alt+F12");
     portal.send("activate");
     portal.send("deactivate");
@@ -182,12 +188,16 @@ fn an_unbound_portal_shortcut_is_unavailable_until_shortcuts_changed_assigns_a_k
 /// raises an alarm.
 #[test]
 fn without_the_portal_the_status_line_says_how_to_bind_the_command() {
-    let _one = PORTAL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+    let _one = PORTAL
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
     ensure_sni_watcher();
     let w = World::new("");
     let tray = w.spawn_tray("tray", WAYLAND);
     let menu = tray.wait_menu(Duration::from_secs(30), "the no-portal status", |m| {
-        Tray::status_line(m).starts_with("Duress: chord unavailable: Wayland session without the GlobalShortcuts portal")
+        Tray::status_line(m).starts_with(
+            "Duress: chord unavailable: Wayland session without the GlobalShortcuts portal",
+        )
     });
     let line = Tray::status_line(&menu);
     assert!(

@@ -98,7 +98,10 @@ async fn start(with_ca: bool) -> Stub {
 
 /// Serves `chain` (leaf first, exactly as given) with `leaf_key` on 127.0.0.1:0; every event
 /// is answered with an acknowledgement naming its id. Returns the base URL.
-fn serve(chain: Vec<rustls_pki_types::CertificateDer<'static>>, leaf_key: &rcgen::KeyPair) -> String {
+fn serve(
+    chain: Vec<rustls_pki_types::CertificateDer<'static>>,
+    leaf_key: &rcgen::KeyPair,
+) -> String {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
@@ -126,7 +129,9 @@ fn serve(chain: Vec<rustls_pki_types::CertificateDer<'static>>, leaf_key: &rcgen
 fn ca(name: &str) -> rcgen::CertifiedIssuer<'static, rcgen::KeyPair> {
     let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params.distinguished_name.push(rcgen::DnType::CommonName, name);
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, name);
     rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap()
 }
 
@@ -302,7 +307,11 @@ async fn a_pinned_ca_appended_to_another_trusted_chain_is_refused() {
         .signed_by(&forged_key, &other)
         .unwrap();
     let url = serve(
-        vec![forged.der().clone(), other.der().clone(), pinned.der().clone()],
+        vec![
+            forged.der().clone(),
+            other.der().clone(),
+            pinned.der().clone(),
+        ],
         &forged_key,
     );
 
@@ -341,12 +350,19 @@ async fn a_pinned_ca_anchors_a_chain_through_its_intermediate() {
         .signed_by(&leaf_key, &intermediate)
         .unwrap();
     let url = serve(
-        vec![leaf.der().clone(), intermediate.der().clone(), root.der().clone()],
+        vec![
+            leaf.der().clone(),
+            intermediate.der().clone(),
+            root.der().clone(),
+        ],
         &leaf_key,
     );
     for pin in [hex(root.der()), hex(intermediate.der())] {
         let sender = Sender::new(&[receiver(&url, None, Some(&pin))]).unwrap();
-        assert!(matches!(send(&sender).await, SendOutcome::Acked(_)), "pin {pin}");
+        assert!(
+            matches!(send(&sender).await, SendOutcome::Acked(_)),
+            "pin {pin}"
+        );
     }
 }
 
@@ -356,9 +372,24 @@ async fn a_pinned_ca_anchors_a_chain_through_its_intermediate() {
 async fn a_pinned_leaf_must_be_in_date_and_name_the_host() {
     let now = OffsetDateTime::now_utc();
     for (label, not_before, not_after, names) in [
-        ("expired", now - time::Duration::days(30), now - time::Duration::days(1), vec!["127.0.0.1"]),
-        ("not yet valid", now + time::Duration::days(1), now + time::Duration::days(30), vec!["127.0.0.1"]),
-        ("another host", now - time::Duration::days(1), now + time::Duration::days(30), vec!["receiver.example"]),
+        (
+            "expired",
+            now - time::Duration::days(30),
+            now - time::Duration::days(1),
+            vec!["127.0.0.1"],
+        ),
+        (
+            "not yet valid",
+            now + time::Duration::days(1),
+            now + time::Duration::days(30),
+            vec!["127.0.0.1"],
+        ),
+        (
+            "another host",
+            now - time::Duration::days(1),
+            now + time::Duration::days(30),
+            vec!["receiver.example"],
+        ),
     ] {
         let key = rcgen::KeyPair::generate().unwrap();
         let mut params =

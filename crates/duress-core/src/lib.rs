@@ -25,8 +25,8 @@ pub use ed25519_dalek::VerifyingKey;
 pub use jws::{DeviceKey, Jwk, JwsError, ParsedJws, Typ};
 pub use location::Location;
 pub use messages::{
-    DeviceStatus, EnrollmentAnswer, EnrollmentClaims, EventAck, EventClaims, EventKind, PinCheck,
-    HeartbeatAnswer, HeartbeatClaims, HostFacts, HotkeyState, Source,
+    DeviceStatus, EnrollmentAnswer, EnrollmentClaims, EventAck, EventClaims, EventKind,
+    HeartbeatAnswer, HeartbeatClaims, HostFacts, HotkeyState, PinCheck, Source,
 };
 pub use problem::{Problem, ProblemType};
 

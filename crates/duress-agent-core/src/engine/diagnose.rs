@@ -85,8 +85,7 @@ impl Engine {
                 location: location.clone(),
                 host: host.clone(),
             };
-            let payload =
-                serde_json::to_vec(&claims).map_err(|e| Error::Invalid(e.to_string()))?;
+            let payload = serde_json::to_vec(&claims).map_err(|e| Error::Invalid(e.to_string()))?;
             let token = key.sign(Typ::Heartbeat, Some(&device_id), &payload);
             match sender.post_heartbeat(&token).await {
                 SendOutcome::Acked(a) => {
@@ -100,7 +99,9 @@ impl Engine {
                     probe.clock_offset_ms =
                         Some((server_time - self.now()).whole_milliseconds() as i64);
                 }
-                SendOutcome::Refused(p) => probe.answer = format!("refused: {}", problem_summary(&p)),
+                SendOutcome::Refused(p) => {
+                    probe.answer = format!("refused: {}", problem_summary(&p))
+                }
                 SendOutcome::Unreachable(e) => probe.answer = format!("unreachable: {e}"),
             }
             out.push(probe);

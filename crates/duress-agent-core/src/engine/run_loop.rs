@@ -194,7 +194,6 @@ impl Engine {
         tracing::info!("engine stopped");
         Ok(())
     }
-
 }
 
 /// A press was seen: heartbeats every [`ACK_POLL`] for [`ACK_POLL_FOR`], the first one

@@ -84,10 +84,7 @@ impl Engine {
         if !due(policy, minute, latest, now, local) {
             return Ok(false);
         }
-        let claims = self.record(
-            duress_core::EventKind::Test,
-            duress_core::Source::Schedule,
-        )?;
+        let claims = self.record(duress_core::EventKind::Test, duress_core::Source::Schedule)?;
         let at = fmt_time(now);
         self.with_outbox(|o| o.meta_set(keys::LAST_SCHEDULED_TEST_AT, &at))?;
         tracing::info!(event = %claims.id, "scheduled self-test recorded");
@@ -114,16 +111,40 @@ mod tests {
         let p = weekly();
         let utc = offset!(UTC);
         // minute 90 → 10:30 local.
-        assert!(!due(&SelfTestPolicy::default(), 90, None, datetime!(2026-03-02 10:30 UTC), utc));
+        assert!(!due(
+            &SelfTestPolicy::default(),
+            90,
+            None,
+            datetime!(2026-03-02 10:30 UTC),
+            utc
+        ));
         assert!(!due(&p, 90, None, datetime!(2026-03-02 10:29 UTC), utc));
         assert!(due(&p, 90, None, datetime!(2026-03-02 10:30 UTC), utc));
         assert!(due(&p, 90, None, datetime!(2026-03-02 16:59 UTC), utc));
         assert!(!due(&p, 90, None, datetime!(2026-03-02 17:00 UTC), utc));
         // The same instants, at UTC−6: 10:30 local is 16:30 UTC.
-        assert!(!due(&p, 90, None, datetime!(2026-03-02 10:30 UTC), offset!(-6)));
-        assert!(due(&p, 90, None, datetime!(2026-03-02 16:30 UTC), offset!(-6)));
+        assert!(!due(
+            &p,
+            90,
+            None,
+            datetime!(2026-03-02 10:30 UTC),
+            offset!(-6)
+        ));
+        assert!(due(
+            &p,
+            90,
+            None,
+            datetime!(2026-03-02 16:30 UTC),
+            offset!(-6)
+        ));
         // A minute past the window's length wraps into it.
-        assert!(due(&p, 480 + 90, None, datetime!(2026-03-02 10:30 UTC), utc));
+        assert!(due(
+            &p,
+            480 + 90,
+            None,
+            datetime!(2026-03-02 10:30 UTC),
+            utc
+        ));
     }
 
     /// Once tested, the next test is due `every_days` later at the same minute — not every

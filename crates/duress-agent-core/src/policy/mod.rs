@@ -294,7 +294,9 @@ fn default_cancel_label() -> String {
 impl CancelPolicy {
     /// True when a cancel must ask for a PIN.
     pub fn requires_pin(&self) -> bool {
-        self.pin_sha256.as_deref().is_some_and(|h| !h.trim().is_empty())
+        self.pin_sha256
+            .as_deref()
+            .is_some_and(|h| !h.trim().is_empty())
     }
 
     /// How `pin` answers the policy: `None` when no PIN is asked; otherwise `Ok`, `Duress`, or
@@ -309,10 +311,7 @@ impl CancelPolicy {
             .iter()
             .map(|b| format!("{b:02x}"))
             .collect();
-        let same = |h: &Option<String>| {
-            h.as_deref()
-                .is_some_and(|h| normalise_sha256(h) == digest)
-        };
+        let same = |h: &Option<String>| h.as_deref().is_some_and(|h| normalise_sha256(h) == digest);
         Some(if same(&self.pin_sha256) {
             PinCheck::Ok
         } else if same(&self.duress_pin_sha256) {
@@ -360,7 +359,12 @@ fn default_self_test_window() -> String {
 impl SelfTestPolicy {
     /// The window as minutes after local midnight, `[start, end)`.
     pub fn window_minutes(&self) -> std::result::Result<(u32, u32), String> {
-        let bad = || format!("self_test.window must be HH:MM-HH:MM, got {:?}", self.window);
+        let bad = || {
+            format!(
+                "self_test.window must be HH:MM-HH:MM, got {:?}",
+                self.window
+            )
+        };
         let (a, b) = self.window.split_once('-').ok_or_else(bad)?;
         let minutes = |t: &str| -> Option<u32> {
             let (h, m) = t.trim().split_once(':')?;
@@ -537,7 +541,12 @@ impl Policy {
         if self.cancel.chords.iter().any(|c| c.trim().is_empty()) {
             return Err("cancel.chords contains an empty chord".into());
         }
-        if let Some(c) = self.cancel.chords.iter().find(|c| self.hotkey.chords.contains(c)) {
+        if let Some(c) = self
+            .cancel
+            .chords
+            .iter()
+            .find(|c| self.hotkey.chords.contains(c))
+        {
             return Err(format!("cancel.chords repeats the alarm chord {c}"));
         }
         for (name, h) in [
@@ -547,10 +556,16 @@ impl Policy {
             if let Some(h) = h.as_deref().filter(|h| !h.trim().is_empty())
                 && normalise_sha256(h).len() != 64
             {
-                return Err(format!("cancel.{name} must be a SHA-256 in hex (64 digits)"));
+                return Err(format!(
+                    "cancel.{name} must be a SHA-256 in hex (64 digits)"
+                ));
             }
         }
-        if self.cancel.duress_pin_sha256.as_deref().is_some_and(|h| !h.trim().is_empty())
+        if self
+            .cancel
+            .duress_pin_sha256
+            .as_deref()
+            .is_some_and(|h| !h.trim().is_empty())
             && !self.cancel.requires_pin()
         {
             return Err("cancel.duress_pin_sha256 needs cancel.pin_sha256".into());

@@ -319,7 +319,10 @@ fn cancel_keys_parse_and_are_validated() {
             &format!("[cancel]\nduress_pin_sha256 = \"{duress}\"") as &str,
             "needs cancel.pin_sha256",
         ),
-        ("[cancel]\nchords = [\"Ctrl+Alt+Shift+D\"]", "repeats the alarm chord"),
+        (
+            "[cancel]\nchords = [\"Ctrl+Alt+Shift+D\"]",
+            "repeats the alarm chord",
+        ),
         ("[cancel]\nlabel = \"\"", "cancel.label"),
     ] {
         let e = err_of(text);
