@@ -8,24 +8,6 @@ use std::time::{Duration, Instant};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
-/// An officer account in `store` (`duress_loadgen::console_feed::create_officer` for any
-/// backend, not only the data directory's SQLite).
-async fn create_officer(
-    store: &duress_receiver::store::StoreLocation,
-) -> anyhow::Result<(String, String)> {
-    use duress_receiver::console::accounts;
-    let username = format!("bench-{}", &Uuid::now_v7().simple().to_string()[20..]);
-    let password = accounts::generate_password();
-    duress_receiver::admin::add_user(
-        store,
-        &username,
-        duress_receiver::store::Role::Officer,
-        &password,
-    )
-    .await?;
-    Ok((username, password))
-}
-
 /// A frame of the live stream: the event it names and when it arrived.
 #[derive(Debug, Clone, Copy)]
 pub struct Arrival {
@@ -55,7 +37,7 @@ impl ConsoleStream {
         ca: &Path,
     ) -> anyhow::Result<Self> {
         let client = duress_loadgen::client::https_client(ca, 2)?;
-        let (user, password) = create_officer(store).await?;
+        let (user, password) = duress_loadgen::console_feed::create_officer(store).await?;
         let cookie = duress_loadgen::console_feed::sign_in(&client, base, &user, &password).await?;
         let mut resp = client
             .get(format!("{}/events", base.trim_end_matches('/')))

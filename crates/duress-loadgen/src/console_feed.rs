@@ -3,7 +3,6 @@
 //! console delivery latency (press → frame on an officer's screen connection).
 
 use std::collections::HashMap;
-use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
@@ -13,14 +12,17 @@ use uuid::Uuid;
 /// Arrival times of event ids on the stream.
 pub type Arrivals = Arc<Mutex<HashMap<Uuid, Instant>>>;
 
-/// Creates an officer account for this run directly in the store (needs the data dir, like the
-/// `duress-receiver user add` command) and returns its username and password.
-pub async fn create_officer(data_dir: &Path) -> anyhow::Result<(String, String)> {
+/// Creates an officer account for this run directly in the store (a data dir's SQLite, or any
+/// [`duress_receiver::store::StoreLocation`], like `duress-receiver user add`) and returns its
+/// username and password.
+pub async fn create_officer(
+    store: impl Into<duress_receiver::store::StoreLocation>,
+) -> anyhow::Result<(String, String)> {
     use duress_receiver::console::accounts;
     let username = format!("loadgen-{}", &Uuid::now_v7().simple().to_string()[20..]);
     let password = accounts::generate_password();
     duress_receiver::admin::add_user(
-        data_dir,
+        store,
         &username,
         duress_receiver::store::Role::Officer,
         &password,
