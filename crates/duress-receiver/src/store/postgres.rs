@@ -50,13 +50,36 @@ mod stations;
 /// How long a statement waits for a row lock before the store reports itself unavailable
 /// (SQLite's busy timeout), and how long a request waits for a pooled connection.
 const LOCK_TIMEOUT: Duration = Duration::from_secs(10);
-/// Connections per receiver.
-const MAX_CONNECTIONS: u32 = 16;
+/// Connections per receiver for the alarm path (enrollment, key look-ups, events).
+const ALARM_CONNECTIONS: u32 = 10;
+/// Connections per receiver for heartbeats.
+const HEARTBEAT_CONNECTIONS: u32 = 6;
+/// Connections per receiver for everything else (console, admin commands).
+const CONSOLE_CONNECTIONS: u32 = 8;
 
 /// The shared store on a PostgreSQL server.
+///
+/// **Three pools, so no kind of traffic can take another's connections.** Measured before the
+/// split (docs/PERFORMANCE.md, "Storage backends"): with one pool of 16, 2,000 stations'
+/// heartbeats kept every connection busy and an alarm waited up to 1.1 s (p99) for one. Now
+/// alarms have connections of their own, heartbeats theirs, and the console (whose queries can
+/// be slow) its own; 24 connections per receiver, well under PostgreSQL's default 100 for a
+/// cluster of three.
+///
+/// The heartbeat pool's sessions run with `synchronous_commit = off`: a heartbeat's commit
+/// returns before its WAL record is flushed (PostgreSQL flushes it within `wal_writer_delay`,
+/// 200 ms by default). A crash may lose the last fraction of a second of heartbeats — harmless,
+/// the next one (≤ 60 s later) rewrites the same columns — but never corrupts anything, and
+/// heartbeats stop competing with alarms for WAL flushes and, with a synchronous standby, never
+/// wait for it. Alarms, enrollments and every audited change keep `synchronous_commit = on`.
 #[derive(Debug, Clone)]
 pub struct PostgresStore {
+    /// Console and admin work.
     pool: PgPool,
+    /// Enrollment, key look-ups and event ingest.
+    alarm_pool: PgPool,
+    /// Heartbeats (`synchronous_commit = off`).
+    heartbeat_pool: PgPool,
     /// Poked after every commit of this process that wrote a `console_events` row. Rows other
     /// receivers write are found by the console's pump at its next poll.
     wake: Arc<Notify>,
@@ -185,14 +208,29 @@ impl PostgresStore {
         migrated?;
 
         let lock_timeout = format!("{}ms", LOCK_TIMEOUT.as_millis());
-        let pool = PgPoolOptions::new()
-            .max_connections(MAX_CONNECTIONS)
-            .acquire_timeout(LOCK_TIMEOUT)
-            .connect_with(options.options([("lock_timeout", lock_timeout.as_str())]))
+        let options = options.options([("lock_timeout", lock_timeout.as_str())]);
+        let pool_of = |size: u32, options: PgConnectOptions| {
+            PgPoolOptions::new()
+                .max_connections(size)
+                .acquire_timeout(LOCK_TIMEOUT)
+                .connect_with(options)
+        };
+        let pool = pool_of(CONSOLE_CONNECTIONS, options.clone())
             .await
             .map_err(unreachable)?;
+        let alarm_pool = pool_of(ALARM_CONNECTIONS, options.clone())
+            .await
+            .map_err(unreachable)?;
+        let heartbeat_pool = pool_of(
+            HEARTBEAT_CONNECTIONS,
+            options.options([("synchronous_commit", "off")]),
+        )
+        .await
+        .map_err(unreachable)?;
         Ok(PostgresStore {
             pool,
+            alarm_pool,
+            heartbeat_pool,
             wake: Arc::new(Notify::new()),
             keys: Arc::default(),
             name,
@@ -206,6 +244,11 @@ impl PostgresStore {
 
     async fn begin(&self) -> StoreResult<Transaction<'static, Postgres>> {
         Ok(self.pool.begin().await?)
+    }
+
+    /// A transaction on the alarm path's own connections.
+    async fn begin_alarm(&self) -> StoreResult<Transaction<'static, Postgres>> {
+        Ok(self.alarm_pool.begin().await?)
     }
 
     /// A read-only transaction whose statements all see one snapshot.
@@ -293,7 +336,7 @@ impl IngestStore for PostgresStore {
         Box::pin(async move {
             let row = sqlx::query("SELECT public_jwk, status FROM devices WHERE device_id = $1")
                 .bind(device_id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.alarm_pool)
                 .await?;
             let Some(row) = row else { return Ok(None) };
             Ok(Some(DeviceKey {
@@ -313,7 +356,7 @@ impl IngestStore for PostgresStore {
     }
 
     fn find_event(&self, id: Uuid) -> StoreFuture<'_, Option<StoredEvent>> {
-        Box::pin(find_event(&self.pool, id))
+        Box::pin(find_event(&self.alarm_pool, id))
     }
 
     fn ingest_event(
@@ -335,7 +378,13 @@ impl Store for PostgresStore {
     }
 
     fn close(&self) -> BoxFuture<'_, ()> {
-        Box::pin(self.pool.close())
+        Box::pin(async move {
+            tokio::join!(
+                self.pool.close(),
+                self.alarm_pool.close(),
+                self.heartbeat_pool.close()
+            );
+        })
     }
 }
 
