@@ -4,6 +4,7 @@
 #
 #   installers/build.sh msi [--placeholder|--cross]   Windows MSI, built with wixl (msitools)
 #   installers/build.sh deb [--no-build]              Debian/Ubuntu .deb, built with dpkg-deb
+#   installers/build.sh deb-receiver [--no-build]     the receiver's .deb (service, config, user)
 #   installers/build.sh pkg-scripts                   the macOS pkg scripts, checked and staged
 #                                                     (the .pkg itself: installers/macos/build-pkg.sh, on macOS)
 #
@@ -174,6 +175,29 @@ build_deb() {
     "$here/linux/build-deb.sh" "$bin" "$version" "$out"
 }
 
+# deb-receiver: packs $DURESS_RECEIVER_BIN, else $CARGO_TARGET_DIR/release/duress-receiver if it
+#      exists, else the debug one (same rule as deb).
+build_deb_receiver() {
+    local mode=${1:-}
+    need dpkg-deb dpkg
+    mkdir -p "$out"
+    local bin=${DURESS_RECEIVER_BIN:-}
+    if [ -z "$bin" ]; then
+        if [ -x "$target_dir/release/duress-receiver" ]; then
+            bin="$target_dir/release/duress-receiver"
+        elif [ -x "$target_dir/debug/duress-receiver" ]; then
+            bin="$target_dir/debug/duress-receiver"
+        elif [ "$mode" != --no-build ]; then
+            (cd "$root" && cargo build -p duress-receiver) >&2
+            bin="$target_dir/debug/duress-receiver"
+        else
+            die "no duress-receiver binary (cargo build -p duress-receiver, or set DURESS_RECEIVER_BIN)"
+        fi
+    fi
+    [ -x "$bin" ] || die "$bin is not an executable"
+    "$here/linux/receiver/build-deb.sh" "$bin" "$version" "$out"
+}
+
 pkg_scripts() {
     need shellcheck shellcheck
     local dir="$here/macos"
@@ -188,6 +212,7 @@ pkg_scripts() {
 case "${1:-}" in
     msi) shift; build_msi "$@" ;;
     deb) shift; build_deb "$@" ;;
+    deb-receiver) shift; build_deb_receiver "$@" ;;
     pkg-scripts) shift; pkg_scripts "$@" ;;
-    *) echo "usage: installers/build.sh msi [--placeholder|--cross] | deb [--no-build] | pkg-scripts" >&2; exit 2 ;;
+    *) echo "usage: installers/build.sh msi [--placeholder|--cross] | deb [--no-build] | deb-receiver [--no-build] | pkg-scripts" >&2; exit 2 ;;
 esac

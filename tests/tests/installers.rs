@@ -338,6 +338,113 @@ fn deb_package() {
     assert!(root.join("etc/duress/agent.d").is_dir());
 }
 
+/// The receiver's .deb (issue 21): installed with dpkg into a throw-away root (its own dpkg
+/// database; maintainer scripts run with DPKG_ROOT), the installed binary runs, the unit passes
+/// `systemd-analyze verify` and scores as well hardened in `systemd-analyze security`, postinst
+/// made the 0700 data directory and the 0640 secrets file (kept on reinstall), enabled nothing,
+/// and the default configuration is a conffile.
+#[test]
+fn receiver_deb_package() {
+    require("dpkg-deb", "dpkg");
+    require("systemd-analyze", "systemd");
+    let receiver = duress_tests::bin("duress-receiver");
+    let out = tempfile::tempdir().unwrap();
+    let deb = build(
+        &["deb-receiver", "--no-build"],
+        out.path(),
+        &[
+            ("DURESS_RECEIVER_BIN", &receiver),
+            ("DPKG_DEB_COMPRESSOR_TYPE", Path::new("gzip")),
+            ("DPKG_DEB_COMPRESSOR_LEVEL", Path::new("1")),
+        ],
+    );
+    let control = out.path().join("control");
+    run(Command::new("dpkg-deb").arg("-e").arg(&deb).arg(&control));
+    let conffiles = std::fs::read_to_string(control.join("conffiles")).unwrap();
+    assert_eq!(conffiles.trim(), "/etc/duress/receiver.toml");
+
+    let root = out.path().join("root");
+    let install = || {
+        std::fs::create_dir_all(root.join("var/lib/dpkg/info")).unwrap();
+        std::fs::create_dir_all(root.join("var/lib/dpkg/updates")).unwrap();
+        if !root.join("var/lib/dpkg/status").exists() {
+            std::fs::write(root.join("var/lib/dpkg/status"), "").unwrap();
+        }
+        // --force-depends: the throw-away root has no libc6/adduser packages registered.
+        run(Command::new("dpkg")
+            .arg(format!("--root={}", root.display()))
+            .args(["--force-depends", "--force-script-chrootless", "--log=/dev/null", "-i"])
+            .arg(&deb));
+    };
+    install();
+    let version = run(Command::new(root.join("usr/bin/duress-receiver")).arg("--version"));
+    assert!(version.starts_with("duress-receiver "), "{version}");
+
+    use std::os::unix::fs::PermissionsExt as _;
+    let mode = |p: &str| std::fs::metadata(root.join(p)).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode("var/lib/duress-receiver"), 0o700);
+    assert_eq!(mode("etc/duress/receiver.env"), 0o640);
+    // The secrets file is the administrator's once written: a reinstall keeps it.
+    let env_file = root.join("etc/duress/receiver.env");
+    std::fs::write(&env_file, "DURESS_DATABASE_URL=postgres://mine@/db\n").unwrap();
+    install();
+    assert_eq!(
+        std::fs::read_to_string(&env_file).unwrap(),
+        "DURESS_DATABASE_URL=postgres://mine@/db\n"
+    );
+    // Nothing unconfigured is started or enabled.
+    assert!(!root.join("etc/systemd/system/multi-user.target.wants").exists());
+
+    // The unit as installed, pointed at the installed binary (verify checks that ExecStart
+    // exists and is executable on this machine).
+    let unit = std::fs::read_to_string(root.join("usr/lib/systemd/system/duress-receiver.service"))
+        .unwrap();
+    for line in [
+        "User=duress-receiver",
+        "ProtectSystem=strict",
+        "ReadWritePaths=/var/lib/duress-receiver",
+        "NoNewPrivileges=yes",
+        "Restart=always",
+        "LimitNOFILE=",
+        "--config /etc/duress/receiver.toml",
+    ] {
+        assert!(unit.contains(line), "the unit lacks {line:?}:\n{unit}");
+    }
+    let check = out.path().join("verify");
+    std::fs::create_dir_all(&check).unwrap();
+    let installed_bin = root.join("usr/bin/duress-receiver");
+    std::fs::write(
+        check.join("duress-receiver.service"),
+        unit.replace("/usr/bin/duress-receiver", installed_bin.to_str().unwrap()),
+    )
+    .unwrap();
+    let unit_path = check.join("duress-receiver.service");
+    let verify = Command::new("systemd-analyze")
+        .args(["verify", "--man=no"])
+        .arg(&unit_path)
+        .output()
+        .unwrap();
+    assert!(
+        verify.status.success() && verify.stderr.is_empty(),
+        "systemd-analyze verify: {}",
+        String::from_utf8_lossy(&verify.stderr)
+    );
+    let security = Command::new("systemd-analyze")
+        .args(["security", "--offline=yes", "--no-pager"])
+        .arg(&unit_path)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&security.stdout);
+    let exposure: f64 = text
+        .lines()
+        .find_map(|l| l.split("exposure level for duress-receiver.service: ").nth(1))
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no exposure level in:\n{text}"));
+    println!("receiver_deb_package: systemd-analyze security exposure {exposure}");
+    assert!(exposure <= 2.5, "exposure {exposure} (at most 2.5, \"OK\"):\n{text}");
+}
+
 /// The example policy the .deb installs is a valid policy that sets every key of the schema.
 #[test]
 fn toml_example_has_every_key() {
