@@ -26,6 +26,7 @@ pub mod admin;
 pub mod api;
 pub mod console;
 pub mod incidents;
+pub mod logging;
 pub mod problem;
 pub mod ratelimit;
 pub mod records;

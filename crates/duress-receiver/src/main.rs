@@ -12,6 +12,7 @@ use anyhow::Context as _;
 use clap::{Parser, Subcommand, ValueEnum};
 use duress_core::DeviceStatus;
 use duress_receiver::console::accounts;
+use duress_receiver::logging::LogFormat;
 use duress_receiver::settings::parse_duration;
 use duress_receiver::store::{DatabaseUrl, Role, StoreLocation};
 use duress_receiver::{Approve, Settings, TlsSource, admin};
@@ -44,6 +45,9 @@ impl StoreArgs {
     about = "Receives, verifies and stores Duress alarms"
 )]
 struct Cli {
+    /// Log lines as human text or one JSON object per line (for log collectors).
+    #[arg(long, global = true, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     #[command(subcommand)]
     command: Command,
 }
@@ -236,15 +240,9 @@ enum StatusArg {
 
 #[tokio::main]
 async fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
-    match run(Cli::parse()).await {
+    let cli = Cli::parse();
+    duress_receiver::logging::init(cli.log_format);
+    match run(cli).await {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("duress-receiver: error: {e:#}");

@@ -117,6 +117,53 @@ fn serve_prints_url_and_stops_on_sigterm() {
     }
 }
 
+/// Proves `--log-format json` makes every log line of `serve` one JSON object with the stable
+/// fields log collectors key on (issue 21), and that the default stays text.
+#[cfg(unix)]
+#[test]
+fn serve_logs_json_lines_on_request() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--log-format",
+            "json",
+            "--data-dir",
+            dir.path().to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = stdout.next().unwrap().unwrap();
+    assert!(
+        first.starts_with("Duress receiver listening on "),
+        "{first}"
+    );
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{:?}", out.status);
+    let stderr = String::from_utf8(out.stderr).unwrap();
+    let lines: Vec<&str> = stderr.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty(), "serve logged nothing at info");
+    for line in lines {
+        let v: serde_json::Value = serde_json::from_str(line)
+            .unwrap_or_else(|e| panic!("not one JSON object per line ({e}): {line}"));
+        for field in ["timestamp", "level", "target"] {
+            assert!(v[field].is_string(), "no {field}: {line}");
+        }
+        assert!(v["fields"]["message"].is_string(), "no message: {line}");
+    }
+}
+
 /// Proves a wrong or unreachable `--database` is one clear error line that names the URL
 /// without its password, with a non-zero exit, for `serve` (which never starts half-working:
 /// nothing listens, no certificate is made) and for an admin command; and that the same
