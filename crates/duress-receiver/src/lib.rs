@@ -24,6 +24,7 @@
 
 pub mod admin;
 pub mod api;
+pub mod backup;
 pub mod console;
 pub mod incidents;
 pub mod logging;

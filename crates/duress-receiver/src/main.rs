@@ -110,6 +110,25 @@ enum Command {
         #[command(subcommand)]
         command: EventsCommand,
     },
+    /// Write a consistent online backup of the store and the data directory to one file.
+    Backup {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The backup file to create (must not exist); it holds secrets: keep it like DATA_DIR.
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Restore a backup into an empty store (or any, with --force), then verify the audit chain.
+    Restore {
+        /// The backup file (`duress-receiver backup --out`).
+        #[arg(long)]
+        from: PathBuf,
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Replace a store that holds data, and data-directory files that differ.
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -379,6 +398,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             }
             Err(broken) => anyhow::bail!("{broken}"),
         },
+        Command::Backup { store, out } => {
+            let report = duress_receiver::backup::backup(&store.location(), &out).await?;
+            println!(
+                "backup written: {} ({} store, {} entries, {} bytes)",
+                out.display(),
+                report.backend,
+                report.entries,
+                report.bytes
+            );
+            Ok(())
+        }
+        Command::Restore { from, store, force } => {
+            let report = duress_receiver::backup::restore(&store.location(), &from, force).await?;
+            println!(
+                "restored the {} backup of {} ({} data files); audit chain ok: {} entries",
+                report.backend, report.created_at, report.data_files, report.audit_entries
+            );
+            Ok(())
+        }
         Command::Events {
             command: EventsCommand::Export { store },
         } => {

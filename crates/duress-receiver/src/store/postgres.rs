@@ -51,11 +51,11 @@ mod stations;
 /// (SQLite's busy timeout), and how long a request waits for a pooled connection.
 const LOCK_TIMEOUT: Duration = Duration::from_secs(10);
 /// Connections per receiver for the alarm path (enrollment, key look-ups, events).
-const ALARM_CONNECTIONS: u32 = 10;
+const ALARM_CONNECTIONS: u32 = 8;
 /// Connections per receiver for heartbeats.
-const HEARTBEAT_CONNECTIONS: u32 = 6;
+const HEARTBEAT_CONNECTIONS: u32 = 12;
 /// Connections per receiver for everything else (console, admin commands).
-const CONSOLE_CONNECTIONS: u32 = 8;
+const CONSOLE_CONNECTIONS: u32 = 6;
 
 /// The shared store on a PostgreSQL server.
 ///
@@ -63,8 +63,8 @@ const CONSOLE_CONNECTIONS: u32 = 8;
 /// split (docs/PERFORMANCE.md, "Storage backends"): with one pool of 16, 2,000 stations'
 /// heartbeats kept every connection busy and an alarm waited up to 1.1 s (p99) for one. Now
 /// alarms have connections of their own, heartbeats theirs, and the console (whose queries can
-/// be slow) its own; 24 connections per receiver, well under PostgreSQL's default 100 for a
-/// cluster of three.
+/// be slow) its own: 26 connections per receiver, so three receivers fit in PostgreSQL's
+/// default `max_connections = 100` (raise it for more nodes; docs/storage.md).
 ///
 /// The heartbeat pool's sessions run with `synchronous_commit = off`: a heartbeat's commit
 /// returns before its WAL record is flushed (PostgreSQL flushes it within `wal_writer_delay`,
@@ -386,6 +386,140 @@ impl Store for PostgresStore {
             );
         })
     }
+}
+
+/// The libpq environment (`PGHOST`, `PGPORT`, `PGUSER`, `PGDATABASE`, `PGPASSWORD`) naming the
+/// database of `url`, for `pg_dump` and `pg_restore`: the password goes to the child's
+/// environment (readable only by its user), never onto a command line that `ps` shows.
+fn libpq_env(url: &str) -> StoreResult<Vec<(&'static str, String)>> {
+    let name = redact_url(url);
+    let options = connect_options(url)
+        .map_err(|e| StoreError::Unavailable(format!("database URL {name}: {e}")))?;
+    let mut env = vec![
+        ("PGPORT", options.get_port().to_string()),
+        ("PGUSER", options.get_username().to_owned()),
+        ("PGAPPNAME", "duress-receiver backup".to_owned()),
+    ];
+    match options.get_socket() {
+        Some(dir) => env.push(("PGHOST", dir.display().to_string())),
+        None => env.push(("PGHOST", options.get_host().to_owned())),
+    }
+    if let Some(db) = options.get_database() {
+        env.push(("PGDATABASE", db.to_owned()));
+    }
+    if let Some(password) = url_password(url) {
+        env.push(("PGPASSWORD", password));
+    }
+    Ok(env)
+}
+
+/// The password of a `postgres://user:password@…` URL or its `password=` parameter, decoded.
+fn url_password(url: &str) -> Option<String> {
+    let rest = &url[url.find("://")? + 3..];
+    let authority = &rest[..rest.find(['/', '?', '#']).unwrap_or(rest.len())];
+    if let Some((userinfo, _)) = authority.rsplit_once('@')
+        && let Some((_, password)) = userinfo.split_once(':')
+    {
+        return Some(percent_decode(password));
+    }
+    let query = rest.split_once('?')?.1.split('#').next()?;
+    query
+        .split('&')
+        .find_map(|kv| {
+            kv.split_once('=')
+                .filter(|(k, _)| k.eq_ignore_ascii_case("password"))
+        })
+        .map(|(_, v)| percent_decode(v))
+}
+
+/// Runs a PostgreSQL client tool on the database of `url`; its stderr becomes the error.
+fn run_pg_tool(tool: &str, url: &str, args: &[&std::ffi::OsStr]) -> StoreResult<()> {
+    let out = std::process::Command::new(tool)
+        .args(args)
+        .envs(libpq_env(url)?)
+        .stdin(std::process::Stdio::null())
+        .output()
+        .map_err(|e| {
+            StoreError::Unavailable(format!(
+                "running {tool} (apt-get install postgresql-client): {e}"
+            ))
+        })?;
+    if out.status.success() {
+        Ok(())
+    } else {
+        Err(StoreError::Unavailable(format!(
+            "{tool} on {} failed: {}",
+            redact_url(url),
+            String::from_utf8_lossy(&out.stderr).trim()
+        )))
+    }
+}
+
+/// A consistent online dump of the database of `url` into `dest`: `pg_dump --format=custom`,
+/// which reads inside one REPEATABLE READ snapshot while receivers keep writing.
+pub fn dump_to(url: &str, dest: &std::path::Path) -> StoreResult<()> {
+    run_pg_tool(
+        "pg_dump",
+        url,
+        &[
+            "--format=custom".as_ref(),
+            "--no-owner".as_ref(),
+            "--no-privileges".as_ref(),
+            "--file".as_ref(),
+            dest.as_os_str(),
+        ],
+    )
+}
+
+/// Restores a [`dump_to`] dump into the database of `url` in one transaction (all or
+/// nothing); `clean` first drops what the dump recreates.
+pub fn restore_from(url: &str, src: &std::path::Path, clean: bool) -> StoreResult<()> {
+    let mut args: Vec<&std::ffi::OsStr> = vec![
+        "--single-transaction".as_ref(),
+        "--exit-on-error".as_ref(),
+        "--no-owner".as_ref(),
+        "--no-privileges".as_ref(),
+    ];
+    if clean {
+        args.push("--clean".as_ref());
+        args.push("--if-exists".as_ref());
+    }
+    let dbname = format!(
+        "--dbname={}",
+        libpq_env(url)?
+            .into_iter()
+            .find(|(k, _)| *k == "PGDATABASE")
+            .map(|(_, v)| v)
+            .unwrap_or_else(|| "postgres".into())
+    );
+    args.push(dbname.as_ref());
+    args.push(src.as_os_str());
+    run_pg_tool("pg_restore", url, &args)
+}
+
+/// Whether the database of `url` holds anything an operator would lose by overwriting it.
+pub async fn holds_data(url: &str) -> StoreResult<bool> {
+    let name = redact_url(url);
+    let options = connect_options(url)
+        .map_err(|e| StoreError::Unavailable(format!("database URL {name}: {e}")))?;
+    let mut conn = sqlx::PgConnection::connect_with(&options)
+        .await
+        .map_err(|e| StoreError::Unavailable(format!("connecting to {name}: {e}")))?;
+    let migrated: bool = sqlx::query_scalar("SELECT to_regclass('public.audit_log') IS NOT NULL")
+        .fetch_one(&mut conn)
+        .await?;
+    let holds = if migrated {
+        sqlx::query_scalar(
+            "SELECT EXISTS (SELECT 1 FROM devices) OR EXISTS (SELECT 1 FROM events)
+                 OR EXISTS (SELECT 1 FROM users) OR EXISTS (SELECT 1 FROM audit_log)",
+        )
+        .fetch_one(&mut conn)
+        .await?
+    } else {
+        false
+    };
+    let _ = conn.close().await;
+    Ok(holds)
 }
 
 #[cfg(test)]

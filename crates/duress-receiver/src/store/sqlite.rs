@@ -352,3 +352,53 @@ impl Store for SqliteStore {
         })
     }
 }
+
+/// Writes a consistent copy of the SQLite store in `data_dir` to `dest` (which must not
+/// exist), while the receiver keeps running: `VACUUM INTO` reads inside one read transaction,
+/// so the copy is the database as of one commit (WAL readers never block the writer, nor it
+/// them), written compact and without a WAL of its own. Used by `duress-receiver backup`.
+pub fn snapshot_into(data_dir: &Path, dest: &Path) -> StoreResult<()> {
+    let db = crate::settings::database_path(data_dir);
+    if !db.is_file() {
+        return Err(StoreError::Unavailable(format!(
+            "no SQLite store at {}",
+            db.display()
+        )));
+    }
+    let conn = rusqlite::Connection::open_with_flags(
+        &db,
+        rusqlite::OpenFlags::SQLITE_OPEN_READ_WRITE | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+    )?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    let dest = dest
+        .to_str()
+        .ok_or_else(|| StoreError::Unavailable("the backup path is not UTF-8".into()))?;
+    conn.execute("VACUUM INTO ?1", [dest])?;
+    Ok(())
+}
+
+/// Whether the SQLite store in `data_dir` holds anything an operator would lose by
+/// overwriting it (any device, event, account or audit entry).
+pub fn holds_data(data_dir: &Path) -> StoreResult<bool> {
+    let db = crate::settings::database_path(data_dir);
+    if !db.exists() {
+        return Ok(false);
+    }
+    let conn =
+        rusqlite::Connection::open_with_flags(&db, rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY)?;
+    conn.busy_timeout(BUSY_TIMEOUT)?;
+    let has_tables: bool = conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'audit_log')",
+        [],
+        |r| r.get(0),
+    )?;
+    if !has_tables {
+        return Ok(false);
+    }
+    Ok(conn.query_row(
+        "SELECT EXISTS (SELECT 1 FROM devices) OR EXISTS (SELECT 1 FROM events)
+             OR EXISTS (SELECT 1 FROM users) OR EXISTS (SELECT 1 FROM audit_log)",
+        [],
+        |r| r.get(0),
+    )?)
+}
