@@ -297,7 +297,7 @@ pub async fn restore(
 
     match &at.database {
         None => {
-            let db = crate::settings::database_path(&at.data_dir);
+            let db = crate::store::sqlite::database_path(&at.data_dir);
             let staged = staging.path().join(SQLITE_ENTRY);
             // The old store's WAL and shared-memory files belong to the file being replaced.
             for suffix in ["-wal", "-shm", "-journal"] {

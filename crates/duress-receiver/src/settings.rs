@@ -124,10 +124,7 @@ impl Settings {
     }
 }
 
-/// `DATA_DIR/receiver.sqlite3`.
-pub fn database_path(data_dir: &std::path::Path) -> PathBuf {
-    data_dir.join("receiver.sqlite3")
-}
+pub use crate::store::sqlite::database_path;
 
 /// Parses a human duration: a whole number followed by `s`, `m`, `h` or `d` (`90s`, `5m`,
 /// `24h`, `7d`). Used by the command line for `--expires` and `--grouping-window`.

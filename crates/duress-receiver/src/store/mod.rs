@@ -104,7 +104,7 @@ impl StoreLocation {
     /// What the store is, for messages: the SQLite file, or the URL without its password.
     pub fn describe(&self) -> String {
         match &self.database {
-            None => crate::settings::database_path(&self.data_dir)
+            None => crate::store::sqlite::database_path(&self.data_dir)
                 .display()
                 .to_string(),
             Some(url) => url.to_string(),

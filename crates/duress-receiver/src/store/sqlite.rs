@@ -57,6 +57,11 @@ impl From<sqlx::Error> for StoreError {
     }
 }
 
+/// The SQLite store's file in a data directory.
+pub fn database_path(data_dir: &Path) -> std::path::PathBuf {
+    data_dir.join("receiver.sqlite3")
+}
+
 /// The embedded store in `DATA_DIR/receiver.sqlite3`.
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
@@ -77,7 +82,7 @@ impl SqliteStore {
             StoreError::Unavailable(format!("creating {}: {e}", data_dir.display()))
         })?;
         let options = SqliteConnectOptions::new()
-            .filename(crate::settings::database_path(data_dir))
+            .filename(database_path(data_dir))
             .create_if_missing(true)
             .journal_mode(SqliteJournalMode::Wal)
             .synchronous(SqliteSynchronous::Full)
@@ -97,11 +102,7 @@ impl SqliteStore {
             .await
             .map_err(|e| StoreError::Migrate(e.to_string()))?;
         let wake = Arc::new(Notify::new());
-        let writer = writer::Writer::start(
-            crate::settings::database_path(data_dir),
-            BUSY_TIMEOUT,
-            wake.clone(),
-        )?;
+        let writer = writer::Writer::start(database_path(data_dir), BUSY_TIMEOUT, wake.clone())?;
         Ok(SqliteStore {
             pool,
             wake,
@@ -358,7 +359,7 @@ impl Store for SqliteStore {
 /// so the copy is the database as of one commit (WAL readers never block the writer, nor it
 /// them), written compact and without a WAL of its own. Used by `duress-receiver backup`.
 pub fn snapshot_into(data_dir: &Path, dest: &Path) -> StoreResult<()> {
-    let db = crate::settings::database_path(data_dir);
+    let db = database_path(data_dir);
     if !db.is_file() {
         return Err(StoreError::Unavailable(format!(
             "no SQLite store at {}",
@@ -380,7 +381,7 @@ pub fn snapshot_into(data_dir: &Path, dest: &Path) -> StoreResult<()> {
 /// Whether the SQLite store in `data_dir` holds anything an operator would lose by
 /// overwriting it (any device, event, account or audit entry).
 pub fn holds_data(data_dir: &Path) -> StoreResult<bool> {
-    let db = crate::settings::database_path(data_dir);
+    let db = database_path(data_dir);
     if !db.exists() {
         return Ok(false);
     }
