@@ -85,9 +85,7 @@ fn y_ticks(s: &mut String, y_max: f64, y: impl Fn(f64) -> f64) {
 }
 
 fn fmt_num(v: f64) -> String {
-    if v >= 1000.0 {
-        format!("{:.0}", v)
-    } else if v >= 10.0 || v == 0.0 {
+    if v >= 10.0 || v == 0.0 {
         format!("{v:.0}")
     } else {
         format!("{v:.1}")
@@ -124,9 +122,9 @@ pub fn latency_histogram(title: &str, sorted_ms: &[f64], marks: &[(&str, f64)]) 
     let step = nice_step(x_max, 8.0);
     let mut v = 0.0;
     while v <= x_max {
-        let _ = write!(
+        let _ = writeln!(
             s,
-            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text>\n",
+            "<text x=\"{:.1}\" y=\"{}\" text-anchor=\"middle\">{}</text>",
             x(v),
             H - BOTTOM + 16.0,
             fmt_num(v)

@@ -345,6 +345,7 @@ pub struct HeartbeatAnswer {
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use time::macros::datetime;
