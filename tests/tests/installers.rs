@@ -373,7 +373,12 @@ fn receiver_deb_package() {
         // --force-depends: the throw-away root has no libc6/adduser packages registered.
         run(Command::new("dpkg")
             .arg(format!("--root={}", root.display()))
-            .args(["--force-depends", "--force-script-chrootless", "--log=/dev/null", "-i"])
+            .args([
+                "--force-depends",
+                "--force-script-chrootless",
+                "--log=/dev/null",
+                "-i",
+            ])
             .arg(&deb));
     };
     install();
@@ -381,7 +386,13 @@ fn receiver_deb_package() {
     assert!(version.starts_with("duress-receiver "), "{version}");
 
     use std::os::unix::fs::PermissionsExt as _;
-    let mode = |p: &str| std::fs::metadata(root.join(p)).unwrap().permissions().mode() & 0o777;
+    let mode = |p: &str| {
+        std::fs::metadata(root.join(p))
+            .unwrap()
+            .permissions()
+            .mode()
+            & 0o777
+    };
     assert_eq!(mode("var/lib/duress-receiver"), 0o700);
     assert_eq!(mode("etc/duress/receiver.env"), 0o640);
     // The secrets file is the administrator's once written: a reinstall keeps it.
@@ -393,7 +404,11 @@ fn receiver_deb_package() {
         "DURESS_DATABASE_URL=postgres://mine@/db\n"
     );
     // Nothing unconfigured is started or enabled.
-    assert!(!root.join("etc/systemd/system/multi-user.target.wants").exists());
+    assert!(
+        !root
+            .join("etc/systemd/system/multi-user.target.wants")
+            .exists()
+    );
 
     // The unit as installed, pointed at the installed binary (verify checks that ExecStart
     // exists and is executable on this machine).
@@ -437,12 +452,18 @@ fn receiver_deb_package() {
     let text = String::from_utf8_lossy(&security.stdout);
     let exposure: f64 = text
         .lines()
-        .find_map(|l| l.split("exposure level for duress-receiver.service: ").nth(1))
+        .find_map(|l| {
+            l.split("exposure level for duress-receiver.service: ")
+                .nth(1)
+        })
         .and_then(|rest| rest.split_whitespace().next())
         .and_then(|n| n.parse().ok())
         .unwrap_or_else(|| panic!("no exposure level in:\n{text}"));
     println!("receiver_deb_package: systemd-analyze security exposure {exposure}");
-    assert!(exposure <= 2.5, "exposure {exposure} (at most 2.5, \"OK\"):\n{text}");
+    assert!(
+        exposure <= 2.5,
+        "exposure {exposure} (at most 2.5, \"OK\"):\n{text}"
+    );
 }
 
 /// The example policy the .deb installs is a valid policy that sets every key of the schema.

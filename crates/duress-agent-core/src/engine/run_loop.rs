@@ -31,7 +31,7 @@ pub const ACK_POLL_FOR: Duration = Duration::from_secs(600);
 impl Engine {
     /// Runs until `shutdown` completes: a heartbeat at once and then every `interval_s` (with
     /// backoff on failure), and delivery of pending events — woken by `record` in this process,
-    /// by commits of other processes (`PRAGMA data_version`, polled every [`OUTBOX_POLL`]), and retried
+    /// by commits of other processes (`PRAGMA data_version`, polled every `OUTBOX_POLL`), and retried
     /// on the alarm schedule. If the station is not enrolled and the policy carries a token,
     /// enrollment is attempted in place of the heartbeat.
     ///

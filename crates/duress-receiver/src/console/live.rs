@@ -83,7 +83,7 @@ impl LiveFeed {
     }
 }
 
-/// Reads new rows after each poke (or each [`POLL`]) and broadcasts them. Runs until aborted.
+/// Reads new rows after each poke (or each `POLL`) and broadcasts them. Runs until aborted.
 pub async fn run_pump(store: Arc<dyn Store>, feed: LiveFeed) {
     let wake: Arc<Notify> = store.live_wake();
     let mut last = store.live_latest_id().await.unwrap_or(0);

@@ -14,9 +14,9 @@
 //!   once the second sees the first's claim (`ClaimedBy`).
 //! - **Per token** (`FOR UPDATE` on the token row, then `UPDATE … WHERE uses_left > 0`): a
 //!   one-use token enrolls exactly one device however many enrollments race.
-//! - **The log lock** ([`log::LOG_LOCK`], `pg_advisory_xact_lock`): every transaction that
+//! - **The log lock** (`log::LOG_LOCK`, `pg_advisory_xact_lock`): every transaction that
 //!   appends to the audit chain or to the live log takes it, as its last lock, right before
-//!   those rows, and holds it to commit. See [`log`] for why an advisory lock.
+//!   those rows, and holds it to commit. See the `log` module for why an advisory lock.
 //!
 //! Idempotent ingest is `INSERT … ON CONFLICT (id) DO NOTHING RETURNING`, before anything
 //! else of the event is written. Connection failures are [`StoreError::Unavailable`] (the agent

@@ -5,7 +5,7 @@
 //!
 //! The hot writes — event ingest and heartbeats — go through one writer task with its own
 //! connection that commits whatever is queued in one transaction (group commit, see
-//! [`writer`]); everything else uses the pool. One submodule per area of the store's traits.
+//! `writer`); everything else uses the pool. One submodule per area of the store's traits.
 
 use std::path::Path;
 use std::sync::Arc;
