@@ -12,6 +12,8 @@
 //!   backend — SQLite (embedded default) and PostgreSQL (migrations in `migrations/<backend>/`).
 //! - [`incidents`]: how an event opens or joins an incident.
 //! - [`tokens`]: enrollment token generation and hashing.
+//! - [`server`]: the HTTPS accept loop: timeouts, connection caps, the share kept for
+//!   enrolled devices, the open-files limit.
 //! - [`ratelimit`]: failed-enrollment limiting per client address.
 //! - [`records`]: what the admin commands show.
 //! - [`admin`]: the admin commands (token creation, listings, export, device status).
@@ -29,6 +31,7 @@ pub mod incidents;
 pub mod problem;
 pub mod ratelimit;
 pub mod records;
+pub mod server;
 pub mod settings;
 pub mod store;
 pub mod tls;
@@ -41,12 +44,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use axum_server::tls_rustls::RustlsConfig;
 use tokio::sync::oneshot;
 
 pub use admin::Approve;
 pub use records::{DeviceRecord, EventRecord, ExportedEvent, IncidentEvent, IncidentRecord};
-pub use settings::{Settings, TlsSource};
+pub use settings::{ConnectionLimits, Settings, TlsSource};
 
 /// How long in-flight requests may finish after shutdown is requested.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -192,19 +194,6 @@ impl Prepared {
             api: state,
             console,
         });
-        let handle = axum_server::Handle::new();
-        // TCP_NODELAY on every accepted connection: an answer leaves as its TLS records are
-        // written. Without it Nagle held the last record of an answer for the client's delayed
-        // ACK (≈ 40 ms) whenever several requests were in flight (measured: a queue of alarms
-        // drained at 16 per 43 ms).
-        let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(RustlsConfig::from_config(
-            self.tls.server_config.clone(),
-        ))
-        .acceptor(axum_server::accept::NoDelayAcceptor::new());
-        let server = axum_server::from_tcp(listener)?
-            .acceptor(acceptor)
-            .handle(handle.clone());
-
         println!("Duress receiver listening on https://{addr}");
         println!("TLS certificate SHA-256: {}", self.tls.fingerprint);
         println!("Agents trust: {}", self.tls.trust_path.display());
@@ -215,26 +204,21 @@ impl Prepared {
         );
         tracing::info!(%addr, data_dir = %self.settings.data_dir.display(), store = self.store.backend(), "receiver serving");
 
-        let on_shutdown = handle.clone();
-        let watcher = tokio::spawn(async move {
+        let shutdown = async move {
             shutdown.await;
-            tracing::info!("shutting down: finishing in-flight requests");
             // Live streams never finish by themselves: end them so shutdown need not wait.
             let _ = closing.send(true);
-            on_shutdown.graceful_shutdown(Some(SHUTDOWN_GRACE));
-        });
-        if let Some(ready) = ready {
-            let listening = handle.clone();
-            tokio::spawn(async move {
-                if listening.listening().await.is_some() {
-                    let _ = ready.send(());
-                }
-            });
-        }
-        let served = server
-            .serve(app.into_make_service_with_connect_info::<SocketAddr>())
-            .await;
-        watcher.abort();
+        };
+        let served = server::serve(
+            listener,
+            self.tls.server_config.clone(),
+            app,
+            self.settings.connections.clone(),
+            shutdown,
+            SHUTDOWN_GRACE,
+            ready,
+        )
+        .await;
         pump.abort();
         escalation.abort();
         // Only after the last request finished: closing checkpoints the WAL.
