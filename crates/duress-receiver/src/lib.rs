@@ -77,6 +77,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningReceiver> {
     let prepared = Prepared::new(settings).await?;
     let cert_pem_path = prepared.tls.trust_path.clone();
     let cert_sha256 = prepared.tls.fingerprint.clone();
+    let login_limiter = prepared.login_limiter.clone();
     let (stop, stopped) = oneshot::channel::<()>();
     let (ready_tx, ready) = oneshot::channel();
     // Dropping the RunningReceiver drops `stop`, which also shuts the server down.
@@ -99,6 +100,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningReceiver> {
         cert_sha256,
         data_dir,
         store,
+        login_limiter,
         stop: Some(stop),
         task,
     })
@@ -117,6 +119,8 @@ pub struct RunningReceiver {
     pub data_dir: PathBuf,
     /// Where its store is (what the admin functions take).
     pub store: store::StoreLocation,
+    /// The console's sign-in limiter (its counters: passwords checked, argon2 peak).
+    pub login_limiter: Arc<console::auth::LoginLimiter>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -138,6 +142,7 @@ struct Prepared {
     settings: Settings,
     store: Arc<dyn store::Store>,
     tls: tls::TlsMaterial,
+    login_limiter: Arc<console::auth::LoginLimiter>,
 }
 
 impl Prepared {
@@ -153,10 +158,12 @@ impl Prepared {
                 return Err(e);
             }
         };
+        let login_limiter = Arc::new(console::auth::LoginLimiter::new(&settings.console));
         Ok(Prepared {
             settings,
             store,
             tls,
+            login_limiter,
         })
     }
 
@@ -182,6 +189,7 @@ impl Prepared {
             self.store.clone(),
             self.settings.console.clone(),
             self.settings.heartbeat_interval_s,
+            self.login_limiter.clone(),
         ));
         // Background work of the console, stopped when serving ends.
         let pump = tokio::spawn(console::live::run_pump(
