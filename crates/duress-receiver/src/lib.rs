@@ -12,6 +12,8 @@
 //!   backend — SQLite (embedded default) and PostgreSQL (migrations in `migrations/<backend>/`).
 //! - [`incidents`]: how an event opens or joins an incident.
 //! - [`tokens`]: enrollment token generation and hashing.
+//! - [`server`]: the HTTPS accept loop: timeouts, connection caps, the share kept for
+//!   enrolled devices, the open-files limit.
 //! - [`ratelimit`]: failed-enrollment limiting per client address.
 //! - [`records`]: what the admin commands show.
 //! - [`admin`]: the admin commands (token creation, listings, export, device status).
@@ -31,6 +33,7 @@ pub mod logging;
 pub mod problem;
 pub mod ratelimit;
 pub mod records;
+pub mod server;
 pub mod settings;
 pub mod store;
 pub mod tls;
@@ -43,12 +46,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use axum_server::tls_rustls::RustlsConfig;
 use tokio::sync::oneshot;
 
 pub use admin::Approve;
 pub use records::{DeviceRecord, EventRecord, ExportedEvent, IncidentEvent, IncidentRecord};
-pub use settings::{Settings, TlsSource};
+pub use settings::{ConnectionLimits, Settings, TlsSource};
 
 /// How long in-flight requests may finish after shutdown is requested.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
@@ -77,6 +79,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningReceiver> {
     let prepared = Prepared::new(settings).await?;
     let cert_pem_path = prepared.tls.trust_path.clone();
     let cert_sha256 = prepared.tls.fingerprint.clone();
+    let login_limiter = prepared.login_limiter.clone();
     let (stop, stopped) = oneshot::channel::<()>();
     let (ready_tx, ready) = oneshot::channel();
     // Dropping the RunningReceiver drops `stop`, which also shuts the server down.
@@ -99,6 +102,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningReceiver> {
         cert_sha256,
         data_dir,
         store,
+        login_limiter,
         stop: Some(stop),
         task,
     })
@@ -117,6 +121,8 @@ pub struct RunningReceiver {
     pub data_dir: PathBuf,
     /// Where its store is (what the admin functions take).
     pub store: store::StoreLocation,
+    /// The console's sign-in limiter (its counters: passwords checked, argon2 peak).
+    pub login_limiter: Arc<console::auth::LoginLimiter>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -138,6 +144,7 @@ struct Prepared {
     settings: Settings,
     store: Arc<dyn store::Store>,
     tls: tls::TlsMaterial,
+    login_limiter: Arc<console::auth::LoginLimiter>,
 }
 
 impl Prepared {
@@ -153,10 +160,12 @@ impl Prepared {
                 return Err(e);
             }
         };
+        let login_limiter = Arc::new(console::auth::LoginLimiter::new(&settings.console));
         Ok(Prepared {
             settings,
             store,
             tls,
+            login_limiter,
         })
     }
 
@@ -182,6 +191,7 @@ impl Prepared {
             self.store.clone(),
             self.settings.console.clone(),
             self.settings.heartbeat_interval_s,
+            self.login_limiter.clone(),
         ));
         // Background work of the console, stopped when serving ends.
         let pump = tokio::spawn(console::live::run_pump(
@@ -194,19 +204,6 @@ impl Prepared {
             api: state,
             console,
         });
-        let handle = axum_server::Handle::new();
-        // TCP_NODELAY on every accepted connection: an answer leaves as its TLS records are
-        // written. Without it Nagle held the last record of an answer for the client's delayed
-        // ACK (≈ 40 ms) whenever several requests were in flight (measured: a queue of alarms
-        // drained at 16 per 43 ms).
-        let acceptor = axum_server::tls_rustls::RustlsAcceptor::new(RustlsConfig::from_config(
-            self.tls.server_config.clone(),
-        ))
-        .acceptor(axum_server::accept::NoDelayAcceptor::new());
-        let server = axum_server::from_tcp(listener)?
-            .acceptor(acceptor)
-            .handle(handle.clone());
-
         println!("Duress receiver listening on https://{addr}");
         println!("TLS certificate SHA-256: {}", self.tls.fingerprint);
         println!("Agents trust: {}", self.tls.trust_path.display());
@@ -217,26 +214,21 @@ impl Prepared {
         );
         tracing::info!(%addr, data_dir = %self.settings.data_dir.display(), store = self.store.backend(), "receiver serving");
 
-        let on_shutdown = handle.clone();
-        let watcher = tokio::spawn(async move {
+        let shutdown = async move {
             shutdown.await;
-            tracing::info!("shutting down: finishing in-flight requests");
             // Live streams never finish by themselves: end them so shutdown need not wait.
             let _ = closing.send(true);
-            on_shutdown.graceful_shutdown(Some(SHUTDOWN_GRACE));
-        });
-        if let Some(ready) = ready {
-            let listening = handle.clone();
-            tokio::spawn(async move {
-                if listening.listening().await.is_some() {
-                    let _ = ready.send(());
-                }
-            });
-        }
-        let served = server
-            .serve(app.into_make_service_with_connect_info::<SocketAddr>())
-            .await;
-        watcher.abort();
+        };
+        let served = server::serve(
+            listener,
+            self.tls.server_config.clone(),
+            app,
+            self.settings.connections.clone(),
+            shutdown,
+            SHUTDOWN_GRACE,
+            ready,
+        )
+        .await;
         pump.abort();
         escalation.abort();
         // Only after the last request finished: closing checkpoints the WAL.

@@ -79,6 +79,15 @@ enum Command {
             default_value = "observe,patrol,patrol + 911"
         )]
         response_levels: Vec<String>,
+        /// Connections held at once (default: the open-files limit less 128).
+        #[arg(long)]
+        max_connections: Option<usize>,
+        /// Connections one address may hold before a request on them proved its sender.
+        #[arg(long, default_value_t = 64)]
+        max_connections_per_address: usize,
+        /// A connection must send its first request head within this time (s, m, h, d).
+        #[arg(long, default_value = "10s", value_parser = parse_duration)]
+        header_timeout: Duration,
     },
     /// Console accounts.
     User {
@@ -280,6 +289,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             grouping_window,
             escalate_after,
             response_levels,
+            max_connections,
+            max_connections_per_address,
+            header_timeout,
         } => {
             let mut settings = Settings::new(store.data_dir.clone());
             settings.database = store.location().database;
@@ -295,6 +307,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "--response-levels needs at least one level"
             );
             settings.console.response_levels = levels;
+            settings.connections.max_connections = max_connections;
+            settings.connections.max_per_address = max_connections_per_address;
+            settings.connections.header_timeout = header_timeout;
             if let (Some(cert), Some(key)) = (tls_cert, tls_key) {
                 settings.tls = TlsSource::Files { cert, key };
             }

@@ -73,6 +73,49 @@ pub enum TlsSource {
 /// See [`Settings::body_read_timeout`].
 pub const DEFAULT_BODY_READ_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How the receiver treats connections (see [`crate::server`] for the design).
+#[derive(Debug, Clone)]
+pub struct ConnectionLimits {
+    /// A new connection must complete its TLS handshake within this time.
+    pub tls_handshake_timeout: Duration,
+    /// A new connection must have sent its first complete request head (TLS handshake
+    /// included) within this time of being accepted, else it is closed: a half-sent request
+    /// holds nothing for longer.
+    pub header_timeout: Duration,
+    /// A kept-alive connection with no request in flight is closed after this long. Longer than
+    /// the heartbeat interval, so an agent's connection stays warm from one heartbeat to the
+    /// next (no handshake per heartbeat).
+    pub idle_timeout: Duration,
+    /// Connections held at once. `None`: the open-files limit (after raising the soft limit to
+    /// the hard one) less [`FD_RESERVE`], which the store, logs and certificate need.
+    pub max_connections: Option<usize>,
+    /// Connections one client address may hold before it has proven itself (a signed device
+    /// request or a console session); past it that address's oldest idle one is closed.
+    pub max_per_address: usize,
+    /// HTTP/2 streams one connection may have open at once.
+    pub h2_max_concurrent_streams: u32,
+}
+
+/// File descriptors kept back from connections for the store (SQLite: 4 pooled connections
+/// and the writer, each with the database, WAL and shared-memory files; PostgreSQL: its pool's
+/// sockets), the certificate files, logs and the runtime's own (epoll, eventfd, signal pipe).
+pub const FD_RESERVE: usize = 128;
+
+impl ConnectionLimits {
+    /// Defaults for a heartbeat interval of `heartbeat_interval_s`.
+    pub fn for_heartbeat(heartbeat_interval_s: u64) -> Self {
+        ConnectionLimits {
+            tls_handshake_timeout: Duration::from_secs(10),
+            header_timeout: Duration::from_secs(10),
+            // Two intervals and a half-minute: a late heartbeat still finds its connection.
+            idle_timeout: Duration::from_secs(heartbeat_interval_s.saturating_mul(2) + 30),
+            max_connections: None,
+            max_per_address: 64,
+            h2_max_concurrent_streams: 32,
+        }
+    }
+}
+
 /// Everything [`crate::launch`] needs. Build with [`Settings::new`] and adjust fields.
 #[derive(Debug, Clone)]
 pub struct Settings {
@@ -96,6 +139,8 @@ pub struct Settings {
     /// `request-timeout`): a client trickling a body must not hold a connection and a task for
     /// ever. A real agent's body is about 2 KB.
     pub body_read_timeout: Duration,
+    /// Timeouts and caps on connections.
+    pub connections: ConnectionLimits,
 }
 
 impl Settings {
@@ -110,6 +155,7 @@ impl Settings {
             enrollment_failures_per_minute: DEFAULT_ENROLLMENT_FAILURES_PER_MINUTE,
             console: ConsoleSettings::default(),
             body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+            connections: ConnectionLimits::for_heartbeat(DEFAULT_HEARTBEAT_INTERVAL_S),
         }
     }
 

@@ -81,7 +81,7 @@ async fn sign_in_is_rate_limited_per_username_and_per_address() {
     }
     let limited = c.login("alice", PASSWORD).await;
     assert_eq!(limited.status, 429, "{}", limited.text());
-    assert!(limited.text().contains("Too many failed sign-ins"));
+    assert!(limited.text().contains("Too many sign-in attempts"));
     // Another user from the same address is still fine…
     assert_eq!(c.login("bob", PASSWORD).await.status, 303);
     // …until the address has used up its own budget.

@@ -801,6 +801,12 @@ async fn accounts_add_refuse_duplicates_and_disable_ends_sessions(store: Arc<dyn
         .record_login_failure("bob", "ip:10.9.9.9")
         .await
         .unwrap();
+    store
+        .record_login_lockout("bob", "ip:10.9.9.9", "5 sign-ins in 300 s; 195 refused")
+        .await
+        .unwrap();
+    let lockout = store.audit_log().await.unwrap().pop().unwrap();
+    assert_eq!(lockout.detail, "5 sign-ins in 300 s; 195 refused");
     let actions: Vec<(String, String, String)> = store
         .audit_log()
         .await
@@ -819,6 +825,7 @@ async fn accounts_add_refuse_duplicates_and_disable_ends_sessions(store: Arc<dyn
             expect("alice", "login.success", "alice"),
             expect("alice", "user.disable", "bob"),
             expect("ip:10.9.9.9", "login.failure", "bob"),
+            expect("ip:10.9.9.9", "login.lockout", "bob"),
         ]
     );
     verified_chain(&store).await;

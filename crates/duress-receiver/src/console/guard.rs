@@ -157,6 +157,9 @@ pub async fn guard(
             );
         }
     }
+    // A valid session proves the sender: its connection joins the share kept while hostile
+    // connections fill the caps (crate::server), so the board still loads under attack.
+    crate::server::trust_connection(request.extensions());
     request.extensions_mut().insert(CurrentUser {
         username: session.username,
         role: session.role,

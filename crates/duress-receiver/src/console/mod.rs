@@ -60,7 +60,7 @@ pub struct Console {
     pub settings: ConsoleSettings,
     /// Heartbeat interval the stations page judges liveness by.
     pub heartbeat_interval_s: u64,
-    pub login_limiter: auth::LoginLimiter,
+    pub login_limiter: Arc<auth::LoginLimiter>,
     /// Set when the receiver shuts down: live streams end so shutdown does not wait on them.
     pub closing: tokio::sync::watch::Sender<bool>,
 }
@@ -70,8 +70,8 @@ impl Console {
         store: Arc<dyn Store>,
         settings: ConsoleSettings,
         heartbeat_interval_s: u64,
+        login_limiter: Arc<auth::LoginLimiter>,
     ) -> Self {
-        let login_limiter = auth::LoginLimiter::new(&settings);
         Console {
             store,
             feed: live::LiveFeed::new(),

@@ -436,6 +436,15 @@ pub trait AccountStore: Send + Sync {
     /// Audits a failed sign-in (`actor` is `ip:ADDR`).
     fn record_login_failure<'a>(&'a self, username: &'a str, actor: &'a str)
     -> StoreFuture<'a, ()>;
+    /// Audits one summary of sign-ins held back for `username` (`actor` is `ip:ADDR`): written
+    /// once when a limit is reached, not once per refused attempt, so a flood cannot push real
+    /// entries out of sight.
+    fn record_login_lockout<'a>(
+        &'a self,
+        username: &'a str,
+        actor: &'a str,
+        detail: &'a str,
+    ) -> StoreFuture<'a, ()>;
     /// Creates the session and audits the sign-in in one transaction.
     fn create_session<'a>(&'a self, session: NewSession, detail: &'a str) -> StoreFuture<'a, ()>;
     /// The session with this id hash and its user's current role and state.

@@ -323,6 +323,15 @@ impl AccountStore for PostgresStore {
         Box::pin(self.audit_only(actor, "login.failure", username, ""))
     }
 
+    fn record_login_lockout<'a>(
+        &'a self,
+        username: &'a str,
+        actor: &'a str,
+        detail: &'a str,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(self.audit_only(actor, "login.lockout", username, detail))
+    }
+
     fn create_session<'a>(&'a self, session: NewSession, detail: &'a str) -> StoreFuture<'a, ()> {
         Box::pin(self.create_session_impl(session, detail))
     }
