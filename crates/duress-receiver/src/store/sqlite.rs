@@ -68,6 +68,8 @@ pub struct SqliteStore {
     writer: writer::Writer,
     /// Verified devices' public keys (see [`super::rules::KeyCache`]).
     keys: Arc<super::rules::KeyCache>,
+    /// The audit chain's key, from `DATA_DIR/audit-hmac.key` (see [`super::audit_chain`]).
+    audit_key: super::audit_chain::AuditKey,
 }
 
 impl SqliteStore {
@@ -96,6 +98,10 @@ impl SqliteStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Migrate(e.to_string()))?;
+        let head: i64 = sqlx::query_scalar("SELECT id FROM audit_head")
+            .fetch_one(&pool)
+            .await?;
+        let audit_key = super::audit_chain::AuditKey::load_or_create(data_dir, head + 1)?;
         let wake = Arc::new(Notify::new());
         let writer = writer::Writer::start(
             crate::settings::database_path(data_dir),
@@ -107,6 +113,7 @@ impl SqliteStore {
             wake,
             writer,
             keys: Arc::default(),
+            audit_key,
         })
     }
 
@@ -208,6 +215,7 @@ impl SqliteStore {
         let now = crate::api::receiver_now();
         log::audit(
             &mut tx,
+            &self.audit_key,
             now,
             actor,
             "device.status",
