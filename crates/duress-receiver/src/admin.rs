@@ -15,7 +15,7 @@ use duress_core::{DeviceStatus, EventKind};
 
 use crate::console::accounts;
 use crate::records::{DeviceRecord, EventRecord, ExportedEvent, IncidentRecord};
-use crate::store::audit_chain::ChainBreak;
+use crate::store::audit_chain::{self, AuditHead, ChainBreak};
 use crate::store::{IncidentFilter, NewToken, Role, Store, StoreLocation, UserRecord};
 use crate::tokens;
 
@@ -126,9 +126,16 @@ pub async fn list_test_events(at: impl Into<StoreLocation>) -> anyhow::Result<Ve
     Ok(events)
 }
 
-/// Every event with its raw JWS and the public key that verifies it.
+/// Every event with its raw JWS and the public key that verifies it. The export is audited
+/// (before it is read, so no export leaves without its entry).
 pub async fn export_events(at: impl Into<StoreLocation>) -> anyhow::Result<Vec<ExportedEvent>> {
-    with_store(at, async |store| Ok(store.export_events().await?)).await
+    with_store(at, async |store| {
+        store
+            .record_audit(CLI, "events.export", "events", "events export (JSON Lines)")
+            .await?;
+        Ok(store.export_events().await?)
+    })
+    .await
 }
 
 /// Approves (`active`), disables or revokes a device. Revocation is final.
@@ -169,12 +176,33 @@ pub async fn disable_user(at: impl Into<StoreLocation>, username: &str) -> anyho
     .await
 }
 
-/// Recomputes the audit chain: `Ok(entries)` or where it breaks.
+/// Recomputes the audit chain under the data directory's audit key, checks the stored head
+/// and, when given, that `expect` (a head printed earlier by [`audit_head`]) is still in it:
+/// `Ok(entries)` or where it breaks.
 pub async fn verify_audit(
     at: impl Into<StoreLocation>,
+    expect: Option<&AuditHead>,
 ) -> anyhow::Result<Result<usize, ChainBreak>> {
     with_store(at, async |store| {
-        Ok(crate::console::audit::verify_chain(store).await?)
+        Ok(crate::store::verify_audit(store, expect).await?)
+    })
+    .await
+}
+
+/// The head of a chain that verifies (`ID:HASH` of the newest entry), for an auditor to keep
+/// outside the receiver and later pass to `audit verify --expect-head`. An error when the
+/// chain does not verify: a broken chain has no head worth anchoring.
+pub async fn audit_head(at: impl Into<StoreLocation>) -> anyhow::Result<AuditHead> {
+    with_store(at, async |store| {
+        let head = store.audit_head().await?;
+        let log = store.audit_log().await?;
+        if let Err(broken) = audit_chain::verify(&log, store.audit_key(), Some(&head), None) {
+            anyhow::bail!("{broken}");
+        }
+        Ok(log.last().map_or(AuditHead::empty(), |e| AuditHead {
+            id: e.id,
+            hash: e.hash.clone(),
+        }))
     })
     .await
 }

@@ -325,7 +325,7 @@ pub async fn restore(
         let _ = dir.sync_all();
     }
 
-    let audit_entries = match crate::admin::verify_audit(at).await? {
+    let audit_entries = match crate::admin::verify_audit(at, None).await? {
         Ok(n) => n,
         Err(brk) => bail!("restored, but the audit chain does not hold: {brk}"),
     };

@@ -14,6 +14,7 @@ use duress_core::DeviceStatus;
 use duress_receiver::console::accounts;
 use duress_receiver::logging::LogFormat;
 use duress_receiver::settings::parse_duration;
+use duress_receiver::store::audit_chain::AuditHead;
 use duress_receiver::store::{DatabaseUrl, Role, StoreLocation};
 use duress_receiver::{Approve, Settings, TlsSource, admin};
 
@@ -240,8 +241,18 @@ enum UserCommand {
 
 #[derive(Debug, Subcommand)]
 enum AuditCommand {
-    /// Recompute the hash chain; exit non-zero naming the first bad entry.
+    /// Recompute the keyed hash chain; exit non-zero naming the first bad entry, or when
+    /// --expect-head is no longer in the chain (newest entries deleted, older copy in place).
     Verify {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// A head printed earlier by `audit head` (ID:HASH).
+        #[arg(long)]
+        expect_head: Option<String>,
+    },
+    /// Print the head of the verified chain (ID:HASH) alone on the last line, to keep outside
+    /// the receiver for `audit verify --expect-head`.
+    Head {
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -405,14 +416,28 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::User { command } => run_user(command).await,
         Command::Audit {
-            command: AuditCommand::Verify { store },
-        } => match admin::verify_audit(store.location()).await? {
-            Ok(n) => {
-                println!("audit chain ok: {n} entries");
-                Ok(())
+            command: AuditCommand::Verify { store, expect_head },
+        } => {
+            let expect = expect_head
+                .map(|h| h.parse::<AuditHead>())
+                .transpose()
+                .map_err(|e| anyhow::anyhow!("--expect-head: {e}"))?;
+            match admin::verify_audit(store.location(), expect.as_ref()).await? {
+                Ok(n) => {
+                    println!("audit chain ok: {n} entries");
+                    Ok(())
+                }
+                Err(broken) => anyhow::bail!("{broken}"),
             }
-            Err(broken) => anyhow::bail!("{broken}"),
-        },
+        }
+        Command::Audit {
+            command: AuditCommand::Head { store },
+        } => {
+            let head = admin::audit_head(store.location()).await?;
+            println!("audit chain ok: head of {} entries:", head.id);
+            println!("{head}");
+            Ok(())
+        }
         Command::Backup { store, out } => {
             let report = duress_receiver::backup::backup(&store.location(), &out).await?;
             println!(

@@ -106,7 +106,7 @@ async fn a_backup_during_a_burst_restores_every_acknowledged_alarm() {
         missing.len()
     );
     assert!(matches!(
-        admin::verify_audit(target.clone()).await.unwrap(),
+        admin::verify_audit(target.clone(), None).await.unwrap(),
         Ok(n) if n == restored.audit_entries
     ));
     // The same TLS identity, so agents that pin it keep trusting the restored receiver.

@@ -14,21 +14,50 @@ use duress_receiver::store::{Role, StoreLocation};
 const BIN: &str = env!("CARGO_BIN_EXE_duress-receiver");
 
 fn verify(at: StoreLocation) -> std::process::Output {
+    audit(&at, &["verify"])
+}
+
+/// `duress-receiver audit ARGS… --data-dir DIR` (and the database URL in its variable).
+fn audit(at: &StoreLocation, args: &[&str]) -> std::process::Output {
     let mut cmd = Command::new(BIN);
-    cmd.args([
-        "audit",
-        "verify",
-        "--data-dir",
-        at.data_dir.to_str().unwrap(),
-    ]);
+    cmd.arg("audit")
+        .args(args)
+        .args(["--data-dir", at.data_dir.to_str().unwrap()]);
     if let Some(url) = &at.database {
         cmd.env("DURESS_DATABASE_URL", url.expose());
     }
     cmd.output().unwrap()
 }
 
+/// `audit verify --expect-head H`: whether it held, and what it printed.
+fn verify_expecting(at: &StoreLocation, head: &str) -> (bool, String) {
+    let out = audit(at, &["verify", "--expect-head", head]);
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// `audit head`: the head alone on the last line.
+fn head(at: &StoreLocation) -> String {
+    let out = audit(at, &["head"]);
+    let stdout = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let last = stdout.lines().last().unwrap().to_owned();
+    assert!(!last.contains(' '), "{stdout}");
+    last
+}
+
 /// Runs `sql` on the store directly, as someone with access to the database would.
-async fn tamper(at: &StoreLocation, sql: &'static str) {
+async fn tamper(at: &StoreLocation, sql: &str) {
     match &at.database {
         None => {
             rusqlite::Connection::open(at.data_dir.join("receiver.sqlite3"))
@@ -45,7 +74,10 @@ async fn tamper(at: &StoreLocation, sql: &'static str) {
                 .replacen("postgres://postgres@/", "postgres:///", 1)
                 + "&user=postgres";
             let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
-            sqlx::query(sql).execute(&mut conn).await.unwrap();
+            sqlx::query(sqlx::AssertSqlSafe(sql.to_owned()))
+                .execute(&mut conn)
+                .await
+                .unwrap();
         }
     }
 }
@@ -130,6 +162,220 @@ async fn the_audit_chain_verifies_and_detects_an_altered_row() {
     let page = Console::sign_in(&h, "olivia").await.get("/reports").await;
     assert_eq!(page.status, 200);
     h.shutdown().await;
+}
+
+/// Proves the anchored audit log on the backend under test: `audit head` prints the head alone
+/// on its last line; `audit verify --expect-head` holds on the intact chain, and fails after the
+/// newest entries are deleted (also when the stored head is rewound with them), after the
+/// hashes are recomputed with SQL without the key, and (SQLite) with an older copy of the
+/// database put back; ids of deleted entries are never handed out again; exports and printed
+/// reports are audited.
+#[tokio::test]
+async fn audit_verify_expect_head_detects_truncation_recompute_and_an_older_copy() {
+    let h = Harness::start().await;
+    let at = h.data_dir();
+    add_user(h.data_dir(), "olivia", Role::Officer).await;
+    let officer = Console::sign_in(&h, "olivia").await;
+    let mut agent = h.enrolled_agent().await;
+    let event = agent.event(EventKind::Duress);
+    let ack: EventAck = h.post("/v1/events", agent.sign_event(&event)).await.json();
+    let id = ack.incident_id.unwrap();
+    // Exports and printed reports leave their entries.
+    assert_eq!(officer.get("/reports/incidents.csv").await.status, 200);
+    assert_eq!(
+        officer.get(&format!("/incidents/{id}/print")).await.status,
+        200
+    );
+    assert!(
+        duress_receiver::admin::export_events(at.clone())
+            .await
+            .unwrap()
+            .len()
+            == 1
+    );
+    // user.add, login.success, token.create, report.export, report.print, events.export
+    let older_copy = (!h.on_postgres()).then(|| {
+        let copy = h.dir.path().join("older.sqlite3");
+        rusqlite::Connection::open(at.data_dir.join("receiver.sqlite3"))
+            .unwrap()
+            .execute(&format!("VACUUM INTO '{}'", copy.display()), [])
+            .unwrap();
+        copy
+    });
+    for path in ["/claim", "/called-911"] {
+        let a = officer
+            .post_form(&format!("/incidents/{id}{path}"), &[])
+            .await;
+        assert_eq!(a.status, 303, "{path}: {}", a.text());
+    }
+    let h8 = head(&at);
+    assert!(h8.starts_with("8:"), "{h8}");
+    let actions: Vec<String> = duress_receiver::admin::with_store(at.clone(), async |store| {
+        Ok(store
+            .audit_log()
+            .await?
+            .into_iter()
+            .map(|e| e.action)
+            .collect())
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        actions,
+        [
+            "user.add",
+            "login.success",
+            "token.create",
+            "report.export",
+            "report.print",
+            "events.export",
+            "incident.claim",
+            "incident.911"
+        ]
+    );
+    let (ok, out) = verify_expecting(&at, &h8);
+    assert!(ok, "intact: {out}");
+    assert!(out.contains("audit chain ok: 8 entries"), "{out}");
+
+    // An older copy of the database put back (SQLite: the file; the receiver is stopped).
+    let location = at.clone();
+    // Stop the receiver but keep its data directory.
+    let Harness {
+        receiver,
+        dir: _dir,
+        ..
+    } = h;
+    receiver.shutdown().await.unwrap();
+    if let Some(copy) = older_copy {
+        let live = location.data_dir.join("receiver.sqlite3");
+        let newer = location.data_dir.join("newer.sqlite3");
+        std::fs::rename(&live, &newer).unwrap();
+        for ext in ["-wal", "-shm"] {
+            let _ = std::fs::remove_file(location.data_dir.join(format!("receiver.sqlite3{ext}")));
+        }
+        std::fs::copy(&copy, &live).unwrap();
+        assert!(
+            verify(location.clone()).status.success(),
+            "the copy is a valid chain"
+        );
+        let (ok, out) = verify_expecting(&location, &h8);
+        assert!(!ok && out.contains("older copy"), "older copy: {out}");
+        std::fs::rename(&newer, &live).unwrap();
+        assert!(verify_expecting(&location, &h8).0);
+    }
+
+    // The last two entries deleted, the stored head rewound with them: only the kept head
+    // can tell.
+    let h6 = {
+        let out = head(&location);
+        assert!(out.starts_with("8:"), "{out}");
+        let log = duress_receiver::admin::with_store(location.clone(), async |store| {
+            Ok(store.audit_log().await?)
+        })
+        .await
+        .unwrap();
+        format!("6:{}", log[5].hash)
+    };
+    tamper(&location, "DELETE FROM audit_log WHERE id > 6").await;
+    let out = verify(location.clone());
+    assert!(!out.status.success(), "the stored head still names entry 8");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("deleted"));
+    let hash6 = h6.split_once(':').unwrap().1.to_owned();
+    tamper(
+        &location,
+        &format!("UPDATE audit_head SET id = 6, hash = '{hash6}'"),
+    )
+    .await;
+    assert!(
+        verify(location.clone()).status.success(),
+        "a careful truncation"
+    );
+    let (ok, out) = verify_expecting(&location, &h8);
+    assert!(!ok, "truncated: {out}");
+    assert!(out.contains("entry 7") && out.contains("deleted"), "{out}");
+
+    // Entry 5 altered and every later hash recomputed with SQL, as plain SHA-256 (what SQL can
+    // compute without the key), keyed or marked legacy: both fail.
+    let log = duress_receiver::admin::with_store(location.clone(), async |store| {
+        Ok(store.audit_log().await?)
+    })
+    .await
+    .unwrap();
+    for keyed in [true, false] {
+        let mut prev = log[3].hash.clone();
+        for e in &log[4..] {
+            let detail = if e.id == 5 {
+                "nothing to see"
+            } else {
+                e.detail.as_str()
+            };
+            let hash = duress_receiver::store::audit_chain::entry_hash(
+                &prev, e.id, &e.at, &e.actor, &e.action, &e.subject, detail,
+            );
+            let keyed_value = if location.database.is_some() {
+                keyed.to_string()
+            } else {
+                u8::from(keyed).to_string()
+            };
+            tamper(
+                &location,
+                &format!(
+                    "UPDATE audit_log SET detail = '{}', prev_hash = '{prev}', hash = '{hash}', \
+                     keyed = {keyed_value} WHERE id = {}",
+                    detail.replace('\'', "''"),
+                    e.id
+                ),
+            )
+            .await;
+            prev = hash;
+        }
+        tamper(
+            &location,
+            &format!("UPDATE audit_head SET id = 6, hash = '{prev}'"),
+        )
+        .await;
+        let out = verify(location.clone());
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success(),
+            "recomputed (keyed {keyed}): {stderr}"
+        );
+        assert!(stderr.contains("entry 5"), "{stderr}");
+        assert!(!verify_expecting(&location, &h6).0);
+    }
+
+    // Ids are never reused: with entries 7 and 8 gone (and the head rewound by SQL, so the
+    // store continues from 6), ... the stored head decides: restore it to 8 and the next
+    // entry is 9, and verification names the gap.
+    tamper(&location, "DELETE FROM audit_log WHERE id > 4").await;
+    tamper(
+        &location,
+        &format!(
+            "UPDATE audit_head SET id = 8, hash = '{}'",
+            h8.split_once(':').unwrap().1
+        ),
+    )
+    .await;
+    duress_receiver::admin::add_user(
+        location.clone(),
+        "after",
+        Role::Officer,
+        "a long enough password",
+    )
+    .await
+    .unwrap();
+    let ids: Vec<i64> = duress_receiver::admin::with_store(location.clone(), async |store| {
+        Ok(store.audit_log().await?.into_iter().map(|e| e.id).collect())
+    })
+    .await
+    .unwrap();
+    assert_eq!(
+        ids,
+        [1, 2, 3, 4, 9],
+        "the next entry follows the deleted ones"
+    );
+    let out = verify(location.clone());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("expected entry 5"));
 }
 
 /// Proves the CSV export neutralises spreadsheet formulas in untrusted fields and quotes

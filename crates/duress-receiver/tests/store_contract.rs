@@ -39,10 +39,12 @@ impl Backend {
 
     async fn postgres() -> Backend {
         let url = pg_url();
-        let store = PostgresStore::connect(&url).await.unwrap();
+        // The data directory holds the audit key.
+        let dir = tempfile::tempdir().unwrap();
+        let store = PostgresStore::connect(&url, dir.path()).await.unwrap();
         Backend {
             store: Arc::new(store),
-            _dir: None,
+            _dir: Some(dir),
         }
     }
 }
@@ -89,6 +91,7 @@ contract!(
     of_concurrent_claims_exactly_one_wins,
     escalation_happens_once,
     audit_chain_verifies_after_many_and_concurrent_writes,
+    audit_entries_are_keyed_and_the_head_is_anchored,
     camera_mappings_are_added_listed_and_deleted,
     live_log_replays_in_id_order_and_misses_nothing,
     a_closed_store_is_unavailable,
@@ -224,8 +227,10 @@ fn session(id_hash: &str, username: &str) -> NewSession {
 }
 
 async fn verified_chain(store: &Arc<dyn Store>) -> usize {
-    let log = store.audit_log().await.unwrap();
-    audit_chain::verify(&log).unwrap_or_else(|b| panic!("{b}"))
+    duress_receiver::store::verify_audit(store.as_ref(), None)
+        .await
+        .unwrap()
+        .unwrap_or_else(|b| panic!("{b}"))
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1204,6 +1209,83 @@ async fn audit_chain_verifies_after_many_and_concurrent_writes(store: Arc<dyn St
     assert!(log[0].at.ends_with('Z'));
 }
 
+/// Every new entry is keyed (HMAC under the store's key), the stored head follows the newest
+/// entry, `record_audit` appends, a head kept earlier still verifies while one from another
+/// chain or newer than the log does not, and the chain does not verify under another key.
+async fn audit_entries_are_keyed_and_the_head_is_anchored(store: Arc<dyn Store>) {
+    use audit_chain::{AuditHead, AuditKey};
+    assert_eq!(store.audit_head().await.unwrap(), AuditHead::empty());
+    store
+        .add_user(user("ann", Role::Officer), "admin")
+        .await
+        .unwrap();
+    store
+        .record_audit(
+            "cli",
+            "events.export",
+            "events",
+            "events export (JSON Lines)",
+        )
+        .await
+        .unwrap();
+    let kept = store.audit_head().await.unwrap();
+    store
+        .add_user(user("bob", Role::Officer), "admin")
+        .await
+        .unwrap();
+    let log = store.audit_log().await.unwrap();
+    assert_eq!(log.len(), 3);
+    assert!(log.iter().all(|e| e.keyed), "every new entry is keyed");
+    assert_eq!(log[1].action, "events.export");
+    let head = store.audit_head().await.unwrap();
+    assert_eq!((head.id, head.hash.as_str()), (3, log[2].hash.as_str()));
+    assert_eq!((kept.id, kept.hash.as_str()), (2, log[1].hash.as_str()));
+    // Not the legacy SHA-256: that would be recomputable without the key.
+    let e = &log[0];
+    assert_ne!(
+        e.hash,
+        audit_chain::entry_hash(
+            &e.prev_hash,
+            e.id,
+            &e.at,
+            &e.actor,
+            &e.action,
+            &e.subject,
+            &e.detail
+        )
+    );
+    let verify = |expect: Option<AuditHead>| {
+        let store = store.clone();
+        async move {
+            duress_receiver::store::verify_audit(store.as_ref(), expect.as_ref())
+                .await
+                .unwrap()
+        }
+    };
+    assert_eq!(verify(Some(kept.clone())).await, Ok(3));
+    assert_eq!(verify(Some(head.clone())).await, Ok(3));
+    let newer = AuditHead {
+        id: 4,
+        hash: head.hash.clone(),
+    };
+    assert!(
+        verify(Some(newer))
+            .await
+            .unwrap_err()
+            .reason
+            .contains("older copy")
+    );
+    let other = AuditHead {
+        id: 2,
+        hash: "ab".repeat(32),
+    };
+    assert_eq!(verify(Some(other)).await.unwrap_err().id, 2);
+    let wrong_key = AuditKey::from_bytes([9; 32], 1);
+    let broken = audit_chain::verify(&log, &wrong_key, Some(&head), None).unwrap_err();
+    assert_eq!(broken.id, 1);
+    assert!(broken.reason.contains("HMAC"), "{broken}");
+}
+
 async fn camera_mappings_are_added_listed_and_deleted(store: Arc<dyn Store>) {
     let mapping = |value: &str| NewCameraMapping {
         match_field: "BLD".into(),
@@ -1380,7 +1462,12 @@ async fn a_closed_store_is_unavailable(store: Arc<dyn Store>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_two_receivers_write_one_valid_audit_chain() {
     let url = pg_url();
-    let (a, b) = tokio::join!(PostgresStore::connect(&url), PostgresStore::connect(&url));
+    // Receivers sharing a database share the audit key (the same file in each data dir).
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = tokio::join!(
+        PostgresStore::connect(&url, dir.path()),
+        PostgresStore::connect(&url, dir.path())
+    );
     let stores: [Arc<dyn Store>; 2] = [Arc::new(a.unwrap()), Arc::new(b.unwrap())];
     let writers = futures::future::join_all((0..40).map(|i| {
         let store = stores[i % 2].clone();
@@ -1396,7 +1483,12 @@ async fn postgres_two_receivers_write_one_valid_audit_chain() {
         w.unwrap();
     }
     let by_a = stores[0].audit_log().await.unwrap();
-    assert_eq!(audit_chain::verify(&by_a), Ok(40));
+    assert_eq!(
+        duress_receiver::store::verify_audit(stores[0].as_ref(), None)
+            .await
+            .unwrap(),
+        Ok(40)
+    );
     assert_eq!(stores[1].audit_log().await.unwrap(), by_a);
     let mut subjects: Vec<String> = by_a.into_iter().map(|e| e.subject).collect();
     subjects.sort();
@@ -1413,8 +1505,9 @@ async fn postgres_two_receivers_write_one_valid_audit_chain() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_two_receivers_group_and_claim_as_one() {
     let url = pg_url();
-    let a: Arc<dyn Store> = Arc::new(PostgresStore::connect(&url).await.unwrap());
-    let b: Arc<dyn Store> = Arc::new(PostgresStore::connect(&url).await.unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let a: Arc<dyn Store> = Arc::new(PostgresStore::connect(&url, dir.path()).await.unwrap());
+    let b: Arc<dyn Store> = Arc::new(PostgresStore::connect(&url, dir.path()).await.unwrap());
     let d = device(&a).await;
     let t = now();
     let presses = futures::future::join_all((1..=10).map(|seq| {
@@ -1467,7 +1560,7 @@ async fn postgres_unreachable_url_is_unavailable_and_never_shows_the_password() 
         "postgres://duress:hunter2-secret@/duress?host={}",
         dir.path().display()
     );
-    let e = PostgresStore::connect(&url).await.unwrap_err();
+    let e = PostgresStore::connect(&url, dir.path()).await.unwrap_err();
     let message = e.to_string();
     assert!(matches!(e, StoreError::Unavailable(_)), "{e:?}");
     assert!(!message.contains("hunter2-secret"), "{message}");
@@ -1482,7 +1575,7 @@ async fn postgres_unreachable_url_is_unavailable_and_never_shows_the_password() 
         "postgres://postgres:hunter2-secret@/no_such_db?host={}",
         pg.socket_dir().display()
     );
-    let e = PostgresStore::connect(&url).await.unwrap_err();
+    let e = PostgresStore::connect(&url, dir.path()).await.unwrap_err();
     assert!(!e.to_string().contains("hunter2-secret"), "{e}");
     assert!(e.to_string().contains("no_such_db"), "{e}");
 }

@@ -1,6 +1,6 @@
 //! The audit log: append-only and hash-chained. Each row stores the previous row's hash and
-//! `hash = SHA-256(prev_hash || canonical content)`, where the canonical content is the JSON
-//! array `[id, at, actor, action, subject, detail]`. Changing, inserting or deleting a row in
+//! `hash = HMAC-SHA256(audit key, prev_hash || canonical content)` (legacy rows: SHA-256),
+//! where the canonical content is the JSON array `[id, at, actor, action, subject, detail]`. Changing, inserting or deleting a row in
 //! the middle breaks the chain at that row; `duress-receiver audit verify` names it.
 //!
 //! Entries are appended by the store inside the transaction of the change they record, so a
@@ -17,11 +17,11 @@ use super::error::ConsoleResult;
 use super::pages::{Layout, Ts, render};
 use super::{Console, CurrentUser};
 pub use crate::store::audit_chain::{ChainBreak, GENESIS};
-use crate::store::{Store, StoreResult, audit_chain};
+use crate::store::{Store, StoreResult};
 
-/// Recomputes the whole chain: `Ok(entries)` or the first bad entry.
+/// Recomputes the whole chain under the store's key: `Ok(entries)` or the first bad entry.
 pub async fn verify_chain(store: &dyn Store) -> StoreResult<Result<usize, ChainBreak>> {
-    Ok(audit_chain::verify(&store.audit_log().await?))
+    crate::store::verify_audit(store, None).await
 }
 
 #[derive(Debug)]

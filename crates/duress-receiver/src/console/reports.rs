@@ -102,8 +102,23 @@ pub fn incidents_csv(incidents: &[IncidentView]) -> String {
     out
 }
 
-/// `GET /reports/incidents.csv`
-pub async fn csv(State(console): State<Arc<Console>>) -> Response {
+/// `GET /reports/incidents.csv` (audited before it is read: no export without its entry).
+pub async fn csv(
+    State(console): State<Arc<Console>>,
+    Extension(user): Extension<CurrentUser>,
+) -> Response {
+    if let Err(e) = console
+        .store
+        .record_audit(
+            &user.username,
+            "report.export",
+            "incidents.csv",
+            "incidents CSV export",
+        )
+        .await
+    {
+        return ConsoleError::from(e).into_response();
+    }
     match all_incidents(console.store.as_ref()).await {
         Ok(incidents) => {
             let mut r = incidents_csv(&incidents).into_response();
@@ -262,12 +277,27 @@ pub async fn print_incident(
         return not_found_page();
     };
     match incident(console.store.as_ref(), id).await {
-        Ok(Some((incident, timeline))) => render(&PrintPage {
-            incident,
-            timeline,
-            printed_by: user.username.clone(),
-            printed_at: super::pages::Ts::new(receiver_now()),
-        }),
+        Ok(Some((incident, timeline))) => {
+            // Audited only for an incident that exists, before the page leaves.
+            if let Err(e) = console
+                .store
+                .record_audit(
+                    &user.username,
+                    "report.print",
+                    &id.to_string(),
+                    "printed incident record",
+                )
+                .await
+            {
+                return ConsoleError::from(e).into_response();
+            }
+            render(&PrintPage {
+                incident,
+                timeline,
+                printed_by: user.username.clone(),
+                printed_at: super::pages::Ts::new(receiver_now()),
+            })
+        }
         Ok(None) => not_found_page(),
         Err(e) => ConsoleError::from(e).into_response(),
     }

@@ -135,9 +135,9 @@ impl From<&StoreLocation> for StoreLocation {
 pub async fn open(location: &StoreLocation) -> StoreResult<Arc<dyn Store>> {
     match location.database.as_ref().map(DatabaseUrl::expose) {
         None => Ok(Arc::new(SqliteStore::open(&location.data_dir).await?)),
-        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => {
-            Ok(Arc::new(PostgresStore::connect(url).await?))
-        }
+        Some(url) if url.starts_with("postgres://") || url.starts_with("postgresql://") => Ok(
+            Arc::new(PostgresStore::connect(url, &location.data_dir).await?),
+        ),
         Some(url) => Err(StoreError::Unavailable(format!(
             "unsupported database URL {}: use postgres://… (or leave --database out for SQLite \
              in the data directory)",
@@ -462,6 +462,34 @@ pub trait AuditStore: Send + Sync {
     fn recent_audit(&self, limit: u32) -> StoreFuture<'_, Vec<AuditEntry>>;
     /// Every entry in id order (for verification).
     fn audit_log(&self) -> StoreFuture<'_, Vec<AuditEntry>>;
+    /// The head row: the newest entry's id and hash as the last append left them.
+    fn audit_head(&self) -> StoreFuture<'_, audit_chain::AuditHead>;
+    /// The key this store's appends are keyed with (read from the data directory at open).
+    fn audit_key(&self) -> &audit_chain::AuditKey;
+    /// Appends an entry for an act that changes nothing else (an export, a printed report).
+    fn record_audit<'a>(
+        &'a self,
+        actor: &'a str,
+        action: &'a str,
+        subject: &'a str,
+        detail: &'a str,
+    ) -> StoreFuture<'a, ()>;
+}
+
+/// Verifies the audit chain of `store` under its key: the stored head first, then every entry
+/// (so an append racing with it only lengthens the log), and `expect` if given.
+pub async fn verify_audit(
+    store: &dyn Store,
+    expect: Option<&audit_chain::AuditHead>,
+) -> StoreResult<Result<usize, audit_chain::ChainBreak>> {
+    let head = store.audit_head().await?;
+    let log = store.audit_log().await?;
+    Ok(audit_chain::verify(
+        &log,
+        store.audit_key(),
+        Some(&head),
+        expect,
+    ))
 }
 
 /// The live-update log: one row per change officers must see, written with the change.

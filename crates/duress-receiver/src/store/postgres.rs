@@ -87,6 +87,8 @@ pub struct PostgresStore {
     keys: Arc<super::rules::KeyCache>,
     /// The URL without its password, for messages.
     name: String,
+    /// The audit chain's key, from `DATA_DIR/audit-hmac.key` (see [`super::audit_chain`]).
+    audit_key: super::audit_chain::AuditKey,
 }
 
 /// The URL with its password (in the user info or a `password=` parameter) replaced by `***`,
@@ -189,7 +191,10 @@ impl PostgresStore {
     /// `migrate.rs`). The migrations run on a connection of their own that is closed afterwards,
     /// so even a failed run cannot leave that session lock held on a pooled connection; that
     /// connection has no `lock_timeout`, so a receiver waiting for a long migration waits.
-    pub async fn connect(url: &str) -> StoreResult<Self> {
+    ///
+    /// `data_dir` holds the audit key (`audit-hmac.key`, created on first use): receivers
+    /// sharing a database must share that file.
+    pub async fn connect(url: &str, data_dir: &std::path::Path) -> StoreResult<Self> {
         let name = redact_url(url);
         let options = connect_options(url)
             .map_err(|e| StoreError::Unavailable(format!("database URL {name}: {e}")))?
@@ -227,6 +232,13 @@ impl PostgresStore {
         )
         .await
         .map_err(unreachable)?;
+        let head: i64 = sqlx::query_scalar("SELECT id FROM audit_head")
+            .fetch_one(&pool)
+            .await?;
+        std::fs::create_dir_all(data_dir).map_err(|e| {
+            StoreError::Unavailable(format!("creating {}: {e}", data_dir.display()))
+        })?;
+        let audit_key = super::audit_chain::AuditKey::load_or_create(data_dir, head + 1)?;
         Ok(PostgresStore {
             pool,
             alarm_pool,
@@ -234,6 +246,7 @@ impl PostgresStore {
             wake: Arc::new(Notify::new()),
             keys: Arc::default(),
             name,
+            audit_key,
         })
     }
 

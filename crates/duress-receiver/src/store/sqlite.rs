@@ -73,6 +73,8 @@ pub struct SqliteStore {
     writer: writer::Writer,
     /// Verified devices' public keys (see [`super::rules::KeyCache`]).
     keys: Arc<super::rules::KeyCache>,
+    /// The audit chain's key, from `DATA_DIR/audit-hmac.key` (see [`super::audit_chain`]).
+    audit_key: super::audit_chain::AuditKey,
 }
 
 impl SqliteStore {
@@ -101,6 +103,10 @@ impl SqliteStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Migrate(e.to_string()))?;
+        let head: i64 = sqlx::query_scalar("SELECT id FROM audit_head")
+            .fetch_one(&pool)
+            .await?;
+        let audit_key = super::audit_chain::AuditKey::load_or_create(data_dir, head + 1)?;
         let wake = Arc::new(Notify::new());
         let writer = writer::Writer::start(database_path(data_dir), BUSY_TIMEOUT, wake.clone())?;
         Ok(SqliteStore {
@@ -108,6 +114,7 @@ impl SqliteStore {
             wake,
             writer,
             keys: Arc::default(),
+            audit_key,
         })
     }
 
@@ -209,6 +216,7 @@ impl SqliteStore {
         let now = crate::api::receiver_now();
         log::audit(
             &mut tx,
+            &self.audit_key,
             now,
             actor,
             "device.status",

@@ -228,6 +228,9 @@ pub struct AuditEntry {
     pub detail: String,
     pub prev_hash: String,
     pub hash: String,
+    /// HMAC-SHA256 under the audit key (`false`: a legacy SHA-256 entry written before the
+    /// key existed; see [`super::audit_chain`]).
+    pub keyed: bool,
 }
 
 /// One live-log row.

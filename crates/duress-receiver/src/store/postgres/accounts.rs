@@ -36,6 +36,7 @@ impl PostgresStore {
         }
         log::audit(
             &mut tx,
+            &self.audit_key,
             user.created_at,
             actor,
             "user.add",
@@ -62,6 +63,7 @@ impl PostgresStore {
             .await?;
         log::audit(
             &mut tx,
+            &self.audit_key,
             crate::api::receiver_now(),
             actor,
             "user.disable",
@@ -117,6 +119,7 @@ impl PostgresStore {
         let mut tx = self.begin().await?;
         log::audit(
             &mut tx,
+            &self.audit_key,
             crate::api::receiver_now(),
             actor,
             action,
@@ -143,6 +146,7 @@ impl PostgresStore {
         .await?;
         log::audit(
             &mut tx,
+            &self.audit_key,
             s.created_at,
             &s.username,
             "login.success",
@@ -184,6 +188,7 @@ impl PostgresStore {
         if let Some(actor) = audit_actor {
             log::audit(
                 &mut tx,
+                &self.audit_key,
                 crate::api::receiver_now(),
                 actor,
                 "logout",
@@ -250,6 +255,7 @@ impl PostgresStore {
         .await?;
         log::audit(
             &mut tx,
+            &self.audit_key,
             m.created_at,
             actor,
             "camera.add",
@@ -272,6 +278,7 @@ impl PostgresStore {
         }
         log::audit(
             &mut tx,
+            &self.audit_key,
             crate::api::receiver_now(),
             actor,
             "camera.delete",
@@ -295,6 +302,7 @@ fn audit_entry(r: &PgRow) -> StoreResult<AuditEntry> {
         detail: r.try_get("detail")?,
         prev_hash: r.try_get("prev_hash")?,
         hash: r.try_get("hash")?,
+        keyed: r.try_get("keyed")?,
     })
 }
 
@@ -367,6 +375,46 @@ impl AuditStore for PostgresStore {
 
     fn audit_log(&self) -> StoreFuture<'_, Vec<AuditEntry>> {
         Box::pin(self.audit_rows(None))
+    }
+
+    fn audit_head(&self) -> StoreFuture<'_, crate::store::audit_chain::AuditHead> {
+        Box::pin(async move {
+            let row = sqlx::query("SELECT id, hash FROM audit_head")
+                .fetch_one(&self.pool)
+                .await?;
+            Ok(crate::store::audit_chain::AuditHead {
+                id: row.try_get("id")?,
+                hash: row.try_get("hash")?,
+            })
+        })
+    }
+
+    fn audit_key(&self) -> &crate::store::audit_chain::AuditKey {
+        &self.audit_key
+    }
+
+    fn record_audit<'a>(
+        &'a self,
+        actor: &'a str,
+        action: &'a str,
+        subject: &'a str,
+        detail: &'a str,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let mut tx = self.begin().await?;
+            log::audit(
+                &mut tx,
+                &self.audit_key,
+                crate::api::receiver_now(),
+                actor,
+                action,
+                subject,
+                detail,
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        })
     }
 }
 

@@ -203,6 +203,7 @@ impl PostgresStore {
         .await?;
         log::audit(
             &mut tx,
+            &self.audit_key,
             now,
             actor,
             action.audit_name(),
@@ -275,6 +276,7 @@ impl PostgresStore {
             let location: duress_core::Location = json(row, "location_json")?;
             log::audit(
                 &mut tx,
+                &self.audit_key,
                 now,
                 "system",
                 "incident.escalate",

@@ -22,7 +22,8 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::ms;
-use crate::store::{StoreResult, audit_chain, format_ts};
+use crate::store::audit_chain::{self, AuditKey};
+use crate::store::{StoreResult, format_ts};
 
 /// The advisory lock key of the audit and live logs ("duress" in ASCII, then 1).
 pub(super) const LOG_LOCK: i64 = 0x0064_7572_6573_7301;
@@ -36,9 +37,10 @@ pub(super) async fn lock(conn: &mut PgConnection) -> StoreResult<()> {
     Ok(())
 }
 
-/// Appends one audit entry; returns its id.
+/// Appends one audit entry, keyed with `key`; returns its id.
 pub(super) async fn audit(
     conn: &mut PgConnection,
+    key: &AuditKey,
     at: OffsetDateTime,
     actor: &str,
     action: &str,
@@ -56,10 +58,10 @@ pub(super) async fn audit(
     let (id, prev_hash) = audit_chain::next_after(last.map(|hash| (head_id, hash)));
     let at = ms(at);
     let at_text = format_ts(at);
-    let hash = audit_chain::entry_hash(&prev_hash, id, &at_text, actor, action, subject, detail);
+    let hash = key.entry_hash(&prev_hash, id, &at_text, actor, action, subject, detail);
     sqlx::query(
-        "INSERT INTO audit_log (id, at, actor, action, subject, detail, prev_hash, hash)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        "INSERT INTO audit_log (id, at, actor, action, subject, detail, prev_hash, hash, keyed)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, true)",
     )
     .bind(id)
     .bind(at)

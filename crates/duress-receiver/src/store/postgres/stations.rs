@@ -25,6 +25,7 @@ impl PostgresStore {
         .await?;
         log::audit(
             &mut tx,
+            &self.audit_key,
             token.created_at,
             actor,
             "token.create",
@@ -47,6 +48,7 @@ impl PostgresStore {
         }
         log::audit(
             &mut tx,
+            &self.audit_key,
             crate::api::receiver_now(),
             actor,
             "token.revoke",
@@ -108,6 +110,7 @@ impl PostgresStore {
         let now = crate::api::receiver_now();
         log::audit(
             &mut tx,
+            &self.audit_key,
             now,
             actor,
             "device.status",

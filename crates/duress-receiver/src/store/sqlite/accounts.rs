@@ -37,6 +37,7 @@ impl SqliteStore {
         .await?;
         log::audit(
             &mut tx,
+            &self.audit_key,
             user.created_at,
             actor,
             "user.add",
@@ -63,6 +64,7 @@ impl SqliteStore {
             .await?;
         log::audit(
             &mut tx,
+            &self.audit_key,
             crate::api::receiver_now(),
             actor,
             "user.disable",
@@ -117,6 +119,7 @@ impl SqliteStore {
         let mut tx = self.begin_write().await?;
         log::audit(
             &mut tx,
+            &self.audit_key,
             crate::api::receiver_now(),
             actor,
             action,
@@ -144,6 +147,7 @@ impl SqliteStore {
         .await?;
         log::audit(
             &mut tx,
+            &self.audit_key,
             s.created_at,
             &s.username,
             "login.success",
@@ -185,6 +189,7 @@ impl SqliteStore {
         if let Some(actor) = audit_actor {
             log::audit(
                 &mut tx,
+                &self.audit_key,
                 crate::api::receiver_now(),
                 actor,
                 "logout",
@@ -222,6 +227,7 @@ impl SqliteStore {
                     detail: r.try_get("detail")?,
                     prev_hash: r.try_get("prev_hash")?,
                     hash: r.try_get("hash")?,
+                    keyed: r.try_get("keyed")?,
                 })
             })
             .collect()
@@ -321,6 +327,46 @@ impl AuditStore for SqliteStore {
 
     fn audit_log(&self) -> StoreFuture<'_, Vec<AuditEntry>> {
         Box::pin(self.audit_rows(None))
+    }
+
+    fn audit_head(&self) -> StoreFuture<'_, crate::store::audit_chain::AuditHead> {
+        Box::pin(async move {
+            let row = sqlx::query("SELECT id, hash FROM audit_head")
+                .fetch_one(&self.pool)
+                .await?;
+            Ok(crate::store::audit_chain::AuditHead {
+                id: row.try_get("id")?,
+                hash: row.try_get("hash")?,
+            })
+        })
+    }
+
+    fn audit_key(&self) -> &crate::store::audit_chain::AuditKey {
+        &self.audit_key
+    }
+
+    fn record_audit<'a>(
+        &'a self,
+        actor: &'a str,
+        action: &'a str,
+        subject: &'a str,
+        detail: &'a str,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let mut tx = self.begin_write().await?;
+            log::audit(
+                &mut tx,
+                &self.audit_key,
+                crate::api::receiver_now(),
+                actor,
+                action,
+                subject,
+                detail,
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(())
+        })
     }
 }
 

@@ -89,6 +89,7 @@ impl SqliteStore {
         .await?;
         log::audit(
             &mut tx,
+            &self.audit_key,
             now,
             actor,
             action.audit_name(),
@@ -156,7 +157,16 @@ impl SqliteStore {
             .bind(&text)
             .execute(&mut *tx)
             .await?;
-            log::audit(&mut tx, now, "system", "incident.escalate", id, &text).await?;
+            log::audit(
+                &mut tx,
+                &self.audit_key,
+                now,
+                "system",
+                "incident.escalate",
+                id,
+                &text,
+            )
+            .await?;
             log::live(
                 &mut tx,
                 now,

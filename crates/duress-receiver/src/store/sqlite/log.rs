@@ -4,30 +4,35 @@ use sqlx::{Row as _, SqliteConnection};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
-use crate::store::{StoreResult, audit_chain, format_ts};
+use crate::store::audit_chain::{self, AuditKey};
+use crate::store::{StoreResult, format_ts};
 
-/// Appends one audit entry. The caller's transaction was opened with `BEGIN IMMEDIATE`, which
-/// holds SQLite's single write lock: appends are serialised, so no two entries chain onto the
-/// same predecessor.
+/// Appends one audit entry, keyed with `key`. The caller's transaction was opened with
+/// `BEGIN IMMEDIATE`, which holds SQLite's single write lock: appends are serialised, so no two
+/// entries chain onto the same predecessor. The next id comes from `audit_head`, never from
+/// `MAX(id)`, so the ids of deleted entries are never handed out again.
 pub(super) async fn audit(
     conn: &mut SqliteConnection,
+    key: &AuditKey,
     at: OffsetDateTime,
     actor: &str,
     action: &str,
     subject: &str,
     detail: &str,
 ) -> StoreResult<i64> {
-    let last = sqlx::query("SELECT id, hash FROM audit_log ORDER BY id DESC LIMIT 1")
-        .fetch_optional(&mut *conn)
-        .await?
-        .map(|row| Ok::<_, sqlx::Error>((row.try_get::<i64, _>("id")?, row.try_get("hash")?)))
+    let head = sqlx::query("SELECT id, hash FROM audit_head WHERE only_row = 1")
+        .fetch_one(&mut *conn)
+        .await?;
+    let head_id: i64 = head.try_get("id")?;
+    let last = (head_id > 0)
+        .then(|| head.try_get::<String, _>("hash"))
         .transpose()?;
-    let (id, prev_hash) = audit_chain::next_after(last);
+    let (id, prev_hash) = audit_chain::next_after(last.map(|hash| (head_id, hash)));
     let at = format_ts(at);
-    let hash = audit_chain::entry_hash(&prev_hash, id, &at, actor, action, subject, detail);
+    let hash = key.entry_hash(&prev_hash, id, &at, actor, action, subject, detail);
     sqlx::query(
-        "INSERT INTO audit_log (id, at, actor, action, subject, detail, prev_hash, hash)
-         VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+        "INSERT INTO audit_log (id, at, actor, action, subject, detail, prev_hash, hash, keyed)
+         VALUES (?, ?, ?, ?, ?, ?, ?, ?, 1)",
     )
     .bind(id)
     .bind(&at)
@@ -39,6 +44,11 @@ pub(super) async fn audit(
     .bind(&hash)
     .execute(&mut *conn)
     .await?;
+    sqlx::query("UPDATE audit_head SET id = ?, hash = ? WHERE only_row = 1")
+        .bind(id)
+        .bind(&hash)
+        .execute(&mut *conn)
+        .await?;
     Ok(id)
 }
 

@@ -23,6 +23,7 @@ impl SqliteStore {
         .await?;
         log::audit(
             &mut tx,
+            &self.audit_key,
             m.created_at,
             actor,
             "camera.add",
@@ -45,6 +46,7 @@ impl SqliteStore {
         }
         log::audit(
             &mut tx,
+            &self.audit_key,
             crate::api::receiver_now(),
             actor,
             "camera.delete",

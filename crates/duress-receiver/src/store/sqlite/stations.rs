@@ -26,6 +26,7 @@ impl SqliteStore {
         .await?;
         log::audit(
             &mut tx,
+            &self.audit_key,
             token.created_at,
             actor,
             "token.create",
@@ -48,6 +49,7 @@ impl SqliteStore {
         }
         log::audit(
             &mut tx,
+            &self.audit_key,
             crate::api::receiver_now(),
             actor,
             "token.revoke",
