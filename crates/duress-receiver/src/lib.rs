@@ -199,19 +199,29 @@ impl Prepared {
             console.feed.clone(),
         ));
         let escalation = tokio::spawn(console::escalation::run(console.clone()));
+        let cert_watch = tokio::spawn(tls::watch_certificate(self.tls.cert.clone()));
         let closing = console.closing.clone();
         let app = console::routes::router(console::WebState {
             api: state,
             console,
         });
-        println!("Duress receiver listening on https://{addr}");
-        println!("TLS certificate SHA-256: {}", self.tls.fingerprint);
-        println!("Agents trust: {}", self.tls.trust_path.display());
-        println!(
-            "Store: {} ({})",
-            self.settings.store_location().describe(),
-            self.store.backend()
-        );
+        // What operators and scripts read on stdout. Written without `println!`, which panics
+        // when stdout is closed (a parent that read the first line and went away): a receiver
+        // must never die because nobody reads its banner.
+        {
+            use std::io::Write as _;
+            let mut out = std::io::stdout().lock();
+            let _ = writeln!(out, "Duress receiver listening on https://{addr}");
+            let _ = writeln!(out, "TLS certificate SHA-256: {}", self.tls.fingerprint);
+            let _ = writeln!(out, "Agents trust: {}", self.tls.trust_path.display());
+            let _ = writeln!(
+                out,
+                "Store: {} ({})",
+                self.settings.store_location().describe(),
+                self.store.backend()
+            );
+            let _ = out.flush();
+        }
         tracing::info!(%addr, data_dir = %self.settings.data_dir.display(), store = self.store.backend(), "receiver serving");
 
         let shutdown = async move {
@@ -231,6 +241,7 @@ impl Prepared {
         .await;
         pump.abort();
         escalation.abort();
+        cert_watch.abort();
         // Only after the last request finished: closing checkpoints the WAL.
         self.store.close().await;
         served.context("serving HTTPS")

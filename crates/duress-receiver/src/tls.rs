@@ -45,6 +45,8 @@ pub enum TlsError {
 #[derive(Debug, Clone)]
 pub struct TlsMaterial {
     pub server_config: Arc<rustls::ServerConfig>,
+    /// The certificate `server_config` presents, replaceable while serving (SIGHUP, file change).
+    pub cert: Arc<ReloadableCert>,
     /// The PEM file an agent adds as a trust anchor (self-signed mode) or the served chain.
     pub trust_path: PathBuf,
     /// SHA-256 of the DER of the first certificate in `trust_path`, `AB:CD:…` (upper-case).
@@ -63,17 +65,160 @@ pub fn load(settings: &Settings) -> Result<TlsMaterial, TlsError> {
         TlsSource::Files { cert, key } => (cert.clone(), key.clone()),
         TlsSource::SelfSigned => ensure_self_signed(&settings.data_dir)?,
     };
-    let chain = read_certs(&cert_path)?;
-    let key = PrivateKeyDer::from_pem_file(&key_path).map_err(|e| TlsError::Pem {
-        path: key_path.clone(),
-        what: format!("no usable private key: {e}"),
-    })?;
-    let fingerprint = fingerprint(&chain[0]);
+    let cert = Arc::new(ReloadableCert::load(cert_path.clone(), key_path)?);
+    let fingerprint = cert.fingerprint();
     Ok(TlsMaterial {
-        server_config: Arc::new(server_config(chain, key)?),
+        server_config: Arc::new(server_config(cert.clone())?),
+        cert,
         trust_path: cert_path,
         fingerprint,
     })
+}
+
+/// The server's certificate and key, read from their files and replaceable while the server
+/// runs, so certbot, lego or an internal CA can rotate them without a restart (issue 21).
+///
+/// rustls asks [`ResolvesServerCert::resolve`] for the certificate at each handshake, so a
+/// reload changes what *new* connections see; established connections keep theirs and are
+/// never dropped. A new pair is checked before it replaces the old one — both files parse, the
+/// key matches the certificate (`CertifiedKey::from_der` compares the public keys), and the
+/// certificate is within its validity period — and a bad one is refused with the reason while
+/// the old pair stays in service.
+#[derive(Debug)]
+pub struct ReloadableCert {
+    cert_path: PathBuf,
+    key_path: PathBuf,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    current: std::sync::RwLock<Served>,
+}
+
+#[derive(Debug, Clone)]
+struct Served {
+    key: Arc<rustls::sign::CertifiedKey>,
+    fingerprint: String,
+    /// The files' modification times when read: what [`ReloadableCert::reload_if_changed`]
+    /// compares.
+    stamps: (Option<std::time::SystemTime>, Option<std::time::SystemTime>),
+}
+
+impl ReloadableCert {
+    /// Reads and checks the pair; an error names the file and what is wrong.
+    pub fn load(cert_path: PathBuf, key_path: PathBuf) -> Result<Self, TlsError> {
+        let provider = Arc::new(rustls::crypto::ring::default_provider());
+        let served = read_pair(&cert_path, &key_path, &provider)?;
+        Ok(ReloadableCert {
+            cert_path,
+            key_path,
+            provider,
+            current: std::sync::RwLock::new(served),
+        })
+    }
+
+    /// SHA-256 of the certificate being served, `AB:CD:…`.
+    pub fn fingerprint(&self) -> String {
+        self.read().fingerprint.clone()
+    }
+
+    /// The certificate and key files.
+    pub fn paths(&self) -> (&Path, &Path) {
+        (&self.cert_path, &self.key_path)
+    }
+
+    fn read(&self) -> std::sync::RwLockReadGuard<'_, Served> {
+        // A panic while holding the lock cannot leave `Served` half-written (it is replaced
+        // whole), so a poisoned lock still holds a usable value.
+        self.current.read().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Reads the files again and, if the new pair is good, serves it from the next handshake
+    /// on. Returns the new fingerprint; on error the old pair stays.
+    pub fn reload(&self) -> Result<String, TlsError> {
+        let served = read_pair(&self.cert_path, &self.key_path, &self.provider)?;
+        let fingerprint = served.fingerprint.clone();
+        *self.current.write().unwrap_or_else(|p| p.into_inner()) = served;
+        Ok(fingerprint)
+    }
+
+    /// [`Self::reload`] when either file's modification time differs from when it was last
+    /// read; `None` when neither changed.
+    pub fn reload_if_changed(&self) -> Option<Result<String, TlsError>> {
+        let now = (modified(&self.cert_path), modified(&self.key_path));
+        if now == self.read().stamps {
+            return None;
+        }
+        let result = self.reload();
+        if result.is_err() {
+            // Remember the bad pair's times: it is reported once, not at every poll; the next
+            // change of either file is tried again.
+            self.current
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .stamps = now;
+        }
+        Some(result)
+    }
+}
+
+impl rustls::server::ResolvesServerCert for ReloadableCert {
+    fn resolve(
+        &self,
+        _client_hello: rustls::server::ClientHello<'_>,
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        Some(self.read().key.clone())
+    }
+}
+
+fn modified(path: &Path) -> Option<std::time::SystemTime> {
+    fs::metadata(path).and_then(|m| m.modified()).ok()
+}
+
+fn read_pair(
+    cert_path: &Path,
+    key_path: &Path,
+    provider: &rustls::crypto::CryptoProvider,
+) -> Result<Served, TlsError> {
+    let stamps = (modified(cert_path), modified(key_path));
+    let chain = read_certs(cert_path)?;
+    let key = PrivateKeyDer::from_pem_file(key_path).map_err(|e| TlsError::Pem {
+        path: key_path.to_owned(),
+        what: format!("no usable private key: {e}"),
+    })?;
+    check_validity(cert_path, &chain[0])?;
+    let fingerprint = fingerprint(&chain[0]);
+    let key =
+        rustls::sign::CertifiedKey::from_der(chain, key, provider).map_err(|e| TlsError::Pem {
+            path: key_path.to_owned(),
+            what: format!("does not belong to {}: {e}", cert_path.display()),
+        })?;
+    Ok(Served {
+        key: Arc::new(key),
+        fingerprint,
+        stamps,
+    })
+}
+
+/// Refuses a certificate that is expired or not yet valid: serving it would make every agent
+/// refuse the receiver.
+fn check_validity(path: &Path, der: &CertificateDer<'_>) -> Result<(), TlsError> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).map_err(|e| TlsError::Pem {
+        path: path.to_owned(),
+        what: format!("bad certificate: {e}"),
+    })?;
+    let validity = cert.validity();
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    if now < validity.not_before.timestamp() {
+        return Err(TlsError::Pem {
+            path: path.to_owned(),
+            what: format!("not valid before {}", validity.not_before),
+        });
+    }
+    if now > validity.not_after.timestamp() {
+        return Err(TlsError::Pem {
+            path: path.to_owned(),
+            what: format!("expired on {}", validity.not_after),
+        });
+    }
+    Ok(())
 }
 
 /// `AB:CD:…`: the SHA-256 of a DER certificate, as browsers and `openssl x509 -fingerprint
@@ -103,15 +248,12 @@ fn read_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
 
 /// TLS 1.2 and 1.3 with the ring provider chosen explicitly (never a process-wide default, so
 /// an embedding application's choice is left alone). ALPN offers h2 and HTTP/1.1.
-fn server_config(
-    chain: Vec<CertificateDer<'static>>,
-    key: PrivateKeyDer<'static>,
-) -> Result<rustls::ServerConfig, TlsError> {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
+fn server_config(cert: Arc<ReloadableCert>) -> Result<rustls::ServerConfig, TlsError> {
+    let provider = cert.provider.clone();
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_no_client_auth()
-        .with_single_cert(chain, key)?;
+        .with_cert_resolver(cert);
     config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
     Ok(config)
 }
@@ -256,5 +398,47 @@ mod tests {
         };
         let err = load(&settings).unwrap_err().to_string();
         assert!(err.contains("/nonexistent/c.pem"), "{err}");
+    }
+}
+
+/// How often the certificate files are checked for a change (besides SIGHUP).
+pub const CERT_POLL: std::time::Duration = std::time::Duration::from_secs(10);
+
+/// Reloads `cert` on SIGHUP (Unix) and whenever its files change (checked every
+/// [`CERT_POLL`]); logs each reload and each refusal. Runs until aborted.
+pub async fn watch_certificate(cert: Arc<ReloadableCert>) {
+    #[cfg(unix)]
+    let mut hangup = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::hangup()).ok();
+    let mut poll = tokio::time::interval(CERT_POLL);
+    poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    poll.tick().await;
+    loop {
+        #[cfg(unix)]
+        let hup = async {
+            match hangup.as_mut() {
+                Some(h) => {
+                    h.recv().await;
+                }
+                None => std::future::pending::<()>().await,
+            }
+        };
+        #[cfg(not(unix))]
+        let hup = std::future::pending::<()>();
+        let (why, result) = tokio::select! {
+            () = hup => ("SIGHUP", Some(cert.reload())),
+            _ = poll.tick() => ("the files changed", cert.reload_if_changed()),
+        };
+        let (cert_path, _) = cert.paths();
+        match result {
+            None => {}
+            Some(Ok(fingerprint)) => tracing::info!(
+                path = %cert_path.display(), %fingerprint, reason = why,
+                "TLS certificate reloaded: new connections get it"
+            ),
+            Some(Err(e)) => tracing::error!(
+                error = %e, reason = why,
+                "TLS certificate NOT reloaded, the previous one stays in service"
+            ),
+        }
     }
 }
