@@ -262,6 +262,44 @@ describe('security console', () => {
     }
   });
 
+  test('a cancel with the duress PIN is flagged live on the board card and the incident page, and silences nothing', async () => {
+    const context = await newContext();
+    const page = await signIn(context, main, 'olivia');
+    const forced = await new Agent(main, { location: { label: 'Bldg D, Floor 1, Room 104 (Bursar)', BLD: 'D', FLR: '1', ROOM: '104' } }).enroll(token);
+    const genuine = await new Agent(main, { location: { label: 'Bldg D, Floor 2, Room 210 (Library desk)', BLD: 'D', FLR: '2', ROOM: '210' } }).enroll(token);
+    const { incident_id: forcedId } = await forced.press();
+    await genuine.press();
+    await card(page, 'Bursar').waitFor({ timeout: 2000 });
+    await card(page, 'Library desk').waitFor({ timeout: 2000 });
+    let reloaded = false;
+    page.on('framenavigated', () => { reloaded = true; });
+
+    // The signed claims say how the PIN was answered; the agent sends both cancels the same way.
+    const answer = await forced.press('cancel', { cancel_pin: 'duress' });
+    assert.equal(answer.incident_id, forcedId, 'the cancel joins the open incident');
+    await genuine.press('cancel', { cancel_pin: 'ok' });
+    const t0 = Date.now();
+    await card(page, 'Bursar').locator('.badge-duress-pin', { hasText: 'Cancel with duress PIN' }).waitFor({ timeout: 2000 });
+    const elapsed = Date.now() - t0;
+    assert.equal(reloaded, false, 'no reload');
+    await card(page, 'Library desk').getByText('Staff pressed cancel').waitFor({ timeout: 2000 });
+    assert.equal(await card(page, 'Library desk').locator('.badge-duress-pin').count(), 0, 'a cancel with the right PIN is not flagged');
+    assert.equal(await card(page, 'Bursar').getByText('Staff pressed cancel').count(), 0, 'never shown as a reassuring cancel');
+    // Nothing was closed or silenced: both still unclaimed, the board still sounds.
+    await card(page, 'Bursar').getByText('New · unclaimed').waitFor();
+    await card(page, 'Library desk').getByText('New · unclaimed').waitFor();
+    assert.equal(await page.locator('html').getAttribute('data-alarm'), 'alarm', 'still sounding');
+    await page.screenshot({ path: path.join(ARTIFACTS, 'board-cancel-duress-pin.png') });
+
+    await card(page, 'Bursar').getByRole('link', { name: 'Open incident' }).click();
+    await page.locator('.incident-head .badge-duress-pin', { hasText: 'Cancel with duress PIN' }).waitFor();
+    await page.locator('.tl-cancel-duress', { hasText: 'The duress PIN was typed' }).waitFor();
+    await page.getByRole('button', { name: 'Claim: I am handling this' }).waitFor();
+    await page.screenshot({ path: path.join(ARTIFACTS, 'incident-cancel-duress-pin.png'), fullPage: true });
+    console.log(`duress-PIN flag on the board ${elapsed} ms after the cancel was acknowledged`);
+    await context.close();
+  });
+
   test('screenshots: the board with a live incident, the incident page and the stations page', async () => {
     const r = await Receiver.start();
     try {

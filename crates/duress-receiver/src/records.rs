@@ -1,7 +1,9 @@
 //! What the admin commands show (and whole-system tests read): devices, incidents with their
 //! timelines, events, exported raw tokens. Plain serde structs, JSON as the CLI prints it.
 
-use duress_core::{DeviceStatus, EventKind, HostFacts, HotkeyState, Jwk, Location, Source};
+use duress_core::{
+    DeviceStatus, EventKind, HostFacts, HotkeyState, Jwk, Location, PinCheck, Source,
+};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -58,6 +60,27 @@ pub struct IncidentEvent {
     /// Host facts of this press (who was signed in where).
     #[serde(default)]
     pub host: HostFacts,
+    /// `cancel` events only: how the cancel PIN was answered (`ok`, `wrong`, `duress`), read
+    /// from the signed claims; `null` when no PIN was asked (or for a press).
+    #[serde(default)]
+    pub cancel_pin: Option<PinCheck>,
+}
+
+impl From<EventRecord> for IncidentEvent {
+    fn from(e: EventRecord) -> Self {
+        IncidentEvent {
+            id: e.id,
+            seq: e.seq,
+            kind: e.kind,
+            source: e.source,
+            occurred_at: e.occurred_at,
+            received_at: e.received_at,
+            delayed: e.delayed,
+            delay_ms: e.delay_ms,
+            host: e.host,
+            cancel_pin: e.cancel_pin,
+        }
+    }
 }
 
 /// A real incident (never a test): the one read model the CLI, the console and the API share.
@@ -91,6 +114,11 @@ pub struct IncidentRecord {
     /// Receiver time of the first cancel joined to this incident, if any (it stays open).
     #[serde(with = "time::serde::rfc3339::option")]
     pub cancelled_at: Option<OffsetDateTime>,
+    /// A cancel of this incident was made with the duress PIN or a wrong PIN: the person may
+    /// have been forced to cancel ("cancel with duress PIN" on the console). Derived from
+    /// [`IncidentRecord::events`] by [`IncidentRecord::set_events`].
+    #[serde(default)]
+    pub cancel_with_duress_pin: bool,
     /// The officer handling it now, and since when.
     pub claimed_by: Option<String>,
     #[serde(with = "time::serde::rfc3339::option", default)]
@@ -117,6 +145,15 @@ impl IncidentRecord {
     pub fn is_open(&self) -> bool {
         self.status == "open"
     }
+
+    /// Attaches the incident's events (in order of arrival) and what is derived from them, the
+    /// same in every backend.
+    pub fn set_events(&mut self, events: Vec<IncidentEvent>) {
+        self.cancel_with_duress_pin = events
+            .iter()
+            .any(|e| e.kind == EventKind::Cancel && e.cancel_pin.is_some_and(PinCheck::is_duress));
+        self.events = events;
+    }
 }
 
 /// Any stored event, with its incident (none for tests and lone cancels).
@@ -139,6 +176,9 @@ pub struct EventRecord {
     pub delay_ms: i64,
     pub location: Location,
     pub host: HostFacts,
+    /// `cancel` events only: how the cancel PIN was answered, from the signed claims.
+    #[serde(default)]
+    pub cancel_pin: Option<PinCheck>,
 }
 
 /// One line of `events export`: the raw token and the key that verifies it, so anyone can
