@@ -300,6 +300,37 @@ describe('security console', () => {
     await context.close();
   });
 
+  test('the stations page flags stations never self-tested or not self-tested within the period', async () => {
+    const never = await new Agent(main, { host: { hostname: 'st-never-01' } }).enroll(token);
+    const tested = await new Agent(main, { host: { hostname: 'st-tested-01' } }).enroll(token);
+    const stale = await new Agent(main, { host: { hostname: 'st-stale-01' } }).enroll(token);
+    for (const a of [never, tested, stale]) await a.heartbeat();
+    await tested.press('test', { source: 'schedule' });
+    await stale.press('test', { source: 'schedule' });
+    // Its last test long ago, written directly (the receiver's clock cannot be moved).
+    const t = main.tamper(`UPDATE devices SET last_self_test_at = '2020-01-06T10:00:00.000Z' WHERE device_id = '${stale.deviceId}'`);
+    assert.equal(t.status, 0, String(t.stderr));
+
+    const context = await newContext();
+    const page = await signIn(context, main, 'olivia');
+    await page.getByRole('link', { name: 'Stations' }).click();
+    const row = (host) => page.locator('tr.station', { hasText: host });
+    await row('st-never-01').getByText('Never self-tested').waitFor();
+    await row('st-stale-01').getByText('Self-test overdue').waitFor();
+    assert.equal(await row('st-tested-01').locator('.badge-selftest-due').count(), 0, 'tested this week: no flag');
+    assert.equal(await row('st-tested-01').locator('td[data-self-test="ok"]').count(), 1);
+    await page.screenshot({ path: path.join(ARTIFACTS, 'stations-self-test.png'), fullPage: true });
+
+    // The header link lists exactly the flagged stations.
+    await page.locator('a.selftest-flag').click();
+    await page.waitForURL(/state=self-test/);
+    await row('st-never-01').waitFor();
+    await row('st-stale-01').waitFor();
+    assert.equal(await row('st-tested-01').count(), 0);
+    assert.equal(await page.locator('#f-state').inputValue(), 'self-test overdue');
+    await context.close();
+  });
+
   test('screenshots: the board with a live incident, the incident page and the stations page', async () => {
     const r = await Receiver.start();
     try {

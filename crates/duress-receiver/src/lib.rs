@@ -45,7 +45,10 @@ use axum_server::tls_rustls::RustlsConfig;
 use tokio::sync::oneshot;
 
 pub use admin::Approve;
-pub use records::{DeviceRecord, EventRecord, ExportedEvent, IncidentEvent, IncidentRecord};
+pub use records::{
+    DeviceListing, DeviceRecord, EventRecord, ExportedEvent, IncidentEvent, IncidentRecord,
+    SelfTestState,
+};
 pub use settings::{Settings, TlsSource};
 
 /// How long in-flight requests may finish after shutdown is requested.

@@ -38,10 +38,87 @@ pub struct DeviceRecord {
     pub last_seq: Option<u64>,
     #[serde(with = "time::serde::rfc3339::option")]
     pub last_event_at: Option<OffsetDateTime>,
-    /// Receiver time of the latest self-test (`kind: test`) event.
+    /// Receiver time of the latest self-test (`kind: test`) event, scheduled or by hand.
     #[serde(with = "time::serde::rfc3339::option")]
     pub last_self_test_at: Option<OffsetDateTime>,
     pub last_self_test_id: Option<Uuid>,
+}
+
+/// Whether a station proved its whole path recently: any `kind: test` event counts (a
+/// scheduled one, `source: schedule`, or one somebody sent by hand — both travel the same path).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SelfTestState {
+    /// Tested within the period (plus grace).
+    Ok,
+    /// The latest test is older than the period plus grace.
+    Overdue,
+    /// Never sent a test event.
+    Never,
+}
+
+impl SelfTestState {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            SelfTestState::Ok => "ok",
+            SelfTestState::Overdue => "overdue",
+            SelfTestState::Never => "never",
+        }
+    }
+
+    /// Flagged on the Stations page.
+    pub const fn is_flagged(self) -> bool {
+        !matches!(self, SelfTestState::Ok)
+    }
+}
+
+impl DeviceRecord {
+    /// The self-test state at `now` for a `period` (plus [`crate::settings::SELF_TEST_GRACE`]);
+    /// `None` for a station that may not raise alarms (pending, disabled, revoked), which no
+    /// test can prove.
+    pub fn self_test_state(
+        &self,
+        now: OffsetDateTime,
+        period: std::time::Duration,
+    ) -> Option<SelfTestState> {
+        if self.status != DeviceStatus::Active {
+            return None;
+        }
+        let Some(last) = self.last_self_test_at else {
+            return Some(SelfTestState::Never);
+        };
+        let limit = period.saturating_add(crate::settings::SELF_TEST_GRACE);
+        // A test stamped in the future (receiver clock stepped back) counts as recent.
+        let age = (now - last).max(time::Duration::ZERO).unsigned_abs();
+        Some(if age > limit {
+            SelfTestState::Overdue
+        } else {
+            SelfTestState::Ok
+        })
+    }
+}
+
+/// One device as `devices list --json` prints it: the stored record and its self-test flag.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceListing {
+    #[serde(flatten)]
+    pub device: DeviceRecord,
+    /// `ok`, `overdue`, `never`, or `null` for a station that is not active.
+    pub self_test: Option<SelfTestState>,
+    /// `self_test` is `overdue` or `never`: the station has not proved its path within the
+    /// period.
+    pub self_test_overdue: bool,
+}
+
+impl DeviceListing {
+    pub fn new(device: DeviceRecord, now: OffsetDateTime, period: std::time::Duration) -> Self {
+        let state = device.self_test_state(now, period);
+        DeviceListing {
+            device,
+            self_test: state,
+            self_test_overdue: state.is_some_and(SelfTestState::is_flagged),
+        }
+    }
 }
 
 /// One entry of an incident's timeline.

@@ -93,6 +93,7 @@ contract!(
     live_log_replays_in_id_order_and_misses_nothing,
     a_closed_store_is_unavailable,
     a_cancel_with_the_duress_pin_is_flagged_and_keeps_the_incident_open,
+    the_self_test_flag_follows_the_latest_test_event,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1623,5 +1624,63 @@ async fn a_cancel_with_the_duress_pin_is_flagged_and_keeps_the_incident_open(
         escalated,
         cases.len() + 1,
         "every cancelled incident escalates"
+    );
+}
+
+/// Issue 18: a station's self-test flag (Stations page, `devices list --json`) follows the
+/// latest `kind: test` event the store recorded for it, scheduled or by hand: never tested,
+/// tested, then overdue once older than the period plus a day; only active stations are flagged.
+async fn the_self_test_flag_follows_the_latest_test_event(store: Arc<dyn Store>) {
+    use duress_receiver::SelfTestState;
+    const WEEK: Duration = Duration::from_secs(7 * 86_400);
+    let d = device(&store).await;
+    let listed = |devices: &[duress_receiver::DeviceRecord]| {
+        devices.iter().find(|x| x.device_id == d).unwrap().clone()
+    };
+    let fresh = listed(&store.list_devices().await.unwrap());
+    assert_eq!(
+        fresh.self_test_state(now(), WEEK),
+        Some(SelfTestState::Never)
+    );
+
+    let mut scheduled = event(&d, 1, EventKind::Test, now());
+    scheduled.source = Source::Schedule;
+    committed(&store, scheduled.clone()).await;
+    let tested = listed(&store.list_devices().await.unwrap());
+    assert_eq!(tested.last_self_test_at, Some(scheduled.received_at));
+    assert_eq!(tested.last_self_test_id, Some(scheduled.id));
+    let at = scheduled.received_at;
+    assert_eq!(tested.self_test_state(at, WEEK), Some(SelfTestState::Ok));
+    let day = time::Duration::days(1);
+    assert_eq!(
+        tested.self_test_state(at + day * 8, WEEK),
+        Some(SelfTestState::Ok),
+        "a day of grace"
+    );
+    assert_eq!(
+        tested.self_test_state(at + day * 8 + time::Duration::seconds(1), WEEK),
+        Some(SelfTestState::Overdue)
+    );
+    // A press or a cancel proves nothing about the test path's schedule.
+    committed(&store, event(&d, 2, EventKind::Duress, now())).await;
+    let after_press = listed(&store.list_devices().await.unwrap());
+    assert_eq!(after_press.last_self_test_at, Some(at));
+    // A test by hand counts too, and moves the date.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let by_hand = event(&d, 3, EventKind::Test, now());
+    committed(&store, by_hand.clone()).await;
+    let again = listed(&store.list_devices().await.unwrap());
+    assert_eq!(again.last_self_test_at, Some(by_hand.received_at));
+    assert_eq!(again.last_self_test_id, Some(by_hand.id));
+
+    store
+        .set_device_status(&d, DeviceStatus::Disabled, "admin")
+        .await
+        .unwrap();
+    let disabled = listed(&store.list_devices().await.unwrap());
+    assert_eq!(
+        disabled.self_test_state(at + day * 30, WEEK),
+        None,
+        "only active stations are flagged"
     );
 }
