@@ -265,12 +265,12 @@ describe('security console', () => {
   test('a cancel with the duress PIN is flagged live on the board card and the incident page, and silences nothing', async () => {
     const context = await newContext();
     const page = await signIn(context, main, 'olivia');
-    const forced = await new Agent(main, { location: { label: 'Bldg D, Floor 1, Room 104 (Bursar)', BLD: 'D', FLR: '1', ROOM: '104' } }).enroll(token);
-    const genuine = await new Agent(main, { location: { label: 'Bldg D, Floor 2, Room 210 (Library desk)', BLD: 'D', FLR: '2', ROOM: '210' } }).enroll(token);
+    const forced = await new Agent(main, { location: { label: 'Bldg K, Floor 1, Room 104 (Bursar)', BLD: 'K', FLR: '1', ROOM: '104' } }).enroll(token);
+    const genuine = await new Agent(main, { location: { label: 'Bldg K, Floor 2, Room 210 (Writing center)', BLD: 'K', FLR: '2', ROOM: '210' } }).enroll(token);
     const { incident_id: forcedId } = await forced.press();
     await genuine.press();
     await card(page, 'Bursar').waitFor({ timeout: 2000 });
-    await card(page, 'Library desk').waitFor({ timeout: 2000 });
+    await card(page, 'Writing center').waitFor({ timeout: 2000 });
     let reloaded = false;
     page.on('framenavigated', () => { reloaded = true; });
 
@@ -282,12 +282,12 @@ describe('security console', () => {
     await card(page, 'Bursar').locator('.badge-duress-pin', { hasText: 'Cancel with duress PIN' }).waitFor({ timeout: 2000 });
     const elapsed = Date.now() - t0;
     assert.equal(reloaded, false, 'no reload');
-    await card(page, 'Library desk').getByText('Staff pressed cancel').waitFor({ timeout: 2000 });
-    assert.equal(await card(page, 'Library desk').locator('.badge-duress-pin').count(), 0, 'a cancel with the right PIN is not flagged');
+    await card(page, 'Writing center').getByText('Staff pressed cancel').waitFor({ timeout: 2000 });
+    assert.equal(await card(page, 'Writing center').locator('.badge-duress-pin').count(), 0, 'a cancel with the right PIN is not flagged');
     assert.equal(await card(page, 'Bursar').getByText('Staff pressed cancel').count(), 0, 'never shown as a reassuring cancel');
     // Nothing was closed or silenced: both still unclaimed, the board still sounds.
     await card(page, 'Bursar').getByText('New · unclaimed').waitFor();
-    await card(page, 'Library desk').getByText('New · unclaimed').waitFor();
+    await card(page, 'Writing center').getByText('New · unclaimed').waitFor();
     assert.equal(await page.locator('html').getAttribute('data-alarm'), 'alarm', 'still sounding');
     await page.screenshot({ path: path.join(ARTIFACTS, 'board-cancel-duress-pin.png') });
 
