@@ -262,6 +262,75 @@ describe('security console', () => {
     }
   });
 
+  test('a cancel with the duress PIN is flagged live on the board card and the incident page, and silences nothing', async () => {
+    const context = await newContext();
+    const page = await signIn(context, main, 'olivia');
+    const forced = await new Agent(main, { location: { label: 'Bldg K, Floor 1, Room 104 (Bursar)', BLD: 'K', FLR: '1', ROOM: '104' } }).enroll(token);
+    const genuine = await new Agent(main, { location: { label: 'Bldg K, Floor 2, Room 210 (Writing center)', BLD: 'K', FLR: '2', ROOM: '210' } }).enroll(token);
+    const { incident_id: forcedId } = await forced.press();
+    await genuine.press();
+    await card(page, 'Bursar').waitFor({ timeout: 2000 });
+    await card(page, 'Writing center').waitFor({ timeout: 2000 });
+    let reloaded = false;
+    page.on('framenavigated', () => { reloaded = true; });
+
+    // The signed claims say how the PIN was answered; the agent sends both cancels the same way.
+    const answer = await forced.press('cancel', { cancel_pin: 'duress' });
+    assert.equal(answer.incident_id, forcedId, 'the cancel joins the open incident');
+    await genuine.press('cancel', { cancel_pin: 'ok' });
+    const t0 = Date.now();
+    await card(page, 'Bursar').locator('.badge-duress-pin', { hasText: 'Cancel with duress PIN' }).waitFor({ timeout: 2000 });
+    const elapsed = Date.now() - t0;
+    assert.equal(reloaded, false, 'no reload');
+    await card(page, 'Writing center').getByText('Staff pressed cancel').waitFor({ timeout: 2000 });
+    assert.equal(await card(page, 'Writing center').locator('.badge-duress-pin').count(), 0, 'a cancel with the right PIN is not flagged');
+    assert.equal(await card(page, 'Bursar').getByText('Staff pressed cancel').count(), 0, 'never shown as a reassuring cancel');
+    // Nothing was closed or silenced: both still unclaimed, the board still sounds.
+    await card(page, 'Bursar').getByText('New · unclaimed').waitFor();
+    await card(page, 'Writing center').getByText('New · unclaimed').waitFor();
+    assert.equal(await page.locator('html').getAttribute('data-alarm'), 'alarm', 'still sounding');
+    await page.screenshot({ path: path.join(ARTIFACTS, 'board-cancel-duress-pin.png') });
+
+    await card(page, 'Bursar').getByRole('link', { name: 'Open incident' }).click();
+    await page.locator('.incident-head .badge-duress-pin', { hasText: 'Cancel with duress PIN' }).waitFor();
+    await page.locator('.tl-cancel-duress', { hasText: 'The duress PIN was typed' }).waitFor();
+    await page.getByRole('button', { name: 'Claim: I am handling this' }).waitFor();
+    await page.screenshot({ path: path.join(ARTIFACTS, 'incident-cancel-duress-pin.png'), fullPage: true });
+    console.log(`duress-PIN flag on the board ${elapsed} ms after the cancel was acknowledged`);
+    await context.close();
+  });
+
+  test('the stations page flags stations never self-tested or not self-tested within the period', async () => {
+    const never = await new Agent(main, { host: { hostname: 'st-never-01' } }).enroll(token);
+    const tested = await new Agent(main, { host: { hostname: 'st-tested-01' } }).enroll(token);
+    const stale = await new Agent(main, { host: { hostname: 'st-stale-01' } }).enroll(token);
+    for (const a of [never, tested, stale]) await a.heartbeat();
+    await tested.press('test', { source: 'schedule' });
+    await stale.press('test', { source: 'schedule' });
+    // Its last test long ago, written directly (the receiver's clock cannot be moved).
+    const t = main.tamper(`UPDATE devices SET last_self_test_at = '2020-01-06T10:00:00.000Z' WHERE device_id = '${stale.deviceId}'`);
+    assert.equal(t.status, 0, String(t.stderr));
+
+    const context = await newContext();
+    const page = await signIn(context, main, 'olivia');
+    await page.getByRole('link', { name: 'Stations' }).click();
+    const row = (host) => page.locator('tr.station', { hasText: host });
+    await row('st-never-01').getByText('Never self-tested').waitFor();
+    await row('st-stale-01').getByText('Self-test overdue').waitFor();
+    assert.equal(await row('st-tested-01').locator('.badge-selftest-due').count(), 0, 'tested this week: no flag');
+    assert.equal(await row('st-tested-01').locator('td[data-self-test="ok"]').count(), 1);
+    await page.screenshot({ path: path.join(ARTIFACTS, 'stations-self-test.png'), fullPage: true });
+
+    // The header link lists exactly the flagged stations.
+    await page.locator('a.selftest-flag').click();
+    await page.waitForURL(/state=self-test/);
+    await row('st-never-01').waitFor();
+    await row('st-stale-01').waitFor();
+    assert.equal(await row('st-tested-01').count(), 0);
+    assert.equal(await page.locator('#f-state').inputValue(), 'self-test overdue');
+    await context.close();
+  });
+
   test('screenshots: the board with a live incident, the incident page and the stations page', async () => {
     const r = await Receiver.start();
     try {

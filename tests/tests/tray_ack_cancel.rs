@@ -206,6 +206,10 @@ fn an_officers_claim_reaches_the_tray_within_10_s_and_a_cancel_keeps_the_inciden
         !inc["cancelled_at"].is_null(),
         "the cancel is on the incident: {inc:#}"
     );
+    assert_eq!(
+        inc["cancel_with_duress_pin"], false,
+        "no PIN asked: not flagged: {inc:#}"
+    );
     std::thread::sleep(Duration::from_millis(3500)); // > 1 menu refresh
     let after = tray.menu().expect("menu");
     assert_eq!(
@@ -277,4 +281,19 @@ fn cli_cancel_with_the_duress_pin_is_sent_like_any_other_and_flagged_in_the_clai
     let incidents = w.incidents();
     assert_eq!(incidents.len(), 1, "cancels join the open incident");
     assert_eq!(incidents[0]["status"], "open");
+    // The receiver's read model flags it for officers ("cancel with duress PIN").
+    assert_eq!(
+        incidents[0]["cancel_with_duress_pin"], true,
+        "{:#}",
+        incidents[0]
+    );
+    let mut listed: Vec<String> = incidents[0]["events"]
+        .as_array()
+        .expect("events")
+        .iter()
+        .filter(|e| e["kind"] == "cancel")
+        .map(|e| e["cancel_pin"].as_str().unwrap_or("absent").to_owned())
+        .collect();
+    listed.sort();
+    assert_eq!(listed, ["duress", "ok", "wrong"]);
 }

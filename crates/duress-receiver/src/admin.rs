@@ -105,6 +105,19 @@ pub async fn list_devices(at: impl Into<StoreLocation>) -> anyhow::Result<Vec<De
     with_store(at, async |store| Ok(store.list_devices().await?)).await
 }
 
+/// Every device with its self-test flag for `period` (what `devices list --json` prints).
+pub async fn device_listings(
+    at: impl Into<StoreLocation>,
+    period: std::time::Duration,
+) -> anyhow::Result<Vec<crate::records::DeviceListing>> {
+    let now = crate::api::receiver_now();
+    Ok(list_devices(at)
+        .await?
+        .into_iter()
+        .map(|d| crate::records::DeviceListing::new(d, now, period))
+        .collect())
+}
+
 /// Every real incident, oldest first, each with its events (tests are never here), open or
 /// resolved, with the officers' handling (claim, level, 911, resolution).
 pub async fn list_incidents(at: impl Into<StoreLocation>) -> anyhow::Result<Vec<IncidentRecord>> {

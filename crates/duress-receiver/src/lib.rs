@@ -49,7 +49,10 @@ use anyhow::Context as _;
 use tokio::sync::oneshot;
 
 pub use admin::Approve;
-pub use records::{DeviceRecord, EventRecord, ExportedEvent, IncidentEvent, IncidentRecord};
+pub use records::{
+    DeviceListing, DeviceRecord, EventRecord, ExportedEvent, IncidentEvent, IncidentRecord,
+    SelfTestState,
+};
 pub use settings::{ConnectionLimits, Settings, TlsSource};
 
 /// How long in-flight requests may finish after shutdown is requested.

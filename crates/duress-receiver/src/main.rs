@@ -89,6 +89,10 @@ enum Command {
         /// A connection must send its first request head within this time (s, m, h, d).
         #[arg(long, default_value = "10s", value_parser = parse_duration)]
         header_timeout: Duration,
+        /// A station with no test event for longer than this (plus a day) is flagged on the
+        /// Stations page: the agents' `[self_test] every_days` (s, m, h, d).
+        #[arg(long, default_value = "7d", value_parser = parse_duration)]
+        self_test_period: Duration,
     },
     /// Console accounts.
     User {
@@ -176,6 +180,10 @@ enum DevicesCommand {
         /// Print JSON (an array of devices).
         #[arg(long)]
         json: bool,
+        /// Flag stations with no test event for longer than this (plus a day), as `serve
+        /// --self-test-period` does (s, m, h, d).
+        #[arg(long, default_value = "7d", value_parser = parse_duration)]
+        self_test_period: Duration,
     },
     /// Approve (active), disable or revoke a device. Revocation is final.
     SetStatus {
@@ -303,11 +311,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             max_connections,
             max_connections_per_address,
             header_timeout,
+            self_test_period,
         } => {
             let mut settings = Settings::new(store.data_dir.clone());
             settings.database = store.location().database;
             settings.grouping_window = grouping_window;
             settings.console.escalate_after = escalate_after;
+            settings.console.self_test_period = self_test_period;
             let levels: Vec<String> = response_levels
                 .iter()
                 .map(|l| l.trim().to_owned())
@@ -358,12 +368,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Devices {
-            command: DevicesCommand::List { store, json },
+            command:
+                DevicesCommand::List {
+                    store,
+                    json,
+                    self_test_period,
+                },
         } => {
-            let devices = admin::list_devices(store.location()).await?;
             if json {
-                return print_json(&devices);
+                let listed = admin::device_listings(store.location(), self_test_period).await?;
+                return print_json(&listed);
             }
+            let devices = admin::list_devices(store.location()).await?;
             for d in &devices {
                 println!(
                     "{}  {:8}  {:20}  {}  last heartbeat {}",

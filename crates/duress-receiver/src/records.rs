@@ -1,7 +1,9 @@
 //! What the admin commands show (and whole-system tests read): devices, incidents with their
 //! timelines, events, exported raw tokens. Plain serde structs, JSON as the CLI prints it.
 
-use duress_core::{DeviceStatus, EventKind, HostFacts, HotkeyState, Jwk, Location, Source};
+use duress_core::{
+    DeviceStatus, EventKind, HostFacts, HotkeyState, Jwk, Location, PinCheck, Source,
+};
 use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -36,10 +38,87 @@ pub struct DeviceRecord {
     pub last_seq: Option<u64>,
     #[serde(with = "time::serde::rfc3339::option")]
     pub last_event_at: Option<OffsetDateTime>,
-    /// Receiver time of the latest self-test (`kind: test`) event.
+    /// Receiver time of the latest self-test (`kind: test`) event, scheduled or by hand.
     #[serde(with = "time::serde::rfc3339::option")]
     pub last_self_test_at: Option<OffsetDateTime>,
     pub last_self_test_id: Option<Uuid>,
+}
+
+/// Whether a station proved its whole path recently: any `kind: test` event counts (a
+/// scheduled one, `source: schedule`, or one somebody sent by hand — both travel the same path).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SelfTestState {
+    /// Tested within the period (plus grace).
+    Ok,
+    /// The latest test is older than the period plus grace.
+    Overdue,
+    /// Never sent a test event.
+    Never,
+}
+
+impl SelfTestState {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            SelfTestState::Ok => "ok",
+            SelfTestState::Overdue => "overdue",
+            SelfTestState::Never => "never",
+        }
+    }
+
+    /// Flagged on the Stations page.
+    pub const fn is_flagged(self) -> bool {
+        !matches!(self, SelfTestState::Ok)
+    }
+}
+
+impl DeviceRecord {
+    /// The self-test state at `now` for a `period` (plus [`crate::settings::SELF_TEST_GRACE`]);
+    /// `None` for a station that may not raise alarms (pending, disabled, revoked), which no
+    /// test can prove.
+    pub fn self_test_state(
+        &self,
+        now: OffsetDateTime,
+        period: std::time::Duration,
+    ) -> Option<SelfTestState> {
+        if self.status != DeviceStatus::Active {
+            return None;
+        }
+        let Some(last) = self.last_self_test_at else {
+            return Some(SelfTestState::Never);
+        };
+        let limit = period.saturating_add(crate::settings::SELF_TEST_GRACE);
+        // A test stamped in the future (receiver clock stepped back) counts as recent.
+        let age = (now - last).max(time::Duration::ZERO).unsigned_abs();
+        Some(if age > limit {
+            SelfTestState::Overdue
+        } else {
+            SelfTestState::Ok
+        })
+    }
+}
+
+/// One device as `devices list --json` prints it: the stored record and its self-test flag.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DeviceListing {
+    #[serde(flatten)]
+    pub device: DeviceRecord,
+    /// `ok`, `overdue`, `never`, or `null` for a station that is not active.
+    pub self_test: Option<SelfTestState>,
+    /// `self_test` is `overdue` or `never`: the station has not proved its path within the
+    /// period.
+    pub self_test_overdue: bool,
+}
+
+impl DeviceListing {
+    pub fn new(device: DeviceRecord, now: OffsetDateTime, period: std::time::Duration) -> Self {
+        let state = device.self_test_state(now, period);
+        DeviceListing {
+            device,
+            self_test: state,
+            self_test_overdue: state.is_some_and(SelfTestState::is_flagged),
+        }
+    }
 }
 
 /// One entry of an incident's timeline.
@@ -58,6 +137,27 @@ pub struct IncidentEvent {
     /// Host facts of this press (who was signed in where).
     #[serde(default)]
     pub host: HostFacts,
+    /// `cancel` events only: how the cancel PIN was answered (`ok`, `wrong`, `duress`), read
+    /// from the signed claims; `null` when no PIN was asked (or for a press).
+    #[serde(default)]
+    pub cancel_pin: Option<PinCheck>,
+}
+
+impl From<EventRecord> for IncidentEvent {
+    fn from(e: EventRecord) -> Self {
+        IncidentEvent {
+            id: e.id,
+            seq: e.seq,
+            kind: e.kind,
+            source: e.source,
+            occurred_at: e.occurred_at,
+            received_at: e.received_at,
+            delayed: e.delayed,
+            delay_ms: e.delay_ms,
+            host: e.host,
+            cancel_pin: e.cancel_pin,
+        }
+    }
 }
 
 /// A real incident (never a test): the one read model the CLI, the console and the API share.
@@ -91,6 +191,11 @@ pub struct IncidentRecord {
     /// Receiver time of the first cancel joined to this incident, if any (it stays open).
     #[serde(with = "time::serde::rfc3339::option")]
     pub cancelled_at: Option<OffsetDateTime>,
+    /// A cancel of this incident was made with the duress PIN or a wrong PIN: the person may
+    /// have been forced to cancel ("cancel with duress PIN" on the console). Derived from
+    /// [`IncidentRecord::events`] by [`IncidentRecord::set_events`].
+    #[serde(default)]
+    pub cancel_with_duress_pin: bool,
     /// The officer handling it now, and since when.
     pub claimed_by: Option<String>,
     #[serde(with = "time::serde::rfc3339::option", default)]
@@ -117,6 +222,15 @@ impl IncidentRecord {
     pub fn is_open(&self) -> bool {
         self.status == "open"
     }
+
+    /// Attaches the incident's events (in order of arrival) and what is derived from them, the
+    /// same in every backend.
+    pub fn set_events(&mut self, events: Vec<IncidentEvent>) {
+        self.cancel_with_duress_pin = events
+            .iter()
+            .any(|e| e.kind == EventKind::Cancel && e.cancel_pin.is_some_and(PinCheck::is_duress));
+        self.events = events;
+    }
 }
 
 /// Any stored event, with its incident (none for tests and lone cancels).
@@ -139,6 +253,9 @@ pub struct EventRecord {
     pub delay_ms: i64,
     pub location: Location,
     pub host: HostFacts,
+    /// `cancel` events only: how the cancel PIN was answered, from the signed claims.
+    #[serde(default)]
+    pub cancel_pin: Option<PinCheck>,
 }
 
 /// One line of `events export`: the raw token and the key that verifies it, so anyone can

@@ -19,6 +19,14 @@ pub const DEFAULT_ESCALATE_AFTER: Duration = Duration::from_secs(90);
 /// appropriate response level").
 pub const DEFAULT_RESPONSE_LEVELS: &[&str] = &["observe", "patrol", "patrol + 911"];
 
+/// Default self-test period: a station with no test event for longer than this (plus
+/// [`SELF_TEST_GRACE`]) is flagged on the Stations page and in `devices list --json`. A week,
+/// as the staff guide's weekly self-test and the example `[self_test] every_days = 7`.
+pub const DEFAULT_SELF_TEST_PERIOD: Duration = Duration::from_secs(7 * 86_400);
+/// Added to the self-test period before a station is flagged: the agent tests at its own minute
+/// of a daily window, so a station that was off at that minute tests in the next day's window.
+pub const SELF_TEST_GRACE: Duration = Duration::from_secs(86_400);
+
 /// Console settings: escalation, response levels, sessions, station thresholds, login limits.
 #[derive(Debug, Clone)]
 pub struct ConsoleSettings {
@@ -39,6 +47,10 @@ pub struct ConsoleSettings {
     /// guessed from many addresses.
     pub login_failures_per_username: u32,
     pub login_failure_window: Duration,
+    /// An active station whose latest test event is older than this (plus
+    /// [`SELF_TEST_GRACE`]), or that never sent one, is flagged on the Stations page. Set it
+    /// to the agents' `[self_test] every_days`.
+    pub self_test_period: Duration,
 }
 
 impl Default for ConsoleSettings {
@@ -55,6 +67,7 @@ impl Default for ConsoleSettings {
             login_failures_per_address: 20,
             login_failures_per_username: 5,
             login_failure_window: Duration::from_secs(5 * 60),
+            self_test_period: DEFAULT_SELF_TEST_PERIOD,
         }
     }
 }

@@ -212,3 +212,125 @@ async fn a_claim_shows_in_the_heartbeat_answer() {
     );
     h.shutdown().await;
 }
+
+/// The receiver's command line on the harness's store (SQLite data dir or PostgreSQL URL).
+fn cli_json(h: &Harness, args: &[&str]) -> serde_json::Value {
+    let at = h.data_dir();
+    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_duress-receiver"));
+    cmd.args(args)
+        .args(["--json", "--data-dir"])
+        .arg(&at.data_dir);
+    if let Some(url) = &at.database {
+        cmd.env("DURESS_DATABASE_URL", url.expose());
+    }
+    let out = cmd.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// Issue 18: a cancel sent with the duress PIN (or a wrong PIN) is flagged "Cancel with duress
+/// PIN" on the live stream, the board card, the incident page and `incidents list --json`; a
+/// cancel with the right PIN shows as "Staff pressed cancel". Neither closes, claims or
+/// silences the incident: the board still sounds for both.
+#[tokio::test]
+async fn a_cancel_with_the_duress_pin_is_flagged_everywhere_and_silences_nothing() {
+    use duress_core::PinCheck;
+    let h = Harness::start().await;
+    add_user(h.data_dir(), "olivia", Role::Officer).await;
+    let officer = Console::sign_in(&h, "olivia").await;
+    let mut forced = h.enrolled_agent().await;
+    let mut genuine = h.enrolled_agent().await;
+    let forced_incident = press(&h, &mut forced).await;
+    let genuine_incident = press(&h, &mut genuine).await;
+    let mut live = Stream::open(&officer, None, "").await;
+
+    let cancel = |agent: &mut common::Agent, pin: PinCheck| {
+        let mut claims = agent.event(EventKind::Cancel);
+        claims.cancel_pin = Some(pin);
+        agent.sign_event(&claims)
+    };
+    let ack: EventAck = h
+        .post("/v1/events", cancel(&mut forced, PinCheck::Duress))
+        .await
+        .json();
+    assert_eq!(ack.incident_id, Some(forced_incident));
+    let (_, frame) = live.until("incident.cancel", Duration::from_secs(1)).await;
+    assert_eq!(frame["incident_id"], forced_incident.to_string());
+    assert_eq!(frame["payload"]["cancel_pin"], "duress");
+    assert_eq!(frame["payload"]["cancel_with_duress_pin"], true);
+    let ack: EventAck = h
+        .post("/v1/events", cancel(&mut genuine, PinCheck::Ok))
+        .await
+        .json();
+    assert_eq!(ack.incident_id, Some(genuine_incident));
+    let (_, frame) = live.until("incident.cancel", Duration::from_secs(1)).await;
+    assert_eq!(frame["payload"]["cancel_with_duress_pin"], false);
+
+    let board = officer.get("/api/board").await.text();
+    let card = |id: uuid::Uuid| -> String {
+        let start = board
+            .find(&format!("data-incident-id=\"{id}\""))
+            .expect("card");
+        let end = board[start..].find("</li>").unwrap() + start;
+        board[start..end].to_owned()
+    };
+    let forced_card = card(forced_incident);
+    assert!(
+        forced_card.contains("Cancel with duress PIN"),
+        "{forced_card}"
+    );
+    assert!(
+        !forced_card.contains("Staff pressed cancel"),
+        "{forced_card}"
+    );
+    assert!(forced_card.contains("New · unclaimed"), "still unclaimed");
+    let genuine_card = card(genuine_incident);
+    assert!(
+        genuine_card.contains("Staff pressed cancel"),
+        "{genuine_card}"
+    );
+    assert!(!genuine_card.contains("duress PIN"), "{genuine_card}");
+
+    let page = officer
+        .get(&format!("/incidents/{forced_incident}"))
+        .await
+        .text();
+    assert!(page.contains("badge-duress-pin"), "{page}");
+    assert!(page.contains("Cancel with duress PIN"), "{page}");
+    assert!(
+        page.contains("The duress PIN was typed: staff may be forced to cancel"),
+        "{page}"
+    );
+    assert!(
+        page.contains("Claim: I am handling this"),
+        "still claimable"
+    );
+
+    let alarm: serde_json::Value = officer.get("/api/alarm").await.json();
+    assert_eq!(alarm["unclaimed"], 2, "a cancel silences nothing: {alarm}");
+    assert_eq!(alarm["open"], 2);
+
+    let listed = cli_json(&h, &["incidents", "list"]);
+    let of = |id: uuid::Uuid| {
+        listed
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|i| i["incident_id"] == id.to_string())
+            .unwrap()
+            .clone()
+    };
+    let f = of(forced_incident);
+    assert_eq!(f["status"], "open");
+    assert_eq!(f["cancel_with_duress_pin"], true, "{f:#}");
+    assert_eq!(f["events"][1]["kind"], "cancel");
+    assert_eq!(f["events"][1]["cancel_pin"], "duress");
+    let g = of(genuine_incident);
+    assert_eq!(g["cancel_with_duress_pin"], false, "{g:#}");
+    assert_eq!(g["events"][1]["cancel_pin"], "ok");
+    h.shutdown().await;
+}

@@ -467,3 +467,117 @@ async fn untrusted_text_is_escaped_everywhere() {
     );
     h.shutdown().await;
 }
+
+/// Issue 18: the Stations page and `devices list --json` flag active stations that never sent
+/// a test event, or whose latest one is older than the self-test period plus a day; a station
+/// tested within it is not flagged, and the "self-test overdue" filter lists exactly the others.
+#[tokio::test]
+async fn stations_never_or_not_recently_self_tested_are_flagged() {
+    let h = Harness::start().await;
+    add_user(h.data_dir(), "olivia", Role::Officer).await;
+    let officer = Console::sign_in(&h, "olivia").await;
+    let never = h.enrolled_agent().await;
+    let mut tested = h.enrolled_agent().await;
+    let mut stale = h.enrolled_agent().await;
+    for agent in [&mut tested, &mut stale] {
+        let mut claims = agent.event(EventKind::Test);
+        claims.source = duress_core::Source::Schedule;
+        let answer = h.post("/v1/events", agent.sign_event(&claims)).await;
+        assert_eq!(answer.status, 200, "{}", answer.text());
+    }
+    // Its last test was long ago (written directly: the receiver's clock cannot be moved).
+    tamper(
+        &h.data_dir(),
+        &format!(
+            "UPDATE devices SET last_self_test_at = '2020-01-06T10:00:00.000Z' WHERE device_id = '{}'",
+            stale.device_id
+        ),
+    )
+    .await;
+
+    let page = officer.get("/stations").await;
+    assert_eq!(page.status, 200);
+    let html = page.text();
+    let row = |id: &str| -> String {
+        let start = html
+            .find(&format!("data-device-id=\"{id}\""))
+            .unwrap_or_else(|| panic!("no row for {id}"));
+        let end = html[start..].find("</tr>").unwrap() + start;
+        html[start..end].to_owned()
+    };
+    let r = row(&never.device_id);
+    assert!(r.contains("data-self-test=\"never\""), "{r}");
+    assert!(r.contains("Never self-tested"), "{r}");
+    let r = row(&tested.device_id);
+    assert!(r.contains("data-self-test=\"ok\""), "{r}");
+    assert!(!r.contains("badge-selftest-due"), "{r}");
+    let r = row(&stale.device_id);
+    assert!(r.contains("data-self-test=\"overdue\""), "{r}");
+    assert!(r.contains("Self-test overdue"), "{r}");
+    assert!(html.contains("2 not self-tested within 7 days"), "{html}");
+
+    let filtered = officer
+        .get("/stations?state=self-test+overdue")
+        .await
+        .text();
+    assert!(filtered.contains(&never.device_id));
+    assert!(filtered.contains(&stale.device_id));
+    assert!(
+        !filtered.contains(&format!("data-device-id=\"{}\"", tested.device_id)),
+        "{filtered}"
+    );
+
+    let at = h.data_dir();
+    let listing = |period: &str| -> serde_json::Value {
+        let mut cmd = Command::new(BIN);
+        cmd.args(["devices", "list", "--json", "--self-test-period", period])
+            .arg("--data-dir")
+            .arg(&at.data_dir);
+        if let Some(url) = &at.database {
+            cmd.env("DURESS_DATABASE_URL", url.expose());
+        }
+        let out = cmd.output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        serde_json::from_slice(&out.stdout).unwrap()
+    };
+    let flags = |v: &serde_json::Value| -> Vec<(String, serde_json::Value, bool)> {
+        let mut all: Vec<_> = v
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| {
+                let id = d["device_id"].as_str().unwrap().to_owned();
+                let name = if id == never.device_id {
+                    "never"
+                } else if id == tested.device_id {
+                    "tested"
+                } else {
+                    "stale"
+                };
+                (
+                    name.to_owned(),
+                    d["self_test"].clone(),
+                    d["self_test_overdue"].as_bool().unwrap(),
+                )
+            })
+            .collect();
+        all.sort_by(|a, b| a.0.cmp(&b.0));
+        all
+    };
+    assert_eq!(
+        flags(&listing("7d")),
+        [
+            ("never".to_owned(), serde_json::json!("never"), true),
+            ("stale".to_owned(), serde_json::json!("overdue"), true),
+            ("tested".to_owned(), serde_json::json!("ok"), false),
+        ]
+    );
+    // A period longer than the stale station's age clears its flag (the CLI takes the period).
+    let long = listing("36500d");
+    assert_eq!(flags(&long)[1].1, serde_json::json!("ok"));
+    h.shutdown().await;
+}

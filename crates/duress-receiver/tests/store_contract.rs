@@ -95,6 +95,8 @@ contract!(
     camera_mappings_are_added_listed_and_deleted,
     live_log_replays_in_id_order_and_misses_nothing,
     a_closed_store_is_unavailable,
+    a_cancel_with_the_duress_pin_is_flagged_and_keeps_the_incident_open,
+    the_self_test_flag_follows_the_latest_test_event,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -185,10 +187,29 @@ fn event(device_id: &str, seq: i64, kind: EventKind, occurred_at: OffsetDateTime
         occurred_at,
         sent_at: received,
         received_at: received,
-        jws: format!("header.payload-{seq}.signature"),
+        jws: jws(&serde_json::json!({ "seq": seq })),
         location: location("Bldg A, Room 214"),
         host: host("ws-1"),
     }
+}
+
+/// A compact JWS shape around `claims` (the store never checks the signature: the API did).
+fn jws(claims: &serde_json::Value) -> String {
+    use base64::Engine as _;
+    let b64 = |b: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(b);
+    format!(
+        "{}.{}.{}",
+        b64(br#"{"alg":"Ed25519","typ":"duress-event"}"#),
+        b64(claims.to_string().as_bytes()),
+        b64(b"signature")
+    )
+}
+
+/// A cancel whose signed claims say how the PIN was answered (`None`: no PIN asked).
+fn cancel(device_id: &str, seq: i64, pin: Option<&str>) -> NewEvent {
+    let mut ev = event(device_id, seq, EventKind::Cancel, now());
+    ev.jws = jws(&serde_json::json!({ "seq": seq, "kind": "cancel", "cancel_pin": pin }));
+    ev
 }
 
 async fn committed(store: &Arc<dyn Store>, ev: NewEvent) -> Option<Uuid> {
@@ -1578,4 +1599,188 @@ async fn postgres_unreachable_url_is_unavailable_and_never_shows_the_password() 
     let e = PostgresStore::connect(&url, dir.path()).await.unwrap_err();
     assert!(!e.to_string().contains("hunter2-secret"), "{e}");
     assert!(e.to_string().contains("no_such_db"), "{e}");
+}
+
+/// Issue 18: the `cancel_pin` of a cancel's signed claims reaches the one incident read model
+/// (each event's `cancel_pin`, the incident's `cancel_with_duress_pin`), the event listing and
+/// the live-log row; a wrong PIN counts as the duress PIN, a correct PIN or none does not; an
+/// undecodable stored body is flagged rather than hidden. No cancel closes, claims or
+/// un-escalates the incident.
+async fn a_cancel_with_the_duress_pin_is_flagged_and_keeps_the_incident_open(
+    store: Arc<dyn Store>,
+) {
+    use duress_core::PinCheck;
+    let mut cases = Vec::new();
+    for (pin, flagged) in [
+        (None, false),
+        (Some("ok"), false),
+        (Some("wrong"), true),
+        (Some("duress"), true),
+    ] {
+        let d = device(&store).await;
+        let id = committed(&store, event(&d, 1, EventKind::Duress, now()))
+            .await
+            .unwrap();
+        let before = store.incident(id).await.unwrap().unwrap().incident;
+        assert!(!before.cancel_with_duress_pin);
+        assert_eq!(committed(&store, cancel(&d, 2, pin)).await, Some(id));
+        cases.push((id, pin, flagged));
+    }
+    // A second cancel with the right PIN does not clear an earlier duress flag.
+    let (forced, _, _) = cases[3];
+    let forced_device = store
+        .incident(forced)
+        .await
+        .unwrap()
+        .unwrap()
+        .incident
+        .device_id;
+    assert_eq!(
+        committed(&store, cancel(&forced_device, 3, Some("ok"))).await,
+        Some(forced)
+    );
+    // A stored body that no longer decodes: flagged, not hidden, and the read model still works.
+    let d = device(&store).await;
+    let garbled_id = committed(&store, event(&d, 1, EventKind::Duress, now()))
+        .await
+        .unwrap();
+    let mut garbled = cancel(&d, 2, Some("ok"));
+    garbled.jws = "not.a-jws-payload!.x".into();
+    committed(&store, garbled).await;
+
+    let open = store.list_incidents(IncidentFilter::Open).await.unwrap();
+    for (id, pin, flagged) in &cases {
+        let listed = open
+            .iter()
+            .find(|i| i.incident_id == *id)
+            .expect("still open");
+        let detail = store.incident(*id).await.unwrap().unwrap().incident;
+        for i in [listed, &detail] {
+            assert!(i.is_open(), "a cancel never closes: {i:#?}");
+            assert_eq!(i.claimed_by, None, "nor claims");
+            assert!(i.cancelled_at.is_some());
+            assert_eq!(i.press_count, 1);
+            assert_eq!(i.cancel_with_duress_pin, *flagged, "{pin:?}");
+            assert_eq!(i.events[0].cancel_pin, None, "a press has no PIN");
+            assert_eq!(i.events[1].kind, EventKind::Cancel);
+            assert_eq!(
+                i.events[1].cancel_pin.map(PinCheck::as_str),
+                *pin,
+                "{pin:?}"
+            );
+        }
+    }
+    let garbled = open.iter().find(|i| i.incident_id == garbled_id).unwrap();
+    assert!(garbled.cancel_with_duress_pin, "undecodable: flagged");
+    assert_eq!(garbled.events[1].cancel_pin, Some(PinCheck::Wrong));
+
+    let events = store.list_events().await.unwrap();
+    let pins: Vec<Option<&str>> = events
+        .iter()
+        .filter(|e| e.kind == EventKind::Cancel)
+        .map(|e| e.cancel_pin.map(PinCheck::as_str))
+        .collect();
+    assert_eq!(
+        pins,
+        [
+            None,
+            Some("ok"),
+            Some("wrong"),
+            Some("duress"),
+            Some("ok"),
+            Some("wrong")
+        ]
+    );
+    assert!(
+        events
+            .iter()
+            .filter(|e| e.kind != EventKind::Cancel)
+            .all(|e| e.cancel_pin.is_none())
+    );
+
+    // The live rows of the cancels say it too, so a console's stream flags it at once.
+    let live = store.live_after(0, 1000).await.unwrap();
+    let cancels: Vec<serde_json::Value> = live
+        .iter()
+        .filter(|r| r.kind == "incident.cancel")
+        .map(|r| serde_json::from_str(&r.payload).unwrap())
+        .collect();
+    assert_eq!(cancels.len(), 6);
+    let flags: Vec<bool> = cancels
+        .iter()
+        .map(|p| p["cancel_with_duress_pin"].as_bool().unwrap())
+        .collect();
+    assert_eq!(flags, [false, false, true, true, false, true]);
+    assert_eq!(cancels[3]["cancel_pin"], "duress");
+    assert!(cancels[0]["cancel_pin"].is_null());
+
+    // Escalation still sees the cancelled incidents as unclaimed: a cancel silences nothing.
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    let escalated = store
+        .escalate_unclaimed(Duration::from_millis(1))
+        .await
+        .unwrap();
+    assert_eq!(
+        escalated,
+        cases.len() + 1,
+        "every cancelled incident escalates"
+    );
+}
+
+/// Issue 18: a station's self-test flag (Stations page, `devices list --json`) follows the
+/// latest `kind: test` event the store recorded for it, scheduled or by hand: never tested,
+/// tested, then overdue once older than the period plus a day; only active stations are flagged.
+async fn the_self_test_flag_follows_the_latest_test_event(store: Arc<dyn Store>) {
+    use duress_receiver::SelfTestState;
+    const WEEK: Duration = Duration::from_secs(7 * 86_400);
+    let d = device(&store).await;
+    let listed = |devices: &[duress_receiver::DeviceRecord]| {
+        devices.iter().find(|x| x.device_id == d).unwrap().clone()
+    };
+    let fresh = listed(&store.list_devices().await.unwrap());
+    assert_eq!(
+        fresh.self_test_state(now(), WEEK),
+        Some(SelfTestState::Never)
+    );
+
+    let mut scheduled = event(&d, 1, EventKind::Test, now());
+    scheduled.source = Source::Schedule;
+    committed(&store, scheduled.clone()).await;
+    let tested = listed(&store.list_devices().await.unwrap());
+    assert_eq!(tested.last_self_test_at, Some(scheduled.received_at));
+    assert_eq!(tested.last_self_test_id, Some(scheduled.id));
+    let at = scheduled.received_at;
+    assert_eq!(tested.self_test_state(at, WEEK), Some(SelfTestState::Ok));
+    let day = time::Duration::days(1);
+    assert_eq!(
+        tested.self_test_state(at + day * 8, WEEK),
+        Some(SelfTestState::Ok),
+        "a day of grace"
+    );
+    assert_eq!(
+        tested.self_test_state(at + day * 8 + time::Duration::seconds(1), WEEK),
+        Some(SelfTestState::Overdue)
+    );
+    // A press or a cancel proves nothing about the test path's schedule.
+    committed(&store, event(&d, 2, EventKind::Duress, now())).await;
+    let after_press = listed(&store.list_devices().await.unwrap());
+    assert_eq!(after_press.last_self_test_at, Some(at));
+    // A test by hand counts too, and moves the date.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let by_hand = event(&d, 3, EventKind::Test, now());
+    committed(&store, by_hand.clone()).await;
+    let again = listed(&store.list_devices().await.unwrap());
+    assert_eq!(again.last_self_test_at, Some(by_hand.received_at));
+    assert_eq!(again.last_self_test_id, Some(by_hand.id));
+
+    store
+        .set_device_status(&d, DeviceStatus::Disabled, "admin")
+        .await
+        .unwrap();
+    let disabled = listed(&store.list_devices().await.unwrap());
+    assert_eq!(
+        disabled.self_test_state(at + day * 30, WEEK),
+        None,
+        "only active stations are flagged"
+    );
 }

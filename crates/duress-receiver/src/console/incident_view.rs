@@ -1,7 +1,7 @@
 //! What the console shows of an incident: the row, its presses and the officers' timeline,
 //! read in one snapshot.
 
-use duress_core::{EventKind, HostFacts, Location};
+use duress_core::{EventKind, HostFacts, Location, PinCheck};
 use uuid::Uuid;
 
 use super::pages::{Ts, human_duration};
@@ -29,6 +29,9 @@ pub struct IncidentView {
     pub delayed: bool,
     pub press_count: i64,
     pub cancelled_at: Option<Ts>,
+    /// A cancel was made with the duress PIN (or a wrong PIN): shown as "Cancel with duress
+    /// PIN", never as a reassuring "staff pressed cancel".
+    pub cancel_with_duress_pin: bool,
     pub claimed_by: Option<String>,
     pub claimed_at: Option<Ts>,
     /// Seconds from opening to the first claim.
@@ -89,6 +92,7 @@ impl IncidentView {
             delayed: r.delayed,
             press_count: i64::try_from(r.press_count).unwrap_or(i64::MAX),
             cancelled_at: r.cancelled_at.map(Ts::new),
+            cancel_with_duress_pin: r.cancel_with_duress_pin,
             claimed_by: r.claimed_by.clone(),
             claimed_at: r.claimed_at.map(Ts::new),
             time_to_claim_s,
@@ -107,8 +111,8 @@ impl IncidentView {
 #[derive(Debug, Clone)]
 pub struct TimelineEntry {
     pub at: Ts,
-    /// `press`, `cancel`, `claim`, `takeover`, `note`, `level`, `911`, `resolve`, `reopen`,
-    /// `escalation`.
+    /// `press`, `cancel`, `cancel-duress`, `claim`, `takeover`, `note`, `level`, `911`,
+    /// `resolve`, `reopen`, `escalation`.
     pub kind: String,
     pub actor: String,
     pub text: String,
@@ -119,6 +123,7 @@ impl TimelineEntry {
         match self.kind.as_str() {
             "press" => "Button pressed",
             "cancel" => "Cancelled by staff",
+            "cancel-duress" => "Cancel with duress PIN",
             "claim" => "Claimed",
             "takeover" => "Taken over",
             "note" => "Note",
@@ -169,10 +174,10 @@ pub async fn incident(
         let host = &e.host;
         timeline.push(TimelineEntry {
             at: Ts::new(e.received_at),
-            kind: if e.kind == EventKind::Cancel {
-                "cancel".into()
-            } else {
-                "press".into()
+            kind: match (e.kind, e.cancel_pin) {
+                (EventKind::Cancel, Some(pin)) if pin.is_duress() => "cancel-duress".into(),
+                (EventKind::Cancel, _) => "cancel".into(),
+                _ => "press".into(),
             },
             actor: if host.user.is_empty() {
                 host.hostname.clone()
@@ -180,10 +185,17 @@ pub async fn incident(
                 format!("{} on {}", host.user, host.hostname)
             },
             text: format!(
-                "via {}, pressed {} (received after {})",
+                "via {}, pressed {} (received after {}){}",
                 e.source.as_str(),
                 Ts::new(e.occurred_at).text,
-                human_duration(e.delay_ms)
+                human_duration(e.delay_ms),
+                match e.cancel_pin {
+                    Some(PinCheck::Duress) =>
+                        ". The duress PIN was typed: staff may be forced to cancel",
+                    Some(PinCheck::Wrong) => ". A wrong PIN was typed (treated as the duress PIN)",
+                    Some(PinCheck::Ok) => ". Cancel PIN correct",
+                    None => "",
+                }
             ),
         });
     }

@@ -19,7 +19,7 @@ use super::error::{ConsoleError, ConsoleResult};
 use super::pages::{Layout, Ts, error_page, human_duration, render};
 use super::{Console, CurrentUser};
 use crate::api::receiver_now;
-use crate::records::DeviceRecord;
+use crate::records::{DeviceRecord, SelfTestState};
 use crate::store::{Approve, NewToken, StoreError};
 
 /// Liveness from heartbeats.
@@ -63,6 +63,18 @@ pub fn liveness(
     }
 }
 
+/// "7 days", "1 day", or the usual duration text for a period that is not whole days.
+fn period_text(period: Duration) -> String {
+    match period.as_secs() {
+        86_400 => "1 day".to_owned(),
+        s if s % 86_400 == 0 => format!("{} days", s / 86_400),
+        _ => human_duration(i64::try_from(period.as_millis()).unwrap_or(i64::MAX)),
+    }
+}
+
+/// The state filter that lists the stations flagged for their self-test.
+const SELF_TEST_FILTER: &str = "self-test overdue";
+
 #[derive(Debug, Clone)]
 pub struct StationView {
     pub device_id: String,
@@ -78,6 +90,10 @@ pub struct StationView {
     pub chord: String,
     pub agent_version: String,
     pub last_self_test: Option<Ts>,
+    /// `ok`, `overdue`, `never`, or empty for a station that is not active.
+    pub self_test: &'static str,
+    /// Not tested within the self-test period: flagged.
+    pub self_test_flagged: bool,
     pub queued: u64,
 }
 
@@ -98,6 +114,7 @@ impl StationView {
             Some(HotkeyState::NotApplicable) => (true, "no chord (headless engine)".into()),
             None => (false, "unknown (no heartbeat yet)".into()),
         };
+        let self_test = d.self_test_state(now, console.settings.self_test_period);
         StationView {
             device_id: d.device_id.clone(),
             label: d.location.display_label(),
@@ -120,6 +137,8 @@ impl StationView {
             chord,
             agent_version: d.agent_version.clone(),
             last_self_test: d.last_self_test_at.map(Ts::new),
+            self_test: self_test.map_or("", SelfTestState::as_str),
+            self_test_flagged: self_test.is_some_and(SelfTestState::is_flagged),
             queued: d.queued.unwrap_or(0),
         }
     }
@@ -168,6 +187,10 @@ struct StationsPage {
     tokens: Vec<TokenView>,
     new_token: Option<String>,
     counts: [(&'static str, usize); 4],
+    /// Active stations not tested within the period.
+    self_test_flagged: usize,
+    /// The period, for the page's explanation ("7 d").
+    self_test_period: String,
 }
 
 async fn tokens(console: &Console, now: OffsetDateTime) -> ConsoleResult<Vec<TokenView>> {
@@ -222,10 +245,14 @@ async fn render_page(
         ("never seen", count("never seen")),
     ];
     let total = all.len();
+    let self_test_flagged = all.iter().filter(|v| v.self_test_flagged).count();
     let stations = all
         .into_iter()
         .filter(|s| {
-            filters.state.is_empty() || s.liveness == filters.state || s.status == filters.state
+            filters.state.is_empty()
+                || s.liveness == filters.state
+                || s.status == filters.state
+                || (filters.state == SELF_TEST_FILTER && s.self_test_flagged)
         })
         .filter(|s| filters.q.trim().is_empty() || s.matches(filters.q.trim()))
         .collect();
@@ -242,6 +269,8 @@ async fn render_page(
         tokens,
         new_token,
         counts,
+        self_test_flagged,
+        self_test_period: period_text(console.settings.self_test_period),
     }))
 }
 

@@ -265,7 +265,8 @@ pub struct NewCameraMapping {
 }
 
 /// The live-log row of a committed event: its kind and JSON payload, the same in every
-/// backend.
+/// backend. A cancel's row carries its `cancel_pin`, so a console's stream says at once that
+/// a cancel was made with the duress PIN.
 pub fn event_live_row(ev: &super::NewEvent, incident_id: Option<Uuid>) -> (&'static str, String) {
     use duress_core::EventKind;
     let kind = match (ev.kind, incident_id) {
@@ -274,12 +275,57 @@ pub fn event_live_row(ev: &super::NewEvent, incident_id: Option<Uuid>) -> (&'sta
         (EventKind::Cancel, None) => "cancel",
         (EventKind::Duress, _) => "incident.press",
     };
-    let payload = serde_json::json!({
+    let mut payload = serde_json::json!({
         "event_id": ev.id,
         "device_id": ev.device_id,
         "label": ev.location.display_label(),
     });
+    if ev.kind == EventKind::Cancel {
+        let pin = cancel_pin_of(ev.kind, &ev.jws);
+        payload["cancel_pin"] = serde_json::json!(pin);
+        payload["cancel_with_duress_pin"] =
+            serde_json::json!(pin.is_some_and(duress_core::PinCheck::is_duress));
+    }
     (kind, payload.to_string())
+}
+
+/// The `cancel_pin` claim of a stored event, read from its signed body (the compact JWS kept
+/// exactly as received and verified at ingest). The signed claims are the one record of how
+/// the PIN was answered, so no column copies them (and no migration or ingest change was
+/// needed); only `cancel` events are decoded.
+///
+/// A cancel whose stored body no longer decodes (outside tampering, a bug) is reported as
+/// [`PinCheck::Wrong`](duress_core::PinCheck::Wrong), i.e. flagged "cancel with duress PIN",
+/// with a warning: of the two mistakes, officers following up a genuine cancel is the
+/// harmless one, and failing the whole read model would blank the board.
+pub fn cancel_pin_of(kind: duress_core::EventKind, jws: &str) -> Option<duress_core::PinCheck> {
+    use base64::Engine as _;
+    #[derive(serde::Deserialize)]
+    struct PinOnly {
+        #[serde(default)]
+        cancel_pin: Option<duress_core::PinCheck>,
+    }
+    if kind != duress_core::EventKind::Cancel {
+        return None;
+    }
+    let claims = jws
+        .split('.')
+        .nth(1)
+        .and_then(|p| {
+            base64::engine::general_purpose::URL_SAFE_NO_PAD
+                .decode(p)
+                .ok()
+        })
+        .and_then(|bytes| serde_json::from_slice::<PinOnly>(&bytes).ok());
+    match claims {
+        Some(c) => c.cancel_pin,
+        None => {
+            tracing::warn!(
+                "a stored cancel event's signed body does not decode: flagged as a cancel with duress PIN"
+            );
+            Some(duress_core::PinCheck::Wrong)
+        }
+    }
 }
 
 /// The timeline text of an escalation, the same in every backend.

@@ -16,12 +16,13 @@ use crate::store::{
 };
 
 pub(super) fn event_record(row: &PgRow) -> StoreResult<EventRecord> {
+    let event_kind = kind(&row.try_get::<String, _>("kind")?)?;
     Ok(EventRecord {
         id: row.try_get("id")?,
         device_id: row.try_get("device_id")?,
         incident_id: row.try_get("incident_id")?,
         seq: unsigned("seq", row.try_get("seq")?)?,
-        kind: kind(&row.try_get::<String, _>("kind")?)?,
+        kind: event_kind,
         source: source(&row.try_get::<String, _>("source")?)?,
         occurred_at: row.try_get("occurred_at")?,
         sent_at: row.try_get("sent_at")?,
@@ -30,21 +31,8 @@ pub(super) fn event_record(row: &PgRow) -> StoreResult<EventRecord> {
         delay_ms: row.try_get("delay_ms")?,
         location: json(row, "location_json")?,
         host: json(row, "host_json")?,
+        cancel_pin: crate::store::cancel_pin_of(event_kind, &row.try_get::<String, _>("jws")?),
     })
-}
-
-fn incident_event(e: EventRecord) -> IncidentEvent {
-    IncidentEvent {
-        id: e.id,
-        seq: e.seq,
-        kind: e.kind,
-        source: e.source,
-        occurred_at: e.occurred_at,
-        received_at: e.received_at,
-        delayed: e.delayed,
-        delay_ms: e.delay_ms,
-        host: e.host,
-    }
 }
 
 /// An incident row without its events.
@@ -74,6 +62,7 @@ fn incident_record(row: &PgRow) -> StoreResult<IncidentRecord> {
         resolved_by: row.try_get("resolved_by")?,
         disposition: row.try_get("disposition")?,
         follow_up: row.try_get("follow_up")?,
+        cancel_with_duress_pin: false,
         events: Vec::new(),
     })
 }
@@ -103,14 +92,14 @@ impl PostgresStore {
         for row in &event_rows {
             let e = event_record(row)?;
             if let Some(id) = e.incident_id {
-                presses.entry(id).or_default().push(incident_event(e));
+                presses.entry(id).or_default().push(IncidentEvent::from(e));
             }
         }
         incident_rows
             .iter()
             .map(|row| {
                 let mut incident = incident_record(row)?;
-                incident.events = presses.remove(&incident.incident_id).unwrap_or_default();
+                incident.set_events(presses.remove(&incident.incident_id).unwrap_or_default());
                 Ok(incident)
             })
             .collect()
@@ -139,9 +128,11 @@ impl PostgresStore {
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
-        for row in &events {
-            incident.events.push(incident_event(event_record(row)?));
-        }
+        let events = events
+            .iter()
+            .map(|row| event_record(row).map(IncidentEvent::from))
+            .collect::<StoreResult<Vec<_>>>()?;
+        incident.set_events(events);
         let timeline = entries
             .iter()
             .map(|r| {

@@ -37,20 +37,11 @@ impl SqliteStore {
         .fetch_all(&mut *tx)
         .await?;
         tx.commit().await?;
-        for row in &events {
-            let e = event_record(row)?;
-            incident.events.push(IncidentEvent {
-                id: e.id,
-                seq: e.seq,
-                kind: e.kind,
-                source: e.source,
-                occurred_at: e.occurred_at,
-                received_at: e.received_at,
-                delayed: e.delayed,
-                delay_ms: e.delay_ms,
-                host: e.host,
-            });
-        }
+        let events = events
+            .iter()
+            .map(|row| event_record(row).map(IncidentEvent::from))
+            .collect::<StoreResult<Vec<_>>>()?;
+        incident.set_events(events);
         let timeline = entries
             .iter()
             .map(|r| {

@@ -8,7 +8,7 @@ use uuid::Uuid;
 
 use super::rows::{from_json, kind, parse_uuid, source, status, unsigned};
 use crate::records::{DeviceRecord, EventRecord, ExportedEvent, IncidentEvent, IncidentRecord};
-use crate::store::{IncidentFilter, StoreResult, parse_ts};
+use crate::store::{IncidentFilter, StoreResult, cancel_pin_of, parse_ts};
 
 pub(super) fn opt_ts(row: &SqliteRow, column: &str) -> StoreResult<Option<time::OffsetDateTime>> {
     row.try_get::<Option<String>, _>(column)?
@@ -69,6 +69,7 @@ pub(super) async fn devices(pool: &SqlitePool) -> StoreResult<Vec<DeviceRecord>>
 }
 
 pub(super) fn event_record(row: &SqliteRow) -> StoreResult<EventRecord> {
+    let event_kind = kind(&row.try_get::<String, _>("kind")?)?;
     Ok(EventRecord {
         id: parse_uuid(&row.try_get::<String, _>("id")?)?,
         device_id: row.try_get("device_id")?,
@@ -77,7 +78,7 @@ pub(super) fn event_record(row: &SqliteRow) -> StoreResult<EventRecord> {
             .map(|t| parse_uuid(&t))
             .transpose()?,
         seq: unsigned("seq", row.try_get("seq")?)?,
-        kind: kind(&row.try_get::<String, _>("kind")?)?,
+        kind: event_kind,
         source: source(&row.try_get::<String, _>("source")?)?,
         occurred_at: ts(row, "occurred_at")?,
         sent_at: ts(row, "sent_at")?,
@@ -86,6 +87,7 @@ pub(super) fn event_record(row: &SqliteRow) -> StoreResult<EventRecord> {
         delay_ms: row.try_get("delay_ms")?,
         location: json(row, "location_json")?,
         host: json(row, "host_json")?,
+        cancel_pin: cancel_pin_of(event_kind, &row.try_get::<String, _>("jws")?),
     })
 }
 
@@ -124,24 +126,14 @@ pub(super) async fn incidents(
             timelines
                 .entry(incident_id)
                 .or_default()
-                .push(IncidentEvent {
-                    id: e.id,
-                    seq: e.seq,
-                    kind: e.kind,
-                    source: e.source,
-                    occurred_at: e.occurred_at,
-                    received_at: e.received_at,
-                    delayed: e.delayed,
-                    delay_ms: e.delay_ms,
-                    host: e.host,
-                });
+                .push(IncidentEvent::from(e));
         }
     }
     incident_rows
         .iter()
         .map(|row| {
             let mut incident = incident_record(row)?;
-            incident.events = timelines.remove(&incident.incident_id).unwrap_or_default();
+            incident.set_events(timelines.remove(&incident.incident_id).unwrap_or_default());
             Ok(incident)
         })
         .collect()
@@ -175,6 +167,7 @@ pub(super) fn incident_record(row: &SqliteRow) -> StoreResult<IncidentRecord> {
         resolved_by: text("resolved_by")?,
         disposition: text("disposition")?,
         follow_up: text("follow_up")?,
+        cancel_with_duress_pin: false,
         events: Vec::new(),
     })
 }
