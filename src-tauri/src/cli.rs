@@ -330,6 +330,16 @@ fn status(policy_flag: Option<&Path>, json: bool) -> Result<ExitCode> {
     if s.unreachable_since.is_some() {
         println!("unreachable since: {}", fmt_opt(s.unreachable_since));
     }
+    println!("acknowledgements: {}", s.acknowledgements);
+    if let Some(since) = s.ack_unverified_since {
+        println!(
+            "acknowledgement check failing since: {} ({})",
+            fmt_opt(Some(since)),
+            s.ack_unverified_reason
+                .as_deref()
+                .unwrap_or("no reason recorded")
+        );
+    }
     println!("queued events: {}", s.queued);
     println!("location: {}", s.location_label);
     match &s.last_self_test {

@@ -328,6 +328,26 @@ pub struct EventAck {
     pub delay_ms: i64,
     /// The event arrived more than 10 s after its press.
     pub delayed: bool,
+    /// The receiver's detached signature over {id, received_at, incident_id, kid}
+    /// ([`crate::ack`]); absent from receivers older than the acknowledgement key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ack: Option<crate::ack::AckSignature>,
+}
+
+impl EventAck {
+    /// Checks [`EventAck::ack`] against the keys an agent trusts for this receiver.
+    pub fn verify_signature(
+        &self,
+        trusted: &[crate::ack::TrustedAckKey],
+    ) -> Result<(), crate::ack::AckError> {
+        crate::ack::verify(
+            trusted,
+            self.ack.as_ref(),
+            self.id,
+            self.received_at,
+            self.incident_id,
+        )
+    }
 }
 
 /// `200` answer to a heartbeat.

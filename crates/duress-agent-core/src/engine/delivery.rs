@@ -210,6 +210,9 @@ impl Engine {
                     SendOutcome::Unreachable(e) => {
                         tracing::warn!(event = %ev.id, "not delivered: {e}");
                         self.on_attempt_failed(ev.id, &e).await?;
+                        if e.contains(crate::sender::ACK_NOT_VERIFIED) {
+                            self.note_ack_unverified(&e).await;
+                        }
                         if !unreachable {
                             self.note_unreachable(&e).await;
                         }
@@ -268,6 +271,9 @@ impl Engine {
         self.db(move |o| {
             let acks: Vec<(Uuid, &EventAck)> = pairs.iter().map(|(id, a)| (*id, a)).collect();
             let mut meta = contact_rows(&now, &url, None);
+            // A delivered event's answer passed the acknowledgement check (when one is set).
+            meta.push((keys::ACK_UNVERIFIED_SINCE, None));
+            meta.push((keys::ACK_UNVERIFIED_REASON, None));
             if let Some(id) = &last_test {
                 meta.push((keys::LAST_SELF_TEST_ID, Some(id.as_str())));
                 meta.push((keys::LAST_SELF_TEST_AT, Some(now.as_str())));
@@ -422,6 +428,23 @@ impl Engine {
             .await;
         if let Err(e) = r {
             tracing::warn!("cannot record unreachable: {e}");
+        }
+    }
+
+    async fn note_ack_unverified(&self, error: &str) {
+        let now = fmt_time(self.now());
+        let error = error.to_owned();
+        let r = self
+            .db(move |o| {
+                let since = o.meta_get(keys::ACK_UNVERIFIED_SINCE)?.unwrap_or(now);
+                o.meta_set_many(&[
+                    (keys::ACK_UNVERIFIED_SINCE, Some(&since)),
+                    (keys::ACK_UNVERIFIED_REASON, Some(&error)),
+                ])
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::warn!("cannot record the unverified acknowledgement: {e}");
         }
     }
 

@@ -6,6 +6,7 @@
 //! [[receivers]]                    # ordered; the first reachable one wins
 //! url = "https://127.0.0.1:8443"
 //! ca_cert = "/path/to/ca.pem"      # optional extra trust anchor (PEM), relative to this file
+//! ack_key = "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"  # acknowledgement key (JWK or thumbprint)
 //! [enrollment]
 //! token = "…"                      # used once, at the first start that finds no device key
 //! [location]                       # RFC 5139 names: label country A1..A6 RD HNO PC BLD FLR ...
@@ -112,6 +113,13 @@ pub struct ReceiverConfig {
     /// (hex, colons optional), as the MSI property `RECEIVER_CA_SHA256` writes it.
     #[serde(default)]
     pub ca_sha256: Option<String>,
+    /// The receiver's acknowledgement key: its public JWK as JSON, or its RFC 7638
+    /// thumbprint (`duress-receiver ack-key show` prints both); several separated by `;`
+    /// during a key rotation. With a key, an event is marked delivered only when the answer's
+    /// signature verifies against it (docs/protocol.md §5.4); without, acknowledgements are
+    /// not verified (and the status says so). MSI property `RECEIVER_ACK_KEY`.
+    #[serde(default)]
+    pub ack_key: Option<String>,
 }
 
 impl ReceiverConfig {
@@ -125,7 +133,18 @@ impl ReceiverConfig {
             url,
             ca_cert,
             ca_sha256: None,
+            ack_key: None,
         })
+    }
+
+    /// The acknowledgement keys the policy names (empty: acknowledgements are not verified).
+    /// Already checked by [`Policy::validate`]; a policy built in code that names a bad key
+    /// gets an error here.
+    pub fn trusted_ack_keys(&self) -> std::result::Result<Vec<duress_core::TrustedAckKey>, String> {
+        match self.ack_key.as_deref() {
+            None => Ok(Vec::new()),
+            Some(text) => duress_core::TrustedAckKey::parse_list(text),
+        }
     }
 }
 
@@ -583,6 +602,10 @@ impl Policy {
                     ));
                 }
             }
+        }
+        for (i, r) in self.receivers.iter().enumerate() {
+            r.trusted_ack_keys()
+                .map_err(|e| format!("receivers[{i}].ack_key: {e}"))?;
         }
         if let Some(url) = &self.help.teams_url
             && !url.starts_with("https://")

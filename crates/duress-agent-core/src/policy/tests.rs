@@ -149,6 +149,7 @@ fn http_is_refused() {
             url: Url::parse("http://x.example").unwrap(),
             ca_cert: None,
             ca_sha256: None,
+            ack_key: None,
         }],
         ..Default::default()
     };

@@ -407,12 +407,19 @@ async fn insert_event(
     let (live_kind, payload) = crate::store::event_live_row(ev, incident_id);
     log::live(conn, ev.received_at, live_kind, incident_id, &payload).await?;
 
-    Ok(Some(StoredEvent {
+    let stored = StoredEvent {
         id: ev.id,
         device_id: ev.device_id.clone(),
         incident_id,
         received_at,
         delay_ms,
         delayed,
-    }))
+        ack: None,
+    }
+    .signed_by(ev);
+    // The signature the answer carries, committed with the event it acknowledges.
+    if let Some(ack) = &stored.ack {
+        super::insert_ack(conn, ev.id, ack, received_at).await?;
+    }
+    Ok(Some(stored))
 }

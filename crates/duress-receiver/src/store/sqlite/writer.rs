@@ -424,6 +424,18 @@ fn find_event(conn: &Connection, id: Uuid) -> StoreResult<Option<StoredEvent>> {
     let Some((device_id, incident_id, received_at, delay_ms, delayed)) = row else {
         return Ok(None);
     };
+    let ack = conn
+        .prepare_cached(super::ACK_SELECT)?
+        .query_row([id.to_string()], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+            ))
+        })
+        .optional()?
+        .map(|(kid, jwk, sig)| rows::ack(kid, &jwk, sig))
+        .transpose()?;
     Ok(Some(StoredEvent {
         id,
         device_id,
@@ -431,6 +443,7 @@ fn find_event(conn: &Connection, id: Uuid) -> StoreResult<Option<StoredEvent>> {
         received_at: parse_ts(&received_at)?,
         delay_ms,
         delayed,
+        ack,
     }))
 }
 
@@ -580,14 +593,27 @@ fn insert_event(conn: &Connection, ev: &NewEvent, window: Duration) -> StoreResu
         ev.device_id
     ])?;
 
-    Ok(StoredEvent {
+    let stored = StoredEvent {
         id: ev.id,
         device_id: ev.device_id.clone(),
         incident_id,
         received_at,
         delay_ms,
         delayed,
-    })
+        ack: None,
+    }
+    .signed_by(ev);
+    // The signature the answer carries, committed with the event it acknowledges.
+    if let Some(ack) = &stored.ack {
+        conn.prepare_cached(super::ACK_INSERT)?.execute(params![
+            ev.id.to_string(),
+            ack.kid,
+            to_json(&ack.jwk),
+            ack.sig,
+            received,
+        ])?;
+    }
+    Ok(stored)
 }
 
 /// Records a heartbeat (unless the device is revoked: distrusted for good, nothing is written)
