@@ -40,6 +40,12 @@ pub struct DeviceRecord {
     #[serde(with = "time::serde::rfc3339::option")]
     pub last_self_test_at: Option<OffsetDateTime>,
     pub last_self_test_id: Option<Uuid>,
+    /// Where the station's policy came from and the SHA-256 of it, from its latest heartbeat
+    /// that reported them (`None` before that, and for older agents).
+    #[serde(default)]
+    pub policy_source: Option<String>,
+    #[serde(default)]
+    pub policy_sha256: Option<String>,
 }
 
 /// One entry of an incident's timeline.

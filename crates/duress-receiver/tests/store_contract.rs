@@ -96,6 +96,7 @@ contract!(
     live_log_replays_in_id_order_and_misses_nothing,
     a_closed_store_is_unavailable,
     acknowledgements_are_signed_in_the_commit_stored_and_exported,
+    heartbeats_store_the_policy_report_and_keep_it,
 );
 
 /// The acknowledgement key as the receiver hands it to the store.
@@ -569,6 +570,7 @@ async fn heartbeats_update_the_device_and_return_claimed_incidents(store: Arc<dy
         reported_last_seq: seq,
         host,
         location: None,
+        policy: None,
     };
     let recorded = store.record_heartbeat(hb(3, None)).await.unwrap();
     assert_eq!(recorded.status, DeviceStatus::Active);
@@ -1438,6 +1440,38 @@ async fn acknowledgements_are_signed_in_the_commit_stored_and_exported(store: Ar
     let plain = event(&d, 3, EventKind::Duress, now());
     committed(&store, plain.clone()).await;
     assert_eq!(store.find_event(plain.id).await.unwrap().unwrap().ack, None);
+}
+
+/// A heartbeat's policy report (source, SHA-256) is stored on the device; a heartbeat without
+/// one keeps it.
+async fn heartbeats_store_the_policy_report_and_keep_it(store: Arc<dyn Store>) {
+    let d = device(&store).await;
+    let hb = |policy: Option<duress_core::PolicyFacts>| HeartbeatUpdate {
+        device_id: d.clone(),
+        received_at: now(),
+        hotkey: HotkeyState::NotApplicable,
+        queued: 0,
+        reported_last_seq: 0,
+        host: None,
+        location: None,
+        policy,
+    };
+    let dev = |list: Vec<duress_receiver::DeviceRecord>| {
+        list.into_iter().find(|x| x.device_id == d).unwrap()
+    };
+    assert_eq!(dev(store.list_devices().await.unwrap()).policy_sha256, None);
+    let facts = duress_core::PolicyFacts {
+        source: "os:/etc/duress/agent.toml".into(),
+        sha256: "ab".repeat(32),
+    };
+    store
+        .record_heartbeat(hb(Some(facts.clone())))
+        .await
+        .unwrap();
+    store.record_heartbeat(hb(None)).await.unwrap();
+    let got = dev(store.list_devices().await.unwrap());
+    assert_eq!(got.policy_source.as_deref(), Some(facts.source.as_str()));
+    assert_eq!(got.policy_sha256.as_deref(), Some(facts.sha256.as_str()));
 }
 
 async fn a_closed_store_is_unavailable(store: Arc<dyn Store>) {

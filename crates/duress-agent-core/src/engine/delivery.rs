@@ -285,7 +285,8 @@ impl Engine {
         let mut refused_until = lock(&self.inner.refused_until);
         for (ev, ack) in acked {
             refused_until.remove(&ev.id);
-            tracing::info!(event = %ev.id, delay_ms = ack.delay_ms, "delivered");
+            // Debug only: a delivery reveals a press (see `Engine::record`).
+            tracing::debug!(event = %ev.id, delay_ms = ack.delay_ms, "delivered");
         }
         Ok(())
     }
@@ -317,6 +318,18 @@ impl Engine {
             })
             .await?;
         let location = self.effective_location()?;
+        let report = self.policy_report();
+        let policy = duress_core::PolicyFacts {
+            source: match &report.ignored {
+                // The receiver's text limit is 256 characters: the reason is in the status.
+                Some(_) => format!("{} (a named policy file was ignored)", report.source),
+                None => report.source.clone(),
+            }
+            .chars()
+            .take(200)
+            .collect(),
+            sha256: report.sha256,
+        };
         let host = tokio::task::spawn_blocking(crate::host::collect)
             .await
             .unwrap_or_default();
@@ -330,6 +343,7 @@ impl Engine {
                 last_self_test,
                 location: location.clone(),
                 host: host.clone(),
+                policy: Some(policy.clone()),
             };
             let payload = serde_json::to_vec(&claims).map_err(|e| Error::Invalid(e.to_string()))?;
             let token = key.sign(Typ::Heartbeat, Some(&device_id), &payload);

@@ -61,6 +61,13 @@ pub struct StatusSnapshot {
     #[serde(with = "time::serde::rfc3339::option")]
     pub ack_unverified_since: Option<OffsetDateTime>,
     pub ack_unverified_reason: Option<String>,
+    /// Where the policy came from (`flag:PATH`, `env:PATH`, `os:LAYERS`) and the SHA-256 of
+    /// the effective policy, as every heartbeat reports them.
+    pub policy_source: String,
+    pub policy_sha256: String,
+    /// Why a `--policy`/`DURESS_AGENT_POLICY` file was ignored (release builds honour only a
+    /// file a user cannot have written), if one was.
+    pub policy_ignored: Option<String>,
     /// Why the keystore cannot give the device key, when it was last asked and failed.
     pub keystore_problem: Option<String>,
     pub install_id: String,
@@ -134,7 +141,11 @@ impl Engine {
         } else {
             format!("{ACKS_NOT_VERIFIED} for {}", unverified.join(", "))
         };
+        let report = self.policy_report();
         Ok(StatusSnapshot {
+            policy_source: report.source,
+            policy_sha256: report.sha256,
+            policy_ignored: report.ignored,
             enrolled: device_id.is_some(),
             device_id,
             device_status: device_status.as_deref().and_then(DeviceStatus::parse),

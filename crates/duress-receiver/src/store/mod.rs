@@ -357,6 +357,8 @@ pub struct HeartbeatUpdate {
     pub host: Option<HostFacts>,
     /// `None` keeps the stored location (the agent sent none).
     pub location: Option<Location>,
+    /// `None` keeps the stored policy report (the agent sent none).
+    pub policy: Option<duress_core::PolicyFacts>,
 }
 
 /// What a heartbeat's answer needs, read in the transaction that recorded it.

@@ -211,6 +211,16 @@ impl PostgresStore {
         .bind(&hb.device_id)
         .execute(&mut *tx)
         .await?;
+        if let Some(p) = &hb.policy {
+            sqlx::query(
+                "UPDATE devices SET policy_source = $1, policy_sha256 = $2 WHERE device_id = $3",
+            )
+            .bind(&p.source)
+            .bind(&p.sha256)
+            .bind(&hb.device_id)
+            .execute(&mut *tx)
+            .await?;
+        }
         let claimed: Vec<Uuid> = sqlx::query_scalar(
             "SELECT incident_id FROM incidents
              WHERE device_id = $1 AND status = 'open' AND claimed_by IS NOT NULL

@@ -65,6 +65,8 @@ pub(super) async fn devices(pool: &SqlitePool) -> StoreResult<Vec<DeviceRecord>>
                     .try_get::<Option<String>, _>("last_self_test_id")?
                     .map(|t| parse_uuid(&t))
                     .transpose()?,
+                policy_source: row.try_get("policy_source")?,
+                policy_sha256: row.try_get("policy_sha256")?,
             })
         })
         .collect()

@@ -648,6 +648,12 @@ fn heartbeat(conn: &Connection, hb: &HeartbeatUpdate) -> StoreResult<HeartbeatRe
         hb.location.as_ref().map(to_json),
         hb.device_id,
     ])?;
+    if let Some(p) = &hb.policy {
+        conn.prepare_cached(
+            "UPDATE devices SET policy_source = ?1, policy_sha256 = ?2 WHERE device_id = ?3",
+        )?
+        .execute(params![p.source, p.sha256, hb.device_id])?;
+    }
     let mut claimed = conn.prepare_cached(
         "SELECT incident_id FROM incidents
          WHERE device_id = ?1 AND status = 'open' AND claimed_by IS NOT NULL
