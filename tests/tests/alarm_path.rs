@@ -402,5 +402,23 @@ async fn acknowledgements_are_verified_against_the_policy_ack_key() {
             .iter()
             .all(|e| e.acks.len() == 1 && e.acks[0].kid == kid)
     );
+
+    // The heartbeat reports the policy's source and hash; the receiver stores them.
+    engine
+        .send_heartbeat(duress_core::HotkeyState::NotApplicable)
+        .await
+        .expect("heartbeat");
+    let devices = duress_receiver::admin::list_devices(&w.data_dir)
+        .await
+        .expect("devices");
+    let s = engine.status().expect("status");
+    assert_eq!(
+        devices[0].policy_sha256.as_deref(),
+        Some(s.policy_sha256.as_str())
+    );
+    assert_eq!(
+        devices[0].policy_source.as_deref(),
+        Some(s.policy_source.as_str())
+    );
     w.receiver.shutdown().await.expect("shutdown");
 }
