@@ -32,7 +32,7 @@ target_dir=${CARGO_TARGET_DIR:-$root/target}
 version=$(sed -n '/^\[workspace.package\]/,/^\[/s/^version *= *"\(.*\)"/\1/p' "$root/Cargo.toml")
 version=${DURESS_MSI_VERSION:-$version}
 windows_target_dir=${DURESS_WINDOWS_TARGET_DIR:-$HOME/.cache/duress-windows-target}
-public_properties="RECEIVER_URL;RECEIVER_CA_SHA256;ENROLL_TOKEN;LOCATION_LABEL;LOCATION_BUILDING;LOCATION_FLOOR;LOCATION_ROOM;HOTKEY"
+public_properties="RECEIVER_URL;RECEIVER_CA_SHA256;RECEIVER_ACK_KEY;ENROLL_TOKEN;LOCATION_LABEL;LOCATION_BUILDING;LOCATION_FLOOR;LOCATION_ROOM;HOTKEY"
 hidden_properties="ENROLL_TOKEN;CMDLINE_ENROLL_TOKEN"
 
 die() { echo "build.sh: $*" >&2; exit 1; }

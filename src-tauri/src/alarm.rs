@@ -87,7 +87,9 @@ impl Alarm {
 /// Records one cancel. What the PIN said is never logged (a log can be shown to anyone).
 pub fn record_cancel(engine: &Engine, source: Source, pin: Option<&str>) {
     match engine.record_cancel(source, pin) {
-        Ok(claims) => tracing::info!(
+        // Debug only: a log is something an aggressor could be shown, and the press must
+        // leave no visible trace on the station (issue 16).
+        Ok(claims) => tracing::debug!(
             event = %claims.id,
             kind = "cancel",
             source = source.as_str(),
@@ -104,7 +106,9 @@ pub fn record_cancel(engine: &Engine, source: Source, pin: Option<&str>) {
 /// Records one event; a failure to make it durable is the one thing that is an error.
 pub fn record(engine: &Engine, kind: EventKind, source: Source) {
     match engine.record(kind, source) {
-        Ok(claims) => tracing::info!(
+        // Debug only: a log is something an aggressor could be shown, and the press must
+        // leave no visible trace on the station (issue 16).
+        Ok(claims) => tracing::debug!(
             event = %claims.id,
             kind = kind.as_str(),
             source = source.as_str(),

@@ -133,7 +133,7 @@ impl AppState {
 /// already runs for this state directory.
 pub fn run_tray() -> ExitCode {
     crate::cli::init_logging(true);
-    let (policy, _source) = match policy::load_resolved(None) {
+    let loaded = match policy::load_resolved_report(None) {
         Ok(p) => p,
         Err(e) => {
             tracing::error!("cannot start: {e}");
@@ -184,6 +184,8 @@ pub fn run_tray() -> ExitCode {
         }
     };
 
+    let report = loaded.report();
+    let policy = loaded.policy;
     let engine = match Engine::open(policy, state_dir.clone()) {
         Ok(e) => e,
         Err(e) => {
@@ -196,6 +198,7 @@ pub fn run_tray() -> ExitCode {
     };
 
     engine.set_local_offset(crate::local_time::offset_now());
+    engine.set_policy_report(report);
     let (hotkey_tx, hotkey_rx) = watch::channel(HotkeyState::NotApplicable);
     let (shutdown_tx, shutdown_rx) = watch::channel(false);
     let rt = match tokio::runtime::Builder::new_current_thread()

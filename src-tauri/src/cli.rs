@@ -2,7 +2,7 @@
 //! them):
 //!
 //! ```text
-//! duress-agent enroll [--policy F] [--receiver URL --token T --ca-cert F] [--label TEXT --building B --floor F --room R]
+//! duress-agent enroll [--policy F] [--receiver URL --token-file F|- --ca-cert F] [--label TEXT --building B --floor F --room R]
 //! duress-agent trigger [--policy F] [--test | --cancel [--pin-stdin]]
 //! duress-agent status [--policy F] [--json]
 //! duress-agent run --headless [--policy F]
@@ -112,8 +112,13 @@ pub struct EnrollArgs {
     #[arg(long, value_name = "URL")]
     pub receiver: Option<String>,
     /// Enrollment token (replaces the policy's). Kept as a `Secret` so `Debug` never shows it.
-    #[arg(long, value_name = "T", value_parser = parse_secret)]
+    /// Visible to other users of this machine (process list, shell history): prefer
+    /// --token-file.
+    #[arg(long, value_name = "T", value_parser = parse_secret, conflicts_with = "token_file")]
     pub token: Option<Secret>,
+    /// Read the enrollment token from this file (its first line), or from stdin with `-`.
+    #[arg(long, value_name = "FILE")]
+    pub token_file: Option<PathBuf>,
     /// Extra CA certificate (PEM) for --receiver.
     #[arg(long, value_name = "F", requires = "receiver")]
     pub ca_cert: Option<PathBuf>,
@@ -180,8 +185,8 @@ pub fn init_logging(long_running: bool) {
 }
 
 pub(crate) fn open_engine(policy_flag: Option<&Path>) -> Result<Engine> {
-    let (policy, source) = policy::load_resolved(policy_flag)?;
-    if let PolicySource::OsDefault(p) = &source
+    let loaded = policy::load_resolved_report(policy_flag)?;
+    if let PolicySource::OsDefault(p) = &loaded.source
         && !p.exists()
     {
         tracing::warn!(
@@ -189,7 +194,10 @@ pub(crate) fn open_engine(policy_flag: Option<&Path>) -> Result<Engine> {
             p.display()
         );
     }
-    open_with(policy)
+    let report = loaded.report();
+    let engine = open_with(loaded.policy)?;
+    engine.set_policy_report(report);
+    Ok(engine)
 }
 
 fn open_with(policy: Policy) -> Result<Engine> {
@@ -229,9 +237,14 @@ fn enroll(args: &EnrollArgs) -> Result<ExitCode> {
         room: args.room.clone(),
         ..Default::default()
     };
+    let token = match (&args.token, &args.token_file) {
+        (Some(t), _) => Some(t.clone()),
+        (None, Some(file)) => Some(duress_agent_core::policy::read_secret_file(file)?),
+        (None, None) => None,
+    };
     let opts = EnrollOptions {
         receiver,
-        token: args.token.clone(),
+        token,
         location: (location != Location::default()).then_some(location),
     };
     let answer = runtime()?.block_on(engine.enroll(&opts))?;
@@ -329,6 +342,20 @@ fn status(policy_flag: Option<&Path>, json: bool) -> Result<ExitCode> {
     );
     if s.unreachable_since.is_some() {
         println!("unreachable since: {}", fmt_opt(s.unreachable_since));
+    }
+    println!("policy: {} (sha256 {})", s.policy_source, s.policy_sha256);
+    if let Some(why) = &s.policy_ignored {
+        println!("policy file ignored: {why}");
+    }
+    println!("acknowledgements: {}", s.acknowledgements);
+    if let Some(since) = s.ack_unverified_since {
+        println!(
+            "acknowledgement check failing since: {} ({})",
+            fmt_opt(Some(since)),
+            s.ack_unverified_reason
+                .as_deref()
+                .unwrap_or("no reason recorded")
+        );
     }
     println!("queued events: {}", s.queued);
     println!("location: {}", s.location_label);

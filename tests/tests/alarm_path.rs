@@ -330,3 +330,95 @@ async fn press_before_enrollment_is_delivered_after_it() {
     assert_eq!(incidents[0].events[0].id, early.id);
     w.receiver.shutdown().await.expect("shutdown");
 }
+
+/// Signed acknowledgements end to end: with the receiver's acknowledgement key in the policy
+/// (`[[receivers]] ack_key`, the thumbprint `ack-key show` prints) the real engine delivers
+/// against the real receiver and its status says acknowledgements are verified; with the key
+/// of another receiver in the policy, the same receiver's answers are not acknowledgements —
+/// the alarm stays queued (the receiver did store it: resending is harmless) and the status
+/// says why; back to the right key, it is delivered.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledgements_are_verified_against_the_policy_ack_key() {
+    let mut w = world().await;
+    let shown = duress_receiver::ack_key::AckKeys::load(&w.data_dir)
+        .expect("ack key")
+        .show_text();
+    let kid = shown.lines().last().expect("thumbprint line").to_owned();
+    assert_eq!(kid, w.receiver.ack_kid);
+    w.policy.receivers[0].ack_key = Some(kid.clone());
+    let engine = enrolled_engine(&w).await;
+    assert_eq!(
+        engine.status().expect("status").acknowledgements,
+        "verified"
+    );
+    let first = engine
+        .record(EventKind::Duress, Source::Hotkey)
+        .expect("durable");
+    deliver_all(&engine).await;
+    assert!(
+        engine
+            .event(first.id)
+            .expect("read")
+            .expect("stored")
+            .delivered_at
+            .is_some()
+    );
+    drop(engine);
+
+    // Another key in the policy: not an acknowledgement.
+    let other = duress_core::AckSigningKey::from_seed(&[77u8; 32]);
+    let mut wrong = w.policy.clone();
+    wrong.receivers[0].ack_key = Some(other.kid().to_owned());
+    let engine = Engine::open(wrong, w.state_dir.clone()).expect("engine opens");
+    let second = engine
+        .record(EventKind::Duress, Source::Hotkey)
+        .expect("durable");
+    let report = engine
+        .deliver_pending(Some(Instant::now() + Duration::from_secs(2)))
+        .await;
+    assert!(report.delivered.is_empty(), "{report:?}");
+    let s = engine.status().expect("status");
+    assert_eq!(s.queued, 1);
+    let reason = s.ack_unverified_reason.expect("status says why");
+    assert!(reason.contains("does not list"), "{reason}");
+    drop(engine);
+
+    let engine = Engine::open(w.policy.clone(), w.state_dir.clone()).expect("engine opens");
+    deliver_all(&engine).await;
+    assert!(
+        engine
+            .event(second.id)
+            .expect("read")
+            .expect("stored")
+            .delivered_at
+            .is_some()
+    );
+    assert_eq!(engine.status().expect("status").ack_unverified_since, None);
+    let exported = duress_receiver::admin::export_events(&w.data_dir)
+        .await
+        .expect("export");
+    assert!(
+        exported
+            .iter()
+            .all(|e| e.acks.len() == 1 && e.acks[0].kid == kid)
+    );
+
+    // The heartbeat reports the policy's source and hash; the receiver stores them.
+    engine
+        .send_heartbeat(duress_core::HotkeyState::NotApplicable)
+        .await
+        .expect("heartbeat");
+    let devices = duress_receiver::admin::list_devices(&w.data_dir)
+        .await
+        .expect("devices");
+    let s = engine.status().expect("status");
+    assert_eq!(
+        devices[0].policy_sha256.as_deref(),
+        Some(s.policy_sha256.as_str())
+    );
+    assert_eq!(
+        devices[0].policy_source.as_deref(),
+        Some(s.policy_source.as_str())
+    );
+    w.receiver.shutdown().await.expect("shutdown");
+}

@@ -17,9 +17,10 @@ use duress_agent_core::policy::sources::{self, Key, keys, macos, schema};
 
 /// The MSI's public properties and where each is written (subkey of HKLM\SOFTWARE\Duress\Agent,
 /// value name): the same names as the TOML schema.
-const MSI_PROPERTIES: [(&str, &str, &str); 8] = [
+const MSI_PROPERTIES: [(&str, &str, &str); 9] = [
     ("RECEIVER_URL", r"receivers\0", "url"),
     ("RECEIVER_CA_SHA256", r"receivers\0", "ca_sha256"),
+    ("RECEIVER_ACK_KEY", r"receivers\0", "ack_key"),
     ("ENROLL_TOKEN", "enrollment", "token"),
     ("LOCATION_LABEL", "location", "label"),
     ("LOCATION_BUILDING", "location", "BLD"),

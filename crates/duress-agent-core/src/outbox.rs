@@ -107,6 +107,11 @@ pub mod keys {
     pub const UNREACHABLE_SINCE: &str = "unreachable_since";
     /// The last delivery or heartbeat error.
     pub const LAST_ERROR: &str = "last_error";
+    /// Since when answers to events fail the acknowledgement-key check (RFC 3339) and why
+    /// (`ACK_UNVERIFIED_REASON`); cleared by the next verified acknowledgement only — a
+    /// heartbeat answer (unsigned) does not clear it.
+    pub const ACK_UNVERIFIED_SINCE: &str = "ack_unverified_since";
+    pub const ACK_UNVERIFIED_REASON: &str = "ack_unverified_reason";
     /// The last acknowledged self-test: id and acknowledgement time.
     pub const LAST_SELF_TEST_ID: &str = "last_self_test_id";
     pub const LAST_SELF_TEST_AT: &str = "last_self_test_at";

@@ -52,6 +52,10 @@ pub const PATH_EVENTS: &str = "v1/events";
 pub const PATH_HEARTBEATS: &str = "v1/heartbeats";
 pub const PATH_ENROLLMENTS: &str = "v1/enrollments";
 
+/// Part of every failure message of an answer whose acknowledgement signature did not verify
+/// (the engine recognises it to keep the status saying so until a verified acknowledgement).
+pub const ACK_NOT_VERIFIED: &str = "acknowledgement not verified";
+
 /// How one send ended.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SendOutcome<T> {
@@ -274,6 +278,8 @@ impl std::error::Error for PinMismatch {}
 struct Endpoint {
     url: Url,
     client: reqwest::Client,
+    /// The policy's `ack_key` for this receiver: empty = acknowledgements not verified.
+    ack_keys: Vec<duress_core::TrustedAckKey>,
 }
 
 /// The client side of every receiver in the policy.
@@ -330,9 +336,14 @@ impl Sender {
                         url: r.url.to_string(),
                         message: error_chain(&e),
                     })?;
+                let ack_keys = r.trusted_ack_keys().map_err(|e| Error::Policy {
+                    origin: r.url.to_string(),
+                    message: format!("ack_key: {e}"),
+                })?;
                 Ok(Endpoint {
                     url: with_trailing_slash(r.url.clone()),
                     client,
+                    ack_keys,
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -353,35 +364,61 @@ impl Sender {
         self.endpoints[i.min(self.endpoints.len() - 1)].url.clone()
     }
 
+    /// Whether every receiver's acknowledgements are verified (each has an `ack_key`).
+    pub fn acks_verified(&self) -> bool {
+        self.endpoints.iter().all(|e| !e.ack_keys.is_empty())
+    }
+
     /// Posts an event token. Starts at the receiver that answered last (so a dead first receiver
     /// does not cost every alarm a connect timeout), then the others in policy order. Only an
-    /// [`EventAck`] naming `event_id` counts as [`SendOutcome::Acked`].
+    /// [`EventAck`] naming `event_id` counts as [`SendOutcome::Acked`] — and, for a receiver
+    /// whose policy names an `ack_key`, only one whose signature verifies against it: anything
+    /// else (a proxy or a forged certificate answering in the receiver's name) is not an
+    /// acknowledgement, the event stays queued and the next receiver is tried.
     pub async fn post_event(&self, token: &str, event_id: Uuid) -> SendOutcome<EventAck> {
         let start = self.preferred.load(Ordering::Relaxed);
-        self.post(PATH_EVENTS, token, start, |ack: &EventAck| {
-            if ack.id == event_id {
-                Ok(())
-            } else {
-                Err(format!(
-                    "2xx acknowledges event {}, not {event_id}: not an ack",
-                    ack.id
-                ))
-            }
-        })
+        self.post(
+            PATH_EVENTS,
+            token,
+            start,
+            |ep: &Endpoint, ack: &EventAck| {
+                if ack.id != event_id {
+                    return Err(format!(
+                        "2xx acknowledges event {}, not {event_id}: not an ack",
+                        ack.id
+                    ));
+                }
+                if ep.ack_keys.is_empty() {
+                    return Ok(());
+                }
+                ack.verify_signature(&ep.ack_keys)
+                    .map_err(|e| format!("{ACK_NOT_VERIFIED} ({e}): the alarm stays queued"))
+            },
+        )
         .await
     }
 
     /// Posts a heartbeat. Always starts at the first receiver, so the agent returns to the
     /// primary once it is back.
     pub async fn post_heartbeat(&self, token: &str) -> SendOutcome<HeartbeatAnswer> {
-        self.post(PATH_HEARTBEATS, token, 0, |_: &HeartbeatAnswer| Ok(()))
-            .await
+        self.post(
+            PATH_HEARTBEATS,
+            token,
+            0,
+            |_: &Endpoint, _: &HeartbeatAnswer| Ok(()),
+        )
+        .await
     }
 
     /// Posts an enrollment (policy order).
     pub async fn post_enrollment(&self, token: &str) -> SendOutcome<EnrollmentAnswer> {
-        self.post(PATH_ENROLLMENTS, token, 0, |_: &EnrollmentAnswer| Ok(()))
-            .await
+        self.post(
+            PATH_ENROLLMENTS,
+            token,
+            0,
+            |_: &Endpoint, _: &EnrollmentAnswer| Ok(()),
+        )
+        .await
     }
 
     async fn post<T: DeserializeOwned>(
@@ -389,7 +426,7 @@ impl Sender {
         path: &str,
         token: &str,
         start: usize,
-        accept: impl Fn(&T) -> std::result::Result<(), String>,
+        accept: impl Fn(&Endpoint, &T) -> std::result::Result<(), String>,
     ) -> SendOutcome<T> {
         let n = self.endpoints.len();
         let start = start.min(n - 1);
@@ -432,7 +469,7 @@ impl Sender {
             };
             if status.is_success() {
                 match serde_json::from_slice::<T>(&body) {
-                    Ok(answer) => match accept(&answer) {
+                    Ok(answer) => match accept(ep, &answer) {
                         Ok(()) => {
                             self.preferred.store(i, Ordering::Relaxed);
                             return SendOutcome::Acked(answer);

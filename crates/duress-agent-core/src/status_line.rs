@@ -8,6 +8,7 @@
 //! | not enrolled                               | `Duress: not enrolled — contact security@example.edu`     |
 //! | disabled or revoked by an admin            | `Duress: disabled by Security`                            |
 //! | enrolled with a manual-approval token      | `Duress: waiting for approval by Security`                |
+//! | answers fail the `ack_key` check for ≥ 30 s | `Duress: receiver answer not verified since 14:02 — 1 alert queued` |
 //! | no receiver answered for ≥ 30 s            | `Duress: receiver unreachable since 14:02 — 1 alert queued` |
 //! | the chord could not be registered          | `Duress: chord unavailable: <reason>`                     |
 //! | otherwise                                  | `Duress: on`                                              |
@@ -40,6 +41,9 @@ pub enum Protection {
     NotEnrolled,
     Disabled,
     Pending,
+    /// Answers naming our alarms do not carry a valid acknowledgement signature: as far as
+    /// this station can tell, they have not reached Security.
+    AckUnverified,
     Unreachable,
     ChordUnavailable,
 }
@@ -79,6 +83,21 @@ pub fn status_line(
             Protection::Pending,
             "waiting for approval by Security".to_owned(),
         )
+    } else if let Some(since) = s
+        .ack_unverified_since
+        .filter(|t| now - *t >= UNREACHABLE_GRACE)
+    {
+        // Shown like "unreachable" (and after the same grace): a heartbeat answer, unsigned,
+        // does not clear it, only a verified acknowledgement does.
+        let mut t = format!(
+            "receiver answer not verified since {}",
+            time_of_day(since, now, local)
+        );
+        if s.queued > 0 {
+            let plural = if s.queued == 1 { "" } else { "s" };
+            t.push_str(&format!(" — {} alert{plural} queued", s.queued));
+        }
+        (Protection::AckUnverified, t)
     } else if let Some(since) = s
         .unreachable_since
         .filter(|t| now - *t >= UNREACHABLE_GRACE)
@@ -175,6 +194,12 @@ mod tests {
             },
             last_heartbeat_at: Some(datetime!(2026-03-02 14:00 UTC)),
             claimed_incidents: vec![],
+            acknowledgements: "verified".into(),
+            ack_unverified_since: None,
+            ack_unverified_reason: None,
+            policy_source: "os:none".into(),
+            policy_sha256: "0".repeat(64),
+            policy_ignored: None,
             keystore_problem: None,
             install_id: "i".into(),
             state_dir: "/s".into(),
@@ -192,6 +217,21 @@ mod tests {
         let l = status_line(&snapshot(), &Policy::default(), NOW, offset!(UTC));
         assert_eq!(l.text, "Duress: on");
         assert_eq!(l.protection, Protection::On);
+    }
+
+    #[test]
+    fn unverified_acknowledgements_say_so_after_the_grace() {
+        let mut s = snapshot();
+        s.queued = 1;
+        s.ack_unverified_since = Some(NOW - Duration::seconds(10));
+        assert_eq!(line(&s, &Policy::default()), "Duress: on");
+        s.ack_unverified_since = Some(datetime!(2026-03-02 14:02 UTC));
+        let l = status_line(&s, &Policy::default(), NOW, offset!(UTC));
+        assert_eq!(
+            l.text,
+            "Duress: receiver answer not verified since 14:02 — 1 alert queued"
+        );
+        assert_eq!(l.protection, Protection::AckUnverified);
     }
 
     #[test]

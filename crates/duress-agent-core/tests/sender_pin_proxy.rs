@@ -35,6 +35,7 @@ async fn ack(body: Bytes) -> axum::Json<EventAck> {
         received_at: OffsetDateTime::now_utc(),
         delay_ms: 0,
         delayed: false,
+        ack: None,
     })
 }
 

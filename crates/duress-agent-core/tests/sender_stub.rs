@@ -18,7 +18,7 @@ use axum::routing::post;
 use base64::Engine as _;
 use duress_agent_core::clock::OffsetClock;
 use duress_agent_core::duress_core::{
-    EventAck, EventClaims, EventKind, Problem, ProblemType, Source,
+    AckSigningKey, EventAck, EventClaims, EventKind, Problem, ProblemType, Source,
 };
 use duress_agent_core::sender::{SendOutcome, Sender};
 use duress_agent_core::{Engine, Policy, ReceiverConfig};
@@ -38,6 +38,10 @@ enum Answer {
     Problem(ProblemType),
     /// A bare 503.
     Unavailable,
+    /// 200 with an ack naming the id, signed by the acknowledgement key with this seed.
+    Signed([u8; 32]),
+    /// Like `Signed`, but the signature covers another incident id than the one answered.
+    SignedWrong([u8; 32]),
 }
 
 #[derive(Clone, Default)]
@@ -66,16 +70,29 @@ async fn events(State(stub): State<Stub>, body: Bytes) -> Response {
         .unwrap_or(Answer::Ack);
     let claims = payload_of(&token);
     let id = Uuid::parse_str(claims["id"].as_str().unwrap()).unwrap();
-    let ack = |id| {
+    let signed_ack = |id, seed: Option<[u8; 32]>, wrong: bool| {
+        let received_at = OffsetDateTime::now_utc();
+        let incident_id = Some(Uuid::now_v7());
+        let ack = seed.map(|seed| {
+            let key = AckSigningKey::from_seed(&seed);
+            let signed_incident = if wrong {
+                Some(Uuid::now_v7())
+            } else {
+                incident_id
+            };
+            key.sign(id, received_at, signed_incident)
+        });
         axum::Json(EventAck {
             id,
-            incident_id: None,
-            received_at: OffsetDateTime::now_utc(),
+            incident_id,
+            received_at,
             delay_ms: 0,
             delayed: false,
+            ack,
         })
         .into_response()
     };
+    let ack = |id| signed_ack(id, None, false);
     let problem = |p: Problem| {
         (
             StatusCode::from_u16(p.status).unwrap(),
@@ -93,6 +110,8 @@ async fn events(State(stub): State<Stub>, body: Bytes) -> Response {
         ),
         Answer::Problem(t) => problem(Problem::new(t, "stub says no")),
         Answer::Unavailable => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        Answer::Signed(seed) => signed_ack(id, Some(seed), false),
+        Answer::SignedWrong(seed) => signed_ack(id, Some(seed), true),
     }
 }
 
@@ -294,4 +313,181 @@ fn require_keystore(engine: &Engine) {
              unlocked gnome-keyring (scripts/with-keyring cargo test -p duress-agent-core).\n\n"
         );
     }
+}
+
+// ---- signed acknowledgements (docs/protocol.md §5.4) ---------------------------------------
+
+const ACK_SEED: [u8; 32] = [21u8; 32];
+const NEW_ACK_SEED: [u8; 32] = [22u8; 32];
+
+fn ack_key(seed: [u8; 32]) -> AckSigningKey {
+    AckSigningKey::from_seed(&seed)
+}
+
+fn jwk_json(seed: [u8; 32]) -> String {
+    serde_json::to_string(ack_key(seed).public_jwk()).unwrap()
+}
+
+fn with_ack_key(r: &Running, spec: &str) -> ReceiverConfig {
+    let mut c = receiver(r);
+    c.ack_key = Some(spec.to_owned());
+    c
+}
+
+fn unverified(outcome: &SendOutcome<EventAck>, why: &str) {
+    match outcome {
+        SendOutcome::Unreachable(e) => {
+            assert!(
+                e.contains(duress_agent_core::sender::ACK_NOT_VERIFIED),
+                "{e}"
+            );
+            assert!(e.contains(why), "{e}");
+        }
+        other => panic!("expected an unverified answer, got {other:?}"),
+    }
+}
+
+/// With `ack_key` (as a JWK or as its thumbprint), only an answer whose signature verifies is
+/// an acknowledgement: an unsigned 200 naming the id, a signature over other facts and a
+/// signature by another key are not; without `ack_key`, an unsigned answer is accepted as
+/// before.
+#[tokio::test]
+async fn with_an_ack_key_only_a_valid_signature_acknowledges() {
+    let key = ack_key(ACK_SEED);
+    for spec in [jwk_json(ACK_SEED), key.kid().to_owned()] {
+        let r = start(&[
+            Answer::Ack,
+            Answer::SignedWrong(ACK_SEED),
+            Answer::Signed(NEW_ACK_SEED),
+            Answer::Signed(ACK_SEED),
+        ])
+        .await;
+        let sender = Sender::new(&[with_ack_key(&r, &spec)]).unwrap();
+        unverified(&send(&sender).await, "no acknowledgement signature");
+        unverified(&send(&sender).await, "does not verify");
+        unverified(&send(&sender).await, "does not list");
+        assert!(matches!(send(&sender).await, SendOutcome::Acked(_)));
+    }
+    // No key: as before.
+    let r = start(&[Answer::Ack]).await;
+    let sender = Sender::new(&[receiver(&r)]).unwrap();
+    assert!(!sender.acks_verified());
+    assert!(matches!(send(&sender).await, SendOutcome::Acked(_)));
+}
+
+/// Key rotation with overlap: while the policy lists both keys, answers signed by either are
+/// acknowledgements; once it lists only the new one, the old key's are not.
+#[tokio::test]
+async fn rotation_overlap_accepts_both_listed_keys() {
+    let old = ack_key(ACK_SEED);
+    let new = ack_key(NEW_ACK_SEED);
+    let r = start(&[
+        Answer::Signed(ACK_SEED),
+        Answer::Signed(NEW_ACK_SEED),
+        Answer::Signed(ACK_SEED),
+        Answer::Signed(NEW_ACK_SEED),
+    ])
+    .await;
+    let both = Sender::new(&[with_ack_key(
+        &r,
+        &format!("{}; {}", old.kid(), jwk_json(NEW_ACK_SEED)),
+    )])
+    .unwrap();
+    assert!(matches!(send(&both).await, SendOutcome::Acked(_)));
+    assert!(matches!(send(&both).await, SendOutcome::Acked(_)));
+    let new_only = Sender::new(&[with_ack_key(&r, new.kid())]).unwrap();
+    unverified(&send(&new_only).await, "does not list");
+    assert!(matches!(send(&new_only).await, SendOutcome::Acked(_)));
+}
+
+async fn send(sender: &Sender) -> SendOutcome<EventAck> {
+    let id = Uuid::now_v7();
+    sender.post_event(&token_for(id), id).await
+}
+
+/// The engine keeps an alarm whose answers are not signed by the policy's key queued, retries
+/// it, and its status (and status line, after the grace) says why; the first validly signed
+/// answer delivers it and clears that. (Uses the real keystore.)
+#[tokio::test]
+async fn an_unverified_answer_keeps_the_alarm_queued_and_status_says_why() {
+    let r = start(&[]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = Policy {
+        receivers: vec![with_ack_key(&r, ack_key(ACK_SEED).kid())],
+        ..Default::default()
+    };
+    let engine = Engine::open(policy.clone(), dir.path().join("s")).unwrap();
+    require_keystore(&engine);
+    let mut outbox = duress_agent_core::outbox::Outbox::open_in(engine.state_dir()).unwrap();
+    outbox
+        .meta_set(duress_agent_core::outbox::keys::DEVICE_ID, "dev-ack")
+        .unwrap();
+    drop(outbox);
+    assert_eq!(engine.status().unwrap().acknowledgements, "verified");
+    let event = engine.record(EventKind::Duress, Source::Cli).unwrap();
+    // The stub answers every attempt with an unsigned 200 naming the id.
+    let report = engine
+        .deliver_pending(Some(Instant::now() + Duration::from_secs(3)))
+        .await;
+    assert!(report.delivered.is_empty(), "{report:?}");
+    assert_eq!(report.queued, 1);
+    let attempts = r.stub.seen.lock().unwrap().len();
+    assert!(attempts >= 2, "retried: {attempts} attempts");
+    let s = engine.status().unwrap();
+    assert_eq!(s.queued, 1);
+    let since = s
+        .ack_unverified_since
+        .expect("the status records the failure");
+    let reason = s.ack_unverified_reason.clone().unwrap();
+    assert!(reason.contains("no acknowledgement signature"), "{reason}");
+    let line = duress_agent_core::status_line::status_line(
+        &s,
+        &policy,
+        since + time::Duration::seconds(31),
+        time::UtcOffset::UTC,
+    );
+    assert!(
+        line.text
+            .starts_with("Duress: receiver answer not verified since")
+            && line.text.ends_with("1 alert queued"),
+        "{}",
+        line.text
+    );
+    assert!(
+        engine
+            .event(event.id)
+            .unwrap()
+            .unwrap()
+            .delivered_at
+            .is_none()
+    );
+
+    // Now the receiver signs with the configured key.
+    r.stub
+        .script
+        .lock()
+        .unwrap()
+        .extend([Answer::Signed(ACK_SEED)]);
+    let report = engine
+        .deliver_pending(Some(Instant::now() + Duration::from_secs(5)))
+        .await;
+    assert_eq!(report.delivered, vec![event.id], "{report:?}");
+    let s = engine.status().unwrap();
+    assert_eq!((s.queued, s.ack_unverified_since), (0, None));
+    engine.keystore().delete().unwrap();
+}
+
+/// Without `ack_key`, the status says acknowledgements are not verified.
+#[test]
+fn without_a_key_the_status_says_acknowledgements_are_not_verified() {
+    let dir = tempfile::tempdir().unwrap();
+    let policy = Policy {
+        receivers: vec![ReceiverConfig::new("https://127.0.0.1:9", None).unwrap()],
+        ..Default::default()
+    };
+    let engine = Engine::open(policy, dir.path().join("s")).unwrap();
+    assert_eq!(
+        engine.status().unwrap().acknowledgements,
+        "acknowledgements not verified"
+    );
 }

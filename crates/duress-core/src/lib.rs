@@ -8,6 +8,7 @@
 //!   every other algorithm and any `crit` extension.
 //! - [`messages`]: the claims of the three signed messages (`duress-event`,
 //!   `duress-heartbeat`, `duress-enrollment`) and the receiver's JSON answers.
+//! - [`ack`]: the receiver's signed acknowledgements (detached Ed25519 over fixed text).
 //! - [`location`]: a dispatchable location in RFC 5139 civic-address names plus a label.
 //! - [`problem`]: RFC 9457 problem details with the stable `type` of every refusal.
 //! - [`clock`]: the send-time window (the second of "the two clocks").
@@ -15,18 +16,20 @@
 //! The normative description is `docs/protocol.md`.
 #![forbid(unsafe_code)]
 
+pub mod ack;
 pub mod clock;
 pub mod jws;
 pub mod location;
 pub mod messages;
 pub mod problem;
 
+pub use ack::{AckError, AckSignature, AckSigningKey, TrustedAckKey};
 pub use ed25519_dalek::VerifyingKey;
 pub use jws::{DeviceKey, Jwk, JwsError, ParsedJws, Typ};
 pub use location::Location;
 pub use messages::{
     DeviceStatus, EnrollmentAnswer, EnrollmentClaims, EventAck, EventClaims, EventKind,
-    HeartbeatAnswer, HeartbeatClaims, HostFacts, HotkeyState, PinCheck, Source,
+    HeartbeatAnswer, HeartbeatClaims, HostFacts, HotkeyState, PinCheck, PolicyFacts, Source,
 };
 pub use problem::{Problem, ProblemType};
 

@@ -221,12 +221,32 @@ pub struct HeartbeatClaims {
     pub location: Location,
     #[serde(default)]
     pub host: HostFacts,
+    /// Where the station's policy came from and its hash, so officers can see stations whose
+    /// policy differs from the fleet's (absent from older agents).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub policy: Option<PolicyFacts>,
+}
+
+/// The policy a station runs with, as its heartbeat reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PolicyFacts {
+    /// `flag:PATH`, `env:PATH` or `os:LAYERS` (and `, ignored: …` when a named file was not
+    /// honoured).
+    pub source: String,
+    /// SHA-256 (hex) of the effective policy.
+    pub sha256: String,
 }
 
 impl HeartbeatClaims {
     pub fn validate(&self) -> Result<(), String> {
         if let HotkeyState::Unavailable { reason } = &self.hotkey {
             check_text("hotkey.reason", reason)?;
+        }
+        if let Some(p) = &self.policy {
+            check_text("policy.source", &p.source)?;
+            if p.sha256.len() != 64 || !p.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
+                return Err("policy.sha256 must be 64 hex digits".into());
+            }
         }
         self.location.validate()?;
         self.host.validate()
@@ -328,6 +348,26 @@ pub struct EventAck {
     pub delay_ms: i64,
     /// The event arrived more than 10 s after its press.
     pub delayed: bool,
+    /// The receiver's detached signature over {id, received_at, incident_id, kid}
+    /// ([`crate::ack`]); absent from receivers older than the acknowledgement key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ack: Option<crate::ack::AckSignature>,
+}
+
+impl EventAck {
+    /// Checks [`EventAck::ack`] against the keys an agent trusts for this receiver.
+    pub fn verify_signature(
+        &self,
+        trusted: &[crate::ack::TrustedAckKey],
+    ) -> Result<(), crate::ack::AckError> {
+        crate::ack::verify(
+            trusted,
+            self.ack.as_ref(),
+            self.id,
+            self.received_at,
+            self.incident_id,
+        )
+    }
 }
 
 /// `200` answer to a heartbeat.

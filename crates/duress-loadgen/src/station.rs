@@ -168,6 +168,7 @@ impl SimStation {
             last_self_test: None,
             location: location(self.index),
             host: host(self.index),
+            policy: None,
         }
     }
 

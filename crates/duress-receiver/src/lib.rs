@@ -16,6 +16,7 @@
 //!   enrolled devices, the open-files limit.
 //! - [`ratelimit`]: failed-enrollment limiting per client address.
 //! - [`records`]: what the admin commands show.
+//! - [`ack_key`]: the Ed25519 key that signs acknowledgements (kept in the data directory).
 //! - [`admin`]: the admin commands (token creation, listings, export, device status).
 //! - [`console`]: the officers' security console (board, incidents, stations, reports, audit
 //!   log, accounts), served beside the API by the same router.
@@ -24,6 +25,7 @@
 //! The wire protocol is described in `docs/protocol.md`.
 #![forbid(unsafe_code)]
 
+pub mod ack_key;
 pub mod admin;
 pub mod api;
 pub mod backup;
@@ -83,6 +85,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningReceiver> {
     let cert_pem_path = prepared.tls.trust_path.clone();
     let cert_sha256 = prepared.tls.fingerprint.clone();
     let login_limiter = prepared.login_limiter.clone();
+    let ack_jwk = prepared.ack_keys.current().public_jwk().clone();
+    let ack_kid = prepared.ack_keys.current().kid().to_owned();
     let (stop, stopped) = oneshot::channel::<()>();
     let (ready_tx, ready) = oneshot::channel();
     // Dropping the RunningReceiver drops `stop`, which also shuts the server down.
@@ -103,6 +107,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningReceiver> {
         url: format!("https://{addr}"),
         cert_pem_path,
         cert_sha256,
+        ack_jwk,
+        ack_kid,
         data_dir,
         store,
         login_limiter,
@@ -121,6 +127,9 @@ pub struct RunningReceiver {
     pub cert_pem_path: PathBuf,
     /// SHA-256 fingerprint of that certificate, `AB:CD:…`.
     pub cert_sha256: String,
+    /// The current acknowledgement key (what an agent's `ack_key` names) and its thumbprint.
+    pub ack_jwk: duress_core::Jwk,
+    pub ack_kid: String,
     pub data_dir: PathBuf,
     /// Where its store is (what the admin functions take).
     pub store: store::StoreLocation,
@@ -148,6 +157,7 @@ struct Prepared {
     store: Arc<dyn store::Store>,
     tls: tls::TlsMaterial,
     login_limiter: Arc<console::auth::LoginLimiter>,
+    ack_keys: Arc<ack_key::AckKeys>,
 }
 
 impl Prepared {
@@ -164,11 +174,21 @@ impl Prepared {
             }
         };
         let login_limiter = Arc::new(console::auth::LoginLimiter::new(&settings.console));
+        let ack_keys = match ack_key::AckKeys::load_or_create(&settings.data_dir)
+            .context("loading the acknowledgement key")
+        {
+            Ok(keys) => Arc::new(keys),
+            Err(e) => {
+                store.close().await;
+                return Err(e);
+            }
+        };
         Ok(Prepared {
             settings,
             store,
             tls,
             login_limiter,
+            ack_keys,
         })
     }
 
@@ -189,6 +209,7 @@ impl Prepared {
                 Duration::from_secs(60),
             )),
             body_read_timeout: self.settings.body_read_timeout,
+            ack_keys: self.ack_keys.clone(),
         };
         let console = Arc::new(console::Console::new(
             self.store.clone(),
@@ -217,6 +238,16 @@ impl Prepared {
             let _ = writeln!(out, "Duress receiver listening on https://{addr}");
             let _ = writeln!(out, "TLS certificate SHA-256: {}", self.tls.fingerprint);
             let _ = writeln!(out, "Agents trust: {}", self.tls.trust_path.display());
+            let _ = writeln!(
+                out,
+                "Acknowledgement key (policy ack_key): {}",
+                self.ack_keys.current_jwk_json()
+            );
+            let _ = writeln!(
+                out,
+                "Acknowledgement key thumbprint: {}",
+                self.ack_keys.current().kid()
+            );
             let _ = writeln!(
                 out,
                 "Store: {} ({})",

@@ -143,6 +143,38 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// The acknowledgement key (DATA_DIR/ack-keys.json), which signs every event answer.
+    AckKey {
+        #[command(subcommand)]
+        command: AckKeyCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum AckKeyCommand {
+    /// Print the current public key as a JWK (JSON), then its thumbprint alone on the last line
+    /// (creates the key when there is none yet).
+    Show {
+        #[arg(long, env = "DURESS_RECEIVER_DATA_DIR")]
+        data_dir: PathBuf,
+    },
+    /// Every key: current (signs) and listed (kept during a rotation), one JSON line each.
+    List {
+        #[arg(long, env = "DURESS_RECEIVER_DATA_DIR")]
+        data_dir: PathBuf,
+    },
+    /// Make a new current key; the old one stays listed until `retire`. Restart `serve` after.
+    Rotate {
+        #[arg(long, env = "DURESS_RECEIVER_DATA_DIR")]
+        data_dir: PathBuf,
+    },
+    /// Remove the listed (non-current) keys, or only the one with this thumbprint.
+    Retire {
+        #[arg(long, env = "DURESS_RECEIVER_DATA_DIR")]
+        data_dir: PathBuf,
+        #[arg(long)]
+        kid: Option<String>,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -165,9 +197,17 @@ enum TokenCommand {
     Revoke {
         #[command(flatten)]
         store: StoreArgs,
-        /// The token as printed by `token create`.
+        /// The token as printed by `token create`. Visible to other users of this machine
+        /// (process list, shell history): prefer --token-file.
+        #[arg(
+            long,
+            required_unless_present = "token_file",
+            conflicts_with = "token_file"
+        )]
+        token: Option<String>,
+        /// Read the token from this file (first line), or from standard input with `-`.
         #[arg(long)]
-        token: String,
+        token_file: Option<PathBuf>,
     },
 }
 
@@ -361,8 +401,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Token {
-            command: TokenCommand::Revoke { store, token },
+            command:
+                TokenCommand::Revoke {
+                    store,
+                    token,
+                    token_file,
+                },
         } => {
+            let token = match (token, token_file) {
+                (Some(t), _) => t,
+                (None, Some(file)) => duress_receiver::tokens::read_token_file(&file)?,
+                (None, None) => anyhow::bail!("give --token-file FILE (or --token)"),
+            };
             admin::revoke_token(store.location(), &token).await?;
             println!("token revoked");
             Ok(())
@@ -483,6 +533,33 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 out.write_all(b"\n")?;
             }
             out.flush()?;
+            Ok(())
+        }
+        Command::AckKey { command } => {
+            use duress_receiver::ack_key;
+            match command {
+                AckKeyCommand::Show { data_dir } => {
+                    print!(
+                        "{}",
+                        ack_key::AckKeys::load_or_create(&data_dir)?.show_text()
+                    );
+                }
+                AckKeyCommand::List { data_dir } => {
+                    print!("{}", ack_key::AckKeys::load(&data_dir)?.list_text());
+                }
+                AckKeyCommand::Rotate { data_dir } => {
+                    let keys = ack_key::rotate(&data_dir)?;
+                    eprintln!(
+                        "new current key; the previous one stays listed until `ack-key retire` \
+                         (restart serve to sign with it)"
+                    );
+                    print!("{}", keys.show_text());
+                }
+                AckKeyCommand::Retire { data_dir, kid } => {
+                    let n = ack_key::retire(&data_dir, kid.as_deref())?;
+                    println!("{n} key(s) retired");
+                }
+            }
             Ok(())
         }
     }

@@ -42,6 +42,12 @@ pub struct DeviceRecord {
     #[serde(with = "time::serde::rfc3339::option")]
     pub last_self_test_at: Option<OffsetDateTime>,
     pub last_self_test_id: Option<Uuid>,
+    /// Where the station's policy came from and the SHA-256 of it, from its latest heartbeat
+    /// that reported them (`None` before that, and for older agents).
+    #[serde(default)]
+    pub policy_source: Option<String>,
+    #[serde(default)]
+    pub policy_sha256: Option<String>,
 }
 
 /// Whether a station proved its whole path recently: any `kind: test` event counts (a
@@ -272,7 +278,39 @@ pub struct ExportedEvent {
     pub received_at: OffsetDateTime,
     pub delayed: bool,
     pub delay_ms: i64,
+    /// The incident the event opened or joined (a signed fact of its acknowledgement).
+    #[serde(default)]
+    pub incident_id: Option<Uuid>,
     /// The compact JWS exactly as received.
     pub jws: String,
     pub public_jwk: Jwk,
+    /// Every acknowledgement signature the receiver answered this event with, oldest first
+    /// (one per acknowledgement key): each verifies over {id, received_at, incident_id, kid}
+    /// as docs/protocol.md §5.4 says, with the `jwk` it names.
+    #[serde(default)]
+    pub acks: Vec<ExportedAck>,
+}
+
+/// One stored acknowledgement signature.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportedAck {
+    /// RFC 7638 thumbprint of `jwk`.
+    pub kid: String,
+    pub jwk: Jwk,
+    /// base64url Ed25519 signature.
+    pub sig: String,
+    /// When it was first answered.
+    #[serde(with = "time::serde::rfc3339")]
+    pub signed_at: OffsetDateTime,
+}
+
+impl ExportedAck {
+    /// The signature as an answer carries it.
+    pub fn signature(&self) -> duress_core::AckSignature {
+        duress_core::AckSignature {
+            kid: self.kid.clone(),
+            jwk: self.jwk.clone(),
+            sig: self.sig.clone(),
+        }
+    }
 }

@@ -329,7 +329,7 @@ pub fn generate_self_signed(names: &[String]) -> Result<(String, String), TlsErr
 
 /// Writes `bytes` to a temporary file beside `path` with `mode`, fsyncs it, renames it over
 /// `path` and fsyncs the directory: readers see the old file or the whole new one.
-fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError> {
+pub(crate) fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<(), TlsError> {
     let io = |source| TlsError::Io {
         path: path.to_owned(),
         source,

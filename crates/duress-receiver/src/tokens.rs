@@ -27,6 +27,28 @@ pub fn log_ref(token_hash: &str) -> &str {
     token_hash.get(..8).unwrap_or(token_hash)
 }
 
+/// A token from a file (its first line, trimmed) or, for `-`, from standard input: what
+/// `--token-file` reads, so the token never appears on a command line other users can read.
+pub fn read_token_file(path: &std::path::Path) -> anyhow::Result<String> {
+    use anyhow::Context as _;
+    use std::io::Read as _;
+    let mut text = String::new();
+    if path.as_os_str() == "-" {
+        std::io::stdin()
+            .take(64 * 1024)
+            .read_to_string(&mut text)
+            .context("reading the token from standard input")?;
+    } else {
+        text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the token file {}", path.display()))?;
+    }
+    let token = text.lines().next().unwrap_or("").trim().to_owned();
+    if token.is_empty() {
+        anyhow::bail!("{} holds no token", path.display());
+    }
+    Ok(token)
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -329,3 +329,84 @@ async fn export_carries_the_raw_token_and_its_key() {
     let _ = Approve::Auto;
     h.shutdown().await;
 }
+
+/// Proves signed acknowledgements (docs/protocol.md §5.4): a new event's answer carries the
+/// receiver's signature over {id, received_at, incident_id, kid} by the key `ack-key show`
+/// prints; a repeat gets the same bytes; after `ack-key rotate` and a restart, a repeat is
+/// answered with the new key's signature (the old key's no longer answers), and `events
+/// export` holds both signatures, each verifiable.
+#[tokio::test]
+async fn acknowledgements_are_signed_and_re_signed_after_a_rotation() {
+    use duress_core::TrustedAckKey;
+    use duress_receiver::ack_key;
+    let h = Harness::start().await;
+    let shown = ack_key::AckKeys::load(h.dir.path()).unwrap().show_text();
+    let old_kid = shown.lines().last().unwrap().to_owned();
+    assert_eq!(old_kid, h.receiver.ack_kid);
+    let jwk_line = shown.lines().next().unwrap();
+    assert_eq!(
+        serde_json::from_str::<duress_core::Jwk>(jwk_line).unwrap(),
+        h.receiver.ack_jwk
+    );
+
+    let mut agent = h.enrolled_agent().await;
+    let ev = agent.event(EventKind::Duress);
+    let jws = agent.sign_event(&ev);
+    let first = h.post("/v1/events", jws.clone()).await;
+    assert_eq!(first.status, 200, "{}", first.text());
+    let ack: EventAck = first.json();
+    let by_thumbprint = [TrustedAckKey::parse(&old_kid).unwrap()];
+    let by_jwk = [TrustedAckKey::parse(jwk_line).unwrap()];
+    ack.verify_signature(&by_thumbprint).unwrap();
+    ack.verify_signature(&by_jwk).unwrap();
+    let again = h.post("/v1/events", jws.clone()).await;
+    assert_eq!(again.body, first.body, "a repeat gets the same bytes");
+
+    // Rotate, restart on the same data and store.
+    let Harness { receiver, dir, .. } = h;
+    let database = receiver.store.database.clone();
+    receiver.shutdown().await.unwrap();
+    let rotated = ack_key::rotate(dir.path()).unwrap();
+    let new_kid = rotated.current().kid().to_owned();
+    assert_ne!(new_kid, old_kid);
+    let mut settings = duress_receiver::Settings::new(dir.path());
+    settings.database = database;
+    let receiver = duress_receiver::start(settings).await.unwrap();
+    assert_eq!(receiver.ack_kid, new_kid);
+    let client = common::webpki_client(&receiver.cert_pem_path);
+    let h = Harness {
+        receiver,
+        client,
+        dir,
+    };
+    let repeat = h.post("/v1/events", jws).await;
+    assert_eq!(repeat.status, 200, "{}", repeat.text());
+    let re: EventAck = repeat.json();
+    assert_eq!(
+        (re.id, re.received_at, re.incident_id),
+        (ack.id, ack.received_at, ack.incident_id)
+    );
+    re.verify_signature(&[TrustedAckKey::parse(&new_kid).unwrap()])
+        .unwrap();
+    assert!(re.verify_signature(&by_thumbprint).is_err());
+    // Both keys listed (the overlap): either verifies.
+    let both = TrustedAckKey::parse_list(&format!("{old_kid};{new_kid}")).unwrap();
+    re.verify_signature(&both).unwrap();
+    ack.verify_signature(&both).unwrap();
+
+    let exported = admin::export_events(h.data_dir()).await.unwrap();
+    assert_eq!(exported.len(), 1);
+    let kids: Vec<&str> = exported[0].acks.iter().map(|a| a.kid.as_str()).collect();
+    assert_eq!(kids, [old_kid.as_str(), new_kid.as_str()]);
+    for a in &exported[0].acks {
+        duress_core::ack::verify(
+            &both,
+            Some(&a.signature()),
+            exported[0].id,
+            exported[0].received_at,
+            exported[0].incident_id,
+        )
+        .unwrap();
+    }
+    h.shutdown().await;
+}

@@ -293,3 +293,105 @@ fn a_bad_database_url_is_one_clear_error_and_a_good_one_serves() {
     let store_line = store_line.expect("serve prints its store");
     assert!(store_line.ends_with("(postgresql)"), "{store_line}");
 }
+
+/// Proves `ack-key show` prints the public JWK as JSON, then its thumbprint alone on the last
+/// line, creates the key once (DIR/ack-keys.json, mode 0600) and prints the same key again;
+/// `ack-key rotate` changes the current key and `retire` removes the old one; `token revoke`
+/// reads the token from `--token-file FILE` and from `--token-file -` (stdin).
+#[test]
+fn ack_key_show_and_token_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let show = || {
+        let out = run(&["ack-key", "show", "--data-dir", d]);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let first = show();
+    let lines: Vec<&str> = first.lines().collect();
+    assert_eq!(lines.len(), 2, "{first}");
+    let jwk: duress_core::Jwk = serde_json::from_str(lines[0]).unwrap();
+    jwk.to_verifying_key().unwrap();
+    assert_eq!(lines[1], jwk.thumbprint());
+    assert_eq!(show(), first, "created once");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = std::fs::metadata(dir.path().join("ack-keys.json"))
+            .unwrap()
+            .permissions()
+            .mode();
+        assert_eq!(mode & 0o777, 0o600);
+    }
+    let out = run(&["ack-key", "rotate", "--data-dir", d]);
+    assert!(out.status.success());
+    let rotated = String::from_utf8(out.stdout).unwrap();
+    assert_ne!(rotated.lines().last(), first.lines().last());
+    let listed = String::from_utf8(run(&["ack-key", "list", "--data-dir", d]).stdout).unwrap();
+    assert_eq!(listed.lines().count(), 2, "{listed}");
+    assert!(
+        run(&["ack-key", "retire", "--data-dir", d])
+            .status
+            .success()
+    );
+    let listed = String::from_utf8(run(&["ack-key", "list", "--data-dir", d]).stdout).unwrap();
+    assert_eq!(listed.lines().count(), 1, "{listed}");
+
+    let token = || {
+        let out = run(&["token", "create", "--data-dir", d]);
+        String::from_utf8(out.stdout)
+            .unwrap()
+            .lines()
+            .last()
+            .unwrap()
+            .to_owned()
+    };
+    let file = dir.path().join("token.txt");
+    std::fs::write(&file, format!("{}\n", token())).unwrap();
+    let out = run(&[
+        "token",
+        "revoke",
+        "--data-dir",
+        d,
+        "--token-file",
+        file.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut child = Command::new(BIN)
+        .args(["token", "revoke", "--data-dir", d, "--token-file", "-"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    {
+        use std::io::Write as _;
+        let mut stdin = child.stdin.take().unwrap();
+        writeln!(stdin, "{}", token()).unwrap();
+    }
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // An unknown token read from a file is refused, as on the command line.
+    std::fs::write(&file, "det_unknown\n").unwrap();
+    let out = run(&[
+        "token",
+        "revoke",
+        "--data-dir",
+        d,
+        "--token-file",
+        file.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+}

@@ -581,3 +581,44 @@ async fn stations_never_or_not_recently_self_tested_are_flagged() {
     assert_eq!(flags(&long)[1].1, serde_json::json!("ok"));
     h.shutdown().await;
 }
+
+/// Proves the policy report of heartbeats reaches the Stations page: three stations report
+/// the fleet's policy hash, one another; only that one is flagged "policy differs from the
+/// fleet", and each shows its policy's short hash.
+#[tokio::test]
+async fn the_stations_page_flags_a_policy_that_differs_from_the_fleets() {
+    let h = Harness::start().await;
+    add_user(h.data_dir(), "ada", Role::Officer).await;
+    let officer = Console::sign_in(&h, "ada").await;
+    let fleet = "a1".repeat(32);
+    let odd = "b2".repeat(32);
+    for (i, hash) in [&fleet, &fleet, &fleet, &odd].into_iter().enumerate() {
+        let agent = h.enrolled_agent().await;
+        let mut hb = agent.heartbeat();
+        hb.host.hostname = format!("ws-policy-{i}");
+        hb.policy = Some(duress_core::PolicyFacts {
+            source: "os:/etc/duress/agent.toml".into(),
+            sha256: hash.clone(),
+        });
+        let answer = h.post("/v1/heartbeats", agent.sign_heartbeat(&hb)).await;
+        assert_eq!(answer.status, 200, "{}", answer.text());
+    }
+    let devices = duress_receiver::admin::list_devices(h.data_dir())
+        .await
+        .unwrap();
+    assert_eq!(
+        devices
+            .iter()
+            .filter(|d| d.policy_sha256.as_deref() == Some(odd.as_str()))
+            .count(),
+        1
+    );
+    let html = officer.get("/stations").await.text();
+    assert_eq!(
+        html.matches("policy differs from the fleet").count(),
+        1,
+        "{html}"
+    );
+    assert!(html.contains(&format!("policy {}", &odd[..12])));
+    assert!(html.contains(&format!("policy {}", &fleet[..12])));
+}

@@ -11,6 +11,7 @@ use axum::body::Body;
 use axum::http::Request;
 use common::Harness;
 use duress_core::ProblemType;
+use duress_receiver::ack_key::AckKeys;
 use duress_receiver::api::{AppState, router};
 use duress_receiver::ratelimit::FailureLimiter;
 use duress_receiver::store::SqliteStore;
@@ -57,6 +58,7 @@ async fn a_chunked_oversize_body_is_refused() {
         heartbeat_interval_s: 60,
         enrollment_failures: Arc::new(FailureLimiter::new(10, Duration::from_secs(60))),
         body_read_timeout: Duration::from_secs(10),
+        ack_keys: Arc::new(AckKeys::load_or_create(dir.path()).unwrap()),
     });
     let chunks = (0..100).map(|_| Ok::<_, std::io::Error>(vec![b'a'; 1024]));
     let request = Request::post("/v1/events")
@@ -85,6 +87,7 @@ async fn a_body_that_stops_arriving_gets_408() {
         heartbeat_interval_s: 60,
         enrollment_failures: Arc::new(FailureLimiter::new(10, Duration::from_secs(60))),
         body_read_timeout: Duration::from_millis(300),
+        ack_keys: Arc::new(AckKeys::load_or_create(dir.path()).unwrap()),
     });
     // Ten bytes of a declared hundred, then nothing.
     let first = futures::stream::iter([Ok::<_, std::io::Error>(b"eyJhbGciOi".to_vec())]);
@@ -133,6 +136,7 @@ async fn a_store_that_cannot_commit_answers_503() {
         heartbeat_interval_s: 60,
         enrollment_failures: Arc::new(FailureLimiter::new(10, Duration::from_secs(60))),
         body_read_timeout: Duration::from_secs(10),
+        ack_keys: Arc::new(AckKeys::load_or_create(dir.path()).unwrap()),
     });
     let request = Request::post("/v1/events")
         .header("content-type", "application/jose")

@@ -8,7 +8,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use duress_core::{DeviceKey, DeviceStatus, EventKind, HostFacts, HotkeyState, Location, Source};
+use duress_core::{
+    AckSignature, AckSigningKey, DeviceKey, DeviceStatus, EventKind, HostFacts, HotkeyState,
+    Location, Source, TrustedAckKey,
+};
 use duress_receiver::store::audit_chain;
 use duress_receiver::store::{
     ActionOutcome, Approve, EnrollOutcome, EnrollRefusal, EnrollRequest, HeartbeatUpdate,
@@ -97,7 +100,24 @@ contract!(
     a_closed_store_is_unavailable,
     a_cancel_with_the_duress_pin_is_flagged_and_keeps_the_incident_open,
     the_self_test_flag_follows_the_latest_test_event,
+    acknowledgements_are_signed_in_the_commit_stored_and_exported,
+    heartbeats_store_the_policy_report_and_keep_it,
 );
+
+/// The acknowledgement key as the receiver hands it to the store.
+#[derive(Debug)]
+struct TestSigner(AckSigningKey);
+
+impl duress_receiver::store::AckSigner for TestSigner {
+    fn sign_ack(
+        &self,
+        id: Uuid,
+        received_at: OffsetDateTime,
+        incident_id: Option<Uuid>,
+    ) -> AckSignature {
+        self.0.sign(id, received_at, incident_id)
+    }
+}
 
 // ---------------------------------------------------------------------------------------------
 // Building requests.
@@ -190,6 +210,7 @@ fn event(device_id: &str, seq: i64, kind: EventKind, occurred_at: OffsetDateTime
         jws: jws(&serde_json::json!({ "seq": seq })),
         location: location("Bldg A, Room 214"),
         host: host("ws-1"),
+        ack_signer: None,
     }
 }
 
@@ -575,6 +596,7 @@ async fn heartbeats_update_the_device_and_return_claimed_incidents(store: Arc<dy
         reported_last_seq: seq,
         host,
         location: None,
+        policy: None,
     };
     let recorded = store.record_heartbeat(hb(3, None)).await.unwrap();
     assert_eq!(recorded.status, DeviceStatus::Active);
@@ -1453,6 +1475,113 @@ async fn live_log_replays_in_id_order_and_misses_nothing(store: Arc<dyn Store>) 
     let payload: serde_json::Value = serde_json::from_str(&press.payload).unwrap();
     assert_eq!(payload["label"], "Bldg A, Room 214");
     assert!(devices.contains(&payload["device_id"].as_str().unwrap().to_owned()));
+}
+
+/// A new event's acknowledgement is signed inside its commit (over the incident the commit
+/// chose), stored, returned by every repeat and by `find_event`; a second key's signature
+/// (after a rotation) is stored beside it, the newest one answers; `export_events` carries every
+/// signature with the facts that verify it.
+async fn acknowledgements_are_signed_in_the_commit_stored_and_exported(store: Arc<dyn Store>) {
+    let old = AckSigningKey::from_seed(&[31u8; 32]);
+    let new = AckSigningKey::from_seed(&[32u8; 32]);
+    let signer: Arc<dyn duress_receiver::store::AckSigner> =
+        Arc::new(TestSigner(AckSigningKey::from_seed(&[31u8; 32])));
+    let d = device(&store).await;
+    let mut ev = event(&d, 1, EventKind::Duress, now());
+    ev.ack_signer = Some(signer.clone());
+    let first = match store.ingest_event(ev.clone(), WINDOW).await.unwrap() {
+        IngestOutcome::Committed(s) => s,
+        other => panic!("{other:?}"),
+    };
+    let trusted = [TrustedAckKey::parse(old.kid()).unwrap()];
+    first.ack().verify_signature(&trusted).unwrap();
+    assert!(first.incident_id.is_some());
+    assert_eq!(store.find_event(ev.id).await.unwrap(), Some(first.clone()));
+    match store.ingest_event(ev.clone(), WINDOW).await.unwrap() {
+        IngestOutcome::Duplicate(s) => assert_eq!(s, first, "the stored signature answers"),
+        other => panic!("{other:?}"),
+    }
+
+    // After a rotation the receiver stores the new key's signature too; storing it twice is
+    // one row.
+    let fresh = new.sign(first.id, first.received_at, first.incident_id);
+    store.record_ack(ev.id, &fresh, now()).await.unwrap();
+    store.record_ack(ev.id, &fresh, now()).await.unwrap();
+    let found = store.find_event(ev.id).await.unwrap().unwrap();
+    assert_eq!(
+        found.ack.as_ref(),
+        Some(&fresh),
+        "the newest signature answers"
+    );
+
+    // A test event (no incident) is signed over an empty incident id.
+    let mut test = event(&d, 2, EventKind::Test, now());
+    test.ack_signer = Some(signer);
+    let t = match store.ingest_event(test.clone(), WINDOW).await.unwrap() {
+        IngestOutcome::Committed(s) => s,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(t.incident_id, None);
+    t.ack().verify_signature(&trusted).unwrap();
+
+    let exported = store.export_events().await.unwrap();
+    let e = exported.iter().find(|e| e.id == ev.id).unwrap();
+    assert_eq!(e.incident_id, first.incident_id);
+    assert_eq!(e.acks.len(), 2);
+    assert_eq!(e.acks[0].kid, old.kid());
+    assert_eq!(e.acks[1].kid, new.kid());
+    let both = [
+        TrustedAckKey::parse(old.kid()).unwrap(),
+        TrustedAckKey::parse(new.kid()).unwrap(),
+    ];
+    for a in &e.acks {
+        duress_core::ack::verify(
+            &both,
+            Some(&a.signature()),
+            e.id,
+            e.received_at,
+            e.incident_id,
+        )
+        .unwrap();
+    }
+    let te = exported.iter().find(|e| e.id == test.id).unwrap();
+    assert_eq!(te.acks.len(), 1);
+    // An event stored without a signer has none.
+    let plain = event(&d, 3, EventKind::Duress, now());
+    committed(&store, plain.clone()).await;
+    assert_eq!(store.find_event(plain.id).await.unwrap().unwrap().ack, None);
+}
+
+/// A heartbeat's policy report (source, SHA-256) is stored on the device; a heartbeat without
+/// one keeps it.
+async fn heartbeats_store_the_policy_report_and_keep_it(store: Arc<dyn Store>) {
+    let d = device(&store).await;
+    let hb = |policy: Option<duress_core::PolicyFacts>| HeartbeatUpdate {
+        device_id: d.clone(),
+        received_at: now(),
+        hotkey: HotkeyState::NotApplicable,
+        queued: 0,
+        reported_last_seq: 0,
+        host: None,
+        location: None,
+        policy,
+    };
+    let dev = |list: Vec<duress_receiver::DeviceRecord>| {
+        list.into_iter().find(|x| x.device_id == d).unwrap()
+    };
+    assert_eq!(dev(store.list_devices().await.unwrap()).policy_sha256, None);
+    let facts = duress_core::PolicyFacts {
+        source: "os:/etc/duress/agent.toml".into(),
+        sha256: "ab".repeat(32),
+    };
+    store
+        .record_heartbeat(hb(Some(facts.clone())))
+        .await
+        .unwrap();
+    store.record_heartbeat(hb(None)).await.unwrap();
+    let got = dev(store.list_devices().await.unwrap());
+    assert_eq!(got.policy_source.as_deref(), Some(facts.source.as_str()));
+    assert_eq!(got.policy_sha256.as_deref(), Some(facts.sha256.as_str()));
 }
 
 async fn a_closed_store_is_unavailable(store: Arc<dyn Store>) {

@@ -30,7 +30,8 @@ impl ChordHandler {
         match outcome {
             PressOutcome::Trigger => self.fire(),
             PressOutcome::Counted { presses, needed } => {
-                tracing::info!(presses, needed, "chord press counted (guard)");
+                // Debug only, like every trace of a press (a log can be shown to anyone).
+                tracing::debug!(presses, needed, "chord press counted (guard)");
             }
             PressOutcome::HoldStarted { generation, hold } => {
                 let this = self.clone();

@@ -210,6 +210,9 @@ impl Engine {
                     SendOutcome::Unreachable(e) => {
                         tracing::warn!(event = %ev.id, "not delivered: {e}");
                         self.on_attempt_failed(ev.id, &e).await?;
+                        if e.contains(crate::sender::ACK_NOT_VERIFIED) {
+                            self.note_ack_unverified(&e).await;
+                        }
                         if !unreachable {
                             self.note_unreachable(&e).await;
                         }
@@ -268,6 +271,9 @@ impl Engine {
         self.db(move |o| {
             let acks: Vec<(Uuid, &EventAck)> = pairs.iter().map(|(id, a)| (*id, a)).collect();
             let mut meta = contact_rows(&now, &url, None);
+            // A delivered event's answer passed the acknowledgement check (when one is set).
+            meta.push((keys::ACK_UNVERIFIED_SINCE, None));
+            meta.push((keys::ACK_UNVERIFIED_REASON, None));
             if let Some(id) = &last_test {
                 meta.push((keys::LAST_SELF_TEST_ID, Some(id.as_str())));
                 meta.push((keys::LAST_SELF_TEST_AT, Some(now.as_str())));
@@ -279,7 +285,8 @@ impl Engine {
         let mut refused_until = lock(&self.inner.refused_until);
         for (ev, ack) in acked {
             refused_until.remove(&ev.id);
-            tracing::info!(event = %ev.id, delay_ms = ack.delay_ms, "delivered");
+            // Debug only: a delivery reveals a press (see `Engine::record`).
+            tracing::debug!(event = %ev.id, delay_ms = ack.delay_ms, "delivered");
         }
         Ok(())
     }
@@ -311,6 +318,18 @@ impl Engine {
             })
             .await?;
         let location = self.effective_location()?;
+        let report = self.policy_report();
+        let policy = duress_core::PolicyFacts {
+            source: match &report.ignored {
+                // The receiver's text limit is 256 characters: the reason is in the status.
+                Some(_) => format!("{} (a named policy file was ignored)", report.source),
+                None => report.source.clone(),
+            }
+            .chars()
+            .take(200)
+            .collect(),
+            sha256: report.sha256,
+        };
         let host = tokio::task::spawn_blocking(crate::host::collect)
             .await
             .unwrap_or_default();
@@ -324,6 +343,7 @@ impl Engine {
                 last_self_test,
                 location: location.clone(),
                 host: host.clone(),
+                policy: Some(policy.clone()),
             };
             let payload = serde_json::to_vec(&claims).map_err(|e| Error::Invalid(e.to_string()))?;
             let token = key.sign(Typ::Heartbeat, Some(&device_id), &payload);
@@ -422,6 +442,23 @@ impl Engine {
             .await;
         if let Err(e) = r {
             tracing::warn!("cannot record unreachable: {e}");
+        }
+    }
+
+    async fn note_ack_unverified(&self, error: &str) {
+        let now = fmt_time(self.now());
+        let error = error.to_owned();
+        let r = self
+            .db(move |o| {
+                let since = o.meta_get(keys::ACK_UNVERIFIED_SINCE)?.unwrap_or(now);
+                o.meta_set_many(&[
+                    (keys::ACK_UNVERIFIED_SINCE, Some(&since)),
+                    (keys::ACK_UNVERIFIED_REASON, Some(&error)),
+                ])
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::warn!("cannot record the unverified acknowledgement: {e}");
         }
     }
 

@@ -84,6 +84,7 @@ impl Engine {
                 last_self_test,
                 location: location.clone(),
                 host: host.clone(),
+                policy: None,
             };
             let payload = serde_json::to_vec(&claims).map_err(|e| Error::Invalid(e.to_string()))?;
             let token = key.sign(Typ::Heartbeat, Some(&device_id), &payload);

@@ -74,6 +74,8 @@ struct Inner {
     /// Why the keystore could not give the device key, as last seen (`None`: it worked, or it
     /// has not been asked yet). Drives "not protected: no keystore".
     keystore_problem: Mutex<Option<String>>,
+    /// Where the policy came from (set by the front end that loaded it).
+    policy_report: Mutex<Option<crate::policy::PolicyReport>>,
 }
 
 /// Locks a mutex even if a panicking thread poisoned it: the data (a connection, a cache) is
@@ -123,12 +125,30 @@ impl Engine {
                 ack_wanted: std::sync::atomic::AtomicBool::new(false),
                 hotkey: Mutex::new(HotkeyState::NotApplicable),
                 keystore_problem: Mutex::new(None),
+                policy_report: Mutex::new(None),
             }),
         })
     }
 
     pub fn policy(&self) -> &Policy {
         &self.inner.policy
+    }
+
+    /// Records where the policy came from (and whether a named file was ignored), for the
+    /// status and every heartbeat. Without it the source reads `(in code)`.
+    pub fn set_policy_report(&self, report: crate::policy::PolicyReport) {
+        *lock(&self.inner.policy_report) = Some(report);
+    }
+
+    /// Where the policy came from and its hash.
+    pub fn policy_report(&self) -> crate::policy::PolicyReport {
+        lock(&self.inner.policy_report)
+            .clone()
+            .unwrap_or_else(|| crate::policy::PolicyReport {
+                source: "(in code)".into(),
+                sha256: crate::policy::policy_sha256(&self.inner.policy),
+                ignored: None,
+            })
     }
 
     pub fn state_dir(&self) -> &Path {
@@ -324,7 +344,8 @@ impl Engine {
             })
         })?;
         // The PIN's outcome is never logged: a log is something an aggressor could be shown.
-        tracing::info!(event = %stored.id, seq = stored.seq, kind = kind.as_str(),
+        // For the same reason the press itself is logged at debug level only.
+        tracing::debug!(event = %stored.id, seq = stored.seq, kind = kind.as_str(),
             source = source.as_str(), signed = stored.first_token.is_some(),
             "event recorded (durable)");
         if kind != EventKind::Test {

@@ -9,6 +9,9 @@ use super::{Engine, lock};
 use crate::Result;
 use crate::outbox::{keys, parse_time};
 
+/// What the status says when a receiver's acknowledgements are not checked against a key.
+pub const ACKS_NOT_VERIFIED: &str = "acknowledgements not verified";
+
 /// The last self-test a receiver acknowledged.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct SelfTest {
@@ -49,6 +52,22 @@ pub struct StatusSnapshot {
     /// This device's open incidents an officer has claimed, from the last heartbeat answer of
     /// whichever process sent it (kept in the state database).
     pub claimed_incidents: Vec<Uuid>,
+    /// Whether event acknowledgements are checked against the policy's `ack_key`:
+    /// `verified`, `acknowledgements not verified` (no receiver names a key), or
+    /// `acknowledgements not verified for URL, …` (some receivers name none).
+    pub acknowledgements: String,
+    /// Since when answers to events fail the acknowledgement check, and why (cleared by the
+    /// next verified acknowledgement).
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub ack_unverified_since: Option<OffsetDateTime>,
+    pub ack_unverified_reason: Option<String>,
+    /// Where the policy came from (`flag:PATH`, `env:PATH`, `os:LAYERS`) and the SHA-256 of
+    /// the effective policy, as every heartbeat reports them.
+    pub policy_source: String,
+    pub policy_sha256: String,
+    /// Why a `--policy`/`DURESS_AGENT_POLICY` file was ignored (release builds honour only a
+    /// file a user cannot have written), if one was.
+    pub policy_ignored: Option<String>,
     /// Why the keystore cannot give the device key, when it was last asked and failed.
     pub keystore_problem: Option<String>,
     pub install_id: String,
@@ -72,6 +91,8 @@ impl Engine {
                 keys::HOTKEY_STATE,
                 keys::LAST_HEARTBEAT_AT,
                 keys::CLAIMED_INCIDENTS,
+                keys::ACK_UNVERIFIED_SINCE,
+                keys::ACK_UNVERIFIED_REASON,
             ]
             .map(get);
             let meta: Vec<Option<String>> = meta.into_iter().collect::<Result<_>>()?;
@@ -89,7 +110,9 @@ impl Engine {
             hotkey_json,
             last_heartbeat_at,
             claimed_json,
-        ]: [Option<String>; 11] = meta.try_into().unwrap_or_default();
+            ack_unverified_since,
+            ack_unverified_reason,
+        ]: [Option<String>; 13] = meta.try_into().unwrap_or_default();
         let time = |s: Option<String>| s.and_then(|s| parse_time(&s).ok());
         let last_self_test = match (
             self_test_id.and_then(|s| Uuid::parse_str(&s).ok()),
@@ -105,15 +128,28 @@ impl Engine {
                 .unwrap_or(HotkeyState::NotApplicable),
             h => h,
         };
+        let receivers = self.effective_receivers()?;
+        let unverified: Vec<String> = receivers
+            .iter()
+            .filter(|r| r.ack_key.as_deref().is_none_or(|k| k.trim().is_empty()))
+            .map(|r| r.url.to_string())
+            .collect();
+        let acknowledgements = if unverified.is_empty() && !receivers.is_empty() {
+            "verified".to_owned()
+        } else if unverified.len() == receivers.len() {
+            ACKS_NOT_VERIFIED.to_owned()
+        } else {
+            format!("{ACKS_NOT_VERIFIED} for {}", unverified.join(", "))
+        };
+        let report = self.policy_report();
         Ok(StatusSnapshot {
+            policy_source: report.source,
+            policy_sha256: report.sha256,
+            policy_ignored: report.ignored,
             enrolled: device_id.is_some(),
             device_id,
             device_status: device_status.as_deref().and_then(DeviceStatus::parse),
-            receivers: self
-                .effective_receivers()?
-                .iter()
-                .map(|r| r.url.to_string())
-                .collect(),
+            receivers: receivers.iter().map(|r| r.url.to_string()).collect(),
             last_receiver,
             last_contact_at: time(last_contact_at),
             unreachable_since: time(unreachable_since),
@@ -128,6 +164,9 @@ impl Engine {
             claimed_incidents: claimed_json
                 .and_then(|j| serde_json::from_str(&j).ok())
                 .unwrap_or_default(),
+            acknowledgements,
+            ack_unverified_since: time(ack_unverified_since),
+            ack_unverified_reason,
             keystore_problem: lock(&self.inner.keystore_problem).clone(),
             install_id: self.inner.install_id.clone(),
             state_dir: self.inner.state_dir.display().to_string(),

@@ -31,6 +31,7 @@ fn ack(id: Uuid) -> EventAck {
         received_at: datetime!(2026-11-26 12:00:01 UTC),
         delay_ms: 1000,
         delayed: false,
+        ack: None,
     }
 }
 

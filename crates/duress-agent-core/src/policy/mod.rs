@@ -6,6 +6,7 @@
 //! [[receivers]]                    # ordered; the first reachable one wins
 //! url = "https://127.0.0.1:8443"
 //! ca_cert = "/path/to/ca.pem"      # optional extra trust anchor (PEM), relative to this file
+//! ack_key = "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k"  # acknowledgement key (JWK or thumbprint)
 //! [enrollment]
 //! token = "…"                      # used once, at the first start that finds no device key
 //! [location]                       # RFC 5139 names: label country A1..A6 RD HNO PC BLD FLR ...
@@ -112,6 +113,13 @@ pub struct ReceiverConfig {
     /// (hex, colons optional), as the MSI property `RECEIVER_CA_SHA256` writes it.
     #[serde(default)]
     pub ca_sha256: Option<String>,
+    /// The receiver's acknowledgement key: its public JWK as JSON, or its RFC 7638
+    /// thumbprint (`duress-receiver ack-key show` prints both); several separated by `;`
+    /// during a key rotation. With a key, an event is marked delivered only when the answer's
+    /// signature verifies against it (docs/protocol.md §5.4); without, acknowledgements are
+    /// not verified (and the status says so). MSI property `RECEIVER_ACK_KEY`.
+    #[serde(default)]
+    pub ack_key: Option<String>,
 }
 
 impl ReceiverConfig {
@@ -125,7 +133,18 @@ impl ReceiverConfig {
             url,
             ca_cert,
             ca_sha256: None,
+            ack_key: None,
         })
+    }
+
+    /// The acknowledgement keys the policy names (empty: acknowledgements are not verified).
+    /// Already checked by [`Policy::validate`]; a policy built in code that names a bad key
+    /// gets an error here.
+    pub fn trusted_ack_keys(&self) -> std::result::Result<Vec<duress_core::TrustedAckKey>, String> {
+        match self.ack_key.as_deref() {
+            None => Ok(Vec::new()),
+            Some(text) => duress_core::TrustedAckKey::parse_list(text),
+        }
     }
 }
 
@@ -584,6 +603,10 @@ impl Policy {
                 }
             }
         }
+        for (i, r) in self.receivers.iter().enumerate() {
+            r.trusted_ack_keys()
+                .map_err(|e| format!("receivers[{i}].ack_key: {e}"))?;
+        }
         if let Some(url) = &self.help.teams_url
             && !url.starts_with("https://")
         {
@@ -656,19 +679,199 @@ pub fn resolve_path_from(
 /// must exist and is the whole policy; otherwise the OS sources are merged
 /// ([`sources::load_os`]). No OS source at all yields an empty policy (logged), so `status` and
 /// a flag-driven local `enroll` work on a machine IT has not configured yet.
+///
+/// In a release build a named file is honoured only when a user cannot have written it
+/// ([`check_policy_file`]); see [`load_resolved_report`] for why one was ignored.
 pub fn load_resolved(flag: Option<&Path>) -> Result<(Policy, PolicySource)> {
-    if flag.is_none() && std::env::var_os(ENV_POLICY).is_none_or(|v| v.is_empty()) {
-        let loaded = sources::load_os()?;
-        return Ok((
-            loaded.policy,
-            PolicySource::OsSources {
-                primary: loaded.primary,
-                layers: loaded.layers,
-            },
-        ));
+    let loaded = load_resolved_report(flag)?;
+    Ok((loaded.policy, loaded.source))
+}
+
+/// A secret (the enrollment token) from a file — its first line, trimmed — or, for `-`, from
+/// standard input: what `--token-file` reads, so the token is never on a command line other
+/// users can read.
+pub fn read_secret_file(path: &Path) -> Result<Secret> {
+    use std::io::Read as _;
+    let err = |message: String| Error::Policy {
+        origin: path.display().to_string(),
+        message,
+    };
+    let mut text = String::new();
+    if path.as_os_str() == "-" {
+        std::io::stdin()
+            .take(64 * 1024)
+            .read_to_string(&mut text)
+            .map_err(|e| err(format!("cannot read the token from stdin: {e}")))?;
+    } else {
+        text = std::fs::read_to_string(path).map_err(|e| err(format!("cannot read: {e}")))?;
     }
-    let source = resolve_path(flag)?;
-    Ok((Policy::load(source.path())?, source))
+    let token = text.lines().next().unwrap_or("").trim();
+    if token.is_empty() {
+        return Err(err("holds no token".into()));
+    }
+    Ok(Secret::new(token))
+}
+
+/// Whether this is a release build: then `--policy` and `DURESS_AGENT_POLICY` are honoured only
+/// for a file the user cannot have written ([`check_policy_file`]). A `cfg` rather than a cargo
+/// feature on purpose: what ships is a release build, and a feature could be left off by
+/// mistake; debug builds (development, the test suites' user-owned temporary policies) keep
+/// honouring any file.
+pub const RELEASE_BUILD: bool = cfg!(not(debug_assertions));
+
+/// A policy as loaded, with what the status and the heartbeat report about it.
+#[derive(Debug, Clone)]
+pub struct LoadedPolicy {
+    pub policy: Policy,
+    pub source: PolicySource,
+    /// Set when `--policy`/`DURESS_AGENT_POLICY` named a file that was ignored, and why.
+    pub ignored: Option<String>,
+}
+
+/// Where the policy came from and a SHA-256 of it, as the status and each heartbeat report it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PolicyReport {
+    /// `flag:PATH`, `env:PATH`, `os:LAYER < LAYER…` (or `os:none`).
+    pub source: String,
+    /// SHA-256 (hex) of the effective policy (see [`policy_sha256`]).
+    pub sha256: String,
+    /// Why a `--policy`/`DURESS_AGENT_POLICY` file was ignored, if one was.
+    pub ignored: Option<String>,
+}
+
+impl LoadedPolicy {
+    pub fn report(&self) -> PolicyReport {
+        let source = match &self.source {
+            PolicySource::Flag(p) => format!("flag:{}", p.display()),
+            PolicySource::Env(p) => format!("env:{}", p.display()),
+            PolicySource::OsDefault(p) => format!("os:{}", p.display()),
+            PolicySource::OsSources { layers, .. } if layers.is_empty() => "os:none".to_owned(),
+            PolicySource::OsSources { layers, .. } => format!("os:{}", layers.join(" < ")),
+        };
+        PolicyReport {
+            source,
+            sha256: policy_sha256(&self.policy),
+            ignored: self.ignored.clone(),
+        }
+    }
+}
+
+/// SHA-256 (lower-case hex) of the effective policy, so the receiver can flag stations whose
+/// policy differs from the fleet's. Computed over the policy's `Debug` text, in which secrets
+/// (the enrollment token) are redacted: stations that differ only in their token hash alike,
+/// and nothing secret can be guessed from the hash. The text is the agent's own rendering, so
+/// the hash compares stations of one agent version (an upgrade changes it fleet-wide).
+pub fn policy_sha256(policy: &Policy) -> String {
+    use sha2::{Digest as _, Sha256};
+    Sha256::digest(format!("{policy:?}").as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+/// Whether a policy file named by `--policy` or `DURESS_AGENT_POLICY` may be honoured in a
+/// release build: on Unix the file (symlinks resolved) must be owned by root and not writable
+/// by group or others, and every directory above it owned by root and not writable by group or
+/// others (unless sticky, as /tmp: then nobody else may replace the file). So a user cannot have
+/// written it, nor swap it. On Windows the check needs the file's security descriptor
+/// (Administrators/SYSTEM ownership, no write for Users), which is not implemented yet: there a
+/// release build refuses every such file (fail closed) and uses the machine policy.
+pub fn check_policy_file(path: &Path) -> std::result::Result<(), String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::MetadataExt as _;
+        let real = std::fs::canonicalize(path).map_err(|e| format!("cannot read: {e}"))?;
+        let meta = std::fs::metadata(&real).map_err(|e| format!("cannot read: {e}"))?;
+        if meta.uid() != 0 {
+            return Err(format!("owned by uid {}, not root", meta.uid()));
+        }
+        if meta.mode() & 0o022 != 0 {
+            return Err(format!(
+                "writable by group or others (mode {:o})",
+                meta.mode() & 0o7777
+            ));
+        }
+        let mut dir = real.parent();
+        while let Some(d) = dir {
+            let m = std::fs::metadata(d).map_err(|e| format!("{}: {e}", d.display()))?;
+            let sticky = m.mode() & 0o1000 != 0;
+            if m.uid() != 0 || (m.mode() & 0o022 != 0 && !sticky) {
+                return Err(format!(
+                    "its directory {} can be changed by a user (uid {}, mode {:o})",
+                    d.display(),
+                    m.uid(),
+                    m.mode() & 0o7777
+                ));
+            }
+            dir = d.parent();
+        }
+        Ok(())
+    }
+    #[cfg(windows)]
+    {
+        let _ = path;
+        Err("the ownership of a policy file is not verified on Windows yet".to_owned())
+    }
+    #[cfg(not(any(unix, windows)))]
+    {
+        let _ = path;
+        Err("the ownership of a policy file cannot be verified on this OS".to_owned())
+    }
+}
+
+/// [`load_resolved`] with what the status reports: in a release build a `--policy` or
+/// `DURESS_AGENT_POLICY` file that fails [`check_policy_file`] is ignored (the OS policy is
+/// used instead) and `ignored` says why.
+pub fn load_resolved_report(flag: Option<&Path>) -> Result<LoadedPolicy> {
+    load_resolved_checked(flag, std::env::var_os(ENV_POLICY), RELEASE_BUILD)
+}
+
+/// [`load_resolved_report`] with the environment and the release switch passed in (tests).
+pub fn load_resolved_checked(
+    flag: Option<&Path>,
+    env: Option<std::ffi::OsString>,
+    release: bool,
+) -> Result<LoadedPolicy> {
+    let env = env.filter(|v| !v.is_empty());
+    let mut ignored = None;
+    if flag.is_some() || env.is_some() {
+        let source = resolve_path_from(flag, env)?;
+        let named = match &source {
+            PolicySource::Flag(_) => "--policy",
+            _ => ENV_POLICY,
+        };
+        let verdict = if release {
+            check_policy_file(source.path())
+        } else {
+            Ok(())
+        };
+        match verdict {
+            Ok(()) => {
+                return Ok(LoadedPolicy {
+                    policy: Policy::load(source.path())?,
+                    source,
+                    ignored: None,
+                });
+            }
+            Err(why) => {
+                let note = format!(
+                    "{named} {} ignored: {why}; using the machine policy",
+                    source.path().display()
+                );
+                tracing::warn!("{note}");
+                ignored = Some(note);
+            }
+        }
+    }
+    let loaded = sources::load_os()?;
+    Ok(LoadedPolicy {
+        policy: loaded.policy,
+        source: PolicySource::OsSources {
+            primary: loaded.primary,
+            layers: loaded.layers,
+        },
+        ignored,
+    })
 }
 
 fn parse_https_url(s: &str) -> std::result::Result<Url, String> {

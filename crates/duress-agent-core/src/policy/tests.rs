@@ -149,6 +149,7 @@ fn http_is_refused() {
             url: Url::parse("http://x.example").unwrap(),
             ca_cert: None,
             ca_sha256: None,
+            ack_key: None,
         }],
         ..Default::default()
     };
@@ -328,4 +329,97 @@ fn cancel_keys_parse_and_are_validated() {
         let e = err_of(text);
         assert!(e.contains(needle), "{text:?} -> {e}");
     }
+}
+
+/// `--token-file`: the first line, trimmed; an empty or missing file is an error naming it.
+#[test]
+fn token_file_reads_the_first_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("token");
+    std::fs::write(&f, "det_abc \nsecond line\n").unwrap();
+    assert_eq!(super::read_secret_file(&f).unwrap().expose(), "det_abc");
+    std::fs::write(&f, "\n").unwrap();
+    assert!(
+        super::read_secret_file(&f)
+            .unwrap_err()
+            .to_string()
+            .contains("no token")
+    );
+    let missing = dir.path().join("nope");
+    assert!(
+        super::read_secret_file(&missing)
+            .unwrap_err()
+            .to_string()
+            .contains("nope")
+    );
+}
+
+/// In a release build (the switch injected) a `--policy`/`DURESS_AGENT_POLICY` file a user
+/// could have written is ignored, the machine policy is used instead, and the report says
+/// why; a debug build honours it. The real file check: a file writable by others is refused; a
+/// file owned by someone other than root is refused (checked by chown when the test runs as
+/// root, else by the test user's own file).
+#[test]
+fn release_builds_ignore_a_user_writable_policy_file() {
+    use std::os::unix::fs::{MetadataExt as _, PermissionsExt as _};
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("agent.toml");
+    std::fs::write(&f, "[[receivers]]\nurl = \"https://evil.example\"\n").unwrap();
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o666)).unwrap();
+    let why = check_policy_file(&f).unwrap_err();
+    assert!(why.contains("writable by group or others"), "{why}");
+
+    // Debug build: honoured, from the flag and from the environment.
+    let debug = load_resolved_checked(Some(&f), None, false).unwrap();
+    assert_eq!(
+        debug.policy.receivers[0].url.as_str(),
+        "https://evil.example/"
+    );
+    assert!(debug.ignored.is_none());
+    assert!(debug.report().source.starts_with("flag:"));
+    // Release build: ignored, with the reason in the report.
+    for (flag, env) in [
+        (Some(f.as_path()), None),
+        (None, Some(f.clone().into_os_string())),
+    ] {
+        let release = load_resolved_checked(flag, env, true).unwrap();
+        assert!(
+            release
+                .policy
+                .receivers
+                .iter()
+                .all(|r| r.url.as_str() != "https://evil.example/"),
+            "the user's receiver must not be used"
+        );
+        let note = release.ignored.clone().expect("says it was ignored");
+        assert!(
+            note.contains("ignored") && note.contains("writable"),
+            "{note}"
+        );
+        assert!(release.report().source.starts_with("os:"));
+        assert_eq!(release.report().ignored, Some(note));
+    }
+
+    std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let uid = std::fs::metadata(&f).unwrap().uid();
+    if uid == 0 {
+        // Root's own 0644 file in root's directories: honoured.
+        check_policy_file(&f).unwrap();
+        let ok = load_resolved_checked(Some(&f), None, true).unwrap();
+        assert!(ok.ignored.is_none());
+        std::os::unix::fs::chown(&f, Some(1000), None).unwrap();
+    }
+    let why = check_policy_file(&f).unwrap_err();
+    assert!(why.contains("not root"), "{why}");
+}
+
+/// The policy hash is stable for the same policy, differs for another, and ignores the token.
+#[test]
+fn policy_hash_ignores_secrets() {
+    let a = Policy::from_toml_str("[enrollment]\ntoken = \"det_a\"\n", "a").unwrap();
+    let b = Policy::from_toml_str("[enrollment]\ntoken = \"det_b\"\n", "b").unwrap();
+    let c = Policy::from_toml_str("[heartbeat]\ninterval_s = 30\n", "c").unwrap();
+    assert_eq!(policy_sha256(&a), policy_sha256(&b));
+    assert_ne!(policy_sha256(&a), policy_sha256(&c));
+    assert_eq!(policy_sha256(&a).len(), 64);
 }

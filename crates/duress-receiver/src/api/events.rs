@@ -52,6 +52,7 @@ async fn ingest(state: &AppState, body: String) -> Result<Json<EventAck>, ApiPro
         jws: body,
         location: claims.location,
         host: claims.host,
+        ack_signer: Some(state.ack_keys.clone()),
     };
     let outcome = state
         .store
@@ -68,11 +69,11 @@ async fn ingest(state: &AppState, body: String) -> Result<Json<EventAck>, ApiPro
                 delay_ms = stored.delay_ms,
                 "event committed"
             );
-            Ok(Json(stored.ack()))
+            signed_answer(state, stored).await
         }
         IngestOutcome::Duplicate(stored) => {
             tracing::debug!(event_id = %stored.id, "repeat of a committed event");
-            Ok(Json(stored.ack()))
+            signed_answer(state, stored).await
         }
         IngestOutcome::IdConflict => Err(ApiProblem::new(
             ProblemType::IdConflict,
@@ -84,6 +85,29 @@ async fn ingest(state: &AppState, body: String) -> Result<Json<EventAck>, ApiPro
             }))
         }
     }
+}
+
+/// The answer for a committed event, signed by the current acknowledgement key. A new event's
+/// signature was made and stored in its commit; a repeat gets the stored one — the same bytes
+/// as the first answer — unless it was made by an earlier key (a rotation since) or before
+/// acknowledgement keys existed: then the current key signs afresh and that signature is
+/// stored before it is sent (persist before send), so `events export` holds every signature
+/// an agent was ever given.
+async fn signed_answer(
+    state: &AppState,
+    mut stored: crate::store::StoredEvent,
+) -> Result<Json<EventAck>, ApiProblem> {
+    let current = state.ack_keys.current();
+    if stored.ack.as_ref().is_none_or(|a| a.kid != current.kid()) {
+        let ack = current.sign(stored.id, stored.received_at, stored.incident_id);
+        state
+            .store
+            .record_ack(stored.id, &ack, receiver_now())
+            .await
+            .map_err(storage_problem)?;
+        stored.ack = Some(ack);
+    }
+    Ok(Json(stored.ack()))
 }
 
 /// The claims, their seq as stored, and the receiver time, when the claims are valid and were
@@ -112,7 +136,7 @@ async fn repeat_or(
         && stored.device_id == verified.device_id
     {
         tracing::debug!(event_id = %stored.id, "repeat of a committed event");
-        return Ok(Json(stored.ack()));
+        return signed_answer(state, stored).await;
     }
     let device = state
         .store

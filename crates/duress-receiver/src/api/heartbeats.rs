@@ -46,6 +46,7 @@ async fn record(state: &AppState, body: &str) -> Result<Json<HeartbeatAnswer>, A
         // An agent that sends no host facts or location keeps the stored ones.
         host: (!claims.host.hostname.is_empty()).then_some(claims.host),
         location: (claims.location != Location::default()).then_some(claims.location),
+        policy: claims.policy,
     };
     // The store reads the status under its write lock and writes nothing for a revoked device.
     let recorded = state

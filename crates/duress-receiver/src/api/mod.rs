@@ -31,6 +31,8 @@ pub struct AppState {
     pub enrollment_failures: Arc<FailureLimiter>,
     /// See `Settings::body_read_timeout`.
     pub body_read_timeout: Duration,
+    /// Signs every acknowledgement (docs/protocol.md §5.4).
+    pub ack_keys: Arc<crate::ack_key::AckKeys>,
 }
 
 /// The agent-facing routes, for any router state the API state can be taken from (the

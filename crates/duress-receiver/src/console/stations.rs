@@ -95,10 +95,37 @@ pub struct StationView {
     /// Not tested within the self-test period: flagged.
     pub self_test_flagged: bool,
     pub queued: u64,
+    /// The first 12 hex digits of the station's policy SHA-256, and where it came from
+    /// (empty before a heartbeat reported them).
+    pub policy_short: String,
+    pub policy_source: String,
+    /// The station's policy hash differs from the fleet's majority.
+    pub policy_differs: bool,
+}
+
+/// The policy hash most stations report (`None` when none report one, or when two hashes tie
+/// for first: then no station is flagged, since no policy is the fleet's).
+pub fn fleet_policy(devices: &[DeviceRecord]) -> Option<String> {
+    let mut counts: std::collections::BTreeMap<&str, usize> = Default::default();
+    for h in devices.iter().filter_map(|d| d.policy_sha256.as_deref()) {
+        *counts.entry(h).or_default() += 1;
+    }
+    let best = counts.values().copied().max()?;
+    let mut top = counts.iter().filter(|(_, n)| **n == best);
+    let (hash, _) = top.next()?;
+    if top.next().is_some() {
+        return None;
+    }
+    Some((*hash).to_owned())
 }
 
 impl StationView {
-    fn new(d: &DeviceRecord, now: OffsetDateTime, console: &Console) -> Self {
+    fn new(
+        d: &DeviceRecord,
+        now: OffsetDateTime,
+        console: &Console,
+        fleet_policy: Option<&str>,
+    ) -> Self {
         let interval = Duration::from_secs(console.heartbeat_interval_s);
         let live = liveness(
             d.last_heartbeat_at,
@@ -140,6 +167,16 @@ impl StationView {
             self_test: self_test.map_or("", SelfTestState::as_str),
             self_test_flagged: self_test.is_some_and(SelfTestState::is_flagged),
             queued: d.queued.unwrap_or(0),
+            policy_short: d
+                .policy_sha256
+                .as_deref()
+                .map(|h| h.chars().take(12).collect())
+                .unwrap_or_default(),
+            policy_source: d.policy_source.clone().unwrap_or_default(),
+            policy_differs: matches!(
+                (fleet_policy, d.policy_sha256.as_deref()),
+                (Some(fleet), Some(own)) if fleet != own
+            ),
         }
     }
 
@@ -233,9 +270,10 @@ async fn render_page(
 ) -> ConsoleResult {
     let now = receiver_now();
     let devices = console.store.list_devices().await?;
+    let fleet = fleet_policy(&devices);
     let all: Vec<StationView> = devices
         .iter()
-        .map(|d| StationView::new(d, now, console))
+        .map(|d| StationView::new(d, now, console, fleet.as_deref()))
         .collect();
     let count = |s: &str| all.iter().filter(|v| v.liveness == s).count();
     let counts = [
@@ -370,5 +408,49 @@ pub async fn revoke_token(
             "No such token",
             "This token does not exist.",
         ))
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod policy_tests {
+    use super::*;
+
+    fn device(hash: Option<&str>) -> DeviceRecord {
+        DeviceRecord {
+            device_id: "d".into(),
+            status: duress_core::DeviceStatus::Active,
+            public_jwk: duress_core::DeviceKey::from_seed(&[1u8; 32]).public_jwk(),
+            key_thumbprint: String::new(),
+            hostname: String::new(),
+            host: Default::default(),
+            location: Default::default(),
+            agent_version: String::new(),
+            enrolled_at: OffsetDateTime::UNIX_EPOCH,
+            last_heartbeat_at: None,
+            hotkey: None,
+            queued: None,
+            reported_last_seq: None,
+            last_seq: None,
+            last_event_at: None,
+            last_self_test_at: None,
+            last_self_test_id: None,
+            policy_source: hash.map(|_| "os:/etc/duress/agent.toml".into()),
+            policy_sha256: hash.map(str::to_owned),
+        }
+    }
+
+    #[test]
+    fn the_fleet_policy_is_the_majority_hash() {
+        let fleet = [
+            device(Some("a")),
+            device(Some("a")),
+            device(Some("b")),
+            device(None),
+        ];
+        assert_eq!(fleet_policy(&fleet).as_deref(), Some("a"));
+        // A tie: no policy is the fleet's, nobody is flagged.
+        assert_eq!(fleet_policy(&[device(Some("a")), device(Some("b"))]), None);
+        assert_eq!(fleet_policy(&[device(None)]), None);
     }
 }

@@ -33,7 +33,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use duress_core::{
-    DeviceStatus, EventAck, EventKind, HostFacts, HotkeyState, Jwk, Location, Source, VerifyingKey,
+    AckSignature, DeviceStatus, EventAck, EventKind, HostFacts, HotkeyState, Jwk, Location, Source,
+    VerifyingKey,
 };
 use futures::future::BoxFuture;
 use time::OffsetDateTime;
@@ -277,6 +278,22 @@ pub struct NewEvent {
     pub jws: String,
     pub location: Location,
     pub host: HostFacts,
+    /// Signs the acknowledgement inside the commit's transaction, once the incident is known,
+    /// and the signature is stored with the event (`event_acks`). `None` (store tests): no
+    /// signature is made or stored.
+    pub ack_signer: Option<Arc<dyn AckSigner>>,
+}
+
+/// The receiver's acknowledgement key as the store sees it (see `crate::ack_key`): signs the
+/// four facts of an answer (docs/protocol.md §5.4). Called inside the ingest transaction, so
+/// it must not block (an Ed25519 signature, some tens of microseconds).
+pub trait AckSigner: Send + Sync + std::fmt::Debug {
+    fn sign_ack(
+        &self,
+        id: Uuid,
+        received_at: OffsetDateTime,
+        incident_id: Option<Uuid>,
+    ) -> AckSignature;
 }
 
 /// The stored facts an event's acknowledgement is built from; the same columns give the same
@@ -289,6 +306,8 @@ pub struct StoredEvent {
     pub received_at: OffsetDateTime,
     pub delay_ms: i64,
     pub delayed: bool,
+    /// The newest stored acknowledgement signature of this event, if any.
+    pub ack: Option<AckSignature>,
 }
 
 impl StoredEvent {
@@ -299,7 +318,17 @@ impl StoredEvent {
             received_at: self.received_at,
             delay_ms: self.delay_ms,
             delayed: self.delayed,
+            ack: self.ack.clone(),
         }
+    }
+
+    /// Signs this (new) event's acknowledgement with `ev`'s signer, if it has one.
+    pub(crate) fn signed_by(mut self, ev: &NewEvent) -> Self {
+        self.ack = ev
+            .ack_signer
+            .as_ref()
+            .map(|s| s.sign_ack(self.id, self.received_at, self.incident_id));
+        self
     }
 }
 
@@ -328,6 +357,8 @@ pub struct HeartbeatUpdate {
     pub host: Option<HostFacts>,
     /// `None` keeps the stored location (the agent sent none).
     pub location: Option<Location>,
+    /// `None` keeps the stored policy report (the agent sent none).
+    pub policy: Option<duress_core::PolicyFacts>,
 }
 
 /// What a heartbeat's answer needs, read in the transaction that recorded it.
@@ -370,6 +401,15 @@ pub trait IngestStore: Send + Sync + std::fmt::Debug + 'static {
     ) -> StoreFuture<'_, IngestOutcome>;
     /// Records liveness (not for a revoked device) and returns what the answer needs.
     fn record_heartbeat(&self, update: HeartbeatUpdate) -> StoreFuture<'_, HeartbeatRecorded>;
+    /// Stores another acknowledgement signature of a committed event (a repeat answered after a
+    /// key rotation, or an event committed before acknowledgement keys existed). Storing the
+    /// same key's signature again changes nothing.
+    fn record_ack<'a>(
+        &'a self,
+        event_id: Uuid,
+        ack: &'a AckSignature,
+        at: OffsetDateTime,
+    ) -> StoreFuture<'a, ()>;
 }
 
 /// Devices and enrollment tokens.

@@ -314,13 +314,26 @@ async fn find_event<'e, E>(exec: E, id: Uuid) -> StoreResult<Option<StoredEvent>
 where
     E: sqlx::Executor<'e, Database = Postgres>,
 {
+    // With its newest acknowledgement, if any (one statement: one snapshot).
     let row = sqlx::query(
-        "SELECT device_id, incident_id, received_at, delay_ms, delayed FROM events WHERE id = $1",
+        "SELECT e.device_id, e.incident_id, e.received_at, e.delay_ms, e.delayed,
+                a.kid, a.public_jwk, a.sig
+         FROM events e LEFT JOIN event_acks a ON a.event_id = e.id
+         WHERE e.id = $1 ORDER BY a.n DESC NULLS LAST LIMIT 1",
     )
     .bind(id)
     .fetch_optional(exec)
     .await?;
     let Some(row) = row else { return Ok(None) };
+    let ack = match row.try_get::<Option<String>, _>("kid")? {
+        Some(kid) => Some(duress_core::AckSignature {
+            kid,
+            jwk: serde_json::from_str(&row.try_get::<String, _>("public_jwk")?)
+                .map_err(|e| StoreError::Corrupt(format!("event_acks.public_jwk: {e}")))?,
+            sig: row.try_get("sig")?,
+        }),
+        None => None,
+    };
     Ok(Some(StoredEvent {
         id,
         device_id: row.try_get("device_id")?,
@@ -328,7 +341,29 @@ where
         received_at: row.try_get("received_at")?,
         delay_ms: row.try_get("delay_ms")?,
         delayed: row.try_get("delayed")?,
+        ack,
     }))
+}
+
+/// Stores an acknowledgement; the same key's signature twice is one row.
+pub(super) async fn insert_ack(
+    conn: &mut sqlx::PgConnection,
+    event_id: Uuid,
+    ack: &duress_core::AckSignature,
+    at: OffsetDateTime,
+) -> StoreResult<()> {
+    sqlx::query(
+        "INSERT INTO event_acks (event_id, kid, public_jwk, sig, signed_at)
+         VALUES ($1, $2, $3, $4, $5) ON CONFLICT (event_id, kid) DO NOTHING",
+    )
+    .bind(event_id)
+    .bind(&ack.kid)
+    .bind(serde_json::to_string(&ack.jwk).unwrap_or_default())
+    .bind(&ack.sig)
+    .bind(at)
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 impl IngestStore for PostgresStore {
@@ -382,6 +417,18 @@ impl IngestStore for PostgresStore {
 
     fn record_heartbeat(&self, update: HeartbeatUpdate) -> StoreFuture<'_, HeartbeatRecorded> {
         Box::pin(self.heartbeat_impl(update))
+    }
+
+    fn record_ack<'a>(
+        &'a self,
+        event_id: Uuid,
+        ack: &'a duress_core::AckSignature,
+        at: OffsetDateTime,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let mut conn = self.pool.acquire().await?;
+            insert_ack(&mut conn, event_id, ack, at).await
+        })
     }
 }
 

@@ -17,6 +17,7 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 use sqlx::{Row as _, Sqlite, Transaction};
+use time::OffsetDateTime;
 use tokio::sync::Notify;
 use uuid::Uuid;
 
@@ -40,6 +41,12 @@ use rows::{from_json, parse_uuid, to_json};
 /// The live-log row's insert, for the group-commit writer (rusqlite); [`log::live`] is the
 /// same for sqlx transactions.
 pub(super) const LIVE_INSERT: &str = "INSERT INTO console_events (at, kind, incident_id, payload) VALUES (?1, ?2, ?3, ?4) RETURNING id";
+
+/// The newest stored acknowledgement of an event (kid, public_jwk, sig), for both drivers.
+pub(super) const ACK_SELECT: &str =
+    "SELECT kid, public_jwk, sig FROM event_acks WHERE event_id = ?1 ORDER BY n DESC LIMIT 1";
+/// Stores an acknowledgement; the same key's signature twice is one row.
+pub(super) const ACK_INSERT: &str = "INSERT INTO event_acks (event_id, kid, public_jwk, sig, signed_at) VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (event_id, kid) DO NOTHING";
 
 /// How long a request waits for the write lock before the store reports itself unavailable.
 const BUSY_TIMEOUT: Duration = Duration::from_secs(10);
@@ -275,13 +282,25 @@ async fn find_event<'e, E>(exec: E, id: Uuid) -> StoreResult<Option<StoredEvent>
 where
     E: sqlx::Executor<'e, Database = Sqlite>,
 {
+    // With its newest acknowledgement, if any (one statement: one snapshot).
     let row = sqlx::query(
-        "SELECT device_id, incident_id, received_at, delay_ms, delayed FROM events WHERE id = ?",
+        "SELECT e.device_id, e.incident_id, e.received_at, e.delay_ms, e.delayed,
+                a.kid, a.public_jwk, a.sig
+         FROM events e LEFT JOIN event_acks a ON a.event_id = e.id
+         WHERE e.id = ? ORDER BY a.n DESC NULLS LAST LIMIT 1",
     )
     .bind(id.to_string())
     .fetch_optional(exec)
     .await?;
     let Some(row) = row else { return Ok(None) };
+    let ack = match row.try_get::<Option<String>, _>("kid")? {
+        Some(kid) => Some(rows::ack(
+            kid,
+            &row.try_get::<String, _>("public_jwk")?,
+            row.try_get("sig")?,
+        )?),
+        None => None,
+    };
     Ok(Some(StoredEvent {
         id,
         device_id: row.try_get("device_id")?,
@@ -292,6 +311,7 @@ where
         received_at: parse_ts(&row.try_get::<String, _>("received_at")?)?,
         delay_ms: row.try_get("delay_ms")?,
         delayed: row.try_get("delayed")?,
+        ack,
     }))
 }
 
@@ -346,6 +366,27 @@ impl IngestStore for SqliteStore {
 
     fn record_heartbeat(&self, update: HeartbeatUpdate) -> StoreFuture<'_, HeartbeatRecorded> {
         Box::pin(self.writer.heartbeat(update))
+    }
+
+    fn record_ack<'a>(
+        &'a self,
+        event_id: Uuid,
+        ack: &'a duress_core::AckSignature,
+        at: OffsetDateTime,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            let mut tx = self.begin_write().await?;
+            sqlx::query(ACK_INSERT)
+                .bind(event_id.to_string())
+                .bind(&ack.kid)
+                .bind(rows::to_json(&ack.jwk))
+                .bind(&ack.sig)
+                .bind(format_ts(at))
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+            Ok(())
+        })
     }
 }
 

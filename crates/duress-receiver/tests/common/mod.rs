@@ -307,6 +307,7 @@ impl Agent {
             last_self_test: None,
             location: location(),
             host: host(),
+            policy: None,
         }
     }
 

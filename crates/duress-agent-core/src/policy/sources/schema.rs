@@ -345,6 +345,8 @@ pub fn example_value(key: &Key) -> toml::Value {
                 ("receivers", "ca_sha256") => {
                     "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
                 }
+                // The RFC 8037 Appendix A.3 key's RFC 7638 thumbprint.
+                ("receivers", "ack_key") => "kPrK_qmxVWaYVA9wwBF6Iuo3vVzz7TxHCTwXBygrS4k",
                 ("help", "teams_url") => "https://teams.microsoft.com/l/channel/example",
                 ("help", "security_email") => "security@example.edu",
                 ("network", "proxy") => "http://proxy.example.edu:8080",

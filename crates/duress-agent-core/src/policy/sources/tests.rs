@@ -58,6 +58,7 @@ fn schema_lists_every_key_with_its_kind() {
         "receivers[].url",
         "receivers[].ca_cert",
         "receivers[].ca_sha256",
+        "receivers[].ack_key",
         "enrollment.token",
     ]
     .map(String::from)

@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{PostgresStore, json, kind, log, source, unsigned};
-use crate::records::{EventRecord, ExportedEvent, IncidentEvent, IncidentRecord};
+use crate::records::{EventRecord, ExportedAck, ExportedEvent, IncidentEvent, IncidentRecord};
 use crate::store::{
     ActionOutcome, IncidentAction, IncidentDetail, IncidentFilter, IncidentStore, SelfTestRecord,
     StoreFuture, StoreResult, TimelineRecord,
@@ -323,10 +323,35 @@ impl PostgresStore {
         )
         .fetch_all(&self.pool)
         .await?;
+        // Acknowledgements are only ever added, with or after their event: any that belongs
+        // to an event listed above is read here.
+        let ack_rows = sqlx::query(
+            "SELECT event_id, kid, public_jwk, sig, signed_at FROM event_acks ORDER BY n",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        let mut acks: std::collections::HashMap<Uuid, Vec<ExportedAck>> = Default::default();
+        for a in &ack_rows {
+            acks.entry(a.try_get("event_id")?)
+                .or_default()
+                .push(ExportedAck {
+                    kid: a.try_get("kid")?,
+                    jwk: serde_json::from_str(&a.try_get::<String, _>("public_jwk")?).map_err(
+                        |e| {
+                            crate::store::StoreError::Corrupt(format!("event_acks.public_jwk: {e}"))
+                        },
+                    )?,
+                    sig: a.try_get("sig")?,
+                    signed_at: a.try_get("signed_at")?,
+                });
+        }
         rows.iter()
             .map(|row| {
+                let id: Uuid = row.try_get("id")?;
                 Ok(ExportedEvent {
-                    id: row.try_get("id")?,
+                    id,
+                    incident_id: row.try_get("incident_id")?,
+                    acks: acks.remove(&id).unwrap_or_default(),
                     device_id: row.try_get("device_id")?,
                     kind: kind(&row.try_get::<String, _>("kind")?)?,
                     seq: unsigned("seq", row.try_get("seq")?)?,

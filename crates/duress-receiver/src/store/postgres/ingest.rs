@@ -193,7 +193,9 @@ impl PostgresStore {
                         reported_last_seq = $4,
                         host_json = COALESCE($5, host_json), hostname = COALESCE($6, hostname),
                         agent_version = COALESCE($7, agent_version),
-                        location_json = COALESCE($8, location_json)
+                        location_json = COALESCE($8, location_json),
+                        policy_source = COALESCE($10, policy_source),
+                        policy_sha256 = COALESCE($11, policy_sha256)
                   WHERE device_id = $9 AND (SELECT status FROM current) <> 'revoked'
                   RETURNING device_id
              )
@@ -212,6 +214,8 @@ impl PostgresStore {
         .bind(hb.host.as_ref().map(|h| h.agent_version.as_str()))
         .bind(hb.location.as_ref().map(Json))
         .bind(&hb.device_id)
+        .bind(hb.policy.as_ref().map(|p| p.source.as_str()))
+        .bind(hb.policy.as_ref().map(|p| p.sha256.as_str()))
         .fetch_one(&self.heartbeat_pool)
         .await?;
         let current: Option<String> = row.try_get("status")?;
@@ -407,12 +411,19 @@ async fn insert_event(
     let (live_kind, payload) = crate::store::event_live_row(ev, incident_id);
     log::live(conn, ev.received_at, live_kind, incident_id, &payload).await?;
 
-    Ok(Some(StoredEvent {
+    let stored = StoredEvent {
         id: ev.id,
         device_id: ev.device_id.clone(),
         incident_id,
         received_at,
         delay_ms,
         delayed,
-    }))
+        ack: None,
+    }
+    .signed_by(ev);
+    // The signature the answer carries, committed with the event it acknowledges.
+    if let Some(ack) = &stored.ack {
+        super::insert_ack(conn, ev.id, ack, received_at).await?;
+    }
+    Ok(Some(stored))
 }

@@ -151,6 +151,8 @@ impl PostgresStore {
                     last_event_at: row.try_get("last_event_at")?,
                     last_self_test_at: row.try_get("last_self_test_at")?,
                     last_self_test_id: row.try_get("last_self_test_id")?,
+                    policy_source: row.try_get("policy_source")?,
+                    policy_sha256: row.try_get("policy_sha256")?,
                 })
             })
             .collect()

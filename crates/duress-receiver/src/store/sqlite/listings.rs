@@ -7,7 +7,9 @@ use sqlx::sqlite::{SqlitePool, SqliteRow};
 use uuid::Uuid;
 
 use super::rows::{from_json, kind, parse_uuid, source, status, unsigned};
-use crate::records::{DeviceRecord, EventRecord, ExportedEvent, IncidentEvent, IncidentRecord};
+use crate::records::{
+    DeviceRecord, EventRecord, ExportedAck, ExportedEvent, IncidentEvent, IncidentRecord,
+};
 use crate::store::{IncidentFilter, StoreResult, cancel_pin_of, parse_ts};
 
 pub(super) fn opt_ts(row: &SqliteRow, column: &str) -> StoreResult<Option<time::OffsetDateTime>> {
@@ -63,6 +65,8 @@ pub(super) async fn devices(pool: &SqlitePool) -> StoreResult<Vec<DeviceRecord>>
                     .try_get::<Option<String>, _>("last_self_test_id")?
                     .map(|t| parse_uuid(&t))
                     .transpose()?,
+                policy_source: row.try_get("policy_source")?,
+                policy_sha256: row.try_get("policy_sha256")?,
             })
         })
         .collect()
@@ -179,10 +183,36 @@ pub(super) async fn export(pool: &SqlitePool) -> StoreResult<Vec<ExportedEvent>>
     )
     .fetch_all(pool)
     .await?;
+    // Acknowledgements are only ever added, with or after their event: any that belongs to an
+    // event listed above is read here.
+    let ack_rows =
+        sqlx::query("SELECT event_id, kid, public_jwk, sig, signed_at FROM event_acks ORDER BY n")
+            .fetch_all(pool)
+            .await?;
+    let mut acks: std::collections::HashMap<Uuid, Vec<ExportedAck>> = Default::default();
+    for a in &ack_rows {
+        acks.entry(parse_uuid(&a.try_get::<String, _>("event_id")?)?)
+            .or_default()
+            .push(ExportedAck {
+                kid: a.try_get("kid")?,
+                jwk: super::rows::from_json(
+                    "event_acks.public_jwk",
+                    &a.try_get::<String, _>("public_jwk")?,
+                )?,
+                sig: a.try_get("sig")?,
+                signed_at: ts(a, "signed_at")?,
+            });
+    }
     rows.iter()
         .map(|row| {
+            let id = parse_uuid(&row.try_get::<String, _>("id")?)?;
             Ok(ExportedEvent {
-                id: parse_uuid(&row.try_get::<String, _>("id")?)?,
+                id,
+                incident_id: row
+                    .try_get::<Option<String>, _>("incident_id")?
+                    .map(|s| parse_uuid(&s))
+                    .transpose()?,
+                acks: acks.remove(&id).unwrap_or_default(),
                 device_id: row.try_get("device_id")?,
                 kind: kind(&row.try_get::<String, _>("kind")?)?,
                 seq: unsigned("seq", row.try_get("seq")?)?,

@@ -32,6 +32,15 @@ pub(super) fn source(text: &str) -> StoreResult<Source> {
     from_json("source", &format!("\"{text}\""))
 }
 
+/// A stored acknowledgement from its columns.
+pub(super) fn ack(kid: String, jwk: &str, sig: String) -> StoreResult<duress_core::AckSignature> {
+    Ok(duress_core::AckSignature {
+        kid,
+        jwk: from_json("event_acks.public_jwk", jwk)?,
+        sig,
+    })
+}
+
 pub(super) fn unsigned(column: &str, value: i64) -> StoreResult<u64> {
     u64::try_from(value).map_err(|_| StoreError::Corrupt(format!("{column} is negative")))
 }

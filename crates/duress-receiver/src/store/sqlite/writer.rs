@@ -424,6 +424,18 @@ fn find_event(conn: &Connection, id: Uuid) -> StoreResult<Option<StoredEvent>> {
     let Some((device_id, incident_id, received_at, delay_ms, delayed)) = row else {
         return Ok(None);
     };
+    let ack = conn
+        .prepare_cached(super::ACK_SELECT)?
+        .query_row([id.to_string()], |row| {
+            Ok((
+                row.get::<_, String>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, String>(2)?,
+            ))
+        })
+        .optional()?
+        .map(|(kid, jwk, sig)| rows::ack(kid, &jwk, sig))
+        .transpose()?;
     Ok(Some(StoredEvent {
         id,
         device_id,
@@ -431,6 +443,7 @@ fn find_event(conn: &Connection, id: Uuid) -> StoreResult<Option<StoredEvent>> {
         received_at: parse_ts(&received_at)?,
         delay_ms,
         delayed,
+        ack,
     }))
 }
 
@@ -580,14 +593,27 @@ fn insert_event(conn: &Connection, ev: &NewEvent, window: Duration) -> StoreResu
         ev.device_id
     ])?;
 
-    Ok(StoredEvent {
+    let stored = StoredEvent {
         id: ev.id,
         device_id: ev.device_id.clone(),
         incident_id,
         received_at,
         delay_ms,
         delayed,
-    })
+        ack: None,
+    }
+    .signed_by(ev);
+    // The signature the answer carries, committed with the event it acknowledges.
+    if let Some(ack) = &stored.ack {
+        conn.prepare_cached(super::ACK_INSERT)?.execute(params![
+            ev.id.to_string(),
+            ack.kid,
+            to_json(&ack.jwk),
+            ack.sig,
+            received,
+        ])?;
+    }
+    Ok(stored)
 }
 
 /// Records a heartbeat (unless the device is revoked: distrusted for good, nothing is written)
@@ -622,6 +648,12 @@ fn heartbeat(conn: &Connection, hb: &HeartbeatUpdate) -> StoreResult<HeartbeatRe
         hb.location.as_ref().map(to_json),
         hb.device_id,
     ])?;
+    if let Some(p) = &hb.policy {
+        conn.prepare_cached(
+            "UPDATE devices SET policy_source = ?1, policy_sha256 = ?2 WHERE device_id = ?3",
+        )?
+        .execute(params![p.source, p.sha256, hb.device_id])?;
+    }
     let mut claimed = conn.prepare_cached(
         "SELECT incident_id FROM incidents
          WHERE device_id = ?1 AND status = 'open' AND claimed_by IS NOT NULL
