@@ -15,6 +15,9 @@
 //! - [`ratelimit`]: failed-enrollment limiting per client address.
 //! - [`records`]: what the admin commands show.
 //! - [`admin`]: the admin commands (token creation, listings, export, device status).
+//! - [`config`]: the configuration file (`serve --config FILE`): channels, ladders, rules.
+//! - [`notify`]: the notifier: ladders planned into the store's outbox, the delivery worker,
+//!   the channels (Teams, webhook, SMS, e-mail, VMS).
 //! - [`console`]: the officers' security console (board, incidents, stations, reports, audit
 //!   log, accounts), served beside the API by the same router.
 //!
@@ -24,8 +27,10 @@
 
 pub mod admin;
 pub mod api;
+pub mod config;
 pub mod console;
 pub mod incidents;
+pub mod notify;
 pub mod problem;
 pub mod ratelimit;
 pub mod records;
@@ -136,6 +141,7 @@ struct Prepared {
     settings: Settings,
     store: Arc<dyn store::Store>,
     tls: tls::TlsMaterial,
+    notifier: Option<Arc<notify::Notifier>>,
 }
 
 impl Prepared {
@@ -151,10 +157,28 @@ impl Prepared {
                 return Err(e);
             }
         };
+        // Without a configuration file nothing is enqueued: console only.
+        let notifier = match settings
+            .config
+            .clone()
+            .map(notify::Notifier::new)
+            .transpose()
+        {
+            Ok(n) => n.map(|mut n| {
+                n.retry_base = settings.notify_retry_base;
+                Arc::new(n)
+            }),
+            Err(e) => {
+                store.close().await;
+                anyhow::bail!("configuration: {e}");
+            }
+        };
+        store.set_planner(notifier.as_ref().map(|n| n.planner()));
         Ok(Prepared {
             settings,
             store,
             tls,
+            notifier,
         })
     }
 
@@ -187,6 +211,11 @@ impl Prepared {
             console.feed.clone(),
         ));
         let escalation = tokio::spawn(console::escalation::run(console.clone()));
+        // The notifier's delivery worker: apart from the alarm path (ingest only writes rows).
+        let notifier = self
+            .notifier
+            .clone()
+            .map(|n| tokio::spawn(notify::worker::run(self.store.clone(), n)));
         let closing = console.closing.clone();
         let app = console::routes::router(console::WebState {
             api: state,
@@ -237,6 +266,9 @@ impl Prepared {
         watcher.abort();
         pump.abort();
         escalation.abort();
+        if let Some(n) = notifier {
+            n.abort();
+        }
         // Only after the last request finished: closing checkpoints the WAL.
         self.store.close().await;
         served.context("serving HTTPS")

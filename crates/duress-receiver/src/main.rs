@@ -75,6 +75,10 @@ enum Command {
             default_value = "observe,patrol,patrol + 911"
         )]
         response_levels: Vec<String>,
+        /// The configuration file (TOML): notification channels, escalation ladders, rules
+        /// (docs/integrations.md). Without it: console only.
+        #[arg(long, env = "DURESS_RECEIVER_CONFIG")]
+        config: Option<PathBuf>,
     },
     /// Console accounts.
     User {
@@ -263,6 +267,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             grouping_window,
             escalate_after,
             response_levels,
+            config,
         } => {
             let mut settings = Settings::new(store.data_dir.clone());
             settings.database = store.location().database;
@@ -278,6 +283,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "--response-levels needs at least one level"
             );
             settings.console.response_levels = levels;
+            if let Some(path) = config {
+                settings.config = Some(std::sync::Arc::new(
+                    duress_receiver::config::ReceiverConfig::load(&path)?,
+                ));
+            }
             if let (Some(cert), Some(key)) = (tls_cert, tls_key) {
                 settings.tls = TlsSource::Files { cert, key };
             }

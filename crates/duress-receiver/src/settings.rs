@@ -96,6 +96,11 @@ pub struct Settings {
     /// `request-timeout`): a client trickling a body must not hold a connection and a task for
     /// ever. A real agent's body is about 2 KB.
     pub body_read_timeout: Duration,
+    /// The configuration file's contents (`serve --config FILE`): notification channels and
+    /// escalation ladders. `None`: console only (no notifications).
+    pub config: Option<std::sync::Arc<crate::config::ReceiverConfig>>,
+    /// The notifier's first retry delay (doubling with jitter, capped at 5 min); tests shorten it.
+    pub notify_retry_base: Duration,
 }
 
 impl Settings {
@@ -110,6 +115,8 @@ impl Settings {
             enrollment_failures_per_minute: DEFAULT_ENROLLMENT_FAILURES_PER_MINUTE,
             console: ConsoleSettings::default(),
             body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
+            config: None,
+            notify_retry_base: Duration::from_secs(2),
         }
     }
 

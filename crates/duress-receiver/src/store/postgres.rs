@@ -45,6 +45,7 @@ mod accounts;
 mod incidents;
 mod ingest;
 mod log;
+mod outbox;
 mod stations;
 
 /// How long a statement waits for a row lock before the store reports itself unavailable
@@ -64,6 +65,8 @@ pub struct PostgresStore {
     keys: Arc<super::rules::KeyCache>,
     /// The URL without its password, for messages.
     name: String,
+    /// What a new incident enqueues in the outbox.
+    planner: Arc<super::PlannerSlot>,
 }
 
 /// The URL with its password (in the user info or a `password=` parameter) replaced by `***`,
@@ -196,6 +199,7 @@ impl PostgresStore {
             wake: Arc::new(Notify::new()),
             keys: Arc::default(),
             name,
+            planner: Arc::default(),
         })
     }
 

@@ -30,6 +30,7 @@ mod accounts;
 mod incidents;
 mod listings;
 mod log;
+mod outbox;
 mod rows;
 mod settings;
 mod stations;
@@ -68,6 +69,8 @@ pub struct SqliteStore {
     writer: writer::Writer,
     /// Verified devices' public keys (see [`super::rules::KeyCache`]).
     keys: Arc<super::rules::KeyCache>,
+    /// What a new incident enqueues in the outbox (shared with the writer thread).
+    planner: Arc<super::PlannerSlot>,
 }
 
 impl SqliteStore {
@@ -97,16 +100,19 @@ impl SqliteStore {
             .await
             .map_err(|e| StoreError::Migrate(e.to_string()))?;
         let wake = Arc::new(Notify::new());
+        let planner = Arc::new(super::PlannerSlot::default());
         let writer = writer::Writer::start(
             crate::settings::database_path(data_dir),
             BUSY_TIMEOUT,
             wake.clone(),
+            planner.clone(),
         )?;
         Ok(SqliteStore {
             pool,
             wake,
             writer,
             keys: Arc::default(),
+            planner,
         })
     }
 
