@@ -46,7 +46,7 @@ pub struct Message {
     pub id: String,
     pub facts: NotificationFacts,
     pub press_count: Option<i64>,
-    /// `PUBLIC_URL/console/incidents/ID`, when the config names the console's address.
+    /// `PUBLIC_URL/incidents/ID`, when the config names the console's address.
     pub incident_url: Option<String>,
     pub ladder: Option<String>,
     pub step: u32,
@@ -56,10 +56,9 @@ pub struct Message {
 impl Message {
     pub fn new(item: &OutboxItem, public_url: Option<&str>) -> Self {
         let incident_url = match (public_url, item.facts.incident_id) {
-            (Some(base), Some(id)) => Some(format!(
-                "{}/console/incidents/{id}",
-                base.trim_end_matches('/')
-            )),
+            (Some(base), Some(id)) => {
+                Some(format!("{}/incidents/{id}", base.trim_end_matches('/')))
+            }
             _ => None,
         };
         Message {
@@ -109,10 +108,10 @@ impl Message {
         }
     }
 
-    /// The one-line text (SMS, e-mail subject start): location first.
+    /// The one-line text (SMS, e-mail, fallback): the location label first, then what happened.
     pub fn text(&self) -> String {
         let mut parts = vec![
-            format!("{}: {}", self.headline(), self.label()),
+            format!("{} — {}", self.label(), self.headline()),
             self.facts.location.civic_address(),
             self.workstation(),
             self.time(),
@@ -154,7 +153,8 @@ impl Message {
         })
     }
 
-    /// The Adaptive Card 1.4 (location label first), in the envelope Teams Workflows'
+    /// The Adaptive Card 1.4 (location label first; enum values in the schema's lower case,
+    /// which Teams reads case-insensitively), in the envelope Teams Workflows'
     /// "When a Teams webhook request is received" trigger takes.
     pub fn teams_json(&self) -> Value {
         let f = &self.facts;
@@ -174,9 +174,9 @@ impl Message {
             "version": "1.4",
             "fallbackText": self.text(),
             "body": [
-                {"type": "TextBlock", "text": clip(&self.label(), 500), "size": "Large",
-                 "weight": "Bolder", "color": "Attention", "wrap": true},
-                {"type": "TextBlock", "text": self.headline(), "weight": "Bolder", "wrap": true},
+                {"type": "TextBlock", "text": clip(&self.label(), 500), "size": "large",
+                 "weight": "bolder", "color": "attention", "wrap": true},
+                {"type": "TextBlock", "text": self.headline(), "weight": "bolder", "wrap": true},
                 {"type": "FactSet", "facts": facts},
             ],
         });
