@@ -51,6 +51,23 @@ pub struct ReceiverConfig {
     pub ladders: Vec<LadderConfig>,
     #[serde(default)]
     pub rules: Vec<RuleConfig>,
+    /// Supervision notifications: a station going offline notifies these channels once.
+    #[serde(default)]
+    pub supervision: Option<SupervisionConfig>,
+}
+
+/// `[supervision]`: the trouble channel(s) a station going offline notifies.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupervisionConfig {
+    pub channels: Vec<String>,
+    /// A station is offline after this long without a heartbeat (default: two heartbeat
+    /// intervals plus 30 s, the stations page's "offline").
+    #[serde(default)]
+    pub offline_after_s: Option<u64>,
+    /// How often the sweep runs (default 30 s).
+    #[serde(default)]
+    pub interval_s: Option<u64>,
 }
 
 /// One channel: `kind` chooses the table's shape.
@@ -421,6 +438,22 @@ impl ReceiverConfig {
                 }
             }
         }
+        if let Some(sup) = &self.supervision {
+            if sup.channels.is_empty() {
+                return Err("supervision: name at least one channel".into());
+            }
+            for ch in &sup.channels {
+                if !names.contains(ch.as_str()) {
+                    return Err(format!(
+                        "supervision names unknown channel {ch:?} (defined: {})",
+                        list(&names)
+                    ));
+                }
+            }
+            if sup.interval_s == Some(0) || sup.offline_after_s == Some(0) {
+                return Err("supervision: interval_s and offline_after_s must be > 0".into());
+            }
+        }
         for r in &self.rules {
             if !ladders.contains(r.ladder.as_str()) {
                 return Err(format!(
@@ -432,6 +465,23 @@ impl ReceiverConfig {
         }
         Ok(())
     }
+}
+
+/// "default: 0 s → a, b; 90 s → c (×3, every 90 s)", for the admin page.
+pub fn describe_ladder(l: &LadderConfig) -> String {
+    let steps: Vec<String> = l
+        .steps
+        .iter()
+        .map(|s| {
+            let repeat = if s.repeat > 0 {
+                format!(" (×{}, every {} s)", s.repeat + 1, s.repeat_interval_s())
+            } else {
+                String::new()
+            };
+            format!("{} s → {}{repeat}", s.after_s, s.channels.join(", "))
+        })
+        .collect();
+    format!("{}: {}", l.name, steps.join("; "))
 }
 
 fn list(names: &BTreeSet<&str>) -> String {

@@ -200,9 +200,22 @@ impl Prepared {
             )),
             body_read_timeout: self.settings.body_read_timeout,
         };
+        let mut console_settings = self.settings.console.clone();
+        if let Some(config) = &self.settings.config {
+            console_settings.channels = config
+                .channels
+                .iter()
+                .map(|c| settings::ChannelSummary {
+                    name: c.name().to_owned(),
+                    kind: c.kind(),
+                    target: c.redacted_target(),
+                })
+                .collect();
+            console_settings.ladders = config.ladders.iter().map(config::describe_ladder).collect();
+        }
         let console = Arc::new(console::Console::new(
             self.store.clone(),
-            self.settings.console.clone(),
+            console_settings,
             self.settings.heartbeat_interval_s,
         ));
         // Background work of the console, stopped when serving ends.
@@ -216,6 +229,18 @@ impl Prepared {
             .notifier
             .clone()
             .map(|n| tokio::spawn(notify::worker::run(self.store.clone(), n)));
+        let supervision = self
+            .settings
+            .config
+            .as_ref()
+            .and_then(|c| c.supervision.clone())
+            .map(|s| {
+                tokio::spawn(notify::supervision::run(
+                    self.store.clone(),
+                    s,
+                    self.settings.heartbeat_interval_s,
+                ))
+            });
         let closing = console.closing.clone();
         let app = console::routes::router(console::WebState {
             api: state,
@@ -266,8 +291,8 @@ impl Prepared {
         watcher.abort();
         pump.abort();
         escalation.abort();
-        if let Some(n) = notifier {
-            n.abort();
+        for task in [notifier, supervision].into_iter().flatten() {
+            task.abort();
         }
         // Only after the last request finished: closing checkpoints the WAL.
         self.store.close().await;

@@ -39,6 +39,19 @@ pub struct ConsoleSettings {
     /// guessed from many addresses.
     pub login_failures_per_username: u32,
     pub login_failure_window: Duration,
+    /// The notification channels and ladders of the configuration file, secrets already
+    /// redacted (the admin page `/admin/channels`); empty without `--config`.
+    pub channels: Vec<ChannelSummary>,
+    pub ladders: Vec<String>,
+}
+
+/// What an admin may see of a channel: never a secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelSummary {
+    pub name: String,
+    pub kind: &'static str,
+    /// Scheme, host and port (or SMTP host, port, TLS and addresses); no path, key or password.
+    pub target: String,
 }
 
 impl Default for ConsoleSettings {
@@ -55,6 +68,8 @@ impl Default for ConsoleSettings {
             login_failures_per_address: 20,
             login_failures_per_username: 5,
             login_failure_window: Duration::from_secs(5 * 60),
+            channels: Vec::new(),
+            ladders: Vec::new(),
         }
     }
 }

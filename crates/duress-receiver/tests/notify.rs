@@ -567,3 +567,379 @@ async fn without_a_config_nothing_is_sent() {
     store.close().await;
     h.shutdown().await;
 }
+
+const BIN: &str = env!("CARGO_BIN_EXE_duress-receiver");
+
+/// `serve --config` refuses a file with an unknown key, naming the key and the file, and
+/// never starts.
+#[test]
+fn serve_refuses_a_config_with_an_unknown_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("receiver.toml");
+    std::fs::write(
+        &file,
+        "[[channels]]\nname = \"x\"\nkind = \"webhook\"\nurl = \"https://example.edu/\"\n\
+         secret = \"whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw\"\nretries = 3\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path())
+        .arg("--config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("retries") && err.contains("receiver.toml"),
+        "{err}"
+    );
+    assert!(
+        String::from_utf8_lossy(&out.stdout).is_empty(),
+        "it must not listen"
+    );
+}
+
+/// The real binary with channels that fail (so errors are logged at every level), debug
+/// logging on: no secret of the file appears in its logs, the console's pages or the API's
+/// answers.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn secrets_never_appear_in_logs_pages_or_api_answers() {
+    use std::io::BufRead as _;
+    let cap = Capture::default();
+    let http = serve_http(&cap).await;
+    let refused = refused_url();
+    let dir = tempfile::tempdir().unwrap();
+    let smtp_port = refused
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .trim_end_matches("/refused");
+    let mail_password = "mailpassword-77a1";
+    let vms_token = "Bearer vmstoken-93c2";
+    let file = dir.path().join("receiver.toml");
+    std::fs::write(
+        &file,
+        format!(
+            r#"
+[[channels]]
+name = "hook"
+kind = "webhook"
+url = "{http}/fail?key=HOOKURLKEY"
+secret = "{SECRET}"
+[[channels]]
+name = "teams"
+kind = "teams"
+url = "{http}/fail?{TEAMS_SIG}"
+[[channels]]
+name = "sms"
+kind = "sms"
+url = "{refused}"
+username = "AC0123"
+password = "{SMS_TOKEN}"
+from = "+15550100"
+to = ["+15550111"]
+[[channels]]
+name = "mail"
+kind = "email"
+smtp_host = "127.0.0.1"
+smtp_port = {smtp_port}
+tls = "none"
+username = "duress"
+password = "{mail_password}"
+from = "duress@example.edu"
+to = ["security@example.edu"]
+[[channels]]
+name = "cams"
+kind = "vms"
+[[channels.requests]]
+url = "{http}/fail"
+headers = {{ "authorization" = "{vms_token}" }}
+[[ladders]]
+name = "default"
+steps = [ {{ after_s = 0, channels = ["hook", "teams", "sms", "mail", "cams"] }} ]
+"#
+        ),
+    )
+    .unwrap();
+    let log_path = dir.path().join("receiver.log");
+    let data = dir.path().join("data");
+    let mut child = std::process::Command::new(BIN)
+        .args(["serve", "--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(&data)
+        .arg("--config")
+        .arg(&file)
+        .env("RUST_LOG", "debug")
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(&log_path).unwrap())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    let url = first
+        .strip_prefix("Duress receiver listening on ")
+        .unwrap_or_else(|| panic!("{first}"))
+        .to_owned();
+    let stdout_rest = std::thread::spawn(move || lines.map_while(Result::ok).collect::<Vec<_>>());
+    let cert = data.join("tls/cert.pem");
+    let client = common::webpki_client(&cert);
+    let location = duress_receiver::store::StoreLocation::new(&data, None);
+
+    let mut answers = String::new();
+    let token = duress_receiver::admin::create_token(
+        location.clone(),
+        1,
+        Some(Duration::from_secs(600)),
+        duress_receiver::Approve::Auto,
+    )
+    .await
+    .unwrap();
+    let mut agent = common::Agent::new();
+    let enrolled = client
+        .post(format!("{url}/v1/enrollments"))
+        .header("content-type", "application/jose")
+        .body(agent.enrollment(&token))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    answers.push_str(&enrolled);
+    let enrolled: duress_core::EnrollmentAnswer = serde_json::from_str(&enrolled).unwrap();
+    agent.device_id = enrolled.device_id;
+    let claims = agent.event(EventKind::Duress);
+    let ack = client
+        .post(format!("{url}/v1/events"))
+        .header("content-type", "application/jose")
+        .body(agent.sign_event(&claims))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    answers.push_str(&ack);
+    let ack: duress_core::EventAck = serde_json::from_str(&ack).unwrap();
+    let incident = ack.incident_id.unwrap();
+
+    // Every channel has failed at least twice (errors logged, attempts recorded).
+    let store = duress_receiver::store::open(&location).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let rows = store.incident_notifications(incident).await.unwrap();
+        if rows.len() == 5 && rows.iter().all(|r| r.attempts.len() >= 2) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{rows:#?}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    store.close().await;
+
+    common::console::add_user(location.clone(), "ada", duress_receiver::store::Role::Admin).await;
+    let mut console = common::console::Console {
+        client: common::console::raw_client(&cert),
+        base: url.clone(),
+        cookie: None,
+        csrf: String::new(),
+    };
+    assert_eq!(
+        console.login("ada", common::console::PASSWORD).await.status,
+        303
+    );
+    let mut pages = String::new();
+    for path in [
+        "/".to_owned(),
+        format!("/incidents/{incident}"),
+        format!("/api/incidents/{incident}/live"),
+        "/admin/channels".to_owned(),
+        "/stations".to_owned(),
+        "/audit".to_owned(),
+    ] {
+        let page = console.get(&path).await;
+        assert_eq!(page.status, 200, "{path}");
+        pages.push_str(&page.text());
+    }
+    // The pages do show the channels and their failures.
+    for shown in [
+        "hook",
+        "teams",
+        "sms",
+        "mail",
+        "cams",
+        "HTTP 500",
+        "127.0.0.1",
+    ] {
+        assert!(pages.contains(shown), "{shown} on the pages");
+    }
+
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while child.try_wait().unwrap().is_none() {
+        assert!(Instant::now() < deadline, "did not stop on SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let logs =
+        std::fs::read_to_string(&log_path).unwrap() + &stdout_rest.join().unwrap().join("\n");
+    assert!(
+        logs.contains("notification failed"),
+        "the failures are logged: {logs}"
+    );
+    let whsec_key = SECRET.strip_prefix("whsec_").unwrap();
+    for secret in [
+        whsec_key,
+        "HOOKURLKEY",
+        "TEAMSFLOWSIGNATURE",
+        SMS_TOKEN,
+        mail_password,
+        "vmstoken",
+    ] {
+        assert!(!logs.contains(secret), "{secret} in the logs");
+        assert!(!pages.contains(secret), "{secret} on a page");
+        assert!(!answers.contains(secret), "{secret} in an API answer");
+    }
+}
+
+/// The e-mail channel against a local SMTP sink (aiosmtpd from PyPI, in the project venv made by
+/// scripts/install-deps): plain-text and HTML parts, location first, Message-ID = the row's id.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn email_reaches_an_smtp_sink() {
+    use tokio::io::AsyncBufReadExt as _;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let python = root.join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "the project venv is missing: run scripts/install-deps (it installs aiosmtpd)"
+    );
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut sink = tokio::process::Command::new(&python)
+        .arg(root.join("tests/notify/smtp_sink.py"))
+        .arg(port.to_string())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(sink.stdout.take().unwrap()).lines();
+    let ready = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .expect("the SMTP sink did not start")
+        .unwrap();
+    assert_eq!(
+        ready.as_deref(),
+        Some("ready"),
+        "aiosmtpd must be installed"
+    );
+    let h = start(&format!(
+        r#"
+public_url = "https://duress.example.edu"
+[[channels]]
+name = "duty-mail"
+kind = "email"
+smtp_host = "127.0.0.1"
+smtp_port = {port}
+tls = "none"
+from = "duress@example.edu"
+to = ["security@example.edu", "supervisor@example.edu"]
+[[ladders]]
+name = "default"
+steps = [ {{ after_s = 0, channels = ["duty-mail"] }} ]
+"#
+    ))
+    .await;
+    let mut agent = h.enrolled_agent().await;
+    let (incident, _) = alarm(&h, &mut agent).await;
+    let line = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .expect("no message reached the sink")
+        .unwrap()
+        .unwrap();
+    let got: serde_json::Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(got["mail_from"], "duress@example.edu");
+    assert_eq!(
+        got["rcpt_tos"],
+        serde_json::json!(["security@example.edu", "supervisor@example.edu"])
+    );
+    let rows = wait_rows(&h, incident, "the delivered e-mail", |rows| {
+        rows.iter().all(|r| r.status == "delivered")
+    })
+    .await;
+    let data = got["data"].as_str().unwrap();
+    assert!(
+        data.contains(&format!("Message-ID: <{}@duress>", rows[0].id)),
+        "{data}"
+    );
+    assert!(
+        data.contains("Subject: Bldg A, Floor 2, Room 214"),
+        "{data}"
+    );
+    assert!(data.contains("multipart/alternative"), "{data}");
+    assert!(
+        data.contains("text/plain") && data.contains("text/html"),
+        "{data}"
+    );
+    assert!(data.contains("ws-214"), "{data}");
+    drop(sink.stdin.take());
+    h.shutdown().await;
+    assert_eq!(rows[0].attempts.len(), 1);
+}
+
+/// A station that stops sending heartbeats notifies the trouble channel once, naming it and its
+/// location; a revoked station never does.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_offline_station_notifies_the_trouble_channel_once() {
+    let cap = Capture::default();
+    let http = serve_http(&cap).await;
+    let h = start(&format!(
+        r#"
+[[channels]]
+name = "trouble"
+kind = "webhook"
+url = "{http}/trouble"
+secret = "{SECRET}"
+[supervision]
+channels = ["trouble"]
+interval_s = 1
+offline_after_s = 2
+"#
+    ))
+    .await;
+    let quiet = h.enrolled_agent().await;
+    let revoked = h.enrolled_agent().await;
+    for a in [&quiet, &revoked] {
+        let answer = h
+            .post("/v1/heartbeats", a.sign_heartbeat(&a.heartbeat()))
+            .await;
+        assert_eq!(answer.status, 200, "{}", answer.text());
+    }
+    duress_receiver::admin::set_device_status(
+        h.data_dir(),
+        &revoked.device_id,
+        duress_core::DeviceStatus::Revoked,
+    )
+    .await
+    .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while cap.requests("/trouble").is_empty() {
+        assert!(Instant::now() < deadline, "no trouble notification");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Several more sweeps: still one notification, for the quiet station only.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let sent = cap.requests("/trouble");
+    assert_eq!(sent.len(), 1);
+    let body: serde_json::Value = serde_json::from_slice(&sent[0].body).unwrap();
+    assert_eq!(body["type"], "station.offline");
+    assert_eq!(body["data"]["device_id"], quiet.device_id);
+    assert_eq!(body["data"]["location_label"], "Bldg A, Floor 2, Room 214");
+    assert_eq!(body["data"]["hostname"], "ws-214");
+    h.shutdown().await;
+}

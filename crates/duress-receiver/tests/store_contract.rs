@@ -97,6 +97,7 @@ contract!(
     a_closed_store_is_unavailable,
     outbox_rows_come_with_the_incident_are_taken_once_and_settle_for_good,
     outbox_a_claim_stops_the_ladder,
+    supervision_notifies_each_outage_once_and_never_for_revoked,
 );
 
 // ---------------------------------------------------------------------------------------------
@@ -1495,6 +1496,16 @@ struct TwoSteps;
 
 impl NotifyPlanner for TwoSteps {
     fn plan(&self, facts: &NotificationFacts) -> Vec<PlannedNotification> {
+        if facts.reason == "offline" {
+            return vec![PlannedNotification {
+                channel: "trouble".into(),
+                ladder: None,
+                step: 0,
+                repeat_index: 0,
+                delay: Duration::ZERO,
+                stop_on_claim: false,
+            }];
+        }
         if facts.reason != "incident" {
             return Vec::new();
         }
@@ -1690,4 +1701,71 @@ async fn postgres_two_workers_take_each_row_once() {
     assert_eq!(total, 20);
     a.close().await;
     b.close().await;
+}
+
+async fn supervision_notifies_each_outage_once_and_never_for_revoked(store: Arc<dyn Store>) {
+    store.set_planner(Some(Arc::new(TwoSteps)));
+    assert_eq!(store.last_sweep().await.unwrap(), None);
+    let beat = |d: &str, at: OffsetDateTime| HeartbeatUpdate {
+        device_id: d.to_owned(),
+        received_at: at,
+        hotkey: HotkeyState::Registered {
+            chords: vec!["Ctrl+Alt+Shift+D".into()],
+        },
+        queued: 0,
+        reported_last_seq: 0,
+        host: None,
+        location: None,
+    };
+    let long_ago = now() - time::Duration::minutes(10);
+    let quiet = device(&store).await;
+    let revoked = device(&store).await;
+    let alive = device(&store).await;
+    let _never_seen = device(&store).await;
+    store
+        .record_heartbeat(beat(&quiet, long_ago))
+        .await
+        .unwrap();
+    store
+        .record_heartbeat(beat(&revoked, long_ago))
+        .await
+        .unwrap();
+    store.record_heartbeat(beat(&alive, now())).await.unwrap();
+    store
+        .set_device_status(&revoked, DeviceStatus::Revoked, "admin")
+        .await
+        .unwrap();
+    let after = Duration::from_secs(150);
+    let t = now();
+    assert_eq!(
+        store.sweep_offline(t, after).await.unwrap(),
+        vec![quiet.clone()]
+    );
+    assert!(store.last_sweep().await.unwrap().is_some());
+    // The same outage notifies once.
+    assert!(store.sweep_offline(now(), after).await.unwrap().is_empty());
+    let rows = store.recent_notifications(100).await.unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].channel, "trouble");
+    let taken = store
+        .take_due("w", now(), Duration::from_secs(60), 10)
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 1);
+    assert_eq!(taken[0].facts.reason, "offline");
+    assert_eq!(taken[0].facts.device_id, quiet);
+    assert_eq!(
+        taken[0].facts.location.label.as_deref(),
+        Some("Bldg A, Room 214")
+    );
+    // Back online, then silent again: a new outage, a new notification.
+    store.record_heartbeat(beat(&quiet, now())).await.unwrap();
+    assert!(store.sweep_offline(now(), after).await.unwrap().is_empty());
+    let later = now() + time::Duration::minutes(5);
+    let mut again = store.sweep_offline(later, after).await.unwrap();
+    again.sort();
+    let mut expected = vec![quiet.clone(), alive.clone()];
+    expected.sort();
+    assert_eq!(again, expected);
+    assert_eq!(store.recent_notifications(100).await.unwrap().len(), 3);
 }

@@ -85,7 +85,7 @@ impl Message {
         match self.facts.reason.as_str() {
             "test" => "SELF-TEST (no emergency)",
             "offline" => "STATION OFFLINE",
-            _ if self.step > 0 || self.repeat_index > 0 => "DURESS ALARM — STILL UNCLAIMED",
+            _ if self.step > 0 || self.repeat_index > 0 => "DURESS ALARM: STILL UNCLAIMED",
             _ => "DURESS ALARM",
         }
     }
@@ -435,7 +435,7 @@ pub async fn send_vms(
     answer(builder.send().await, false).await
 }
 
-/// Sends one message on one channel (e-mail goes through [`super::email`]).
+/// Sends one message on one channel (the client is unused for e-mail).
 pub async fn send(
     client: &reqwest::Client,
     channel: &ChannelConfig,

@@ -10,6 +10,7 @@
 pub mod channels;
 pub mod email;
 pub mod http;
+pub mod supervision;
 pub mod worker;
 
 use std::collections::HashMap;
@@ -62,6 +63,23 @@ impl Plan {
 
 impl NotifyPlanner for Plan {
     fn plan(&self, facts: &NotificationFacts) -> Vec<PlannedNotification> {
+        if facts.reason == "offline" {
+            let Some(sup) = &self.config.supervision else {
+                return Vec::new();
+            };
+            return sup
+                .channels
+                .iter()
+                .map(|ch| PlannedNotification {
+                    channel: ch.clone(),
+                    ladder: None,
+                    step: 0,
+                    repeat_index: 0,
+                    delay: Duration::ZERO,
+                    stop_on_claim: false,
+                })
+                .collect();
+        }
         if !matches!(facts.reason.as_str(), "incident" | "test") {
             return Vec::new();
         }

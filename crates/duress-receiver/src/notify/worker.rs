@@ -78,14 +78,9 @@ pub async fn deliver(store: &dyn Store, notifier: &Notifier, owner: &str, item: 
         notifier.config.channel(&item.channel),
         notifier.client(&item.channel),
     ) {
-        (Some(channel @ crate::config::ChannelConfig::Email(_)), _) => {
-            channels::send(
-                &reqwest::Client::new(),
-                channel,
-                &msg,
-                crate::api::receiver_now(),
-            )
-            .await
+        // SMTP needs no HTTP client.
+        (Some(crate::config::ChannelConfig::Email(email)), _) => {
+            super::email::send(email, &msg).await
         }
         (Some(channel), Some(client)) => {
             channels::send(client, channel, &msg, crate::api::receiver_now()).await

@@ -171,6 +171,39 @@ pub trait OutboxStore: Send + Sync {
     /// Every notification (both with and without an incident), oldest first, at most `limit`:
     /// for tests and the admin.
     fn recent_notifications(&self, limit: u32) -> StoreFuture<'_, Vec<NotificationRecord>>;
+    /// The supervision sweep, one transaction: records that it ran (`sweep_runs`), forgets
+    /// outages that ended (a heartbeat since, or the station is no longer active), and for every
+    /// active station whose last heartbeat is older than `now - offline_after` and that is not
+    /// already known offline, records the outage and enqueues what the planner plans for an
+    /// `offline` change — so each outage notifies once, however many receivers sweep. Pending,
+    /// disabled, revoked and never-seen stations are not supervised. Returns the newly offline
+    /// stations' ids.
+    fn sweep_offline(
+        &self,
+        now: OffsetDateTime,
+        offline_after: Duration,
+    ) -> StoreFuture<'_, Vec<String>>;
+    /// When the sweep last ran (any receiver), if ever.
+    fn last_sweep(&self) -> StoreFuture<'_, Option<OffsetDateTime>>;
+}
+
+/// The facts of a station found offline.
+pub(crate) fn offline_facts(
+    device_id: &str,
+    location: Location,
+    host: HostFacts,
+    now: OffsetDateTime,
+) -> NotificationFacts {
+    NotificationFacts {
+        reason: "offline".to_owned(),
+        incident_id: None,
+        event_id: None,
+        device_id: device_id.to_owned(),
+        kind: "offline".to_owned(),
+        location,
+        host,
+        at: duress_core::clock::truncate_to_millis(now),
+    }
 }
 
 /// The facts of an event that may notify: one that opened a real incident (`incident`), or a

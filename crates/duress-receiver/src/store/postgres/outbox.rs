@@ -230,7 +230,93 @@ impl PostgresStore {
     }
 }
 
+impl PostgresStore {
+    async fn sweep_impl(
+        &self,
+        now: OffsetDateTime,
+        offline_after: Duration,
+    ) -> StoreResult<Vec<String>> {
+        let now = ms(now);
+        let cutoff = now - time::Duration::try_from(offline_after).unwrap_or_default();
+        let mut tx = self.begin().await?;
+        sqlx::query(
+            "INSERT INTO sweep_runs (name, last_run_at) VALUES ('offline', $1)
+             ON CONFLICT (name) DO UPDATE SET last_run_at = GREATEST(sweep_runs.last_run_at,
+                                                                      excluded.last_run_at)",
+        )
+        .bind(now)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "DELETE FROM supervision_state s USING devices d
+             WHERE s.device_id = d.device_id
+               AND (d.status <> 'active' OR d.last_heartbeat_at > s.offline_since)",
+        )
+        .execute(&mut *tx)
+        .await?;
+        // Two receivers sweeping at once: the supervision_state primary key lets one insert per
+        // outage (ON CONFLICT DO NOTHING RETURNING), and only the inserter enqueues.
+        let rows = sqlx::query(
+            "SELECT device_id, last_heartbeat_at, location_json, host_json FROM devices
+             WHERE status = 'active' AND last_heartbeat_at IS NOT NULL
+               AND last_heartbeat_at <= $1
+               AND device_id NOT IN (SELECT device_id FROM supervision_state)
+             ORDER BY device_id",
+        )
+        .bind(cutoff)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut offline = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let device_id: String = row.try_get("device_id")?;
+            let since: OffsetDateTime = row.try_get("last_heartbeat_at")?;
+            let won: Option<String> = sqlx::query_scalar(
+                "INSERT INTO supervision_state (device_id, offline_since, notified_at)
+                 VALUES ($1, $2, $3) ON CONFLICT (device_id) DO NOTHING RETURNING device_id",
+            )
+            .bind(&device_id)
+            .bind(since)
+            .bind(now)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if won.is_none() {
+                continue;
+            }
+            let facts = crate::store::outbox::offline_facts(
+                &device_id,
+                json(row, "location_json")?,
+                json(row, "host_json")?,
+                now,
+            );
+            enqueue(&mut tx, &facts, &self.planner.plan(&facts)).await?;
+            offline.push(device_id);
+        }
+        tx.commit().await?;
+        Ok(offline)
+    }
+
+    async fn last_sweep_impl(&self) -> StoreResult<Option<OffsetDateTime>> {
+        Ok(
+            sqlx::query_scalar("SELECT last_run_at FROM sweep_runs WHERE name = 'offline'")
+                .fetch_optional(&self.pool)
+                .await?,
+        )
+    }
+}
+
 impl OutboxStore for PostgresStore {
+    fn sweep_offline(
+        &self,
+        now: OffsetDateTime,
+        offline_after: Duration,
+    ) -> StoreFuture<'_, Vec<String>> {
+        Box::pin(self.sweep_impl(now, offline_after))
+    }
+
+    fn last_sweep(&self) -> StoreFuture<'_, Option<OffsetDateTime>> {
+        Box::pin(self.last_sweep_impl())
+    }
+
     fn set_planner(&self, planner: Option<Arc<dyn NotifyPlanner>>) {
         self.planner.set(planner);
     }

@@ -14,8 +14,9 @@ use uuid::Uuid;
 use super::SqliteStore;
 use super::rows::{from_json, parse_uuid};
 use crate::store::{
-    AttemptOutcome, AttemptRecord, NewAttempt, NotificationRecord, NotifyPlanner, OutboxItem,
-    OutboxStore, StoreError, StoreFuture, StoreResult, format_ts, parse_ts,
+    AttemptOutcome, AttemptRecord, NewAttempt, NotificationFacts, NotificationRecord,
+    NotifyPlanner, OutboxItem, OutboxStore, PlannedNotification, StoreError, StoreFuture,
+    StoreResult, format_ts, parse_ts,
 };
 
 /// Pending rows whose ladder a claim or resolve has ended.
@@ -215,7 +216,120 @@ impl SqliteStore {
     }
 }
 
+/// Writes one outbox row per planned notification, in a pool transaction (the writer thread
+/// has its own rusqlite copy, `writer::enqueue`).
+async fn enqueue(
+    tx: &mut sqlx::SqliteConnection,
+    facts: &NotificationFacts,
+    planned: &[PlannedNotification],
+) -> StoreResult<()> {
+    let payload = super::rows::to_json(facts);
+    for p in planned {
+        sqlx::query(
+            "INSERT INTO notifications (id, incident_id, device_id, reason, channel, ladder, step,
+                                        repeat_index, stop_on_claim, payload_json, created_at,
+                                        due_at, next_attempt_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12)",
+        )
+        .bind(Uuid::now_v7().to_string())
+        .bind(facts.incident_id.map(|i| i.to_string()))
+        .bind(&facts.device_id)
+        .bind(&facts.reason)
+        .bind(&p.channel)
+        .bind(&p.ladder)
+        .bind(i64::from(p.step))
+        .bind(i64::from(p.repeat_index))
+        .bind(p.stop_on_claim)
+        .bind(&payload)
+        .bind(format_ts(facts.at))
+        .bind(format_ts(crate::store::outbox::due_at(facts.at, p.delay)))
+        .execute(&mut *tx)
+        .await?;
+    }
+    Ok(())
+}
+
+impl SqliteStore {
+    async fn sweep_impl(
+        &self,
+        now: OffsetDateTime,
+        offline_after: Duration,
+    ) -> StoreResult<Vec<String>> {
+        let at = format_ts(now);
+        let cutoff = format_ts(now - time::Duration::try_from(offline_after).unwrap_or_default());
+        let mut tx = self.begin_write().await?;
+        sqlx::query(
+            "INSERT INTO sweep_runs (name, last_run_at) VALUES ('offline', ?1)
+             ON CONFLICT (name) DO UPDATE SET last_run_at = excluded.last_run_at",
+        )
+        .bind(&at)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query(
+            "DELETE FROM supervision_state WHERE device_id IN (SELECT d.device_id FROM devices d
+               JOIN supervision_state s ON s.device_id = d.device_id
+               WHERE d.status <> 'active' OR d.last_heartbeat_at > s.offline_since)",
+        )
+        .execute(&mut *tx)
+        .await?;
+        let rows = sqlx::query(
+            "SELECT device_id, last_heartbeat_at, location_json, host_json FROM devices
+             WHERE status = 'active' AND last_heartbeat_at IS NOT NULL
+               AND last_heartbeat_at <= ?1
+               AND device_id NOT IN (SELECT device_id FROM supervision_state)
+             ORDER BY device_id",
+        )
+        .bind(&cutoff)
+        .fetch_all(&mut *tx)
+        .await?;
+        let mut offline = Vec::with_capacity(rows.len());
+        for row in &rows {
+            let device_id: String = row.try_get("device_id")?;
+            let since: String = row.try_get("last_heartbeat_at")?;
+            sqlx::query(
+                "INSERT INTO supervision_state (device_id, offline_since, notified_at)
+                 VALUES (?1, ?2, ?3)",
+            )
+            .bind(&device_id)
+            .bind(&since)
+            .bind(&at)
+            .execute(&mut *tx)
+            .await?;
+            let facts = crate::store::outbox::offline_facts(
+                &device_id,
+                from_json("location_json", &row.try_get::<String, _>("location_json")?)?,
+                from_json("host_json", &row.try_get::<String, _>("host_json")?)?,
+                now,
+            );
+            enqueue(&mut tx, &facts, &self.planner.plan(&facts)).await?;
+            offline.push(device_id);
+        }
+        tx.commit().await?;
+        Ok(offline)
+    }
+
+    async fn last_sweep_impl(&self) -> StoreResult<Option<OffsetDateTime>> {
+        let at: Option<String> =
+            sqlx::query_scalar("SELECT last_run_at FROM sweep_runs WHERE name = 'offline'")
+                .fetch_optional(&self.pool)
+                .await?;
+        at.map(|t| parse_ts(&t)).transpose()
+    }
+}
+
 impl OutboxStore for SqliteStore {
+    fn sweep_offline(
+        &self,
+        now: OffsetDateTime,
+        offline_after: Duration,
+    ) -> StoreFuture<'_, Vec<String>> {
+        Box::pin(self.sweep_impl(now, offline_after))
+    }
+
+    fn last_sweep(&self) -> StoreFuture<'_, Option<OffsetDateTime>> {
+        Box::pin(self.last_sweep_impl())
+    }
+
     fn set_planner(&self, planner: Option<Arc<dyn NotifyPlanner>>) {
         self.planner.set(planner);
     }
