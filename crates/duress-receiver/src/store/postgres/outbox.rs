@@ -121,7 +121,7 @@ impl PostgresStore {
             ));
         }
         // RETURNING has no order of its own.
-        items.sort_by(|a, b| (a.0, a.1.id).cmp(&(b.0, b.1.id)));
+        items.sort_by_key(|(at, item)| (*at, item.id));
         Ok(items.into_iter().map(|(_, i)| i).collect())
     }
 
