@@ -18,6 +18,9 @@
 //! - [`records`]: what the admin commands show.
 //! - [`ack_key`]: the Ed25519 key that signs acknowledgements (kept in the data directory).
 //! - [`admin`]: the admin commands (token creation, listings, export, device status).
+//! - [`config`]: the configuration file (`serve --config FILE`): channels, ladders, rules.
+//! - [`notify`]: the notifier: ladders planned into the store's outbox, the delivery worker,
+//!   the channels (Teams, webhook, SMS, e-mail, VMS).
 //! - [`console`]: the officers' security console (board, incidents, stations, reports, audit
 //!   log, accounts), served beside the API by the same router.
 //!
@@ -29,9 +32,11 @@ pub mod ack_key;
 pub mod admin;
 pub mod api;
 pub mod backup;
+pub mod config;
 pub mod console;
 pub mod incidents;
 pub mod logging;
+pub mod notify;
 pub mod problem;
 pub mod ratelimit;
 pub mod records;
@@ -158,6 +163,7 @@ struct Prepared {
     tls: tls::TlsMaterial,
     login_limiter: Arc<console::auth::LoginLimiter>,
     ack_keys: Arc<ack_key::AckKeys>,
+    notifier: Option<Arc<notify::Notifier>>,
 }
 
 impl Prepared {
@@ -183,12 +189,30 @@ impl Prepared {
                 return Err(e);
             }
         };
+        // Without a configuration file nothing is enqueued: console only.
+        let notifier = match settings
+            .config
+            .clone()
+            .map(notify::Notifier::new)
+            .transpose()
+        {
+            Ok(n) => n.map(|mut n| {
+                n.retry_base = settings.notify_retry_base;
+                Arc::new(n)
+            }),
+            Err(e) => {
+                store.close().await;
+                anyhow::bail!("configuration: {e}");
+            }
+        };
+        store.set_planner(notifier.as_ref().map(|n| n.planner()));
         Ok(Prepared {
             settings,
             store,
             tls,
             login_limiter,
             ack_keys,
+            notifier,
         })
     }
 
@@ -211,9 +235,22 @@ impl Prepared {
             body_read_timeout: self.settings.body_read_timeout,
             ack_keys: self.ack_keys.clone(),
         };
+        let mut console_settings = self.settings.console.clone();
+        if let Some(config) = &self.settings.config {
+            console_settings.channels = config
+                .channels
+                .iter()
+                .map(|c| settings::ChannelSummary {
+                    name: c.name().to_owned(),
+                    kind: c.kind(),
+                    target: c.redacted_target(),
+                })
+                .collect();
+            console_settings.ladders = config.ladders.iter().map(config::describe_ladder).collect();
+        }
         let console = Arc::new(console::Console::new(
             self.store.clone(),
-            self.settings.console.clone(),
+            console_settings,
             self.settings.heartbeat_interval_s,
             self.login_limiter.clone(),
         ));
@@ -224,6 +261,23 @@ impl Prepared {
         ));
         let escalation = tokio::spawn(console::escalation::run(console.clone()));
         let cert_watch = tokio::spawn(tls::watch_certificate(self.tls.cert.clone()));
+        // The notifier's delivery worker: apart from the alarm path (ingest only writes rows).
+        let notifier = self
+            .notifier
+            .clone()
+            .map(|n| tokio::spawn(notify::worker::run(self.store.clone(), n)));
+        let supervision = self
+            .settings
+            .config
+            .as_ref()
+            .and_then(|c| c.supervision.clone())
+            .map(|s| {
+                tokio::spawn(notify::supervision::run(
+                    self.store.clone(),
+                    s,
+                    self.settings.heartbeat_interval_s,
+                ))
+            });
         let closing = console.closing.clone();
         let app = console::routes::router(console::WebState {
             api: state,
@@ -276,6 +330,9 @@ impl Prepared {
         pump.abort();
         escalation.abort();
         cert_watch.abort();
+        for task in [notifier, supervision].into_iter().flatten() {
+            task.abort();
+        }
         // Only after the last request finished: closing checkpoints the WAL.
         self.store.close().await;
         served.context("serving HTTPS")

@@ -93,6 +93,10 @@ enum Command {
         /// Stations page: the agents' `[self_test] every_days` (s, m, h, d).
         #[arg(long, default_value = "7d", value_parser = parse_duration)]
         self_test_period: Duration,
+        /// The configuration file (TOML): notification channels, escalation ladders, rules
+        /// (docs/integrations.md). Without it: console only.
+        #[arg(long, env = "DURESS_RECEIVER_CONFIG")]
+        config: Option<PathBuf>,
     },
     /// Console accounts.
     User {
@@ -352,6 +356,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             max_connections_per_address,
             header_timeout,
             self_test_period,
+            config,
         } => {
             let mut settings = Settings::new(store.data_dir.clone());
             settings.database = store.location().database;
@@ -371,6 +376,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             settings.connections.max_connections = max_connections;
             settings.connections.max_per_address = max_connections_per_address;
             settings.connections.header_timeout = header_timeout;
+            if let Some(path) = config {
+                settings.config = Some(std::sync::Arc::new(
+                    duress_receiver::config::ReceiverConfig::load(&path)?,
+                ));
+            }
             if let (Some(cert), Some(key)) = (tls_cert, tls_key) {
                 settings.tls = TlsSource::Files { cert, key };
             }

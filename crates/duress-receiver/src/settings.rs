@@ -51,6 +51,19 @@ pub struct ConsoleSettings {
     /// [`SELF_TEST_GRACE`]), or that never sent one, is flagged on the Stations page. Set it
     /// to the agents' `[self_test] every_days`.
     pub self_test_period: Duration,
+    /// The notification channels and ladders of the configuration file, secrets already
+    /// redacted (the admin page `/admin/channels`); empty without `--config`.
+    pub channels: Vec<ChannelSummary>,
+    pub ladders: Vec<String>,
+}
+
+/// What an admin may see of a channel: never a secret.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChannelSummary {
+    pub name: String,
+    pub kind: &'static str,
+    /// Scheme, host and port (or SMTP host, port, TLS and addresses); no path, key or password.
+    pub target: String,
 }
 
 impl Default for ConsoleSettings {
@@ -68,6 +81,8 @@ impl Default for ConsoleSettings {
             login_failures_per_username: 5,
             login_failure_window: Duration::from_secs(5 * 60),
             self_test_period: DEFAULT_SELF_TEST_PERIOD,
+            channels: Vec::new(),
+            ladders: Vec::new(),
         }
     }
 }
@@ -154,6 +169,11 @@ pub struct Settings {
     pub body_read_timeout: Duration,
     /// Timeouts and caps on connections.
     pub connections: ConnectionLimits,
+    /// The configuration file's contents (`serve --config FILE`): notification channels and
+    /// escalation ladders. `None`: console only (no notifications).
+    pub config: Option<std::sync::Arc<crate::config::ReceiverConfig>>,
+    /// The notifier's first retry delay (doubling with jitter, capped at 5 min); tests shorten it.
+    pub notify_retry_base: Duration,
 }
 
 impl Settings {
@@ -169,6 +189,8 @@ impl Settings {
             console: ConsoleSettings::default(),
             body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
             connections: ConnectionLimits::for_heartbeat(DEFAULT_HEARTBEAT_INTERVAL_S),
+            config: None,
+            notify_retry_base: Duration::from_secs(2),
         }
     }
 

@@ -18,6 +18,9 @@ use duress_receiver::store::{
     IncidentAction, IncidentFilter, IngestOutcome, NewCameraMapping, NewEvent, NewSession,
     NewToken, NewUser, PostgresStore, Role, SqliteStore, Store, StoreError,
 };
+use duress_receiver::store::{
+    AttemptOutcome, NewAttempt, NotificationFacts, NotifyPlanner, PlannedNotification,
+};
 use sha2::{Digest as _, Sha256};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -102,6 +105,9 @@ contract!(
     the_self_test_flag_follows_the_latest_test_event,
     acknowledgements_are_signed_in_the_commit_stored_and_exported,
     heartbeats_store_the_policy_report_and_keep_it,
+    outbox_rows_come_with_the_incident_are_taken_once_and_settle_for_good,
+    outbox_a_claim_stops_the_ladder,
+    supervision_notifies_each_outage_once_and_never_for_revoked,
 );
 
 /// The acknowledgement key as the receiver hands it to the store.
@@ -1912,4 +1918,288 @@ async fn the_self_test_flag_follows_the_latest_test_event(store: Arc<dyn Store>)
         None,
         "only active stations are flagged"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// The notifier outbox.
+
+/// Real incidents: channel "now" at once and "later" after 60 s (stopped by a claim); tests:
+/// nothing.
+#[derive(Debug)]
+struct TwoSteps;
+
+impl NotifyPlanner for TwoSteps {
+    fn plan(&self, facts: &NotificationFacts) -> Vec<PlannedNotification> {
+        if facts.reason == "offline" {
+            return vec![PlannedNotification {
+                channel: "trouble".into(),
+                ladder: None,
+                step: 0,
+                repeat_index: 0,
+                delay: Duration::ZERO,
+                stop_on_claim: false,
+            }];
+        }
+        if facts.reason != "incident" {
+            return Vec::new();
+        }
+        let row = |channel: &str, step, secs, stop_on_claim| PlannedNotification {
+            channel: channel.into(),
+            ladder: Some("default".into()),
+            step,
+            repeat_index: 0,
+            delay: Duration::from_secs(secs),
+            stop_on_claim,
+        };
+        vec![row("now", 0, 0, false), row("later", 1, 60, true)]
+    }
+}
+
+const LEASE: Duration = Duration::from_secs(60);
+
+fn attempt(outcome: AttemptOutcome, at: OffsetDateTime) -> NewAttempt {
+    NewAttempt {
+        at,
+        outcome,
+        http_status: Some(500),
+        error: matches!(outcome, AttemptOutcome::Error { .. }).then(|| "HTTP 500".to_owned()),
+    }
+}
+
+async fn outbox_rows_come_with_the_incident_are_taken_once_and_settle_for_good(
+    store: Arc<dyn Store>,
+) {
+    // Without a planner nothing is enqueued (console only).
+    let before = incident(&store).await;
+    assert!(
+        store
+            .incident_notifications(before)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    store.set_planner(Some(Arc::new(TwoSteps)));
+    let d = device(&store).await;
+    // A self-test: the planner says nothing, so nothing is written.
+    committed(&store, event(&d, 1, EventKind::Test, now())).await;
+    assert!(store.recent_notifications(100).await.unwrap().is_empty());
+    let id = committed(&store, event(&d, 2, EventKind::Duress, now()))
+        .await
+        .unwrap();
+    // A joining press enqueues nothing more.
+    committed(&store, event(&d, 3, EventKind::Duress, now())).await;
+    let rows = store.incident_notifications(id).await.unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(rows.iter().all(|r| r.status == "pending"));
+
+    // Only the immediate row is due; it is leased to the first taker alone.
+    let t = now();
+    let taken = store.take_due("w1", t, LEASE, 10).await.unwrap();
+    assert_eq!(taken.len(), 1, "{taken:?}");
+    let item = &taken[0];
+    assert_eq!(item.channel, "now");
+    assert_eq!(item.facts.incident_id, Some(id));
+    assert_eq!(
+        item.facts.location.label.as_deref(),
+        Some("Bldg A, Room 214")
+    );
+    assert_eq!(item.press_count, Some(2));
+    assert!(store.take_due("w2", t, LEASE, 10).await.unwrap().is_empty());
+
+    // A failure is recorded and retried at its time, not before.
+    let retry = t + time::Duration::seconds(5);
+    let failed = attempt(
+        AttemptOutcome::Error {
+            retry_at: Some(retry),
+        },
+        t,
+    );
+    assert!(store.record_attempt(item.id, "w1", failed).await.unwrap());
+    assert!(store.take_due("w2", t, LEASE, 10).await.unwrap().is_empty());
+    let again = store.take_due("w2", retry, LEASE, 10).await.unwrap();
+    assert_eq!(again.len(), 1);
+    assert_eq!(again[0].attempts, 1);
+    // The old owner cannot settle it any more; the new one can, for good.
+    assert!(
+        !store
+            .record_attempt(item.id, "w1", attempt(AttemptOutcome::Delivered, retry))
+            .await
+            .unwrap()
+    );
+    assert!(
+        store
+            .record_attempt(item.id, "w2", attempt(AttemptOutcome::Delivered, retry))
+            .await
+            .unwrap()
+    );
+    // Never taken again, even long after every lease ran out.
+    let much_later = t + time::Duration::seconds(30);
+    assert!(
+        store
+            .take_due("w3", much_later, LEASE, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    // A row whose worker died (no attempt recorded) is taken again once its lease ran out.
+    let due = t + time::Duration::seconds(61);
+    let later = store.take_due("w4", due, LEASE, 10).await.unwrap();
+    assert_eq!(later.len(), 1);
+    assert_eq!(later[0].channel, "later");
+    assert!(
+        store
+            .take_due("w5", due, LEASE, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    let after_lease = due + LEASE + time::Duration::seconds(1);
+    let retaken = store.take_due("w5", after_lease, LEASE, 10).await.unwrap();
+    assert_eq!(retaken.len(), 1);
+    assert_eq!(retaken[0].id, later[0].id);
+    assert!(
+        store
+            .record_attempt(
+                retaken[0].id,
+                "w5",
+                attempt(AttemptOutcome::Accepted, after_lease)
+            )
+            .await
+            .unwrap()
+    );
+
+    let rows = store.incident_notifications(id).await.unwrap();
+    let now_row = rows.iter().find(|r| r.channel == "now").unwrap();
+    assert_eq!(now_row.status, "delivered");
+    let outcomes: Vec<_> = now_row
+        .attempts
+        .iter()
+        .map(|a| a.outcome.as_str())
+        .collect();
+    assert_eq!(outcomes, ["error", "delivered", "delivered"]);
+    assert_eq!(now_row.attempts[0].http_status, Some(500));
+    assert_eq!(now_row.attempts[0].error.as_deref(), Some("HTTP 500"));
+    let later_row = rows.iter().find(|r| r.channel == "later").unwrap();
+    assert_eq!(later_row.status, "accepted");
+}
+
+async fn outbox_a_claim_stops_the_ladder(store: Arc<dyn Store>) {
+    store.set_planner(Some(Arc::new(TwoSteps)));
+    let claimed = incident(&store).await;
+    let unclaimed = incident(&store).await;
+    assert_eq!(
+        store
+            .apply_action(claimed, "alice", IncidentAction::Claim { takeover: false })
+            .await
+            .unwrap(),
+        ActionOutcome::Changed
+    );
+    let t = now() + time::Duration::seconds(61);
+    let taken = store.take_due("w1", t, LEASE, 10).await.unwrap();
+    // Both immediate rows, and the second step of the unclaimed incident only.
+    let mut got: Vec<_> = taken
+        .iter()
+        .map(|i| (i.facts.incident_id.unwrap() == claimed, i.channel.as_str()))
+        .collect();
+    got.sort();
+    assert_eq!(got, [(false, "later"), (false, "now"), (true, "now")]);
+    let rows = store.incident_notifications(claimed).await.unwrap();
+    let later = rows.iter().find(|r| r.channel == "later").unwrap();
+    assert_eq!(later.status, "stopped");
+    assert!(later.attempts.is_empty());
+    let _ = unclaimed;
+}
+
+/// Two receivers' workers on one database: every due row goes to exactly one of them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_two_workers_take_each_row_once() {
+    let url = pg_url();
+    let a: Arc<dyn Store> = Arc::new(PostgresStore::connect(&url).await.unwrap());
+    let b: Arc<dyn Store> = Arc::new(PostgresStore::connect(&url).await.unwrap());
+    a.set_planner(Some(Arc::new(TwoSteps)));
+    for _ in 0..20 {
+        incident(&a).await;
+    }
+    let t = now();
+    let mut seen = std::collections::HashSet::new();
+    let mut total = 0;
+    for _ in 0..10 {
+        let (ra, rb) = tokio::join!(a.take_due("a", t, LEASE, 3), b.take_due("b", t, LEASE, 3));
+        for item in ra.unwrap().into_iter().chain(rb.unwrap()) {
+            assert!(seen.insert(item.id), "taken twice: {}", item.id);
+            total += 1;
+        }
+    }
+    assert_eq!(total, 20);
+    a.close().await;
+    b.close().await;
+}
+
+async fn supervision_notifies_each_outage_once_and_never_for_revoked(store: Arc<dyn Store>) {
+    store.set_planner(Some(Arc::new(TwoSteps)));
+    assert_eq!(store.last_sweep().await.unwrap(), None);
+    let beat = |d: &str, at: OffsetDateTime| HeartbeatUpdate {
+        device_id: d.to_owned(),
+        received_at: at,
+        hotkey: HotkeyState::Registered {
+            chords: vec!["Ctrl+Alt+Shift+D".into()],
+        },
+        queued: 0,
+        reported_last_seq: 0,
+        host: None,
+        location: None,
+    };
+    let long_ago = now() - time::Duration::minutes(10);
+    let quiet = device(&store).await;
+    let revoked = device(&store).await;
+    let alive = device(&store).await;
+    let _never_seen = device(&store).await;
+    store
+        .record_heartbeat(beat(&quiet, long_ago))
+        .await
+        .unwrap();
+    store
+        .record_heartbeat(beat(&revoked, long_ago))
+        .await
+        .unwrap();
+    store.record_heartbeat(beat(&alive, now())).await.unwrap();
+    store
+        .set_device_status(&revoked, DeviceStatus::Revoked, "admin")
+        .await
+        .unwrap();
+    let after = Duration::from_secs(150);
+    let t = now();
+    assert_eq!(
+        store.sweep_offline(t, after).await.unwrap(),
+        vec![quiet.clone()]
+    );
+    assert!(store.last_sweep().await.unwrap().is_some());
+    // The same outage notifies once.
+    assert!(store.sweep_offline(now(), after).await.unwrap().is_empty());
+    let rows = store.recent_notifications(100).await.unwrap();
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0].channel, "trouble");
+    let taken = store
+        .take_due("w", now(), Duration::from_secs(60), 10)
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 1);
+    assert_eq!(taken[0].facts.reason, "offline");
+    assert_eq!(taken[0].facts.device_id, quiet);
+    assert_eq!(
+        taken[0].facts.location.label.as_deref(),
+        Some("Bldg A, Room 214")
+    );
+    // Back online, then silent again: a new outage, a new notification.
+    store.record_heartbeat(beat(&quiet, now())).await.unwrap();
+    assert!(store.sweep_offline(now(), after).await.unwrap().is_empty());
+    let later = now() + time::Duration::minutes(5);
+    let mut again = store.sweep_offline(later, after).await.unwrap();
+    again.sort();
+    let mut expected = vec![quiet.clone(), alive.clone()];
+    expected.sort();
+    assert_eq!(again, expected);
+    assert_eq!(store.recent_notifications(100).await.unwrap().len(), 3);
 }

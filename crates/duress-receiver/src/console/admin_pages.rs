@@ -192,3 +192,24 @@ pub async fn delete_camera(
         .await?;
     Ok(Redirect::to("/admin/cameras").into_response())
 }
+
+#[derive(Debug, Template)]
+#[template(path = "channels.html")]
+struct ChannelsPage {
+    layout: Layout,
+    channels: Vec<crate::settings::ChannelSummary>,
+    ladders: Vec<String>,
+}
+
+/// `GET /admin/channels`: the notification channels and ladders of the configuration file,
+/// every secret redacted (they are read only from the file; nothing here changes them).
+pub async fn channels(
+    State(console): State<Arc<Console>>,
+    Extension(user): Extension<CurrentUser>,
+) -> ConsoleResult {
+    Ok(render(&ChannelsPage {
+        layout: Layout::new(&user, "channels", "Notifications"),
+        channels: console.settings.channels.clone(),
+        ladders: console.settings.ladders.clone(),
+    }))
+}

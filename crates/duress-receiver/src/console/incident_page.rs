@@ -41,6 +41,59 @@ struct IncidentPage {
     live: IncidentLive,
     cameras: Vec<CameraLink>,
     dispositions: &'static [&'static str],
+    notifications: Vec<NotificationView>,
+}
+
+/// One outbox row of the incident, with its attempts (what was sent where, and how it went).
+#[derive(Debug)]
+struct NotificationView {
+    channel: String,
+    step_text: String,
+    status: String,
+    due: String,
+    attempts: Vec<AttemptView>,
+}
+
+#[derive(Debug)]
+struct AttemptView {
+    at: String,
+    outcome: String,
+    http_status: Option<u16>,
+    error: Option<String>,
+}
+
+fn hms(t: time::OffsetDateTime) -> String {
+    crate::store::format_ts(t)
+}
+
+fn notification_views(rows: Vec<crate::store::NotificationRecord>) -> Vec<NotificationView> {
+    rows.into_iter()
+        .map(|n| NotificationView {
+            step_text: format!(
+                "{} step {}{}",
+                n.ladder.as_deref().unwrap_or("-"),
+                n.step + 1,
+                if n.repeat_index > 0 {
+                    format!(", repeat {}", n.repeat_index)
+                } else {
+                    String::new()
+                }
+            ),
+            channel: n.channel,
+            status: n.status,
+            due: hms(n.due_at),
+            attempts: n
+                .attempts
+                .into_iter()
+                .map(|a| AttemptView {
+                    at: hms(a.at),
+                    outcome: a.outcome,
+                    http_status: a.http_status,
+                    error: a.error,
+                })
+                .collect(),
+        })
+        .collect()
 }
 
 async fn load(console: &Console, user: &CurrentUser, id: &str) -> ConsoleResult<IncidentLive> {
@@ -68,7 +121,17 @@ pub async fn page(
     let live = load(&console, &user, &id).await?;
     let cameras = links_for(console.store.as_ref(), &live.incident.location).await?;
     let title = live.incident.label.clone();
+    let notifications = notification_views(
+        console
+            .store
+            .incident_notifications(
+                Uuid::parse_str(&live.incident.id)
+                    .map_err(|_| ConsoleError::NotFound("There is no such incident."))?,
+            )
+            .await?,
+    );
     Ok(render(&IncidentPage {
+        notifications,
         layout: Layout::new(&user, "board", title).with_last_event_id(last),
         live,
         cameras,

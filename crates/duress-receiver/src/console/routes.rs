@@ -180,6 +180,12 @@ fn table() -> Vec<Route> {
             get(admin_pages::cameras),
         ),
         r(
+            Method::GET,
+            "/admin/channels",
+            Admin,
+            get(admin_pages::channels),
+        ),
+        r(
             Method::POST,
             "/admin/cameras",
             Admin,

@@ -20,13 +20,20 @@
 //! - [`AuditStore`]: the hash-chained audit log.
 //! - [`LiveStore`]: the live-update log the console's stream replays.
 //! - [`SettingsStore`]: console settings kept in the database (camera mappings).
+//! - [`OutboxStore`]: the notifier outbox (notifications written with the change that causes
+//!   them, taken by the delivery worker, every attempt recorded).
 
 pub mod audit_chain;
+pub mod outbox;
 pub mod postgres;
 mod rules;
 pub mod sqlite;
 pub mod types;
 
+pub use outbox::{
+    AttemptOutcome, AttemptRecord, NewAttempt, NotificationFacts, NotificationRecord,
+    NotifyPlanner, OutboxItem, OutboxStore, PlannedNotification, PlannerSlot,
+};
 pub use types::*;
 
 use std::sync::Arc;
@@ -558,7 +565,14 @@ pub trait SettingsStore: Send + Sync {
 
 /// The whole store: what the receiver holds as `Arc<dyn Store>`.
 pub trait Store:
-    IngestStore + StationStore + IncidentStore + AccountStore + AuditStore + LiveStore + SettingsStore
+    IngestStore
+    + StationStore
+    + IncidentStore
+    + AccountStore
+    + AuditStore
+    + LiveStore
+    + SettingsStore
+    + OutboxStore
 {
     /// Which backend, for logs: `sqlite` or `postgresql`.
     fn backend(&self) -> &'static str;

@@ -45,6 +45,7 @@ mod accounts;
 mod incidents;
 mod ingest;
 mod log;
+mod outbox;
 mod stations;
 
 /// How long a statement waits for a row lock before the store reports itself unavailable
@@ -89,6 +90,8 @@ pub struct PostgresStore {
     name: String,
     /// The audit chain's key, from `DATA_DIR/audit-hmac.key` (see [`super::audit_chain`]).
     audit_key: super::audit_chain::AuditKey,
+    /// What a new incident enqueues in the outbox.
+    planner: Arc<super::PlannerSlot>,
 }
 
 /// The URL with its password (in the user info or a `password=` parameter) replaced by `***`,
@@ -247,6 +250,7 @@ impl PostgresStore {
             keys: Arc::default(),
             name,
             audit_key,
+            planner: Arc::default(),
         })
     }
 

@@ -31,6 +31,7 @@ mod accounts;
 mod incidents;
 mod listings;
 mod log;
+mod outbox;
 mod rows;
 mod settings;
 mod stations;
@@ -82,6 +83,8 @@ pub struct SqliteStore {
     keys: Arc<super::rules::KeyCache>,
     /// The audit chain's key, from `DATA_DIR/audit-hmac.key` (see [`super::audit_chain`]).
     audit_key: super::audit_chain::AuditKey,
+    /// What a new incident enqueues in the outbox (shared with the writer thread).
+    planner: Arc<super::PlannerSlot>,
 }
 
 impl SqliteStore {
@@ -115,13 +118,20 @@ impl SqliteStore {
             .await?;
         let audit_key = super::audit_chain::AuditKey::load_or_create(data_dir, head + 1)?;
         let wake = Arc::new(Notify::new());
-        let writer = writer::Writer::start(database_path(data_dir), BUSY_TIMEOUT, wake.clone())?;
+        let planner = Arc::new(super::PlannerSlot::default());
+        let writer = writer::Writer::start(
+            database_path(data_dir),
+            BUSY_TIMEOUT,
+            wake.clone(),
+            planner.clone(),
+        )?;
         Ok(SqliteStore {
             pool,
             wake,
             writer,
             keys: Arc::default(),
             audit_key,
+            planner,
         })
     }
 

@@ -152,7 +152,7 @@ impl PostgresStore {
         if found.is_some() {
             return Ok(IngestOutcome::IdConflict);
         }
-        match insert_event(&mut tx, &ev, window).await? {
+        match insert_event(&mut tx, &ev, window, &self.planner).await? {
             Some(stored) => {
                 tx.commit().await?;
                 // After COMMIT: a console told earlier could read a state without the event.
@@ -286,6 +286,7 @@ async fn insert_event(
     conn: &mut PgConnection,
     ev: &NewEvent,
     window: Duration,
+    planner: &crate::store::PlannerSlot,
 ) -> StoreResult<Option<StoredEvent>> {
     // Computed from the stored (millisecond) values, so the answer is a function of columns.
     let received_at = ms(ev.received_at);
@@ -405,6 +406,16 @@ async fn insert_event(
     .bind(&ev.device_id)
     .execute(&mut *conn)
     .await?;
+
+    // The outbox rows, in this transaction: an acknowledged alarm has its notifications
+    // queued, a rolled-back one has none.
+    let opened = match placement {
+        Placement::Open => incident_id,
+        _ => None,
+    };
+    if let Some(facts) = crate::store::outbox::event_facts(ev, opened) {
+        super::outbox::enqueue(conn, &facts, &planner.plan(&facts)).await?;
+    }
 
     // Last, under the log lock: a console can never see the incident without being told, nor
     // be told of one that was rolled back.

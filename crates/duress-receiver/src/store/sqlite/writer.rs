@@ -31,8 +31,8 @@ use tokio::sync::{Notify, mpsc, oneshot};
 use uuid::Uuid;
 
 use super::super::{
-    HeartbeatRecorded, HeartbeatUpdate, IngestOutcome, NewEvent, StoreError, StoreResult,
-    StoredEvent, format_ts, parse_ts,
+    HeartbeatRecorded, HeartbeatUpdate, IngestOutcome, NewEvent, NotificationFacts,
+    PlannedNotification, PlannerSlot, StoreError, StoreResult, StoredEvent, format_ts, parse_ts,
 };
 use super::rows::{self, parse_uuid, to_json};
 use crate::incidents::{self, OpenIncident, Placement};
@@ -96,6 +96,7 @@ impl Writer {
         path: PathBuf,
         busy_timeout: Duration,
         wake: Arc<Notify>,
+        planner: Arc<PlannerSlot>,
     ) -> StoreResult<Self> {
         let conn = open(&path, busy_timeout)?;
         let (queue, jobs) = mpsc::channel(QUEUE);
@@ -107,6 +108,7 @@ impl Writer {
                     path,
                     busy_timeout,
                     wake,
+                    planner,
                 };
                 thread.run(jobs);
             })
@@ -212,6 +214,7 @@ struct WriterThread {
     path: PathBuf,
     busy_timeout: Duration,
     wake: Arc<Notify>,
+    planner: Arc<PlannerSlot>,
 }
 
 impl WriterThread {
@@ -336,7 +339,7 @@ impl WriterThread {
                 event,
                 window,
                 answer,
-            } => Outcome::Ingest(answer, ingest(&self.conn, &event, window)),
+            } => Outcome::Ingest(answer, ingest(&self.conn, &event, window, &self.planner)),
             Job::Heartbeat { update, answer } => {
                 Outcome::Heartbeat(answer, heartbeat(&self.conn, &update))
             }
@@ -450,7 +453,12 @@ fn find_event(conn: &Connection, id: Uuid) -> StoreResult<Option<StoredEvent>> {
 /// Dedupes by id, checks the device may raise alarms, refuses another device's id, and writes
 /// the event — in that order (docs/protocol.md §5.2): a repeat of a committed event gets its
 /// stored answer whatever the device's status is now.
-fn ingest(conn: &Connection, ev: &NewEvent, window: Duration) -> StoreResult<IngestOutcome> {
+fn ingest(
+    conn: &Connection,
+    ev: &NewEvent,
+    window: Duration,
+    planner: &PlannerSlot,
+) -> StoreResult<IngestOutcome> {
     let found = find_event(conn, ev.id)?;
     if let Some(found) = found.as_ref().filter(|f| f.device_id == ev.device_id) {
         return Ok(IngestOutcome::Duplicate(found.clone()));
@@ -466,11 +474,18 @@ fn ingest(conn: &Connection, ev: &NewEvent, window: Duration) -> StoreResult<Ing
     }
     // With one writer and the check above, the primary key cannot be violated here; if it
     // were, the error answers 503 and the agent's retry finds the row and its stored answer.
-    Ok(IngestOutcome::Committed(insert_event(conn, ev, window)?))
+    Ok(IngestOutcome::Committed(insert_event(
+        conn, ev, window, planner,
+    )?))
 }
 
 /// Writes the event, its incident, its console_events row and the device's counters.
-fn insert_event(conn: &Connection, ev: &NewEvent, window: Duration) -> StoreResult<StoredEvent> {
+fn insert_event(
+    conn: &Connection,
+    ev: &NewEvent,
+    window: Duration,
+    planner: &PlannerSlot,
+) -> StoreResult<StoredEvent> {
     let received = format_ts(ev.received_at);
     let occurred = format_ts(ev.occurred_at);
     // Computed from the stored (millisecond) values, so the answer is a function of columns.
@@ -502,7 +517,9 @@ fn insert_event(conn: &Connection, ev: &NewEvent, window: Duration) -> StoreResu
         }
     };
 
-    let incident_id = match incidents::place(ev.kind, latest_open, occurred_at, window) {
+    let placement = incidents::place(ev.kind, latest_open, occurred_at, window);
+    let mut opened = None;
+    let incident_id = match placement {
         Placement::Apart => None,
         Placement::Open => {
             let id = Uuid::now_v7();
@@ -524,6 +541,7 @@ fn insert_event(conn: &Connection, ev: &NewEvent, window: Duration) -> StoreResu
                 delayed,
                 delay_ms,
             ])?;
+            opened = Some(id);
             Some(id)
         }
         Placement::JoinPress(id) => {
@@ -578,6 +596,12 @@ fn insert_event(conn: &Connection, ev: &NewEvent, window: Duration) -> StoreResu
         |row| row.get::<_, i64>(0),
     )?;
 
+    // The outbox rows, in this transaction (after the event row: they name it): an alarm that
+    // is acknowledged has its notifications queued, and a rolled-back one has none.
+    if let Some(facts) = crate::store::outbox::event_facts(ev, opened) {
+        enqueue(conn, &facts, &planner.plan(&facts))?;
+    }
+
     let is_test = ev.kind == EventKind::Test;
     conn.prepare_cached(
         "UPDATE devices SET last_seq = MAX(COALESCE(last_seq, ?1), ?1), last_event_at = ?2,
@@ -614,6 +638,42 @@ fn insert_event(conn: &Connection, ev: &NewEvent, window: Duration) -> StoreResu
         ])?;
     }
     Ok(stored)
+}
+
+/// Writes one outbox row per planned notification.
+fn enqueue(
+    conn: &Connection,
+    facts: &NotificationFacts,
+    planned: &[PlannedNotification],
+) -> StoreResult<()> {
+    if planned.is_empty() {
+        return Ok(());
+    }
+    let payload = to_json(facts);
+    let created = format_ts(facts.at);
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO notifications (id, incident_id, device_id, reason, channel, ladder, step,
+                                    repeat_index, stop_on_claim, payload_json, created_at,
+                                    due_at, next_attempt_at)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?12)",
+    )?;
+    for p in planned {
+        insert.execute(params![
+            Uuid::now_v7().to_string(),
+            facts.incident_id.map(|i| i.to_string()),
+            facts.device_id,
+            facts.reason,
+            p.channel,
+            p.ladder,
+            p.step,
+            p.repeat_index,
+            p.stop_on_claim,
+            payload,
+            created,
+            format_ts(crate::store::outbox::due_at(facts.at, p.delay)),
+        ])?;
+    }
+    Ok(())
 }
 
 /// Records a heartbeat (unless the device is revoked: distrusted for good, nothing is written)

@@ -1,0 +1,650 @@
+//! The receiver's configuration file (`serve --config FILE`, TOML; documented in full in
+//! `docs/integrations.md`): notification channels, escalation ladders and the rules that choose
+//! them. One top-level struct: later tables (`[oidc]`, `[retention]`) are added beside
+//! `channels` and `ladders`.
+//!
+//! Every table refuses unknown keys (`deny_unknown_fields`), so a misspelt key is an error that
+//! names it (and the file, line and column) instead of a silently ignored setting; a ladder
+//! naming an unknown channel, or a rule naming an unknown ladder, is refused the same way.
+//! Secrets (webhook URLs that carry keys, HMAC secrets, SMTP passwords, SMS tokens) are held as
+//! [`Secret`], whose `Debug` shows `[redacted]`.
+
+use std::collections::BTreeSet;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use base64::Engine as _;
+use serde::Deserialize;
+
+/// A secret value from the file: `Debug` never shows it; only channel code calls `expose`.
+#[derive(Clone, PartialEq, Eq, Deserialize)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("[redacted]")
+    }
+}
+
+/// The whole file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReceiverConfig {
+    /// The console's address as officers reach it (`https://duress.example.edu`): the incident
+    /// link in notifications. Without it notifications carry no link.
+    #[serde(default)]
+    pub public_url: Option<String>,
+    #[serde(default)]
+    pub channels: Vec<ChannelConfig>,
+    #[serde(default)]
+    pub ladders: Vec<LadderConfig>,
+    #[serde(default)]
+    pub rules: Vec<RuleConfig>,
+    /// Supervision notifications: a station going offline notifies these channels once.
+    #[serde(default)]
+    pub supervision: Option<SupervisionConfig>,
+}
+
+/// `[supervision]`: the trouble channel(s) a station going offline notifies.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SupervisionConfig {
+    pub channels: Vec<String>,
+    /// A station is offline after this long without a heartbeat (default: two heartbeat
+    /// intervals plus 30 s, the stations page's "offline").
+    #[serde(default)]
+    pub offline_after_s: Option<u64>,
+    /// How often the sweep runs (default 30 s).
+    #[serde(default)]
+    pub interval_s: Option<u64>,
+}
+
+/// One channel: `kind` chooses the table's shape.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum ChannelConfig {
+    Teams(TeamsChannel),
+    Webhook(WebhookChannel),
+    Sms(SmsChannel),
+    Email(EmailChannel),
+    Vms(VmsChannel),
+}
+
+impl ChannelConfig {
+    pub fn name(&self) -> &str {
+        match self {
+            ChannelConfig::Teams(c) => &c.name,
+            ChannelConfig::Webhook(c) => &c.name,
+            ChannelConfig::Sms(c) => &c.name,
+            ChannelConfig::Email(c) => &c.name,
+            ChannelConfig::Vms(c) => &c.name,
+        }
+    }
+
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ChannelConfig::Teams(_) => "teams",
+            ChannelConfig::Webhook(_) => "webhook",
+            ChannelConfig::Sms(_) => "sms",
+            ChannelConfig::Email(_) => "email",
+            ChannelConfig::Vms(_) => "vms",
+        }
+    }
+
+    /// What an admin sees of the channel: kind, target without secrets.
+    pub fn redacted_target(&self) -> String {
+        match self {
+            ChannelConfig::Teams(c) => redact_url(c.url.expose()),
+            ChannelConfig::Webhook(c) => {
+                format!("{} (signed, secret redacted)", redact_url(c.url.expose()))
+            }
+            ChannelConfig::Sms(c) => format!(
+                "{} from {} to {} number(s)",
+                redact_url(c.url.expose()),
+                c.from,
+                c.to.len()
+            ),
+            ChannelConfig::Email(c) => format!(
+                "smtp {}:{} ({}) from {} to {}",
+                c.smtp_host,
+                c.smtp_port,
+                c.tls.as_str(),
+                c.from,
+                c.to.join(", ")
+            ),
+            ChannelConfig::Vms(c) => format!("{} location template(s)", c.requests.len()),
+        }
+    }
+}
+
+/// A Microsoft Teams Workflows webhook ("Post to a channel when a webhook request is
+/// received"). Its URL carries the flow's signature: a secret.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TeamsChannel {
+    pub name: String,
+    pub url: Secret,
+    #[serde(default)]
+    pub ca_cert: Option<PathBuf>,
+}
+
+/// JSON signed per Standard Webhooks.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct WebhookChannel {
+    pub name: String,
+    pub url: Secret,
+    /// `whsec_<base64>`.
+    pub secret: Secret,
+    #[serde(default)]
+    pub ca_cert: Option<PathBuf>,
+}
+
+/// An SMS gateway with the Twilio Messages API shape.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmsChannel {
+    pub name: String,
+    /// `https://api.twilio.com/2010-04-01/Accounts/AC…/Messages.json` or a gateway's equivalent.
+    pub url: Secret,
+    /// Basic-auth user (Twilio: the Account SID).
+    pub username: String,
+    /// Basic-auth password (Twilio: the Auth Token).
+    pub password: Secret,
+    pub from: String,
+    pub to: Vec<String>,
+    #[serde(default)]
+    pub ca_cert: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SmtpTls {
+    /// Plain SMTP: only to a loopback relay.
+    None,
+    Starttls,
+    /// Implicit TLS (SMTPS, port 465).
+    Tls,
+}
+
+impl SmtpTls {
+    pub const fn as_str(self) -> &'static str {
+        match self {
+            SmtpTls::None => "none",
+            SmtpTls::Starttls => "starttls",
+            SmtpTls::Tls => "tls",
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EmailChannel {
+    pub name: String,
+    pub smtp_host: String,
+    pub smtp_port: u16,
+    pub tls: SmtpTls,
+    #[serde(default)]
+    pub username: Option<String>,
+    #[serde(default)]
+    pub password: Option<Secret>,
+    pub from: String,
+    pub to: Vec<String>,
+    #[serde(default)]
+    pub ca_cert: Option<PathBuf>,
+}
+
+/// Per location, one HTTP request to a video management system.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmsChannel {
+    pub name: String,
+    pub requests: Vec<VmsRequest>,
+    #[serde(default)]
+    pub ca_cert: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct VmsRequest {
+    /// Matches the location's building (`BLD`); absent: any building.
+    #[serde(default)]
+    pub building: Option<String>,
+    /// Matches the location's room (`ROOM`); absent: any room.
+    #[serde(default)]
+    pub room: Option<String>,
+    #[serde(default = "default_method")]
+    pub method: String,
+    /// Placeholders are percent-encoded here.
+    pub url: Secret,
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, Secret>,
+    /// Placeholders are encoded per `encoding`.
+    #[serde(default)]
+    pub body: Option<String>,
+    #[serde(default)]
+    pub encoding: VmsEncoding,
+}
+
+fn default_method() -> String {
+    "POST".into()
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum VmsEncoding {
+    /// Each placeholder becomes a JSON string's contents (quotes, backslashes, controls escaped).
+    #[default]
+    Json,
+    /// Each placeholder is percent-encoded (a form body).
+    Percent,
+}
+
+/// An escalation ladder: ordered steps.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LadderConfig {
+    pub name: String,
+    pub steps: Vec<StepConfig>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StepConfig {
+    /// Seconds after the incident opened.
+    pub after_s: u64,
+    pub channels: Vec<String>,
+    /// How many more times the step is sent, each `every_s` after the previous one.
+    #[serde(default)]
+    pub repeat: u32,
+    /// Seconds between repeats (default: `after_s`, at least 30).
+    #[serde(default)]
+    pub every_s: Option<u64>,
+}
+
+impl StepConfig {
+    pub fn repeat_interval_s(&self) -> u64 {
+        self.every_s.unwrap_or(self.after_s.max(30))
+    }
+}
+
+/// Chooses a ladder. Rules are tried in order; the first whose every given key matches wins.
+/// Without a matching rule a real incident takes the ladder named `default` (if any); a
+/// self-test pages nobody unless a rule with `kind = "test"` matches it.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RuleConfig {
+    pub ladder: String,
+    /// The location's building (`BLD`).
+    #[serde(default)]
+    pub building: Option<String>,
+    /// The location's site (`NAM`, the name of the place: campus, site).
+    #[serde(default)]
+    pub site: Option<String>,
+    /// `duress` or `test`.
+    #[serde(default)]
+    pub kind: Option<RuleKind>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RuleKind {
+    Duress,
+    Test,
+}
+
+/// Why a configuration file was refused; the message names the file and the offending key,
+/// channel or ladder.
+#[derive(Debug, thiserror::Error)]
+#[error("configuration file {path}: {message}")]
+pub struct ConfigError {
+    pub path: String,
+    pub message: String,
+}
+
+impl ReceiverConfig {
+    /// Reads, parses and checks `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let error = |message: String| ConfigError {
+            path: path.display().to_string(),
+            message,
+        };
+        let text = std::fs::read_to_string(path).map_err(|e| error(e.to_string()))?;
+        let config = Self::parse(&text).map_err(error)?;
+        Ok(config)
+    }
+
+    /// Parses and checks a file's text (the error is the message without the file name).
+    pub fn parse(text: &str) -> Result<Self, String> {
+        let config: ReceiverConfig = toml::from_str(text).map_err(|e| e.to_string())?;
+        config.check()?;
+        Ok(config)
+    }
+
+    pub fn channel(&self, name: &str) -> Option<&ChannelConfig> {
+        self.channels.iter().find(|c| c.name() == name)
+    }
+
+    pub fn ladder(&self, name: &str) -> Option<&LadderConfig> {
+        self.ladders.iter().find(|l| l.name == name)
+    }
+
+    fn check(&self) -> Result<(), String> {
+        if let Some(url) = &self.public_url {
+            check_url("public_url", url)?;
+        }
+        let mut names = BTreeSet::new();
+        for c in &self.channels {
+            let name = c.name();
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+            {
+                return Err(format!(
+                    "channel name {name:?}: use letters, digits, '-' and '_'"
+                ));
+            }
+            if !names.insert(name) {
+                return Err(format!("channel {name:?} is defined twice"));
+            }
+            let at = |what: &str| format!("channel {name:?}: {what}");
+            match c {
+                ChannelConfig::Teams(t) => {
+                    check_url(&at("url"), t.url.expose())?;
+                    check_ca(&at("ca_cert"), t.ca_cert.as_deref())?;
+                }
+                ChannelConfig::Webhook(w) => {
+                    check_url(&at("url"), w.url.expose())?;
+                    webhook_key(w.secret.expose()).map_err(|e| at(&format!("secret: {e}")))?;
+                    check_ca(&at("ca_cert"), w.ca_cert.as_deref())?;
+                }
+                ChannelConfig::Sms(s) => {
+                    check_url(&at("url"), s.url.expose())?;
+                    if s.to.is_empty() {
+                        return Err(at("to: name at least one number"));
+                    }
+                    check_ca(&at("ca_cert"), s.ca_cert.as_deref())?;
+                }
+                ChannelConfig::Email(e) => {
+                    if e.to.is_empty() {
+                        return Err(at("to: name at least one address"));
+                    }
+                    if e.tls == SmtpTls::None && !is_loopback_host(&e.smtp_host) {
+                        return Err(at(
+                            "tls = \"none\" is only allowed to a loopback relay (127.0.0.1, ::1, \
+                             localhost); use starttls or tls",
+                        ));
+                    }
+                    if e.password.is_some() && e.username.is_none() {
+                        return Err(at("password without username"));
+                    }
+                    check_ca(&at("ca_cert"), e.ca_cert.as_deref())?;
+                }
+                ChannelConfig::Vms(v) => {
+                    if v.requests.is_empty() {
+                        return Err(at("requests: name at least one request"));
+                    }
+                    for r in &v.requests {
+                        check_url(&at("requests.url"), r.url.expose())?;
+                        if !matches!(r.method.as_str(), "GET" | "POST" | "PUT" | "PATCH") {
+                            return Err(at(&format!(
+                                "requests.method {:?}: use GET, POST, PUT or PATCH",
+                                r.method
+                            )));
+                        }
+                    }
+                    check_ca(&at("ca_cert"), v.ca_cert.as_deref())?;
+                }
+            }
+        }
+        let mut ladders = BTreeSet::new();
+        for l in &self.ladders {
+            if !ladders.insert(l.name.as_str()) {
+                return Err(format!("ladder {:?} is defined twice", l.name));
+            }
+            if l.steps.is_empty() {
+                return Err(format!("ladder {:?} has no steps", l.name));
+            }
+            for s in &l.steps {
+                if s.channels.is_empty() {
+                    return Err(format!("ladder {:?}: a step names no channel", l.name));
+                }
+                for ch in &s.channels {
+                    if !names.contains(ch.as_str()) {
+                        return Err(format!(
+                            "ladder {:?} names unknown channel {ch:?} (defined: {})",
+                            l.name,
+                            list(&names)
+                        ));
+                    }
+                }
+                if s.repeat > 100 {
+                    return Err(format!("ladder {:?}: repeat is at most 100", l.name));
+                }
+                if s.repeat > 0 && s.repeat_interval_s() == 0 {
+                    return Err(format!("ladder {:?}: every_s must be > 0", l.name));
+                }
+            }
+        }
+        if let Some(sup) = &self.supervision {
+            if sup.channels.is_empty() {
+                return Err("supervision: name at least one channel".into());
+            }
+            for ch in &sup.channels {
+                if !names.contains(ch.as_str()) {
+                    return Err(format!(
+                        "supervision names unknown channel {ch:?} (defined: {})",
+                        list(&names)
+                    ));
+                }
+            }
+            if sup.interval_s == Some(0) || sup.offline_after_s == Some(0) {
+                return Err("supervision: interval_s and offline_after_s must be > 0".into());
+            }
+        }
+        for r in &self.rules {
+            if !ladders.contains(r.ladder.as_str()) {
+                return Err(format!(
+                    "a rule names unknown ladder {:?} (defined: {})",
+                    r.ladder,
+                    list(&ladders)
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// "default: 0 s → a, b; 90 s → c (×3, every 90 s)", for the admin page.
+pub fn describe_ladder(l: &LadderConfig) -> String {
+    let steps: Vec<String> = l
+        .steps
+        .iter()
+        .map(|s| {
+            let repeat = if s.repeat > 0 {
+                format!(" (×{}, every {} s)", s.repeat + 1, s.repeat_interval_s())
+            } else {
+                String::new()
+            };
+            format!("{} s → {}{repeat}", s.after_s, s.channels.join(", "))
+        })
+        .collect();
+    format!("{}: {}", l.name, steps.join("; "))
+}
+
+fn list(names: &BTreeSet<&str>) -> String {
+    if names.is_empty() {
+        "none".into()
+    } else {
+        names.iter().copied().collect::<Vec<_>>().join(", ")
+    }
+}
+
+/// `whsec_<base64>` → the HMAC key.
+pub fn webhook_key(secret: &str) -> Result<Vec<u8>, String> {
+    let b64 = secret
+        .strip_prefix("whsec_")
+        .ok_or("must start with whsec_")?;
+    let key = base64::engine::general_purpose::STANDARD
+        .decode(b64)
+        .map_err(|_| "is not whsec_ followed by base64".to_string())?;
+    if key.len() < 16 {
+        return Err("the key must be at least 16 bytes".into());
+    }
+    Ok(key)
+}
+
+/// `localhost`, or an IP literal (IPv6 in brackets or not) in 127.0.0.0/8 or ::1.
+pub fn is_loopback_host(host: &str) -> bool {
+    let h = host.trim_start_matches('[').trim_end_matches(']');
+    h.eq_ignore_ascii_case("localhost") || h.parse::<IpAddr>().is_ok_and(|ip| ip.is_loopback())
+}
+
+/// The URL rule: `https://`, or `http://` to a loopback address. The message never shows the
+/// URL (it may carry a key).
+pub fn check_url(what: &str, url: &str) -> Result<(), String> {
+    let parsed = reqwest::Url::parse(url).map_err(|e| format!("{what}: not a valid URL ({e})"))?;
+    match parsed.scheme() {
+        "https" => {}
+        "http" if parsed.host_str().is_some_and(is_loopback_host) => {}
+        "http" => {
+            return Err(format!(
+                "{what}: http:// is only allowed to a loopback address; use https://"
+            ));
+        }
+        other => return Err(format!("{what}: scheme {other}: use https://")),
+    }
+    if parsed.host_str().is_none_or(str::is_empty) {
+        return Err(format!("{what}: the URL has no host"));
+    }
+    Ok(())
+}
+
+fn check_ca(what: &str, path: Option<&Path>) -> Result<(), String> {
+    if let Some(p) = path {
+        crate::notify::http::read_ca(p).map_err(|e| format!("{what}: {e}"))?;
+    }
+    Ok(())
+}
+
+/// Scheme, host and port only: what may be shown of a channel URL (its path and query often
+/// carry the key, e.g. a Teams Workflows `sig=`).
+pub fn redact_url(url: &str) -> String {
+    match reqwest::Url::parse(url) {
+        Ok(u) => {
+            let port = u.port().map(|p| format!(":{p}")).unwrap_or_default();
+            format!(
+                "{}://{}{port}/… (path redacted)",
+                u.scheme(),
+                u.host_str().unwrap_or("")
+            )
+        }
+        Err(_) => "(invalid URL)".into(),
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    const EXAMPLE: &str = r#"
+[[channels]]
+name = "security-teams"
+kind = "teams"
+url = "https://prod.example.logic.azure.com/workflows/abc?sig=SECRETSIG"
+[[channels]]
+name = "ops-webhook"
+kind = "webhook"
+url = "https://ops.example.edu/hooks/duress"
+secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+[[channels]]
+name = "duty-mail"
+kind = "email"
+smtp_host = "127.0.0.1"
+smtp_port = 2525
+tls = "none"
+from = "duress@example.edu"
+to = ["security@example.edu"]
+[[ladders]]
+name = "default"
+steps = [ { after_s = 0, channels = ["security-teams", "ops-webhook", "duty-mail"] },
+          { after_s = 90, channels = ["duty-mail"], repeat = 2 } ]
+"#;
+
+    #[test]
+    fn the_issue_example_parses() {
+        let c = ReceiverConfig::parse(EXAMPLE).unwrap();
+        assert_eq!(c.channels.len(), 3);
+        assert_eq!(c.ladders[0].steps[1].repeat, 2);
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("SECRETSIG"), "{debug}");
+        assert!(!debug.contains("MfKQ9r8G"), "{debug}");
+        assert!(!c.channels[0].redacted_target().contains("SECRETSIG"));
+    }
+
+    #[test]
+    fn unknown_keys_are_named() {
+        let e = ReceiverConfig::parse(&format!("{EXAMPLE}\nbogus_key = 1\n")).unwrap_err();
+        assert!(e.contains("bogus_key"), "{e}");
+        let e = ReceiverConfig::parse(&EXAMPLE.replace("smtp_port", "smtp_prot")).unwrap_err();
+        assert!(e.contains("smtp_prot"), "{e}");
+        let e = ReceiverConfig::parse(&EXAMPLE.replace("after_s = 90", "after = 90")).unwrap_err();
+        assert!(e.contains("after"), "{e}");
+        let e = ReceiverConfig::parse(&EXAMPLE.replace("\"teams\"", "\"pager\"")).unwrap_err();
+        assert!(e.contains("pager"), "{e}");
+    }
+
+    #[test]
+    fn unknown_channels_and_ladders_are_refused() {
+        let e = ReceiverConfig::parse(
+            &EXAMPLE.replace("[\"duty-mail\"], repeat", "[\"nope\"], repeat"),
+        )
+        .unwrap_err();
+        assert!(e.contains("unknown channel \"nope\""), "{e}");
+        let e = ReceiverConfig::parse(&format!("{EXAMPLE}\n[[rules]]\nladder = \"night\"\n"))
+            .unwrap_err();
+        assert!(e.contains("unknown ladder \"night\""), "{e}");
+    }
+
+    #[test]
+    fn the_url_rule() {
+        assert!(check_url("u", "https://example.edu/x").is_ok());
+        assert!(check_url("u", "http://127.0.0.1:9/x").is_ok());
+        assert!(check_url("u", "http://[::1]:9/x").is_ok());
+        assert!(check_url("u", "http://localhost/x").is_ok());
+        let e = check_url("u", "http://example.edu/x?key=SECRET").unwrap_err();
+        assert!(e.contains("loopback") && !e.contains("SECRET"), "{e}");
+        assert!(check_url("u", "ftp://example.edu/").is_err());
+        let e = ReceiverConfig::parse(
+            &EXAMPLE.replace("https://ops.example.edu", "http://ops.example.edu"),
+        )
+        .unwrap_err();
+        assert!(e.contains("ops-webhook") && e.contains("loopback"), "{e}");
+        let e = ReceiverConfig::parse(&EXAMPLE.replace(
+            "smtp_host = \"127.0.0.1\"",
+            "smtp_host = \"mail.example.edu\"",
+        ))
+        .unwrap_err();
+        assert!(e.contains("duty-mail"), "{e}");
+    }
+
+    #[test]
+    fn webhook_secrets_must_be_whsec() {
+        assert!(webhook_key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").is_ok());
+        assert!(webhook_key("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").is_err());
+        assert!(webhook_key("whsec_!!!").is_err());
+    }
+}

@@ -1,0 +1,44 @@
+//! Supervision notifications: every `interval_s` the sweep (`OutboxStore::sweep_offline`) finds
+//! active stations that stopped sending heartbeats and, in the same transaction, records each
+//! outage and enqueues a notification to the `[supervision]` channels naming the station and
+//! its location — once per outage, however many receivers sweep. Pending, disabled, revoked
+//! and never-seen stations are not supervised. Every run is recorded (`last_sweep`), so a
+//! sweep that stopped running can be noticed.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::SupervisionConfig;
+use crate::store::Store;
+
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
+
+/// The offline threshold: the file's `offline_after_s`, or two heartbeat intervals plus 30 s.
+pub fn offline_after(config: &SupervisionConfig, heartbeat_interval_s: u64) -> Duration {
+    Duration::from_secs(
+        config
+            .offline_after_s
+            .unwrap_or(heartbeat_interval_s.saturating_mul(2).saturating_add(30)),
+    )
+}
+
+/// Runs until aborted.
+pub async fn run(store: Arc<dyn Store>, config: SupervisionConfig, heartbeat_interval_s: u64) {
+    let every = config
+        .interval_s
+        .map_or(DEFAULT_INTERVAL, Duration::from_secs);
+    let after = offline_after(&config, heartbeat_interval_s);
+    let mut tick = tokio::time::interval(every);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match store.sweep_offline(crate::api::receiver_now(), after).await {
+            Ok(offline) => {
+                for station in offline {
+                    tracing::warn!(%station, "station offline: trouble notification queued");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "supervision sweep failed; retrying"),
+        }
+    }
+}
