@@ -141,6 +141,10 @@ pub struct Settings {
     pub body_read_timeout: Duration,
     /// Timeouts and caps on connections.
     pub connections: ConnectionLimits,
+    /// Events one device may send at once (its token bucket's size)…
+    pub device_event_burst: u32,
+    /// …and per second after that (429 with `Retry-After` beyond; the agent resends).
+    pub device_events_per_second: f64,
 }
 
 impl Settings {
@@ -156,6 +160,10 @@ impl Settings {
             console: ConsoleSettings::default(),
             body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
             connections: ConnectionLimits::for_heartbeat(DEFAULT_HEARTBEAT_INTERVAL_S),
+            // A panicking user presses a few times; an agent back from an outage drains its
+            // queue at once: 30 at once, then one a second, is far above both.
+            device_event_burst: 30,
+            device_events_per_second: 1.0,
         }
     }
 

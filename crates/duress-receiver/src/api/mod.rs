@@ -29,6 +29,8 @@ pub struct AppState {
     pub grouping_window: Duration,
     pub heartbeat_interval_s: u64,
     pub enrollment_failures: Arc<FailureLimiter>,
+    /// Events per device (a token bucket), checked after the signature, before the store.
+    pub device_events: Arc<crate::ratelimit::DeviceBuckets>,
     /// See `Settings::body_read_timeout`.
     pub body_read_timeout: Duration,
 }
@@ -115,10 +117,18 @@ where
                 format!("Content-Type must be {JOSE_CONTENT_TYPE}"),
             ));
         }
+        // Events and heartbeats are sized to real ones (about 2 KB; the largest legitimate one,
+        // 64 addresses and every field at its limit, stays under 12 KB); an enrollment may
+        // carry more. Padding a signed request to the general limit buys nothing but load.
+        let limit = if matches!(req.uri().path(), "/v1/events" | "/v1/heartbeats") {
+            MAX_SIGNED_MESSAGE_BYTES
+        } else {
+            MAX_BODY_BYTES
+        };
         let too_large = || {
             ApiProblem::new(
                 ProblemType::BodyTooLarge,
-                format!("request bodies are limited to {MAX_BODY_BYTES} bytes"),
+                format!("request bodies here are limited to {limit} bytes"),
             )
         };
         let declared = req
@@ -126,7 +136,7 @@ where
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
+        if declared.is_some_and(|len| len > limit as u64) {
             return Err(too_large());
         }
         // Bounded by DefaultBodyLimit: a chunked body stops being read at the limit.
@@ -146,11 +156,17 @@ where
                 ApiProblem::new(ProblemType::MalformedJws, rejection.body_text())
             }
         })?;
+        if bytes.len() > limit {
+            return Err(too_large());
+        }
         let text = String::from_utf8(bytes.to_vec())
             .map_err(|_| ApiProblem::new(ProblemType::MalformedJws, "body is not UTF-8 text"))?;
         Ok(SignedBody(text))
     }
 }
+
+/// Body limit of `/v1/events` and `/v1/heartbeats` (see `SignedBody`).
+pub const MAX_SIGNED_MESSAGE_BYTES: usize = 16 * 1024;
 
 /// The receiver clock as it is stored and answered: UTC, millisecond precision.
 pub(crate) fn receiver_now() -> OffsetDateTime {
@@ -232,6 +248,7 @@ pub(crate) fn check_clock(sent_at: OffsetDateTime, now: OffsetDateTime) -> Resul
                 ),
             )
             .with_server_time(now),
+            None,
         )
     })
 }
