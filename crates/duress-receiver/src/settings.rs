@@ -39,6 +39,9 @@ pub struct ConsoleSettings {
     /// guessed from many addresses.
     pub login_failures_per_username: u32,
     pub login_failure_window: Duration,
+    /// The live stream sends a keep-alive this often, and checks then that its session is
+    /// still valid: it ends within this interval of a sign-out, expiry or disabled account.
+    pub live_keep_alive: Duration,
 }
 
 impl Default for ConsoleSettings {
@@ -55,6 +58,7 @@ impl Default for ConsoleSettings {
             login_failures_per_address: 20,
             login_failures_per_username: 5,
             login_failure_window: Duration::from_secs(5 * 60),
+            live_keep_alive: Duration::from_secs(15),
         }
     }
 }
@@ -110,7 +114,10 @@ impl ConnectionLimits {
             // Two intervals and a half-minute: a late heartbeat still finds its connection.
             idle_timeout: Duration::from_secs(heartbeat_interval_s.saturating_mul(2) + 30),
             max_connections: None,
-            max_per_address: 64,
+            // Room for a building behind one NAT address reconnecting at once (each agent's
+            // connection leaves this count at its first signed request); far below the
+            // untrusted cap, so one hostile workstation still holds only a fraction.
+            max_per_address: 256,
             h2_max_concurrent_streams: 32,
         }
     }
