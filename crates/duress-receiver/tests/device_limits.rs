@@ -153,26 +153,3 @@ async fn presses_spread_over_days_never_open_more_than_the_cap() {
     assert_eq!(open as u64, MAX_OPEN_PER_DEVICE);
     h.shutdown().await;
 }
-
-/// Proves an event body over the signed-message limit is refused (413 body-too-large) before
-/// any verification, while a real one (≈ 2 KB) is far below it.
-#[tokio::test]
-async fn a_padded_event_is_refused_by_size() {
-    let h = Harness::start().await;
-    let mut agent = h.enrolled_agent().await;
-    let claims = agent.event(EventKind::Duress);
-    let real = agent.sign_event(&claims);
-    assert!(
-        real.len() < 4 * 1024,
-        "a real event is {} bytes",
-        real.len()
-    );
-    let padded = format!(
-        "{real}{}",
-        "A".repeat(duress_receiver::api::MAX_SIGNED_MESSAGE_BYTES)
-    );
-    let answer = h.post("/v1/events", padded).await;
-    answer.problem(duress_core::ProblemType::BodyTooLarge);
-    assert_eq!(h.post("/v1/events", real).await.status, 200);
-    h.shutdown().await;
-}
