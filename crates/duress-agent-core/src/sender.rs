@@ -486,7 +486,13 @@ impl Sender {
             // 408: the request did not reach the receiver whole in time (a slow or broken
             // network, or a proxy's timeout) — nothing was refused, so it is retried on the
             // alarm schedule like a network error, never the slow refusal one.
-            if status.is_client_error() && status != reqwest::StatusCode::REQUEST_TIMEOUT {
+            // 429: the receiver limits this device's rate (or the receiver is busy); nothing
+            // was refused either, and an alarm must not wait the 60 s of a refusal: also
+            // retried on the alarm schedule.
+            if status.is_client_error()
+                && status != reqwest::StatusCode::REQUEST_TIMEOUT
+                && status != reqwest::StatusCode::TOO_MANY_REQUESTS
+            {
                 self.preferred.store(i, Ordering::Relaxed);
                 if problem.kind() == Some(ProblemType::ClockSkew)
                     && let Some(server_time) = problem.server_time

@@ -190,7 +190,8 @@ fn token_for(id: Uuid) -> String {
 /// Each kind of answer is classified as the spec says: a 2xx naming the id is an ack; a 2xx
 /// naming another id is not (and with one receiver means unreachable); 422 clock-skew carries
 /// the server time; another 4xx is a refusal; a 5xx is unreachable, and so is a 408
-/// request-timeout (the request did not arrive whole: retried on the alarm schedule).
+/// request-timeout (the request did not arrive whole: retried on the alarm schedule), and so is
+/// a 429 too-many-requests (the device's rate limit: retried on the alarm schedule).
 #[tokio::test]
 async fn answers_are_classified() {
     let r = start(&[
@@ -200,6 +201,7 @@ async fn answers_are_classified() {
         Answer::Problem(ProblemType::DeviceDisabled),
         Answer::Unavailable,
         Answer::Problem(ProblemType::RequestTimeout),
+        Answer::Problem(ProblemType::TooManyRequests),
     ])
     .await;
     let sender = Sender::new(&[receiver(&r)]).unwrap();
@@ -229,6 +231,10 @@ async fn answers_are_classified() {
     match sender.post_event(&token_for(id), id).await {
         SendOutcome::Unreachable(e) => assert!(e.contains("408"), "{e}"),
         other => panic!("a 408 is transient, not a refusal: {other:?}"),
+    }
+    match sender.post_event(&token_for(id), id).await {
+        SendOutcome::Unreachable(e) => assert!(e.contains("429"), "{e}"),
+        other => panic!("a 429 is retry-later, not a refusal: {other:?}"),
     }
 }
 

@@ -345,6 +345,8 @@ fn serve_receiver(
             }
         };
         let mut settings = duress_receiver::Settings::new(data_dir);
+        // All simulated stations share 127.0.0.1 (see receiver.rs).
+        settings.connections.max_per_address = usize::MAX;
         settings.database = database
             .filter(|d| !d.trim().is_empty())
             .map(duress_receiver::store::DatabaseUrl::new);

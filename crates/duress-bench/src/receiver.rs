@@ -83,6 +83,11 @@ impl ReceiverChild {
             }
         };
         cmd.arg("--data-dir").arg(data_dir);
+        // Every simulated station connects from 127.0.0.1: lift the per-address cap on
+        // connections not yet proven (64 by default), which is meant for one real workstation.
+        if receiver_binary().is_some() {
+            cmd.args(["--max-connections-per-address", "1000000"]);
+        }
         if let Some(url) = &database {
             cmd.args(["--database", url]);
         }

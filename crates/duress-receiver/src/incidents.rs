@@ -9,6 +9,11 @@
 //! - `cancel`: joins the device's most recent open incident whatever its age (it is part of
 //!   that story; officers still follow up) without raising the press count or closing it;
 //!   with no open incident it is stored alone.
+//! - at most [`MAX_OPEN_PER_DEVICE`] open incidents per device: past it a press joins the
+//!   device's latest open incident whatever the window, so one device (a hostile one, or one
+//!   whose queued presses carry `occurred_at` spread over days) cannot flood the board with
+//!   incidents. The press is still stored and counted; officers see the incident's press
+//!   count grow.
 
 use std::time::Duration;
 
@@ -16,12 +21,17 @@ use duress_core::EventKind;
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+/// Open incidents one device may have at once (see the module documentation).
+pub const MAX_OPEN_PER_DEVICE: u64 = 5;
+
 /// The device's most recent open incident, as far as grouping cares.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct OpenIncident {
     pub incident_id: Uuid,
     /// `occurred_at` of its latest duress press.
     pub last_press_at: OffsetDateTime,
+    /// How many incidents of this device are open (this one included).
+    pub open_count: u64,
 }
 
 /// Where an event goes.
@@ -52,7 +62,10 @@ pub fn place(
         },
         EventKind::Duress => match latest_open {
             // Absolute distance: a resent press may arrive after a later one.
-            Some(open) if (occurred_at - open.last_press_at).unsigned_abs() <= window => {
+            Some(open)
+                if (occurred_at - open.last_press_at).unsigned_abs() <= window
+                    || open.open_count >= MAX_OPEN_PER_DEVICE =>
+            {
                 Placement::JoinPress(open.incident_id)
             }
             _ => Placement::Open,
@@ -72,6 +85,7 @@ mod tests {
         OpenIncident {
             incident_id: Uuid::now_v7(),
             last_press_at: datetime!(2026-11-26 12:00:00 UTC),
+            open_count: 1,
         }
     }
 
@@ -107,6 +121,22 @@ mod tests {
             Placement::Open
         );
         assert_eq!(place(EventKind::Duress, None, t, WINDOW), Placement::Open);
+    }
+
+    #[test]
+    fn past_the_cap_a_press_joins_the_latest_open_incident_whatever_its_age() {
+        let mut o = open();
+        o.open_count = MAX_OPEN_PER_DEVICE;
+        let days_later = o.last_press_at + time::Duration::days(3);
+        assert_eq!(
+            place(EventKind::Duress, Some(o), days_later, WINDOW),
+            Placement::JoinPress(o.incident_id)
+        );
+        o.open_count = MAX_OPEN_PER_DEVICE - 1;
+        assert_eq!(
+            place(EventKind::Duress, Some(o), days_later, WINDOW),
+            Placement::Open
+        );
     }
 
     #[test]

@@ -14,7 +14,7 @@
 //! - [`tokens`]: enrollment token generation and hashing.
 //! - [`server`]: the HTTPS accept loop: timeouts, connection caps, the share kept for
 //!   enrolled devices, the open-files limit.
-//! - [`ratelimit`]: failed-enrollment limiting per client address.
+//! - [`ratelimit`]: failed-enrollment limiting per client address; the per-device event bucket.
 //! - [`records`]: what the admin commands show.
 //! - [`ack_key`]: the Ed25519 key that signs acknowledgements (kept in the data directory).
 //! - [`admin`]: the admin commands (token creation, listings, export, device status).
@@ -231,6 +231,10 @@ impl Prepared {
             enrollment_failures: Arc::new(ratelimit::FailureLimiter::new(
                 self.settings.enrollment_failures_per_minute,
                 Duration::from_secs(60),
+            )),
+            device_events: Arc::new(ratelimit::DeviceBuckets::new(
+                self.settings.device_event_burst,
+                self.settings.device_events_per_second,
             )),
             body_read_timeout: self.settings.body_read_timeout,
             ack_keys: self.ack_keys.clone(),

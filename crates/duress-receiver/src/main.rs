@@ -84,7 +84,7 @@ enum Command {
         #[arg(long)]
         max_connections: Option<usize>,
         /// Connections one address may hold before a request on them proved its sender.
-        #[arg(long, default_value_t = 64)]
+        #[arg(long, default_value_t = 256)]
         max_connections_per_address: usize,
         /// A connection must send its first request head within this time (s, m, h, d).
         #[arg(long, default_value = "10s", value_parser = parse_duration)]

@@ -7,13 +7,22 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use duress_core::{JwsError, PROBLEM_CONTENT_TYPE, Problem, ProblemType};
 
-/// A refusal on its way to the client. The status always comes from the problem's type.
+/// A refusal on its way to the client. The status always comes from the problem's type. The
+/// second field: the `Retry-After` seconds of a 429 (`None`: 60).
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ApiProblem(pub Problem);
+pub struct ApiProblem(pub Problem, pub Option<u64>);
 
 impl ApiProblem {
     pub fn new(kind: ProblemType, detail: impl Into<String>) -> Self {
-        ApiProblem(Problem::new(kind, detail))
+        ApiProblem(Problem::new(kind, detail), None)
+    }
+
+    /// 429 `too-many-requests` with `Retry-After: retry_after_s`.
+    pub fn too_many_requests(detail: impl Into<String>, retry_after_s: u64) -> Self {
+        ApiProblem(
+            Problem::new(ProblemType::TooManyRequests, detail),
+            Some(retry_after_s.max(1)),
+        )
     }
 
     pub fn kind(&self) -> Option<ProblemType> {
@@ -27,7 +36,7 @@ impl ApiProblem {
 
 impl From<Problem> for ApiProblem {
     fn from(p: Problem) -> Self {
-        ApiProblem(p)
+        ApiProblem(p, None)
     }
 }
 
@@ -54,9 +63,10 @@ impl IntoResponse for ApiProblem {
         let mut response = (status, body).into_response();
         set_problem_headers(&mut response);
         if self.0.kind() == Some(ProblemType::TooManyRequests) {
+            let seconds = self.1.unwrap_or(60);
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
         }
         response
     }

@@ -1,4 +1,5 @@
-//! Failed-attempt limiting for enrollment, per client address, in memory.
+//! Failed-attempt limiting for enrollment, per client address, in memory; and the per-device
+//! event token bucket ([`DeviceBuckets`]).
 //!
 //! Only *failures* count, so a campus rolling out hundreds of agents behind one NAT is never
 //! slowed down by success. IPv6 clients are counted per /64, since one host commonly owns a
@@ -76,6 +77,64 @@ impl FailureLimiter {
     }
 }
 
+/// Bucket entries beyond this trigger a sweep of full buckets (a full bucket is the state of a
+/// device never seen), bounding memory.
+const BUCKETS_SWEEP_ABOVE: usize = 100_000;
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    at: Instant,
+}
+
+/// A token bucket per device on events: `burst` events at once, refilled at `per_second`.
+/// One hostile (or broken) enrolled workstation cannot fill the store or the board; its
+/// excess is answered 429 with `Retry-After` and the agent keeps those events queued and
+/// resends them (nothing is lost: resending is harmless, and an alarm retries on the alarm
+/// schedule). Checked only after the signature is verified, so nobody can spend another
+/// device's tokens.
+#[derive(Debug)]
+pub struct DeviceBuckets {
+    burst: f64,
+    per_second: f64,
+    devices: Mutex<HashMap<String, Bucket>>,
+}
+
+impl DeviceBuckets {
+    pub fn new(burst: u32, per_second: f64) -> Self {
+        DeviceBuckets {
+            burst: f64::from(burst.max(1)),
+            per_second: per_second.max(0.001),
+            devices: Mutex::new(HashMap::new()),
+        }
+    }
+
+    /// Takes one token for `device_id`, or `Err(wait)` until the next one.
+    pub fn take(&self, device_id: &str, now: Instant) -> Result<(), Duration> {
+        let mut devices = self
+            .devices
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if devices.len() > BUCKETS_SWEEP_ABOVE {
+            let (burst, rate) = (self.burst, self.per_second);
+            devices.retain(|_, b| b.tokens + now.duration_since(b.at).as_secs_f64() * rate < burst);
+        }
+        let b = devices.entry(device_id.to_owned()).or_insert(Bucket {
+            tokens: self.burst,
+            at: now,
+        });
+        let refilled = now.duration_since(b.at).as_secs_f64() * self.per_second;
+        b.tokens = (b.tokens + refilled).min(self.burst);
+        b.at = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - b.tokens) / self.per_second))
+        }
+    }
+}
+
 /// IPv4 per address; IPv6 per /64 (IPv4-mapped IPv6 counts as the IPv4 address).
 fn client_key(ip: IpAddr) -> IpAddr {
     match ip {
@@ -109,6 +168,20 @@ mod tests {
         assert!(limiter.check(ip, t0 + Duration::from_secs(1)).is_err());
         assert!(limiter.check(other, t0).is_ok(), "per client");
         assert!(limiter.check(ip, t0 + Duration::from_secs(61)).is_ok());
+    }
+
+    #[test]
+    fn device_buckets_allow_the_burst_then_the_rate() {
+        let buckets = DeviceBuckets::new(3, 2.0);
+        let t0 = Instant::now();
+        for _ in 0..3 {
+            assert!(buckets.take("d1", t0).is_ok());
+        }
+        let wait = buckets.take("d1", t0).unwrap_err();
+        assert!(wait <= Duration::from_millis(500), "{wait:?}");
+        assert!(buckets.take("d2", t0).is_ok(), "per device");
+        assert!(buckets.take("d1", t0 + Duration::from_millis(500)).is_ok());
+        assert!(buckets.take("d1", t0 + Duration::from_millis(500)).is_err());
     }
 
     #[test]

@@ -31,7 +31,9 @@
 //!   **reserve** only trusted connections occupy. All connections together are capped
 //!   (`max_connections`).
 //! - Past a cap the new connection is still accepted, and the **oldest idle untrusted**
-//!   connection in the same scope (that address, or everyone) is closed to make room; only
+//!   connection in the same scope (that address, or everyone) is closed to make room — past
+//!   the untrusted cap, first one of the address holding the most untrusted connections, when
+//!   the newcomer comes from an address holding fewer (see `evict_from_the_greediest`); only
 //!   past the total cap with no such victim may an idle trusted one go (its agent simply
 //!   reconnects, nothing is lost). A connection with a request in flight is never closed to
 //!   make room: if there is no idle victim the *new* connection is refused instead.
@@ -269,6 +271,7 @@ impl Registry {
             return None;
         }
         if g.untrusted >= self.caps.untrusted
+            && !self.evict_from_the_greediest(&mut g, ip)
             && !self.evict(&mut g, |c| !c.trusted.load(Ordering::SeqCst))
         {
             self.stats.refused.fetch_add(1, Ordering::Relaxed);
@@ -301,6 +304,32 @@ impl Registry {
         self.stats.peak.fetch_max(open, Ordering::Relaxed);
         self.stats.accepted.fetch_add(1, Ordering::Relaxed);
         Some(conn)
+    }
+
+    /// Past the untrusted cap, the address holding the most untrusted connections pays: its
+    /// oldest idle one is closed even if young, provided the newcomer comes from another
+    /// address holding fewer. So one hostile address churning connections cannot starve an
+    /// agent connecting from anywhere else, however fast it reconnects.
+    fn evict_from_the_greediest(&self, g: &mut Inner, newcomer: IpAddr) -> bool {
+        let Some((&greedy, &held)) = g.untrusted_per_ip.iter().max_by_key(|(_, n)| **n) else {
+            return false;
+        };
+        let own = g.untrusted_per_ip.get(&newcomer).copied().unwrap_or(0);
+        if greedy == newcomer || held <= own + 1 {
+            return false;
+        }
+        let victim = g
+            .conns
+            .values()
+            .find(|c| c.ip == greedy && c.idle() && !c.trusted.load(Ordering::SeqCst))
+            .map(|c| c.id);
+        match victim {
+            Some(id) => {
+                self.close(g, id, Closed::Evicted);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Closes the oldest idle connection matching `which`; false when there is none.
@@ -779,7 +808,7 @@ mod tests {
         let caps = Caps::new(&l, Some(1024));
         assert_eq!(caps.total, 1024 - FD_RESERVE);
         assert_eq!(caps.untrusted, caps.total - caps.total / 4);
-        assert_eq!(caps.per_address, 64);
+        assert_eq!(caps.per_address, 256);
     }
 
     #[test]
@@ -820,6 +849,23 @@ mod tests {
         assert!(a1.killed.load(Ordering::SeqCst));
         assert!(!other.killed.load(Ordering::SeqCst));
         assert_eq!(r.open(), 3);
+    }
+
+    #[test]
+    fn past_the_untrusted_cap_the_greediest_address_pays_even_when_young() {
+        // Untrusted cap 6, per address 100; grace as in production (1 s).
+        let r = Registry::new(Caps::new(&limits(8, 100), None), limits(8, 100));
+        let hostile: Vec<_> = (0..6)
+            .map(|_| r.admit(IpAddr::from([10, 0, 0, 2])).unwrap())
+            .collect();
+        let agent = r.admit(IpAddr::from([10, 0, 0, 1]));
+        assert!(agent.is_some(), "the agent gets in");
+        assert!(
+            hostile[0].killed.load(Ordering::SeqCst),
+            "the hostile oldest went"
+        );
+        // The hostile address itself gets no such help: all its connections are young.
+        assert!(r.admit(IpAddr::from([10, 0, 0, 2])).is_none());
     }
 
     #[test]

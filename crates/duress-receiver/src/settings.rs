@@ -47,6 +47,9 @@ pub struct ConsoleSettings {
     /// guessed from many addresses.
     pub login_failures_per_username: u32,
     pub login_failure_window: Duration,
+    /// The live stream sends a keep-alive this often, and checks then that its session is
+    /// still valid: it ends within this interval of a sign-out, expiry or disabled account.
+    pub live_keep_alive: Duration,
     /// An active station whose latest test event is older than this (plus
     /// [`SELF_TEST_GRACE`]), or that never sent one, is flagged on the Stations page. Set it
     /// to the agents' `[self_test] every_days`.
@@ -83,6 +86,7 @@ impl Default for ConsoleSettings {
             self_test_period: DEFAULT_SELF_TEST_PERIOD,
             channels: Vec::new(),
             ladders: Vec::new(),
+            live_keep_alive: Duration::from_secs(15),
         }
     }
 }
@@ -138,7 +142,10 @@ impl ConnectionLimits {
             // Two intervals and a half-minute: a late heartbeat still finds its connection.
             idle_timeout: Duration::from_secs(heartbeat_interval_s.saturating_mul(2) + 30),
             max_connections: None,
-            max_per_address: 64,
+            // Room for a building behind one NAT address reconnecting at once (each agent's
+            // connection leaves this count at its first signed request); far below the
+            // untrusted cap, so one hostile workstation still holds only a fraction.
+            max_per_address: 256,
             h2_max_concurrent_streams: 32,
         }
     }
@@ -174,6 +181,10 @@ pub struct Settings {
     pub config: Option<std::sync::Arc<crate::config::ReceiverConfig>>,
     /// The notifier's first retry delay (doubling with jitter, capped at 5 min); tests shorten it.
     pub notify_retry_base: Duration,
+    /// Events one device may send at once (its token bucket's size)…
+    pub device_event_burst: u32,
+    /// …and per second after that (429 with `Retry-After` beyond; the agent resends).
+    pub device_events_per_second: f64,
 }
 
 impl Settings {
@@ -191,6 +202,10 @@ impl Settings {
             connections: ConnectionLimits::for_heartbeat(DEFAULT_HEARTBEAT_INTERVAL_S),
             config: None,
             notify_retry_base: Duration::from_secs(2),
+            // A panicking user presses a few times; an agent back from an outage drains its
+            // queue at once: 30 at once, then one a second, is far above both.
+            device_event_burst: 30,
+            device_events_per_second: 1.0,
         }
     }
 

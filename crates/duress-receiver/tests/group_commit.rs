@@ -9,12 +9,24 @@ use common::Harness;
 use duress_core::{EventAck, EventKind};
 use duress_receiver::admin;
 
+/// A receiver whose hostile-load limits do not get in the way of this file's bursts: 200
+/// simultaneous new connections from one address (past the per-address cap on unproven
+/// connections) and 200 events of one device at once (past its event bucket). Those limits
+/// have their own tests (hostile_load.rs, device_limits.rs); here the write path is under test.
+async fn harness() -> Harness {
+    Harness::start_with(|s| {
+        s.connections.max_per_address = 100_000;
+        s.device_event_burst = 100_000;
+    })
+    .await
+}
+
 /// Proves 200 concurrent ingests of distinct events (20 stations × 10 presses) are all
 /// answered 200 with their own id, all 200 rows are stored, and each station's presses were
 /// grouped into one incident with press count 10 even though they were committed in batches.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_hundred_concurrent_distinct_events_all_commit() {
-    let h = Harness::start().await;
+    let h = harness().await;
     let mut bodies = Vec::new();
     for _ in 0..20 {
         let mut agent = h.enrolled_agent().await;
@@ -59,7 +71,7 @@ async fn two_hundred_concurrent_distinct_events_all_commit() {
 /// byte-identical bodies — whether a copy shared the first one's batch or came later.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn two_hundred_concurrent_repeats_of_one_event_store_one_row() {
-    let h = Harness::start().await;
+    let h = harness().await;
     let mut agent = h.enrolled_agent().await;
     let claims = agent.event(EventKind::Duress);
     let body = agent.sign_event(&claims);
@@ -102,7 +114,7 @@ async fn two_hundred_concurrent_repeats_of_one_event_store_one_row() {
 /// heartbeat is set) and events sent at the same time are all stored.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn heartbeats_and_events_share_batches() {
-    let h = Harness::start().await;
+    let h = harness().await;
     let mut agent = h.enrolled_agent().await;
     let url = h.receiver.url.clone();
     let mut tasks = Vec::new();

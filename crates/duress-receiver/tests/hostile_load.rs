@@ -8,7 +8,7 @@
 //! receiver listens on 127.0.0.1 and nothing leaves the machine), the agent from 127.0.0.1:
 //! one hostile workstation, one honest one. The per-address cap is raised to the untrusted
 //! cap so the hostile client fills the receiver's global caps and its descriptors, which is
-//! the hard case (with the default of 64 per address the attacker holds only 64).
+//! the hard case (with the default of 256 per address the attacker holds only 256).
 #![cfg(target_os = "linux")]
 #![allow(clippy::unwrap_used)]
 
@@ -75,11 +75,10 @@ fn start_receiver(dir: &std::path::Path) -> Receiver {
         .stderr(log)
         .spawn()
         .unwrap();
-    let first = BufReader::new(child.stdout.take().unwrap())
-        .lines()
-        .next()
-        .unwrap()
-        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let first = lines.next().unwrap().unwrap();
+    // Keep reading: a closed pipe would make the receiver's next println! fail.
+    std::thread::spawn(move || for _ in lines.by_ref() {});
     let url = first
         .strip_prefix("Duress receiver listening on ")
         .unwrap_or_else(|| panic!("unexpected first line: {first}"))
@@ -209,14 +208,18 @@ async fn with_retry(
     request: impl Fn(&reqwest::Client) -> reqwest::RequestBuilder,
 ) -> (u16, usize, Duration) {
     let t = Instant::now();
+    let mut last_error = String::new();
     for attempt in 1..=40 {
         let client = fresh_client(cert);
         match request(&client).send().await {
             Ok(resp) => return (resp.status().as_u16(), attempt, t.elapsed()),
-            Err(_) => tokio::time::sleep(Duration::from_millis(250)).await,
+            Err(e) => {
+                last_error = format!("{e:?}");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
         }
     }
-    panic!("no answer after 40 attempts");
+    panic!("no answer after 40 attempts; last error: {last_error}");
 }
 
 fn fresh_client(cert: &std::path::Path) -> reqwest::Client {

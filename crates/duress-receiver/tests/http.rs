@@ -57,6 +57,7 @@ async fn a_chunked_oversize_body_is_refused() {
         grouping_window: Duration::from_secs(300),
         heartbeat_interval_s: 60,
         enrollment_failures: Arc::new(FailureLimiter::new(10, Duration::from_secs(60))),
+        device_events: Arc::new(duress_receiver::ratelimit::DeviceBuckets::new(30, 1.0)),
         body_read_timeout: Duration::from_secs(10),
         ack_keys: Arc::new(AckKeys::load_or_create(dir.path()).unwrap()),
     });
@@ -86,6 +87,7 @@ async fn a_body_that_stops_arriving_gets_408() {
         grouping_window: Duration::from_secs(300),
         heartbeat_interval_s: 60,
         enrollment_failures: Arc::new(FailureLimiter::new(10, Duration::from_secs(60))),
+        device_events: Arc::new(duress_receiver::ratelimit::DeviceBuckets::new(30, 1.0)),
         body_read_timeout: Duration::from_millis(300),
         ack_keys: Arc::new(AckKeys::load_or_create(dir.path()).unwrap()),
     });
@@ -135,6 +137,7 @@ async fn a_store_that_cannot_commit_answers_503() {
         grouping_window: Duration::from_secs(300),
         heartbeat_interval_s: 60,
         enrollment_failures: Arc::new(FailureLimiter::new(10, Duration::from_secs(60))),
+        device_events: Arc::new(duress_receiver::ratelimit::DeviceBuckets::new(30, 1.0)),
         body_read_timeout: Duration::from_secs(10),
         ack_keys: Arc::new(AckKeys::load_or_create(dir.path()).unwrap()),
     });

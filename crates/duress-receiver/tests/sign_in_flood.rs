@@ -59,7 +59,7 @@ async fn login(client: &reqwest::Client, h: &Harness, username: &str, password: 
 /// a check, and the flood audited in a few summarised rows, not 200.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_burst_of_wrong_passwords_checks_at_most_the_limit_and_never_locks_out_the_officer() {
-    // 200 connections from one address: past the default 64 per address the connection
+    // 200 connections from one address: close to the default 256 per address the connection
     // limits (crate::server) would refuse most of them before sign-in; raised here so that
     // every attempt reaches the sign-in limits this test is about.
     let h = Harness::start_with(|s| s.connections.max_per_address = 1000).await;

@@ -40,6 +40,16 @@ async fn ingest(state: &AppState, body: String) -> Result<Json<EventAck>, ApiPro
     };
 
     let device_id = verified.device_id;
+    // Per-device token bucket, after the signature (nobody can spend another device's tokens).
+    if let Err(wait) = state
+        .device_events
+        .take(&device_id, std::time::Instant::now())
+    {
+        return Err(ApiProblem::too_many_requests(
+            "this device sent too many events; the rest stay queued on the agent: resend later",
+            wait.as_secs_f64().ceil() as u64,
+        ));
+    }
     let event = NewEvent {
         id: claims.id,
         device_id: device_id.clone(),

@@ -29,6 +29,8 @@ pub struct AppState {
     pub grouping_window: Duration,
     pub heartbeat_interval_s: u64,
     pub enrollment_failures: Arc<FailureLimiter>,
+    /// Events per device (a token bucket), checked after the signature, before the store.
+    pub device_events: Arc<crate::ratelimit::DeviceBuckets>,
     /// See `Settings::body_read_timeout`.
     pub body_read_timeout: Duration,
     /// Signs every acknowledgement (docs/protocol.md §5.4).
@@ -117,10 +119,15 @@ where
                 format!("Content-Type must be {JOSE_CONTENT_TYPE}"),
             ));
         }
+        // One limit for every signed request. A smaller one for events was tried (16 KiB) and
+        // refused a valid event whose fields, each within its character limit, were long
+        // multi-byte grapheme clusters (tests/tests/bad_input.rs): an alarm must never be
+        // refused for its size while its fields are valid.
+        let limit = MAX_BODY_BYTES;
         let too_large = || {
             ApiProblem::new(
                 ProblemType::BodyTooLarge,
-                format!("request bodies are limited to {MAX_BODY_BYTES} bytes"),
+                format!("request bodies here are limited to {limit} bytes"),
             )
         };
         let declared = req
@@ -128,7 +135,7 @@ where
             .get(header::CONTENT_LENGTH)
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.parse::<u64>().ok());
-        if declared.is_some_and(|len| len > MAX_BODY_BYTES as u64) {
+        if declared.is_some_and(|len| len > limit as u64) {
             return Err(too_large());
         }
         // Bounded by DefaultBodyLimit: a chunked body stops being read at the limit.
@@ -148,6 +155,9 @@ where
                 ApiProblem::new(ProblemType::MalformedJws, rejection.body_text())
             }
         })?;
+        if bytes.len() > limit {
+            return Err(too_large());
+        }
         let text = String::from_utf8(bytes.to_vec())
             .map_err(|_| ApiProblem::new(ProblemType::MalformedJws, "body is not UTF-8 text"))?;
         Ok(SignedBody(text))
@@ -234,6 +244,7 @@ pub(crate) fn check_clock(sent_at: OffsetDateTime, now: OffsetDateTime) -> Resul
                 ),
             )
             .with_server_time(now),
+            None,
         )
     })
 }

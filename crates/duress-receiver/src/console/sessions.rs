@@ -92,6 +92,24 @@ pub async fn load(
     }))
 }
 
+/// Whether the session with `id_hash` is still valid (not ended, expired, idle or of a
+/// disabled user), without touching it: a live stream asks this at every keep-alive, and an
+/// open board alone must not keep an unattended console signed in.
+pub async fn still_valid(
+    store: &dyn Store,
+    id_hash: &str,
+    settings: &ConsoleSettings,
+) -> StoreResult<bool> {
+    let Some(row) = store.session(id_hash).await? else {
+        return Ok(false);
+    };
+    let now = receiver_now();
+    Ok(row.role.is_some()
+        && !row.user_disabled
+        && now < row.expires_at
+        && now - row.last_seen_at < settings.session_idle)
+}
+
 /// The `Set-Cookie` value that installs a session: HttpOnly (no script reads it), Secure
 /// (never sent in clear), SameSite=Strict (never sent on a cross-site request).
 pub fn set_cookie(id: &str, settings: &ConsoleSettings) -> HeaderValue {

@@ -6,7 +6,10 @@
 //! then forward live frames, skipping ids already sent. A client that falls too far behind the
 //! broadcast (lagged) re-reads from the table. Nothing committed can therefore be missed: a row
 //! is either in the replay (committed before the read) or arrives on the feed (after it).
-//! A comment line every 15 s keeps proxies from closing an idle stream.
+//! A comment line every `live_keep_alive` (15 s) keeps proxies from closing an idle stream;
+//! at each one the stream also checks its session, and ends when the session was ended,
+//! expired or its account disabled (so a signed-out or disabled officer's open board stops
+//! receiving alarms within that interval).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -19,10 +22,8 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use tokio::sync::{broadcast, mpsc};
 
-use super::Console;
 use super::live::{self, Frame};
-
-const KEEP_ALIVE: Duration = Duration::from_secs(15);
+use super::{Console, sessions};
 
 #[derive(Debug, Deserialize)]
 pub struct After {
@@ -44,9 +45,13 @@ pub async fn stream(
         // A client that names nothing gets live frames only.
         (None, None) => console.store.live_latest_id().await.unwrap_or(0),
     };
+    // The guard let this request in with a valid session: this is it.
+    let session = sessions::cookie_value(&headers, sessions::COOKIE_NAME)
+        .map(|id| sessions::hash_id(&id))
+        .unwrap_or_default();
     let subscription = console.feed.subscribe();
     let (tx, rx) = mpsc::channel::<Bytes>(64);
-    tokio::spawn(forward(console, after, subscription, tx));
+    tokio::spawn(forward(console, session, after, subscription, tx));
     let body = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
     });
@@ -65,6 +70,7 @@ pub async fn stream(
 /// Replays, then forwards live frames, until the client goes away.
 async fn forward(
     console: Arc<Console>,
+    session: String,
     mut last: i64,
     mut subscription: broadcast::Receiver<Frame>,
     tx: mpsc::Sender<Bytes>,
@@ -80,7 +86,8 @@ async fn forward(
     if !catch_up(&console, &mut last, &tx).await {
         return;
     }
-    let mut keep_alive = tokio::time::interval(KEEP_ALIVE);
+    let keep_alive_every: Duration = console.settings.live_keep_alive;
+    let mut keep_alive = tokio::time::interval(keep_alive_every);
     keep_alive.tick().await;
     let mut closing = console.closing.subscribe();
     loop {
@@ -115,6 +122,13 @@ async fn forward(
                 Err(broadcast::error::RecvError::Closed) => return,
             },
             _ = keep_alive.tick() => {
+                match sessions::still_valid(console.store.as_ref(), &session, &console.settings).await {
+                    Ok(true) => {}
+                    // Ended, expired or disabled: dropping `tx` ends the response body.
+                    Ok(false) => return,
+                    // A store hiccup is not a sign-out: keep streaming, ask again next time.
+                    Err(e) => tracing::warn!(error = %e, "console stream: session check failed"),
+                }
                 if tx.send(Bytes::from_static(b": keep-alive\n\n")).await.is_err() {
                     return;
                 }

@@ -300,7 +300,10 @@ async fn insert_event(
         // Locked: an officer resolving it now either finishes first (and it is not open any
         // more) or waits for this event to join it.
         let row = sqlx::query(
-            "SELECT incident_id, last_press_at FROM incidents
+            "SELECT incident_id, last_press_at,
+                    (SELECT COUNT(*) FROM incidents
+                     WHERE device_id = $1 AND status = 'open') AS open_count
+             FROM incidents
              WHERE device_id = $1 AND status = 'open'
              ORDER BY last_press_at DESC, incident_id DESC LIMIT 1 FOR UPDATE",
         )
@@ -311,6 +314,7 @@ async fn insert_event(
             Some(row) => Some(OpenIncident {
                 incident_id: row.try_get("incident_id")?,
                 last_press_at: row.try_get("last_press_at")?,
+                open_count: u64::try_from(row.try_get::<i64, _>("open_count")?).unwrap_or(0),
             }),
             None => None,
         }

@@ -501,17 +501,24 @@ fn insert_event(
     } else {
         let row = conn
             .prepare_cached(
-                "SELECT incident_id, last_press_at FROM incidents
+                "SELECT incident_id, last_press_at,
+                        (SELECT COUNT(*) FROM incidents WHERE device_id = ?1 AND status = 'open')
+                 FROM incidents
                  WHERE device_id = ?1 AND status = 'open' ORDER BY last_press_at DESC LIMIT 1",
             )?
             .query_row([&ev.device_id], |row| {
-                Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+                Ok((
+                    row.get::<_, String>(0)?,
+                    row.get::<_, String>(1)?,
+                    row.get::<_, i64>(2)?,
+                ))
             })
             .optional()?;
         match row {
-            Some((id, last_press)) => Some(OpenIncident {
+            Some((id, last_press, open_count)) => Some(OpenIncident {
                 incident_id: parse_uuid(&id)?,
                 last_press_at: parse_ts(&last_press)?,
+                open_count: u64::try_from(open_count).unwrap_or(0),
             }),
             None => None,
         }
