@@ -2116,8 +2116,9 @@ async fn outbox_a_claim_stops_the_ladder(store: Arc<dyn Store>) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn postgres_two_workers_take_each_row_once() {
     let url = pg_url();
-    let a: Arc<dyn Store> = Arc::new(PostgresStore::connect(&url).await.unwrap());
-    let b: Arc<dyn Store> = Arc::new(PostgresStore::connect(&url).await.unwrap());
+    let dir = tempfile::tempdir().unwrap();
+    let a: Arc<dyn Store> = Arc::new(PostgresStore::connect(&url, dir.path()).await.unwrap());
+    let b: Arc<dyn Store> = Arc::new(PostgresStore::connect(&url, dir.path()).await.unwrap());
     a.set_planner(Some(Arc::new(TwoSteps)));
     for _ in 0..20 {
         incident(&a).await;
@@ -2150,6 +2151,7 @@ async fn supervision_notifies_each_outage_once_and_never_for_revoked(store: Arc<
         reported_last_seq: 0,
         host: None,
         location: None,
+        policy: None,
     };
     let long_ago = now() - time::Duration::minutes(10);
     let quiet = device(&store).await;
