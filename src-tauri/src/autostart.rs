@@ -13,7 +13,7 @@ use std::path::{Path, PathBuf};
 
 use tauri::{AppHandle, Manager, Runtime};
 
-use crate::app::AppState;
+use crate::app_state::AppState;
 
 /// What [`refresh`] did.
 #[derive(Debug, Clone, PartialEq, Eq)]

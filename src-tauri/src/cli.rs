@@ -26,9 +26,10 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, Result};
 use clap::{Args, Parser, Subcommand};
 use duress_agent_core::duress_core::{EventKind, HotkeyState, Location, Source};
-use duress_agent_core::policy::{self, PolicySource};
-use duress_agent_core::{Engine, EnrollOptions, Policy, ReceiverConfig, Secret};
+use duress_agent_core::{EnrollOptions, ReceiverConfig, Secret};
 use time_fmt::fmt_opt;
+
+pub(crate) use crate::engine_setup::{open_engine, runtime};
 
 /// How long `trigger` tries to deliver its event before leaving it queued.
 pub const TRIGGER_DELIVERY_WINDOW: Duration = Duration::from_secs(5);
@@ -182,35 +183,6 @@ pub fn init_logging(long_running: bool) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .try_init();
-}
-
-pub(crate) fn open_engine(policy_flag: Option<&Path>) -> Result<Engine> {
-    let loaded = policy::load_resolved_report(policy_flag)?;
-    if let PolicySource::OsDefault(p) = &loaded.source
-        && !p.exists()
-    {
-        tracing::warn!(
-            "no policy at {}; using receivers stored at enrollment",
-            p.display()
-        );
-    }
-    let report = loaded.report();
-    let engine = open_with(loaded.policy)?;
-    engine.set_policy_report(report);
-    Ok(engine)
-}
-
-fn open_with(policy: Policy) -> Result<Engine> {
-    let state_dir = duress_agent_core::state::resolve_state_dir()?;
-    Engine::open(policy, state_dir.clone())
-        .with_context(|| format!("cannot open the agent state in {}", state_dir.display()))
-}
-
-pub(crate) fn runtime() -> Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .context("cannot start the async runtime")
 }
 
 fn enroll(args: &EnrollArgs) -> Result<ExitCode> {

@@ -65,7 +65,7 @@ fn describe_source(source: &PolicySource) -> String {
 /// Runs the diagnosis and prints it.
 pub fn run(policy_flag: Option<&Path>, json: bool) -> Result<ExitCode> {
     let (_, source) = policy::load_resolved(policy_flag)?;
-    let engine = crate::cli::open_engine(policy_flag)?;
+    let engine = crate::engine_setup::open_engine(policy_flag)?;
     let d = diagnose(&engine, &source)?;
     if json {
         println!("{}", serde_json::to_string_pretty(&d)?);
@@ -90,7 +90,9 @@ pub fn diagnose(engine: &Engine, source: &PolicySource) -> Result<Diagnosis> {
         None => "ok: the OS keystore answers (no device key yet: not enrolled)".to_owned(),
     };
     let receivers = if status.enrolled {
-        match crate::cli::runtime()?.block_on(engine.probe_receivers(status.hotkey.clone())) {
+        match crate::engine_setup::runtime()?
+            .block_on(engine.probe_receivers(status.hotkey.clone()))
+        {
             Ok(r) => r,
             Err(e) => {
                 problems.push(format!("receivers not asked: {e}"));

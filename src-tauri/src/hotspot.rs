@@ -9,7 +9,7 @@ use tauri::{
     AppHandle, Manager, PhysicalPosition, Runtime, State, WebviewUrl, WebviewWindowBuilder,
 };
 
-use crate::app::AppState;
+use crate::app_state::AppState;
 
 /// The hotspot window's label.
 pub const LABEL: &str = "hotspot";

@@ -24,9 +24,11 @@
 
 pub mod alarm;
 pub mod app;
+pub mod app_state;
 pub mod autostart;
 pub mod cli;
 pub mod diagnose;
+pub mod engine_setup;
 pub mod hotkey;
 pub mod hotspot;
 pub mod local_time;

@@ -9,7 +9,7 @@ use duress_agent_core::duress_core::{HotkeyState, Location};
 use serde::{Deserialize, Serialize};
 use tauri::{AppHandle, Manager, Runtime, State, WebviewUrl, WebviewWindow, WebviewWindowBuilder};
 
-use crate::app::AppState;
+use crate::app_state::AppState;
 use crate::hotkey::manual_binding_hint;
 
 /// Which window.

@@ -347,6 +347,11 @@ fn serve_receiver(
         let mut settings = duress_receiver::Settings::new(data_dir);
         // All simulated stations share 127.0.0.1 (see receiver.rs).
         settings.connections.max_per_address = usize::MAX;
+        // P3 measures the store's throughput: each simulated station sends events back to
+        // back, far past the per-device token bucket (30, then 1/s) that protects a real
+        // receiver from one hostile workstation; without this P3 measures the bucket.
+        settings.device_event_burst = u32::MAX;
+        settings.device_events_per_second = f64::MAX;
         settings.database = database
             .filter(|d| !d.trim().is_empty())
             .map(duress_receiver::store::DatabaseUrl::new);

@@ -8,6 +8,10 @@ use serde::{Deserialize, Serialize};
 use time::OffsetDateTime;
 use uuid::Uuid;
 
+/// Added to the self-test period before a station is flagged: the agent tests at its own minute
+/// of a daily window, so a station that was off at that minute tests in the next day's window.
+pub const SELF_TEST_GRACE: std::time::Duration = std::time::Duration::from_secs(86_400);
+
 /// An enrolled device and its supervision state.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DeviceRecord {
@@ -79,7 +83,7 @@ impl SelfTestState {
 }
 
 impl DeviceRecord {
-    /// The self-test state at `now` for a `period` (plus [`crate::settings::SELF_TEST_GRACE`]);
+    /// The self-test state at `now` for a `period` (plus [`SELF_TEST_GRACE`]);
     /// `None` for a station that may not raise alarms (pending, disabled, revoked), which no
     /// test can prove.
     pub fn self_test_state(
@@ -93,7 +97,7 @@ impl DeviceRecord {
         let Some(last) = self.last_self_test_at else {
             return Some(SelfTestState::Never);
         };
-        let limit = period.saturating_add(crate::settings::SELF_TEST_GRACE);
+        let limit = period.saturating_add(SELF_TEST_GRACE);
         // A test stamped in the future (receiver clock stepped back) counts as recent.
         let age = (now - last).max(time::Duration::ZERO).unsigned_abs();
         Some(if age > limit {

@@ -48,7 +48,7 @@
 //! while the reserve holds them.
 //!
 //! Only counters, no per-request logs: a flood must not flood the log. The sweeper logs one
-//! summary every [`REPORT_EVERY`] while connections are being evicted or timed out.
+//! summary every `REPORT_EVERY` while connections are being evicted or timed out.
 
 use std::collections::{BTreeMap, HashMap};
 use std::convert::Infallible;

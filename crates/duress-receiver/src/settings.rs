@@ -23,9 +23,7 @@ pub const DEFAULT_RESPONSE_LEVELS: &[&str] = &["observe", "patrol", "patrol + 91
 /// [`SELF_TEST_GRACE`]) is flagged on the Stations page and in `devices list --json`. A week,
 /// as the staff guide's weekly self-test and the example `[self_test] every_days = 7`.
 pub const DEFAULT_SELF_TEST_PERIOD: Duration = Duration::from_secs(7 * 86_400);
-/// Added to the self-test period before a station is flagged: the agent tests at its own minute
-/// of a daily window, so a station that was off at that minute tests in the next day's window.
-pub const SELF_TEST_GRACE: Duration = Duration::from_secs(86_400);
+pub use crate::records::SELF_TEST_GRACE;
 
 /// Console settings: escalation, response levels, sessions, station thresholds, login limits.
 #[derive(Debug, Clone)]

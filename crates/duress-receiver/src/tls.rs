@@ -78,7 +78,7 @@ pub fn load(settings: &Settings) -> Result<TlsMaterial, TlsError> {
 /// The server's certificate and key, read from their files and replaceable while the server
 /// runs, so certbot, lego or an internal CA can rotate them without a restart (issue 21).
 ///
-/// rustls asks [`ResolvesServerCert::resolve`] for the certificate at each handshake, so a
+/// rustls asks `ResolvesServerCert::resolve` for the certificate at each handshake, so a
 /// reload changes what *new* connections see; established connections keep theirs and are
 /// never dropped. A new pair is checked before it replaces the old one — both files parse, the
 /// key matches the certificate (`CertifiedKey::from_der` compares the public keys), and the
@@ -363,44 +363,6 @@ pub(crate) fn write_atomically(path: &Path, bytes: &[u8], mode: u32) -> Result<(
     Ok(())
 }
 
-#[cfg(test)]
-#[allow(clippy::unwrap_used)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn self_signed_is_created_once_with_a_private_key_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let settings = Settings::new(dir.path());
-        let first = load(&settings).unwrap();
-        let (cert, key) = self_signed_paths(dir.path());
-        assert_eq!(first.trust_path, cert);
-        #[cfg(unix)]
-        {
-            use std::os::unix::fs::PermissionsExt as _;
-            let mode = fs::metadata(&key).unwrap().permissions().mode() & 0o777;
-            assert_eq!(mode, 0o600);
-        }
-        let second = load(&settings).unwrap();
-        assert_eq!(
-            first.fingerprint, second.fingerprint,
-            "reused, not regenerated"
-        );
-        assert_eq!(first.fingerprint.len(), 32 * 3 - 1);
-    }
-
-    #[test]
-    fn missing_files_are_an_error_naming_the_path() {
-        let mut settings = Settings::new("/nonexistent");
-        settings.tls = TlsSource::Files {
-            cert: "/nonexistent/c.pem".into(),
-            key: "/nonexistent/k.pem".into(),
-        };
-        let err = load(&settings).unwrap_err().to_string();
-        assert!(err.contains("/nonexistent/c.pem"), "{err}");
-    }
-}
-
 /// How often the certificate files are checked for a change (besides SIGHUP).
 pub const CERT_POLL: std::time::Duration = std::time::Duration::from_secs(10);
 
@@ -440,5 +402,43 @@ pub async fn watch_certificate(cert: Arc<ReloadableCert>) {
                 "TLS certificate NOT reloaded, the previous one stays in service"
             ),
         }
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn self_signed_is_created_once_with_a_private_key_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let settings = Settings::new(dir.path());
+        let first = load(&settings).unwrap();
+        let (cert, key) = self_signed_paths(dir.path());
+        assert_eq!(first.trust_path, cert);
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = fs::metadata(&key).unwrap().permissions().mode() & 0o777;
+            assert_eq!(mode, 0o600);
+        }
+        let second = load(&settings).unwrap();
+        assert_eq!(
+            first.fingerprint, second.fingerprint,
+            "reused, not regenerated"
+        );
+        assert_eq!(first.fingerprint.len(), 32 * 3 - 1);
+    }
+
+    #[test]
+    fn missing_files_are_an_error_naming_the_path() {
+        let mut settings = Settings::new("/nonexistent");
+        settings.tls = TlsSource::Files {
+            cert: "/nonexistent/c.pem".into(),
+            key: "/nonexistent/k.pem".into(),
+        };
+        let err = load(&settings).unwrap_err().to_string();
+        assert!(err.contains("/nonexistent/c.pem"), "{err}");
     }
 }

@@ -137,7 +137,7 @@ mod tests {
 
     use super::*;
     use crate::alarm::Alarm;
-    use crate::app::AppState;
+    use crate::app_state::AppState;
     use crate::hotkey::Session;
     use crate::tray::model::tests::{NOW, snapshot};
 

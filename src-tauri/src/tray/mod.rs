@@ -22,7 +22,7 @@ use tauri::{AppHandle, Manager, Runtime};
 pub use menu::TrayMenu;
 pub use model::{MenuModel, ids};
 
-use crate::app::AppState;
+use crate::app_state::AppState;
 use crate::windows::WindowKind;
 
 /// How often the menu is recomputed from the engine status.

@@ -164,10 +164,7 @@ where
     }
 }
 
-/// The receiver clock as it is stored and answered: UTC, millisecond precision.
-pub(crate) fn receiver_now() -> OffsetDateTime {
-    duress_core::clock::truncate_to_millis(OffsetDateTime::now_utc())
-}
+pub(crate) use crate::clock::receiver_now;
 
 /// A token whose signature verified with the key of an enrolled device. Says nothing about the
 /// device's status: the store checks that under its write lock.

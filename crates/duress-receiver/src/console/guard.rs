@@ -20,8 +20,18 @@ use axum::response::{IntoResponse, Redirect, Response};
 use subtle::ConstantTimeEq as _;
 
 use super::pages::error_page;
-use super::routes::Access;
 use super::{CurrentUser, WebState, sessions};
+
+/// Who may use a route.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Access {
+    /// The agent API, `/healthz`, the sign-in page and static assets.
+    Public,
+    /// Any signed-in officer or admin.
+    Officer,
+    /// Admins only (officers get 403).
+    Admin,
+}
 
 /// Form bodies the guard reads to find the CSRF field.
 const MAX_FORM_BYTES: usize = 64 * 1024;

@@ -12,16 +12,8 @@ use super::{
     sse, static_files, stations,
 };
 
-/// Who may use a route.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Access {
-    /// The agent API, `/healthz`, the sign-in page and static assets.
-    Public,
-    /// Any signed-in officer or admin.
-    Officer,
-    /// Admins only (officers get 403).
-    Admin,
-}
+// Defined beside the guard that enforces it (routes depend on the guard, never the reverse).
+pub use super::guard::Access;
 
 /// A route as the access test sees it.
 #[derive(Debug, Clone)]

@@ -230,7 +230,7 @@ impl SqliteStore {
             .bind(device_id)
             .execute(&mut *tx)
             .await?;
-        let now = crate::api::receiver_now();
+        let now = crate::clock::receiver_now();
         log::audit(
             &mut tx,
             &self.audit_key,

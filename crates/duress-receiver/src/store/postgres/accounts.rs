@@ -64,7 +64,7 @@ impl PostgresStore {
         log::audit(
             &mut tx,
             &self.audit_key,
-            crate::api::receiver_now(),
+            crate::clock::receiver_now(),
             actor,
             "user.disable",
             username,
@@ -120,7 +120,7 @@ impl PostgresStore {
         log::audit(
             &mut tx,
             &self.audit_key,
-            crate::api::receiver_now(),
+            crate::clock::receiver_now(),
             actor,
             action,
             subject,
@@ -189,7 +189,7 @@ impl PostgresStore {
             log::audit(
                 &mut tx,
                 &self.audit_key,
-                crate::api::receiver_now(),
+                crate::clock::receiver_now(),
                 actor,
                 "logout",
                 actor,
@@ -279,7 +279,7 @@ impl PostgresStore {
         log::audit(
             &mut tx,
             &self.audit_key,
-            crate::api::receiver_now(),
+            crate::clock::receiver_now(),
             actor,
             "camera.delete",
             &id.to_string(),
@@ -405,7 +405,7 @@ impl AuditStore for PostgresStore {
             log::audit(
                 &mut tx,
                 &self.audit_key,
-                crate::api::receiver_now(),
+                crate::clock::receiver_now(),
                 actor,
                 action,
                 subject,

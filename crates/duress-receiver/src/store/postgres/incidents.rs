@@ -154,7 +154,7 @@ impl PostgresStore {
         action: IncidentAction,
     ) -> StoreResult<ActionOutcome> {
         let mut tx = self.begin().await?;
-        let now = crate::api::receiver_now();
+        let now = crate::clock::receiver_now();
         // The incident's row lock: a second officer's claim waits here and then reads the
         // first one's claim.
         let Some(row) = sqlx::query(
@@ -217,7 +217,7 @@ impl PostgresStore {
     }
 
     async fn escalate_impl(&self, after: Duration) -> StoreResult<usize> {
-        let now = crate::api::receiver_now();
+        let now = crate::clock::receiver_now();
         let after_t = time::Duration::try_from(after).unwrap_or(time::Duration::seconds(90));
         let cutoff = now - after_t;
         // A plain read first, so the common case (nothing due) takes no lock.

@@ -49,7 +49,7 @@ impl PostgresStore {
         log::audit(
             &mut tx,
             &self.audit_key,
-            crate::api::receiver_now(),
+            crate::clock::receiver_now(),
             actor,
             "token.revoke",
             crate::tokens::log_ref(token_hash),
@@ -107,7 +107,7 @@ impl PostgresStore {
             .bind(device_id)
             .execute(&mut *tx)
             .await?;
-        let now = crate::api::receiver_now();
+        let now = crate::clock::receiver_now();
         log::audit(
             &mut tx,
             &self.audit_key,

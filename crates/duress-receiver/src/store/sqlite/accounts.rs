@@ -65,7 +65,7 @@ impl SqliteStore {
         log::audit(
             &mut tx,
             &self.audit_key,
-            crate::api::receiver_now(),
+            crate::clock::receiver_now(),
             actor,
             "user.disable",
             username,
@@ -120,7 +120,7 @@ impl SqliteStore {
         log::audit(
             &mut tx,
             &self.audit_key,
-            crate::api::receiver_now(),
+            crate::clock::receiver_now(),
             actor,
             action,
             subject,
@@ -190,7 +190,7 @@ impl SqliteStore {
             log::audit(
                 &mut tx,
                 &self.audit_key,
-                crate::api::receiver_now(),
+                crate::clock::receiver_now(),
                 actor,
                 "logout",
                 actor,
@@ -357,7 +357,7 @@ impl AuditStore for SqliteStore {
             log::audit(
                 &mut tx,
                 &self.audit_key,
-                crate::api::receiver_now(),
+                crate::clock::receiver_now(),
                 actor,
                 action,
                 subject,

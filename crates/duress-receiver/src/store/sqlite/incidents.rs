@@ -63,7 +63,7 @@ impl SqliteStore {
         action: IncidentAction,
     ) -> StoreResult<ActionOutcome> {
         let mut tx = self.begin_write().await?;
-        let now = crate::api::receiver_now();
+        let now = crate::clock::receiver_now();
         let (kind, text) = match change(&mut tx, id, actor, &action, now).await? {
             Change::Done(kind, text) => (kind, text),
             Change::Outcome(outcome) => return Ok(outcome),
@@ -102,7 +102,7 @@ impl SqliteStore {
     }
 
     async fn escalate_impl(&self, after: std::time::Duration) -> StoreResult<usize> {
-        let now = crate::api::receiver_now();
+        let now = crate::clock::receiver_now();
         let after_t = time::Duration::try_from(after).unwrap_or(time::Duration::seconds(90));
         let cutoff = format_ts(now - after_t);
         // A plain read first, so the common case (nothing due) takes no write lock.

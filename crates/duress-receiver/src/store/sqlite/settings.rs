@@ -47,7 +47,7 @@ impl SqliteStore {
         log::audit(
             &mut tx,
             &self.audit_key,
-            crate::api::receiver_now(),
+            crate::clock::receiver_now(),
             actor,
             "camera.delete",
             &id.to_string(),

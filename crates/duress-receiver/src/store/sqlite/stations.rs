@@ -50,7 +50,7 @@ impl SqliteStore {
         log::audit(
             &mut tx,
             &self.audit_key,
-            crate::api::receiver_now(),
+            crate::clock::receiver_now(),
             actor,
             "token.revoke",
             crate::tokens::log_ref(token_hash),
