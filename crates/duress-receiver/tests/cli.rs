@@ -16,8 +16,10 @@ fn run(args: &[&str]) -> std::process::Output {
 /// exit non-zero with a message.
 #[test]
 fn admin_commands_print_what_scripts_parse() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path().to_str().unwrap();
+    let top = tempfile::tempdir().unwrap();
+    // A data directory that does not exist yet: the first command creates it (0700, below).
+    let dir_path = top.path().join("data");
+    let d = dir_path.to_str().unwrap();
     let out = run(&[
         "token",
         "create",
@@ -38,6 +40,18 @@ fn admin_commands_print_what_scripts_parse() {
     let stdout = String::from_utf8(out.stdout).unwrap();
     let last = stdout.lines().last().unwrap();
     assert!(last.starts_with("det_") && !last.contains(' '), "{stdout}");
+    // Issue 15: the data directory is the receiver's alone, and so is its database.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt as _;
+        let mode = |p: &std::path::Path| std::fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir_path), 0o700, "data directory");
+        assert_eq!(
+            mode(&dir_path.join("receiver.sqlite3")),
+            0o600,
+            "database file"
+        );
+    }
     assert!(
         !String::from_utf8_lossy(&out.stderr).contains(last),
         "token logged"

@@ -138,6 +138,37 @@ impl From<&StoreLocation> for StoreLocation {
     }
 }
 
+/// Creates `dir` (and any missing parents) private to the receiver's user (0700 on Unix): the
+/// data directory holds the store, the TLS key, the acknowledgement and audit keys. An existing
+/// directory is left as it is (it may be a path the administrator chose on purpose, and
+/// changing the mode of, say, a shared parent would be worse), with a warning when other users
+/// can read it.
+pub(crate) fn create_private_dir(dir: &std::path::Path) -> std::io::Result<()> {
+    if dir.is_dir() {
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let mode = std::fs::metadata(dir)?.permissions().mode();
+            if mode & 0o077 != 0 {
+                tracing::warn!(
+                    dir = %dir.display(),
+                    mode = format!("{:o}", mode & 0o777),
+                    "the data directory is accessible to other users; chmod 700 it"
+                );
+            }
+        }
+        return Ok(());
+    }
+    let mut builder = std::fs::DirBuilder::new();
+    builder.recursive(true);
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::DirBuilderExt as _;
+        builder.mode(0o700);
+    }
+    builder.create(dir)
+}
+
 /// Opens (and migrates) the store at `location`. An unsupported or unreachable URL is an
 /// error that names it without its password.
 pub async fn open(location: &StoreLocation) -> StoreResult<Arc<dyn Store>> {

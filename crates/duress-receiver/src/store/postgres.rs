@@ -238,7 +238,7 @@ impl PostgresStore {
         let head: i64 = sqlx::query_scalar("SELECT id FROM audit_head")
             .fetch_one(&pool)
             .await?;
-        std::fs::create_dir_all(data_dir).map_err(|e| {
+        super::create_private_dir(data_dir).map_err(|e| {
             StoreError::Unavailable(format!("creating {}: {e}", data_dir.display()))
         })?;
         let audit_key = super::audit_chain::AuditKey::load_or_create(data_dir, head + 1)?;

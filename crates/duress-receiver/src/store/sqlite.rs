@@ -90,7 +90,7 @@ pub struct SqliteStore {
 impl SqliteStore {
     /// Opens (creating the directory and file if needed) and applies pending migrations.
     pub async fn open(data_dir: &Path) -> StoreResult<Self> {
-        std::fs::create_dir_all(data_dir).map_err(|e| {
+        super::create_private_dir(data_dir).map_err(|e| {
             StoreError::Unavailable(format!("creating {}: {e}", data_dir.display()))
         })?;
         let options = SqliteConnectOptions::new()
@@ -113,6 +113,22 @@ impl SqliteStore {
             .run(&pool)
             .await
             .map_err(|e| StoreError::Migrate(e.to_string()))?;
+        // The database and its WAL and shared-memory files: 0600 (SQLite creates the WAL and
+        // shared-memory files later with the database file's own mode).
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt as _;
+            let db = database_path(data_dir);
+            for suffix in ["", "-wal", "-shm"] {
+                let mut path = db.clone().into_os_string();
+                path.push(suffix);
+                let path = std::path::PathBuf::from(path);
+                if path.exists() {
+                    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600))
+                        .map_err(|e| StoreError::Unavailable(format!("{}: {e}", path.display())))?;
+                }
+            }
+        }
         let head: i64 = sqlx::query_scalar("SELECT id FROM audit_head")
             .fetch_one(&pool)
             .await?;
