@@ -154,47 +154,41 @@ build_msi() {
     echo "$msi"
 }
 
-build_deb() {
-    local mode=${1:-}
-    need dpkg-deb dpkg
-    mkdir -p "$out"
-    local bin=${DURESS_AGENT_BIN:-}
+# The binary a .deb packs: $ENV_VAR if set, else $CARGO_TARGET_DIR/release/NAME if it exists,
+# else the debug one (built by `cargo build -p NAME` unless --no-build).
+deb_binary() {
+    local name=$1 env_value=$2 env_name=$3 mode=$4
+    local bin=$env_value
     if [ -z "$bin" ]; then
-        if [ -x "$target_dir/release/duress-agent" ]; then
-            bin="$target_dir/release/duress-agent"
-        elif [ -x "$target_dir/debug/duress-agent" ]; then
-            bin="$target_dir/debug/duress-agent"
+        if [ -x "$target_dir/release/$name" ]; then
+            bin="$target_dir/release/$name"
+        elif [ -x "$target_dir/debug/$name" ]; then
+            bin="$target_dir/debug/$name"
         elif [ "$mode" != --no-build ]; then
-            (cd "$root" && cargo build -p duress-agent) >&2
-            bin="$target_dir/debug/duress-agent"
+            (cd "$root" && cargo build -p "$name") >&2
+            bin="$target_dir/debug/$name"
         else
-            die "no duress-agent binary (cargo build -p duress-agent, or set DURESS_AGENT_BIN)"
+            die "no $name binary (cargo build -p $name, or set $env_name)"
         fi
     fi
     [ -x "$bin" ] || die "$bin is not an executable"
+    echo "$bin"
+}
+
+build_deb() {
+    need dpkg-deb dpkg
+    mkdir -p "$out"
+    local bin
+    bin=$(deb_binary duress-agent "${DURESS_AGENT_BIN:-}" DURESS_AGENT_BIN "${1:-}")
     "$here/linux/build-deb.sh" "$bin" "$version" "$out"
 }
 
-# deb-receiver: packs $DURESS_RECEIVER_BIN, else $CARGO_TARGET_DIR/release/duress-receiver if it
-#      exists, else the debug one (same rule as deb).
+# deb-receiver: packs $DURESS_RECEIVER_BIN, else the release or debug duress-receiver (as deb).
 build_deb_receiver() {
-    local mode=${1:-}
     need dpkg-deb dpkg
     mkdir -p "$out"
-    local bin=${DURESS_RECEIVER_BIN:-}
-    if [ -z "$bin" ]; then
-        if [ -x "$target_dir/release/duress-receiver" ]; then
-            bin="$target_dir/release/duress-receiver"
-        elif [ -x "$target_dir/debug/duress-receiver" ]; then
-            bin="$target_dir/debug/duress-receiver"
-        elif [ "$mode" != --no-build ]; then
-            (cd "$root" && cargo build -p duress-receiver) >&2
-            bin="$target_dir/debug/duress-receiver"
-        else
-            die "no duress-receiver binary (cargo build -p duress-receiver, or set DURESS_RECEIVER_BIN)"
-        fi
-    fi
-    [ -x "$bin" ] || die "$bin is not an executable"
+    local bin
+    bin=$(deb_binary duress-receiver "${DURESS_RECEIVER_BIN:-}" DURESS_RECEIVER_BIN "${1:-}")
     "$here/linux/receiver/build-deb.sh" "$bin" "$version" "$out"
 }
 
