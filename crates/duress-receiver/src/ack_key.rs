@@ -193,7 +193,7 @@ fn new_key() -> anyhow::Result<StoredKey> {
         .map_err(|e| anyhow::anyhow!("drawing the acknowledgement key: {e}"))?;
     Ok(StoredKey {
         seed: URL_SAFE_NO_PAD.encode(seed.as_ref()),
-        created_at: OffsetDateTime::now_utc()
+        created_at: crate::clock::receiver_now()
             .replace_nanosecond(0)
             .unwrap_or(OffsetDateTime::UNIX_EPOCH),
     })

@@ -198,7 +198,7 @@ pub async fn backup(at: &StoreLocation, out: &Path) -> anyhow::Result<BackupRepo
         format: FORMAT.into(),
         version: VERSION,
         backend: backend.into(),
-        created_at: time::OffsetDateTime::now_utc()
+        created_at: crate::clock::receiver_now()
             .format(&time::format_description::well_known::Rfc3339)?,
         receiver_version: env!("CARGO_PKG_VERSION").into(),
         sha256,

@@ -223,8 +223,10 @@ pub fn random_key() -> DeviceKey {
     DeviceKey::from_seed(&seed)
 }
 
+/// The test agent's clock: the receiver's, so requests stay inside the clock window when a
+/// test moves it (`tests/clock_thresholds.rs`).
 pub fn now() -> OffsetDateTime {
-    duress_core::clock::truncate_to_millis(OffsetDateTime::now_utc())
+    duress_receiver::clock::receiver_now()
 }
 
 pub fn location() -> Location {
