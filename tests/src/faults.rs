@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use crate::{AgentCli, ReceiverProcess, require_secret_service, write_policy};
+use crate::{AgentCli, ReceiverProcess};
 
 /// `DURESS_LONG=1` selects the long variants (minutes-long outages, more iterations); their
 /// figures are recorded in docs/RELIABILITY.md. CI runs the short ones.
@@ -16,47 +16,15 @@ pub fn figure(scenario: &str, name: &str, value: impl std::fmt::Display) {
     eprintln!("FIGURE {scenario} {name}={value}");
 }
 
-/// A fresh enrollment token with `uses` uses, from the receiver's admin command.
-pub fn token(receiver: &ReceiverProcess, uses: u32) -> String {
-    receiver
-        .admin(&[
-            "token",
-            "create",
-            "--uses",
-            &uses.to_string(),
-            "--expires",
-            "1h",
-        ])
-        .lines()
-        .last()
-        .expect("token on the last line")
-        .trim()
-        .to_owned()
-}
-
 /// An agent installation in `dir/name` pointing at `receiver`, enrolled with the real binary.
 pub fn enrolled_agent(dir: &Path, name: &str, receiver: &ReceiverProcess) -> AgentCli {
-    require_secret_service();
-    let agent = AgentCli {
-        state_dir: dir.join(name),
-        policy: dir.join(format!("{name}.toml")),
-    };
-    let token = token(receiver, 1);
-    write_policy(
-        &agent.policy,
-        &receiver.url(),
-        &receiver.ca_path(),
-        &token,
+    AgentCli::enroll(
+        receiver,
+        dir.join(name),
+        dir.join(format!("{name}.toml")),
         name,
-    );
-    let out = agent.run(&["enroll"]);
-    assert!(
-        out.status.success(),
-        "enroll failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    agent
+        "",
+    )
 }
 
 /// `status --json`'s `queued`.

@@ -151,6 +151,23 @@ impl ReceiverProcess {
     pub fn admin(&self, args: &[&str]) -> String {
         receiver_cli(&self.data_dir, args)
     }
+
+    /// A fresh enrollment token with `uses` uses and a 1 h lifetime, from `token create`.
+    pub fn token(&self, uses: u32) -> String {
+        self.admin(&[
+            "token",
+            "create",
+            "--uses",
+            &uses.to_string(),
+            "--expires",
+            "1h",
+        ])
+        .lines()
+        .last()
+        .expect("token on the last line")
+        .trim()
+        .to_owned()
+    }
 }
 
 impl Drop for ReceiverProcess {
@@ -213,6 +230,36 @@ pub struct AgentCli {
 }
 
 impl AgentCli {
+    /// An agent installation (state dir and policy file) pointing at `receiver`, with the
+    /// standard test policy for `label` plus `policy_extra` (e.g. `[tray]` keys), enrolled with
+    /// a fresh one-use token through the real binary. Needs the Secret Service (the keystore).
+    pub fn enroll(
+        receiver: &ReceiverProcess,
+        state_dir: PathBuf,
+        policy: PathBuf,
+        label: &str,
+        policy_extra: &str,
+    ) -> AgentCli {
+        require_secret_service();
+        let token = receiver.token(1);
+        write_policy(&policy, &receiver.url(), &receiver.ca_path(), &token, label);
+        if !policy_extra.is_empty() {
+            let mut text = std::fs::read_to_string(&policy).expect("policy");
+            text.push('\n');
+            text.push_str(policy_extra);
+            std::fs::write(&policy, text).expect("policy");
+        }
+        let agent = AgentCli { state_dir, policy };
+        let out = agent.run(&["enroll"]);
+        assert!(
+            out.status.success(),
+            "enroll failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        agent
+    }
+
     pub fn command(&self, args: &[&str]) -> Command {
         let mut cmd = Command::new(bin("duress-agent"));
         cmd.args(args)

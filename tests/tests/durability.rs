@@ -6,10 +6,8 @@
 
 use std::time::{Duration, Instant};
 
-use duress_tests::{
-    AgentCli, ReceiverProcess, free_port, require_secret_service, stored_event_ids, wait_until,
-    write_policy,
-};
+use duress_tests::faults::queued;
+use duress_tests::{AgentCli, ReceiverProcess, free_port, stored_event_ids, wait_until};
 
 /// A receiver and one enrolled agent installation, in one temp dir.
 struct Setup {
@@ -19,33 +17,14 @@ struct Setup {
 }
 
 fn setup(label: &str) -> Setup {
-    require_secret_service();
     let tmp = tempfile::tempdir().expect("tempdir");
     let receiver = ReceiverProcess::start(&tmp.path().join("receiver"), free_port());
-    let token = receiver
-        .admin(&["token", "create", "--uses", "1", "--expires", "1h"])
-        .lines()
-        .last()
-        .expect("token on the last line")
-        .trim()
-        .to_owned();
-    let agent = AgentCli {
-        state_dir: tmp.path().join("agent"),
-        policy: tmp.path().join("agent.toml"),
-    };
-    write_policy(
-        &agent.policy,
-        &receiver.url(),
-        &receiver.ca_path(),
-        &token,
+    let agent = AgentCli::enroll(
+        &receiver,
+        tmp.path().join("agent"),
+        tmp.path().join("agent.toml"),
         label,
-    );
-    let out = agent.run(&["enroll"]);
-    assert!(
-        out.status.success(),
-        "enroll failed: {}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+        "",
     );
     Setup {
         _tmp: tmp,
@@ -72,12 +51,6 @@ fn trigger(agent: &AgentCli) -> String {
     uuid::Uuid::parse_str(&id)
         .unwrap_or_else(|_| panic!("first line is not an event id: {stdout}"));
     id
-}
-
-fn queued(agent: &AgentCli) -> u64 {
-    agent.status()["queued"]
-        .as_u64()
-        .expect("status has queued")
 }
 
 fn count(ids: &[String], id: &str) -> usize {

@@ -119,7 +119,7 @@ fn a_clock_24_h_off_is_corrected_and_occurred_at_is_preserved() {
         state_dir: tmp.path().join("enrolled-skewed"),
         policy: tmp.path().join("enrolled-skewed.toml"),
     };
-    let token = duress_tests::faults::token(&receiver, 1);
+    let token = receiver.token(1);
     write_policy(
         &agent.policy,
         &receiver.url(),

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 use duress_core::{EventKind, ProblemType};
 use duress_loadgen::SimStation;
 use duress_loadgen::client::{https_client, post_jose};
-use duress_tests::faults::{KillOnDrop, enrolled_agent, figure, queued, token};
+use duress_tests::faults::{KillOnDrop, enrolled_agent, figure, queued};
 use duress_tests::stores::{
     lost_and_duplicated, outbox_events, receiver_event_counts, receiver_integrity,
     receiver_press_balance,
@@ -28,7 +28,7 @@ fn a_full_disk_answers_503_keeps_the_alarm_and_recovers() {
     let fs = SmallFs::mount(&tmp.path().join("receiver"), 8);
     let mut receiver = ReceiverProcess::start(&fs.path, free_port());
     let agent = enrolled_agent(tmp.path(), "disk-desk", &receiver);
-    let station_token = token(&receiver, 1);
+    let station_token = receiver.token(1);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()

@@ -124,7 +124,7 @@ fn network_cut_loss_and_delay_lose_and_duplicate_nothing() {
         )
         .lines()
         .last()
-        .expect("token")
+        .expect("token on the last line")
         .trim()
         .to_owned();
         write_policy(&a.policy, url, &cert_path, &t, name);

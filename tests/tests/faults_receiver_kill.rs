@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use duress_agent_core::{Engine, EnrollOptions, Policy};
 use duress_core::{EventKind, HotkeyState, Source};
-use duress_tests::faults::{figure, long_mode, token};
+use duress_tests::faults::{figure, long_mode};
 use duress_tests::stores::{
     lost_and_duplicated, outbox_events, receiver_event_counts, receiver_event_total,
     receiver_press_balance,
@@ -29,7 +29,7 @@ async fn kill_9_of_the_receiver_during_a_burst_loses_and_duplicates_nothing() {
     require_secret_service();
     let tmp = tempfile::tempdir().expect("tempdir");
     let mut receiver = ReceiverProcess::start(&tmp.path().join("receiver"), free_port());
-    let token = token(&receiver, STATIONS as u32);
+    let token = receiver.token(STATIONS as u32);
     let policy = Policy::from_toml_str(
         &format!(
             "[[receivers]]\nurl = \"{}\"\nca_cert = \"{}\"\n[enrollment]\ntoken = \"{token}\"\n\

@@ -13,9 +13,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use duress_tests::{
-    AgentCli, ReceiverProcess, bin, free_port, require_secret_service, wait_until, write_policy,
-};
+use duress_tests::{AgentCli, ReceiverProcess, bin, free_port, require_secret_service, wait_until};
 
 /// The location label every tray test's policy sets.
 pub const LABEL: &str = "Bldg A, Floor 2, Room 214";
@@ -322,31 +320,12 @@ impl World {
         require_tray_tools();
         let tmp = tempfile::tempdir().expect("tempdir");
         let receiver = ReceiverProcess::start(&tmp.path().join("receiver"), free_port());
-        let token = receiver
-            .admin(&["token", "create", "--uses", "1", "--expires", "1h"])
-            .lines()
-            .last()
-            .expect("token on the last line")
-            .trim()
-            .to_owned();
-        let policy = tmp.path().join("agent.toml");
-        write_policy(&policy, &receiver.url(), &receiver.ca_path(), &token, LABEL);
-        if !policy_extra.is_empty() {
-            let mut text = std::fs::read_to_string(&policy).expect("policy");
-            text.push('\n');
-            text.push_str(policy_extra);
-            std::fs::write(&policy, text).expect("policy");
-        }
-        let agent = AgentCli {
-            state_dir: tmp.path().join("agent"),
-            policy,
-        };
-        let out = agent.run(&["enroll"]);
-        assert!(
-            out.status.success(),
-            "enroll failed: {}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
+        let agent = AgentCli::enroll(
+            &receiver,
+            tmp.path().join("agent"),
+            tmp.path().join("agent.toml"),
+            LABEL,
+            policy_extra,
         );
         let xvfb = Xvfb::start();
         World {

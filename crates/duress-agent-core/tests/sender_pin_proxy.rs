@@ -6,7 +6,6 @@
 //! name the host; and a proxy, when set, carries every connection.
 #![allow(clippy::unwrap_used)]
 
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -21,6 +20,9 @@ use sha2::{Digest as _, Sha256};
 use time::OffsetDateTime;
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use uuid::Uuid;
+
+mod support;
+use support::{ca, send};
 
 async fn ack(body: Bytes) -> axum::Json<EventAck> {
     let token = String::from_utf8(body.to_vec()).unwrap();
@@ -97,43 +99,17 @@ async fn start(with_ca: bool) -> Stub {
     }
 }
 
-/// Serves `chain` (leaf first, exactly as given) with `leaf_key` on 127.0.0.1:0; every event
-/// is answered with an acknowledgement naming its id. Returns the base URL.
+/// Serves `chain` (leaf first, exactly as given) with `leaf_key`; every event is answered
+/// with an acknowledgement naming its id. Returns the base URL.
 fn serve(
     chain: Vec<rustls_pki_types::CertificateDer<'static>>,
     leaf_key: &rcgen::KeyPair,
 ) -> String {
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            chain,
-            rustls_pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
-        )
-        .unwrap();
-    let app = Router::new().route("/v1/events", post(ack));
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let addr: SocketAddr = listener.local_addr().unwrap();
-    let server = axum_server::from_tcp_rustls(
-        listener,
-        axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(config)),
+    support::serve_tls(
+        Router::new().route("/v1/events", post(ack)),
+        chain,
+        leaf_key,
     )
-    .unwrap();
-    tokio::spawn(server.serve(app.into_make_service()));
-    format!("https://127.0.0.1:{}", addr.port())
-}
-
-/// A CA certificate named `name`, self-signed.
-fn ca(name: &str) -> rcgen::CertifiedIssuer<'static, rcgen::KeyPair> {
-    let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, name);
-    rcgen::CertifiedIssuer::self_signed(params, rcgen::KeyPair::generate().unwrap()).unwrap()
 }
 
 fn write_pem(dir: &tempfile::TempDir, name: &str, pem: &str) -> std::path::PathBuf {
@@ -142,24 +118,10 @@ fn write_pem(dir: &tempfile::TempDir, name: &str, pem: &str) -> std::path::PathB
     path
 }
 
-fn token_for(id: Uuid) -> String {
-    let key = duress_agent_core::duress_core::DeviceKey::from_seed(&[9u8; 32]);
-    key.sign(
-        duress_agent_core::duress_core::Typ::Event,
-        Some("dev"),
-        serde_json::json!({ "id": id }).to_string().as_bytes(),
-    )
-}
-
 fn receiver(url: &str, ca: Option<&std::path::Path>, pin: Option<&str>) -> ReceiverConfig {
     let mut r = ReceiverConfig::new(url, ca.map(ToOwned::to_owned)).unwrap();
     r.ca_sha256 = pin.map(ToOwned::to_owned);
     r
-}
-
-async fn send(sender: &Sender) -> SendOutcome<EventAck> {
-    let id = Uuid::now_v7();
-    sender.post_event(&token_for(id), id).await
 }
 
 /// Colons and upper case, as `RECEIVER_CA_SHA256` is usually pasted.

@@ -4,7 +4,6 @@
 #![allow(clippy::unwrap_used)]
 
 use std::collections::VecDeque;
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -24,6 +23,9 @@ use duress_agent_core::sender::{SendOutcome, Sender};
 use duress_agent_core::{Engine, Policy, ReceiverConfig};
 use time::OffsetDateTime;
 use uuid::Uuid;
+
+mod support;
+use support::{send, token_for};
 
 /// What the stub answers to the next request.
 #[derive(Debug, Clone)]
@@ -125,13 +127,7 @@ struct Running {
 /// Starts an HTTPS stub on 127.0.0.1:0 with a fresh CA; the leaf is signed by the CA.
 async fn start(script: &[Answer]) -> Running {
     let dir = tempfile::tempdir().unwrap();
-    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
-    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
-    ca_params
-        .distinguished_name
-        .push(rcgen::DnType::CommonName, "stub CA");
-    let ca_key = rcgen::KeyPair::generate().unwrap();
-    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, ca_key).unwrap();
+    let ca = support::ca("stub CA");
     let leaf_params =
         rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned(), "localhost".to_owned()])
             .unwrap();
@@ -140,32 +136,14 @@ async fn start(script: &[Answer]) -> Running {
     let ca_path = dir.path().join("ca.pem");
     std::fs::write(&ca_path, ca.pem()).unwrap();
 
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ServerConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_no_client_auth()
-        .with_single_cert(
-            vec![leaf.der().clone()],
-            rustls_pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
-        )
-        .unwrap();
     let stub = Stub::default();
     stub.script.lock().unwrap().extend(script.iter().cloned());
     let app = Router::new()
         .route("/v1/events", post(events))
         .with_state(stub.clone());
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    listener.set_nonblocking(true).unwrap();
-    let addr: SocketAddr = listener.local_addr().unwrap();
-    let server = axum_server::from_tcp_rustls(
-        listener,
-        axum_server::tls_rustls::RustlsConfig::from_config(Arc::new(config)),
-    )
-    .unwrap();
-    tokio::spawn(server.serve(app.into_make_service()));
+    let url = support::serve_tls(app, vec![leaf.der().clone()], &leaf_key);
     Running {
-        url: format!("https://127.0.0.1:{}", addr.port()),
+        url,
         ca: ca_path,
         stub,
         _dir: dir,
@@ -174,17 +152,6 @@ async fn start(script: &[Answer]) -> Running {
 
 fn receiver(r: &Running) -> ReceiverConfig {
     ReceiverConfig::new(&r.url, Some(r.ca.clone())).unwrap()
-}
-
-/// A token whose payload carries `id` (the stub does not verify signatures).
-fn token_for(id: Uuid) -> String {
-    let key = duress_agent_core::duress_core::DeviceKey::from_seed(&[9u8; 32]);
-    let claims = serde_json::json!({ "id": id });
-    key.sign(
-        duress_agent_core::duress_core::Typ::Event,
-        Some("dev"),
-        claims.to_string().as_bytes(),
-    )
 }
 
 /// Each kind of answer is classified as the spec says: a 2xx naming the id is an ack; a 2xx
@@ -404,11 +371,6 @@ async fn rotation_overlap_accepts_both_listed_keys() {
     let new_only = Sender::new(&[with_ack_key(&r, new.kid())]).unwrap();
     unverified(&send(&new_only).await, "does not list");
     assert!(matches!(send(&new_only).await, SendOutcome::Acked(_)));
-}
-
-async fn send(sender: &Sender) -> SendOutcome<EventAck> {
-    let id = Uuid::now_v7();
-    sender.post_event(&token_for(id), id).await
 }
 
 /// The engine keeps an alarm whose answers are not signed by the policy's key queued, retries
