@@ -6,6 +6,8 @@
 //! each starting from the system clock; the test "agent" of `common` signs with the receiver's
 //! clock, so its requests stay inside the clock window wherever the clock has been moved.
 
+#![allow(clippy::unwrap_used)]
+
 mod common;
 
 use std::time::Duration;
