@@ -359,34 +359,11 @@ fn run_headless(headless: bool, policy_flag: Option<&Path>) -> Result<ExitCode> 
         .context("cannot start the async runtime")?;
     rt.block_on(async {
         let (_hotkey_tx, hotkey_rx) = tokio::sync::watch::channel(HotkeyState::NotApplicable);
-        engine.run(shutdown_signal(), hotkey_rx).await
+        engine
+            .run(duress_shutdown::shutdown_signal(), hotkey_rx)
+            .await
     })?;
     Ok(ExitCode::SUCCESS)
-}
-
-/// Completes on SIGINT or (Unix) SIGTERM.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(e) => {
-                tracing::warn!("cannot listen for SIGTERM: {e}");
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
-    }
-    tracing::info!("shutdown requested");
 }
 
 /// Human-readable times for `status`.

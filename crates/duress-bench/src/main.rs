@@ -330,20 +330,7 @@ fn serve_receiver(
     };
     let result = runtime.block_on(async move {
         let listener = std::net::TcpListener::bind(listen)?;
-        let shutdown = async {
-            use tokio::signal::unix::{SignalKind, signal};
-            match signal(SignalKind::terminate()) {
-                Ok(mut term) => {
-                    tokio::select! {
-                        _ = term.recv() => {},
-                        _ = tokio::signal::ctrl_c() => {},
-                    }
-                }
-                Err(_) => {
-                    let _ = tokio::signal::ctrl_c().await;
-                }
-            }
-        };
+        let shutdown = duress_shutdown::shutdown_signal();
         let mut settings = duress_receiver::Settings::new(data_dir);
         // All simulated stations share 127.0.0.1 (see receiver.rs).
         settings.connections.max_per_address = usize::MAX;

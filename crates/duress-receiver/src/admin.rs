@@ -219,3 +219,42 @@ pub async fn audit_head(at: impl Into<StoreLocation>) -> anyhow::Result<AuditHea
     })
     .await
 }
+
+/// A consistent online backup of the store and the data directory to `out` (see [`crate::backup`]).
+pub async fn backup(
+    at: &StoreLocation,
+    out: &std::path::Path,
+) -> anyhow::Result<crate::backup::BackupReport> {
+    crate::backup::backup(at, out).await
+}
+
+/// Restores a backup into `at` (an empty store unless `force`), then verifies the audit chain.
+pub async fn restore(
+    at: &StoreLocation,
+    from: &std::path::Path,
+    force: bool,
+) -> anyhow::Result<crate::backup::RestoreReport> {
+    crate::backup::restore(at, from, force).await
+}
+
+/// The current acknowledgement key's public JWK, then its thumbprint on the last line
+/// (creating the key when there is none yet).
+pub fn ack_key_show(data_dir: &std::path::Path) -> anyhow::Result<String> {
+    Ok(crate::ack_key::AckKeys::load_or_create(data_dir)?.show_text())
+}
+
+/// Every acknowledgement key, current and listed, one JSON line each.
+pub fn ack_key_list(data_dir: &std::path::Path) -> anyhow::Result<String> {
+    Ok(crate::ack_key::AckKeys::load(data_dir)?.list_text())
+}
+
+/// A new current acknowledgement key (the previous one stays listed); returns what
+/// [`ack_key_show`] would print for it.
+pub fn ack_key_rotate(data_dir: &std::path::Path) -> anyhow::Result<String> {
+    Ok(crate::ack_key::rotate(data_dir)?.show_text())
+}
+
+/// Removes the listed (non-current) keys, or only the one `kid` names; returns how many.
+pub fn ack_key_retire(data_dir: &std::path::Path, kid: Option<&str>) -> anyhow::Result<usize> {
+    crate::ack_key::retire(data_dir, kid)
+}

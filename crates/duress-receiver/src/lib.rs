@@ -32,6 +32,7 @@ pub mod ack_key;
 pub mod admin;
 pub mod api;
 pub mod backup;
+pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod console;

@@ -205,7 +205,10 @@ pub enum StoreError {
 }
 
 /// Whether devices enrolled with a token start active or wait for an administrator.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+/// (`clap::ValueEnum`: `token create --approve auto|manual` parses this very type.)
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize, clap::ValueEnum,
+)]
 #[serde(rename_all = "lowercase")]
 pub enum Approve {
     Auto,

@@ -107,7 +107,8 @@ pub struct SelfTestRecord {
 }
 
 /// Officers handle incidents; admins also manage stations, tokens, users and camera mappings.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+/// (`clap::ValueEnum`: `user add --role officer|admin` parses this very type.)
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     Officer,
