@@ -325,7 +325,10 @@ pub async fn restore(
         let _ = dir.sync_all();
     }
 
-    let audit_entries = match crate::admin::verify_audit(at, None).await? {
+    let store = crate::store::open(at).await.with_context(|| at.opening())?;
+    let verified = crate::store::verify_audit(store.as_ref(), None).await;
+    store.close().await;
+    let audit_entries = match verified? {
         Ok(n) => n,
         Err(brk) => bail!("restored, but the audit chain does not hold: {brk}"),
     };
