@@ -93,13 +93,22 @@ async fn serve_http(cap: &Capture) -> String {
     format!("http://{addr}")
 }
 
-/// HTTPS on 127.0.0.1 with a leaf of a fresh test CA; returns the URL and the CA's PEM file.
-async fn serve_https(cap: &Capture, dir: &Path) -> (String, PathBuf) {
+/// A fresh test CA (rcgen) and a leaf for 127.0.0.1 it signed: the CA's PEM file, the leaf's
+/// certificate and key (DER), and the leaf's certificate and key as PEM files.
+struct TestCa {
+    ca_path: PathBuf,
+    leaf: rustls::pki_types::CertificateDer<'static>,
+    leaf_key: Vec<u8>,
+    leaf_pem: PathBuf,
+    key_pem: PathBuf,
+}
+
+fn test_ca(dir: &Path, name: &str) -> TestCa {
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     ca_params
         .distinguished_name
-        .push(rcgen::DnType::CommonName, "notify test CA");
+        .push(rcgen::DnType::CommonName, format!("notify test CA {name}"));
     let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap())
         .unwrap();
     let leaf_key = rcgen::KeyPair::generate().unwrap();
@@ -107,16 +116,36 @@ async fn serve_https(cap: &Capture, dir: &Path) -> (String, PathBuf) {
         .unwrap()
         .signed_by(&leaf_key, &ca)
         .unwrap();
-    let ca_path = dir.join("notify-ca.pem");
+    let ca_path = dir.join(format!("{name}-ca.pem"));
     std::fs::write(&ca_path, ca.pem()).unwrap();
+    let leaf_pem = dir.join(format!("{name}-leaf.pem"));
+    std::fs::write(&leaf_pem, leaf.pem()).unwrap();
+    let key_pem = dir.join(format!("{name}-leaf-key.pem"));
+    std::fs::write(&key_pem, leaf_key.serialize_pem()).unwrap();
+    TestCa {
+        ca_path,
+        leaf: leaf.der().clone(),
+        leaf_key: leaf_key.serialize_der(),
+        leaf_pem,
+        key_pem,
+    }
+}
+
+/// HTTPS on 127.0.0.1 with a leaf of a fresh test CA; returns the URL and the CA's PEM file.
+async fn serve_https(cap: &Capture, dir: &Path) -> (String, PathBuf) {
+    serve_https_named(cap, dir, "notify").await
+}
+
+async fn serve_https_named(cap: &Capture, dir: &Path, name: &str) -> (String, PathBuf) {
+    let ca = test_ca(dir, name);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()
         .with_single_cert(
-            vec![leaf.der().clone()],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+            vec![ca.leaf.clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(ca.leaf_key.clone().into()),
         )
         .unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -128,7 +157,7 @@ async fn serve_https(cap: &Capture, dir: &Path) -> (String, PathBuf) {
     )
     .unwrap();
     tokio::spawn(server.serve(app(cap).into_make_service()));
-    (format!("https://127.0.0.1:{}", addr.port()), ca_path)
+    (format!("https://127.0.0.1:{}", addr.port()), ca.ca_path)
 }
 
 /// A port nothing listens on (bound, then closed).
@@ -941,5 +970,353 @@ offline_after_s = 2
     assert_eq!(body["data"]["device_id"], quiet.device_id);
     assert_eq!(body["data"]["location_label"], "Bldg A, Floor 2, Room 214");
     assert_eq!(body["data"]["hostname"], "ws-214");
+    h.shutdown().await;
+}
+
+/// Polls (bounded) until `done` holds for every notification of the receiver.
+async fn wait_all(
+    h: &Harness,
+    what: &str,
+    done: impl Fn(&[NotificationRecord]) -> bool,
+) -> Vec<NotificationRecord> {
+    let store = duress_receiver::store::open(&h.data_dir()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let rows = store.recent_notifications(100).await.unwrap();
+        if done(&rows) {
+            store.close().await;
+            return rows;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {rows:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Failed at least once, every attempt refused at TLS for the server's certificate.
+fn refused_at_tls(r: &NotificationRecord) -> bool {
+    !r.attempts.is_empty()
+        && r.attempts.iter().all(|a| {
+            a.outcome == "error"
+                && a.error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("TLS") && e.contains("certificate"))
+        })
+}
+
+/// Teams, SMS and webhook channels over HTTPS to a server whose certificate a test CA signed:
+/// delivered when the channel names that CA as `ca_cert`; refused (nothing reaches the server,
+/// the attempt says why) by the same channels without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn https_channels_trust_their_ca_cert_and_refuse_an_unknown_ca() {
+    let trusted = Capture::default();
+    let untrusted = Capture::default();
+    let dir = tempfile::tempdir().unwrap();
+    let (good, ca) = serve_https_named(&trusted, dir.path(), "trusted").await;
+    // Another CA's server, which no channel names.
+    let (bad, _) = serve_https_named(&untrusted, dir.path(), "unknown").await;
+    let ca = ca.display();
+    let h = start(&format!(
+        r#"
+public_url = "https://duress.example.edu"
+[[channels]]
+name = "teams-ok"
+kind = "teams"
+url = "{good}/teams?{TEAMS_SIG}"
+ca_cert = "{ca}"
+[[channels]]
+name = "sms-ok"
+kind = "sms"
+url = "{good}/sms"
+username = "AC0123"
+password = "{SMS_TOKEN}"
+from = "+15550100"
+to = ["+15550111"]
+ca_cert = "{ca}"
+[[channels]]
+name = "hook-ok"
+kind = "webhook"
+url = "{good}/webhook"
+secret = "{SECRET}"
+ca_cert = "{ca}"
+[[channels]]
+name = "teams-no-ca"
+kind = "teams"
+url = "{bad}/teams?{TEAMS_SIG}"
+[[channels]]
+name = "sms-no-ca"
+kind = "sms"
+url = "{bad}/sms"
+username = "AC0123"
+password = "{SMS_TOKEN}"
+from = "+15550100"
+to = ["+15550111"]
+[[channels]]
+name = "hook-no-ca"
+kind = "webhook"
+url = "{bad}/webhook"
+secret = "{SECRET}"
+[[channels]]
+name = "hook-other-ca"
+kind = "webhook"
+url = "{bad}/webhook"
+secret = "{SECRET}"
+ca_cert = "{ca}"
+[[ladders]]
+name = "default"
+steps = [ {{ after_s = 0, channels = ["teams-ok", "sms-ok", "hook-ok", "teams-no-ca",
+                                    "sms-no-ca", "hook-no-ca", "hook-other-ca"] }} ]
+"#
+    ))
+    .await;
+    let mut agent = h.enrolled_agent().await;
+    let (incident, took) = alarm(&h, &mut agent).await;
+    assert!(took < Duration::from_secs(2), "the alarm took {took:?}");
+    let rows = wait_rows(&h, incident, "three sent, four refused twice", |rows| {
+        rows.len() == 7
+            && ["teams-ok", "sms-ok", "hook-ok"].iter().all(|c| {
+                rows.iter()
+                    .any(|r| r.channel == *c && r.status != "pending")
+            })
+            && rows
+                .iter()
+                .filter(|r| r.channel.ends_with("-ca"))
+                .all(|r| r.attempts.len() >= 2)
+    })
+    .await;
+    assert_eq!(row(&rows, "teams-ok").status, "accepted");
+    assert_eq!(row(&rows, "sms-ok").status, "accepted");
+    assert_eq!(row(&rows, "hook-ok").status, "delivered");
+    for c in ["teams-no-ca", "sms-no-ca", "hook-no-ca", "hook-other-ca"] {
+        let r = row(&rows, c);
+        assert_eq!(r.status, "pending", "{c}: retried, never sent: {r:#?}");
+        assert!(refused_at_tls(r), "{c}: {r:#?}");
+    }
+    assert!(
+        untrusted.seen.lock().unwrap().is_empty(),
+        "no request may reach a server the channel does not trust"
+    );
+    // What reached the trusted server is whole.
+    let card: serde_json::Value =
+        serde_json::from_slice(&trusted.requests("/teams")[0].body).unwrap();
+    assert_eq!(
+        card["attachments"][0]["contentType"],
+        "application/vnd.microsoft.card.adaptive"
+    );
+    let sms = &trusted.requests("/sms")[0];
+    let form: Vec<(String, String)> = form_urlencoded::parse(&sms.body).into_owned().collect();
+    assert!(form.contains(&("To".to_owned(), "+15550111".to_owned())));
+    let hook = &trusted.requests("/webhook")[0];
+    verify("webhook", hook, Some(SECRET), dir.path());
+    h.shutdown().await;
+}
+
+/// A local SMTP sink (`tests/notify/smtp_sink.py`, aiosmtpd) in `mode` (`none`, `starttls`,
+/// `tls`) with `ca`'s leaf; returns the process, its output lines and its port.
+async fn smtp_sink(
+    mode: &str,
+    ca: Option<&TestCa>,
+) -> (
+    tokio::process::Child,
+    tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    u16,
+) {
+    use tokio::io::AsyncBufReadExt as _;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let python = root.join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "the project venv is missing: run scripts/install-deps (it installs aiosmtpd)"
+    );
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut cmd = tokio::process::Command::new(&python);
+    cmd.arg(root.join("tests/notify/smtp_sink.py"))
+        .arg(port.to_string())
+        .arg(mode);
+    if let Some(ca) = ca {
+        cmd.arg(&ca.leaf_pem).arg(&ca.key_pem);
+    }
+    let mut sink = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(sink.stdout.take().unwrap()).lines();
+    let ready = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .expect("the SMTP sink did not start")
+        .unwrap();
+    assert_eq!(
+        ready.as_deref(),
+        Some("ready"),
+        "aiosmtpd must be installed"
+    );
+    (sink, lines, port)
+}
+
+/// E-mail over STARTTLS (the sink requires it before MAIL) and over implicit TLS, each trusting
+/// the sink's test CA through `ca_cert`; the same sinks refused by channels without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn email_over_starttls_and_implicit_tls_trusts_only_its_ca_cert() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = test_ca(dir.path(), "smtp");
+    let (mut starttls, mut starttls_lines, starttls_port) = smtp_sink("starttls", Some(&ca)).await;
+    let (mut implicit, mut implicit_lines, implicit_port) = smtp_sink("tls", Some(&ca)).await;
+    let mail = |name: &str, port: u16, tls: &str, with_ca: bool| {
+        let ca_line = if with_ca {
+            format!("ca_cert = \"{}\"\n", ca.ca_path.display())
+        } else {
+            String::new()
+        };
+        format!(
+            "[[channels]]\nname = \"{name}\"\nkind = \"email\"\nsmtp_host = \"127.0.0.1\"\n\
+             smtp_port = {port}\ntls = \"{tls}\"\nfrom = \"duress@example.edu\"\n\
+             to = [\"{name}@example.edu\"]\n{ca_line}"
+        )
+    };
+    let h = start(&format!(
+        "{}{}{}{}[[ladders]]\nname = \"default\"\nsteps = [ {{ after_s = 0, channels = \
+         [\"starttls-ok\", \"tls-ok\", \"starttls-no-ca\", \"tls-no-ca\"] }} ]\n",
+        mail("starttls-ok", starttls_port, "starttls", true),
+        mail("tls-ok", implicit_port, "tls", true),
+        mail("starttls-no-ca", starttls_port, "starttls", false),
+        mail("tls-no-ca", implicit_port, "tls", false),
+    ))
+    .await;
+    let mut agent = h.enrolled_agent().await;
+    let (incident, _) = alarm(&h, &mut agent).await;
+    let rows = wait_rows(&h, incident, "two delivered, two refused twice", |rows| {
+        rows.len() == 4
+            && rows
+                .iter()
+                .filter(|r| r.channel.ends_with("-ok"))
+                .all(|r| r.status == "delivered")
+            && rows
+                .iter()
+                .filter(|r| r.channel.ends_with("-no-ca"))
+                .all(|r| r.attempts.len() >= 2)
+    })
+    .await;
+    for c in ["starttls-no-ca", "tls-no-ca"] {
+        let r = row(&rows, c);
+        assert_eq!(r.status, "pending", "{c}: {r:#?}");
+        assert!(
+            r.attempts
+                .iter()
+                .all(|a| a.outcome == "error"
+                    && a.error.as_deref().is_some_and(|e| e.contains("SMTP"))),
+            "{c}: {r:#?}"
+        );
+    }
+    for (lines, to) in [
+        (&mut starttls_lines, "starttls-ok@example.edu"),
+        (&mut implicit_lines, "tls-ok@example.edu"),
+    ] {
+        let line = tokio::time::timeout(Duration::from_secs(5), lines.next_line())
+            .await
+            .expect("no message reached the sink")
+            .unwrap()
+            .unwrap();
+        let got: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(got["rcpt_tos"], serde_json::json!([to]));
+        assert_eq!(got["tls"], true, "{to}: the session was not encrypted");
+        assert!(
+            got["data"]
+                .as_str()
+                .unwrap()
+                .contains("Bldg A, Floor 2, Room 214")
+        );
+        // Nothing from the channels that do not trust the sink.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), lines.next_line())
+                .await
+                .is_err(),
+            "a second message reached the sink"
+        );
+    }
+    drop(starttls.stdin.take());
+    drop(implicit.stdin.take());
+    h.shutdown().await;
+    let _ = starttls.wait().await;
+    let _ = implicit.wait().await;
+}
+
+/// A self-test (kind `test`) with only the default ladder pages nobody; a rule with
+/// `kind = "test"` delivers it on its ladder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn test_incidents_page_nobody_unless_a_rule_says_so() {
+    async fn self_test(h: &Harness, agent: &mut common::Agent) {
+        let claims = agent.event(EventKind::Test);
+        let answer = h.post("/v1/events", agent.sign_event(&claims)).await;
+        assert_eq!(answer.status, 200, "{}", answer.text());
+    }
+    let cap = Capture::default();
+    let http = serve_http(&cap).await;
+    let channels = format!(
+        r#"
+[[channels]]
+name = "duty"
+kind = "webhook"
+url = "{http}/duty"
+secret = "{SECRET}"
+[[channels]]
+name = "tests"
+kind = "webhook"
+url = "{http}/tests"
+secret = "{SECRET}"
+[[ladders]]
+name = "default"
+steps = [ {{ after_s = 0, channels = ["duty"] }} ]
+"#
+    );
+    // The default ladder only: the self-test is committed, nothing is enqueued for it.
+    let h = start(&channels).await;
+    let mut agent = h.enrolled_agent().await;
+    self_test(&h, &mut agent).await;
+    // A real alarm after it, delivered: the worker has run past the self-test.
+    let (incident, _) = alarm(&h, &mut agent).await;
+    wait_rows(&h, incident, "the alarm's delivery", |rows| {
+        rows.len() == 1 && rows[0].status == "delivered"
+    })
+    .await;
+    let rows = wait_all(&h, "all rows", |_| true).await;
+    assert_eq!(rows.len(), 1, "only the real alarm notifies: {rows:#?}");
+    let duty = cap.requests("/duty");
+    assert_eq!(duty.len(), 1);
+    let body: serde_json::Value = serde_json::from_slice(&duty[0].body).unwrap();
+    assert_eq!(body["type"], "incident.opened");
+    assert!(cap.requests("/tests").is_empty());
+    h.shutdown().await;
+
+    // With a rule that selects self-tests: delivered on its ladder, not the default one.
+    let h = start(&format!(
+        "{channels}[[ladders]]\nname = \"self-tests\"\nsteps = [ {{ after_s = 0, channels = \
+         [\"tests\"] }} ]\n[[rules]]\nladder = \"self-tests\"\nkind = \"test\"\n"
+    ))
+    .await;
+    let mut agent = h.enrolled_agent().await;
+    self_test(&h, &mut agent).await;
+    let rows = wait_all(&h, "the self-test's delivery", |rows| {
+        rows.len() == 1 && rows[0].status == "delivered"
+    })
+    .await;
+    assert_eq!(rows[0].channel, "tests");
+    assert_eq!(rows[0].ladder.as_deref(), Some("self-tests"));
+    let sent = cap.requests("/tests");
+    assert_eq!(sent.len(), 1);
+    let body: serde_json::Value = serde_json::from_slice(&sent[0].body).unwrap();
+    assert_eq!(body["type"], "test.received");
+    assert_eq!(body["data"]["device_id"], agent.device_id);
+    assert_eq!(
+        cap.requests("/duty").len(),
+        1,
+        "the default ladder stayed quiet"
+    );
     h.shutdown().await;
 }
