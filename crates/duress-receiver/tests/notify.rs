@@ -1320,3 +1320,133 @@ steps = [ {{ after_s = 0, channels = ["duty"] }} ]
     );
     h.shutdown().await;
 }
+
+/// Reads an SSE response until an `event: trouble` frame whose data satisfies `done`.
+async fn trouble_frame(
+    resp: &mut reqwest::Response,
+    buf: &mut String,
+    what: &str,
+    done: impl Fn(&[String]) -> bool,
+) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        while let Some(end) = buf.find("\n\n") {
+            let frame: String = buf.drain(..end + 2).collect();
+            if !frame.lines().any(|l| l == "event: trouble") {
+                continue;
+            }
+            let data = frame
+                .lines()
+                .find_map(|l| l.strip_prefix("data: "))
+                .unwrap();
+            let lines: Vec<String> = serde_json::from_str(data).unwrap();
+            if done(&lines) {
+                return lines;
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "no trouble frame with {what}: {buf}");
+        match tokio::time::timeout(left, resp.chunk()).await {
+            Ok(Ok(Some(chunk))) => buf.push_str(&String::from_utf8_lossy(&chunk)),
+            other => panic!("no trouble frame with {what}: {other:?} {buf}"),
+        }
+    }
+}
+
+/// The sweep and the worker stalled (the test hook) for three intervals: a trouble banner on
+/// every page of every signed-in officer, pushed to open pages over the live stream; gone again
+/// once they run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stalled_sweep_and_worker_show_a_trouble_banner_everywhere() {
+    use common::console::{Console, add_user};
+    use duress_receiver::store::Role;
+    const SWEEP: &str = "Station supervision has not run since";
+    const WORKER: &str = "The notifier has not run since";
+    let stall = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let cfg = config(&format!(
+        r#"
+[[channels]]
+name = "trouble"
+kind = "webhook"
+url = "http://127.0.0.1:9/trouble"
+secret = "{SECRET}"
+[supervision]
+channels = ["trouble"]
+interval_s = 1
+"#
+    ));
+    let hook = stall.clone();
+    let h = Harness::start_with(move |s| {
+        s.config = Some(cfg);
+        s.notify_worker_watch = Duration::from_millis(400);
+        s.notify_stall = hook;
+    })
+    .await;
+    add_user(h.data_dir(), "olga", Role::Officer).await;
+    add_user(h.data_dir(), "ada", Role::Admin).await;
+    let olga = Console::sign_in(&h, "olga").await;
+    let ada = Console::sign_in(&h, "ada").await;
+    let pages = |c: &Console, admin: bool| {
+        let mut paths = vec!["/", "/stations", "/reports"];
+        if admin {
+            paths.extend(["/admin/channels", "/audit"]);
+        }
+        let c = Console {
+            client: c.client.clone(),
+            base: c.base.clone(),
+            cookie: c.cookie.clone(),
+            csrf: c.csrf.clone(),
+        };
+        async move {
+            let mut out = Vec::new();
+            for p in paths {
+                let page = c.get(p).await;
+                assert_eq!(page.status, 200, "{p}");
+                out.push((p, page.text()));
+            }
+            out
+        }
+    };
+    let mut resp = olga
+        .client
+        .get(format!("{}/events", olga.base))
+        .header("cookie", olga.cookie.clone().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut buf = String::new();
+    // Running: the stream says all is well, and no page shows a banner.
+    trouble_frame(&mut resp, &mut buf, "all well", <[String]>::is_empty).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for (p, text) in pages(&olga, false).await {
+        assert!(!text.contains(SWEEP) && !text.contains(WORKER), "{p}");
+    }
+
+    stall.store(true, std::sync::atomic::Ordering::SeqCst);
+    let t = Instant::now();
+    let lines = trouble_frame(&mut resp, &mut buf, "both stalled", |l| {
+        l.iter().any(|t| t.contains(SWEEP)) && l.iter().any(|t| t.contains(WORKER))
+    })
+    .await;
+    // Three sweep intervals (3 s) at least; the check runs every second.
+    assert!(t.elapsed() >= Duration::from_secs(2), "{:?}", t.elapsed());
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    for (c, admin) in [(&olga, false), (&ada, true)] {
+        for (p, text) in pages(c, admin).await {
+            assert!(
+                text.contains("id=\"trouble-banner\" class=\"trouble-banner\" role=\"alert\">"),
+                "{p}: the banner is not shown"
+            );
+            assert!(text.contains(SWEEP) && text.contains(WORKER), "{p}");
+        }
+    }
+
+    stall.store(false, std::sync::atomic::Ordering::SeqCst);
+    trouble_frame(&mut resp, &mut buf, "running again", <[String]>::is_empty).await;
+    for (p, text) in pages(&ada, true).await {
+        assert!(!text.contains(SWEEP) && !text.contains(WORKER), "{p}");
+    }
+    drop(resp);
+    h.shutdown().await;
+}

@@ -12,6 +12,7 @@ pub mod email;
 pub mod http;
 pub mod schedule;
 pub mod supervision;
+pub mod watch;
 pub mod worker;
 
 use std::collections::HashMap;
