@@ -277,6 +277,14 @@ pub struct VmsRequest {
     pub body: Option<String>,
     #[serde(default)]
     pub encoding: VmsEncoding,
+    /// The link the console's incident page shows for this location (the VMS web client's
+    /// view of these cameras): the same per-location mapping as the request, one source of
+    /// truth. `{BLD}`, `{FLR}`, `{ROOM}` are percent-encoded; `http(s)://` only.
+    #[serde(default)]
+    pub camera_url: Option<String>,
+    /// The link's text (default: "Cameras").
+    #[serde(default)]
+    pub camera_name: Option<String>,
 }
 
 fn default_method() -> String {
@@ -440,6 +448,10 @@ impl ReceiverConfig {
                     }
                     for r in &v.requests {
                         check_url(&at("requests.url"), r.url.expose())?;
+                        if let Some(link) = &r.camera_url {
+                            crate::console::cameras::check_template(link)
+                                .map_err(|e| at(&format!("requests.camera_url: {e}")))?;
+                        }
                         if !matches!(r.method.as_str(), "GET" | "POST" | "PUT" | "PATCH") {
                             return Err(at(&format!(
                                 "requests.method {:?}: use GET, POST, PUT or PATCH",

@@ -275,6 +275,7 @@ impl Prepared {
             self.login_limiter.clone(),
         );
         console.watchdog = watchdog.clone();
+        console.config = self.settings.config.clone();
         let console = Arc::new(console);
         // Background work of the console, stopped when serving ends.
         let pump = tokio::spawn(console::live::run_pump(

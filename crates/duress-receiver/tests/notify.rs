@@ -1450,3 +1450,102 @@ interval_s = 1
     drop(resp);
     h.shutdown().await;
 }
+
+/// The incident page's camera links come from the `vms` channel's per-location mapping (the
+/// request that triggers the cameras names the link too); the console's own mappings are not
+/// used then; a location the mapping does not cover gets neither a trigger nor a link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn camera_links_come_from_the_vms_mapping() {
+    use common::console::{Console, add_user};
+    use duress_receiver::store::{NewCameraMapping, Role};
+    let cap = Capture::default();
+    let http = serve_http(&cap).await;
+    let h = start(&format!(
+        r#"
+[[channels]]
+name = "cameras"
+kind = "vms"
+[[channels.requests]]
+building = "A"
+url = "{http}/vms?room={{ROOM}}"
+body = '{{"where": "{{label}}"}}'
+camera_url = "https://vms.example.edu/view/{{BLD}}-{{ROOM}}"
+camera_name = "Bldg A cameras"
+[[ladders]]
+name = "default"
+steps = [ {{ after_s = 0, channels = ["cameras"] }} ]
+"#
+    ))
+    .await;
+    // A console mapping that would match anything: not used while the file is the source.
+    let store = duress_receiver::store::open(&h.data_dir()).await.unwrap();
+    store
+        .add_camera_mapping(
+            NewCameraMapping {
+                match_field: "any".into(),
+                match_value: String::new(),
+                name: "Legacy link".into(),
+                url_template: "https://legacy.example.edu/all".into(),
+                created_at: common::now(),
+            },
+            "admin",
+        )
+        .await
+        .unwrap();
+    store.close().await;
+    add_user(h.data_dir(), "ada", Role::Admin).await;
+    let ada = Console::sign_in(&h, "ada").await;
+
+    let mut agent = h.enrolled_agent().await;
+    let (in_a, _) = alarm(&h, &mut agent).await;
+    let mut other = h.enrolled_agent().await;
+    let mut claims = other.event(EventKind::Duress);
+    claims.location.bld = Some("B".into());
+    claims.location.label = Some("Bldg B, Room 9".into());
+    claims.location.room = Some("9".into());
+    let answer = h.post("/v1/events", other.sign_event(&claims)).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let in_b = answer.json::<duress_core::EventAck>().incident_id.unwrap();
+
+    let rows = wait_rows(&h, in_a, "the camera trigger", |rows| {
+        rows.len() == 1 && rows[0].status == "delivered"
+    })
+    .await;
+    assert_eq!(rows[0].channel, "cameras");
+    let sent = cap.requests("/vms");
+    assert_eq!(
+        sent.len(),
+        1,
+        "only building A's incident triggers the cameras"
+    );
+
+    let page = ada.get(&format!("/incidents/{in_a}")).await;
+    assert_eq!(page.status, 200);
+    let page = page.text();
+    assert!(
+        page.contains("href=\"https://vms.example.edu/view/A-214\""),
+        "the link from the vms mapping: {page}"
+    );
+    assert!(page.contains("Bldg A cameras"));
+    assert!(
+        !page.contains("legacy.example.edu"),
+        "a console mapping was used"
+    );
+
+    let page = ada.get(&format!("/incidents/{in_b}")).await.text();
+    assert!(
+        page.contains("No camera is mapped to this location"),
+        "{page}"
+    );
+    assert!(!page.contains("vms.example.edu") && !page.contains("legacy.example.edu"));
+    let store = duress_receiver::store::open(&h.data_dir()).await.unwrap();
+    assert!(store.incident_notifications(in_b).await.unwrap().is_empty());
+    store.close().await;
+
+    let admin = ada.get("/admin/cameras").await.text();
+    assert!(
+        admin.contains("Camera links come from the receiver"),
+        "{admin}"
+    );
+    h.shutdown().await;
+}

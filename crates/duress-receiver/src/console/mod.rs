@@ -65,6 +65,9 @@ pub struct Console {
     pub closing: tokio::sync::watch::Sender<bool>,
     /// The notifier's background work, watched: its trouble is the banner of every page.
     pub watchdog: Arc<crate::notify::watch::Watchdog>,
+    /// The configuration file (`serve --config`), if any: its `vms` mapping is the source of
+    /// camera links when it has `camera_url`s ([`cameras`]).
+    pub config: Option<Arc<crate::config::ReceiverConfig>>,
 }
 
 impl Console {
@@ -82,6 +85,7 @@ impl Console {
             login_limiter,
             closing: tokio::sync::watch::Sender::new(false),
             watchdog: Arc::new(crate::notify::watch::Watchdog::idle()),
+            config: None,
         }
     }
 }

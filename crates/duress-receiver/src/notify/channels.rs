@@ -374,7 +374,15 @@ pub fn vms_request<'a>(
     channel: &'a VmsChannel,
     facts: &NotificationFacts,
 ) -> Option<&'a VmsRequest> {
-    let loc = &facts.location;
+    vms_request_at(channel, &facts.location)
+}
+
+/// The request of a VMS channel for a location (the first whose building and room match):
+/// also what the console's camera links come from (`console::cameras`).
+pub fn vms_request_at<'a>(
+    channel: &'a VmsChannel,
+    loc: &duress_core::Location,
+) -> Option<&'a VmsRequest> {
     channel.requests.iter().find(|r| {
         r.building
             .as_deref()
