@@ -1549,3 +1549,67 @@ steps = [ {{ after_s = 0, channels = ["cameras"] }} ]
     );
     h.shutdown().await;
 }
+
+/// A station whose protection schedule excludes now goes silent: shown offline on the Stations
+/// page, and no trouble notification however many sweeps run (the default, always, is
+/// `an_offline_station_notifies_the_trouble_channel_once`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn offline_outside_the_protection_schedule_notifies_nobody() {
+    use common::console::{Console, add_user};
+    use duress_receiver::store::Role;
+    let cap = Capture::default();
+    let http = serve_http(&cap).await;
+    // A daily window two to three hours from now (UTC): it excludes now.
+    let hour = time::OffsetDateTime::now_utc().hour();
+    let (from, to) = ((hour + 2) % 24, (hour + 3) % 24);
+    let cfg = config(&format!(
+        r#"
+[[channels]]
+name = "trouble"
+kind = "webhook"
+url = "{http}/trouble"
+secret = "{SECRET}"
+[[schedules]]
+name = "later"
+days = ["daily"]
+from = "{from:02}:00"
+to = "{to:02}:00"
+timezone = "UTC"
+[supervision]
+channels = ["trouble"]
+interval_s = 1
+offline_after_s = 2
+schedule = "later"
+"#
+    ));
+    let h = Harness::start_with(move |s| {
+        s.config = Some(cfg);
+        s.notify_retry_base = Duration::from_millis(200);
+        s.heartbeat_interval_s = 1;
+        s.console.station_grace = Duration::from_millis(500);
+    })
+    .await;
+    let quiet = h.enrolled_agent().await;
+    let answer = h
+        .post("/v1/heartbeats", quiet.sign_heartbeat(&quiet.heartbeat()))
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    add_user(h.data_dir(), "olga", Role::Officer).await;
+    let olga = Console::sign_in(&h, "olga").await;
+    // Well past offline_after_s, several sweeps.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let page = olga.get("/stations").await.text();
+    assert!(
+        page.contains("state state-offline"),
+        "the Stations page shows it offline: {page}"
+    );
+    assert!(
+        cap.requests("/trouble").is_empty(),
+        "notified outside its schedule"
+    );
+    let store = duress_receiver::store::open(&h.data_dir()).await.unwrap();
+    assert!(store.recent_notifications(10).await.unwrap().is_empty());
+    assert!(store.last_sweep().await.unwrap().is_some(), "the sweep ran");
+    store.close().await;
+    h.shutdown().await;
+}
