@@ -54,6 +54,43 @@ pub struct ReceiverConfig {
     /// Supervision notifications: a station going offline notifies these channels once.
     #[serde(default)]
     pub supervision: Option<SupervisionConfig>,
+    /// Protection schedules: when a station is expected to be protected (supervised). Entries
+    /// with the same name form one schedule (the union of their windows).
+    #[serde(default)]
+    pub schedules: Vec<ScheduleConfig>,
+}
+
+/// `[[schedules]]`: one weekly window of a named protection schedule, in a time zone.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ScheduleConfig {
+    pub name: String,
+    /// `mon` … `sun` (or `daily`, `weekdays`, `weekend`): the days the window starts on.
+    pub days: Vec<String>,
+    /// `HH:MM`, local time in `timezone`. A window with `to` before `from` runs past midnight
+    /// into the next day; `to = "24:00"` is the end of the day.
+    pub from: String,
+    pub to: String,
+    /// An IANA time zone (`America/Chicago`); the local times follow its daylight saving.
+    pub timezone: String,
+}
+
+/// `[[supervision.rules]]`: which schedule protects a station. The first rule whose every
+/// given key matches wins; without a match, `supervision.schedule`, else always.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProtectionRule {
+    /// A schedule name, or `always`.
+    pub schedule: String,
+    /// The station's device id.
+    #[serde(default)]
+    pub station: Option<String>,
+    /// The location's building (`BLD`).
+    #[serde(default)]
+    pub building: Option<String>,
+    /// The location's site (`NAM`).
+    #[serde(default)]
+    pub site: Option<String>,
 }
 
 /// `[supervision]`: the trouble channel(s) a station going offline notifies.
@@ -68,6 +105,11 @@ pub struct SupervisionConfig {
     /// How often the sweep runs (default 30 s).
     #[serde(default)]
     pub interval_s: Option<u64>,
+    /// The schedule of stations no rule names (default `always`).
+    #[serde(default)]
+    pub schedule: Option<String>,
+    #[serde(default)]
+    pub rules: Vec<ProtectionRule>,
 }
 
 /// One channel: `kind` chooses the table's shape.
@@ -235,6 +277,14 @@ pub struct VmsRequest {
     pub body: Option<String>,
     #[serde(default)]
     pub encoding: VmsEncoding,
+    /// The link the console's incident page shows for this location (the VMS web client's
+    /// view of these cameras): the same per-location mapping as the request, one source of
+    /// truth. `{BLD}`, `{FLR}`, `{ROOM}` are percent-encoded; `http(s)://` only.
+    #[serde(default)]
+    pub camera_url: Option<String>,
+    /// The link's text (default: "Cameras").
+    #[serde(default)]
+    pub camera_name: Option<String>,
 }
 
 fn default_method() -> String {
@@ -398,6 +448,10 @@ impl ReceiverConfig {
                     }
                     for r in &v.requests {
                         check_url(&at("requests.url"), r.url.expose())?;
+                        if let Some(link) = &r.camera_url {
+                            crate::console::cameras::check_template(link)
+                                .map_err(|e| at(&format!("requests.camera_url: {e}")))?;
+                        }
                         if !matches!(r.method.as_str(), "GET" | "POST" | "PUT" | "PATCH") {
                             return Err(at(&format!(
                                 "requests.method {:?}: use GET, POST, PUT or PATCH",
@@ -453,6 +507,23 @@ impl ReceiverConfig {
             if sup.interval_s == Some(0) || sup.offline_after_s == Some(0) {
                 return Err("supervision: interval_s and offline_after_s must be > 0".into());
             }
+        }
+        let schedules = crate::notify::schedule::Schedules::from_config(&self.schedules)?;
+        if let Some(sup) = &self.supervision {
+            let named = sup
+                .schedule
+                .iter()
+                .chain(sup.rules.iter().map(|r| &r.schedule));
+            for name in named {
+                if !schedules.knows(name) {
+                    return Err(format!(
+                        "supervision names unknown schedule {name:?} (defined: {})",
+                        schedules.names()
+                    ));
+                }
+            }
+        } else if !self.schedules.is_empty() {
+            return Err("schedules are defined but there is no [supervision] to use them".into());
         }
         for r in &self.rules {
             if !ladders.contains(r.ladder.as_str()) {
@@ -639,6 +710,29 @@ steps = [ { after_s = 0, channels = ["security-teams", "ops-webhook", "duty-mail
         ))
         .unwrap_err();
         assert!(e.contains("duty-mail"), "{e}");
+    }
+
+    #[test]
+    fn supervision_names_only_known_schedules() {
+        let base = format!(
+            "{EXAMPLE}\n[[schedules]]\nname = \"office\"\ndays = [\"weekdays\"]\nfrom = \"07:00\"\n\
+             to = \"19:00\"\ntimezone = \"America/Chicago\"\n[supervision]\n\
+             channels = [\"duty-mail\"]\nschedule = \"office\"\n"
+        );
+        assert!(ReceiverConfig::parse(&base).is_ok());
+        let e = ReceiverConfig::parse(&format!(
+            "{base}[[supervision.rules]]\nschedule = \"nights\"\nbuilding = \"A\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("unknown schedule \"nights\""), "{e}");
+        let e =
+            ReceiverConfig::parse(&base.replace("America/Chicago", "America/Nowhere")).unwrap_err();
+        assert!(e.contains("America/Nowhere"), "{e}");
+        let e = ReceiverConfig::parse(&format!(
+            "{base}[[supervision.rules]]\nschedule = \"office\"\nroom = \"1\"\n"
+        ))
+        .unwrap_err();
+        assert!(e.contains("room"), "{e}");
     }
 
     #[test]

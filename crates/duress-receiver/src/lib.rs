@@ -254,12 +254,30 @@ impl Prepared {
                 .collect();
             console_settings.ladders = config.ladders.iter().map(config::describe_ladder).collect();
         }
-        let console = Arc::new(console::Console::new(
+        let supervision_config = self
+            .settings
+            .config
+            .as_ref()
+            .and_then(|c| c.supervision.clone());
+        // The sweep and the worker are watched: three missed intervals are a console banner.
+        let watchdog = Arc::new(notify::watch::Watchdog::new(
+            supervision_config
+                .as_ref()
+                .map(notify::supervision::interval),
+            self.notifier
+                .as_ref()
+                .map(|_| self.settings.notify_worker_watch),
+            self.settings.notify_stall.clone(),
+        ));
+        let mut console = console::Console::new(
             self.store.clone(),
             console_settings,
             self.settings.heartbeat_interval_s,
             self.login_limiter.clone(),
-        ));
+        );
+        console.watchdog = watchdog.clone();
+        console.config = self.settings.config.clone();
+        let console = Arc::new(console);
         // Background work of the console, stopped when serving ends.
         let pump = tokio::spawn(console::live::run_pump(
             self.store.clone(),
@@ -271,19 +289,16 @@ impl Prepared {
         let notifier = self
             .notifier
             .clone()
-            .map(|n| tokio::spawn(notify::worker::run(self.store.clone(), n)));
-        let supervision = self
-            .settings
-            .config
-            .as_ref()
-            .and_then(|c| c.supervision.clone())
-            .map(|s| {
-                tokio::spawn(notify::supervision::run(
-                    self.store.clone(),
-                    s,
-                    self.settings.heartbeat_interval_s,
-                ))
-            });
+            .map(|n| tokio::spawn(notify::worker::run(self.store.clone(), n, watchdog.clone())));
+        let supervision = supervision_config.map(|s| {
+            tokio::spawn(notify::supervision::run(
+                self.store.clone(),
+                s,
+                self.settings.heartbeat_interval_s,
+                watchdog.clone(),
+            ))
+        });
+        let watch = tokio::spawn(notify::watch::run(self.store.clone(), watchdog));
         let closing = console.closing.clone();
         let app = console::routes::router(console::WebState {
             api: state,
@@ -336,6 +351,7 @@ impl Prepared {
         pump.abort();
         escalation.abort();
         cert_watch.abort();
+        watch.abort();
         for task in [notifier, supervision].into_iter().flatten() {
             task.abort();
         }

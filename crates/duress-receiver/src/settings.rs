@@ -183,6 +183,12 @@ pub struct Settings {
     pub device_event_burst: u32,
     /// …and per second after that (429 with `Retry-After` beyond; the agent resends).
     pub device_events_per_second: f64,
+    /// The notifier worker is trouble (console banner) after three of these without a loop
+    /// (`notify::watch`); tests shorten it.
+    pub notify_worker_watch: Duration,
+    /// Test hook: while set, the supervision sweep and the notifier worker skip their work, as
+    /// if stalled (`notify::watch`). Never set in production.
+    pub notify_stall: std::sync::Arc<std::sync::atomic::AtomicBool>,
 }
 
 impl Settings {
@@ -204,6 +210,8 @@ impl Settings {
             // queue at once: 30 at once, then one a second, is far above both.
             device_event_burst: 30,
             device_events_per_second: 1.0,
+            notify_worker_watch: crate::notify::watch::DEFAULT_WORKER_INTERVAL,
+            notify_stall: Default::default(),
         }
     }
 

@@ -93,13 +93,22 @@ async fn serve_http(cap: &Capture) -> String {
     format!("http://{addr}")
 }
 
-/// HTTPS on 127.0.0.1 with a leaf of a fresh test CA; returns the URL and the CA's PEM file.
-async fn serve_https(cap: &Capture, dir: &Path) -> (String, PathBuf) {
+/// A fresh test CA (rcgen) and a leaf for 127.0.0.1 it signed: the CA's PEM file, the leaf's
+/// certificate and key (DER), and the leaf's certificate and key as PEM files.
+struct TestCa {
+    ca_path: PathBuf,
+    leaf: rustls::pki_types::CertificateDer<'static>,
+    leaf_key: Vec<u8>,
+    leaf_pem: PathBuf,
+    key_pem: PathBuf,
+}
+
+fn test_ca(dir: &Path, name: &str) -> TestCa {
     let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
     ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
     ca_params
         .distinguished_name
-        .push(rcgen::DnType::CommonName, "notify test CA");
+        .push(rcgen::DnType::CommonName, format!("notify test CA {name}"));
     let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap())
         .unwrap();
     let leaf_key = rcgen::KeyPair::generate().unwrap();
@@ -107,16 +116,36 @@ async fn serve_https(cap: &Capture, dir: &Path) -> (String, PathBuf) {
         .unwrap()
         .signed_by(&leaf_key, &ca)
         .unwrap();
-    let ca_path = dir.join("notify-ca.pem");
+    let ca_path = dir.join(format!("{name}-ca.pem"));
     std::fs::write(&ca_path, ca.pem()).unwrap();
+    let leaf_pem = dir.join(format!("{name}-leaf.pem"));
+    std::fs::write(&leaf_pem, leaf.pem()).unwrap();
+    let key_pem = dir.join(format!("{name}-leaf-key.pem"));
+    std::fs::write(&key_pem, leaf_key.serialize_pem()).unwrap();
+    TestCa {
+        ca_path,
+        leaf: leaf.der().clone(),
+        leaf_key: leaf_key.serialize_der(),
+        leaf_pem,
+        key_pem,
+    }
+}
+
+/// HTTPS on 127.0.0.1 with a leaf of a fresh test CA; returns the URL and the CA's PEM file.
+async fn serve_https(cap: &Capture, dir: &Path) -> (String, PathBuf) {
+    serve_https_named(cap, dir, "notify").await
+}
+
+async fn serve_https_named(cap: &Capture, dir: &Path, name: &str) -> (String, PathBuf) {
+    let ca = test_ca(dir, name);
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .unwrap()
         .with_no_client_auth()
         .with_single_cert(
-            vec![leaf.der().clone()],
-            rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+            vec![ca.leaf.clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(ca.leaf_key.clone().into()),
         )
         .unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -128,7 +157,7 @@ async fn serve_https(cap: &Capture, dir: &Path) -> (String, PathBuf) {
     )
     .unwrap();
     tokio::spawn(server.serve(app(cap).into_make_service()));
-    (format!("https://127.0.0.1:{}", addr.port()), ca_path)
+    (format!("https://127.0.0.1:{}", addr.port()), ca.ca_path)
 }
 
 /// A port nothing listens on (bound, then closed).
@@ -941,5 +970,646 @@ offline_after_s = 2
     assert_eq!(body["data"]["device_id"], quiet.device_id);
     assert_eq!(body["data"]["location_label"], "Bldg A, Floor 2, Room 214");
     assert_eq!(body["data"]["hostname"], "ws-214");
+    h.shutdown().await;
+}
+
+/// Polls (bounded) until `done` holds for every notification of the receiver.
+async fn wait_all(
+    h: &Harness,
+    what: &str,
+    done: impl Fn(&[NotificationRecord]) -> bool,
+) -> Vec<NotificationRecord> {
+    let store = duress_receiver::store::open(&h.data_dir()).await.unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let rows = store.recent_notifications(100).await.unwrap();
+        if done(&rows) {
+            store.close().await;
+            return rows;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}: {rows:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Failed at least once, every attempt refused at TLS for the server's certificate.
+fn refused_at_tls(r: &NotificationRecord) -> bool {
+    !r.attempts.is_empty()
+        && r.attempts.iter().all(|a| {
+            a.outcome == "error"
+                && a.error
+                    .as_deref()
+                    .is_some_and(|e| e.contains("TLS") && e.contains("certificate"))
+        })
+}
+
+/// Teams, SMS and webhook channels over HTTPS to a server whose certificate a test CA signed:
+/// delivered when the channel names that CA as `ca_cert`; refused (nothing reaches the server,
+/// the attempt says why) by the same channels without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn https_channels_trust_their_ca_cert_and_refuse_an_unknown_ca() {
+    let trusted = Capture::default();
+    let untrusted = Capture::default();
+    let dir = tempfile::tempdir().unwrap();
+    let (good, ca) = serve_https_named(&trusted, dir.path(), "trusted").await;
+    // Another CA's server, which no channel names.
+    let (bad, _) = serve_https_named(&untrusted, dir.path(), "unknown").await;
+    let ca = ca.display();
+    let h = start(&format!(
+        r#"
+public_url = "https://duress.example.edu"
+[[channels]]
+name = "teams-ok"
+kind = "teams"
+url = "{good}/teams?{TEAMS_SIG}"
+ca_cert = "{ca}"
+[[channels]]
+name = "sms-ok"
+kind = "sms"
+url = "{good}/sms"
+username = "AC0123"
+password = "{SMS_TOKEN}"
+from = "+15550100"
+to = ["+15550111"]
+ca_cert = "{ca}"
+[[channels]]
+name = "hook-ok"
+kind = "webhook"
+url = "{good}/webhook"
+secret = "{SECRET}"
+ca_cert = "{ca}"
+[[channels]]
+name = "teams-no-ca"
+kind = "teams"
+url = "{bad}/teams?{TEAMS_SIG}"
+[[channels]]
+name = "sms-no-ca"
+kind = "sms"
+url = "{bad}/sms"
+username = "AC0123"
+password = "{SMS_TOKEN}"
+from = "+15550100"
+to = ["+15550111"]
+[[channels]]
+name = "hook-no-ca"
+kind = "webhook"
+url = "{bad}/webhook"
+secret = "{SECRET}"
+[[channels]]
+name = "hook-other-ca"
+kind = "webhook"
+url = "{bad}/webhook"
+secret = "{SECRET}"
+ca_cert = "{ca}"
+[[ladders]]
+name = "default"
+steps = [ {{ after_s = 0, channels = ["teams-ok", "sms-ok", "hook-ok", "teams-no-ca",
+                                    "sms-no-ca", "hook-no-ca", "hook-other-ca"] }} ]
+"#
+    ))
+    .await;
+    let mut agent = h.enrolled_agent().await;
+    let (incident, took) = alarm(&h, &mut agent).await;
+    assert!(took < Duration::from_secs(2), "the alarm took {took:?}");
+    let rows = wait_rows(&h, incident, "three sent, four refused twice", |rows| {
+        rows.len() == 7
+            && ["teams-ok", "sms-ok", "hook-ok"].iter().all(|c| {
+                rows.iter()
+                    .any(|r| r.channel == *c && r.status != "pending")
+            })
+            && rows
+                .iter()
+                .filter(|r| r.channel.ends_with("-ca"))
+                .all(|r| r.attempts.len() >= 2)
+    })
+    .await;
+    assert_eq!(row(&rows, "teams-ok").status, "accepted");
+    assert_eq!(row(&rows, "sms-ok").status, "accepted");
+    assert_eq!(row(&rows, "hook-ok").status, "delivered");
+    for c in ["teams-no-ca", "sms-no-ca", "hook-no-ca", "hook-other-ca"] {
+        let r = row(&rows, c);
+        assert_eq!(r.status, "pending", "{c}: retried, never sent: {r:#?}");
+        assert!(refused_at_tls(r), "{c}: {r:#?}");
+    }
+    assert!(
+        untrusted.seen.lock().unwrap().is_empty(),
+        "no request may reach a server the channel does not trust"
+    );
+    // What reached the trusted server is whole.
+    let card: serde_json::Value =
+        serde_json::from_slice(&trusted.requests("/teams")[0].body).unwrap();
+    assert_eq!(
+        card["attachments"][0]["contentType"],
+        "application/vnd.microsoft.card.adaptive"
+    );
+    let sms = &trusted.requests("/sms")[0];
+    let form: Vec<(String, String)> = form_urlencoded::parse(&sms.body).into_owned().collect();
+    assert!(form.contains(&("To".to_owned(), "+15550111".to_owned())));
+    let hook = &trusted.requests("/webhook")[0];
+    verify("webhook", hook, Some(SECRET), dir.path());
+    h.shutdown().await;
+}
+
+/// A local SMTP sink (`tests/notify/smtp_sink.py`, aiosmtpd) in `mode` (`none`, `starttls`,
+/// `tls`) with `ca`'s leaf; returns the process, its output lines and its port.
+async fn smtp_sink(
+    mode: &str,
+    ca: Option<&TestCa>,
+) -> (
+    tokio::process::Child,
+    tokio::io::Lines<tokio::io::BufReader<tokio::process::ChildStdout>>,
+    u16,
+) {
+    use tokio::io::AsyncBufReadExt as _;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let python = root.join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "the project venv is missing: run scripts/install-deps (it installs aiosmtpd)"
+    );
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let mut cmd = tokio::process::Command::new(&python);
+    cmd.arg(root.join("tests/notify/smtp_sink.py"))
+        .arg(port.to_string())
+        .arg(mode);
+    if let Some(ca) = ca {
+        cmd.arg(&ca.leaf_pem).arg(&ca.key_pem);
+    }
+    let mut sink = cmd
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = tokio::io::BufReader::new(sink.stdout.take().unwrap()).lines();
+    let ready = tokio::time::timeout(Duration::from_secs(20), lines.next_line())
+        .await
+        .expect("the SMTP sink did not start")
+        .unwrap();
+    assert_eq!(
+        ready.as_deref(),
+        Some("ready"),
+        "aiosmtpd must be installed"
+    );
+    (sink, lines, port)
+}
+
+/// E-mail over STARTTLS (the sink requires it before MAIL) and over implicit TLS, each trusting
+/// the sink's test CA through `ca_cert`; the same sinks refused by channels without it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn email_over_starttls_and_implicit_tls_trusts_only_its_ca_cert() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = test_ca(dir.path(), "smtp");
+    let (mut starttls, mut starttls_lines, starttls_port) = smtp_sink("starttls", Some(&ca)).await;
+    let (mut implicit, mut implicit_lines, implicit_port) = smtp_sink("tls", Some(&ca)).await;
+    let mail = |name: &str, port: u16, tls: &str, with_ca: bool| {
+        let ca_line = if with_ca {
+            format!("ca_cert = \"{}\"\n", ca.ca_path.display())
+        } else {
+            String::new()
+        };
+        format!(
+            "[[channels]]\nname = \"{name}\"\nkind = \"email\"\nsmtp_host = \"127.0.0.1\"\n\
+             smtp_port = {port}\ntls = \"{tls}\"\nfrom = \"duress@example.edu\"\n\
+             to = [\"{name}@example.edu\"]\n{ca_line}"
+        )
+    };
+    let h = start(&format!(
+        "{}{}{}{}[[ladders]]\nname = \"default\"\nsteps = [ {{ after_s = 0, channels = \
+         [\"starttls-ok\", \"tls-ok\", \"starttls-no-ca\", \"tls-no-ca\"] }} ]\n",
+        mail("starttls-ok", starttls_port, "starttls", true),
+        mail("tls-ok", implicit_port, "tls", true),
+        mail("starttls-no-ca", starttls_port, "starttls", false),
+        mail("tls-no-ca", implicit_port, "tls", false),
+    ))
+    .await;
+    let mut agent = h.enrolled_agent().await;
+    let (incident, _) = alarm(&h, &mut agent).await;
+    let rows = wait_rows(&h, incident, "two delivered, two refused twice", |rows| {
+        rows.len() == 4
+            && rows
+                .iter()
+                .filter(|r| r.channel.ends_with("-ok"))
+                .all(|r| r.status == "delivered")
+            && rows
+                .iter()
+                .filter(|r| r.channel.ends_with("-no-ca"))
+                .all(|r| r.attempts.len() >= 2)
+    })
+    .await;
+    for c in ["starttls-no-ca", "tls-no-ca"] {
+        let r = row(&rows, c);
+        assert_eq!(r.status, "pending", "{c}: {r:#?}");
+        assert!(
+            r.attempts
+                .iter()
+                .all(|a| a.outcome == "error"
+                    && a.error.as_deref().is_some_and(|e| e.contains("SMTP"))),
+            "{c}: {r:#?}"
+        );
+    }
+    for (lines, to) in [
+        (&mut starttls_lines, "starttls-ok@example.edu"),
+        (&mut implicit_lines, "tls-ok@example.edu"),
+    ] {
+        let line = tokio::time::timeout(Duration::from_secs(5), lines.next_line())
+            .await
+            .expect("no message reached the sink")
+            .unwrap()
+            .unwrap();
+        let got: serde_json::Value = serde_json::from_str(&line).unwrap();
+        assert_eq!(got["rcpt_tos"], serde_json::json!([to]));
+        assert_eq!(got["tls"], true, "{to}: the session was not encrypted");
+        assert!(
+            got["data"]
+                .as_str()
+                .unwrap()
+                .contains("Bldg A, Floor 2, Room 214")
+        );
+        // Nothing from the channels that do not trust the sink.
+        assert!(
+            tokio::time::timeout(Duration::from_millis(300), lines.next_line())
+                .await
+                .is_err(),
+            "a second message reached the sink"
+        );
+    }
+    drop(starttls.stdin.take());
+    drop(implicit.stdin.take());
+    h.shutdown().await;
+    let _ = starttls.wait().await;
+    let _ = implicit.wait().await;
+}
+
+/// A self-test (kind `test`) with only the default ladder pages nobody; a rule with
+/// `kind = "test"` delivers it on its ladder.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn test_incidents_page_nobody_unless_a_rule_says_so() {
+    async fn self_test(h: &Harness, agent: &mut common::Agent) {
+        let claims = agent.event(EventKind::Test);
+        let answer = h.post("/v1/events", agent.sign_event(&claims)).await;
+        assert_eq!(answer.status, 200, "{}", answer.text());
+    }
+    let cap = Capture::default();
+    let http = serve_http(&cap).await;
+    let channels = format!(
+        r#"
+[[channels]]
+name = "duty"
+kind = "webhook"
+url = "{http}/duty"
+secret = "{SECRET}"
+[[channels]]
+name = "tests"
+kind = "webhook"
+url = "{http}/tests"
+secret = "{SECRET}"
+[[ladders]]
+name = "default"
+steps = [ {{ after_s = 0, channels = ["duty"] }} ]
+"#
+    );
+    // The default ladder only: the self-test is committed, nothing is enqueued for it.
+    let h = start(&channels).await;
+    let mut agent = h.enrolled_agent().await;
+    self_test(&h, &mut agent).await;
+    // A real alarm after it, delivered: the worker has run past the self-test.
+    let (incident, _) = alarm(&h, &mut agent).await;
+    wait_rows(&h, incident, "the alarm's delivery", |rows| {
+        rows.len() == 1 && rows[0].status == "delivered"
+    })
+    .await;
+    let rows = wait_all(&h, "all rows", |_| true).await;
+    assert_eq!(rows.len(), 1, "only the real alarm notifies: {rows:#?}");
+    let duty = cap.requests("/duty");
+    assert_eq!(duty.len(), 1);
+    let body: serde_json::Value = serde_json::from_slice(&duty[0].body).unwrap();
+    assert_eq!(body["type"], "incident.opened");
+    assert!(cap.requests("/tests").is_empty());
+    h.shutdown().await;
+
+    // With a rule that selects self-tests: delivered on its ladder, not the default one.
+    let h = start(&format!(
+        "{channels}[[ladders]]\nname = \"self-tests\"\nsteps = [ {{ after_s = 0, channels = \
+         [\"tests\"] }} ]\n[[rules]]\nladder = \"self-tests\"\nkind = \"test\"\n"
+    ))
+    .await;
+    let mut agent = h.enrolled_agent().await;
+    self_test(&h, &mut agent).await;
+    let rows = wait_all(&h, "the self-test's delivery", |rows| {
+        rows.len() == 1 && rows[0].status == "delivered"
+    })
+    .await;
+    assert_eq!(rows[0].channel, "tests");
+    assert_eq!(rows[0].ladder.as_deref(), Some("self-tests"));
+    let sent = cap.requests("/tests");
+    assert_eq!(sent.len(), 1);
+    let body: serde_json::Value = serde_json::from_slice(&sent[0].body).unwrap();
+    assert_eq!(body["type"], "test.received");
+    assert_eq!(body["data"]["device_id"], agent.device_id);
+    assert_eq!(
+        cap.requests("/duty").len(),
+        1,
+        "the default ladder stayed quiet"
+    );
+    h.shutdown().await;
+}
+
+/// Reads an SSE response until an `event: trouble` frame whose data satisfies `done`.
+async fn trouble_frame(
+    resp: &mut reqwest::Response,
+    buf: &mut String,
+    what: &str,
+    done: impl Fn(&[String]) -> bool,
+) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        while let Some(end) = buf.find("\n\n") {
+            let frame: String = buf.drain(..end + 2).collect();
+            if !frame.lines().any(|l| l == "event: trouble") {
+                continue;
+            }
+            let data = frame
+                .lines()
+                .find_map(|l| l.strip_prefix("data: "))
+                .unwrap();
+            let lines: Vec<String> = serde_json::from_str(data).unwrap();
+            if done(&lines) {
+                return lines;
+            }
+        }
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(!left.is_zero(), "no trouble frame with {what}: {buf}");
+        match tokio::time::timeout(left, resp.chunk()).await {
+            Ok(Ok(Some(chunk))) => buf.push_str(&String::from_utf8_lossy(&chunk)),
+            other => panic!("no trouble frame with {what}: {other:?} {buf}"),
+        }
+    }
+}
+
+/// The sweep and the worker stalled (the test hook) for three intervals: a trouble banner on
+/// every page of every signed-in officer, pushed to open pages over the live stream; gone again
+/// once they run.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_stalled_sweep_and_worker_show_a_trouble_banner_everywhere() {
+    use common::console::{Console, add_user};
+    use duress_receiver::store::Role;
+    const SWEEP: &str = "Station supervision has not run since";
+    const WORKER: &str = "The notifier has not run since";
+    let stall = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let cfg = config(&format!(
+        r#"
+[[channels]]
+name = "trouble"
+kind = "webhook"
+url = "http://127.0.0.1:9/trouble"
+secret = "{SECRET}"
+[supervision]
+channels = ["trouble"]
+interval_s = 1
+"#
+    ));
+    let hook = stall.clone();
+    let h = Harness::start_with(move |s| {
+        s.config = Some(cfg);
+        s.notify_worker_watch = Duration::from_millis(400);
+        s.notify_stall = hook;
+    })
+    .await;
+    add_user(h.data_dir(), "olga", Role::Officer).await;
+    add_user(h.data_dir(), "ada", Role::Admin).await;
+    let olga = Console::sign_in(&h, "olga").await;
+    let ada = Console::sign_in(&h, "ada").await;
+    let pages = |c: &Console, admin: bool| {
+        let mut paths = vec!["/", "/stations", "/reports"];
+        if admin {
+            paths.extend(["/admin/channels", "/audit"]);
+        }
+        let c = Console {
+            client: c.client.clone(),
+            base: c.base.clone(),
+            cookie: c.cookie.clone(),
+            csrf: c.csrf.clone(),
+        };
+        async move {
+            let mut out = Vec::new();
+            for p in paths {
+                let page = c.get(p).await;
+                assert_eq!(page.status, 200, "{p}");
+                out.push((p, page.text()));
+            }
+            out
+        }
+    };
+    let mut resp = olga
+        .client
+        .get(format!("{}/events", olga.base))
+        .header("cookie", olga.cookie.clone().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let mut buf = String::new();
+    // Running: the stream says all is well, and no page shows a banner.
+    trouble_frame(&mut resp, &mut buf, "all well", <[String]>::is_empty).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    for (p, text) in pages(&olga, false).await {
+        assert!(!text.contains(SWEEP) && !text.contains(WORKER), "{p}");
+    }
+
+    stall.store(true, std::sync::atomic::Ordering::SeqCst);
+    let t = Instant::now();
+    let lines = trouble_frame(&mut resp, &mut buf, "both stalled", |l| {
+        l.iter().any(|t| t.contains(SWEEP)) && l.iter().any(|t| t.contains(WORKER))
+    })
+    .await;
+    // Three sweep intervals (3 s) at least; the check runs every second.
+    assert!(t.elapsed() >= Duration::from_secs(2), "{:?}", t.elapsed());
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    for (c, admin) in [(&olga, false), (&ada, true)] {
+        for (p, text) in pages(c, admin).await {
+            assert!(
+                text.contains("id=\"trouble-banner\" class=\"trouble-banner\" role=\"alert\">"),
+                "{p}: the banner is not shown"
+            );
+            assert!(text.contains(SWEEP) && text.contains(WORKER), "{p}");
+        }
+    }
+
+    stall.store(false, std::sync::atomic::Ordering::SeqCst);
+    trouble_frame(&mut resp, &mut buf, "running again", <[String]>::is_empty).await;
+    for (p, text) in pages(&ada, true).await {
+        assert!(!text.contains(SWEEP) && !text.contains(WORKER), "{p}");
+    }
+    drop(resp);
+    h.shutdown().await;
+}
+
+/// The incident page's camera links come from the `vms` channel's per-location mapping (the
+/// request that triggers the cameras names the link too); the console's own mappings are not
+/// used then; a location the mapping does not cover gets neither a trigger nor a link.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn camera_links_come_from_the_vms_mapping() {
+    use common::console::{Console, add_user};
+    use duress_receiver::store::{NewCameraMapping, Role};
+    let cap = Capture::default();
+    let http = serve_http(&cap).await;
+    let h = start(&format!(
+        r#"
+[[channels]]
+name = "cameras"
+kind = "vms"
+[[channels.requests]]
+building = "A"
+url = "{http}/vms?room={{ROOM}}"
+body = '{{"where": "{{label}}"}}'
+camera_url = "https://vms.example.edu/view/{{BLD}}-{{ROOM}}"
+camera_name = "Bldg A cameras"
+[[ladders]]
+name = "default"
+steps = [ {{ after_s = 0, channels = ["cameras"] }} ]
+"#
+    ))
+    .await;
+    // A console mapping that would match anything: not used while the file is the source.
+    let store = duress_receiver::store::open(&h.data_dir()).await.unwrap();
+    store
+        .add_camera_mapping(
+            NewCameraMapping {
+                match_field: "any".into(),
+                match_value: String::new(),
+                name: "Legacy link".into(),
+                url_template: "https://legacy.example.edu/all".into(),
+                created_at: common::now(),
+            },
+            "admin",
+        )
+        .await
+        .unwrap();
+    store.close().await;
+    add_user(h.data_dir(), "ada", Role::Admin).await;
+    let ada = Console::sign_in(&h, "ada").await;
+
+    let mut agent = h.enrolled_agent().await;
+    let (in_a, _) = alarm(&h, &mut agent).await;
+    let mut other = h.enrolled_agent().await;
+    let mut claims = other.event(EventKind::Duress);
+    claims.location.bld = Some("B".into());
+    claims.location.label = Some("Bldg B, Room 9".into());
+    claims.location.room = Some("9".into());
+    let answer = h.post("/v1/events", other.sign_event(&claims)).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let in_b = answer.json::<duress_core::EventAck>().incident_id.unwrap();
+
+    let rows = wait_rows(&h, in_a, "the camera trigger", |rows| {
+        rows.len() == 1 && rows[0].status == "delivered"
+    })
+    .await;
+    assert_eq!(rows[0].channel, "cameras");
+    let sent = cap.requests("/vms");
+    assert_eq!(
+        sent.len(),
+        1,
+        "only building A's incident triggers the cameras"
+    );
+
+    let page = ada.get(&format!("/incidents/{in_a}")).await;
+    assert_eq!(page.status, 200);
+    let page = page.text();
+    assert!(
+        page.contains("href=\"https://vms.example.edu/view/A-214\""),
+        "the link from the vms mapping: {page}"
+    );
+    assert!(page.contains("Bldg A cameras"));
+    assert!(
+        !page.contains("legacy.example.edu"),
+        "a console mapping was used"
+    );
+
+    let page = ada.get(&format!("/incidents/{in_b}")).await.text();
+    assert!(
+        page.contains("No camera is mapped to this location"),
+        "{page}"
+    );
+    assert!(!page.contains("vms.example.edu") && !page.contains("legacy.example.edu"));
+    let store = duress_receiver::store::open(&h.data_dir()).await.unwrap();
+    assert!(store.incident_notifications(in_b).await.unwrap().is_empty());
+    store.close().await;
+
+    let admin = ada.get("/admin/cameras").await.text();
+    assert!(
+        admin.contains("Camera links come from the receiver"),
+        "{admin}"
+    );
+    h.shutdown().await;
+}
+
+/// A station whose protection schedule excludes now goes silent: shown offline on the Stations
+/// page, and no trouble notification however many sweeps run (the default, always, is
+/// `an_offline_station_notifies_the_trouble_channel_once`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn offline_outside_the_protection_schedule_notifies_nobody() {
+    use common::console::{Console, add_user};
+    use duress_receiver::store::Role;
+    let cap = Capture::default();
+    let http = serve_http(&cap).await;
+    // A daily window two to three hours from now (UTC): it excludes now.
+    let hour = time::OffsetDateTime::now_utc().hour();
+    let (from, to) = ((hour + 2) % 24, (hour + 3) % 24);
+    let cfg = config(&format!(
+        r#"
+[[channels]]
+name = "trouble"
+kind = "webhook"
+url = "{http}/trouble"
+secret = "{SECRET}"
+[[schedules]]
+name = "later"
+days = ["daily"]
+from = "{from:02}:00"
+to = "{to:02}:00"
+timezone = "UTC"
+[supervision]
+channels = ["trouble"]
+interval_s = 1
+offline_after_s = 2
+schedule = "later"
+"#
+    ));
+    let h = Harness::start_with(move |s| {
+        s.config = Some(cfg);
+        s.notify_retry_base = Duration::from_millis(200);
+        s.heartbeat_interval_s = 1;
+        s.console.station_grace = Duration::from_millis(500);
+    })
+    .await;
+    let quiet = h.enrolled_agent().await;
+    let answer = h
+        .post("/v1/heartbeats", quiet.sign_heartbeat(&quiet.heartbeat()))
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    add_user(h.data_dir(), "olga", Role::Officer).await;
+    let olga = Console::sign_in(&h, "olga").await;
+    // Well past offline_after_s, several sweeps.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let page = olga.get("/stations").await.text();
+    assert!(
+        page.contains("state state-offline"),
+        "the Stations page shows it offline: {page}"
+    );
+    assert!(
+        cap.requests("/trouble").is_empty(),
+        "notified outside its schedule"
+    );
+    let store = duress_receiver::store::open(&h.data_dir()).await.unwrap();
+    assert!(store.recent_notifications(10).await.unwrap().is_empty());
+    assert!(store.last_sweep().await.unwrap().is_some(), "the sweep ran");
+    store.close().await;
     h.shutdown().await;
 }

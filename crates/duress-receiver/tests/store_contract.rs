@@ -108,6 +108,7 @@ contract!(
     outbox_rows_come_with_the_incident_are_taken_once_and_settle_for_good,
     outbox_a_claim_stops_the_ladder,
     supervision_notifies_each_outage_once_and_never_for_revoked,
+    supervision_notifies_only_within_the_protection_schedule,
 );
 
 /// The acknowledgement key as the receiver hands it to the store.
@@ -2204,4 +2205,95 @@ async fn supervision_notifies_each_outage_once_and_never_for_revoked(store: Arc<
     expected.sort();
     assert_eq!(again, expected);
     assert_eq!(store.recent_notifications(100).await.unwrap().len(), 3);
+}
+
+/// The real planner of a configuration with protection schedules: a station offline outside
+/// its schedule is not an outage (no notification); still offline when the schedule begins, it
+/// notifies then, once. The sweep's clock is the injected `now`.
+async fn supervision_notifies_only_within_the_protection_schedule(store: Arc<dyn Store>) {
+    use time::macros::datetime;
+    let config = duress_receiver::config::ReceiverConfig::parse(
+        r#"
+[[channels]]
+name = "trouble"
+kind = "webhook"
+url = "http://127.0.0.1:9/trouble"
+secret = "whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw"
+[[schedules]]
+name = "office"
+days = ["weekdays"]
+from = "07:00"
+to = "19:00"
+timezone = "America/Chicago"
+[[schedules]]
+name = "clinic"
+days = ["sat"]
+from = "08:00"
+to = "12:00"
+timezone = "America/Chicago"
+[supervision]
+channels = ["trouble"]
+schedule = "office"
+[[supervision.rules]]
+schedule = "clinic"
+site = "Clinic"
+"#,
+    )
+    .unwrap();
+    let plan = duress_receiver::notify::Plan::new(Arc::new(config));
+    store.set_planner(Some(Arc::new(plan)));
+    let beat = |d: &str, location: Option<Location>| HeartbeatUpdate {
+        device_id: d.to_owned(),
+        received_at: now() - time::Duration::minutes(10),
+        hotkey: HotkeyState::Registered {
+            chords: vec!["Ctrl+Alt+Shift+D".into()],
+        },
+        queued: 0,
+        reported_last_seq: 0,
+        host: None,
+        location,
+        policy: None,
+    };
+    let office = device(&store).await;
+    let clinic = device(&store).await;
+    store.record_heartbeat(beat(&office, None)).await.unwrap();
+    store
+        .record_heartbeat(beat(
+            &clinic,
+            Some(Location {
+                label: Some("Clinic, Room 1".into()),
+                nam: Some("Clinic".into()),
+                ..Default::default()
+            }),
+        ))
+        .await
+        .unwrap();
+    let after = Duration::from_secs(150);
+    // Saturday 2026-12-12 13:00 UTC = 07:00 in Chicago: neither schedule protects.
+    let sat_early = datetime!(2026-12-12 13:00 UTC);
+    assert!(
+        store
+            .sweep_offline(sat_early, after)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert!(store.recent_notifications(100).await.unwrap().is_empty());
+    // 14:30 UTC = 08:30: the clinic (site rule) is protected; the office (default) is not.
+    let sat_clinic = datetime!(2026-12-12 14:30 UTC);
+    assert_eq!(
+        store.sweep_offline(sat_clinic, after).await.unwrap(),
+        vec![clinic.clone()]
+    );
+    // Monday 2026-12-14 13:30 UTC = 07:30: the office, still silent, notifies now; the clinic
+    // (an outage already notified) does not again.
+    let monday = datetime!(2026-12-14 13:30 UTC);
+    assert_eq!(
+        store.sweep_offline(monday, after).await.unwrap(),
+        vec![office.clone()]
+    );
+    assert!(store.sweep_offline(monday, after).await.unwrap().is_empty());
+    let rows = store.recent_notifications(100).await.unwrap();
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(rows.iter().all(|r| r.channel == "trouble"));
 }

@@ -118,6 +118,8 @@ struct CamerasPage {
     mappings: Vec<CameraMapping>,
     fields: &'static [&'static str],
     error: Option<String>,
+    /// The configuration file's `vms` mapping is the source of links: these are not used.
+    from_config: bool,
 }
 
 async fn cameras_page(
@@ -131,6 +133,7 @@ async fn cameras_page(
         mappings,
         fields: MATCH_FIELDS,
         error,
+        from_config: cameras::config_is_source(console.config.as_deref()),
     }))
 }
 

@@ -1,12 +1,19 @@
-//! Location → camera links. An admin maps a location (building, floor, room, a label prefix,
-//! or any location) to a URL template such as
-//! `https://vms.example.edu/live?bld={BLD}&floor={FLR}&room={ROOM}`; the incident page shows a
-//! link for every mapping that matches the incident's location. Substituted values are
-//! percent-encoded, and only `http`/`https` templates are accepted, so a location label can
-//! neither break out of the URL nor turn a link into `javascript:`.
+//! Location → camera links, from one of two sources (never both):
+//!
+//! - **The configuration file's `vms` channels** (`camera_url` on a `[[channels.requests]]`
+//!   entry): the same per-location mapping that tells the camera system to pop the room's
+//!   cameras also gives the console's link to them, so the two cannot disagree. When any
+//!   `vms` request of the file has a `camera_url`, the file is the only source.
+//! - Otherwise, **mappings an admin keeps in the console** (`/admin/cameras`, in the store):
+//!   a location (building, floor, room, a label prefix, or any location) → a URL template.
+//!
+//! Either way templates look like `https://vms.example.edu/live?bld={BLD}&floor={FLR}&room={ROOM}`;
+//! substituted values are percent-encoded, and only `http`/`https` templates are accepted, so
+//! a location label can neither break out of the URL nor turn a link into `javascript:`.
 
 use duress_core::Location;
 
+use crate::config::{ChannelConfig, ReceiverConfig};
 use crate::store::{Store, StoreResult};
 
 pub use crate::store::CameraMapping;
@@ -69,21 +76,64 @@ impl CameraMapping {
 
     /// The link for `location`, or `None` when the template is not (or no longer) acceptable.
     pub fn link(&self, location: &Location) -> Option<CameraLink> {
-        check_template(&self.url_template).ok()?;
-        let mut url = self.url_template.clone();
-        for name in ["BLD", "FLR", "ROOM"] {
-            let value = field(location, name).unwrap_or("");
-            url = url.replace(&format!("{{{name}}}"), &percent_encode(value));
-        }
         Some(CameraLink {
             name: self.name.clone(),
-            url,
+            url: fill(&self.url_template, location)?,
         })
     }
 }
 
-/// The camera links of every mapping that matches `location`.
-pub async fn links_for(store: &dyn Store, location: &Location) -> StoreResult<Vec<CameraLink>> {
+/// `template` with `{BLD}`, `{FLR}`, `{ROOM}` percent-encoded from `location`; `None` when the
+/// template is not acceptable.
+fn fill(template: &str, location: &Location) -> Option<String> {
+    check_template(template).ok()?;
+    let mut url = template.to_owned();
+    for name in ["BLD", "FLR", "ROOM"] {
+        let value = field(location, name).unwrap_or("");
+        url = url.replace(&format!("{{{name}}}"), &percent_encode(value));
+    }
+    Some(url)
+}
+
+/// Whether the configuration file is the source of camera links (a `vms` request with a
+/// `camera_url`); the console's own mappings are then not used.
+pub fn config_is_source(config: Option<&ReceiverConfig>) -> bool {
+    config.is_some_and(|c| {
+        c.channels.iter().any(|ch| {
+            matches!(ch, ChannelConfig::Vms(v) if v.requests.iter().any(|r| r.camera_url.is_some()))
+        })
+    })
+}
+
+/// The file's links for `location`: per `vms` channel, the request the channel would send for
+/// this location (the first whose building and room match), if it has a `camera_url`.
+pub fn config_links(config: &ReceiverConfig, location: &Location) -> Vec<CameraLink> {
+    config
+        .channels
+        .iter()
+        .filter_map(|ch| match ch {
+            ChannelConfig::Vms(v) => crate::notify::channels::vms_request_at(v, location),
+            _ => None,
+        })
+        .filter_map(|r| {
+            Some(CameraLink {
+                name: r.camera_name.clone().unwrap_or_else(|| "Cameras".into()),
+                url: fill(r.camera_url.as_deref()?, location)?,
+            })
+        })
+        .collect()
+}
+
+/// The camera links for `location`: from the configuration file when it is the source,
+/// otherwise every console mapping that matches.
+pub async fn links_for(
+    store: &dyn Store,
+    config: Option<&ReceiverConfig>,
+    location: &Location,
+) -> StoreResult<Vec<CameraLink>> {
+    if let Some(c) = config.filter(|c| config_is_source(Some(c))) {
+        return Ok(config_links(c, location));
+    }
     Ok(store
         .camera_mappings()
         .await?
@@ -94,8 +144,63 @@ pub async fn links_for(store: &dyn Store, location: &Location) -> StoreResult<Ve
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn links_come_from_the_vms_request_the_location_selects() {
+        let config = ReceiverConfig::parse(
+            r#"
+[[channels]]
+name = "milestone"
+kind = "vms"
+[[channels.requests]]
+building = "A"
+room = "214"
+url = "https://vms.example.edu/api/events?room=214"
+camera_url = "https://vms.example.edu/view/room-214"
+camera_name = "Room 214 cameras"
+[[channels.requests]]
+building = "A"
+url = "https://vms.example.edu/api/events?bld={BLD}"
+camera_url = "https://vms.example.edu/view?bld={BLD}&floor={FLR}"
+[[channels.requests]]
+url = "https://vms.example.edu/api/events?any"
+"#,
+        )
+        .unwrap();
+        assert!(config_is_source(Some(&config)));
+        let at = |bld: &str, flr: &str, room: &str| Location {
+            bld: Some(bld.into()),
+            flr: Some(flr.into()),
+            room: Some(room.into()),
+            ..Default::default()
+        };
+        assert_eq!(
+            config_links(&config, &at("A", "2", "214")),
+            vec![CameraLink {
+                name: "Room 214 cameras".into(),
+                url: "https://vms.example.edu/view/room-214".into()
+            }]
+        );
+        assert_eq!(
+            config_links(&config, &at("A", "3 & up", "301")),
+            vec![CameraLink {
+                name: "Cameras".into(),
+                url: "https://vms.example.edu/view?bld=A&floor=3%20%26%20up".into()
+            }]
+        );
+        // The request for other buildings has no camera_url: no link.
+        assert!(config_links(&config, &at("B", "1", "9")).is_empty());
+        let e = ReceiverConfig::parse(
+            "[[channels]]\nname = \"v\"\nkind = \"vms\"\n[[channels.requests]]\n\
+             url = \"https://vms.example.edu/\"\ncamera_url = \"javascript:alert(1)\"\n",
+        )
+        .unwrap_err();
+        assert!(e.contains("camera_url"), "{e}");
+        assert!(!config_is_source(None));
+    }
 
     #[test]
     fn placeholders_are_encoded_and_only_http_is_allowed() {

@@ -174,6 +174,7 @@ pub async fn guard(
         username: session.username,
         role: session.role,
         csrf: session.csrf,
+        trouble: state.console.watchdog.trouble(),
     });
     next.run(request).await
 }

@@ -119,7 +119,12 @@ pub async fn page(
     // The id first: anything committed after it reaches the page through the stream.
     let last = console.store.live_latest_id().await?;
     let live = load(&console, &user, &id).await?;
-    let cameras = links_for(console.store.as_ref(), &live.incident.location).await?;
+    let cameras = links_for(
+        console.store.as_ref(),
+        console.config.as_deref(),
+        &live.incident.location,
+    )
+    .await?;
     let title = live.incident.label.clone();
     let notifications = notification_views(
         console

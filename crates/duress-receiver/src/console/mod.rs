@@ -63,6 +63,11 @@ pub struct Console {
     pub login_limiter: Arc<auth::LoginLimiter>,
     /// Set when the receiver shuts down: live streams end so shutdown does not wait on them.
     pub closing: tokio::sync::watch::Sender<bool>,
+    /// The notifier's background work, watched: its trouble is the banner of every page.
+    pub watchdog: Arc<crate::notify::watch::Watchdog>,
+    /// The configuration file (`serve --config`), if any: its `vms` mapping is the source of
+    /// camera links when it has `camera_url`s ([`cameras`]).
+    pub config: Option<Arc<crate::config::ReceiverConfig>>,
 }
 
 impl Console {
@@ -79,6 +84,8 @@ impl Console {
             heartbeat_interval_s,
             login_limiter,
             closing: tokio::sync::watch::Sender::new(false),
+            watchdog: Arc::new(crate::notify::watch::Watchdog::idle()),
+            config: None,
         }
     }
 }
@@ -109,6 +116,8 @@ pub struct CurrentUser {
     pub role: crate::store::Role,
     /// This session's CSRF token, for the forms the page renders.
     pub csrf: String,
+    /// The trouble banner's lines when the request came in (`notify::watch`; empty: none).
+    pub trouble: Vec<String>,
 }
 
 impl CurrentUser {

@@ -19,6 +19,8 @@ pub struct Layout {
     pub title: String,
     /// The newest console event when the page was rendered: the stream resumes after it.
     pub last_event_id: i64,
+    /// The trouble banner (`notify::watch`): shown on every page while not empty.
+    pub trouble: Vec<String>,
 }
 
 impl Layout {
@@ -30,6 +32,7 @@ impl Layout {
             nav,
             title: title.into(),
             last_event_id: 0,
+            trouble: user.trouble.clone(),
         }
     }
 

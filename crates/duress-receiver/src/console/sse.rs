@@ -86,6 +86,14 @@ async fn forward(
     if !catch_up(&console, &mut last, &tx).await {
         return;
     }
+    // The trouble banner (`notify::watch`): its state now, then every change. No `id:` line,
+    // so it never moves the client's Last-Event-ID.
+    let mut trouble = console.watchdog.subscribe();
+    let mut trouble_open = true;
+    let now = trouble.borrow_and_update().clone();
+    if tx.send(trouble_frame(&now)).await.is_err() {
+        return;
+    }
     let keep_alive_every: Duration = console.settings.live_keep_alive;
     let mut keep_alive = tokio::time::interval(keep_alive_every);
     keep_alive.tick().await;
@@ -133,9 +141,26 @@ async fn forward(
                     return;
                 }
             }
+            changed = trouble.changed(), if trouble_open => {
+                if changed.is_err() {
+                    // The watchdog is gone: stop listening to it, keep forwarding alarms.
+                    trouble_open = false;
+                    continue;
+                }
+                let lines = trouble.borrow_and_update().clone();
+                if tx.send(trouble_frame(&lines)).await.is_err() {
+                    return;
+                }
+            }
             () = tx.closed() => return,
         }
     }
+}
+
+/// `event: trouble` with the banner's lines as a JSON array (empty: all well).
+fn trouble_frame(lines: &[String]) -> Bytes {
+    let json = serde_json::to_string(lines).unwrap_or_else(|_| "[]".into());
+    Bytes::from(format!("event: trouble\ndata: {json}\n\n"))
 }
 
 /// Sends every stored row after `last`; `false` when the client is gone or the store failed

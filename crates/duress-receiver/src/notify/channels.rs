@@ -230,7 +230,33 @@ pub fn webhook_signature(key: &[u8], id: &str, timestamp: i64, body: &[u8]) -> S
     )
 }
 
+/// The TLS failure under a transport error, if it is one: rustls' error names the problem
+/// (an untrusted issuer, a name mismatch) and never carries the URL. The rustls error sits in
+/// an `io::Error` (itself in one), whose `source()` skips it: the walk looks inside each
+/// `io::Error` too.
+fn tls_cause(e: &reqwest::Error) -> Option<String> {
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    // Bounded: error chains are short; a cycle cannot keep us here.
+    for _ in 0..16 {
+        let c = cause?;
+        if let Some(tls) = c.downcast_ref::<rustls::Error>() {
+            return Some(tls.to_string());
+        }
+        cause = match c
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+        {
+            Some(inner) => Some(inner as &(dyn std::error::Error + 'static)),
+            None => c.source(),
+        };
+    }
+    None
+}
+
 fn transport_error(e: &reqwest::Error) -> SendError {
+    if let Some(tls) = tls_cause(e) {
+        return SendError::new(format!("TLS: {tls}"));
+    }
     // reqwest's Display names the URL; only the kind of failure is kept.
     let what = if e.is_timeout() {
         "timed out"
@@ -348,7 +374,15 @@ pub fn vms_request<'a>(
     channel: &'a VmsChannel,
     facts: &NotificationFacts,
 ) -> Option<&'a VmsRequest> {
-    let loc = &facts.location;
+    vms_request_at(channel, &facts.location)
+}
+
+/// The request of a VMS channel for a location (the first whose building and room match):
+/// also what the console's camera links come from (`console::cameras`).
+pub fn vms_request_at<'a>(
+    channel: &'a VmsChannel,
+    loc: &duress_core::Location,
+) -> Option<&'a VmsRequest> {
     channel.requests.iter().find(|r| {
         r.building
             .as_deref()

@@ -10,7 +10,9 @@
 pub mod channels;
 pub mod email;
 pub mod http;
+pub mod schedule;
 pub mod supervision;
+pub mod watch;
 pub mod worker;
 
 use std::collections::HashMap;
@@ -24,11 +26,15 @@ use crate::store::{NotificationFacts, NotifyPlanner, PlannedNotification};
 #[derive(Debug)]
 pub struct Plan {
     config: Arc<ReceiverConfig>,
+    schedules: schedule::Schedules,
 }
 
 impl Plan {
     pub fn new(config: Arc<ReceiverConfig>) -> Self {
-        Plan { config }
+        // Checked when the file was loaded; a file built in code that fails here has no
+        // schedules, and every station counts as always protected (the safe side).
+        let schedules = schedule::Schedules::from_config(&config.schedules).unwrap_or_default();
+        Plan { config, schedules }
     }
 
     /// The ladder for these facts: the first rule whose every given key matches; otherwise,
@@ -62,6 +68,14 @@ impl Plan {
 }
 
 impl NotifyPlanner for Plan {
+    fn supervised(&self, facts: &NotificationFacts) -> bool {
+        let Some(sup) = &self.config.supervision else {
+            return true;
+        };
+        self.schedules
+            .active(schedule::schedule_for(sup, facts), facts.at)
+    }
+
     fn plan(&self, facts: &NotificationFacts) -> Vec<PlannedNotification> {
         if facts.reason == "offline" {
             let Some(sup) = &self.config.supervision else {

@@ -23,15 +23,30 @@ pub fn offline_after(config: &SupervisionConfig, heartbeat_interval_s: u64) -> D
 }
 
 /// Runs until aborted.
-pub async fn run(store: Arc<dyn Store>, config: SupervisionConfig, heartbeat_interval_s: u64) {
-    let every = config
+/// The sweep's interval: the file's `interval_s`, or 30 s.
+pub fn interval(config: &SupervisionConfig) -> Duration {
+    config
         .interval_s
-        .map_or(DEFAULT_INTERVAL, Duration::from_secs);
+        .map_or(DEFAULT_INTERVAL, Duration::from_secs)
+}
+
+/// Runs until aborted. Each run is recorded in the store by the sweep itself (the watch,
+/// `super::watch`, reads it).
+pub async fn run(
+    store: Arc<dyn Store>,
+    config: SupervisionConfig,
+    heartbeat_interval_s: u64,
+    watchdog: Arc<super::watch::Watchdog>,
+) {
+    let every = interval(&config);
     let after = offline_after(&config, heartbeat_interval_s);
     let mut tick = tokio::time::interval(every);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        if watchdog.stalled() {
+            continue;
+        }
         match store.sweep_offline(crate::api::receiver_now(), after).await {
             Ok(offline) => {
                 for station in offline {

@@ -37,7 +37,11 @@ pub fn owner_name() -> String {
 
 /// Runs until aborted (in-flight deliveries are aborted with it; their rows are retried after
 /// their lease).
-pub async fn run(store: Arc<dyn Store>, notifier: Arc<Notifier>) {
+pub async fn run(
+    store: Arc<dyn Store>,
+    notifier: Arc<Notifier>,
+    watchdog: Arc<super::watch::Watchdog>,
+) {
     let owner: Arc<str> = owner_name().into();
     let slots = Arc::new(Semaphore::new(IN_FLIGHT));
     let mut tasks = JoinSet::new();
@@ -45,14 +49,24 @@ pub async fn run(store: Arc<dyn Store>, notifier: Arc<Notifier>) {
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tick.tick().await;
+        if watchdog.stalled() {
+            continue;
+        }
         while tasks.try_join_next().is_some() {}
         let free = slots.available_permits();
         if free == 0 {
+            // Every slot busy delivering: the worker is running, not stalled.
+            watchdog.worker_ran(crate::api::receiver_now());
             continue;
         }
         let now = crate::api::receiver_now();
         let items = match store.take_due(&owner, now, LEASE, free as u32).await {
-            Ok(items) => items,
+            Ok(items) => {
+                // A loop that read the outbox ran (the watch's "last run"); one that failed
+                // did not, so a store that keeps failing shows as trouble too.
+                watchdog.worker_ran(now);
+                items
+            }
             Err(e) => {
                 tracing::warn!(error = %e, "notifier: reading the outbox failed; retrying");
                 continue;

@@ -64,6 +64,13 @@ impl NotificationFacts {
 /// not block (it only reads the parsed configuration).
 pub trait NotifyPlanner: Send + Sync + std::fmt::Debug {
     fn plan(&self, facts: &NotificationFacts) -> Vec<PlannedNotification>;
+    /// Whether the station of an `offline` change is expected to be protected at `facts.at`
+    /// (its protection schedule). The sweep records an outage, and notifies, only when it is:
+    /// a station that went offline outside its schedule and is still offline when the
+    /// schedule begins notifies then.
+    fn supervised(&self, _facts: &NotificationFacts) -> bool {
+        true
+    }
 }
 
 /// Where a store keeps its planner: installed once at start, read by every ingest.
@@ -80,6 +87,12 @@ impl PlannerSlot {
     pub fn plan(&self, facts: &NotificationFacts) -> Vec<PlannedNotification> {
         let planner = self.0.read().unwrap_or_else(|p| p.into_inner()).clone();
         planner.map(|p| p.plan(facts)).unwrap_or_default()
+    }
+
+    /// [`NotifyPlanner::supervised`] (always without a planner).
+    pub fn supervised(&self, facts: &NotificationFacts) -> bool {
+        let planner = self.0.read().unwrap_or_else(|p| p.into_inner()).clone();
+        planner.is_none_or(|p| p.supervised(facts))
     }
 }
 
@@ -174,8 +187,9 @@ pub trait OutboxStore: Send + Sync {
     /// The supervision sweep, one transaction: records that it ran (`sweep_runs`), forgets
     /// outages that ended (a heartbeat since, or the station is no longer active), and for every
     /// active station whose last heartbeat is older than `now - offline_after` and that is not
-    /// already known offline, records the outage and enqueues what the planner plans for an
-    /// `offline` change — so each outage notifies once, however many receivers sweep. Pending,
+    /// already known offline and that its protection schedule protects at `now`
+    /// (`NotifyPlanner::supervised`), records the outage and enqueues what the planner plans for
+    /// an `offline` change — so each outage notifies once, however many receivers sweep. Pending,
     /// disabled, revoked and never-seen stations are not supervised. Returns the newly offline
     /// stations' ids.
     fn sweep_offline(

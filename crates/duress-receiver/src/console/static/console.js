@@ -213,6 +213,16 @@
       if (id > lastId) lastId = id;
       refreshAll();
     };
+    // The trouble banner (the receiver's sweep or notifier stopped): shown while not empty.
+    es.addEventListener('trouble', (m) => {
+      lastMessageAt = Date.now();
+      let lines = [];
+      try { lines = JSON.parse(m.data); } catch (_) { lines = []; }
+      const tb = document.getElementById('trouble-banner');
+      if (!tb) return;
+      tb.replaceChildren(...lines.map((t) => { const p = document.createElement('p'); p.textContent = t; return p; }));
+      tb.hidden = lines.length === 0;
+    });
     es.onerror = () => {
       es.close();
       es = null;

@@ -270,6 +270,17 @@ impl PostgresStore {
         for row in &rows {
             let device_id: String = row.try_get("device_id")?;
             let since: OffsetDateTime = row.try_get("last_heartbeat_at")?;
+            let facts = crate::store::outbox::offline_facts(
+                &device_id,
+                json(row, "location_json")?,
+                json(row, "host_json")?,
+                now,
+            );
+            // Outside its protection schedule: no outage yet (a later sweep inside the
+            // schedule records and notifies it if the station is still silent).
+            if !self.planner.supervised(&facts) {
+                continue;
+            }
             let won: Option<String> = sqlx::query_scalar(
                 "INSERT INTO supervision_state (device_id, offline_since, notified_at)
                  VALUES ($1, $2, $3) ON CONFLICT (device_id) DO NOTHING RETURNING device_id",
@@ -282,12 +293,6 @@ impl PostgresStore {
             if won.is_none() {
                 continue;
             }
-            let facts = crate::store::outbox::offline_facts(
-                &device_id,
-                json(row, "location_json")?,
-                json(row, "host_json")?,
-                now,
-            );
             enqueue(&mut tx, &facts, &self.planner.plan(&facts)).await?;
             offline.push(device_id);
         }

@@ -286,6 +286,17 @@ impl SqliteStore {
         for row in &rows {
             let device_id: String = row.try_get("device_id")?;
             let since: String = row.try_get("last_heartbeat_at")?;
+            let facts = crate::store::outbox::offline_facts(
+                &device_id,
+                from_json("location_json", &row.try_get::<String, _>("location_json")?)?,
+                from_json("host_json", &row.try_get::<String, _>("host_json")?)?,
+                now,
+            );
+            // Outside its protection schedule: no outage yet (a later sweep inside the
+            // schedule records and notifies it if the station is still silent).
+            if !self.planner.supervised(&facts) {
+                continue;
+            }
             sqlx::query(
                 "INSERT INTO supervision_state (device_id, offline_since, notified_at)
                  VALUES (?1, ?2, ?3)",
@@ -295,12 +306,6 @@ impl SqliteStore {
             .bind(&at)
             .execute(&mut *tx)
             .await?;
-            let facts = crate::store::outbox::offline_facts(
-                &device_id,
-                from_json("location_json", &row.try_get::<String, _>("location_json")?)?,
-                from_json("host_json", &row.try_get::<String, _>("host_json")?)?,
-                now,
-            );
             enqueue(&mut tx, &facts, &self.planner.plan(&facts)).await?;
             offline.push(device_id);
         }
