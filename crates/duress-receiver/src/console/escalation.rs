@@ -1,7 +1,8 @@
 //! Escalation: an open incident nobody claimed within `escalate_after` (default 90 s, the
 //! NFPA 72 operator-handling time) is marked escalated, with a timeline entry, an audit entry
 //! and a console event in one transaction. Every board then shows it escalated and changes its
-//! sound. (Paging the next notification tier comes with the notifier outbox.)
+//! sound. Paging people away from the console is the escalation ladders' work (`notify/`),
+//! queued in the same transaction as the incident.
 
 use std::sync::Arc;
 use std::time::Duration;
