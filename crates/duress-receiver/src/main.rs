@@ -97,6 +97,10 @@ enum Command {
         /// (docs/integrations.md). Without it: console only.
         #[arg(long, env = "DURESS_RECEIVER_CONFIG")]
         config: Option<PathBuf>,
+        /// Serve `GET /metrics` (Prometheus/OpenMetrics text, plain HTTP) on this address; bind
+        /// it to loopback or the management network (docs/operations.md, "Monitoring").
+        #[arg(long)]
+        metrics_listen: Option<SocketAddr>,
     },
     /// Console accounts.
     User {
@@ -357,6 +361,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             header_timeout,
             self_test_period,
             config,
+            metrics_listen,
         } => {
             let mut settings = Settings::new(store.data_dir.clone());
             settings.database = store.location().database;
@@ -376,6 +381,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             settings.connections.max_connections = max_connections;
             settings.connections.max_per_address = max_connections_per_address;
             settings.connections.header_timeout = header_timeout;
+            settings.metrics_listen = metrics_listen;
             if let Some(path) = config {
                 settings.config = Some(std::sync::Arc::new(
                     duress_receiver::config::ReceiverConfig::load(&path)?,

@@ -183,6 +183,9 @@ pub struct Settings {
     pub device_event_burst: u32,
     /// …and per second after that (429 with `Retry-After` beyond; the agent resends).
     pub device_events_per_second: f64,
+    /// `serve --metrics-listen ADDR`: where `GET /metrics` is served (plain HTTP, its own
+    /// listener; bind it to loopback or the management network). `None`: no metrics listener.
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 impl Settings {
@@ -204,6 +207,7 @@ impl Settings {
             // queue at once: 30 at once, then one a second, is far above both.
             device_event_burst: 30,
             device_events_per_second: 1.0,
+            metrics_listen: None,
         }
     }
 

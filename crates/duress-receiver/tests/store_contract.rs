@@ -2083,9 +2083,15 @@ async fn outbox_rows_come_with_the_incident_are_taken_once_and_settle_for_good(
     assert_eq!(now_row.attempts[0].error.as_deref(), Some("HTTP 500"));
     let later_row = rows.iter().find(|r| r.channel == "later").unwrap();
     assert_eq!(later_row.status, "accepted");
+    // What /metrics reads: rows by status, absent statuses left out.
+    assert_eq!(
+        store.notification_counts().await.unwrap(),
+        [("accepted".to_owned(), 1), ("delivered".to_owned(), 1)]
+    );
 }
 
 async fn outbox_a_claim_stops_the_ladder(store: Arc<dyn Store>) {
+    assert!(store.notification_counts().await.unwrap().is_empty());
     store.set_planner(Some(Arc::new(TwoSteps)));
     let claimed = incident(&store).await;
     let unclaimed = incident(&store).await;
@@ -2110,6 +2116,11 @@ async fn outbox_a_claim_stops_the_ladder(store: Arc<dyn Store>) {
     assert_eq!(later.status, "stopped");
     assert!(later.attempts.is_empty());
     let _ = unclaimed;
+    // Taken (leased) rows are still pending: the queue depth /metrics shows.
+    assert_eq!(
+        store.notification_counts().await.unwrap(),
+        [("pending".to_owned(), 3), ("stopped".to_owned(), 1)]
+    );
 }
 
 /// Two receivers' workers on one database: every due row goes to exactly one of them.

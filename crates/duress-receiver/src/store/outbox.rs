@@ -185,6 +185,10 @@ pub trait OutboxStore: Send + Sync {
     ) -> StoreFuture<'_, Vec<String>>;
     /// When the sweep last ran (any receiver), if ever.
     fn last_sweep(&self) -> StoreFuture<'_, Option<OffsetDateTime>>;
+    /// How many notifications are in each status (`pending`, `delivered`, `accepted`,
+    /// `failed`, `stopped`; a status with no row is absent), for `/metrics`: the queue depth
+    /// and the given-up count, read at each scrape.
+    fn notification_counts(&self) -> StoreFuture<'_, Vec<(String, u64)>>;
 }
 
 /// The facts of a station found offline.

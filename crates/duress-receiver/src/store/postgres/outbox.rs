@@ -302,6 +302,18 @@ impl PostgresStore {
                 .await?,
         )
     }
+
+    async fn notification_counts_impl(&self) -> StoreResult<Vec<(String, u64)>> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT status, COUNT(*) FROM notifications GROUP BY status ORDER BY status",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(s, n)| (s, u64::try_from(n).unwrap_or(0)))
+            .collect())
+    }
 }
 
 impl OutboxStore for PostgresStore {
@@ -315,6 +327,10 @@ impl OutboxStore for PostgresStore {
 
     fn last_sweep(&self) -> StoreFuture<'_, Option<OffsetDateTime>> {
         Box::pin(self.last_sweep_impl())
+    }
+
+    fn notification_counts(&self) -> StoreFuture<'_, Vec<(String, u64)>> {
+        Box::pin(self.notification_counts_impl())
     }
 
     fn set_planner(&self, planner: Option<Arc<dyn NotifyPlanner>>) {

@@ -315,6 +315,18 @@ impl SqliteStore {
                 .await?;
         at.map(|t| parse_ts(&t)).transpose()
     }
+
+    async fn notification_counts_impl(&self) -> StoreResult<Vec<(String, u64)>> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT status, COUNT(*) FROM notifications GROUP BY status ORDER BY status",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(s, n)| (s, u64::try_from(n).unwrap_or(0)))
+            .collect())
+    }
 }
 
 impl OutboxStore for SqliteStore {
@@ -328,6 +340,10 @@ impl OutboxStore for SqliteStore {
 
     fn last_sweep(&self) -> StoreFuture<'_, Option<OffsetDateTime>> {
         Box::pin(self.last_sweep_impl())
+    }
+
+    fn notification_counts(&self) -> StoreFuture<'_, Vec<(String, u64)>> {
+        Box::pin(self.notification_counts_impl())
     }
 
     fn set_planner(&self, planner: Option<Arc<dyn NotifyPlanner>>) {
