@@ -54,6 +54,66 @@ pub struct ReceiverConfig {
     /// Supervision notifications: a station going offline notifies these channels once.
     #[serde(default)]
     pub supervision: Option<SupervisionConfig>,
+    /// `[[siem]]`: where the audit log and incident state changes are fed (`notify::siem`).
+    #[serde(default)]
+    pub siem: Vec<SiemConfig>,
+}
+
+/// One SIEM sink (docs/operations.md, "SIEM feed"): `kind` chooses the table's shape.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum SiemConfig {
+    /// RFC 5424 messages over TCP with octet-counting framing (RFC 6587), or over TLS (RFC 5425).
+    Syslog(SyslogSink),
+    /// One JSON object per line, appended to a file.
+    Jsonl(JsonlSink),
+}
+
+impl SiemConfig {
+    pub fn name(&self) -> &str {
+        match self {
+            SiemConfig::Syslog(s) => &s.name,
+            SiemConfig::Jsonl(j) => &j.name,
+        }
+    }
+}
+
+/// `kind = "syslog"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyslogSink {
+    pub name: String,
+    /// The collector, `host:port` (RFC 5425's port is 6514).
+    pub address: String,
+    /// TLS (RFC 5425), checked against the OS trust store plus `ca_cert`. Without it (plain
+    /// TCP, RFC 6587) only to a loopback relay: the records name locations and officers.
+    #[serde(default)]
+    pub tls: bool,
+    #[serde(default)]
+    pub ca_cert: Option<PathBuf>,
+    /// The name the certificate must carry (default: `address`'s host).
+    #[serde(default)]
+    pub server_name: Option<String>,
+}
+
+impl SyslogSink {
+    /// The host part of `address` (brackets of an IPv6 literal removed).
+    pub fn host(&self) -> &str {
+        let host = self
+            .address
+            .rsplit_once(':')
+            .map_or(self.address.as_str(), |(h, _)| h);
+        host.trim_start_matches('[').trim_end_matches(']')
+    }
+}
+
+/// `kind = "jsonl"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JsonlSink {
+    pub name: String,
+    /// The file records are appended to (created 0600 if missing).
+    pub path: PathBuf,
 }
 
 /// `[supervision]`: the trouble channel(s) a station going offline notifies.
@@ -452,6 +512,46 @@ impl ReceiverConfig {
             }
             if sup.interval_s == Some(0) || sup.offline_after_s == Some(0) {
                 return Err("supervision: interval_s and offline_after_s must be > 0".into());
+            }
+        }
+        let mut sinks = BTreeSet::new();
+        for sink in &self.siem {
+            let name = sink.name();
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+            {
+                return Err(format!(
+                    "siem name {name:?}: use letters, digits, '-' and '_'"
+                ));
+            }
+            if !sinks.insert(name) {
+                return Err(format!("siem {name:?} is defined twice"));
+            }
+            let at = |what: &str| format!("siem {name:?}: {what}");
+            match sink {
+                SiemConfig::Syslog(s) => {
+                    let port = s.address.rsplit_once(':').map(|(_, p)| p);
+                    if s.host().is_empty() || port.and_then(|p| p.parse::<u16>().ok()).is_none() {
+                        return Err(at("address: use host:port (e.g. siem.example.edu:6514)"));
+                    }
+                    if !s.tls && !is_loopback_host(s.host()) {
+                        return Err(at(
+                            "plain TCP (tls = false) is only allowed to a loopback relay \
+                             (127.0.0.1, ::1, localhost); set tls = true",
+                        ));
+                    }
+                    if !s.tls && (s.ca_cert.is_some() || s.server_name.is_some()) {
+                        return Err(at("ca_cert and server_name need tls = true"));
+                    }
+                    check_ca(&at("ca_cert"), s.ca_cert.as_deref())?;
+                }
+                SiemConfig::Jsonl(j) => {
+                    if j.path.as_os_str().is_empty() {
+                        return Err(at("path is empty"));
+                    }
+                }
             }
         }
         for r in &self.rules {

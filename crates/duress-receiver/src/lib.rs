@@ -306,6 +306,20 @@ impl Prepared {
                     self.settings.heartbeat_interval_s,
                 ))
             });
+        // The SIEM feed: one task per [[siem]] sink, apart from the alarm path.
+        let siem: Vec<_> = self
+            .settings
+            .config
+            .iter()
+            .flat_map(|c| c.siem.iter().cloned())
+            .map(|sink| {
+                tokio::spawn(notify::siem::run(
+                    self.store.clone(),
+                    sink,
+                    self.settings.notify_retry_base,
+                ))
+            })
+            .collect();
         // GET /metrics on its own listener; stopped when serving ends.
         let metrics = match self.metrics_listener {
             Some(l) => {
@@ -383,6 +397,9 @@ impl Prepared {
             task.abort();
         }
         if let Some((_, task)) = metrics {
+            task.abort();
+        }
+        for task in siem {
             task.abort();
         }
         // Only after the last request finished: closing checkpoints the WAL.

@@ -146,7 +146,7 @@ steps = [ {{ after_s = 0, channels = ["ops-webhook"] }} ]
     assert_eq!(hb.status, 200, "{}", hb.text());
     let _silent = h.enrolled_agent().await;
     let manual = h.token(1, Approve::Manual).await;
-    let mut pending = common::Agent::new();
+    let pending = common::Agent::new();
     let answer = h.post("/v1/enrollments", pending.enrollment(&manual)).await;
     assert_eq!(answer.status, 201, "{}", answer.text());
 

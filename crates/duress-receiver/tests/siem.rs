@@ -1,0 +1,373 @@
+//! The SIEM feed end to end: a real receiver (SQLite, or PostgreSQL with
+//! `DURESS_TEST_DATABASE=postgres`) with a `[[siem]]` syslog sink to a collector on 127.0.0.1
+//! (a small TCP listener here that splits RFC 6587 octet-counted frames) and a JSON-lines sink;
+//! every message is parsed by an independent RFC 5424 parser (`tests/siem/parse_syslog.py`,
+//! syslog-rfc5424-parser from PyPI in the project venv made by `scripts/install-deps`).
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use common::Harness;
+use duress_core::EventKind;
+use duress_receiver::config::ReceiverConfig;
+use duress_receiver::store::{DatabaseUrl, IncidentAction};
+use duress_receiver::{Approve, Settings};
+use serde_json::Value;
+use tokio::io::AsyncReadExt as _;
+
+/// A collector: every connection read to its end, split into octet-counted frames, then
+/// closed (which tells the receiver the batch was taken).
+struct Collector {
+    messages: Arc<Mutex<Vec<String>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Collector {
+    async fn start(port: u16) -> Self {
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
+            .await
+            .unwrap();
+        let messages = Arc::new(Mutex::new(Vec::new()));
+        let seen = messages.clone();
+        let task = tokio::spawn(async move {
+            loop {
+                let Ok((mut tcp, _)) = listener.accept().await else {
+                    return;
+                };
+                let seen = seen.clone();
+                tokio::spawn(async move {
+                    let mut bytes = Vec::new();
+                    if tcp.read_to_end(&mut bytes).await.is_err() {
+                        return;
+                    }
+                    let frames = split_frames(&bytes);
+                    seen.lock().unwrap().extend(frames);
+                });
+            }
+        });
+        Collector { messages, task }
+    }
+
+    fn messages(&self) -> Vec<String> {
+        self.messages.lock().unwrap().clone()
+    }
+
+    fn stop(self) {
+        self.task.abort();
+    }
+}
+
+/// RFC 6587 octet counting: `LEN SP MSG`, repeated; a malformed stream fails the test.
+fn split_frames(mut bytes: &[u8]) -> Vec<String> {
+    let mut out = Vec::new();
+    while !bytes.is_empty() {
+        let sp = bytes
+            .iter()
+            .position(|b| *b == b' ')
+            .expect("a frame length");
+        let len: usize = std::str::from_utf8(&bytes[..sp]).unwrap().parse().unwrap();
+        let msg = &bytes[sp + 1..sp + 1 + len];
+        out.push(String::from_utf8(msg.to_vec()).unwrap());
+        bytes = &bytes[sp + 1 + len..];
+    }
+    out
+}
+
+/// Parses with the independent RFC 5424 parser.
+fn parse(messages: &[String]) -> Vec<Value> {
+    use std::io::Write as _;
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../..");
+    let python = root.join(".venv/bin/python");
+    assert!(
+        python.exists(),
+        "the project venv is missing: run scripts/install-deps (it installs syslog-rfc5424-parser)"
+    );
+    let mut child = std::process::Command::new(&python)
+        .arg(root.join("tests/siem/parse_syslog.py"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(serde_json::to_string(messages).unwrap().as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "the RFC 5424 parser refused a message: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+/// The records (the messages' JSON), first occurrence of each id, in arrival order.
+fn records(parsed: &[Value]) -> Vec<Value> {
+    let mut seen = BTreeSet::new();
+    let mut out = Vec::new();
+    for m in parsed {
+        let msg = m["msg"].as_str().unwrap();
+        let json = msg
+            .strip_prefix('\u{feff}')
+            .expect("the UTF-8 BOM before the JSON");
+        let r: Value = serde_json::from_str(json).unwrap();
+        // The structured data names the same record.
+        assert_eq!(m["sd"]["duress@32473"]["id"], r["id"], "{m}");
+        assert_eq!(m["msgid"], r["kind"], "{m}");
+        assert_eq!(m["facility"], "audit", "{m}");
+        assert_eq!(m["appname"], "duress-receiver");
+        assert_eq!(m["version"], 1);
+        if seen.insert(r["id"].as_str().unwrap().to_owned()) {
+            out.push(r);
+        }
+    }
+    out
+}
+
+fn config(port: u16, jsonl: &Path) -> Arc<ReceiverConfig> {
+    Arc::new(
+        ReceiverConfig::parse(&format!(
+            r#"
+[[siem]]
+name = "soc"
+kind = "syslog"
+address = "127.0.0.1:{port}"
+[[siem]]
+name = "file"
+kind = "jsonl"
+path = "{}"
+"#,
+            jsonl.display()
+        ))
+        .unwrap(),
+    )
+}
+
+async fn start(
+    dir: tempfile::TempDir,
+    database: Option<DatabaseUrl>,
+    cfg: Arc<ReceiverConfig>,
+) -> Harness {
+    let mut settings = Settings::new(dir.path());
+    settings.database = database;
+    settings.config = Some(cfg);
+    settings.notify_retry_base = Duration::from_millis(100);
+    let receiver = duress_receiver::start(settings).await.unwrap();
+    let client = common::webpki_client(&receiver.cert_pem_path);
+    Harness {
+        receiver,
+        client,
+        dir,
+    }
+}
+
+/// An alarm, a claim and a resolve; the incident and the alarm's signed body.
+async fn alarm_claim_resolve(h: &Harness, agent: &mut common::Agent) -> (String, String) {
+    let claims = agent.event(EventKind::Duress);
+    let jws = agent.sign_event(&claims);
+    let answer = h.post("/v1/events", jws.clone()).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let incident = answer.json::<duress_core::EventAck>().incident_id.unwrap();
+    let store = duress_receiver::store::open(&h.data_dir()).await.unwrap();
+    store
+        .apply_action(incident, "alice", IncidentAction::Claim { takeover: false })
+        .await
+        .unwrap();
+    store
+        .apply_action(
+            incident,
+            "alice",
+            IncidentAction::Resolve {
+                disposition: "false alarm".into(),
+                follow_up: String::new(),
+            },
+        )
+        .await
+        .unwrap();
+    store.close().await;
+    (incident.to_string(), jws)
+}
+
+/// Waits (bounded) until the collector has the resolve of `incident`.
+async fn wait_for_resolve(collector: &Collector, incident: &str) -> Vec<Value> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let msgs = collector.messages();
+        let recs = records(&parse(&msgs));
+        if recs
+            .iter()
+            .any(|r| r["kind"] == "incident.resolve" && r["incident_id"] == incident)
+        {
+            return recs;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no resolve of {incident} reached the collector: {recs:#?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+fn kinds_of(recs: &[Value], incident: &str) -> Vec<String> {
+    recs.iter()
+        .filter(|r| r["source"] == "incident" && r["incident_id"] == incident)
+        .map(|r| r["kind"].as_str().unwrap().to_owned())
+        .collect()
+}
+
+fn jsonl_records(path: &PathBuf) -> Vec<Value> {
+    std::fs::read_to_string(path)
+        .unwrap_or_default()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn audit_and_incident_changes_reach_syslog_and_a_file_in_order_and_survive_a_restart() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let jsonl = tempfile::tempdir().unwrap();
+    let jsonl_path = jsonl.path().join("duress-siem.jsonl");
+    let collector = Collector::start(port).await;
+    let dir = tempfile::tempdir().unwrap();
+    let h = start(dir, common::test_database(), config(port, &jsonl_path)).await;
+    let database = h.receiver.store.database.clone();
+
+    // An enrollment token (audited), a station, an alarm, a claim and a resolve.
+    let token = h.token(1, Approve::Auto).await;
+    let mut agent = h.enrolled_agent_with(&token).await;
+    let (first, first_jws) = alarm_claim_resolve(&h, &mut agent).await;
+    let recs = wait_for_resolve(&collector, &first).await;
+
+    // In order: the press, then the claim, then the resolve; the audit entries of the claim
+    // and resolve after the press too.
+    assert_eq!(
+        kinds_of(&recs, &first),
+        ["incident.press", "incident.claim", "incident.resolve"]
+    );
+    let pos = |kind: &str, source: &str| {
+        recs.iter()
+            .position(|r| r["kind"] == kind && r["source"] == source)
+            .unwrap_or_else(|| panic!("no {source} {kind} in {recs:#?}"))
+    };
+    assert!(pos("incident.press", "incident") < pos("incident.claim", "audit"));
+    assert!(pos("incident.claim", "audit") < pos("incident.resolve", "audit"));
+    // The schema's fields.
+    for r in &recs {
+        assert_eq!(r["schema"], "duress.siem/1", "{r}");
+        for field in ["id", "source", "seq", "at", "receiver", "kind"] {
+            assert!(!r[field].is_null(), "{field} missing in {r}");
+        }
+        let id = r["id"].as_str().unwrap();
+        assert_eq!(
+            id,
+            format!("{}-{}", r["source"].as_str().unwrap(), r["seq"])
+        );
+        time::OffsetDateTime::parse(
+            r["at"].as_str().unwrap(),
+            &time::format_description::well_known::Rfc3339,
+        )
+        .unwrap();
+    }
+    let claim = &recs[pos("incident.claim", "audit")];
+    assert_eq!(claim["actor"], "alice");
+    assert_eq!(claim["subject"], first.as_str());
+    assert!(claim["hash"].as_str().unwrap().len() >= 64);
+    let press = &recs[pos("incident.press", "incident")];
+    assert_eq!(press["data"]["device_id"], agent.device_id.as_str());
+
+    // Phase 2: the collector is down while a second incident happens; the receiver is then
+    // stopped and started again, and the collector comes back: nothing is lost.
+    collector.stop();
+    let (second, second_jws) = alarm_claim_resolve(&h, &mut agent).await;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let Harness { receiver, dir, .. } = h;
+    receiver.shutdown().await.unwrap();
+    let collector = Collector::start(port).await;
+    let h = start(dir, database, config(port, &jsonl_path)).await;
+    let recs = wait_for_resolve(&collector, &second).await;
+    assert_eq!(
+        kinds_of(&recs, &second),
+        ["incident.press", "incident.claim", "incident.resolve"]
+    );
+
+    // Every audit entry and every incident change, none missing: what the collector got over
+    // both runs equals the store's logs.
+    let store = duress_receiver::store::open(&h.data_dir()).await.unwrap();
+    let audit_ids: BTreeSet<i64> = store
+        .audit_log()
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| e.id)
+        .collect();
+    let live_ids: BTreeSet<i64> = store
+        .live_after(0, 10_000)
+        .await
+        .unwrap()
+        .iter()
+        .filter(|r| r.kind.starts_with("incident."))
+        .map(|r| r.id)
+        .collect();
+    store.close().await;
+    // The first run's records (the first collector is gone; its messages were checked above)
+    // plus this one's: the file sink got them all, in both runs.
+    let file = jsonl_records(&jsonl_path);
+    let file_ids: BTreeSet<String> = file
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect();
+    let expected: BTreeSet<String> = audit_ids
+        .iter()
+        .map(|i| format!("audit-{i}"))
+        .chain(live_ids.iter().map(|i| format!("incident-{i}")))
+        .collect();
+    assert_eq!(
+        file_ids, expected,
+        "the JSON-lines file lost or invented records"
+    );
+    // The collector of the second run got at least everything the first one had not.
+    let got: BTreeSet<String> = recs
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect();
+    let second_records: Vec<&Value> = file
+        .iter()
+        .filter(|r| r["incident_id"] == second.as_str() || r["subject"] == second.as_str())
+        .collect();
+    assert!(!second_records.is_empty());
+    for r in second_records {
+        assert!(
+            got.contains(r["id"].as_str().unwrap()),
+            "{r} never reached syslog"
+        );
+    }
+    // The same record, resent or not, says the same in both sinks.
+    for r in &recs {
+        let in_file = file.iter().find(|f| f["id"] == r["id"]).unwrap();
+        let mut a = r.clone();
+        let mut b = in_file.clone();
+        a.as_object_mut().unwrap().remove("receiver");
+        b.as_object_mut().unwrap().remove("receiver");
+        assert_eq!(a, b);
+    }
+
+    // Secrets never in a record: the enrollment token, the alarms' signed bodies.
+    let all = std::fs::read_to_string(&jsonl_path).unwrap() + &collector.messages().join("\n");
+    for secret in [token.as_str(), first_jws.as_str(), second_jws.as_str()] {
+        assert!(!all.contains(secret), "a secret in the SIEM feed");
+    }
+    collector.stop();
+    h.shutdown().await;
+}
