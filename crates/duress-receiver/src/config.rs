@@ -685,6 +685,54 @@ steps = [ { after_s = 0, channels = ["security-teams", "ops-webhook", "duty-mail
 "#;
 
     #[test]
+    fn siem_sinks_parse_and_plain_tcp_is_loopback_only() {
+        let c = ReceiverConfig::parse(
+            r#"
+[[siem]]
+name = "soc"
+kind = "syslog"
+address = "siem.example.edu:6514"
+tls = true
+[[siem]]
+name = "relay"
+kind = "syslog"
+address = "[::1]:514"
+[[siem]]
+name = "file"
+kind = "jsonl"
+path = "/var/log/duress/siem.jsonl"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.siem.len(), 3);
+        let SiemConfig::Syslog(relay) = &c.siem[1] else {
+            panic!("{:?}", c.siem[1]);
+        };
+        assert_eq!(relay.host(), "::1");
+        for (text, needle) in [
+            (
+                "[[siem]]\nname = \"x\"\nkind = \"syslog\"\naddress = \"siem.example.edu:514\"",
+                "only allowed to a loopback relay",
+            ),
+            (
+                "[[siem]]\nname = \"x\"\nkind = \"syslog\"\naddress = \"siem.example.edu\"\ntls = true",
+                "host:port",
+            ),
+            (
+                "[[siem]]\nname = \"x\"\nkind = \"jsonl\"\npath = \"/tmp/a\"\nformat = \"cef\"",
+                "unknown field",
+            ),
+            (
+                "[[siem]]\nname = \"x\"\nkind = \"jsonl\"\npath = \"/a\"\n[[siem]]\nname = \"x\"\nkind = \"jsonl\"\npath = \"/b\"",
+                "defined twice",
+            ),
+        ] {
+            let e = ReceiverConfig::parse(text).unwrap_err();
+            assert!(e.contains(needle), "{e}");
+        }
+    }
+
+    #[test]
     fn the_issue_example_parses() {
         let c = ReceiverConfig::parse(EXAMPLE).unwrap();
         assert_eq!(c.channels.len(), 3);

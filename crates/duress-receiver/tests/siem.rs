@@ -29,6 +29,11 @@ struct Collector {
 
 impl Collector {
     async fn start(port: u16) -> Self {
+        Self::start_with(port, None).await
+    }
+
+    /// Over TLS (RFC 5425) when `tls` is given.
+    async fn start_with(port: u16, tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
         let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
             .await
             .unwrap();
@@ -40,10 +45,24 @@ impl Collector {
                     return;
                 };
                 let seen = seen.clone();
+                let tls = tls.clone();
                 tokio::spawn(async move {
                     let mut bytes = Vec::new();
-                    if tcp.read_to_end(&mut bytes).await.is_err() {
-                        return;
+                    match tls {
+                        Some(acceptor) => {
+                            let Ok(mut stream) = acceptor.accept(tcp).await else {
+                                return;
+                            };
+                            if stream.read_to_end(&mut bytes).await.is_err() {
+                                return;
+                            }
+                            let _ = tokio::io::AsyncWriteExt::shutdown(&mut stream).await;
+                        }
+                        None => {
+                            if tcp.read_to_end(&mut bytes).await.is_err() {
+                                return;
+                            }
+                        }
                     }
                     let frames = split_frames(&bytes);
                     seen.lock().unwrap().extend(frames);
@@ -368,6 +387,73 @@ async fn audit_and_incident_changes_reach_syslog_and_a_file_in_order_and_survive
     for secret in [token.as_str(), first_jws.as_str(), second_jws.as_str()] {
         assert!(!all.contains(secret), "a secret in the SIEM feed");
     }
+    collector.stop();
+    h.shutdown().await;
+}
+
+/// A test CA and a collector certificate for 127.0.0.1 it signed: the acceptor and the CA's
+/// PEM file.
+fn tls_collector(dir: &Path) -> (tokio_rustls::TlsAcceptor, PathBuf) {
+    let mut ca_params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    ca_params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "siem test CA");
+    let ca = rcgen::CertifiedIssuer::self_signed(ca_params, rcgen::KeyPair::generate().unwrap())
+        .unwrap();
+    let leaf_key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["127.0.0.1".to_owned()])
+        .unwrap()
+        .signed_by(&leaf_key, &ca)
+        .unwrap();
+    let ca_path = dir.join("siem-ca.pem");
+    std::fs::write(&ca_path, ca.pem()).unwrap();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![leaf.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(leaf_key.serialize_der().into()),
+        )
+        .unwrap();
+    (tokio_rustls::TlsAcceptor::from(Arc::new(config)), ca_path)
+}
+
+/// RFC 5425: the same records over TLS to a collector whose certificate a private CA
+/// (`ca_cert`) signed.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_feed_goes_over_tls_to_a_collector_of_a_private_ca() {
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let certs = tempfile::tempdir().unwrap();
+    let (acceptor, ca_path) = tls_collector(certs.path());
+    let collector = Collector::start_with(port, Some(acceptor)).await;
+    let cfg = Arc::new(
+        ReceiverConfig::parse(&format!(
+            r#"
+[[siem]]
+name = "soc"
+kind = "syslog"
+address = "127.0.0.1:{port}"
+tls = true
+ca_cert = "{}"
+"#,
+            ca_path.display()
+        ))
+        .unwrap(),
+    );
+    let h = start(tempfile::tempdir().unwrap(), common::test_database(), cfg).await;
+    let mut agent = h.enrolled_agent().await;
+    let (incident, _) = alarm_claim_resolve(&h, &mut agent).await;
+    let recs = wait_for_resolve(&collector, &incident).await;
+    assert_eq!(
+        kinds_of(&recs, &incident),
+        ["incident.press", "incident.claim", "incident.resolve"]
+    );
     collector.stop();
     h.shutdown().await;
 }

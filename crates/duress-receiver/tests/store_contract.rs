@@ -108,6 +108,7 @@ contract!(
     outbox_rows_come_with_the_incident_are_taken_once_and_settle_for_good,
     outbox_a_claim_stops_the_ladder,
     supervision_notifies_each_outage_once_and_never_for_revoked,
+    siem_reads_after_a_position_that_only_moves_forward,
 );
 
 /// The acknowledgement key as the receiver hands it to the store.
@@ -2215,4 +2216,38 @@ async fn supervision_notifies_each_outage_once_and_never_for_revoked(store: Arc<
     expected.sort();
     assert_eq!(again, expected);
     assert_eq!(store.recent_notifications(100).await.unwrap().len(), 3);
+}
+
+/// The SIEM feed's store side: audit entries after an id in order, and per-sink positions
+/// that start at (0, 0) and never move back.
+async fn siem_reads_after_a_position_that_only_moves_forward(store: Arc<dyn Store>) {
+    assert_eq!(store.siem_position("soc").await.unwrap(), (0, 0));
+    let _ = incident(&store).await;
+    let _ = token(&store, 1, Approve::Auto).await;
+    let _ = token(&store, 1, Approve::Auto).await;
+    let all = store.audit_log().await.unwrap();
+    assert!(all.len() >= 2, "{all:?}");
+    let after_first = store.audit_after(all[0].id, 1000).await.unwrap();
+    assert_eq!(after_first, all[1..].to_vec());
+    assert_eq!(
+        store.audit_after(all[0].id, 1).await.unwrap(),
+        all[1..2].to_vec()
+    );
+    assert!(
+        store
+            .audit_after(all.last().unwrap().id, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    store.siem_advance("soc", 2, 5, now()).await.unwrap();
+    assert_eq!(store.siem_position("soc").await.unwrap(), (2, 5));
+    // An older position (another receiver's late write) does not move it back.
+    store.siem_advance("soc", 1, 3, now()).await.unwrap();
+    assert_eq!(store.siem_position("soc").await.unwrap(), (2, 5));
+    store.siem_advance("soc", 3, 5, now()).await.unwrap();
+    assert_eq!(store.siem_position("soc").await.unwrap(), (3, 5));
+    // Each sink its own.
+    assert_eq!(store.siem_position("file").await.unwrap(), (0, 0));
 }

@@ -339,8 +339,9 @@ async fn append_jsonl(sink: &JsonlSink, records: &[Record]) -> Result<(), String
         text.push('\n');
     }
     tokio::task::spawn_blocking(move || {
+        let mut text = text;
         let mut options = std::fs::OpenOptions::new();
-        options.create(true).append(true);
+        options.create(true).append(true).read(true);
         #[cfg(unix)]
         {
             use std::os::unix::fs::OpenOptionsExt as _;
@@ -349,6 +350,11 @@ async fn append_jsonl(sink: &JsonlSink, records: &[Record]) -> Result<(), String
         let mut file = options
             .open(&path)
             .map_err(|e| format!("opening {}: {e}", path.display()))?;
+        // A receiver killed mid-append left a partial last line: end it, so the batch's
+        // resend starts on a line of its own (a reader skips the one line that is not JSON).
+        if ends_mid_line(&mut file).map_err(|e| format!("reading {}: {e}", path.display()))? {
+            text.insert(0, '\n');
+        }
         file.write_all(text.as_bytes())
             .map_err(|e| format!("appending to {}: {e}", path.display()))?;
         file.sync_data()
@@ -356,6 +362,20 @@ async fn append_jsonl(sink: &JsonlSink, records: &[Record]) -> Result<(), String
     })
     .await
     .map_err(|e| format!("the file task failed: {e}"))?
+}
+
+/// Whether the file's last byte is not a newline (a partial line).
+fn ends_mid_line(file: &mut std::fs::File) -> std::io::Result<bool> {
+    use std::io::{Read as _, Seek as _, SeekFrom};
+    let len = file.metadata()?.len();
+    if len == 0 {
+        return Ok(false);
+    }
+    // In append mode writes go to the end whatever the position; reading needs it set.
+    file.seek(SeekFrom::Start(len - 1))?;
+    let mut last = [0u8; 1];
+    file.read_exact(&mut last)?;
+    Ok(last[0] != b'\n')
 }
 
 /// The TLS client of a syslog sink: the OS trust store plus its `ca_cert` (as the HTTP
@@ -388,6 +408,7 @@ fn tls_connector(sink: &SyslogSink) -> Result<tokio_rustls::TlsConnector, String
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
 
@@ -397,5 +418,33 @@ mod tests {
         assert_eq!(sd_escape(r#"a"b\c]"#), r#"a\"b\\c\]"#);
         assert_eq!(header_field("incident claim", 32), "incident_claim");
         assert_eq!(header_field("", 32), "-");
+    }
+
+    #[tokio::test]
+    async fn a_partial_last_line_is_ended_before_the_next_batch() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("siem.jsonl");
+        std::fs::write(&path, "{\"id\":\"audit-1\"}\n{\"id\":\"aud").unwrap();
+        let record = Record {
+            id: "audit-2".into(),
+            source: "audit",
+            seq: 2,
+            at: "2026-12-01T15:00:00.000Z".into(),
+            kind: "user.add".into(),
+            severity: 5,
+            json: json!({"id": "audit-2"}),
+        };
+        let sink = JsonlSink {
+            name: "file".into(),
+            path: path.clone(),
+        };
+        append_jsonl(&sink, std::slice::from_ref(&record))
+            .await
+            .unwrap();
+        append_jsonl(&sink, &[record]).await.unwrap();
+        assert_eq!(
+            std::fs::read_to_string(&path).unwrap(),
+            "{\"id\":\"audit-1\"}\n{\"id\":\"aud\n{\"id\":\"audit-2\"}\n{\"id\":\"audit-2\"}\n"
+        );
     }
 }
