@@ -326,10 +326,11 @@ impl Prepared {
                 l.set_nonblocking(true)?;
                 let addr = l.local_addr()?;
                 let listener = tokio::net::TcpListener::from_std(l)?;
+                let interval = Duration::from_secs(self.settings.heartbeat_interval_s);
+                let grace = self.settings.console.station_grace;
                 let source = metrics::ScrapeSource {
                     store: self.store.clone(),
-                    heartbeat_interval: Duration::from_secs(self.settings.heartbeat_interval_s),
-                    station_grace: self.settings.console.station_grace,
+                    station_state: Arc::new(move |d, now| station_state(d, now, interval, grace)),
                 };
                 Some((
                     addr,
@@ -405,5 +406,28 @@ impl Prepared {
         // Only after the last request finished: closing checkpoints the WAL.
         self.store.close().await;
         served.context("serving HTTPS")
+    }
+}
+
+/// A station's state on `/metrics` (`duress_stations{state}`): an active station's liveness by
+/// the Stations page's rule (stale after one heartbeat interval + grace, offline after two),
+/// else its status. Here, at the root, because it joins the console's rule to the metrics.
+fn station_state(
+    d: &records::DeviceRecord,
+    now: time::OffsetDateTime,
+    interval: Duration,
+    grace: Duration,
+) -> &'static str {
+    use console::stations::{Liveness, liveness};
+    if d.status != duress_core::DeviceStatus::Active {
+        // pending, disabled, revoked (a status added later is counted only once it is listed
+        // in metrics::STATION_STATES).
+        return d.status.as_str();
+    }
+    match liveness(d.last_heartbeat_at, now, interval, grace) {
+        Liveness::Online => "ok",
+        Liveness::Stale => "stale",
+        Liveness::Offline => "offline",
+        Liveness::Never => "never_seen",
     }
 }

@@ -418,7 +418,7 @@ impl Metrics {
     }
 
     async fn read_state(&self, source: &ScrapeSource) -> crate::store::StoreResult<()> {
-        let now = crate::api::receiver_now();
+        let now = crate::clock::receiver_now();
         let open = source.store.list_incidents(IncidentFilter::Open).await?;
         let devices = source.store.list_devices().await?;
         let counts = source.store.notification_counts().await?;
@@ -441,7 +441,7 @@ impl Metrics {
 
         let mut by_state = [0i64; STATION_STATES.len()];
         for d in &devices {
-            let state = station_state(d, now, source);
+            let state = (source.station_state)(d, now);
             if let Some(i) = STATION_STATES.iter().position(|s| *s == state) {
                 by_state[i] += 1;
             }
@@ -462,38 +462,25 @@ impl Metrics {
     }
 }
 
-/// What a scrape reads the state from.
-#[derive(Clone, Debug)]
+/// A station's `state` label (one of [`STATION_STATES`]) at a time.
+pub type StationState = std::sync::Arc<
+    dyn Fn(&crate::records::DeviceRecord, OffsetDateTime) -> &'static str + Send + Sync,
+>;
+
+/// What a scrape reads the state from. The station states come from the server (the Stations
+/// page's liveness rule, `crate::station_state`), so this module depends on no other part of
+/// the receiver but the store: the API, the console and the server all count into it.
+#[derive(Clone)]
 pub struct ScrapeSource {
     pub store: std::sync::Arc<dyn Store>,
-    /// The Stations page's thresholds: stale after one interval + grace without a heartbeat,
-    /// offline after two.
-    pub heartbeat_interval: Duration,
-    pub station_grace: Duration,
+    pub station_state: StationState,
 }
 
-/// A station's `state` label.
-fn station_state(
-    d: &crate::records::DeviceRecord,
-    now: OffsetDateTime,
-    source: &ScrapeSource,
-) -> &'static str {
-    use crate::console::stations::{Liveness, liveness};
-    if d.status != duress_core::DeviceStatus::Active {
-        // pending, disabled, revoked (a status added later is counted under its own name
-        // only once it is listed in STATION_STATES).
-        return d.status.as_str();
-    }
-    match liveness(
-        d.last_heartbeat_at,
-        now,
-        source.heartbeat_interval,
-        source.station_grace,
-    ) {
-        Liveness::Online => "ok",
-        Liveness::Stale => "stale",
-        Liveness::Offline => "offline",
-        Liveness::Never => "never_seen",
+impl std::fmt::Debug for ScrapeSource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ScrapeSource")
+            .field("store", &self.store)
+            .finish_non_exhaustive()
     }
 }
 

@@ -233,7 +233,7 @@ pub async fn run(store: Arc<dyn Store>, sink: SiemConfig, retry_base: Duration) 
                 tracing::debug!(sink = %name, records = records.len(), "siem: batch sent");
             }
             store
-                .siem_advance(&name, next.0, next.1, crate::api::receiver_now())
+                .siem_advance(&name, next.0, next.1, crate::clock::receiver_now())
                 .await
                 .map_err(|e| e.to_string())?;
             Ok::<bool, String>(true)
