@@ -34,9 +34,20 @@ impl Collector {
 
     /// Over TLS (RFC 5425) when `tls` is given.
     async fn start_with(port: u16, tls: Option<tokio_rustls::TlsAcceptor>) -> Self {
-        let listener = tokio::net::TcpListener::bind(("127.0.0.1", port))
-            .await
-            .unwrap();
+        // The port was this test's before (a collector stopped and started again): bind
+        // again, retrying briefly (bounded) while the kernel lets go of it.
+        let mut tries = 0;
+        let listener = loop {
+            match tokio::net::TcpListener::bind(("127.0.0.1", port)).await {
+                Ok(l) => break l,
+                Err(e) if tries < 50 => {
+                    tries += 1;
+                    let _ = e;
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(e) => panic!("binding the collector's port {port}: {e}"),
+            }
+        };
         let messages = Arc::new(Mutex::new(Vec::new()));
         let seen = messages.clone();
         let task = tokio::spawn(async move {
@@ -76,8 +87,10 @@ impl Collector {
         self.messages.lock().unwrap().clone()
     }
 
-    fn stop(self) {
+    /// Stops listening (the listener is closed when this returns).
+    async fn stop(self) {
         self.task.abort();
+        let _ = self.task.await;
     }
 }
 
@@ -308,7 +321,7 @@ async fn audit_and_incident_changes_reach_syslog_and_a_file_in_order_and_survive
 
     // Phase 2: the collector is down while a second incident happens; the receiver is then
     // stopped and started again, and the collector comes back: nothing is lost.
-    collector.stop();
+    collector.stop().await;
     let (second, second_jws) = alarm_claim_resolve(&h, &mut agent).await;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let Harness { receiver, dir, .. } = h;
@@ -387,7 +400,7 @@ async fn audit_and_incident_changes_reach_syslog_and_a_file_in_order_and_survive
     for secret in [token.as_str(), first_jws.as_str(), second_jws.as_str()] {
         assert!(!all.contains(secret), "a secret in the SIEM feed");
     }
-    collector.stop();
+    collector.stop().await;
     h.shutdown().await;
 }
 
@@ -454,6 +467,138 @@ ca_cert = "{}"
         kinds_of(&recs, &incident),
         ["incident.press", "incident.claim", "incident.resolve"]
     );
-    collector.stop();
+    collector.stop().await;
     h.shutdown().await;
+}
+
+/// The real binary killed with SIGKILL while its collector is down: after a restart every
+/// audit entry reaches the collector (and the file sink, which kept working meanwhile), none
+/// lost. Also `serve --metrics-listen` from the command line.
+#[cfg(unix)]
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_receiver_killed_with_records_unsent_sends_them_after_its_restart() {
+    use std::io::BufRead as _;
+    const BIN: &str = env!("CARGO_BIN_EXE_duress-receiver");
+    let port = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let jsonl_path = dir.path().join("siem.jsonl");
+    let config_path = dir.path().join("receiver.toml");
+    std::fs::write(
+        &config_path,
+        format!(
+            "[[siem]]\nname = \"soc\"\nkind = \"syslog\"\naddress = \"127.0.0.1:{port}\"\n\
+             [[siem]]\nname = \"file\"\nkind = \"jsonl\"\npath = \"{}\"\n",
+            jsonl_path.display()
+        ),
+    )
+    .unwrap();
+    let data_dir = dir.path().join("data");
+    let database = common::test_database();
+    let location = duress_receiver::store::StoreLocation::new(data_dir.clone(), database.clone());
+    let serve = || {
+        let mut cmd = std::process::Command::new(BIN);
+        cmd.args(["serve", "--data-dir", data_dir.to_str().unwrap()])
+            .args(["--listen", "127.0.0.1:0", "--metrics-listen", "127.0.0.1:0"])
+            .arg("--config")
+            .arg(&config_path)
+            .env("RUST_LOG", "warn")
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null());
+        if let Some(db) = &database {
+            cmd.args(["--database", db.expose()]);
+        }
+        let mut child = cmd.spawn().unwrap();
+        let mut metrics = None;
+        for line in std::io::BufReader::new(child.stdout.take().unwrap()).lines() {
+            let line = line.unwrap();
+            if let Some(url) = line.strip_prefix("Metrics: ") {
+                metrics = Some(url.to_owned());
+            }
+            if line.starts_with("Store: ") {
+                break;
+            }
+        }
+        (
+            child,
+            metrics.expect("the banner names the metrics address"),
+        )
+    };
+    let (mut first, metrics_url) = serve();
+    assert!(
+        metrics_url.starts_with("http://127.0.0.1:"),
+        "{metrics_url}"
+    );
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let scraped = reqwest::get(&metrics_url)
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(scraped.contains("\nduress_store_up 1\n"), "{scraped}");
+
+    // Audited changes while the collector is down.
+    for _ in 0..3 {
+        duress_receiver::admin::create_token(
+            location.clone(),
+            1,
+            Some(Duration::from_secs(3600)),
+            Approve::Auto,
+        )
+        .await
+        .unwrap();
+    }
+    // The file sink takes them meanwhile (one sink's outage does not hold back another).
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while jsonl_records(&jsonl_path)
+        .iter()
+        .filter(|r| r["kind"] == "token.create")
+        .count()
+        < 3
+    {
+        assert!(Instant::now() < deadline, "the file sink got nothing");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Killed: no shutdown, no chance to finish anything.
+    first.kill().unwrap();
+    first.wait().unwrap();
+
+    let collector = Collector::start(port).await;
+    let (mut second, _) = serve();
+    let store = duress_receiver::store::open(&location).await.unwrap();
+    let expected: BTreeSet<String> = store
+        .audit_log()
+        .await
+        .unwrap()
+        .iter()
+        .map(|e| format!("audit-{}", e.id))
+        .collect();
+    store.close().await;
+    assert!(expected.len() >= 3);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let got: BTreeSet<String> = records(&parse(&collector.messages()))
+            .iter()
+            .map(|r| r["id"].as_str().unwrap().to_owned())
+            .collect();
+        if expected.is_subset(&got) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "after the restart the collector has {got:?}, not {expected:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let in_file: BTreeSet<String> = jsonl_records(&jsonl_path)
+        .iter()
+        .map(|r| r["id"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(expected.is_subset(&in_file), "{in_file:?}");
+    second.kill().unwrap();
+    second.wait().unwrap();
+    collector.stop().await;
 }
