@@ -99,7 +99,8 @@ enum Command {
         config: Option<PathBuf>,
         /// Serve `GET /metrics` (Prometheus/OpenMetrics text, plain HTTP) on this address; bind
         /// it to loopback or the management network (docs/operations.md, "Monitoring").
-        #[arg(long)]
+        /// The packaged service reads it from /etc/duress/receiver.env.
+        #[arg(long, env = "DURESS_METRICS_LISTEN")]
         metrics_listen: Option<SocketAddr>,
     },
     /// Console accounts.
