@@ -107,6 +107,11 @@ pub enum Command {
         /// (docs/integrations.md). Without it: console only.
         #[arg(long, env = "DURESS_RECEIVER_CONFIG")]
         config: Option<PathBuf>,
+        /// Serve `GET /metrics` (Prometheus/OpenMetrics text, plain HTTP) on this address; bind
+        /// it to loopback or the management network (docs/operations.md, "Monitoring").
+        /// The packaged service reads it from /etc/duress/receiver.env.
+        #[arg(long, env = "DURESS_METRICS_LISTEN")]
+        metrics_listen: Option<SocketAddr>,
     },
     /// Console accounts.
     User {
@@ -341,6 +346,7 @@ where
             header_timeout,
             self_test_period,
             config,
+            metrics_listen,
         } => {
             let mut settings = Settings::new(store.dir.data_dir.clone());
             settings.database = store.location().database;
@@ -360,6 +366,7 @@ where
             settings.connections.max_connections = max_connections;
             settings.connections.max_per_address = max_connections_per_address;
             settings.connections.header_timeout = header_timeout;
+            settings.metrics_listen = metrics_listen;
             if let Some(path) = config {
                 settings.config = Some(std::sync::Arc::new(crate::config::ReceiverConfig::load(
                     &path,

@@ -58,6 +58,9 @@ pub struct ReceiverConfig {
     /// with the same name form one schedule (the union of their windows).
     #[serde(default)]
     pub schedules: Vec<ScheduleConfig>,
+    /// `[[siem]]`: where the audit log and incident state changes are fed (`notify::siem`).
+    #[serde(default)]
+    pub siem: Vec<SiemConfig>,
 }
 
 /// `[[schedules]]`: one weekly window of a named protection schedule, in a time zone.
@@ -91,6 +94,63 @@ pub struct ProtectionRule {
     /// The location's site (`NAM`).
     #[serde(default)]
     pub site: Option<String>,
+}
+
+/// One SIEM sink (docs/operations.md, "SIEM feed"): `kind` chooses the table's shape.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum SiemConfig {
+    /// RFC 5424 messages over TCP with octet-counting framing (RFC 6587), or over TLS (RFC 5425).
+    Syslog(SyslogSink),
+    /// One JSON object per line, appended to a file.
+    Jsonl(JsonlSink),
+}
+
+impl SiemConfig {
+    pub fn name(&self) -> &str {
+        match self {
+            SiemConfig::Syslog(s) => &s.name,
+            SiemConfig::Jsonl(j) => &j.name,
+        }
+    }
+}
+
+/// `kind = "syslog"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SyslogSink {
+    pub name: String,
+    /// The collector, `host:port` (RFC 5425's port is 6514).
+    pub address: String,
+    /// TLS (RFC 5425), checked against the OS trust store plus `ca_cert`. Without it (plain
+    /// TCP, RFC 6587) only to a loopback relay: the records name locations and officers.
+    #[serde(default)]
+    pub tls: bool,
+    #[serde(default)]
+    pub ca_cert: Option<PathBuf>,
+    /// The name the certificate must carry (default: `address`'s host).
+    #[serde(default)]
+    pub server_name: Option<String>,
+}
+
+impl SyslogSink {
+    /// The host part of `address` (brackets of an IPv6 literal removed).
+    pub fn host(&self) -> &str {
+        let host = self
+            .address
+            .rsplit_once(':')
+            .map_or(self.address.as_str(), |(h, _)| h);
+        host.trim_start_matches('[').trim_end_matches(']')
+    }
+}
+
+/// `kind = "jsonl"`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct JsonlSink {
+    pub name: String,
+    /// The file records are appended to (created 0600 if missing).
+    pub path: PathBuf,
 }
 
 /// `[supervision]`: the trouble channel(s) a station going offline notifies.
@@ -525,6 +585,46 @@ impl ReceiverConfig {
         } else if !self.schedules.is_empty() {
             return Err("schedules are defined but there is no [supervision] to use them".into());
         }
+        let mut sinks = BTreeSet::new();
+        for sink in &self.siem {
+            let name = sink.name();
+            if name.is_empty()
+                || !name
+                    .chars()
+                    .all(|ch| ch.is_ascii_alphanumeric() || ch == '-' || ch == '_')
+            {
+                return Err(format!(
+                    "siem name {name:?}: use letters, digits, '-' and '_'"
+                ));
+            }
+            if !sinks.insert(name) {
+                return Err(format!("siem {name:?} is defined twice"));
+            }
+            let at = |what: &str| format!("siem {name:?}: {what}");
+            match sink {
+                SiemConfig::Syslog(s) => {
+                    let port = s.address.rsplit_once(':').map(|(_, p)| p);
+                    if s.host().is_empty() || port.and_then(|p| p.parse::<u16>().ok()).is_none() {
+                        return Err(at("address: use host:port (e.g. siem.example.edu:6514)"));
+                    }
+                    if !s.tls && !is_loopback_host(s.host()) {
+                        return Err(at(
+                            "plain TCP (tls = false) is only allowed to a loopback relay \
+                             (127.0.0.1, ::1, localhost); set tls = true",
+                        ));
+                    }
+                    if !s.tls && (s.ca_cert.is_some() || s.server_name.is_some()) {
+                        return Err(at("ca_cert and server_name need tls = true"));
+                    }
+                    check_ca(&at("ca_cert"), s.ca_cert.as_deref())?;
+                }
+                SiemConfig::Jsonl(j) => {
+                    if j.path.as_os_str().is_empty() {
+                        return Err(at("path is empty"));
+                    }
+                }
+            }
+        }
         for r in &self.rules {
             if !ladders.contains(r.ladder.as_str()) {
                 return Err(format!(
@@ -654,6 +754,54 @@ name = "default"
 steps = [ { after_s = 0, channels = ["security-teams", "ops-webhook", "duty-mail"] },
           { after_s = 90, channels = ["duty-mail"], repeat = 2 } ]
 "#;
+
+    #[test]
+    fn siem_sinks_parse_and_plain_tcp_is_loopback_only() {
+        let c = ReceiverConfig::parse(
+            r#"
+[[siem]]
+name = "soc"
+kind = "syslog"
+address = "siem.example.edu:6514"
+tls = true
+[[siem]]
+name = "relay"
+kind = "syslog"
+address = "[::1]:514"
+[[siem]]
+name = "file"
+kind = "jsonl"
+path = "/var/log/duress/siem.jsonl"
+"#,
+        )
+        .unwrap();
+        assert_eq!(c.siem.len(), 3);
+        let SiemConfig::Syslog(relay) = &c.siem[1] else {
+            panic!("{:?}", c.siem[1]);
+        };
+        assert_eq!(relay.host(), "::1");
+        for (text, needle) in [
+            (
+                "[[siem]]\nname = \"x\"\nkind = \"syslog\"\naddress = \"siem.example.edu:514\"",
+                "only allowed to a loopback relay",
+            ),
+            (
+                "[[siem]]\nname = \"x\"\nkind = \"syslog\"\naddress = \"siem.example.edu\"\ntls = true",
+                "host:port",
+            ),
+            (
+                "[[siem]]\nname = \"x\"\nkind = \"jsonl\"\npath = \"/tmp/a\"\nformat = \"cef\"",
+                "unknown field",
+            ),
+            (
+                "[[siem]]\nname = \"x\"\nkind = \"jsonl\"\npath = \"/a\"\n[[siem]]\nname = \"x\"\nkind = \"jsonl\"\npath = \"/b\"",
+                "defined twice",
+            ),
+        ] {
+            let e = ReceiverConfig::parse(text).unwrap_err();
+            assert!(e.contains(needle), "{e}");
+        }
+    }
 
     #[test]
     fn the_issue_example_parses() {

@@ -21,6 +21,7 @@
 //! - [`config`]: the configuration file (`serve --config FILE`): channels, ladders, rules.
 //! - [`notify`]: the notifier: ladders planned into the store's outbox, the delivery worker,
 //!   the channels (Teams, webhook, SMS, e-mail, VMS).
+//! - [`metrics`]: `GET /metrics` (Prometheus/OpenMetrics text) on `--metrics-listen`.
 //! - [`console`]: the officers' security console (board, incidents, stations, reports, audit
 //!   log, accounts), served beside the API by the same router.
 //!
@@ -38,6 +39,7 @@ pub mod config;
 pub mod console;
 pub mod incidents;
 pub mod logging;
+pub mod metrics;
 pub mod notify;
 pub mod problem;
 pub mod ratelimit;
@@ -94,6 +96,11 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningReceiver> {
     let login_limiter = prepared.login_limiter.clone();
     let ack_jwk = prepared.ack_keys.current().public_jwk().clone();
     let ack_kid = prepared.ack_keys.current().kid().to_owned();
+    let metrics_addr = prepared
+        .metrics_listener
+        .as_ref()
+        .map(std::net::TcpListener::local_addr)
+        .transpose()?;
     let (stop, stopped) = oneshot::channel::<()>();
     let (ready_tx, ready) = oneshot::channel();
     // Dropping the RunningReceiver drops `stop`, which also shuts the server down.
@@ -119,6 +126,7 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningReceiver> {
         data_dir,
         store,
         login_limiter,
+        metrics_addr,
         stop: Some(stop),
         task,
     })
@@ -142,6 +150,8 @@ pub struct RunningReceiver {
     pub store: store::StoreLocation,
     /// The console's sign-in limiter (its counters: passwords checked, argon2 peak).
     pub login_limiter: Arc<console::auth::LoginLimiter>,
+    /// Where `GET /metrics` is served (plain HTTP), with [`Settings::metrics_listen`].
+    pub metrics_addr: Option<SocketAddr>,
     stop: Option<oneshot::Sender<()>>,
     task: tokio::task::JoinHandle<anyhow::Result<()>>,
 }
@@ -166,6 +176,8 @@ struct Prepared {
     login_limiter: Arc<console::auth::LoginLimiter>,
     ack_keys: Arc<ack_key::AckKeys>,
     notifier: Option<Arc<notify::Notifier>>,
+    /// Bound before serving, so a taken metrics address fails the start, not later.
+    metrics_listener: Option<std::net::TcpListener>,
 }
 
 impl Prepared {
@@ -207,8 +219,19 @@ impl Prepared {
                 anyhow::bail!("configuration: {e}");
             }
         };
+        let metrics_listener = match settings.metrics_listen.map(|a| {
+            std::net::TcpListener::bind(a).with_context(|| format!("binding --metrics-listen {a}"))
+        }) {
+            Some(Err(e)) => {
+                store.close().await;
+                return Err(e);
+            }
+            Some(Ok(l)) => Some(l),
+            None => None,
+        };
         store.set_planner(notifier.as_ref().map(|n| n.planner()));
         Ok(Prepared {
+            metrics_listener,
             settings,
             store,
             tls,
@@ -299,6 +322,39 @@ impl Prepared {
             ))
         });
         let watch = tokio::spawn(notify::watch::run(self.store.clone(), watchdog));
+        // The SIEM feed: one task per [[siem]] sink, apart from the alarm path.
+        let siem: Vec<_> = self
+            .settings
+            .config
+            .iter()
+            .flat_map(|c| c.siem.iter().cloned())
+            .map(|sink| {
+                tokio::spawn(notify::siem::run(
+                    self.store.clone(),
+                    sink,
+                    self.settings.notify_retry_base,
+                ))
+            })
+            .collect();
+        // GET /metrics on its own listener; stopped when serving ends.
+        let metrics = match self.metrics_listener {
+            Some(l) => {
+                l.set_nonblocking(true)?;
+                let addr = l.local_addr()?;
+                let listener = tokio::net::TcpListener::from_std(l)?;
+                let interval = Duration::from_secs(self.settings.heartbeat_interval_s);
+                let grace = self.settings.console.station_grace;
+                let source = metrics::ScrapeSource {
+                    store: self.store.clone(),
+                    station_state: Arc::new(move |d, now| station_state(d, now, interval, grace)),
+                };
+                Some((
+                    addr,
+                    tokio::spawn(metrics::serve(listener, source, std::future::pending())),
+                ))
+            }
+            None => None,
+        };
         let closing = console.closing.clone();
         let app = console::routes::router(console::WebState {
             api: state,
@@ -323,6 +379,9 @@ impl Prepared {
                 "Acknowledgement key thumbprint: {}",
                 self.ack_keys.current().kid()
             );
+            if let Some((addr, _)) = &metrics {
+                let _ = writeln!(out, "Metrics: http://{addr}/metrics");
+            }
             let _ = writeln!(
                 out,
                 "Store: {} ({})",
@@ -355,8 +414,37 @@ impl Prepared {
         for task in [notifier, supervision].into_iter().flatten() {
             task.abort();
         }
+        if let Some((_, task)) = metrics {
+            task.abort();
+        }
+        for task in siem {
+            task.abort();
+        }
         // Only after the last request finished: closing checkpoints the WAL.
         self.store.close().await;
         served.context("serving HTTPS")
+    }
+}
+
+/// A station's state on `/metrics` (`duress_stations{state}`): an active station's liveness by
+/// the Stations page's rule (stale after one heartbeat interval + grace, offline after two),
+/// else its status. Here, at the root, because it joins the console's rule to the metrics.
+fn station_state(
+    d: &records::DeviceRecord,
+    now: time::OffsetDateTime,
+    interval: Duration,
+    grace: Duration,
+) -> &'static str {
+    use console::stations::{Liveness, liveness};
+    if d.status != duress_core::DeviceStatus::Active {
+        // pending, disabled, revoked (a status added later is counted only once it is listed
+        // in metrics::STATION_STATES).
+        return d.status.as_str();
+    }
+    match liveness(d.last_heartbeat_at, now, interval, grace) {
+        Liveness::Online => "ok",
+        Liveness::Stale => "stale",
+        Liveness::Offline => "offline",
+        Liveness::Never => "never_seen",
     }
 }

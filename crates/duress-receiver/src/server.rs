@@ -723,7 +723,14 @@ pub async fn serve(
             let stream = match tokio::time::timeout(handshake_timeout, acceptor.accept(io)).await {
                 Ok(Ok(stream)) => stream,
                 // A failed or slow handshake: nothing to answer, the socket just closes.
-                _ => return,
+                Ok(Err(_)) => {
+                    crate::metrics::global().tls_refused(crate::metrics::HandshakeRefusal::Failed);
+                    return;
+                }
+                Err(_) => {
+                    crate::metrics::global().tls_refused(crate::metrics::HandshakeRefusal::Timeout);
+                    return;
+                }
             };
             let service = hyper::service::service_fn(move |mut request: Request<Incoming>| {
                 let app = app.clone();

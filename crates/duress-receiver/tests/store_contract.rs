@@ -109,6 +109,7 @@ contract!(
     outbox_a_claim_stops_the_ladder,
     supervision_notifies_each_outage_once_and_never_for_revoked,
     supervision_notifies_only_within_the_protection_schedule,
+    siem_reads_after_a_position_that_only_moves_forward,
 );
 
 /// The acknowledgement key as the receiver hands it to the store.
@@ -2084,9 +2085,15 @@ async fn outbox_rows_come_with_the_incident_are_taken_once_and_settle_for_good(
     assert_eq!(now_row.attempts[0].error.as_deref(), Some("HTTP 500"));
     let later_row = rows.iter().find(|r| r.channel == "later").unwrap();
     assert_eq!(later_row.status, "accepted");
+    // What /metrics reads: rows by status, absent statuses left out.
+    assert_eq!(
+        store.notification_counts().await.unwrap(),
+        [("accepted".to_owned(), 1), ("delivered".to_owned(), 1)]
+    );
 }
 
 async fn outbox_a_claim_stops_the_ladder(store: Arc<dyn Store>) {
+    assert!(store.notification_counts().await.unwrap().is_empty());
     store.set_planner(Some(Arc::new(TwoSteps)));
     let claimed = incident(&store).await;
     let unclaimed = incident(&store).await;
@@ -2111,6 +2118,11 @@ async fn outbox_a_claim_stops_the_ladder(store: Arc<dyn Store>) {
     assert_eq!(later.status, "stopped");
     assert!(later.attempts.is_empty());
     let _ = unclaimed;
+    // Taken (leased) rows are still pending: the queue depth /metrics shows.
+    assert_eq!(
+        store.notification_counts().await.unwrap(),
+        [("pending".to_owned(), 3), ("stopped".to_owned(), 1)]
+    );
 }
 
 /// Two receivers' workers on one database: every due row goes to exactly one of them.
@@ -2296,4 +2308,38 @@ site = "Clinic"
     let rows = store.recent_notifications(100).await.unwrap();
     assert_eq!(rows.len(), 2, "{rows:?}");
     assert!(rows.iter().all(|r| r.channel == "trouble"));
+}
+
+/// The SIEM feed's store side: audit entries after an id in order, and per-sink positions
+/// that start at (0, 0) and never move back.
+async fn siem_reads_after_a_position_that_only_moves_forward(store: Arc<dyn Store>) {
+    assert_eq!(store.siem_position("soc").await.unwrap(), (0, 0));
+    let _ = incident(&store).await;
+    let _ = token(&store, 1, Approve::Auto).await;
+    let _ = token(&store, 1, Approve::Auto).await;
+    let all = store.audit_log().await.unwrap();
+    assert!(all.len() >= 2, "{all:?}");
+    let after_first = store.audit_after(all[0].id, 1000).await.unwrap();
+    assert_eq!(after_first, all[1..].to_vec());
+    assert_eq!(
+        store.audit_after(all[0].id, 1).await.unwrap(),
+        all[1..2].to_vec()
+    );
+    assert!(
+        store
+            .audit_after(all.last().unwrap().id, 10)
+            .await
+            .unwrap()
+            .is_empty()
+    );
+
+    store.siem_advance("soc", 2, 5, now()).await.unwrap();
+    assert_eq!(store.siem_position("soc").await.unwrap(), (2, 5));
+    // An older position (another receiver's late write) does not move it back.
+    store.siem_advance("soc", 1, 3, now()).await.unwrap();
+    assert_eq!(store.siem_position("soc").await.unwrap(), (2, 5));
+    store.siem_advance("soc", 3, 5, now()).await.unwrap();
+    assert_eq!(store.siem_position("soc").await.unwrap(), (3, 5));
+    // Each sink its own.
+    assert_eq!(store.siem_position("file").await.unwrap(), (0, 0));
 }

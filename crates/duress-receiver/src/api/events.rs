@@ -13,6 +13,7 @@ use super::{
     AppState, SignedBody, Verified, check_clock, invalid_claims, parse_claims, receiver_now,
     status_refusal, storage_problem, to_i64, verify_device_token,
 };
+use crate::metrics::IngestOutcome as Outcome;
 use crate::problem::ApiProblem;
 use crate::store::{IngestOutcome, NewEvent};
 
@@ -22,22 +23,40 @@ pub async fn post(
     State(state): State<AppState>,
     SignedBody(body): SignedBody,
 ) -> Result<Json<EventAck>, ApiProblem> {
-    let result = ingest(&state, body).await;
+    let started = std::time::Instant::now();
+    let mut tally = Tally {
+        kind: None,
+        outcome: Outcome::Refused,
+    };
+    let result = ingest(&state, body, &mut tally).await;
     if let Err(p) = &result {
         tracing::info!(problem = %p.0.type_uri, "event refused");
     }
+    crate::metrics::global().event_ingested(tally.kind, tally.outcome, started.elapsed());
     result
 }
 
-async fn ingest(state: &AppState, body: String) -> Result<Json<EventAck>, ApiProblem> {
+/// What `/metrics` counts of one request: its kind once the claims parsed, and how it ended
+/// (refused unless a later step says otherwise).
+struct Tally {
+    kind: Option<duress_core::EventKind>,
+    outcome: Outcome,
+}
+
+async fn ingest(
+    state: &AppState,
+    body: String,
+    tally: &mut Tally,
+) -> Result<Json<EventAck>, ApiProblem> {
     let verified = verify_device_token(state, &body, Typ::Event).await?;
     // Claims and send-time window are checked here (pure); duplicate and device status are
     // checked by the store under its write lock, duplicate first. A refused request is first
     // checked for being a repeat of a committed event (see `repeat_or`).
     let (claims, seq, now) = match check_claims(&verified.payload) {
         Ok(checked) => checked,
-        Err(refusal) => return repeat_or(state, &verified, refusal).await,
+        Err(refusal) => return repeat_or(state, &verified, refusal, tally).await,
     };
+    tally.kind = Some(claims.kind);
 
     let device_id = verified.device_id;
     // Per-device token bucket, after the signature (nobody can spend another device's tokens).
@@ -45,6 +64,7 @@ async fn ingest(state: &AppState, body: String) -> Result<Json<EventAck>, ApiPro
         .device_events
         .take(&device_id, std::time::Instant::now())
     {
+        tally.outcome = Outcome::RateLimited;
         return Err(ApiProblem::too_many_requests(
             "this device sent too many events; the rest stay queued on the agent: resend later",
             wait.as_secs_f64().ceil() as u64,
@@ -68,9 +88,13 @@ async fn ingest(state: &AppState, body: String) -> Result<Json<EventAck>, ApiPro
         .store
         .ingest_event(event, state.grouping_window)
         .await
-        .map_err(storage_problem)?;
+        .map_err(|e| {
+            tally.outcome = Outcome::Error;
+            storage_problem(e)
+        })?;
     match outcome {
         IngestOutcome::Committed(stored) => {
+            tally.outcome = Outcome::Committed;
             tracing::warn!(
                 event_id = %stored.id,
                 device_id = %device_id,
@@ -82,6 +106,7 @@ async fn ingest(state: &AppState, body: String) -> Result<Json<EventAck>, ApiPro
             signed_answer(state, stored).await
         }
         IngestOutcome::Duplicate(stored) => {
+            tally.outcome = Outcome::Duplicate;
             tracing::debug!(event_id = %stored.id, "repeat of a committed event");
             signed_answer(state, stored).await
         }
@@ -140,11 +165,16 @@ async fn repeat_or(
     state: &AppState,
     verified: &Verified,
     refusal: ApiProblem,
+    tally: &mut Tally,
 ) -> Result<Json<EventAck>, ApiProblem> {
     if let Some(id) = claimed_event_id(&verified.payload)
-        && let Some(stored) = state.store.find_event(id).await.map_err(storage_problem)?
+        && let Some(stored) = state.store.find_event(id).await.map_err(|e| {
+            tally.outcome = Outcome::Error;
+            storage_problem(e)
+        })?
         && stored.device_id == verified.device_id
     {
+        tally.outcome = Outcome::Duplicate;
         tracing::debug!(event_id = %stored.id, "repeat of a committed event");
         return signed_answer(state, stored).await;
     }

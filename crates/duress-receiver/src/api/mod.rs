@@ -249,6 +249,7 @@ pub(crate) fn check_clock(sent_at: OffsetDateTime, now: OffsetDateTime) -> Resul
 /// A store failure: 503 (retry later), never a 2xx; the cause goes to the log, not the client.
 pub(crate) fn storage_problem(e: StoreError) -> ApiProblem {
     tracing::error!(error = %e, "store failure");
+    crate::metrics::global().database_error("api");
     match e {
         StoreError::Corrupt(_) => ApiProblem::new(ProblemType::Internal, "internal error; retry"),
         _ => ApiProblem::new(

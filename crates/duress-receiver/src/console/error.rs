@@ -41,6 +41,12 @@ impl ConsoleError {
 impl IntoResponse for ConsoleError {
     fn into_response(self) -> Response {
         let status = self.status();
+        if matches!(
+            self,
+            ConsoleError::Store(StoreError::Unavailable(_) | StoreError::Corrupt(_))
+        ) {
+            crate::metrics::global().database_error("console");
+        }
         let (title, message) = match &self {
             ConsoleError::NotFound(what) => ("Not found", *what),
             ConsoleError::Store(StoreError::NoSuchDevice(_)) => {

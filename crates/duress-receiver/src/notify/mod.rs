@@ -6,11 +6,14 @@
 //! - [`worker`]: takes due rows and delivers them, apart from the alarm path (ingest never waits
 //!   for a channel), with retries, exponential backoff and jitter; every attempt is recorded.
 //! - [`channels`]: what each channel sends; [`email`]: SMTP; [`http`]: the HTTP clients.
+//! - [`siem`]: the SIEM feed (audit entries and incident changes to syslog or a JSON-lines
+//!   file), each sink at its own durable position in the store.
 
 pub mod channels;
 pub mod email;
 pub mod http;
 pub mod schedule;
+pub mod siem;
 pub mod supervision;
 pub mod watch;
 pub mod worker;

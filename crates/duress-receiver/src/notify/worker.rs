@@ -68,6 +68,7 @@ pub async fn run(
                 items
             }
             Err(e) => {
+                crate::metrics::global().database_error("notifier");
                 tracing::warn!(error = %e, "notifier: reading the outbox failed; retrying");
                 continue;
             }
@@ -111,6 +112,13 @@ pub async fn deliver(store: &dyn Store, notifier: &Notifier, owner: &str, item: 
                 Sent::Delivered(s) => (AttemptOutcome::Delivered, s),
                 Sent::Accepted(s) => (AttemptOutcome::Accepted, s),
             };
+            crate::metrics::global().notification_attempt(
+                if outcome == AttemptOutcome::Delivered {
+                    "delivered"
+                } else {
+                    "accepted"
+                },
+            );
             tracing::info!(
                 notification = %item.id,
                 channel = %item.channel,
@@ -131,6 +139,11 @@ pub async fn deliver(store: &dyn Store, notifier: &Notifier, owner: &str, item: 
                     at,
                     channels::backoff(notifier.retry_base, notifier.retry_cap, item.attempts),
                 )
+            });
+            crate::metrics::global().notification_attempt(if retry_at.is_some() {
+                "retry"
+            } else {
+                "failed"
             });
             if retry_at.is_some() {
                 tracing::warn!(notification = %item.id, channel = %item.channel,
@@ -153,7 +166,10 @@ pub async fn deliver(store: &dyn Store, notifier: &Notifier, owner: &str, item: 
             "notification: the lease had passed to another worker when the attempt was recorded"),
         // The row stays leased; it is taken again after the lease (and sent again with the
         // same idempotency key).
-        Err(e) => tracing::error!(notification = %item.id, error = %e,
-            "notification: recording the attempt failed"),
+        Err(e) => {
+            crate::metrics::global().database_error("notifier");
+            tracing::error!(notification = %item.id, error = %e,
+                "notification: recording the attempt failed");
+        }
     }
 }

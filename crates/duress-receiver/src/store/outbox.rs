@@ -199,6 +199,26 @@ pub trait OutboxStore: Send + Sync {
     ) -> StoreFuture<'_, Vec<String>>;
     /// When the sweep last ran (any receiver), if ever.
     fn last_sweep(&self) -> StoreFuture<'_, Option<OffsetDateTime>>;
+    /// How many notifications are in each status (`pending`, `delivered`, `accepted`,
+    /// `failed`, `stopped`; a status with no row is absent), for `/metrics`: the queue depth
+    /// and the given-up count, read at each scrape.
+    fn notification_counts(&self) -> StoreFuture<'_, Vec<(String, u64)>>;
+    /// The SIEM feed's source: audit entries after `after` (by id, which is commit order), at
+    /// most `limit`.
+    fn audit_after(&self, after: i64, limit: u32) -> StoreFuture<'_, Vec<super::AuditEntry>>;
+    /// How far the SIEM sink `sink` has been sent: (last audit id, last live-log id); (0, 0)
+    /// for a sink never sent to.
+    fn siem_position<'a>(&'a self, sink: &'a str) -> StoreFuture<'a, (i64, i64)>;
+    /// Records that `sink` has taken everything up to these ids. Never moves a position back
+    /// (two receivers of a cluster may feed the same sink: the later write of an older
+    /// position is ignored).
+    fn siem_advance<'a>(
+        &'a self,
+        sink: &'a str,
+        audit_id: i64,
+        live_id: i64,
+        at: OffsetDateTime,
+    ) -> StoreFuture<'a, ()>;
 }
 
 /// The facts of a station found offline.

@@ -201,6 +201,19 @@ impl PostgresStore {
         Ok(())
     }
 
+    pub(super) async fn audit_after_impl(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditEntry>> {
+        let rows = sqlx::query("SELECT * FROM audit_log WHERE id > $1 ORDER BY id LIMIT $2")
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter().map(audit_entry).collect()
+    }
+
     async fn audit_rows(&self, newest_first_limit: Option<u32>) -> StoreResult<Vec<AuditEntry>> {
         let rows = match newest_first_limit {
             Some(limit) => {

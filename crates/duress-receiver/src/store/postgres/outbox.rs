@@ -307,6 +307,51 @@ impl PostgresStore {
                 .await?,
         )
     }
+
+    async fn siem_position_impl(&self, sink: &str) -> StoreResult<(i64, i64)> {
+        let row: Option<(i64, i64)> =
+            sqlx::query_as("SELECT audit_id, live_id FROM siem_cursors WHERE sink = $1")
+                .bind(sink)
+                .fetch_optional(&self.pool)
+                .await?;
+        Ok(row.unwrap_or((0, 0)))
+    }
+
+    async fn siem_advance_impl(
+        &self,
+        sink: &str,
+        audit_id: i64,
+        live_id: i64,
+        at: OffsetDateTime,
+    ) -> StoreResult<()> {
+        sqlx::query(
+            "INSERT INTO siem_cursors (sink, audit_id, live_id, updated_at)
+             VALUES ($1, $2, $3, $4)
+             ON CONFLICT (sink) DO UPDATE SET
+                audit_id = GREATEST(siem_cursors.audit_id, excluded.audit_id),
+                live_id = GREATEST(siem_cursors.live_id, excluded.live_id),
+                updated_at = excluded.updated_at",
+        )
+        .bind(sink)
+        .bind(audit_id)
+        .bind(live_id)
+        .bind(at)
+        .execute(&self.pool)
+        .await?;
+        Ok(())
+    }
+
+    async fn notification_counts_impl(&self) -> StoreResult<Vec<(String, u64)>> {
+        let rows: Vec<(String, i64)> = sqlx::query_as(
+            "SELECT status, COUNT(*) FROM notifications GROUP BY status ORDER BY status",
+        )
+        .fetch_all(&self.pool)
+        .await?;
+        Ok(rows
+            .into_iter()
+            .map(|(s, n)| (s, u64::try_from(n).unwrap_or(0)))
+            .collect())
+    }
 }
 
 impl OutboxStore for PostgresStore {
@@ -320,6 +365,32 @@ impl OutboxStore for PostgresStore {
 
     fn last_sweep(&self) -> StoreFuture<'_, Option<OffsetDateTime>> {
         Box::pin(self.last_sweep_impl())
+    }
+
+    fn notification_counts(&self) -> StoreFuture<'_, Vec<(String, u64)>> {
+        Box::pin(self.notification_counts_impl())
+    }
+
+    fn audit_after(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> StoreFuture<'_, Vec<crate::store::AuditEntry>> {
+        Box::pin(self.audit_after_impl(after, limit))
+    }
+
+    fn siem_position<'a>(&'a self, sink: &'a str) -> StoreFuture<'a, (i64, i64)> {
+        Box::pin(self.siem_position_impl(sink))
+    }
+
+    fn siem_advance<'a>(
+        &'a self,
+        sink: &'a str,
+        audit_id: i64,
+        live_id: i64,
+        at: OffsetDateTime,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(self.siem_advance_impl(sink, audit_id, live_id, at))
     }
 
     fn set_planner(&self, planner: Option<Arc<dyn NotifyPlanner>>) {

@@ -202,6 +202,33 @@ impl SqliteStore {
         Ok(())
     }
 
+    pub(super) async fn audit_after_impl(
+        &self,
+        after: i64,
+        limit: u32,
+    ) -> StoreResult<Vec<AuditEntry>> {
+        let rows = sqlx::query("SELECT * FROM audit_log WHERE id > ? ORDER BY id LIMIT ?")
+            .bind(after)
+            .bind(i64::from(limit))
+            .fetch_all(&self.pool)
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(AuditEntry {
+                    id: r.try_get("id")?,
+                    at: r.try_get("at")?,
+                    actor: r.try_get("actor")?,
+                    action: r.try_get("action")?,
+                    subject: r.try_get("subject")?,
+                    detail: r.try_get("detail")?,
+                    prev_hash: r.try_get("prev_hash")?,
+                    hash: r.try_get("hash")?,
+                    keyed: r.try_get("keyed")?,
+                })
+            })
+            .collect()
+    }
+
     async fn audit_rows(&self, newest_first_limit: Option<u32>) -> StoreResult<Vec<AuditEntry>> {
         let rows = match newest_first_limit {
             Some(limit) => {
