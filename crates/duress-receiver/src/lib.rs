@@ -233,6 +233,10 @@ impl Prepared {
                 self.settings.enrollment_failures_per_minute,
                 Duration::from_secs(60),
             )),
+            unknown_kids: Arc::new(ratelimit::FailureLimiter::new(
+                self.settings.unknown_kids_per_minute,
+                Duration::from_secs(60),
+            )),
             device_events: Arc::new(ratelimit::DeviceBuckets::new(
                 self.settings.device_event_burst,
                 self.settings.device_events_per_second,

@@ -11,6 +11,11 @@ pub const DEFAULT_HEARTBEAT_INTERVAL_S: u64 = 60;
 /// Failed enrollments one client address may make per minute before it gets 429: enough for
 /// a technician's typos, far too few to guess a 256-bit token (or even to probe the endpoint).
 pub const DEFAULT_ENROLLMENT_FAILURES_PER_MINUTE: u32 = 10;
+/// Events and heartbeats with a `kid` no device has, per client address per minute, before
+/// that address gets 429 for every kid not already verified (issue 15). A real agent never
+/// sends an unknown kid (device ids are never deleted), except against a store restored from
+/// an older backup: a handful, far below this.
+pub const DEFAULT_UNKNOWN_KIDS_PER_MINUTE: u32 = 20;
 
 /// Default time an incident may stay unclaimed before it is escalated: 90 s, the NFPA 72
 /// operator-handling time for alarm signals.
@@ -166,6 +171,8 @@ pub struct Settings {
     pub heartbeat_interval_s: u64,
     /// Failed enrollment attempts allowed per client address per minute (then 429).
     pub enrollment_failures_per_minute: u32,
+    /// Requests with an unknown `kid` allowed per client address per minute (then 429).
+    pub unknown_kids_per_minute: u32,
     /// The security console served beside the API.
     pub console: ConsoleSettings,
     /// How long a signed request's body may take to arrive once its headers have (then 408
@@ -195,6 +202,7 @@ impl Settings {
             grouping_window: DEFAULT_GROUPING_WINDOW,
             heartbeat_interval_s: DEFAULT_HEARTBEAT_INTERVAL_S,
             enrollment_failures_per_minute: DEFAULT_ENROLLMENT_FAILURES_PER_MINUTE,
+            unknown_kids_per_minute: DEFAULT_UNKNOWN_KIDS_PER_MINUTE,
             console: ConsoleSettings::default(),
             body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
             connections: ConnectionLimits::for_heartbeat(DEFAULT_HEARTBEAT_INTERVAL_S),

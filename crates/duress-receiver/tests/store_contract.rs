@@ -108,6 +108,7 @@ contract!(
     outbox_rows_come_with_the_incident_are_taken_once_and_settle_for_good,
     outbox_a_claim_stops_the_ladder,
     supervision_notifies_each_outage_once_and_never_for_revoked,
+    only_an_active_device_moves_its_station,
 );
 
 /// The acknowledgement key as the receiver hands it to the store.
@@ -2204,4 +2205,83 @@ async fn supervision_notifies_each_outage_once_and_never_for_revoked(store: Arc<
     expected.sort();
     assert_eq!(again, expected);
     assert_eq!(store.recent_notifications(100).await.unwrap().len(), 3);
+}
+
+/// Issue 15: a pending or disabled device's heartbeats and events never change its station's
+/// stored location (its liveness is still recorded); once active, a heartbeat moves it.
+async fn only_an_active_device_moves_its_station(store: Arc<dyn Store>) {
+    let manual = token(&store, 1, Approve::Manual).await;
+    let key = DeviceKey::from_seed(&random_bytes());
+    let d = match store.enroll(enroll_request(&manual, &key)).await.unwrap() {
+        EnrollOutcome::Enrolled { device_id, .. } => device_id,
+        other => panic!("{other:?}"),
+    };
+    let hb = |label: &str| HeartbeatUpdate {
+        device_id: d.clone(),
+        received_at: now(),
+        hotkey: HotkeyState::Registered {
+            chords: vec!["Ctrl+Alt+F12".into()],
+        },
+        queued: 0,
+        reported_last_seq: 0,
+        host: None,
+        location: Some(location(label)),
+        policy: None,
+    };
+    let stored = |store: Arc<dyn Store>, d: String| async move {
+        store
+            .list_devices()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|x| x.device_id == d)
+            .unwrap()
+    };
+    let enrolled_at = location("Bldg A, Room 214");
+
+    // Pending: liveness recorded, location kept.
+    let update = hb("Somewhere else (pending)");
+    let at = update.received_at;
+    assert_eq!(
+        store.record_heartbeat(update).await.unwrap().status,
+        DeviceStatus::Pending
+    );
+    let dev = stored(store.clone(), d.clone()).await;
+    assert_eq!(dev.last_heartbeat_at, Some(at), "liveness still recorded");
+    assert_eq!(
+        dev.location, enrolled_at,
+        "a pending device moved its station"
+    );
+
+    // Active: a heartbeat moves it.
+    store
+        .set_device_status(&d, DeviceStatus::Active, "admin")
+        .await
+        .unwrap();
+    store.record_heartbeat(hb("Bldg B, Room 9")).await.unwrap();
+    assert_eq!(
+        stored(store.clone(), d.clone()).await.location,
+        location("Bldg B, Room 9")
+    );
+
+    // Disabled: neither heartbeats nor events move it.
+    store
+        .set_device_status(&d, DeviceStatus::Disabled, "admin")
+        .await
+        .unwrap();
+    store
+        .record_heartbeat(hb("Somewhere else (disabled)"))
+        .await
+        .unwrap();
+    let mut ev = event(&d, 1, EventKind::Duress, now());
+    ev.location = location("Somewhere else (disabled event)");
+    assert_eq!(
+        store.ingest_event(ev, WINDOW).await.unwrap(),
+        IngestOutcome::DeviceNotActive(DeviceStatus::Disabled)
+    );
+    assert_eq!(
+        stored(store.clone(), d.clone()).await.location,
+        location("Bldg B, Room 9"),
+        "a disabled device moved its station"
+    );
 }

@@ -4,8 +4,9 @@
 //! which gets its stored answer instead of the refusal, then for its device's status, so the
 //! refusal is the one the protocol's order of checks names.
 
+use axum::Extension;
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use duress_core::{EventAck, EventClaims, ProblemType, Typ};
 use time::OffsetDateTime;
 
@@ -20,17 +21,22 @@ use crate::store::{IngestOutcome, NewEvent};
 /// the same, byte for byte, for every repeat of the same event id.
 pub async fn post(
     State(state): State<AppState>,
+    client: Option<Extension<ConnectInfo<std::net::SocketAddr>>>,
     SignedBody(body): SignedBody,
 ) -> Result<Json<EventAck>, ApiProblem> {
-    let result = ingest(&state, body).await;
+    let result = ingest(&state, super::client_ip(client), body).await;
     if let Err(p) = &result {
         tracing::info!(problem = %p.0.type_uri, "event refused");
     }
     result
 }
 
-async fn ingest(state: &AppState, body: String) -> Result<Json<EventAck>, ApiProblem> {
-    let verified = verify_device_token(state, &body, Typ::Event).await?;
+async fn ingest(
+    state: &AppState,
+    client: std::net::IpAddr,
+    body: String,
+) -> Result<Json<EventAck>, ApiProblem> {
+    let verified = verify_device_token(state, client, &body, Typ::Event).await?;
     // Claims and send-time window are checked here (pure); duplicate and device status are
     // checked by the store under its write lock, duplicate first. A refused request is first
     // checked for being a repeat of a committed event (see `repeat_or`).

@@ -29,6 +29,8 @@ pub struct AppState {
     pub grouping_window: Duration,
     pub heartbeat_interval_s: u64,
     pub enrollment_failures: Arc<FailureLimiter>,
+    /// Events and heartbeats whose `kid` no device has, per client address.
+    pub unknown_kids: Arc<FailureLimiter>,
     /// Events per device (a token bucket), checked after the signature, before the store.
     pub device_events: Arc<crate::ratelimit::DeviceBuckets>,
     /// See `Settings::body_read_timeout`.
@@ -166,6 +168,14 @@ where
 
 pub(crate) use crate::clock::receiver_now;
 
+/// The client's address as the accept loop recorded it; a router driven without one (tests
+/// calling it directly) counts every request as one unspecified address.
+pub(crate) fn client_ip(
+    info: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+) -> std::net::IpAddr {
+    info.map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |i| i.0.0.ip())
+}
+
 /// A token whose signature verified with the key of an enrolled device. Says nothing about the
 /// device's status: the store checks that under its write lock.
 pub(crate) struct Verified {
@@ -175,8 +185,15 @@ pub(crate) struct Verified {
 
 /// Parse → `typ` → `kid` → device's key → signature. Reads the store (a cached key, usually),
 /// never writes it.
+///
+/// A client address that sent more than `unknown_kids` allows of kids no device has gets 429
+/// for any kid whose key is not cached already, without a database read: a kid scan cannot
+/// load the store, while the enrolled devices behind that address (whose keys are cached from
+/// their first event or heartbeat) go on as before. Unknown kids are also remembered by the
+/// store for a while (`rules::UNKNOWN_KID_TTL`), so a repeated one costs no read either.
 pub(crate) async fn verify_device_token(
     state: &AppState,
+    client: std::net::IpAddr,
     body: &str,
     typ: Typ,
 ) -> Result<Verified, ApiProblem> {
@@ -188,17 +205,35 @@ pub(crate) async fn verify_device_token(
         .as_deref()
         .filter(|k| !k.is_empty())
         .ok_or_else(|| ApiProblem::new(ProblemType::MissingKid, "the JWS header needs a kid"))?;
-    let key = state
-        .store
-        .verifying_key(kid)
-        .await
-        .map_err(storage_problem)?
-        .ok_or_else(|| {
-            ApiProblem::new(
-                ProblemType::UnknownDevice,
-                "no enrolled device has this kid",
-            )
-        })?;
+    let key = match state.store.cached_verifying_key(kid) {
+        Some(key) => key,
+        None => {
+            if let Err(wait) = state.unknown_kids.check(client, std::time::Instant::now()) {
+                tracing::warn!(%client, "unknown kids: too many from this address");
+                return Err(ApiProblem::too_many_requests(
+                    "too many requests with unknown kids from this address; retry later",
+                    wait.as_secs().max(1),
+                ));
+            }
+            match state
+                .store
+                .verifying_key(kid)
+                .await
+                .map_err(storage_problem)?
+            {
+                Some(key) => key,
+                None => {
+                    state
+                        .unknown_kids
+                        .record_failure(client, std::time::Instant::now());
+                    return Err(ApiProblem::new(
+                        ProblemType::UnknownDevice,
+                        "no enrolled device has this kid",
+                    ));
+                }
+            }
+        }
+    };
     let payload = parsed.verify(&key)?.to_vec();
     Ok(Verified {
         device_id: kid.to_owned(),

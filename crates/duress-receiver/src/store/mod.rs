@@ -426,6 +426,9 @@ pub trait IngestStore: Send + Sync + std::fmt::Debug + 'static {
     /// change and is therefore checked by `ingest_event` and `record_heartbeat` under the write
     /// lock, never taken from a cache.
     fn verifying_key<'a>(&'a self, device_id: &'a str) -> StoreFuture<'a, Option<VerifyingKey>>;
+    /// The device's key if it is cached, never touching the database (the API lets an address
+    /// that sent too many unknown kids through only with a kid known this way).
+    fn cached_verifying_key(&self, device_id: &str) -> Option<VerifyingKey>;
     /// The committed event with this id, if any (a read; the API dedupes with it before the
     /// device-status and clock checks).
     fn find_event(&self, id: Uuid) -> StoreFuture<'_, Option<StoredEvent>>;
