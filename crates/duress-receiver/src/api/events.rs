@@ -131,6 +131,7 @@ async fn signed_answer(
 fn check_claims(payload: &[u8]) -> Result<(EventClaims, i64, OffsetDateTime), ApiProblem> {
     let claims: EventClaims = parse_claims(payload)?;
     claims.validate().map_err(invalid_claims)?;
+    super::refuse_padding(payload, &claims)?;
     let seq = to_i64("seq", claims.seq)?;
     let now = receiver_now();
     check_clock(claims.sent_at, now)?;

@@ -257,6 +257,31 @@ pub(crate) fn parse_claims<T: DeserializeOwned>(payload: &[u8]) -> Result<T, Api
     serde_json::from_slice(payload).map_err(|e| invalid_claims(e.to_string()))
 }
 
+/// Bytes an event's claims may carry beyond the compact JSON of the claims this receiver knows:
+/// room for claims a newer agent adds (the protocol lets a receiver ignore a claim it does not
+/// know, as `cancel_pin` once was) and for another JSON writer's spacing, far too little to
+/// pad the stored token with (issue 15). A real agent's event has none: it is written by the
+/// same serde_json from the same types.
+pub const MAX_UNKNOWN_CLAIM_BYTES: usize = 2048;
+
+/// 422 when `payload` is more than [`MAX_UNKNOWN_CLAIM_BYTES`] longer than `claims` (what was
+/// understood of it) written back as compact JSON: unknown claims, unknown fields nested in
+/// known ones, or whitespace — padding, which the store would otherwise keep in the raw token.
+pub(crate) fn refuse_padding<T: serde::Serialize>(
+    payload: &[u8],
+    claims: &T,
+) -> Result<(), ApiProblem> {
+    let known = serde_json::to_vec(claims).map_or(0, |v| v.len());
+    let extra = payload.len().saturating_sub(known);
+    if extra > MAX_UNKNOWN_CLAIM_BYTES {
+        return Err(invalid_claims(format!(
+            "the claims carry {extra} bytes beyond the known claims (unknown claims or \
+             padding); at most {MAX_UNKNOWN_CLAIM_BYTES} are allowed"
+        )));
+    }
+    Ok(())
+}
+
 pub(crate) fn invalid_claims(detail: impl Into<String>) -> ApiProblem {
     ApiProblem::new(ProblemType::InvalidClaims, detail)
 }
