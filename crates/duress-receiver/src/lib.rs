@@ -35,6 +35,7 @@ pub mod backup;
 pub mod clock;
 pub mod config;
 pub mod console;
+pub mod diskspace;
 pub mod incidents;
 pub mod logging;
 pub mod notify;
@@ -225,6 +226,15 @@ impl Prepared {
     ) -> anyhow::Result<()> {
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
+        let disk = Arc::new(diskspace::DiskGuard::new(
+            self.settings
+                .free_space
+                .clone()
+                .unwrap_or_else(|| Arc::new(diskspace::Statvfs(self.settings.data_dir.clone()))),
+            self.settings.disk_watermark,
+        ));
+        // Logs the state at start when it is low already.
+        let _ = disk.low();
         let state = api::AppState {
             store: self.store.clone(),
             grouping_window: self.settings.grouping_window,
@@ -243,8 +253,10 @@ impl Prepared {
             )),
             body_read_timeout: self.settings.body_read_timeout,
             ack_keys: self.ack_keys.clone(),
+            disk: disk.clone(),
         };
         let mut console_settings = self.settings.console.clone();
+        console_settings.disk = Some(disk);
         if let Some(config) = &self.settings.config {
             console_settings.channels = config
                 .channels

@@ -97,6 +97,15 @@ enum Command {
         /// (docs/integrations.md). Without it: console only.
         #[arg(long, env = "DURESS_RECEIVER_CONFIG")]
         config: Option<PathBuf>,
+        /// Free-disk watermark on the data directory's filesystem, in MiB: below it and below
+        /// --min-free-disk-percent, test events and heartbeats are refused (503), alarms
+        /// accepted. 0 turns the watermark off.
+        #[arg(long, default_value_t = 512)]
+        min_free_disk_mb: u64,
+        /// The watermark as a share of the filesystem, in percent (the smaller of the two
+        /// applies).
+        #[arg(long, default_value_t = duress_receiver::diskspace::DEFAULT_MIN_FREE_PERCENT)]
+        min_free_disk_percent: f64,
     },
     /// Console accounts.
     User {
@@ -357,6 +366,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             header_timeout,
             self_test_period,
             config,
+            min_free_disk_mb,
+            min_free_disk_percent,
         } => {
             let mut settings = Settings::new(store.data_dir.clone());
             settings.database = store.location().database;
@@ -376,6 +387,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             settings.connections.max_connections = max_connections;
             settings.connections.max_per_address = max_connections_per_address;
             settings.connections.header_timeout = header_timeout;
+            anyhow::ensure!(
+                (0.0..=100.0).contains(&min_free_disk_percent),
+                "--min-free-disk-percent must be between 0 and 100"
+            );
+            settings.disk_watermark = duress_receiver::diskspace::Watermark {
+                min_free_bytes: min_free_disk_mb.saturating_mul(1024 * 1024),
+                min_free_percent: min_free_disk_percent,
+            };
             if let Some(path) = config {
                 settings.config = Some(std::sync::Arc::new(
                     duress_receiver::config::ReceiverConfig::load(&path)?,

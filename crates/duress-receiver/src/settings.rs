@@ -61,6 +61,8 @@ pub struct ConsoleSettings {
     /// redacted (the admin page `/admin/channels`); empty without `--config`.
     pub channels: Vec<ChannelSummary>,
     pub ladders: Vec<String>,
+    /// The free-disk watermark, for the board's trouble note (set by the receiver at start).
+    pub disk: Option<std::sync::Arc<crate::diskspace::DiskGuard>>,
 }
 
 /// What an admin may see of a channel: never a secret.
@@ -89,6 +91,7 @@ impl Default for ConsoleSettings {
             self_test_period: DEFAULT_SELF_TEST_PERIOD,
             channels: Vec::new(),
             ladders: Vec::new(),
+            disk: None,
             live_keep_alive: Duration::from_secs(15),
         }
     }
@@ -190,6 +193,12 @@ pub struct Settings {
     pub device_event_burst: u32,
     /// …and per second after that (429 with `Retry-After` beyond; the agent resends).
     pub device_events_per_second: f64,
+    /// Below this much free space on the data directory's filesystem, test events and
+    /// heartbeats are refused (503) and alarms still accepted (`crate::diskspace`).
+    pub disk_watermark: crate::diskspace::Watermark,
+    /// Where free space is read; `None`: the data directory's filesystem (tests inject
+    /// readings here instead of filling a disk).
+    pub free_space: Option<std::sync::Arc<dyn crate::diskspace::FreeSpace>>,
 }
 
 impl Settings {
@@ -212,6 +221,8 @@ impl Settings {
             // queue at once: 30 at once, then one a second, is far above both.
             device_event_burst: 30,
             device_events_per_second: 1.0,
+            disk_watermark: crate::diskspace::Watermark::default(),
+            free_space: None,
         }
     }
 

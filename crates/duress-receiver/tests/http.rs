@@ -61,6 +61,10 @@ async fn a_chunked_oversize_body_is_refused() {
         device_events: Arc::new(duress_receiver::ratelimit::DeviceBuckets::new(30, 1.0)),
         body_read_timeout: Duration::from_secs(10),
         ack_keys: Arc::new(AckKeys::load_or_create(dir.path()).unwrap()),
+        disk: Arc::new(duress_receiver::diskspace::DiskGuard::new(
+            Arc::new(duress_receiver::diskspace::Statvfs(dir.path().to_owned())),
+            Default::default(),
+        )),
     });
     let chunks = (0..100).map(|_| Ok::<_, std::io::Error>(vec![b'a'; 1024]));
     let request = Request::post("/v1/events")
@@ -92,6 +96,10 @@ async fn a_body_that_stops_arriving_gets_408() {
         device_events: Arc::new(duress_receiver::ratelimit::DeviceBuckets::new(30, 1.0)),
         body_read_timeout: Duration::from_millis(300),
         ack_keys: Arc::new(AckKeys::load_or_create(dir.path()).unwrap()),
+        disk: Arc::new(duress_receiver::diskspace::DiskGuard::new(
+            Arc::new(duress_receiver::diskspace::Statvfs(dir.path().to_owned())),
+            Default::default(),
+        )),
     });
     // Ten bytes of a declared hundred, then nothing.
     let first = futures::stream::iter([Ok::<_, std::io::Error>(b"eyJhbGciOi".to_vec())]);
@@ -143,6 +151,10 @@ async fn a_store_that_cannot_commit_answers_503() {
         device_events: Arc::new(duress_receiver::ratelimit::DeviceBuckets::new(30, 1.0)),
         body_read_timeout: Duration::from_secs(10),
         ack_keys: Arc::new(AckKeys::load_or_create(dir.path()).unwrap()),
+        disk: Arc::new(duress_receiver::diskspace::DiskGuard::new(
+            Arc::new(duress_receiver::diskspace::Statvfs(dir.path().to_owned())),
+            Default::default(),
+        )),
     });
     let request = Request::post("/v1/events")
         .header("content-type", "application/jose")

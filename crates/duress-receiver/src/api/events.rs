@@ -45,6 +45,12 @@ async fn ingest(
         Err(refusal) => return repeat_or(state, &verified, refusal).await,
     };
 
+    // Below the free-disk watermark the space left is for alarms and cancels.
+    if claims.kind == duress_core::EventKind::Test
+        && let Some(low) = state.disk.low()
+    {
+        return Err(super::low_disk_problem(low, "test events"));
+    }
     let device_id = verified.device_id;
     // Per-device token bucket, after the signature (nobody can spend another device's tokens).
     if let Err(wait) = state

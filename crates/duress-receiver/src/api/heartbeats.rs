@@ -37,6 +37,9 @@ async fn record(
     body: &str,
 ) -> Result<Json<HeartbeatAnswer>, ApiProblem> {
     let verified = verify_device_token(state, client, body, Typ::Heartbeat).await?;
+    if let Some(low) = state.disk.low() {
+        return Err(super::low_disk_problem(low, "heartbeats"));
+    }
     let claims: HeartbeatClaims = parse_claims(&verified.payload)?;
     claims.validate().map_err(invalid_claims)?;
     let queued = to_i64("queued", claims.queued)?;

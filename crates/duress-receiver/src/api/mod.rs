@@ -37,6 +37,8 @@ pub struct AppState {
     pub body_read_timeout: Duration,
     /// Signs every acknowledgement (docs/protocol.md §5.4).
     pub ack_keys: Arc<crate::ack_key::AckKeys>,
+    /// The free-disk watermark: below it test events and heartbeats are refused.
+    pub disk: Arc<crate::diskspace::DiskGuard>,
 }
 
 /// The agent-facing routes, for any router state the API state can be taken from (the
@@ -82,10 +84,35 @@ pub async fn ping() -> axum::http::StatusCode {
     axum::http::StatusCode::NO_CONTENT
 }
 
-/// `GET /healthz`: 200 only when the database answers.
+/// `GET /healthz`: 200 only when the database answers; `{"status":"ok"}`, or, while the data
+/// directory is below the free-disk watermark, `"status":"degraded"` with the `disk` reading
+/// (still 200: alarms are still accepted, so a load balancer must keep sending them here).
 pub async fn healthz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiProblem> {
     state.store.health().await.map_err(storage_problem)?;
-    Ok(Json(serde_json::json!({ "status": "ok" })))
+    Ok(Json(match state.disk.low() {
+        None => serde_json::json!({ "status": "ok" }),
+        Some(low) => serde_json::json!({
+            "status": "degraded",
+            "disk": {
+                "low": true,
+                "available_bytes": low.available,
+                "watermark_bytes": low.threshold,
+                "detail": format!("{}; test events and heartbeats are refused, alarms accepted", low.describe()),
+            }
+        }),
+    }))
+}
+
+/// The 503 for a test event or heartbeat while the disk is below the watermark: the agent
+/// keeps it and retries (docs/protocol.md §7).
+pub(crate) fn low_disk_problem(low: crate::diskspace::LowDisk, what: &str) -> ApiProblem {
+    ApiProblem::new(
+        ProblemType::StorageUnavailable,
+        format!(
+            "{}: {what} are refused until space is freed (alarms are still accepted); retry later",
+            low.describe()
+        ),
+    )
 }
 
 /// A request body that is a compact JWS: `Content-Type: application/jose` (415 otherwise),
