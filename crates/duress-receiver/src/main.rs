@@ -132,6 +132,11 @@ enum Command {
         #[command(subcommand)]
         command: IncidentsCommand,
     },
+    /// Stations (an enrolled device and where it is).
+    Stations {
+        #[command(subcommand)]
+        command: StationsCommand,
+    },
     /// Stored events.
     Events {
         #[command(subcommand)]
@@ -246,6 +251,22 @@ enum DevicesCommand {
         device: String,
         #[arg(long, value_enum)]
         status: StatusArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum StationsCommand {
+    /// Resolve every open incident of one station (a broken or hostile workstation that filled
+    /// the board), each audited, with a required note.
+    ResolveOpen {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The station's device id.
+        #[arg(long)]
+        station: String,
+        /// Why (required; recorded as each incident's follow-up and in the audit log).
+        #[arg(long)]
+        note: String,
     },
 }
 
@@ -487,6 +508,24 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             admin::set_device_status(store.location(), &device, status).await?;
             println!("device {device} is now {}", status.as_str());
+            Ok(())
+        }
+        Command::Stations {
+            command:
+                StationsCommand::ResolveOpen {
+                    store,
+                    station,
+                    note,
+                },
+        } => {
+            let resolved = admin::resolve_open_incidents(store.location(), &station, &note).await?;
+            for id in &resolved {
+                println!("{id}");
+            }
+            println!(
+                "resolved {} open incident(s) of station {station}",
+                resolved.len()
+            );
             Ok(())
         }
         Command::Incidents {

@@ -109,6 +109,7 @@ contract!(
     outbox_a_claim_stops_the_ladder,
     supervision_notifies_each_outage_once_and_never_for_revoked,
     only_an_active_device_moves_its_station,
+    resolving_a_stations_open_incidents_resolves_each_audited,
 );
 
 /// The acknowledgement key as the receiver hands it to the store.
@@ -2284,4 +2285,95 @@ async fn only_an_active_device_moves_its_station(store: Arc<dyn Store>) {
         location("Bldg B, Room 9"),
         "a disabled device moved its station"
     );
+}
+
+/// Issue 15: "resolve every open incident of this station" resolves exactly that station's
+/// open incidents (not its resolved ones, not another station's), each with its disposition,
+/// note, timeline entry, one audit entry and one live row; a second run finds nothing; an
+/// unknown station is `NoSuchDevice`.
+async fn resolving_a_stations_open_incidents_resolves_each_audited(store: Arc<dyn Store>) {
+    let a = device(&store).await;
+    let b = device(&store).await;
+    let mut opened = Vec::new();
+    for (seq, minutes_ago) in [(1, 90), (2, 60), (3, 30), (4, 0)] {
+        let at = now() - time::Duration::minutes(minutes_ago);
+        opened.push(
+            committed(&store, event(&a, seq, EventKind::Duress, at))
+                .await
+                .unwrap(),
+        );
+    }
+    let others = committed(&store, event(&b, 1, EventKind::Duress, now()))
+        .await
+        .unwrap();
+    // One of a's incidents was already handled.
+    store
+        .apply_action(
+            opened[0],
+            "alice",
+            IncidentAction::Resolve {
+                disposition: "test".into(),
+                follow_up: String::new(),
+            },
+        )
+        .await
+        .unwrap();
+    let live_before = store.live_latest_id().await.unwrap();
+    let audit_before = store.audit_log().await.unwrap().len();
+
+    let resolved = store
+        .resolve_open_of_device(&a, "admin", "no emergency found", "broken keyboard")
+        .await
+        .unwrap();
+    assert_eq!(resolved, opened[1..], "the open ones, oldest first");
+
+    let all = store.list_incidents(IncidentFilter::All).await.unwrap();
+    for id in &resolved {
+        let i = all.iter().find(|i| i.incident_id == *id).unwrap();
+        assert_eq!(i.status, "closed");
+        assert_eq!(i.resolved_by.as_deref(), Some("admin"));
+        assert_eq!(i.disposition.as_deref(), Some("no emergency found"));
+        assert_eq!(i.follow_up.as_deref(), Some("broken keyboard"));
+        let detail = store.incident(*id).await.unwrap().unwrap();
+        assert!(detail.timeline.iter().any(|t| t.actor == "admin"));
+    }
+    let first = all.iter().find(|i| i.incident_id == opened[0]).unwrap();
+    assert_eq!(first.disposition.as_deref(), Some("test"), "left as it was");
+    let theirs = all.iter().find(|i| i.incident_id == others).unwrap();
+    assert_eq!(
+        theirs.status, "open",
+        "another station's incident was resolved"
+    );
+
+    let audit = store.audit_log().await.unwrap();
+    let new: Vec<_> = audit[audit_before..].iter().collect();
+    assert_eq!(new.len(), 3, "one audit entry per incident");
+    for (entry, id) in new.iter().zip(&resolved) {
+        assert_eq!(entry.action, "incident.resolve");
+        assert_eq!(entry.actor, "admin");
+        assert_eq!(entry.subject, id.to_string());
+        assert!(entry.detail.contains("broken keyboard"), "{}", entry.detail);
+    }
+    let live = store.live_after(live_before, 100).await.unwrap();
+    assert_eq!(live.len(), 3, "one live row per incident");
+    for (row, id) in live.iter().zip(&resolved) {
+        assert_eq!(row.kind, "incident.resolve");
+        assert_eq!(row.incident_id, Some(*id));
+    }
+    verified_chain(&store).await;
+
+    assert!(
+        store
+            .resolve_open_of_device(&a, "admin", "no emergency found", "again")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.audit_log().await.unwrap().len(), audit.len());
+    assert!(matches!(
+        store
+            .resolve_open_of_device("nobody", "admin", "no emergency found", "x")
+            .await,
+        Err(StoreError::NoSuchDevice(_))
+    ));
 }
