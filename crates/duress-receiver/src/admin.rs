@@ -163,6 +163,51 @@ pub async fn set_device_status(
     .await
 }
 
+/// The disposition "resolve every open incident of this station" records: the action is for
+/// a broken or hostile workstation that filled the board, the note says what was found.
+pub const RESOLVE_OPEN_DISPOSITION: &str = "no emergency found";
+/// Longest note an officer's text field takes (as the incident page's).
+const MAX_NOTE_CHARS: usize = 4000;
+
+/// The note of "resolve every open incident of this station", trimmed: required (the audit
+/// log must say why), at most 4,000 characters, no control characters but line breaks and tabs.
+pub fn resolve_open_note(note: &str) -> Result<&str, String> {
+    let note = note.trim();
+    if note.is_empty() {
+        return Err(
+            "a note is required: say why every open incident of this station is resolved".into(),
+        );
+    }
+    if note.chars().count() > MAX_NOTE_CHARS {
+        return Err(format!(
+            "the note is longer than {MAX_NOTE_CHARS} characters"
+        ));
+    }
+    if note
+        .chars()
+        .any(|c| c.is_control() && c != '\n' && c != '\r' && c != '\t')
+    {
+        return Err("the note contains control characters".into());
+    }
+    Ok(note)
+}
+
+/// Resolves every open incident of station `device_id` with `note` (required), audited as done
+/// by the command line: one audit entry and live row per incident. Returns the incidents.
+pub async fn resolve_open_incidents(
+    at: impl Into<StoreLocation>,
+    device_id: &str,
+    note: &str,
+) -> anyhow::Result<Vec<uuid::Uuid>> {
+    let note = resolve_open_note(note).map_err(anyhow::Error::msg)?;
+    with_store(at, async |store| {
+        Ok(store
+            .resolve_open_of_device(device_id, CLI, RESOLVE_OPEN_DISPOSITION, note)
+            .await?)
+    })
+    .await
+}
+
 /// Adds a console user (audited as done by the command line).
 pub async fn add_user(
     at: impl Into<StoreLocation>,

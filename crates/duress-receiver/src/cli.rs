@@ -112,6 +112,15 @@ pub enum Command {
         /// The packaged service reads it from /etc/duress/receiver.env.
         #[arg(long, env = "DURESS_METRICS_LISTEN")]
         metrics_listen: Option<SocketAddr>,
+        /// Free-disk watermark on the data directory's filesystem, in MiB: below it and below
+        /// --min-free-disk-percent, test events and heartbeats are refused (503), alarms
+        /// accepted. 0 turns the watermark off.
+        #[arg(long, default_value_t = 512)]
+        min_free_disk_mb: u64,
+        /// The watermark as a share of the filesystem, in percent (the smaller of the two
+        /// applies).
+        #[arg(long, default_value_t = crate::diskspace::DEFAULT_MIN_FREE_PERCENT)]
+        min_free_disk_percent: f64,
     },
     /// Console accounts.
     User {
@@ -137,6 +146,11 @@ pub enum Command {
     Incidents {
         #[command(subcommand)]
         command: IncidentsCommand,
+    },
+    /// Stations (an enrolled device and where it is).
+    Stations {
+        #[command(subcommand)]
+        command: StationsCommand,
     },
     /// Stored events.
     Events {
@@ -256,6 +270,22 @@ pub enum DevicesCommand {
 }
 
 #[derive(Debug, Subcommand)]
+pub enum StationsCommand {
+    /// Resolve every open incident of one station (a broken or hostile workstation that filled
+    /// the board), each audited, with a required note.
+    ResolveOpen {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The station's device id.
+        #[arg(long)]
+        station: String,
+        /// Why (required; recorded as each incident's follow-up and in the audit log).
+        #[arg(long)]
+        note: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
 pub enum IncidentsCommand {
     /// List incidents, each with its events (test events are never part of an incident).
     List {
@@ -347,6 +377,8 @@ where
             self_test_period,
             config,
             metrics_listen,
+            min_free_disk_mb,
+            min_free_disk_percent,
         } => {
             let mut settings = Settings::new(store.dir.data_dir.clone());
             settings.database = store.location().database;
@@ -367,6 +399,14 @@ where
             settings.connections.max_per_address = max_connections_per_address;
             settings.connections.header_timeout = header_timeout;
             settings.metrics_listen = metrics_listen;
+            anyhow::ensure!(
+                (0.0..=100.0).contains(&min_free_disk_percent),
+                "--min-free-disk-percent must be between 0 and 100"
+            );
+            settings.disk_watermark = crate::diskspace::Watermark {
+                min_free_bytes: min_free_disk_mb.saturating_mul(1024 * 1024),
+                min_free_percent: min_free_disk_percent,
+            };
             if let Some(path) = config {
                 settings.config = Some(std::sync::Arc::new(crate::config::ReceiverConfig::load(
                     &path,
@@ -450,6 +490,24 @@ where
         } => {
             admin::set_device_status(store.location(), &device, status).await?;
             println!("device {device} is now {}", status.as_str());
+            Ok(())
+        }
+        Command::Stations {
+            command:
+                StationsCommand::ResolveOpen {
+                    store,
+                    station,
+                    note,
+                },
+        } => {
+            let resolved = admin::resolve_open_incidents(store.location(), &station, &note).await?;
+            for id in &resolved {
+                println!("{id}");
+            }
+            println!(
+                "resolved {} open incident(s) of station {station}",
+                resolved.len()
+            );
             Ok(())
         }
         Command::Incidents {

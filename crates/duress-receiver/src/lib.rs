@@ -37,6 +37,7 @@ pub mod cli;
 pub mod clock;
 pub mod config;
 pub mod console;
+pub mod diskspace;
 pub mod incidents;
 pub mod logging;
 pub mod metrics;
@@ -249,6 +250,15 @@ impl Prepared {
     ) -> anyhow::Result<()> {
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
+        let disk = Arc::new(diskspace::DiskGuard::new(
+            self.settings
+                .free_space
+                .clone()
+                .unwrap_or_else(|| Arc::new(diskspace::Statvfs(self.settings.data_dir.clone()))),
+            self.settings.disk_watermark,
+        ));
+        // Logs the state at start when it is low already.
+        let _ = disk.low();
         let state = api::AppState {
             store: self.store.clone(),
             grouping_window: self.settings.grouping_window,
@@ -257,14 +267,20 @@ impl Prepared {
                 self.settings.enrollment_failures_per_minute,
                 Duration::from_secs(60),
             )),
+            unknown_kids: Arc::new(ratelimit::FailureLimiter::new(
+                self.settings.unknown_kids_per_minute,
+                Duration::from_secs(60),
+            )),
             device_events: Arc::new(ratelimit::DeviceBuckets::new(
                 self.settings.device_event_burst,
                 self.settings.device_events_per_second,
             )),
             body_read_timeout: self.settings.body_read_timeout,
             ack_keys: self.ack_keys.clone(),
+            disk: disk.clone(),
         };
         let mut console_settings = self.settings.console.clone();
+        console_settings.disk = Some(disk);
         if let Some(config) = &self.settings.config {
             console_settings.channels = config
                 .channels

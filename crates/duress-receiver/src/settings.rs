@@ -11,6 +11,11 @@ pub const DEFAULT_HEARTBEAT_INTERVAL_S: u64 = 60;
 /// Failed enrollments one client address may make per minute before it gets 429: enough for
 /// a technician's typos, far too few to guess a 256-bit token (or even to probe the endpoint).
 pub const DEFAULT_ENROLLMENT_FAILURES_PER_MINUTE: u32 = 10;
+/// Events and heartbeats with a `kid` no device has, per client address per minute, before
+/// that address gets 429 for every kid not already verified (issue 15). A real agent never
+/// sends an unknown kid (device ids are never deleted), except against a store restored from
+/// an older backup: a handful, far below this.
+pub const DEFAULT_UNKNOWN_KIDS_PER_MINUTE: u32 = 20;
 
 /// Default time an incident may stay unclaimed before it is escalated: 90 s, the NFPA 72
 /// operator-handling time for alarm signals.
@@ -56,6 +61,8 @@ pub struct ConsoleSettings {
     /// redacted (the admin page `/admin/channels`); empty without `--config`.
     pub channels: Vec<ChannelSummary>,
     pub ladders: Vec<String>,
+    /// The free-disk watermark, for the board's trouble note (set by the receiver at start).
+    pub disk: Option<std::sync::Arc<crate::diskspace::DiskGuard>>,
 }
 
 /// What an admin may see of a channel: never a secret.
@@ -84,6 +91,7 @@ impl Default for ConsoleSettings {
             self_test_period: DEFAULT_SELF_TEST_PERIOD,
             channels: Vec::new(),
             ladders: Vec::new(),
+            disk: None,
             live_keep_alive: Duration::from_secs(15),
         }
     }
@@ -166,6 +174,8 @@ pub struct Settings {
     pub heartbeat_interval_s: u64,
     /// Failed enrollment attempts allowed per client address per minute (then 429).
     pub enrollment_failures_per_minute: u32,
+    /// Requests with an unknown `kid` allowed per client address per minute (then 429).
+    pub unknown_kids_per_minute: u32,
     /// The security console served beside the API.
     pub console: ConsoleSettings,
     /// How long a signed request's body may take to arrive once its headers have (then 408
@@ -192,6 +202,12 @@ pub struct Settings {
     /// `serve --metrics-listen ADDR`: where `GET /metrics` is served (plain HTTP, its own
     /// listener; bind it to loopback or the management network). `None`: no metrics listener.
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Below this much free space on the data directory's filesystem, test events and
+    /// heartbeats are refused (503) and alarms still accepted (`crate::diskspace`).
+    pub disk_watermark: crate::diskspace::Watermark,
+    /// Where free space is read; `None`: the data directory's filesystem (tests inject
+    /// readings here instead of filling a disk).
+    pub free_space: Option<std::sync::Arc<dyn crate::diskspace::FreeSpace>>,
 }
 
 impl Settings {
@@ -204,6 +220,7 @@ impl Settings {
             grouping_window: DEFAULT_GROUPING_WINDOW,
             heartbeat_interval_s: DEFAULT_HEARTBEAT_INTERVAL_S,
             enrollment_failures_per_minute: DEFAULT_ENROLLMENT_FAILURES_PER_MINUTE,
+            unknown_kids_per_minute: DEFAULT_UNKNOWN_KIDS_PER_MINUTE,
             console: ConsoleSettings::default(),
             body_read_timeout: DEFAULT_BODY_READ_TIMEOUT,
             connections: ConnectionLimits::for_heartbeat(DEFAULT_HEARTBEAT_INTERVAL_S),
@@ -216,6 +233,8 @@ impl Settings {
             notify_worker_watch: crate::notify::watch::DEFAULT_WORKER_INTERVAL,
             notify_stall: Default::default(),
             metrics_listen: None,
+            disk_watermark: crate::diskspace::Watermark::default(),
+            free_space: None,
         }
     }
 

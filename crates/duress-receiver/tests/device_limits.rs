@@ -153,3 +153,76 @@ async fn presses_spread_over_days_never_open_more_than_the_cap() {
     assert_eq!(open as u64, MAX_OPEN_PER_DEVICE);
     h.shutdown().await;
 }
+
+/// Signs `claims` (any JSON) as `agent`'s event.
+fn sign_json(agent: &Agent, claims: &serde_json::Value) -> String {
+    agent.key.sign(
+        duress_core::Typ::Event,
+        Some(&agent.device_id),
+        &serde_json::to_vec(claims).unwrap(),
+    )
+}
+
+/// Proves unknown-claim padding is refused (issue 15 item 3): an event padded with an unknown
+/// claim, with unknown fields nested in a known one, or with whitespace, beyond the allowance
+/// (`MAX_UNKNOWN_CLAIM_BYTES`) → 422 invalid-claims naming why, nothing stored; while a real
+/// agent's event — with every text field long and multi-byte, or with a small claim a newer
+/// agent might add — is accepted.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn padded_claims_are_refused_and_real_events_are_not() {
+    use duress_receiver::api::MAX_UNKNOWN_CLAIM_BYTES;
+    let h = Harness::start().await;
+    let mut agent = h.enrolled_agent().await;
+    let pad = "x".repeat(MAX_UNKNOWN_CLAIM_BYTES + 1);
+
+    let mut top = serde_json::to_value(agent.event(EventKind::Duress)).unwrap();
+    top["padding"] = pad.clone().into();
+    let mut nested = serde_json::to_value(agent.event(EventKind::Duress)).unwrap();
+    nested["location"]["zz_unknown"] = pad.clone().into();
+    let spaced = {
+        let claims = agent.event(EventKind::Duress);
+        let json = serde_json::to_string(&claims).unwrap();
+        let padded = format!("{}{json}", " ".repeat(MAX_UNKNOWN_CLAIM_BYTES + 1));
+        agent.key.sign(
+            duress_core::Typ::Event,
+            Some(&agent.device_id),
+            padded.as_bytes(),
+        )
+    };
+    for (case, body) in [
+        ("unknown claim", sign_json(&agent, &top)),
+        ("unknown nested field", sign_json(&agent, &nested)),
+        ("whitespace", spaced),
+    ] {
+        let answer = h.post("/v1/events", body).await;
+        let p = answer.problem(duress_core::ProblemType::InvalidClaims);
+        let detail = p.detail.unwrap_or_default();
+        assert!(
+            detail.contains("unknown claims or padding"),
+            "{case}: {detail}"
+        );
+    }
+    assert_eq!(h.event_count().await, 0, "a padded event was stored");
+
+    // A real agent's event at its largest: every text field at its limit in multi-byte
+    // characters, and as many addresses as allowed.
+    let mut big = agent.event(EventKind::Duress);
+    let long = "ü".repeat(duress_core::messages::MAX_HOST_FIELD_CHARS);
+    big.location.label = Some(long.clone());
+    big.host.hostname = long.clone();
+    big.host.user = long.clone();
+    big.host.os = long.clone();
+    big.host.agent_version = long;
+    big.host.ips = (0..duress_core::messages::MAX_HOST_ADDRESSES)
+        .map(|i| format!("fd00:1234:5678:9abc:def0:1234:5678:{i:04x}"))
+        .collect();
+    let answer = h.post("/v1/events", agent.sign_event(&big)).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    // A claim a newer agent might add, within the allowance.
+    let mut newer = serde_json::to_value(agent.event(EventKind::Duress)).unwrap();
+    newer["future_claim"] = "x".repeat(100).into();
+    let answer = h.post("/v1/events", sign_json(&agent, &newer)).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(h.event_count().await, 2);
+    h.shutdown().await;
+}

@@ -57,9 +57,14 @@ async fn a_chunked_oversize_body_is_refused() {
         grouping_window: Duration::from_secs(300),
         heartbeat_interval_s: 60,
         enrollment_failures: Arc::new(FailureLimiter::new(10, Duration::from_secs(60))),
+        unknown_kids: Arc::new(FailureLimiter::new(20, Duration::from_secs(60))),
         device_events: Arc::new(duress_receiver::ratelimit::DeviceBuckets::new(30, 1.0)),
         body_read_timeout: Duration::from_secs(10),
         ack_keys: Arc::new(AckKeys::load_or_create(dir.path()).unwrap()),
+        disk: Arc::new(duress_receiver::diskspace::DiskGuard::new(
+            Arc::new(duress_receiver::diskspace::Statvfs(dir.path().to_owned())),
+            Default::default(),
+        )),
     });
     let chunks = (0..100).map(|_| Ok::<_, std::io::Error>(vec![b'a'; 1024]));
     let request = Request::post("/v1/events")
@@ -87,9 +92,14 @@ async fn a_body_that_stops_arriving_gets_408() {
         grouping_window: Duration::from_secs(300),
         heartbeat_interval_s: 60,
         enrollment_failures: Arc::new(FailureLimiter::new(10, Duration::from_secs(60))),
+        unknown_kids: Arc::new(FailureLimiter::new(20, Duration::from_secs(60))),
         device_events: Arc::new(duress_receiver::ratelimit::DeviceBuckets::new(30, 1.0)),
         body_read_timeout: Duration::from_millis(300),
         ack_keys: Arc::new(AckKeys::load_or_create(dir.path()).unwrap()),
+        disk: Arc::new(duress_receiver::diskspace::DiskGuard::new(
+            Arc::new(duress_receiver::diskspace::Statvfs(dir.path().to_owned())),
+            Default::default(),
+        )),
     });
     // Ten bytes of a declared hundred, then nothing.
     let first = futures::stream::iter([Ok::<_, std::io::Error>(b"eyJhbGciOi".to_vec())]);
@@ -137,9 +147,14 @@ async fn a_store_that_cannot_commit_answers_503() {
         grouping_window: Duration::from_secs(300),
         heartbeat_interval_s: 60,
         enrollment_failures: Arc::new(FailureLimiter::new(10, Duration::from_secs(60))),
+        unknown_kids: Arc::new(FailureLimiter::new(20, Duration::from_secs(60))),
         device_events: Arc::new(duress_receiver::ratelimit::DeviceBuckets::new(30, 1.0)),
         body_read_timeout: Duration::from_secs(10),
         ack_keys: Arc::new(AckKeys::load_or_create(dir.path()).unwrap()),
+        disk: Arc::new(duress_receiver::diskspace::DiskGuard::new(
+            Arc::new(duress_receiver::diskspace::Statvfs(dir.path().to_owned())),
+            Default::default(),
+        )),
     });
     let request = Request::post("/v1/events")
         .header("content-type", "application/jose")

@@ -110,6 +110,8 @@ contract!(
     supervision_notifies_each_outage_once_and_never_for_revoked,
     supervision_notifies_only_within_the_protection_schedule,
     siem_reads_after_a_position_that_only_moves_forward,
+    only_an_active_device_moves_its_station,
+    resolving_a_stations_open_incidents_resolves_each_audited,
 );
 
 /// The acknowledgement key as the receiver hands it to the store.
@@ -2342,4 +2344,174 @@ async fn siem_reads_after_a_position_that_only_moves_forward(store: Arc<dyn Stor
     assert_eq!(store.siem_position("soc").await.unwrap(), (3, 5));
     // Each sink its own.
     assert_eq!(store.siem_position("file").await.unwrap(), (0, 0));
+}
+
+/// Issue 15: a pending or disabled device's heartbeats and events never change its station's
+/// stored location (its liveness is still recorded); once active, a heartbeat moves it.
+async fn only_an_active_device_moves_its_station(store: Arc<dyn Store>) {
+    let manual = token(&store, 1, Approve::Manual).await;
+    let key = DeviceKey::from_seed(&random_bytes());
+    let d = match store.enroll(enroll_request(&manual, &key)).await.unwrap() {
+        EnrollOutcome::Enrolled { device_id, .. } => device_id,
+        other => panic!("{other:?}"),
+    };
+    let hb = |label: &str| HeartbeatUpdate {
+        device_id: d.clone(),
+        received_at: now(),
+        hotkey: HotkeyState::Registered {
+            chords: vec!["Ctrl+Alt+F12".into()],
+        },
+        queued: 0,
+        reported_last_seq: 0,
+        host: None,
+        location: Some(location(label)),
+        policy: None,
+    };
+    let stored = |store: Arc<dyn Store>, d: String| async move {
+        store
+            .list_devices()
+            .await
+            .unwrap()
+            .into_iter()
+            .find(|x| x.device_id == d)
+            .unwrap()
+    };
+    let enrolled_at = location("Bldg A, Room 214");
+
+    // Pending: liveness recorded, location kept.
+    let update = hb("Somewhere else (pending)");
+    let at = update.received_at;
+    assert_eq!(
+        store.record_heartbeat(update).await.unwrap().status,
+        DeviceStatus::Pending
+    );
+    let dev = stored(store.clone(), d.clone()).await;
+    assert_eq!(dev.last_heartbeat_at, Some(at), "liveness still recorded");
+    assert_eq!(
+        dev.location, enrolled_at,
+        "a pending device moved its station"
+    );
+
+    // Active: a heartbeat moves it.
+    store
+        .set_device_status(&d, DeviceStatus::Active, "admin")
+        .await
+        .unwrap();
+    store.record_heartbeat(hb("Bldg B, Room 9")).await.unwrap();
+    assert_eq!(
+        stored(store.clone(), d.clone()).await.location,
+        location("Bldg B, Room 9")
+    );
+
+    // Disabled: neither heartbeats nor events move it.
+    store
+        .set_device_status(&d, DeviceStatus::Disabled, "admin")
+        .await
+        .unwrap();
+    store
+        .record_heartbeat(hb("Somewhere else (disabled)"))
+        .await
+        .unwrap();
+    let mut ev = event(&d, 1, EventKind::Duress, now());
+    ev.location = location("Somewhere else (disabled event)");
+    assert_eq!(
+        store.ingest_event(ev, WINDOW).await.unwrap(),
+        IngestOutcome::DeviceNotActive(DeviceStatus::Disabled)
+    );
+    assert_eq!(
+        stored(store.clone(), d.clone()).await.location,
+        location("Bldg B, Room 9"),
+        "a disabled device moved its station"
+    );
+}
+
+/// Issue 15: "resolve every open incident of this station" resolves exactly that station's
+/// open incidents (not its resolved ones, not another station's), each with its disposition,
+/// note, timeline entry, one audit entry and one live row; a second run finds nothing; an
+/// unknown station is `NoSuchDevice`.
+async fn resolving_a_stations_open_incidents_resolves_each_audited(store: Arc<dyn Store>) {
+    let a = device(&store).await;
+    let b = device(&store).await;
+    let mut opened = Vec::new();
+    for (seq, minutes_ago) in [(1, 90), (2, 60), (3, 30), (4, 0)] {
+        let at = now() - time::Duration::minutes(minutes_ago);
+        opened.push(
+            committed(&store, event(&a, seq, EventKind::Duress, at))
+                .await
+                .unwrap(),
+        );
+    }
+    let others = committed(&store, event(&b, 1, EventKind::Duress, now()))
+        .await
+        .unwrap();
+    // One of a's incidents was already handled.
+    store
+        .apply_action(
+            opened[0],
+            "alice",
+            IncidentAction::Resolve {
+                disposition: "test".into(),
+                follow_up: String::new(),
+            },
+        )
+        .await
+        .unwrap();
+    let live_before = store.live_latest_id().await.unwrap();
+    let audit_before = store.audit_log().await.unwrap().len();
+
+    let resolved = store
+        .resolve_open_of_device(&a, "admin", "no emergency found", "broken keyboard")
+        .await
+        .unwrap();
+    assert_eq!(resolved, opened[1..], "the open ones, oldest first");
+
+    let all = store.list_incidents(IncidentFilter::All).await.unwrap();
+    for id in &resolved {
+        let i = all.iter().find(|i| i.incident_id == *id).unwrap();
+        assert_eq!(i.status, "closed");
+        assert_eq!(i.resolved_by.as_deref(), Some("admin"));
+        assert_eq!(i.disposition.as_deref(), Some("no emergency found"));
+        assert_eq!(i.follow_up.as_deref(), Some("broken keyboard"));
+        let detail = store.incident(*id).await.unwrap().unwrap();
+        assert!(detail.timeline.iter().any(|t| t.actor == "admin"));
+    }
+    let first = all.iter().find(|i| i.incident_id == opened[0]).unwrap();
+    assert_eq!(first.disposition.as_deref(), Some("test"), "left as it was");
+    let theirs = all.iter().find(|i| i.incident_id == others).unwrap();
+    assert_eq!(
+        theirs.status, "open",
+        "another station's incident was resolved"
+    );
+
+    let audit = store.audit_log().await.unwrap();
+    let new: Vec<_> = audit[audit_before..].iter().collect();
+    assert_eq!(new.len(), 3, "one audit entry per incident");
+    for (entry, id) in new.iter().zip(&resolved) {
+        assert_eq!(entry.action, "incident.resolve");
+        assert_eq!(entry.actor, "admin");
+        assert_eq!(entry.subject, id.to_string());
+        assert!(entry.detail.contains("broken keyboard"), "{}", entry.detail);
+    }
+    let live = store.live_after(live_before, 100).await.unwrap();
+    assert_eq!(live.len(), 3, "one live row per incident");
+    for (row, id) in live.iter().zip(&resolved) {
+        assert_eq!(row.kind, "incident.resolve");
+        assert_eq!(row.incident_id, Some(*id));
+    }
+    verified_chain(&store).await;
+
+    assert!(
+        store
+            .resolve_open_of_device(&a, "admin", "no emergency found", "again")
+            .await
+            .unwrap()
+            .is_empty()
+    );
+    assert_eq!(store.audit_log().await.unwrap().len(), audit.len());
+    assert!(matches!(
+        store
+            .resolve_open_of_device("nobody", "admin", "no emergency found", "x")
+            .await,
+        Err(StoreError::NoSuchDevice(_))
+    ));
 }

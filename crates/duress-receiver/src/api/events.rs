@@ -4,8 +4,9 @@
 //! which gets its stored answer instead of the refusal, then for its device's status, so the
 //! refusal is the one the protocol's order of checks names.
 
+use axum::Extension;
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use duress_core::{EventAck, EventClaims, ProblemType, Typ};
 use time::OffsetDateTime;
 
@@ -21,6 +22,7 @@ use crate::store::{IngestOutcome, NewEvent};
 /// the same, byte for byte, for every repeat of the same event id.
 pub async fn post(
     State(state): State<AppState>,
+    client: Option<Extension<ConnectInfo<std::net::SocketAddr>>>,
     SignedBody(body): SignedBody,
 ) -> Result<Json<EventAck>, ApiProblem> {
     let started = std::time::Instant::now();
@@ -28,7 +30,7 @@ pub async fn post(
         kind: None,
         outcome: Outcome::Refused,
     };
-    let result = ingest(&state, body, &mut tally).await;
+    let result = ingest(&state, super::client_ip(client), body, &mut tally).await;
     if let Err(p) = &result {
         tracing::info!(problem = %p.0.type_uri, "event refused");
     }
@@ -45,10 +47,11 @@ struct Tally {
 
 async fn ingest(
     state: &AppState,
+    client: std::net::IpAddr,
     body: String,
     tally: &mut Tally,
 ) -> Result<Json<EventAck>, ApiProblem> {
-    let verified = verify_device_token(state, &body, Typ::Event).await?;
+    let verified = verify_device_token(state, client, &body, Typ::Event).await?;
     // Claims and send-time window are checked here (pure); duplicate and device status are
     // checked by the store under its write lock, duplicate first. A refused request is first
     // checked for being a repeat of a committed event (see `repeat_or`).
@@ -58,6 +61,12 @@ async fn ingest(
     };
     tally.kind = Some(claims.kind);
 
+    // Below the free-disk watermark the space left is for alarms and cancels.
+    if claims.kind == duress_core::EventKind::Test
+        && let Some(low) = state.disk.low()
+    {
+        return Err(super::low_disk_problem(low, "test events"));
+    }
     let device_id = verified.device_id;
     // Per-device token bucket, after the signature (nobody can spend another device's tokens).
     if let Err(wait) = state
@@ -150,6 +159,7 @@ async fn signed_answer(
 fn check_claims(payload: &[u8]) -> Result<(EventClaims, i64, OffsetDateTime), ApiProblem> {
     let claims: EventClaims = parse_claims(payload)?;
     claims.validate().map_err(invalid_claims)?;
+    super::refuse_padding(payload, &claims)?;
     let seq = to_i64("seq", claims.seq)?;
     let now = receiver_now();
     check_clock(claims.sent_at, now)?;

@@ -3,11 +3,13 @@
 //! Unlike events, a heartbeat from a pending, disabled or revoked device is answered 200 with
 //! its `device_status`, so the agent can tell its user "disabled by Security" instead of
 //! retrying forever. Pending and disabled devices still have their liveness recorded (an admin
-//! about to approve or re-enable one wants to see it alive); a revoked device is distrusted for
-//! good, so its heartbeat writes nothing.
+//! about to approve or re-enable one wants to see it alive), but not their location: only an
+//! active device moves its station (the store decides, under its lock). A revoked device is
+//! distrusted for good, so its heartbeat writes nothing.
 
+use axum::Extension;
 use axum::Json;
-use axum::extract::State;
+use axum::extract::{ConnectInfo, State};
 use duress_core::{HeartbeatAnswer, HeartbeatClaims, Location, Typ};
 
 use super::{
@@ -19,17 +21,25 @@ use crate::store::HeartbeatUpdate;
 
 pub async fn post(
     State(state): State<AppState>,
+    client: Option<Extension<ConnectInfo<std::net::SocketAddr>>>,
     SignedBody(body): SignedBody,
 ) -> Result<Json<HeartbeatAnswer>, ApiProblem> {
-    let result = record(&state, &body).await;
+    let result = record(&state, super::client_ip(client), &body).await;
     if let Err(p) = &result {
         tracing::info!(problem = %p.0.type_uri, "heartbeat refused");
     }
     result
 }
 
-async fn record(state: &AppState, body: &str) -> Result<Json<HeartbeatAnswer>, ApiProblem> {
-    let verified = verify_device_token(state, body, Typ::Heartbeat).await?;
+async fn record(
+    state: &AppState,
+    client: std::net::IpAddr,
+    body: &str,
+) -> Result<Json<HeartbeatAnswer>, ApiProblem> {
+    let verified = verify_device_token(state, client, body, Typ::Heartbeat).await?;
+    if let Some(low) = state.disk.low() {
+        return Err(super::low_disk_problem(low, "heartbeats"));
+    }
     let claims: HeartbeatClaims = parse_claims(&verified.payload)?;
     claims.validate().map_err(invalid_claims)?;
     let queued = to_i64("queued", claims.queued)?;

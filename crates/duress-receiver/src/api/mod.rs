@@ -29,12 +29,16 @@ pub struct AppState {
     pub grouping_window: Duration,
     pub heartbeat_interval_s: u64,
     pub enrollment_failures: Arc<FailureLimiter>,
+    /// Events and heartbeats whose `kid` no device has, per client address.
+    pub unknown_kids: Arc<FailureLimiter>,
     /// Events per device (a token bucket), checked after the signature, before the store.
     pub device_events: Arc<crate::ratelimit::DeviceBuckets>,
     /// See `Settings::body_read_timeout`.
     pub body_read_timeout: Duration,
     /// Signs every acknowledgement (docs/protocol.md §5.4).
     pub ack_keys: Arc<crate::ack_key::AckKeys>,
+    /// The free-disk watermark: below it test events and heartbeats are refused.
+    pub disk: Arc<crate::diskspace::DiskGuard>,
 }
 
 /// The agent-facing routes, for any router state the API state can be taken from (the
@@ -80,10 +84,35 @@ pub async fn ping() -> axum::http::StatusCode {
     axum::http::StatusCode::NO_CONTENT
 }
 
-/// `GET /healthz`: 200 only when the database answers.
+/// `GET /healthz`: 200 only when the database answers; `{"status":"ok"}`, or, while the data
+/// directory is below the free-disk watermark, `"status":"degraded"` with the `disk` reading
+/// (still 200: alarms are still accepted, so a load balancer must keep sending them here).
 pub async fn healthz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiProblem> {
     state.store.health().await.map_err(storage_problem)?;
-    Ok(Json(serde_json::json!({ "status": "ok" })))
+    Ok(Json(match state.disk.low() {
+        None => serde_json::json!({ "status": "ok" }),
+        Some(low) => serde_json::json!({
+            "status": "degraded",
+            "disk": {
+                "low": true,
+                "available_bytes": low.available,
+                "watermark_bytes": low.threshold,
+                "detail": format!("{}; test events and heartbeats are refused, alarms accepted", low.describe()),
+            }
+        }),
+    }))
+}
+
+/// The 503 for a test event or heartbeat while the disk is below the watermark: the agent
+/// keeps it and retries (docs/protocol.md §7).
+pub(crate) fn low_disk_problem(low: crate::diskspace::LowDisk, what: &str) -> ApiProblem {
+    ApiProblem::new(
+        ProblemType::StorageUnavailable,
+        format!(
+            "{}: {what} are refused until space is freed (alarms are still accepted); retry later",
+            low.describe()
+        ),
+    )
 }
 
 /// A request body that is a compact JWS: `Content-Type: application/jose` (415 otherwise),
@@ -166,6 +195,14 @@ where
 
 pub(crate) use crate::clock::receiver_now;
 
+/// The client's address as the accept loop recorded it; a router driven without one (tests
+/// calling it directly) counts every request as one unspecified address.
+pub(crate) fn client_ip(
+    info: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
+) -> std::net::IpAddr {
+    info.map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |i| i.0.0.ip())
+}
+
 /// A token whose signature verified with the key of an enrolled device. Says nothing about the
 /// device's status: the store checks that under its write lock.
 pub(crate) struct Verified {
@@ -175,8 +212,15 @@ pub(crate) struct Verified {
 
 /// Parse → `typ` → `kid` → device's key → signature. Reads the store (a cached key, usually),
 /// never writes it.
+///
+/// A client address that sent more than `unknown_kids` allows of kids no device has gets 429
+/// for any kid whose key is not cached already, without a database read: a kid scan cannot
+/// load the store, while the enrolled devices behind that address (whose keys are cached from
+/// their first event or heartbeat) go on as before. Unknown kids are also remembered by the
+/// store for a while (`rules::UNKNOWN_KID_TTL`), so a repeated one costs no read either.
 pub(crate) async fn verify_device_token(
     state: &AppState,
+    client: std::net::IpAddr,
     body: &str,
     typ: Typ,
 ) -> Result<Verified, ApiProblem> {
@@ -188,17 +232,35 @@ pub(crate) async fn verify_device_token(
         .as_deref()
         .filter(|k| !k.is_empty())
         .ok_or_else(|| ApiProblem::new(ProblemType::MissingKid, "the JWS header needs a kid"))?;
-    let key = state
-        .store
-        .verifying_key(kid)
-        .await
-        .map_err(storage_problem)?
-        .ok_or_else(|| {
-            ApiProblem::new(
-                ProblemType::UnknownDevice,
-                "no enrolled device has this kid",
-            )
-        })?;
+    let key = match state.store.cached_verifying_key(kid) {
+        Some(key) => key,
+        None => {
+            if let Err(wait) = state.unknown_kids.check(client, std::time::Instant::now()) {
+                tracing::warn!(%client, "unknown kids: too many from this address");
+                return Err(ApiProblem::too_many_requests(
+                    "too many requests with unknown kids from this address; retry later",
+                    wait.as_secs().max(1),
+                ));
+            }
+            match state
+                .store
+                .verifying_key(kid)
+                .await
+                .map_err(storage_problem)?
+            {
+                Some(key) => key,
+                None => {
+                    state
+                        .unknown_kids
+                        .record_failure(client, std::time::Instant::now());
+                    return Err(ApiProblem::new(
+                        ProblemType::UnknownDevice,
+                        "no enrolled device has this kid",
+                    ));
+                }
+            }
+        }
+    };
     let payload = parsed.verify(&key)?.to_vec();
     Ok(Verified {
         device_id: kid.to_owned(),
@@ -220,6 +282,31 @@ pub(crate) fn status_refusal(status: DeviceStatus) -> Option<ApiProblem> {
 /// Claims as JSON of type `T` (422 invalid-claims otherwise).
 pub(crate) fn parse_claims<T: DeserializeOwned>(payload: &[u8]) -> Result<T, ApiProblem> {
     serde_json::from_slice(payload).map_err(|e| invalid_claims(e.to_string()))
+}
+
+/// Bytes an event's claims may carry beyond the compact JSON of the claims this receiver knows:
+/// room for claims a newer agent adds (the protocol lets a receiver ignore a claim it does not
+/// know, as `cancel_pin` once was) and for another JSON writer's spacing, far too little to
+/// pad the stored token with (issue 15). A real agent's event has none: it is written by the
+/// same serde_json from the same types.
+pub const MAX_UNKNOWN_CLAIM_BYTES: usize = 2048;
+
+/// 422 when `payload` is more than [`MAX_UNKNOWN_CLAIM_BYTES`] longer than `claims` (what was
+/// understood of it) written back as compact JSON: unknown claims, unknown fields nested in
+/// known ones, or whitespace — padding, which the store would otherwise keep in the raw token.
+pub(crate) fn refuse_padding<T: serde::Serialize>(
+    payload: &[u8],
+    claims: &T,
+) -> Result<(), ApiProblem> {
+    let known = serde_json::to_vec(claims).map_or(0, |v| v.len());
+    let extra = payload.len().saturating_sub(known);
+    if extra > MAX_UNKNOWN_CLAIM_BYTES {
+        return Err(invalid_claims(format!(
+            "the claims carry {extra} bytes beyond the known claims (unknown claims or \
+             padding); at most {MAX_UNKNOWN_CLAIM_BYTES} are allowed"
+        )));
+    }
+    Ok(())
 }
 
 pub(crate) fn invalid_claims(detail: impl Into<String>) -> ApiProblem {

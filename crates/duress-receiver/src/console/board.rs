@@ -22,6 +22,9 @@ pub struct BoardList {
     pub csrf: String,
     pub incidents: Vec<IncidentView>,
     pub self_tests: Vec<SelfTestView>,
+    /// A receiver problem officers should know of (the free-disk watermark): shown above the
+    /// incidents, on every refresh of the list.
+    pub trouble: Option<String>,
 }
 
 #[derive(Debug, Template)]
@@ -36,6 +39,18 @@ async fn load_list(console: &Console, user: &CurrentUser) -> ConsoleResult<Board
         csrf: user.csrf.clone(),
         incidents: open_incidents(console.store.as_ref()).await?,
         self_tests: recent_self_tests(console.store.as_ref(), 5).await?,
+        trouble: console
+            .settings
+            .disk
+            .as_ref()
+            .and_then(|d| d.low())
+            .map(|low| {
+                format!(
+                    "{}. Test events and heartbeats are refused until an administrator frees space \
+                 (stations may show as stale); alarms are still accepted.",
+                    low.describe()
+                )
+            }),
     })
 }
 

@@ -128,6 +128,12 @@ fn table() -> Vec<Route> {
         ),
         r(
             Method::POST,
+            "/stations/{device_id}/resolve-open",
+            Admin,
+            post(stations::resolve_open),
+        ),
+        r(
+            Method::POST,
             "/stations/tokens",
             Admin,
             post(stations::create_token),

@@ -358,6 +358,64 @@ pub async fn set_status(
 }
 
 #[derive(Debug, Deserialize)]
+pub struct ResolveOpenForm {
+    #[serde(default)]
+    note: String,
+    /// The confirm step's checkbox (`yes`): the action cannot be undone in one step.
+    #[serde(default)]
+    confirm: String,
+}
+
+/// `POST /stations/{device_id}/resolve-open` (admin): resolves every open incident of the
+/// station, with a required note and a confirmation; one audit entry and live row per
+/// incident (the store does it in one transaction). Answers with how many were resolved.
+pub async fn resolve_open(
+    State(console): State<Arc<Console>>,
+    Extension(user): Extension<CurrentUser>,
+    Path(device_id): Path<String>,
+    Form(form): Form<ResolveOpenForm>,
+) -> ConsoleResult {
+    if form.confirm != "yes" {
+        return Ok(error_page(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Not done",
+            "Tick the confirmation to resolve every open incident of this station.",
+        ));
+    }
+    let note = match crate::admin::resolve_open_note(&form.note) {
+        Ok(note) => note,
+        Err(m) => return Ok(error_page(StatusCode::UNPROCESSABLE_ENTITY, "Not done", &m)),
+    };
+    match console
+        .store
+        .resolve_open_of_device(
+            &device_id,
+            &user.username,
+            crate::admin::RESOLVE_OPEN_DISPOSITION,
+            note,
+        )
+        .await
+    {
+        Ok(resolved) => Ok(error_page(
+            StatusCode::OK,
+            "Done",
+            &format!(
+                "{} open incident(s) of this station resolved (disposition: {}), each recorded \
+                 in the audit log.",
+                resolved.len(),
+                crate::admin::RESOLVE_OPEN_DISPOSITION
+            ),
+        )),
+        Err(StoreError::NoSuchDevice(_)) => Ok(error_page(
+            StatusCode::NOT_FOUND,
+            "No such station",
+            "This device is not enrolled.",
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
 pub struct TokenForm {
     #[serde(default)]
     uses: Option<u32>,

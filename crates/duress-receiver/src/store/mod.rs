@@ -429,6 +429,9 @@ pub trait IngestStore: Send + Sync + std::fmt::Debug + 'static {
     /// change and is therefore checked by `ingest_event` and `record_heartbeat` under the write
     /// lock, never taken from a cache.
     fn verifying_key<'a>(&'a self, device_id: &'a str) -> StoreFuture<'a, Option<VerifyingKey>>;
+    /// The device's key if it is cached, never touching the database (the API lets an address
+    /// that sent too many unknown kids through only with a kid known this way).
+    fn cached_verifying_key(&self, device_id: &str) -> Option<VerifyingKey>;
     /// The committed event with this id, if any (a read; the API dedupes with it before the
     /// device-status and clock checks).
     fn find_event(&self, id: Uuid) -> StoreFuture<'_, Option<StoredEvent>>;
@@ -489,6 +492,18 @@ pub trait IncidentStore: Send + Sync {
         actor: &'a str,
         action: IncidentAction,
     ) -> StoreFuture<'a, ActionOutcome>;
+    /// Resolves every open incident of the station `device_id` (an admin's action against a
+    /// broken or hostile workstation that filled the board), each with `disposition` and the
+    /// follow-up `note`, its own timeline entry, audit entry (`incident.resolve`, one per
+    /// incident) and live-log row, all in one transaction. Returns the incidents resolved,
+    /// oldest first (none: nothing was open). `NoSuchDevice` when no such device is enrolled.
+    fn resolve_open_of_device<'a>(
+        &'a self,
+        device_id: &'a str,
+        actor: &'a str,
+        disposition: &'a str,
+        note: &'a str,
+    ) -> StoreFuture<'a, Vec<Uuid>>;
     /// Marks open incidents that nobody claimed within `after` of opening, and that are not
     /// escalated yet, as escalated (timeline, audit, live row each); returns how many. Each
     /// incident is escalated once, however many callers race.

@@ -74,6 +74,11 @@ pub fn database_path(data_dir: &Path) -> std::path::PathBuf {
 #[derive(Debug, Clone)]
 pub struct SqliteStore {
     pool: SqlitePool,
+    /// The alarm path's reads (a device's key and status, a committed event), on connections
+    /// of their own: the console's reads, which can be long (reports, exports, the board),
+    /// share `pool` and must never make an alarm wait for a connection (issue 15). WAL readers
+    /// never wait for each other or for the writer.
+    ingest_reads: SqlitePool,
     /// Poked after every commit that wrote a `console_events` row, so the live-update pump
     /// (console/live.rs) reads and fans it out at once instead of at its next poll.
     wake: Arc<Notify>,
@@ -129,6 +134,12 @@ impl SqliteStore {
                 }
             }
         }
+        // Only ever read (nothing on it begins a transaction); two connections are plenty
+        // since keys are cached and a key read is one indexed row.
+        let ingest_reads = SqlitePoolOptions::new()
+            .max_connections(2)
+            .connect_with(options.clone())
+            .await?;
         let head: i64 = sqlx::query_scalar("SELECT id FROM audit_head")
             .fetch_one(&pool)
             .await?;
@@ -143,6 +154,7 @@ impl SqliteStore {
         )?;
         Ok(SqliteStore {
             pool,
+            ingest_reads,
             wake,
             writer,
             keys: Arc::default(),
@@ -157,6 +169,17 @@ impl SqliteStore {
     }
 
     async fn enroll_impl(&self, req: EnrollRequest) -> StoreResult<EnrollOutcome> {
+        // An unknown token is refused on a plain read, before the write lock: a flood of
+        // made-up tokens never queues in front of the writer (issue 15). The token is read
+        // again under the lock below, so nothing decided here can be raced.
+        let exists: Option<i64> =
+            sqlx::query_scalar("SELECT 1 FROM enrollment_tokens WHERE token_hash = ?")
+                .bind(&req.token_hash)
+                .fetch_optional(&self.pool)
+                .await?;
+        if exists.is_none() {
+            return Ok(EnrollOutcome::Refused(EnrollRefusal::TokenInvalid));
+        }
         let mut tx = self.begin_write().await?;
         let token = sqlx::query(
             "SELECT approve, uses_left, expires_at, revoked FROM enrollment_tokens WHERE token_hash = ?",
@@ -219,6 +242,7 @@ impl SqliteStore {
         .execute(&mut *tx)
         .await?;
         tx.commit().await?;
+        self.keys.enrolled(&req.new_device_id);
         Ok(EnrollOutcome::Enrolled {
             device_id: req.new_device_id,
             status,
@@ -359,7 +383,7 @@ impl IngestStore for SqliteStore {
         Box::pin(async move {
             let row = sqlx::query("SELECT public_jwk, status FROM devices WHERE device_id = ?")
                 .bind(device_id)
-                .fetch_optional(&self.pool)
+                .fetch_optional(&self.ingest_reads)
                 .await?;
             let Some(row) = row else { return Ok(None) };
             Ok(Some(DeviceKey {
@@ -378,8 +402,12 @@ impl IngestStore for SqliteStore {
         })
     }
 
+    fn cached_verifying_key(&self, device_id: &str) -> Option<VerifyingKey> {
+        self.keys.get(device_id)
+    }
+
     fn find_event(&self, id: Uuid) -> StoreFuture<'_, Option<StoredEvent>> {
-        Box::pin(find_event(&self.pool, id))
+        Box::pin(find_event(&self.ingest_reads, id))
     }
 
     fn ingest_event(
@@ -425,6 +453,7 @@ impl Store for SqliteStore {
         Box::pin(async move {
             self.writer.close().await;
             self.pool.close().await;
+            self.ingest_reads.close().await;
         })
     }
 }

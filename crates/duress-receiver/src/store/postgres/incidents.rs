@@ -155,6 +155,74 @@ impl PostgresStore {
     ) -> StoreResult<ActionOutcome> {
         let mut tx = self.begin().await?;
         let now = crate::clock::receiver_now();
+        let outcome = apply_in(&mut tx, &self.audit_key, id, actor, &action, now).await?;
+        if outcome == ActionOutcome::Changed {
+            tx.commit().await?;
+            self.wake.notify_one();
+        }
+        Ok(outcome)
+    }
+
+    async fn resolve_open_impl(
+        &self,
+        device_id: &str,
+        actor: &str,
+        disposition: &str,
+        note: &str,
+    ) -> StoreResult<Vec<Uuid>> {
+        let mut tx = self.begin().await?;
+        // The device's row lock first, as ingest takes it (device, then incident, then the
+        // log lock): a press of this device waits for us instead of deadlocking with us.
+        let known: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM devices WHERE device_id = $1 FOR UPDATE")
+                .bind(device_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        if known.is_none() {
+            return Err(crate::store::StoreError::NoSuchDevice(device_id.to_owned()));
+        }
+        // The open incidents' row locks, in one order (an officer's action on one of them
+        // waits, then finds it resolved).
+        let open: Vec<Uuid> = sqlx::query_scalar(
+            "SELECT incident_id FROM incidents WHERE device_id = $1 AND status = 'open'
+             ORDER BY opened_at, incident_id FOR UPDATE",
+        )
+        .bind(device_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let now = crate::clock::receiver_now();
+        let action = IncidentAction::Resolve {
+            disposition: disposition.to_owned(),
+            follow_up: note.to_owned(),
+        };
+        let mut resolved = Vec::with_capacity(open.len());
+        for id in open {
+            if apply_in(&mut tx, &self.audit_key, id, actor, &action, now).await?
+                == ActionOutcome::Changed
+            {
+                resolved.push(id);
+            }
+        }
+        if !resolved.is_empty() {
+            tx.commit().await?;
+            self.wake.notify_one();
+        }
+        Ok(resolved)
+    }
+}
+
+/// One officer's action inside the caller's transaction: the incident's row lock, the decision,
+/// the state change, its timeline entry, audit entry and live-log row (`Changed`), or nothing
+/// written and the answer.
+async fn apply_in(
+    tx: &mut PgConnection,
+    audit_key: &crate::store::audit_chain::AuditKey,
+    id: Uuid,
+    actor: &str,
+    action: &IncidentAction,
+    now: OffsetDateTime,
+) -> StoreResult<ActionOutcome> {
+    {
         // The incident's row lock: a second officer's claim waits here and then reads the
         // first one's claim.
         let Some(row) = sqlx::query(
@@ -174,13 +242,13 @@ impl PostgresStore {
             claimed_by.as_deref(),
             claimed_at,
             actor,
-            &action,
+            action,
             now,
         ) {
             Ok(done) => done,
             Err(outcome) => return Ok(outcome),
         };
-        change(&mut tx, id, actor, &action, now).await?;
+        change(&mut *tx, id, actor, action, now).await?;
         sqlx::query(
             "INSERT INTO incident_timeline (incident_id, at, actor, kind, text)
              VALUES ($1, $2, $3, $4, $5)",
@@ -193,8 +261,8 @@ impl PostgresStore {
         .execute(&mut *tx)
         .await?;
         log::audit(
-            &mut tx,
-            &self.audit_key,
+            &mut *tx,
+            audit_key,
             now,
             actor,
             action.audit_name(),
@@ -204,18 +272,18 @@ impl PostgresStore {
         .await?;
         let payload = serde_json::json!({ "actor": actor }).to_string();
         log::live(
-            &mut tx,
+            &mut *tx,
             now,
             &format!("incident.{kind}"),
             Some(id),
             &payload,
         )
         .await?;
-        tx.commit().await?;
-        self.wake.notify_one();
         Ok(ActionOutcome::Changed)
     }
+}
 
+impl PostgresStore {
     async fn escalate_impl(&self, after: Duration) -> StoreResult<usize> {
         let now = crate::clock::receiver_now();
         let after_t = time::Duration::try_from(after).unwrap_or(time::Duration::seconds(90));
@@ -447,6 +515,16 @@ impl IncidentStore for PostgresStore {
         action: IncidentAction,
     ) -> StoreFuture<'a, ActionOutcome> {
         Box::pin(self.apply_impl(id, actor, action))
+    }
+
+    fn resolve_open_of_device<'a>(
+        &'a self,
+        device_id: &'a str,
+        actor: &'a str,
+        disposition: &'a str,
+        note: &'a str,
+    ) -> StoreFuture<'a, Vec<Uuid>> {
+        Box::pin(self.resolve_open_impl(device_id, actor, disposition, note))
     }
 
     fn escalate_unclaimed(&self, after: Duration) -> StoreFuture<'_, usize> {

@@ -33,6 +33,18 @@ impl PostgresStore {
     }
 
     async fn enroll_once(&self, req: &EnrollRequest) -> Result<EnrollOutcome, Attempt> {
+        // An unknown token is refused on a plain read on the console pool, before taking an
+        // alarm connection or any row lock: a flood of made-up tokens never competes with
+        // alarms (issue 15). The token is read again under its row lock below.
+        let exists: Option<i32> =
+            sqlx::query_scalar("SELECT 1 FROM enrollment_tokens WHERE token_hash = $1")
+                .bind(&req.token_hash)
+                .fetch_optional(&self.pool)
+                .await
+                .map_err(StoreError::from)?;
+        if exists.is_none() {
+            return Ok(EnrollOutcome::Refused(EnrollRefusal::TokenInvalid));
+        }
         let mut tx = self.begin_alarm().await?;
         // The token's row lock serialises enrollments with this token: the use count read
         // here is the one the decrement below changes.
@@ -117,6 +129,7 @@ impl PostgresStore {
             return Err(StoreError::from(e).into());
         }
         tx.commit().await.map_err(StoreError::from)?;
+        self.keys.enrolled(&req.new_device_id);
         Ok(EnrollOutcome::Enrolled {
             device_id: req.new_device_id.clone(),
             status,
@@ -193,7 +206,11 @@ impl PostgresStore {
                         reported_last_seq = $4,
                         host_json = COALESCE($5, host_json), hostname = COALESCE($6, hostname),
                         agent_version = COALESCE($7, agent_version),
-                        location_json = COALESCE($8, location_json),
+                        -- Only an active device may move its station (issue 15): a pending
+                        -- or disabled one cannot send officers elsewhere.
+                        location_json = CASE WHEN (SELECT status FROM current) = 'active'
+                                             THEN COALESCE($8, location_json)
+                                             ELSE location_json END,
                         policy_source = COALESCE($10, policy_source),
                         policy_sha256 = COALESCE($11, policy_sha256)
                   WHERE device_id = $9 AND (SELECT status FROM current) <> 'revoked'

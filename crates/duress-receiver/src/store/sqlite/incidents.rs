@@ -64,7 +64,71 @@ impl SqliteStore {
     ) -> StoreResult<ActionOutcome> {
         let mut tx = self.begin_write().await?;
         let now = crate::clock::receiver_now();
-        let (kind, text) = match change(&mut tx, id, actor, &action, now).await? {
+        let outcome = apply_in(&mut tx, &self.audit_key, id, actor, &action, now).await?;
+        if outcome == ActionOutcome::Changed {
+            tx.commit().await?;
+            self.wake.notify_one();
+        }
+        Ok(outcome)
+    }
+
+    async fn resolve_open_impl(
+        &self,
+        device_id: &str,
+        actor: &str,
+        disposition: &str,
+        note: &str,
+    ) -> StoreResult<Vec<Uuid>> {
+        let mut tx = self.begin_write().await?;
+        let known: Option<i64> = sqlx::query_scalar("SELECT 1 FROM devices WHERE device_id = ?")
+            .bind(device_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        if known.is_none() {
+            return Err(crate::store::StoreError::NoSuchDevice(device_id.to_owned()));
+        }
+        let open: Vec<String> = sqlx::query_scalar(
+            "SELECT incident_id FROM incidents WHERE device_id = ? AND status = 'open'
+             ORDER BY opened_at, incident_id",
+        )
+        .bind(device_id)
+        .fetch_all(&mut *tx)
+        .await?;
+        let now = crate::clock::receiver_now();
+        let action = IncidentAction::Resolve {
+            disposition: disposition.to_owned(),
+            follow_up: note.to_owned(),
+        };
+        let mut resolved = Vec::with_capacity(open.len());
+        for id in open {
+            let id = super::rows::parse_uuid(&id)?;
+            // Under the write lock nothing changed since the read: each is still open.
+            if apply_in(&mut tx, &self.audit_key, id, actor, &action, now).await?
+                == ActionOutcome::Changed
+            {
+                resolved.push(id);
+            }
+        }
+        if !resolved.is_empty() {
+            tx.commit().await?;
+            self.wake.notify_one();
+        }
+        Ok(resolved)
+    }
+}
+
+/// One officer's action inside the caller's write transaction: the state change, its timeline
+/// entry, audit entry and live-log row (`Changed`), or nothing written and the answer.
+async fn apply_in(
+    tx: &mut SqliteConnection,
+    audit_key: &crate::store::audit_chain::AuditKey,
+    id: Uuid,
+    actor: &str,
+    action: &IncidentAction,
+    now: OffsetDateTime,
+) -> StoreResult<ActionOutcome> {
+    {
+        let (kind, text) = match change(&mut *tx, id, actor, action, now).await? {
             Change::Done(kind, text) => (kind, text),
             Change::Outcome(outcome) => return Ok(outcome),
         };
@@ -79,8 +143,8 @@ impl SqliteStore {
         .execute(&mut *tx)
         .await?;
         log::audit(
-            &mut tx,
-            &self.audit_key,
+            &mut *tx,
+            audit_key,
             now,
             actor,
             action.audit_name(),
@@ -89,18 +153,18 @@ impl SqliteStore {
         )
         .await?;
         log::live(
-            &mut tx,
+            &mut *tx,
             now,
             &format!("incident.{kind}"),
             Some(id),
             &serde_json::json!({ "actor": actor }),
         )
         .await?;
-        tx.commit().await?;
-        self.wake.notify_one();
         Ok(ActionOutcome::Changed)
     }
+}
 
+impl SqliteStore {
     async fn escalate_impl(&self, after: std::time::Duration) -> StoreResult<usize> {
         let now = crate::clock::receiver_now();
         let after_t = time::Duration::try_from(after).unwrap_or(time::Duration::seconds(90));
@@ -311,6 +375,16 @@ impl IncidentStore for SqliteStore {
         action: IncidentAction,
     ) -> StoreFuture<'a, ActionOutcome> {
         Box::pin(self.apply_impl(id, actor, action))
+    }
+
+    fn resolve_open_of_device<'a>(
+        &'a self,
+        device_id: &'a str,
+        actor: &'a str,
+        disposition: &'a str,
+        note: &'a str,
+    ) -> StoreFuture<'a, Vec<Uuid>> {
+        Box::pin(self.resolve_open_impl(device_id, actor, disposition, note))
     }
 
     fn escalate_unclaimed(&self, after: std::time::Duration) -> StoreFuture<'_, usize> {

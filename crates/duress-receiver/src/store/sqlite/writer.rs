@@ -712,7 +712,12 @@ fn heartbeat(conn: &Connection, hb: &HeartbeatUpdate) -> StoreResult<HeartbeatRe
         hb.host.as_ref().map(to_json),
         hb.host.as_ref().map(|h| h.hostname.as_str()),
         hb.host.as_ref().map(|h| h.agent_version.as_str()),
-        hb.location.as_ref().map(to_json),
+        // Only an active device may move its station: a pending device is not trusted yet
+        // and a disabled one no longer is (issue 15), so neither can send officers elsewhere.
+        hb.location
+            .as_ref()
+            .filter(|_| status == DeviceStatus::Active)
+            .map(to_json),
         hb.device_id,
     ])?;
     if let Some(p) = &hb.policy {
