@@ -54,6 +54,41 @@ pub struct ReceiverConfig {
     /// Supervision notifications: a station going offline notifies these channels once.
     #[serde(default)]
     pub supervision: Option<SupervisionConfig>,
+    /// `[console]`: where the console listens and who may reach it (the command line's
+    /// `--console-listen` / `--console-allow` take precedence).
+    #[serde(default)]
+    pub console: ConsoleConfig,
+}
+
+/// `[console]`: the console's own listener and its network allow-list.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// Serve the console (pages, static files, live stream, sign-in) only on this address;
+    /// the agent API stays on `--listen`.
+    #[serde(default)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Networks (CIDR, or a single address) allowed to reach the console; empty: all.
+    #[serde(default)]
+    pub allow: Vec<String>,
+}
+
+impl ConsoleConfig {
+    /// The allow-list, parsed (checked when the file is loaded, so this only fails on a
+    /// config built by hand).
+    pub fn allow_nets(&self) -> Result<Vec<ipnet::IpNet>, String> {
+        self.allow.iter().map(|c| parse_cidr(c)).collect()
+    }
+}
+
+/// A network for an allow-list: `10.1.0.0/16`, `2001:db8::/32`, or one address (`10.1.2.3`,
+/// as `/32` or `/128`).
+pub fn parse_cidr(text: &str) -> Result<ipnet::IpNet, String> {
+    let text = text.trim();
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<IpAddr>().map(ipnet::IpNet::from))
+        .map(|n| n.trunc())
+        .map_err(|_| format!("{text:?} is not a network (CIDR such as 10.1.0.0/16) or an address"))
 }
 
 /// `[supervision]`: the trouble channel(s) a station going offline notifies.
@@ -341,6 +376,9 @@ impl ReceiverConfig {
     }
 
     fn check(&self) -> Result<(), String> {
+        self.console
+            .allow_nets()
+            .map_err(|e| format!("console.allow: {e}"))?;
         if let Some(url) = &self.public_url {
             check_url("public_url", url)?;
         }

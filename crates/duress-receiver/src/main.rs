@@ -61,6 +61,16 @@ enum Command {
         store: StoreArgs,
         #[arg(long, default_value = "127.0.0.1:8443")]
         listen: SocketAddr,
+        /// Serve the console (pages, sign-in, static files, live stream) only on this address;
+        /// --listen then carries the agent API alone (`/v1/…`, `/healthz`). Default: both on
+        /// --listen (or `[console] listen` in --config).
+        #[arg(long)]
+        console_listen: Option<SocketAddr>,
+        /// A network (CIDR such as 10.20.0.0/16, or one address) allowed to reach the console;
+        /// repeat for several. Others get 403; the agent API is never restricted. Default: all
+        /// (or `[console] allow` in --config).
+        #[arg(long, value_parser = duress_receiver::config::parse_cidr)]
+        console_allow: Vec<ipnet::IpNet>,
         /// PEM certificate chain (leaf first); without it a self-signed one is made in DATA_DIR/tls.
         #[arg(long, requires = "tls_key")]
         tls_cert: Option<PathBuf>,
@@ -347,6 +357,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Serve {
             store,
             listen,
+            console_listen,
+            console_allow,
             tls_cert,
             tls_key,
             grouping_window,
@@ -372,14 +384,31 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 !levels.is_empty(),
                 "--response-levels needs at least one level"
             );
+            anyhow::ensure!(
+                !levels
+                    .iter()
+                    .any(|l| duress_core::text::has_bidi_control(l)),
+                "--response-levels: a level contains a bidirectional control character"
+            );
             settings.console.response_levels = levels;
             settings.connections.max_connections = max_connections;
             settings.connections.max_per_address = max_connections_per_address;
             settings.connections.header_timeout = header_timeout;
             if let Some(path) = config {
-                settings.config = Some(std::sync::Arc::new(
-                    duress_receiver::config::ReceiverConfig::load(&path)?,
-                ));
+                let config = duress_receiver::config::ReceiverConfig::load(&path)?;
+                settings.console_listen = config.console.listen;
+                settings.console.allow = config
+                    .console
+                    .allow_nets()
+                    .map_err(|e| anyhow::anyhow!("{}: console.allow: {e}", path.display()))?;
+                settings.config = Some(std::sync::Arc::new(config));
+            }
+            // The command line wins over the file.
+            if console_listen.is_some() {
+                settings.console_listen = console_listen;
+            }
+            if !console_allow.is_empty() {
+                settings.console.allow = console_allow;
             }
             if let (Some(cert), Some(key)) = (tls_cert, tls_key) {
                 settings.tls = TlsSource::Files { cert, key };

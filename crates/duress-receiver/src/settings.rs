@@ -56,6 +56,14 @@ pub struct ConsoleSettings {
     /// redacted (the admin page `/admin/channels`); empty without `--config`.
     pub channels: Vec<ChannelSummary>,
     pub ladders: Vec<String>,
+    /// Client networks allowed to reach the console (pages, static files, live stream,
+    /// sign-in); others get 403 before any work. Empty: every address. The agent API is never
+    /// restricted by it.
+    pub allow: Vec<ipnet::IpNet>,
+    /// Send `Strict-Transport-Security` on console answers: set when a real certificate is
+    /// configured (`--tls-cert`), never with the self-signed one (a browser that pinned HSTS to
+    /// a host would refuse the click-through an evaluation install relies on).
+    pub hsts: bool,
 }
 
 /// What an admin may see of a channel: never a secret.
@@ -84,6 +92,8 @@ impl Default for ConsoleSettings {
             self_test_period: DEFAULT_SELF_TEST_PERIOD,
             channels: Vec::new(),
             ladders: Vec::new(),
+            allow: Vec::new(),
+            hsts: false,
             live_keep_alive: Duration::from_secs(15),
         }
     }
@@ -183,6 +193,9 @@ pub struct Settings {
     pub device_event_burst: u32,
     /// …and per second after that (429 with `Retry-After` beyond; the agent resends).
     pub device_events_per_second: f64,
+    /// Serve the console on its own address (`serve --console-listen`); the listener passed
+    /// to [`crate::launch`] then carries the agent API only. `None`: both on that listener.
+    pub console_listen: Option<std::net::SocketAddr>,
 }
 
 impl Settings {
@@ -204,6 +217,7 @@ impl Settings {
             // queue at once: 30 at once, then one a second, is far above both.
             device_event_burst: 30,
             device_events_per_second: 1.0,
+            console_listen: None,
         }
     }
 
