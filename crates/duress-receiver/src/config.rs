@@ -598,6 +598,34 @@ pub fn redact_url(url: &str) -> String {
 mod tests {
     use super::*;
 
+    #[test]
+    fn console_listen_and_allow() {
+        let c = ReceiverConfig::parse(
+            "[console]\nlisten = \"0.0.0.0:9443\"\nallow = [\"10.20.0.0/16\", \"10.1.2.3\", \"2001:db8::/32\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.console.listen, Some("0.0.0.0:9443".parse().unwrap()));
+        let nets = c.console.allow_nets().unwrap();
+        assert_eq!(nets.len(), 3);
+        assert!(nets[1].contains(&"10.1.2.3".parse::<IpAddr>().unwrap()));
+        assert_eq!(nets[1].prefix_len(), 32);
+        for bad in [
+            "allow = [\"10.0.0.0/33\"]",
+            "allow = [\"campus\"]",
+            "listen = \"x\"",
+            "allowed = []",
+        ] {
+            let e = ReceiverConfig::parse(&format!("[console]\n{bad}\n")).unwrap_err();
+            assert!(!e.is_empty(), "{bad}");
+        }
+        let e = ReceiverConfig::parse("[console]\nallow = [\"10.0.0.0/33\"]\n").unwrap_err();
+        assert!(
+            e.contains("console.allow") && e.contains("10.0.0.0/33"),
+            "{e}"
+        );
+        assert!(ReceiverConfig::parse("").unwrap().console.listen.is_none());
+    }
+
     const EXAMPLE: &str = r#"
 [[channels]]
 name = "security-teams"

@@ -343,9 +343,6 @@ impl Prepared {
             use std::io::Write as _;
             let mut out = std::io::stdout().lock();
             let _ = writeln!(out, "Duress receiver listening on https://{addr}");
-            if let Some(console_addr) = console_addr {
-                let _ = writeln!(out, "Console listening on https://{console_addr}");
-            }
             let _ = writeln!(out, "TLS certificate SHA-256: {}", self.tls.fingerprint);
             let _ = writeln!(out, "Agents trust: {}", self.tls.trust_path.display());
             let _ = writeln!(
@@ -364,6 +361,10 @@ impl Prepared {
                 self.settings.store_location().describe(),
                 self.store.backend()
             );
+            // Last, so scripts that read the lines above by position are unaffected.
+            if let Some(console_addr) = console_addr {
+                let _ = writeln!(out, "Console listening on https://{console_addr}");
+            }
             let _ = out.flush();
         }
         tracing::info!(%addr, data_dir = %self.settings.data_dir.display(), store = self.store.backend(), "receiver serving");
