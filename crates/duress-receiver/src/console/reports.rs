@@ -44,7 +44,7 @@ fn looks_like_formula(value: &str) -> bool {
     use unicode_normalization::UnicodeNormalization as _;
     value
         .nfkc()
-        .find(|c| !(c.is_whitespace() && !matches!(c, '\t' | '\r')))
+        .find(|c| !c.is_whitespace() || matches!(c, '\t' | '\r'))
         .is_some_and(|c| matches!(c, '=' | '+' | '-' | '@' | '\t' | '\r'))
 }
 
