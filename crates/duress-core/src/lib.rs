@@ -22,6 +22,7 @@ pub mod jws;
 pub mod location;
 pub mod messages;
 pub mod problem;
+pub mod text;
 
 pub use ack::{AckError, AckSignature, AckSigningKey, TrustedAckKey};
 pub use ed25519_dalek::VerifyingKey;

@@ -123,8 +123,14 @@ impl Location {
             .collect()
     }
 
-    /// The label, or one built from building / floor / room when IT gave none.
+    /// The label, or one built from building / floor / room when IT gave none. Bidirectional
+    /// controls are shown as `[U+202E]` ([`crate::text::escape_bidi`]): this is what officers
+    /// read, and a device's location cannot be refused without losing its alarm.
     pub fn display_label(&self) -> String {
+        crate::text::escape_bidi(&self.raw_label()).into_owned()
+    }
+
+    fn raw_label(&self) -> String {
         if let Some(label) = self.label.as_deref().filter(|l| !l.trim().is_empty()) {
             return label.to_owned();
         }
@@ -146,7 +152,12 @@ impl Location {
 
     /// The civic address on one line, ready to read to a 911 call-taker:
     /// "100 University Ave, Saint Paul, MN 55101, US — Bldg A, Floor 2, Room 214".
+    /// Bidirectional controls escaped, as in [`Location::display_label`].
     pub fn civic_address(&self) -> String {
+        crate::text::escape_bidi(&self.raw_civic_address()).into_owned()
+    }
+
+    fn raw_civic_address(&self) -> String {
         let street: Vec<&str> = [
             self.hno.as_deref(),
             self.hns.as_deref(),
@@ -217,6 +228,17 @@ impl Location {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bidi_controls_are_shown_escaped() {
+        let loc = Location {
+            label: Some("Room \u{202E}412".into()),
+            room: Some("2\u{2067}14".into()),
+            ..Location::default()
+        };
+        assert_eq!(loc.display_label(), "Room [U+202E]412");
+        assert_eq!(loc.civic_address(), "Room 2[U+2067]14");
+    }
 
     #[test]
     fn rfc5139_names_round_trip() {

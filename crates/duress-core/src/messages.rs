@@ -133,6 +133,32 @@ impl HostFacts {
     }
 }
 
+/// A heartbeat's chord list, shown on the Stations page: bounded in count and length, no
+/// control characters, none empty. A real agent sends key names such as `Ctrl+Alt+D`;
+/// anything else is garbage, refused with a message naming what is wrong. Bidirectional marks
+/// are *not* refused: a desktop portal in a right-to-left locale may put an RLM in its trigger
+/// description, and refusing that station's every heartbeat would show it offline. The
+/// receiver shows them escaped instead ([`crate::text::escape_bidi`]).
+fn check_chords(chords: &[String]) -> Result<(), String> {
+    if chords.len() > MAX_CHORDS {
+        return Err(format!("hotkey.chords lists more than {MAX_CHORDS} chords"));
+    }
+    for chord in chords {
+        if chord.trim().is_empty() {
+            return Err("hotkey.chords has an empty chord".into());
+        }
+        if chord.chars().count() > MAX_CHORD_CHARS {
+            return Err(format!(
+                "a hotkey chord is longer than {MAX_CHORD_CHARS} characters"
+            ));
+        }
+        if chord.chars().any(char::is_control) {
+            return Err("a hotkey chord contains a control character".into());
+        }
+    }
+    Ok(())
+}
+
 fn check_text(name: &str, v: &str) -> Result<(), String> {
     if v.chars().count() > MAX_HOST_FIELD_CHARS {
         return Err(format!(
@@ -237,10 +263,18 @@ pub struct PolicyFacts {
     pub sha256: String,
 }
 
+/// Chords one heartbeat may list: the agent registers a handful at most.
+pub const MAX_CHORDS: usize = 16;
+/// Longest chord name, in characters (`Ctrl+Alt+Shift+Super+F12` is 24; a desktop portal's
+/// localised trigger description is longer, but not by this much).
+pub const MAX_CHORD_CHARS: usize = 128;
+
 impl HeartbeatClaims {
     pub fn validate(&self) -> Result<(), String> {
-        if let HotkeyState::Unavailable { reason } = &self.hotkey {
-            check_text("hotkey.reason", reason)?;
+        match &self.hotkey {
+            HotkeyState::Unavailable { reason } => check_text("hotkey.reason", reason)?,
+            HotkeyState::Registered { chords } => check_chords(chords)?,
+            HotkeyState::NotApplicable => {}
         }
         if let Some(p) = &self.policy {
             check_text("policy.source", &p.source)?;
@@ -389,6 +423,54 @@ pub struct HeartbeatAnswer {
 mod tests {
     use super::*;
     use time::macros::datetime;
+
+    fn heartbeat(chords: Vec<String>) -> HeartbeatClaims {
+        HeartbeatClaims {
+            sent_at: datetime!(2026-12-01 12:00 UTC),
+            hotkey: HotkeyState::Registered { chords },
+            queued: 0,
+            last_seq: 0,
+            last_self_test: None,
+            location: Location::default(),
+            host: HostFacts::default(),
+            policy: None,
+        }
+    }
+
+    #[test]
+    fn heartbeat_chords_are_bounded_and_clean() {
+        let ok = vec!["Ctrl+Alt+D".to_owned(), "Ctrl+Shift+F12".to_owned()];
+        assert!(heartbeat(ok).validate().is_ok());
+        assert!(heartbeat(vec![]).validate().is_ok());
+        let too_many = vec!["Ctrl+Alt+D".to_owned(); MAX_CHORDS + 1];
+        assert!(
+            heartbeat(too_many)
+                .validate()
+                .unwrap_err()
+                .contains("more than")
+        );
+        let long = vec!["K".repeat(MAX_CHORD_CHARS + 1)];
+        assert!(heartbeat(long).validate().unwrap_err().contains("longer"));
+        let control = vec!["Ctrl+\u{7}".to_owned()];
+        assert!(
+            heartbeat(control)
+                .validate()
+                .unwrap_err()
+                .contains("control")
+        );
+        // Accepted (a right-to-left desktop may add marks); the receiver shows it escaped.
+        assert!(
+            heartbeat(vec!["\u{200F}Ctrl+D".to_owned()])
+                .validate()
+                .is_ok()
+        );
+        assert!(
+            heartbeat(vec![" ".to_owned()])
+                .validate()
+                .unwrap_err()
+                .contains("empty")
+        );
+    }
 
     fn sample() -> EventClaims {
         EventClaims {

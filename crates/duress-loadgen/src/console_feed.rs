@@ -55,7 +55,7 @@ pub async fn sign_in(
         .get_all("set-cookie")
         .iter()
         .filter_map(|v| v.to_str().ok())
-        .find(|c| c.starts_with("duress_session="))
+        .find(|c| c.starts_with("__Host-duress_session="))
         .and_then(|c| c.split(';').next())
         .map(str::to_owned);
     cookie.with_context(|| format!("sign-in gave no session cookie (HTTP {status})"))

@@ -63,6 +63,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// Parsed once at start and moved out at once: the size of `Serve` costs nothing.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Serve the HTTPS API until SIGTERM or SIGINT.
@@ -112,6 +114,16 @@ pub enum Command {
         /// The packaged service reads it from /etc/duress/receiver.env.
         #[arg(long, env = "DURESS_METRICS_LISTEN")]
         metrics_listen: Option<SocketAddr>,
+        /// Serve the console (pages, sign-in, static files, live stream) only on this address;
+        /// --listen then carries the agent API alone (`/v1/…`, `/healthz`). Default: both on
+        /// --listen (or `[console] listen` in --config).
+        #[arg(long)]
+        console_listen: Option<SocketAddr>,
+        /// A network (CIDR such as 10.20.0.0/16, or one address) allowed to reach the console;
+        /// repeat for several. Others get 403; the agent API is never restricted. Default: all
+        /// (or `[console] allow` in --config).
+        #[arg(long, value_parser = crate::config::parse_cidr)]
+        console_allow: Vec<ipnet::IpNet>,
         /// Free-disk watermark on the data directory's filesystem, in MiB: below it and below
         /// --min-free-disk-percent, test events and heartbeats are refused (503), alarms
         /// accepted. 0 turns the watermark off.
@@ -377,6 +389,8 @@ where
             self_test_period,
             config,
             metrics_listen,
+            console_listen,
+            console_allow,
             min_free_disk_mb,
             min_free_disk_percent,
         } => {
@@ -394,6 +408,12 @@ where
                 !levels.is_empty(),
                 "--response-levels needs at least one level"
             );
+            anyhow::ensure!(
+                !levels
+                    .iter()
+                    .any(|l| duress_core::text::has_bidi_control(l)),
+                "--response-levels: a level contains a bidirectional control character"
+            );
             settings.console.response_levels = levels;
             settings.connections.max_connections = max_connections;
             settings.connections.max_per_address = max_connections_per_address;
@@ -408,9 +428,20 @@ where
                 min_free_percent: min_free_disk_percent,
             };
             if let Some(path) = config {
-                settings.config = Some(std::sync::Arc::new(crate::config::ReceiverConfig::load(
-                    &path,
-                )?));
+                let config = crate::config::ReceiverConfig::load(&path)?;
+                settings.console_listen = config.console.listen;
+                settings.console.allow = config
+                    .console
+                    .allow_nets()
+                    .map_err(|e| anyhow::anyhow!("{}: console.allow: {e}", path.display()))?;
+                settings.config = Some(std::sync::Arc::new(config));
+            }
+            // The command line wins over the file.
+            if console_listen.is_some() {
+                settings.console_listen = console_listen;
+            }
+            if !console_allow.is_empty() {
+                settings.console.allow = console_allow;
             }
             if let (Some(cert), Some(key)) = (tls_cert, tls_key) {
                 settings.tls = TlsSource::Files { cert, key };

@@ -61,6 +61,10 @@ pub struct ReceiverConfig {
     /// `[[siem]]`: where the audit log and incident state changes are fed (`notify::siem`).
     #[serde(default)]
     pub siem: Vec<SiemConfig>,
+    /// `[console]`: where the console listens and who may reach it (the command line's
+    /// `--console-listen` / `--console-allow` take precedence).
+    #[serde(default)]
+    pub console: ConsoleConfig,
 }
 
 /// `[[schedules]]`: one weekly window of a named protection schedule, in a time zone.
@@ -151,6 +155,37 @@ pub struct JsonlSink {
     pub name: String,
     /// The file records are appended to (created 0600 if missing).
     pub path: PathBuf,
+}
+
+/// `[console]`: the console's own listener and its network allow-list.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// Serve the console (pages, static files, live stream, sign-in) only on this address;
+    /// the agent API stays on `--listen`.
+    #[serde(default)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Networks (CIDR, or a single address) allowed to reach the console; empty: all.
+    #[serde(default)]
+    pub allow: Vec<String>,
+}
+
+impl ConsoleConfig {
+    /// The allow-list, parsed (checked when the file is loaded, so this only fails on a
+    /// config built by hand).
+    pub fn allow_nets(&self) -> Result<Vec<ipnet::IpNet>, String> {
+        self.allow.iter().map(|c| parse_cidr(c)).collect()
+    }
+}
+
+/// A network for an allow-list: `10.1.0.0/16`, `2001:db8::/32`, or one address (`10.1.2.3`,
+/// as `/32` or `/128`).
+pub fn parse_cidr(text: &str) -> Result<ipnet::IpNet, String> {
+    let text = text.trim();
+    text.parse::<ipnet::IpNet>()
+        .or_else(|_| text.parse::<IpAddr>().map(ipnet::IpNet::from))
+        .map(|n| n.trunc())
+        .map_err(|_| format!("{text:?} is not a network (CIDR such as 10.1.0.0/16) or an address"))
 }
 
 /// `[supervision]`: the trouble channel(s) a station going offline notifies.
@@ -451,6 +486,9 @@ impl ReceiverConfig {
     }
 
     fn check(&self) -> Result<(), String> {
+        self.console
+            .allow_nets()
+            .map_err(|e| format!("console.allow: {e}"))?;
         if let Some(url) = &self.public_url {
             check_url("public_url", url)?;
         }
@@ -730,6 +768,34 @@ pub fn redact_url(url: &str) -> String {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn console_listen_and_allow() {
+        let c = ReceiverConfig::parse(
+            "[console]\nlisten = \"0.0.0.0:9443\"\nallow = [\"10.20.0.0/16\", \"10.1.2.3\", \"2001:db8::/32\"]\n",
+        )
+        .unwrap();
+        assert_eq!(c.console.listen, Some("0.0.0.0:9443".parse().unwrap()));
+        let nets = c.console.allow_nets().unwrap();
+        assert_eq!(nets.len(), 3);
+        assert!(nets[1].contains(&"10.1.2.3".parse::<IpAddr>().unwrap()));
+        assert_eq!(nets[1].prefix_len(), 32);
+        for bad in [
+            "allow = [\"10.0.0.0/33\"]",
+            "allow = [\"campus\"]",
+            "listen = \"x\"",
+            "allowed = []",
+        ] {
+            let e = ReceiverConfig::parse(&format!("[console]\n{bad}\n")).unwrap_err();
+            assert!(!e.is_empty(), "{bad}");
+        }
+        let e = ReceiverConfig::parse("[console]\nallow = [\"10.0.0.0/33\"]\n").unwrap_err();
+        assert!(
+            e.contains("console.allow") && e.contains("10.0.0.0/33"),
+            "{e}"
+        );
+        assert!(ReceiverConfig::parse("").unwrap().console.listen.is_none());
+    }
 
     const EXAMPLE: &str = r#"
 [[channels]]

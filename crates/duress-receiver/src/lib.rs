@@ -92,6 +92,11 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningReceiver> {
     let data_dir = settings.data_dir.clone();
     let store = settings.store_location();
     let prepared = Prepared::new(settings).await?;
+    let console_addr = prepared
+        .console_listener
+        .as_ref()
+        .map(|l| l.local_addr())
+        .transpose()?;
     let cert_pem_path = prepared.tls.trust_path.clone();
     let cert_sha256 = prepared.tls.fingerprint.clone();
     let login_limiter = prepared.login_limiter.clone();
@@ -120,6 +125,8 @@ pub async fn start(settings: Settings) -> anyhow::Result<RunningReceiver> {
     Ok(RunningReceiver {
         addr,
         url: format!("https://{addr}"),
+        console_addr,
+        console_url: format!("https://{}", console_addr.unwrap_or(addr)),
         cert_pem_path,
         cert_sha256,
         ack_jwk,
@@ -139,6 +146,10 @@ pub struct RunningReceiver {
     pub addr: SocketAddr,
     /// `https://127.0.0.1:PORT`.
     pub url: String,
+    /// The console's own listener ([`Settings::console_listen`]), if any.
+    pub console_addr: Option<SocketAddr>,
+    /// Where the console is: its own listener's URL, else [`RunningReceiver::url`].
+    pub console_url: String,
     /// The PEM file an agent adds as a trust anchor.
     pub cert_pem_path: PathBuf,
     /// SHA-256 fingerprint of that certificate, `AB:CD:…`.
@@ -169,6 +180,22 @@ impl RunningReceiver {
     }
 }
 
+/// Connections most a console listener holds: officers' browsers are tens, not thousands.
+const CONSOLE_CONNECTIONS: usize = 256;
+
+/// With a console listener beside the agent API, the connections the open-files limit allows
+/// are shared between the two accept loops (each would otherwise claim all of them): the
+/// console gets [`CONSOLE_CONNECTIONS`] (at most a quarter), the agent API the rest.
+fn split_connection_limits(limits: &ConnectionLimits) -> (ConnectionLimits, ConnectionLimits) {
+    let total = server::Caps::new(limits, server::raise_open_files_limit()).total;
+    let console_share = CONSOLE_CONNECTIONS.min(total / 4).max(8);
+    let mut api = limits.clone();
+    api.max_connections = Some(total.saturating_sub(console_share).max(8));
+    let mut console = limits.clone();
+    console.max_connections = Some(console_share);
+    (api, console)
+}
+
 /// Store opened and certificate loaded: everything that can fail before listening.
 struct Prepared {
     settings: Settings,
@@ -179,6 +206,8 @@ struct Prepared {
     notifier: Option<Arc<notify::Notifier>>,
     /// Bound before serving, so a taken metrics address fails the start, not later.
     metrics_listener: Option<std::net::TcpListener>,
+    /// Bound from [`Settings::console_listen`] before anything listens.
+    console_listener: Option<std::net::TcpListener>,
 }
 
 impl Prepared {
@@ -230,9 +259,21 @@ impl Prepared {
             Some(Ok(l)) => Some(l),
             None => None,
         };
+        let console_listener = match settings.console_listen.map(|addr| {
+            std::net::TcpListener::bind(addr)
+                .with_context(|| format!("binding the console listener {addr}"))
+        }) {
+            None => None,
+            Some(Ok(l)) => Some(l),
+            Some(Err(e)) => {
+                store.close().await;
+                return Err(e);
+            }
+        };
         store.set_planner(notifier.as_ref().map(|n| n.planner()));
         Ok(Prepared {
             metrics_listener,
+            console_listener,
             settings,
             store,
             tls,
@@ -281,6 +322,8 @@ impl Prepared {
         };
         let mut console_settings = self.settings.console.clone();
         console_settings.disk = Some(disk);
+        // HSTS only with a real certificate: never pin browsers to a self-signed one.
+        console_settings.hsts = matches!(self.settings.tls, TlsSource::Files { .. });
         if let Some(config) = &self.settings.config {
             console_settings.channels = config
                 .channels
@@ -372,10 +415,15 @@ impl Prepared {
             None => None,
         };
         let closing = console.closing.clone();
-        let app = console::routes::router(console::WebState {
+        let web = console::WebState {
             api: state,
             console,
-        });
+        };
+        let console_listener = self.console_listener;
+        let console_addr = console_listener
+            .as_ref()
+            .map(|l| l.local_addr())
+            .transpose()?;
         // What operators and scripts read on stdout. Written without `println!`, which panics
         // when stdout is closed (a parent that read the first line and went away): a receiver
         // must never die because nobody reads its banner.
@@ -404,25 +452,82 @@ impl Prepared {
                 self.settings.store_location().describe(),
                 self.store.backend()
             );
+            // Last, so scripts that read the lines above by position are unaffected.
+            if let Some(console_addr) = console_addr {
+                let _ = writeln!(out, "Console listening on https://{console_addr}");
+            }
             let _ = out.flush();
         }
         tracing::info!(%addr, data_dir = %self.settings.data_dir.display(), store = self.store.backend(), "receiver serving");
 
-        let shutdown = async move {
+        // One shutdown for every listener, and the live streams ended with it.
+        let (stop, stopped) = tokio::sync::watch::channel(false);
+        let shutdown = tokio::spawn(async move {
             shutdown.await;
             // Live streams never finish by themselves: end them so shutdown need not wait.
             let _ = closing.send(true);
+            let _ = stop.send(true);
+        });
+        let stop_signal = move || {
+            let mut stopped = stopped.clone();
+            async move {
+                let _ = stopped.wait_for(|s| *s).await;
+            }
         };
-        let served = server::serve(
-            listener,
-            self.tls.server_config.clone(),
-            app,
-            self.settings.connections.clone(),
-            shutdown,
-            SHUTDOWN_GRACE,
-            ready,
-        )
-        .await;
+        let served = match console_listener {
+            None => {
+                server::serve(
+                    listener,
+                    self.tls.server_config.clone(),
+                    console::routes::router_for(web, console::routes::Serves::Both),
+                    self.settings.connections.clone(),
+                    stop_signal(),
+                    SHUTDOWN_GRACE,
+                    ready,
+                )
+                .await
+            }
+            Some(console_listener) => {
+                let (api_limits, console_limits) =
+                    split_connection_limits(&self.settings.connections);
+                let (api_ready, api_listening) = oneshot::channel();
+                let (console_ready, console_listening) = oneshot::channel();
+                let both_listening = async move {
+                    if api_listening.await.is_ok()
+                        && console_listening.await.is_ok()
+                        && let Some(ready) = ready
+                    {
+                        let _ = ready.send(());
+                    }
+                    Ok(())
+                };
+                // Each listener has its own accept loop (the same hardened one, with its own
+                // caps); the first to fail ends both.
+                tokio::try_join!(
+                    server::serve(
+                        listener,
+                        self.tls.server_config.clone(),
+                        console::routes::router_for(web.clone(), console::routes::Serves::Api),
+                        api_limits,
+                        stop_signal(),
+                        SHUTDOWN_GRACE,
+                        Some(api_ready),
+                    ),
+                    server::serve(
+                        console_listener,
+                        self.tls.server_config.clone(),
+                        console::routes::router_for(web, console::routes::Serves::Console),
+                        console_limits,
+                        stop_signal(),
+                        SHUTDOWN_GRACE,
+                        Some(console_ready),
+                    ),
+                    both_listening,
+                )
+                .map(|_| ())
+            }
+        };
+        shutdown.abort();
         pump.abort();
         escalation.abort();
         cert_watch.abort();

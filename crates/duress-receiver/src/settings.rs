@@ -63,6 +63,14 @@ pub struct ConsoleSettings {
     pub ladders: Vec<String>,
     /// The free-disk watermark, for the board's trouble note (set by the receiver at start).
     pub disk: Option<std::sync::Arc<crate::diskspace::DiskGuard>>,
+    /// Client networks allowed to reach the console (pages, static files, live stream,
+    /// sign-in); others get 403 before any work. Empty: every address. The agent API is never
+    /// restricted by it.
+    pub allow: Vec<ipnet::IpNet>,
+    /// Send `Strict-Transport-Security` on console answers: set when a real certificate is
+    /// configured (`--tls-cert`), never with the self-signed one (a browser that pinned HSTS to
+    /// a host would refuse the click-through an evaluation install relies on).
+    pub hsts: bool,
 }
 
 /// What an admin may see of a channel: never a secret.
@@ -92,6 +100,8 @@ impl Default for ConsoleSettings {
             channels: Vec::new(),
             ladders: Vec::new(),
             disk: None,
+            allow: Vec::new(),
+            hsts: false,
             live_keep_alive: Duration::from_secs(15),
         }
     }
@@ -208,6 +218,9 @@ pub struct Settings {
     /// Where free space is read; `None`: the data directory's filesystem (tests inject
     /// readings here instead of filling a disk).
     pub free_space: Option<std::sync::Arc<dyn crate::diskspace::FreeSpace>>,
+    /// Serve the console on its own address (`serve --console-listen`); the listener passed
+    /// to [`crate::launch`] then carries the agent API only. `None`: both on that listener.
+    pub console_listen: Option<std::net::SocketAddr>,
 }
 
 impl Settings {
@@ -235,6 +248,7 @@ impl Settings {
             metrics_listen: None,
             disk_watermark: crate::diskspace::Watermark::default(),
             free_space: None,
+            console_listen: None,
         }
     }
 

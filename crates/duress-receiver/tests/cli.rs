@@ -5,6 +5,8 @@ use std::io::{BufRead as _, BufReader};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
+mod common;
+
 const BIN: &str = env!("CARGO_BIN_EXE_duress-receiver");
 
 fn run(args: &[&str]) -> std::process::Output {
@@ -408,4 +410,83 @@ fn ack_key_show_and_token_file() {
         file.to_str().unwrap(),
     ]);
     assert!(!out.status.success());
+}
+
+/// Proves `serve --console-listen` (here from the file's `[console] listen`) serves the console
+/// on its own port and the agent API on `--listen`, that `--console-allow` wins over the file's
+/// `allow`, and that a bad network is one clear error.
+#[cfg(unix)]
+#[tokio::test]
+async fn serve_console_listen_and_allow_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().join("data");
+    let config = dir.path().join("receiver.toml");
+    std::fs::write(
+        &config,
+        "[console]\nlisten = \"127.0.0.1:0\"\nallow = [\"10.0.0.0/8\"]\n",
+    )
+    .unwrap();
+    let bad = Command::new(BIN)
+        .args([
+            "serve",
+            "--data-dir",
+            d.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--console-allow", "10.0.0.0/33"])
+        .env("RUST_LOG", "off")
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    let stderr = String::from_utf8_lossy(&bad.stderr);
+    assert!(
+        stderr.contains("10.0.0.0/33") && stderr.contains("CIDR"),
+        "{stderr}"
+    );
+
+    let mut child = Command::new(BIN)
+        .args([
+            "serve",
+            "--data-dir",
+            d.to_str().unwrap(),
+            "--listen",
+            "127.0.0.1:0",
+        ])
+        .args(["--config", config.to_str().unwrap()])
+        .args(["--console-allow", "127.0.0.1", "--console-allow", "::1/128"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut agent_url = None;
+    let mut console_url = None;
+    for line in lines.by_ref().take(10) {
+        let line = line.unwrap();
+        if let Some(u) = line.strip_prefix("Duress receiver listening on ") {
+            agent_url = Some(u.to_owned());
+        }
+        if let Some(u) = line.strip_prefix("Console listening on ") {
+            console_url = Some(u.to_owned());
+            break;
+        }
+    }
+    let (agent_url, console_url) = (agent_url.unwrap(), console_url.expect("console line"));
+    assert_ne!(agent_url, console_url);
+    let client = common::console::raw_client(&d.join("tls/cert.pem"));
+    let status = |url: String| {
+        let client = client.clone();
+        async move { client.get(url).send().await.unwrap().status().as_u16() }
+    };
+    assert_eq!(
+        status(format!("{console_url}/login")).await,
+        200,
+        "allowed by the flag"
+    );
+    assert_eq!(status(format!("{agent_url}/login")).await, 404);
+    assert_eq!(status(format!("{agent_url}/healthz")).await, 200);
+    assert_eq!(status(format!("{console_url}/healthz")).await, 404);
+    let _ = child.kill();
+    let _ = child.wait();
 }

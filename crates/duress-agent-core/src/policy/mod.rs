@@ -527,6 +527,14 @@ impl Policy {
         if self.hotkey.chords.iter().any(|c| c.trim().is_empty()) {
             return Err("hotkey.chords contains an empty chord".into());
         }
+        // Heartbeats report the registered chords, and the receiver refuses a list longer
+        // than this: refused here, at deployment, rather than as a station that looks offline.
+        if self.hotkey.chords.len() > duress_core::messages::MAX_CHORDS {
+            return Err(format!(
+                "hotkey.chords lists more than {} chords",
+                duress_core::messages::MAX_CHORDS
+            ));
+        }
         if !(1..=10).contains(&self.hotkey.repeat) {
             return Err(format!(
                 "hotkey.repeat must be 1..=10, got {}",

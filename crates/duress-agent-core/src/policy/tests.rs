@@ -164,6 +164,8 @@ fn values_are_validated() {
     Policy::from_toml_str("[heartbeat]\ninterval_s = 10\n", "t").unwrap();
     Policy::from_toml_str("[heartbeat]\ninterval_s = 3600\n", "t").unwrap();
     assert!(err_of("[hotkey]\nchords = []\n").contains("hotkey.chords"));
+    let seventeen = vec!["\"Ctrl+Alt+F1\""; 17].join(", ");
+    assert!(err_of(&format!("[hotkey]\nchords = [{seventeen}]\n")).contains("more than 16 chords"));
     let long = "x".repeat(300);
     assert!(err_of(&format!("[location]\nROOM = \"{long}\"\n")).contains("ROOM"));
     assert!(err_of("[heartbeat]\ninterval_s = \"60\"\n").contains("interval_s"));

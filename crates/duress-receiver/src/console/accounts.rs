@@ -76,3 +76,22 @@ pub async fn add(
 pub async fn disable(store: &dyn Store, username: &str, actor: &str) -> anyhow::Result<()> {
     Ok(store.disable_user(username, actor).await?)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn usernames_refuse_bidi_controls_and_other_non_ascii() {
+        assert!(check_username("olga.p@campus").is_ok());
+        for bad in [
+            "adm\u{202E}nimda",
+            "\u{2066}olga",
+            "olga\u{200F}",
+            "ol\u{061C}ga",
+            "",
+        ] {
+            assert!(check_username(bad).is_err(), "{bad:?}");
+        }
+    }
+}

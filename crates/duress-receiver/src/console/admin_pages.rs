@@ -170,6 +170,22 @@ pub async fn add_camera(
     if form.name.trim().is_empty() {
         return cameras_page(&console, &user, Some("Give the camera link a name.".into())).await;
     }
+    // What an admin types is refused, not escaped: they can retype it.
+    if [&form.name, &form.match_value, &form.url_template]
+        .iter()
+        .any(|v| duress_core::text::has_bidi_control(v))
+    {
+        return cameras_page(
+            &console,
+            &user,
+            Some(
+                "Remove the bidirectional control characters (U+202A–U+202E, U+2066–U+2069, \
+                 U+200E, U+200F, U+061C): they make text display in another order than it reads."
+                    .into(),
+            ),
+        )
+        .await;
+    }
     let mapping = NewCameraMapping {
         match_field: form.match_field,
         match_value: form.match_value.trim().to_owned(),

@@ -417,7 +417,7 @@ pub async fn logout(
     Extension(user): Extension<CurrentUser>,
     headers: HeaderMap,
 ) -> ConsoleResult {
-    if let Some(id) = sessions::cookie_value(&headers, sessions::COOKIE_NAME) {
+    if let Some(id) = sessions::session_cookie(&headers).ok().flatten() {
         let id_hash = sessions::hash_id(&id);
         console.store.end_session(&id_hash, &user.username).await?;
     }

@@ -56,6 +56,36 @@ fn unauthorized() -> Response {
     r
 }
 
+/// Two session cookies in one request: refused before any lookup (which one would count is
+/// exactly what a planted cookie wants to decide). The answer also clears the cookie, so a
+/// browser that somehow holds two recovers by signing in again.
+fn two_session_cookies(path: &str) -> Response {
+    const DETAIL: &str = "this request carried two session cookies; sign in again";
+    let mut r = if is_api_path(path) {
+        let body = serde_json::json!({
+            "type": "urn:duress:problem:two-session-cookies",
+            "title": "Two session cookies",
+            "status": 400,
+            "detail": DETAIL,
+        });
+        let mut r = (StatusCode::BAD_REQUEST, body.to_string()).into_response();
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(duress_core::PROBLEM_CONTENT_TYPE),
+        );
+        r
+    } else {
+        error_page(
+            StatusCode::BAD_REQUEST,
+            "Two session cookies",
+            "This request carried two session cookies. Sign in again.",
+        )
+    };
+    r.headers_mut()
+        .insert(header::SET_COOKIE, sessions::clear_cookie());
+    r
+}
+
 fn forbidden(message: &str) -> Response {
     error_page(StatusCode::FORBIDDEN, "Refused", message)
 }
@@ -112,6 +142,9 @@ pub async fn guard(
 ) -> Response {
     let console = &state.console;
     let path = request.uri().path().to_owned();
+    if sessions::session_cookie(request.headers()).is_err() {
+        return two_session_cookies(&path);
+    }
     let session =
         match sessions::load(console.store.as_ref(), request.headers(), &console.settings).await {
             Ok(s) => s,
@@ -177,6 +210,64 @@ pub async fn guard(
         trouble: state.console.watchdog.trouble(),
     });
     next.run(request).await
+}
+
+/// The console's network allow-list ([`crate::settings::ConsoleSettings::allow`]), in front of
+/// every console route (pages, sign-in, static files, live stream) and before anything else:
+/// a refused address gets 403 without a session lookup, a form read or a password check. The
+/// agent API never passes through it.
+pub async fn allow_list(
+    State(allow): State<std::sync::Arc<Vec<ipnet::IpNet>>>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if !allow.is_empty() {
+        let client = request
+            .extensions()
+            .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+            // An IPv4 client of a dual-stack listener arrives as ::ffff:a.b.c.d.
+            .map(|c| c.0.ip().to_canonical());
+        let allowed = client.is_some_and(|ip| allow.iter().any(|net| net.contains(&ip)));
+        if !allowed {
+            return not_allowed(request.uri().path());
+        }
+    }
+    next.run(request).await
+}
+
+fn not_allowed(path: &str) -> Response {
+    const DETAIL: &str = "the console is not reachable from this network";
+    if is_api_path(path) {
+        let body = serde_json::json!({
+            "type": "urn:duress:problem:console-not-allowed",
+            "title": "Console not reachable from here",
+            "status": 403,
+            "detail": DETAIL,
+        });
+        let mut r = (StatusCode::FORBIDDEN, body.to_string()).into_response();
+        r.headers_mut().insert(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static(duress_core::PROBLEM_CONTENT_TYPE),
+        );
+        r
+    } else {
+        error_page(
+            StatusCode::FORBIDDEN,
+            "Refused",
+            "The security console is not reachable from this network.",
+        )
+    }
+}
+
+/// `Strict-Transport-Security` on console answers, once a real certificate is configured
+/// (see [`crate::settings::ConsoleSettings::hsts`]). A year, the value browsers' preload
+/// lists ask for; no `includeSubDomains`: other hosts of the campus domain are not ours.
+pub async fn hsts(mut response: Response) -> Response {
+    response.headers_mut().insert(
+        header::STRICT_TRANSPORT_SECURITY,
+        HeaderValue::from_static("max-age=31536000"),
+    );
+    response
 }
 
 /// Headers on every answer: a strict CSP (no inline script or style anywhere in the console),

@@ -82,9 +82,9 @@ impl IncidentView {
             status: r.status.clone(),
             label: r.location.display_label(),
             civic: r.location.civic_address(),
-            ips: r.host.ips.join(", "),
+            ips: shown(&r.host.ips.join(", ")),
             location: r.location.clone(),
-            host: r.host.clone(),
+            host: shown_host(&r.host),
             source: r.source.as_str().to_owned(),
             opened_at: Ts::new(r.opened_at),
             first_press: Ts::new(r.first_occurred_at),
@@ -104,6 +104,24 @@ impl IncidentView {
             disposition: r.disposition.clone(),
             follow_up: r.follow_up.clone(),
         }
+    }
+}
+
+/// Device text as officers see it: bidirectional controls escaped to a visible `[U+202E]`
+/// (the device cannot be refused without losing its alarm; see `duress_core::text`).
+pub fn shown(text: &str) -> String {
+    duress_core::text::escape_bidi(text).into_owned()
+}
+
+/// A device's host facts with every shown field through [`shown`].
+pub fn shown_host(h: &HostFacts) -> HostFacts {
+    HostFacts {
+        hostname: shown(&h.hostname),
+        user: shown(&h.user),
+        os: shown(&h.os),
+        agent_version: shown(&h.agent_version),
+        ips: h.ips.iter().map(|v| shown(v)).collect(),
+        macs: h.macs.iter().map(|v| shown(v)).collect(),
     }
 }
 
@@ -225,8 +243,8 @@ impl From<SelfTestRecord> for SelfTestView {
     fn from(r: SelfTestRecord) -> Self {
         SelfTestView {
             label: r.location.display_label(),
-            hostname: r.host.hostname,
-            user: r.host.user,
+            hostname: shown(&r.host.hostname),
+            user: shown(&r.host.user),
             received_at: Ts::new(r.received_at),
         }
     }

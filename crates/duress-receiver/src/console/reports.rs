@@ -21,11 +21,14 @@ use crate::store::parse_ts;
 /// Weeks the chart covers.
 const WEEKS: usize = 12;
 
-/// One CSV cell. A cell a spreadsheet would read as a formula (`=`, `+`, `-`, `@`, tab, CR) is
-/// prefixed with `'` (OWASP "CSV injection"); cells with separators or quotes are quoted.
+/// One CSV cell. A cell a spreadsheet would read as a formula is prefixed with `'` (OWASP "CSV
+/// injection"): its first non-blank character, after Unicode NFKC normalisation, is `=`, `+`,
+/// `-`, `@`, tab or CR. Spreadsheets skip leading blanks and fold compatibility forms (a
+/// full-width `＝` is an `=` to them), so the check must too. Cells with separators or quotes
+/// are quoted.
 pub fn csv_cell(value: &str) -> String {
     let mut v = String::with_capacity(value.len() + 2);
-    if value.starts_with(['=', '+', '-', '@', '\t', '\r']) {
+    if looks_like_formula(value) {
         v.push('\'');
     }
     v.push_str(value);
@@ -34,6 +37,15 @@ pub fn csv_cell(value: &str) -> String {
     } else {
         v
     }
+}
+
+/// See [`csv_cell`]. Tab and CR count as triggers, not as blanks.
+fn looks_like_formula(value: &str) -> bool {
+    use unicode_normalization::UnicodeNormalization as _;
+    value
+        .nfkc()
+        .find(|c| !c.is_whitespace() || matches!(c, '\t' | '\r'))
+        .is_some_and(|c| matches!(c, '=' | '+' | '-' | '@' | '\t' | '\r'))
 }
 
 fn csv_line(cells: &[String]) -> String {
@@ -315,6 +327,19 @@ mod tests {
         assert_eq!(csv_cell("@SUM(A1)"), "'@SUM(A1)");
         assert_eq!(csv_cell("Bldg A, Room 1"), "\"Bldg A, Room 1\"");
         assert_eq!(csv_cell("plain"), "plain");
+        // The first non-blank character, after NFKC.
+        assert_eq!(csv_cell(" =1+1"), "' =1+1");
+        assert_eq!(csv_cell("\u{3000}=1+1"), "'\u{3000}=1+1");
+        assert_eq!(csv_cell("＝1+1"), "'＝1+1");
+        assert_eq!(csv_cell("＋1"), "'＋1");
+        assert_eq!(csv_cell("﹫SUM(A1)"), "'﹫SUM(A1)");
+        assert_eq!(csv_cell("@SUM(A1:A9)"), "'@SUM(A1:A9)");
+        assert_eq!(csv_cell("-2+3"), "'-2+3");
+        assert_eq!(csv_cell("\tx"), "'\tx");
+        assert_eq!(csv_cell("\rx"), "\"'\rx\"");
+        assert_eq!(csv_cell("Room 1 = lab"), "Room 1 = lab");
+        assert_eq!(csv_cell("   "), "   ");
+        assert_eq!(csv_cell(""), "");
         assert_eq!(median(vec![5, 1, 3]), Some(3));
         assert_eq!(median(vec![4, 2]), Some(3));
         assert_eq!(median(vec![]), None);

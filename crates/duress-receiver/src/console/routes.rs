@@ -27,6 +27,19 @@ pub struct RouteSpec {
 struct Route {
     spec: RouteSpec,
     handler: MethodRouter<WebState>,
+    /// A console route (pages, sign-in, static files, live stream), not the agent API.
+    console: bool,
+}
+
+/// Which routes a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Serves {
+    /// Agent API and console (no `--console-listen`).
+    Both,
+    /// The agent API (`/v1/…`, `/healthz`) alone: `--listen` when the console has its own.
+    Api,
+    /// The console alone: `--console-listen`.
+    Console,
 }
 
 fn table() -> Vec<Route> {
@@ -41,10 +54,14 @@ fn table() -> Vec<Route> {
             access,
         },
         handler,
+        console: true,
     };
     let mut routes: Vec<Route> = crate::api::routes::<WebState>()
         .into_iter()
-        .map(|(method, path, handler)| r(method, path, Public, handler))
+        .map(|(method, path, handler)| Route {
+            console: false,
+            ..r(method, path, Public, handler)
+        })
         .collect();
     routes.extend([
         r(Method::GET, "/login", Public, get(auth::login_page)),
@@ -206,15 +223,42 @@ pub fn specs() -> Vec<RouteSpec> {
 
 /// The receiver's whole router: API + console, each protected route behind [`guard::guard`].
 pub fn router(state: WebState) -> Router {
+    router_for(state, Serves::Both)
+}
+
+/// The router of one listener: the routes it does not serve answer 404 there, like any
+/// unknown path. Every console route is behind the allow-list first (before the session
+/// guard), and carries HSTS once a real certificate is configured.
+pub fn router_for(state: WebState, serves: Serves) -> Router {
+    let allow = std::sync::Arc::new(state.console.settings.allow.clone());
+    let hsts = state.console.settings.hsts;
     let mut router = Router::new();
     for route in table() {
-        let handler = match route.spec.access {
+        let wanted = match serves {
+            Serves::Both => true,
+            Serves::Api => !route.console,
+            Serves::Console => route.console,
+        };
+        if !wanted {
+            continue;
+        }
+        let mut handler = match route.spec.access {
             Access::Public => route.handler,
             access => route.handler.route_layer(middleware::from_fn_with_state(
                 (state.clone(), access),
                 guard::guard,
             )),
         };
+        if route.console {
+            if hsts {
+                handler = handler.route_layer(middleware::map_response(guard::hsts));
+            }
+            // Added last, so it runs first.
+            handler = handler.route_layer(middleware::from_fn_with_state(
+                allow.clone(),
+                guard::allow_list,
+            ));
+        }
         router = router.route(route.spec.path, handler);
     }
     crate::api::with_layers(router)

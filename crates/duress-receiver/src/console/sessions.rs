@@ -12,7 +12,9 @@ use crate::api::receiver_now;
 use crate::settings::ConsoleSettings;
 use crate::store::{NewSession, Role, Store, StoreResult};
 
-pub const COOKIE_NAME: &str = "duress_session";
+/// `__Host-`: browsers accept it only with `Secure`, `Path=/` and no `Domain`, so no sibling
+/// host on the campus domain (nor a plain-HTTP page) can plant or shadow the session cookie.
+pub const COOKIE_NAME: &str = "__Host-duress_session";
 /// `last_seen_at` is written at most this often, not on every request.
 const TOUCH_EVERY: time::Duration = time::Duration::seconds(60);
 
@@ -65,7 +67,7 @@ pub async fn load(
     headers: &HeaderMap,
     settings: &ConsoleSettings,
 ) -> StoreResult<Option<Session>> {
-    let Some(id) = cookie_value(headers, COOKIE_NAME) else {
+    let Some(id) = session_cookie(headers).ok().flatten() else {
         return Ok(None);
     };
     let id_hash = hash_id(&id);
@@ -122,18 +124,79 @@ pub fn set_cookie(id: &str, settings: &ConsoleSettings) -> HeaderValue {
 
 pub fn clear_cookie() -> HeaderValue {
     HeaderValue::from_static(
-        "duress_session=; HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age=0",
+        "__Host-duress_session=; HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age=0",
     )
+}
+
+/// A request carried more than one session cookie: refused rather than guessing which one
+/// counts (a planted second cookie is how session fixation picks the victim's session).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TwoSessionCookies;
+
+/// The request's session cookie: `Ok(None)` without one, `Err` with two or more.
+pub fn session_cookie(headers: &HeaderMap) -> Result<Option<String>, TwoSessionCookies> {
+    let mut found = cookie_values(headers, COOKIE_NAME);
+    let first = found.next();
+    if found.next().is_some() {
+        return Err(TwoSessionCookies);
+    }
+    Ok(first)
 }
 
 /// The value of cookie `name`, from any `Cookie` header.
 pub fn cookie_value(headers: &HeaderMap, name: &str) -> Option<String> {
+    cookie_values(headers, name).next()
+}
+
+/// Every value of cookie `name`, from every `Cookie` header, in order.
+fn cookie_values<'a>(headers: &'a HeaderMap, name: &'a str) -> impl Iterator<Item = String> + 'a {
     headers
         .get_all(header::COOKIE)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(';'))
         .filter_map(|pair| pair.trim().split_once('='))
-        .find(|(k, _)| *k == name)
+        .filter(move |(k, _)| *k == name)
         .map(|(_, v)| v.to_owned())
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_session_cookie_is_read_and_two_are_refused() {
+        let mut h = HeaderMap::new();
+        assert_eq!(session_cookie(&h), Ok(None));
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("a=1; __Host-duress_session=x"),
+        );
+        assert_eq!(session_cookie(&h), Ok(Some("x".to_owned())));
+        // The old unprefixed name is not ours any more: ignored, not counted.
+        h.append(header::COOKIE, HeaderValue::from_static("duress_session=y"));
+        assert_eq!(session_cookie(&h), Ok(Some("x".to_owned())));
+        h.append(
+            header::COOKIE,
+            HeaderValue::from_static("__Host-duress_session=z"),
+        );
+        assert_eq!(session_cookie(&h), Err(TwoSessionCookies));
+        let one_header = HeaderMap::from_iter([(
+            header::COOKIE,
+            HeaderValue::from_static("__Host-duress_session=x; __Host-duress_session=x"),
+        )]);
+        assert_eq!(session_cookie(&one_header), Err(TwoSessionCookies));
+    }
+
+    #[test]
+    fn the_cookie_has_the_host_prefix_attributes() {
+        let v = set_cookie("abc", &ConsoleSettings::default());
+        let v = v.to_str().unwrap();
+        assert!(v.starts_with("__Host-duress_session=abc;"), "{v}");
+        for attr in ["; Secure", "; Path=/", "; HttpOnly", "; SameSite=Strict"] {
+            assert!(v.contains(attr), "{v}");
+        }
+        assert!(!v.to_ascii_lowercase().contains("domain="), "{v}");
+    }
 }

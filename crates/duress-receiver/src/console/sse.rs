@@ -46,7 +46,9 @@ pub async fn stream(
         (None, None) => console.store.live_latest_id().await.unwrap_or(0),
     };
     // The guard let this request in with a valid session: this is it.
-    let session = sessions::cookie_value(&headers, sessions::COOKIE_NAME)
+    let session = sessions::session_cookie(&headers)
+        .ok()
+        .flatten()
         .map(|id| sessions::hash_id(&id))
         .unwrap_or_default();
     let subscription = console.feed.subscribe();

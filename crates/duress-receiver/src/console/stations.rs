@@ -16,6 +16,7 @@ use serde::Deserialize;
 use time::OffsetDateTime;
 
 use super::error::{ConsoleError, ConsoleResult};
+use super::incident_view::shown;
 use super::pages::{Layout, Ts, error_page, human_duration, render};
 use super::{Console, CurrentUser};
 use crate::api::receiver_now;
@@ -135,9 +136,11 @@ impl StationView {
         );
         let (chord_ok, chord) = match &d.hotkey {
             Some(HotkeyState::Registered { chords }) => {
-                (true, format!("registered: {}", chords.join(", ")))
+                (true, format!("registered: {}", shown(&chords.join(", "))))
             }
-            Some(HotkeyState::Unavailable { reason }) => (false, format!("unavailable: {reason}")),
+            Some(HotkeyState::Unavailable { reason }) => {
+                (false, format!("unavailable: {}", shown(reason)))
+            }
             Some(HotkeyState::NotApplicable) => (true, "no chord (headless engine)".into()),
             None => (false, "unknown (no heartbeat yet)".into()),
         };
@@ -146,8 +149,8 @@ impl StationView {
             device_id: d.device_id.clone(),
             label: d.location.display_label(),
             civic: d.location.civic_address(),
-            hostname: d.hostname.clone(),
-            user: d.host.user.clone(),
+            hostname: shown(&d.hostname),
+            user: shown(&d.host.user),
             status: d.status.as_str().to_owned(),
             liveness: live.as_str(),
             last_heartbeat: d.last_heartbeat_at.map(Ts::new),
@@ -162,7 +165,7 @@ impl StationView {
                 .unwrap_or_default(),
             chord_ok,
             chord,
-            agent_version: d.agent_version.clone(),
+            agent_version: shown(&d.agent_version),
             last_self_test: d.last_self_test_at.map(Ts::new),
             self_test: self_test.map_or("", SelfTestState::as_str),
             self_test_flagged: self_test.is_some_and(SelfTestState::is_flagged),
@@ -172,7 +175,7 @@ impl StationView {
                 .as_deref()
                 .map(|h| h.chars().take(12).collect())
                 .unwrap_or_default(),
-            policy_source: d.policy_source.clone().unwrap_or_default(),
+            policy_source: shown(d.policy_source.as_deref().unwrap_or_default()),
             policy_differs: matches!(
                 (fleet_policy, d.policy_sha256.as_deref()),
                 (Some(fleet), Some(own)) if fleet != own

@@ -99,13 +99,23 @@ impl Message {
         }
     }
 
+    /// Host name and user as people read them: bidirectional controls escaped (as the label
+    /// and address already are, through `Location::display_label`).
     pub fn workstation(&self) -> String {
-        let h = &self.facts.host;
-        if h.user.is_empty() {
-            h.hostname.clone()
+        let (hostname, user) = self.host_shown();
+        if user.is_empty() {
+            hostname
         } else {
-            format!("{} ({})", h.hostname, h.user)
+            format!("{hostname} ({user})")
         }
+    }
+
+    fn host_shown(&self) -> (String, String) {
+        let h = &self.facts.host;
+        (
+            duress_core::text::escape_bidi(&h.hostname).into_owned(),
+            duress_core::text::escape_bidi(&h.user).into_owned(),
+        )
     }
 
     /// The one-line text (SMS, e-mail, fallback): the location label first, then what happened.
@@ -129,6 +139,7 @@ impl Message {
     /// The JSON the webhook channel posts (Standard Webhooks' `type`/`timestamp`/`data`).
     pub fn webhook_json(&self) -> Value {
         let f = &self.facts;
+        let (hostname, user) = self.host_shown();
         json!({
             "type": self.event_type(),
             "timestamp": self.time(),
@@ -141,8 +152,8 @@ impl Message {
                 "location_label": self.label(),
                 "civic_address": f.location.civic_address(),
                 "location": f.location,
-                "hostname": f.host.hostname,
-                "user": f.host.user,
+                "hostname": hostname,
+                "user": user,
                 "at": self.time(),
                 "press_count": self.press_count,
                 "incident_url": self.incident_url,
@@ -158,10 +169,11 @@ impl Message {
     /// "When a Teams webhook request is received" trigger takes.
     pub fn teams_json(&self) -> Value {
         let f = &self.facts;
+        let (hostname, user) = self.host_shown();
         let mut facts = vec![
             json!({"title": "Address", "value": f.location.civic_address()}),
-            json!({"title": "Workstation", "value": f.host.hostname}),
-            json!({"title": "User", "value": f.host.user}),
+            json!({"title": "Workstation", "value": hostname}),
+            json!({"title": "User", "value": user}),
             json!({"title": "Time", "value": self.time()}),
         ];
         if let Some(n) = self.press_count {
@@ -525,6 +537,46 @@ mod tests {
             let d = backoff(base, cap, n);
             let exp = (base * 2u32.pow(n.min(20))).min(cap);
             assert!(d >= exp / 2 && d <= exp, "{n}: {d:?}");
+        }
+    }
+
+    #[test]
+    fn device_bidi_controls_are_shown_escaped_in_notifications() {
+        let msg = Message {
+            id: "n1".into(),
+            facts: crate::store::NotificationFacts {
+                reason: "incident".into(),
+                incident_id: None,
+                event_id: None,
+                device_id: "d1".into(),
+                kind: "duress".into(),
+                location: duress_core::Location {
+                    label: Some("Room \u{202E}412".into()),
+                    ..Default::default()
+                },
+                host: duress_core::HostFacts {
+                    hostname: "ws\u{2066}-9".into(),
+                    user: "al\u{200F}ice".into(),
+                    ..Default::default()
+                },
+                at: time::OffsetDateTime::UNIX_EPOCH,
+            },
+            press_count: Some(1),
+            incident_url: None,
+            ladder: None,
+            step: 0,
+            repeat_index: 0,
+        };
+        let text = msg.text();
+        assert!(text.contains("Room [U+202E]412"), "{text}");
+        assert!(text.contains("ws[U+2066]-9 (al[U+200F]ice)"), "{text}");
+        let all = format!(
+            "{text}{}{}",
+            msg.teams_json(),
+            msg.webhook_json()["data"]["hostname"]
+        );
+        for c in ['\u{202E}', '\u{2066}', '\u{200F}'] {
+            assert!(!all.contains(c), "{all}");
         }
     }
 

@@ -58,7 +58,8 @@ impl Console {
     pub fn anonymous(h: &Harness) -> Self {
         Console {
             client: raw_client(&h.receiver.cert_pem_path),
-            base: h.receiver.url.clone(),
+            // The console's own listener when it has one (`--console-listen`).
+            base: h.receiver.console_url.clone(),
             cookie: None,
             csrf: String::new(),
         }
