@@ -219,3 +219,42 @@ pub async fn audit_head(at: impl Into<StoreLocation>) -> anyhow::Result<AuditHea
     })
     .await
 }
+
+/// Adds a subnet to the subnet → building/floor map (or changes where a listed one maps),
+/// audited; returns it as stored.
+pub async fn add_subnet(
+    at: impl Into<StoreLocation>,
+    cidr: &str,
+    building: &str,
+    floor: Option<&str>,
+) -> anyhow::Result<crate::store::Subnet> {
+    let subnet = crate::subnets::new_subnet(cidr, building, floor.unwrap_or(""))
+        .map_err(anyhow::Error::msg)?;
+    let stored = subnet.clone();
+    with_store(at, async |s| Ok(s.put_subnets(vec![subnet], CLI).await?)).await?;
+    Ok(stored)
+}
+
+/// Removes a subnet from the map, audited; an unlisted one is an error.
+pub async fn remove_subnet(at: impl Into<StoreLocation>, cidr: &str) -> anyhow::Result<String> {
+    let net = crate::subnets::parse_cidr(cidr).map_err(anyhow::Error::msg)?;
+    let cidr = net.to_string();
+    let removed = with_store(at, async |s| Ok(s.remove_subnet(&cidr, CLI).await?)).await?;
+    anyhow::ensure!(removed, "{cidr} is not in the subnet map");
+    Ok(cidr)
+}
+
+/// The subnet → building/floor map, in network text order.
+pub async fn list_subnets(
+    at: impl Into<StoreLocation>,
+) -> anyhow::Result<Vec<crate::store::Subnet>> {
+    with_store(at, async |s| Ok(s.subnets().await?)).await
+}
+
+/// Imports a CSV (header `cidr,BLD,FLR`): every row is checked before anything is written,
+/// and all rows are written in one transaction (a listed subnet's mapping is replaced).
+/// Returns how many rows were imported.
+pub async fn import_subnets(at: impl Into<StoreLocation>, csv: &str) -> anyhow::Result<usize> {
+    let subnets = crate::subnets::parse_csv(csv).map_err(anyhow::Error::msg)?;
+    with_store(at, async |s| Ok(s.put_subnets(subnets, CLI).await?)).await
+}

@@ -44,6 +44,7 @@ pub mod records;
 pub mod server;
 pub mod settings;
 pub mod store;
+pub mod subnets;
 pub mod tls;
 pub mod tokens;
 

@@ -118,6 +118,11 @@ enum Command {
         #[command(subcommand)]
         command: DevicesCommand,
     },
+    /// The subnet → building/floor map behind the "location drift" flag.
+    Subnets {
+        #[command(subcommand)]
+        command: SubnetsCommand,
+    },
     /// Incidents.
     Incidents {
         #[command(subcommand)]
@@ -237,6 +242,44 @@ enum DevicesCommand {
         device: String,
         #[arg(long, value_enum)]
         status: StatusArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum SubnetsCommand {
+    /// Map a subnet to a building (and optionally a floor); a listed subnet is remapped.
+    Add {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The network in CIDR form, e.g. 10.1.0.0/16 or 2001:db8:1::/48.
+        cidr: String,
+        /// The building (RFC 5139 BLD) the subnet is in.
+        #[arg(long = "bld")]
+        building: String,
+        /// The floor (FLR), when the subnet serves one floor only.
+        #[arg(long = "flr")]
+        floor: Option<String>,
+    },
+    /// Remove a subnet from the map.
+    Remove {
+        #[command(flatten)]
+        store: StoreArgs,
+        cidr: String,
+    },
+    /// List the map.
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Print JSON (an array of {cidr, BLD, FLR}).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Import a CSV with the header cidr,BLD,FLR (FLR may be empty); all rows or none.
+    Import {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        csv: PathBuf,
     },
 }
 
@@ -470,6 +513,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!("device {device} is now {}", status.as_str());
             Ok(())
         }
+        Command::Subnets { command } => subnets_command(command).await,
         Command::Incidents {
             command: IncidentsCommand::List { store, json },
         } => {
@@ -670,4 +714,43 @@ fn shutdown_signal() -> impl std::future::Future<Output = ()> + Send + 'static {
     async {
         let _ = tokio::signal::ctrl_c().await;
     }
+}
+
+async fn subnets_command(command: SubnetsCommand) -> anyhow::Result<()> {
+    match command {
+        SubnetsCommand::Add {
+            store,
+            cidr,
+            building,
+            floor,
+        } => {
+            let s = admin::add_subnet(store.location(), &cidr, &building, floor.as_deref()).await?;
+            println!("subnet {} maps to {}", s.cidr(), s.audit_detail());
+        }
+        SubnetsCommand::Remove { store, cidr } => {
+            let cidr = admin::remove_subnet(store.location(), &cidr).await?;
+            println!("subnet {cidr} removed");
+        }
+        SubnetsCommand::List { store, json } => {
+            let subnets = admin::list_subnets(store.location()).await?;
+            if json {
+                return print_json(&subnets);
+            }
+            for s in &subnets {
+                println!(
+                    "{:43}  BLD {}  FLR {}",
+                    s.cidr(),
+                    s.building,
+                    s.floor.as_deref().unwrap_or("-")
+                );
+            }
+        }
+        SubnetsCommand::Import { store, csv } => {
+            let text = std::fs::read_to_string(&csv)
+                .with_context(|| format!("reading {}", csv.display()))?;
+            let n = admin::import_subnets(store.location(), &text).await?;
+            println!("imported {n} subnets from {}", csv.display());
+        }
+    }
+    Ok(())
 }

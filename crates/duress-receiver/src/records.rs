@@ -52,6 +52,14 @@ pub struct DeviceRecord {
     pub policy_source: Option<String>,
     #[serde(default)]
     pub policy_sha256: Option<String>,
+    /// Where the station is registered (set at approval or by an admin, never by the agent);
+    /// `None` while it is not registered.
+    #[serde(default)]
+    pub registered_location: Option<Location>,
+    /// The client address of the station's latest heartbeat or event, as the receiver saw it
+    /// (a reverse proxy's address when there is one: docs/deployment.md).
+    #[serde(default)]
+    pub last_addr: Option<String>,
 }
 
 /// Whether a station proved its whole path recently: any `kind: test` event counts (a

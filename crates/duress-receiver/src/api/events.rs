@@ -20,16 +20,21 @@ use crate::store::{IngestOutcome, NewEvent};
 /// the same, byte for byte, for every repeat of the same event id.
 pub async fn post(
     State(state): State<AppState>,
+    client: crate::subnets::ClientAddr,
     SignedBody(body): SignedBody,
 ) -> Result<Json<EventAck>, ApiProblem> {
-    let result = ingest(&state, body).await;
+    let result = ingest(&state, body, client.0).await;
     if let Err(p) = &result {
         tracing::info!(problem = %p.0.type_uri, "event refused");
     }
     result
 }
 
-async fn ingest(state: &AppState, body: String) -> Result<Json<EventAck>, ApiProblem> {
+async fn ingest(
+    state: &AppState,
+    body: String,
+    client_addr: Option<String>,
+) -> Result<Json<EventAck>, ApiProblem> {
     let verified = verify_device_token(state, &body, Typ::Event).await?;
     // Claims and send-time window are checked here (pure); duplicate and device status are
     // checked by the store under its write lock, duplicate first. A refused request is first
@@ -63,6 +68,7 @@ async fn ingest(state: &AppState, body: String) -> Result<Json<EventAck>, ApiPro
         location: claims.location,
         host: claims.host,
         ack_signer: Some(state.ack_keys.clone()),
+        client_addr,
     };
     let outcome = state
         .store

@@ -19,16 +19,21 @@ use crate::store::HeartbeatUpdate;
 
 pub async fn post(
     State(state): State<AppState>,
+    client: crate::subnets::ClientAddr,
     SignedBody(body): SignedBody,
 ) -> Result<Json<HeartbeatAnswer>, ApiProblem> {
-    let result = record(&state, &body).await;
+    let result = record(&state, &body, client.0).await;
     if let Err(p) = &result {
         tracing::info!(problem = %p.0.type_uri, "heartbeat refused");
     }
     result
 }
 
-async fn record(state: &AppState, body: &str) -> Result<Json<HeartbeatAnswer>, ApiProblem> {
+async fn record(
+    state: &AppState,
+    body: &str,
+    client_addr: Option<String>,
+) -> Result<Json<HeartbeatAnswer>, ApiProblem> {
     let verified = verify_device_token(state, body, Typ::Heartbeat).await?;
     let claims: HeartbeatClaims = parse_claims(&verified.payload)?;
     claims.validate().map_err(invalid_claims)?;
@@ -47,6 +52,7 @@ async fn record(state: &AppState, body: &str) -> Result<Json<HeartbeatAnswer>, A
         host: (!claims.host.hostname.is_empty()).then_some(claims.host),
         location: (claims.location != Location::default()).then_some(claims.location),
         policy: claims.policy,
+        client_addr,
     };
     // The store reads the status under its write lock and writes nothing for a revoked device.
     let recorded = state

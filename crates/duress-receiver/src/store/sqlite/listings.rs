@@ -67,6 +67,11 @@ pub(super) async fn devices(pool: &SqlitePool) -> StoreResult<Vec<DeviceRecord>>
                     .transpose()?,
                 policy_source: row.try_get("policy_source")?,
                 policy_sha256: row.try_get("policy_sha256")?,
+                registered_location: row
+                    .try_get::<Option<String>, _>("registered_location_json")?
+                    .map(|t| from_json("registered_location_json", &t))
+                    .transpose()?,
+                last_addr: row.try_get("last_addr")?,
             })
         })
         .collect()

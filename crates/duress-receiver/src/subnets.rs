@@ -1,0 +1,264 @@
+//! The subnet → building/floor map and "location drift": a station whose heartbeats or events
+//! come from an address in a subnet mapped to another building (or floor, when the subnet
+//! names one) than where it is registered (else where it claims to be).
+//!
+//! Matching is done here, not in SQL, so both backends apply one longest-prefix rule; the map
+//! is an admin's list (tens to hundreds of rows), read once per page.
+
+use std::net::IpAddr;
+
+use duress_core::Location;
+use serde::Serialize;
+
+use crate::store::Subnet;
+
+/// Parses a CIDR ("10.1.0.0/16", "2001:db8::/48"); a bare address is refused (an admin who
+/// means one host writes /32 or /128), and host bits are cleared ("10.1.2.3/16" is
+/// 10.1.0.0/16).
+pub fn parse_cidr(text: &str) -> Result<ipnet::IpNet, String> {
+    let text = text.trim();
+    text.parse::<ipnet::IpNet>()
+        .map(|n| n.trunc())
+        .map_err(|_| format!("{text:?} is not a network in CIDR form (like 10.1.0.0/16)"))
+}
+
+/// Checks and builds one map row from what an admin typed (CLI, CSV or console).
+pub fn new_subnet(cidr: &str, building: &str, floor: &str) -> Result<Subnet, String> {
+    let net = parse_cidr(cidr)?;
+    let building = building.trim();
+    if building.is_empty() {
+        return Err(format!("{net}: the building (BLD) is empty"));
+    }
+    let floor = Some(floor.trim()).filter(|f| !f.is_empty());
+    for (name, value) in [("BLD", Some(building)), ("FLR", floor)] {
+        if let Some(v) = value
+            && (v.chars().count() > duress_core::location::MAX_FIELD_CHARS
+                || v.chars().any(char::is_control))
+        {
+            return Err(format!(
+                "{net}: {name} is too long or contains a control character"
+            ));
+        }
+    }
+    Ok(Subnet {
+        net,
+        building: building.to_owned(),
+        floor: floor.map(str::to_owned),
+    })
+}
+
+/// Reads a CSV with the header `cidr,BLD,FLR` (FLR may be empty). Every row is checked first,
+/// so an import with one bad row imports nothing; errors name the line.
+pub fn parse_csv(text: &str) -> Result<Vec<Subnet>, String> {
+    let mut lines = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| !l.trim().is_empty());
+    let Some((_, header)) = lines.next() else {
+        return Err("empty file: expected the header cidr,BLD,FLR".into());
+    };
+    let header: Vec<String> = header
+        .trim_start_matches('\u{feff}')
+        .split(',')
+        .map(|h| h.trim().to_owned())
+        .collect();
+    if header != ["cidr", "BLD", "FLR"] {
+        return Err(format!(
+            "the header is {:?}; expected cidr,BLD,FLR",
+            header.join(",")
+        ));
+    }
+    let mut out: Vec<Subnet> = Vec::new();
+    for (i, line) in lines {
+        // The fields are a network, a building and a floor: no quoting is needed, and a
+        // quoted field is refused rather than half-understood.
+        let fields: Vec<&str> = line.split(',').collect();
+        if fields.len() != 3 || line.contains('"') {
+            return Err(format!(
+                "line {}: expected three unquoted fields cidr,BLD,FLR",
+                i + 1
+            ));
+        }
+        let subnet = new_subnet(fields[0], fields[1], fields[2])
+            .map_err(|e| format!("line {}: {e}", i + 1))?;
+        if out.iter().any(|s| s.net == subnet.net) {
+            return Err(format!("line {}: {} is listed twice", i + 1, subnet.net));
+        }
+        out.push(subnet);
+    }
+    Ok(out)
+}
+
+/// The most specific mapped subnet holding `addr` (an IPv4-mapped IPv6 address counts as
+/// its IPv4 address).
+pub fn lookup(subnets: &[Subnet], addr: IpAddr) -> Option<&Subnet> {
+    let addr = match addr {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(addr, IpAddr::V4),
+        v4 => v4,
+    };
+    subnets
+        .iter()
+        .filter(|s| s.net.contains(&addr))
+        .max_by_key(|s| s.net.prefix_len())
+}
+
+/// The evidence of a drift, shown on the Stations page and the incident.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Drift {
+    /// The client address the receiver saw.
+    pub addr: String,
+    /// The mapped subnet it falls in, and what that subnet maps to.
+    pub subnet: String,
+    #[serde(rename = "BLD")]
+    pub building: String,
+    #[serde(rename = "FLR", skip_serializing_if = "Option::is_none")]
+    pub floor: Option<String>,
+    /// Where the station is expected: its registered location, else its claimed one.
+    pub expected: String,
+}
+
+impl Drift {
+    /// One line for officers: "address 10.2.0.7 is in 10.2.0.0/16, mapped to Bldg B".
+    pub fn text(&self) -> String {
+        let place = match &self.floor {
+            Some(f) => format!("Bldg {}, Floor {f}", self.building),
+            None => format!("Bldg {}", self.building),
+        };
+        format!(
+            "address {} is in {}, mapped to {place} (station: {})",
+            self.addr, self.subnet, self.expected
+        )
+    }
+}
+
+fn same(a: &str, b: &str) -> bool {
+    a.trim().eq_ignore_ascii_case(b.trim())
+}
+
+/// Whether `addr` is evidence that the station is elsewhere than `expected` (its registered
+/// location, else its claimed one): the most specific subnet holding it maps to another
+/// building, or to the same building and another floor when the subnet names a floor. No
+/// drift without a mapped subnet, without an address, or when the expected location names no
+/// building (nothing to compare).
+pub fn drift(subnets: &[Subnet], addr: Option<&str>, expected: &Location) -> Option<Drift> {
+    let addr_text = addr?;
+    let ip: IpAddr = addr_text.parse().ok()?;
+    let subnet = lookup(subnets, ip)?;
+    let bld = expected.bld.as_deref().filter(|b| !b.trim().is_empty())?;
+    let other_building = !same(bld, &subnet.building);
+    let other_floor = match (&subnet.floor, expected.flr.as_deref()) {
+        (Some(f), Some(own)) => !same(f, own),
+        _ => false,
+    };
+    (other_building || other_floor).then(|| Drift {
+        addr: addr_text.to_owned(),
+        subnet: subnet.cidr(),
+        building: subnet.building.clone(),
+        floor: subnet.floor.clone(),
+        expected: expected.display_label(),
+    })
+}
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    fn at(bld: &str, flr: Option<&str>) -> Location {
+        Location {
+            bld: Some(bld.into()),
+            flr: flr.map(str::to_owned),
+            ..Location::default()
+        }
+    }
+
+    #[test]
+    fn cidrs_are_canonical_and_bare_addresses_refused() {
+        assert_eq!(
+            parse_cidr("10.1.2.3/16").unwrap().to_string(),
+            "10.1.0.0/16"
+        );
+        assert_eq!(
+            parse_cidr(" 2001:db8::1/48 ").unwrap().to_string(),
+            "2001:db8::/48"
+        );
+        assert!(parse_cidr("10.1.2.3").is_err());
+        assert!(parse_cidr("10.1.0.0/33").is_err());
+        assert!(new_subnet("10.0.0.0/8", " ", "").is_err());
+    }
+
+    #[test]
+    fn the_csv_is_checked_whole() {
+        let ok = parse_csv("cidr,BLD,FLR\n10.1.0.0/16,A,\n10.2.0.0/24,B,2\n").unwrap();
+        assert_eq!(ok.len(), 2);
+        assert_eq!(ok[0].floor, None);
+        assert_eq!(ok[1].floor.as_deref(), Some("2"));
+        for bad in [
+            "",
+            "net,BLD,FLR\n",
+            "cidr,BLD,FLR\nnope,A,\n",
+            "cidr,BLD,FLR\n10.1.0.0/16,A\n",
+            "cidr,BLD,FLR\n10.1.0.0/16,\"A,B\",\n",
+            "cidr,BLD,FLR\n10.1.0.0/16,A,\n10.1.0.9/16,B,\n",
+        ] {
+            assert!(parse_csv(bad).is_err(), "{bad:?}");
+        }
+        assert!(
+            parse_csv("cidr,BLD,FLR\n10.1.0.0/16,A,\nbad,B,\n")
+                .unwrap_err()
+                .starts_with("line 3:")
+        );
+    }
+
+    #[test]
+    fn drift_follows_the_most_specific_subnet() {
+        let map = vec![
+            new_subnet("10.0.0.0/8", "A", "").unwrap(),
+            new_subnet("10.2.0.0/16", "B", "").unwrap(),
+            new_subnet("10.3.0.0/16", "A", "3").unwrap(),
+        ];
+        // In building A's /8 but B's /16: B wins.
+        let d = drift(&map, Some("10.2.0.7"), &at("A", Some("1"))).unwrap();
+        assert_eq!(
+            (d.subnet.as_str(), d.building.as_str()),
+            ("10.2.0.0/16", "B")
+        );
+        assert!(d.text().contains("10.2.0.7"));
+        // Same building, no floor in the subnet: no drift.
+        assert_eq!(drift(&map, Some("10.9.0.1"), &at("A", Some("1"))), None);
+        assert_eq!(drift(&map, Some("10.9.0.1"), &at("a", None)), None);
+        // The subnet names floor 3, the station is on floor 1: drift.
+        assert!(drift(&map, Some("10.3.0.1"), &at("A", Some("1"))).is_some());
+        assert_eq!(drift(&map, Some("10.3.0.1"), &at("A", Some("3"))), None);
+        // Unmapped, unparsable, no address, no building: no drift.
+        assert_eq!(drift(&map, Some("192.168.1.1"), &at("B", None)), None);
+        assert_eq!(drift(&map, Some("garbage"), &at("B", None)), None);
+        assert_eq!(drift(&map, None, &at("B", None)), None);
+        assert_eq!(drift(&map, Some("10.2.0.7"), &Location::default()), None);
+        // IPv4-mapped IPv6 (a dual-stack listener) counts as IPv4.
+        assert!(drift(&map, Some("::ffff:10.2.0.7"), &at("A", None)).is_some());
+    }
+}
+
+/// The client address of a request as the receiver's accept loop saw it (`ConnectInfo`),
+/// IPv4-mapped IPv6 shown as IPv4; `None` when the request did not come through it. Behind a
+/// reverse proxy this is the proxy's address (docs/deployment.md): drift needs direct
+/// connections.
+#[derive(Debug, Clone, Default)]
+pub struct ClientAddr(pub Option<String>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for ClientAddr {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(ClientAddr(
+            parts
+                .extensions
+                .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+                .map(|c| c.0.ip().to_canonical().to_string()),
+        ))
+    }
+}

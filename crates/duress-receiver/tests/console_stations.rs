@@ -1,0 +1,337 @@
+//! Registered stations and location drift in the console and the CLI (issue 16, item 3): the
+//! approval form registers the location the approver confirms, an admin edits it, the subnet
+//! map is kept on its admin page and by `duress-receiver subnets …`, and a station whose
+//! latest address is in a subnet mapped to another building is flagged on the Stations page.
+//! Each form is CSRF-protected and admin-only like the others. Runs on SQLite, and on
+//! PostgreSQL with `DURESS_TEST_DATABASE=postgres`.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::process::Command;
+
+use common::console::{Console, add_user};
+use common::{Agent, Harness};
+use duress_receiver::admin;
+use duress_receiver::store::{Approve, Role};
+
+const BIN: &str = env!("CARGO_BIN_EXE_duress-receiver");
+
+async fn device(h: &Harness, id: &str) -> duress_receiver::DeviceRecord {
+    admin::list_devices(h.data_dir())
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|d| d.device_id == id)
+        .unwrap()
+}
+
+async fn audit_log(h: &Harness) -> Vec<duress_receiver::store::AuditEntry> {
+    admin::with_store(h.data_dir(), async |s| Ok(s.audit_log().await?))
+        .await
+        .unwrap()
+}
+
+/// A pending station (manual token), as an agent enrolls it: claims Bldg A, Floor 2, Room 214.
+async fn pending_agent(h: &Harness) -> Agent {
+    let token = h.token(1, Approve::Manual).await;
+    h.enrolled_agent_with(&token).await
+}
+
+/// The `<tr>` of one station on the Stations page.
+fn station_row<'a>(html: &'a str, device_id: &str) -> &'a str {
+    let start = html
+        .find(&format!("data-device-id=\"{device_id}\""))
+        .unwrap_or_else(|| panic!("no row for {device_id}: {html}"));
+    let rest = &html[start..];
+    &rest[..rest.find("</tr>").unwrap()]
+}
+
+#[tokio::test]
+async fn approval_registers_the_confirmed_location_and_an_admin_edits_it() {
+    let h = Harness::start().await;
+    add_user(h.data_dir(), "root", Role::Admin).await;
+    add_user(h.data_dir(), "ada", Role::Officer).await;
+    let admin_c = Console::sign_in(&h, "root").await;
+    let officer = Console::sign_in(&h, "ada").await;
+    let agent = pending_agent(&h).await;
+    let id = agent.device_id.clone();
+    let path = format!("/stations/{id}/approve");
+
+    // The approval form is prefilled from the claimed location; officers see no form.
+    let page = admin_c.get("/stations").await.text();
+    let row = station_row(&page, &id);
+    assert!(row.contains(&format!("action=\"{path}\"")), "{row}");
+    assert!(row.contains("name=\"BLD\" value=\"A\""), "{row}");
+    assert!(row.contains("name=\"ROOM\" value=\"214\""), "{row}");
+    let officer_page = officer.get("/stations").await.text();
+    assert!(!station_row(&officer_page, &id).contains("approve"));
+
+    let fields = [
+        ("label", "Bldg A, Floor 1, Room 101"),
+        ("BLD", "A"),
+        ("FLR", "1"),
+        ("ROOM", "101"),
+    ];
+    // No CSRF token, an officer: refused, nothing written.
+    let body = common::console::form(&fields);
+    assert_eq!(admin_c.post_raw(&path, &body).await.status, 403);
+    assert_eq!(officer.post_form(&path, &fields).await.status, 403);
+    let d = device(&h, &id).await;
+    assert_eq!(d.status.as_str(), "pending");
+    assert_eq!(d.registered_location, None);
+
+    let a = admin_c.post_form(&path, &fields).await;
+    assert_eq!(a.status, 303, "{}", a.text());
+    let d = device(&h, &id).await;
+    assert_eq!(d.status.as_str(), "active");
+    let reg = d.registered_location.clone().unwrap();
+    assert_eq!(
+        (reg.bld.as_deref(), reg.flr.as_deref(), reg.room.as_deref()),
+        (Some("A"), Some("1"), Some("101"))
+    );
+    // The claimed civic address is kept under the registered room.
+    assert_eq!(reg.a3.as_deref(), Some("Saint Paul"));
+    assert_eq!(d.location.room.as_deref(), Some("214"));
+
+    // The page shows the registered location first and flags the differing claim.
+    let page = officer.get("/stations").await.text();
+    let row = station_row(&page, &id);
+    assert!(row.contains("Bldg A, Floor 1, Room 101"), "{row}");
+    assert!(
+        row.contains("claimed location differs: Bldg A, Floor 2, Room 214"),
+        "{row}"
+    );
+    assert!(
+        !row.contains("/location"),
+        "officers get no edit form: {row}"
+    );
+
+    // The admin's edit form: prefilled from the registered location, changes it.
+    let page = admin_c.get("/stations").await.text();
+    let row = station_row(&page, &id);
+    assert!(row.contains(&format!("action=\"/stations/{id}/location\"")));
+    assert!(row.contains("name=\"ROOM\" value=\"101\""), "{row}");
+    let edit = format!("/stations/{id}/location");
+    let moved = [
+        ("label", "Bldg A, Floor 2, Room 214"),
+        ("BLD", "A"),
+        ("FLR", "2"),
+        ("ROOM", "214"),
+    ];
+    assert_eq!(officer.post_form(&edit, &moved).await.status, 403);
+    assert_eq!(
+        admin_c
+            .post_raw(&edit, &common::console::form(&moved))
+            .await
+            .status,
+        403
+    );
+    // A control character is refused with a clear page, nothing changed.
+    let bad = admin_c
+        .post_form(&edit, &[("BLD", "A"), ("ROOM", "2\u{7}14")])
+        .await;
+    assert_eq!(bad.status, 422, "{}", bad.text());
+    assert_eq!(
+        device(&h, &id)
+            .await
+            .registered_location
+            .unwrap()
+            .room
+            .as_deref(),
+        Some("101")
+    );
+    let a = admin_c.post_form(&edit, &moved).await;
+    assert_eq!(a.status, 303, "{}", a.text());
+    let reg = device(&h, &id).await.registered_location.unwrap();
+    assert_eq!(reg.room.as_deref(), Some("214"));
+    let page = officer.get("/stations").await.text();
+    assert!(!station_row(&page, &id).contains("claimed location differs"));
+
+    // Both changes are in the audit log, by the admin, with old and new.
+    let log = audit_log(&h).await;
+    let located: Vec<_> = log
+        .iter()
+        .filter(|e| e.action == "device.location" && e.subject == id)
+        .collect();
+    assert_eq!(located.len(), 2, "{log:?}");
+    assert!(located.iter().all(|e| e.actor == "root"));
+    assert!(located[1].detail.contains("\"101\"") && located[1].detail.contains("\"214\""));
+
+    // All fields empty clears the registration; an unknown station is a 404.
+    let a = admin_c
+        .post_form(
+            &edit,
+            &[("label", ""), ("BLD", ""), ("FLR", ""), ("ROOM", "")],
+        )
+        .await;
+    assert_eq!(a.status, 303);
+    assert_eq!(device(&h, &id).await.registered_location, None);
+    let a = admin_c.post_form("/stations/nobody/location", &moved).await;
+    assert_eq!(a.status, 404);
+    h.shutdown().await;
+}
+
+#[tokio::test]
+async fn location_drift_from_the_subnet_map_shown_on_the_stations_page() {
+    let h = Harness::start().await;
+    add_user(h.data_dir(), "root", Role::Admin).await;
+    add_user(h.data_dir(), "ada", Role::Officer).await;
+    let admin_c = Console::sign_in(&h, "root").await;
+    let officer = Console::sign_in(&h, "ada").await;
+    let agent = h.enrolled_agent().await;
+    let id = agent.device_id.clone();
+    // Registered in building A (it also claims A).
+    admin_c
+        .post_form(
+            &format!("/stations/{id}/location"),
+            &[("BLD", "A"), ("FLR", "2"), ("ROOM", "214")],
+        )
+        .await;
+
+    // The subnet page: admins only, CSRF, bad CIDR refused clearly.
+    assert_eq!(officer.get("/admin/subnets").await.status, 403);
+    let add = [("cidr", "127.0.0.0/8"), ("BLD", "Z"), ("FLR", "")];
+    assert_eq!(officer.post_form("/admin/subnets", &add).await.status, 403);
+    assert_eq!(
+        admin_c
+            .post_raw("/admin/subnets", &common::console::form(&add))
+            .await
+            .status,
+        403
+    );
+    let bad = admin_c
+        .post_form("/admin/subnets", &[("cidr", "127.0.0.1"), ("BLD", "Z")])
+        .await;
+    assert_eq!(bad.status, 422);
+    assert!(
+        bad.text().contains("not a network in CIDR form"),
+        "{}",
+        bad.text()
+    );
+    assert!(admin::list_subnets(h.data_dir()).await.unwrap().is_empty());
+
+    // The heartbeat comes from 127.0.0.1 (loopback): before any subnet maps it, no drift.
+    let answer = h
+        .post("/v1/heartbeats", agent.sign_heartbeat(&agent.heartbeat()))
+        .await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    assert_eq!(
+        device(&h, &id).await.last_addr.as_deref(),
+        Some("127.0.0.1")
+    );
+    let page = officer.get("/stations").await.text();
+    assert!(!page.contains("location drift:"), "{page}");
+
+    // Map loopback to building Z: the station (registered in A) drifts, with the evidence.
+    let a = admin_c.post_form("/admin/subnets", &add).await;
+    assert_eq!(a.status, 303, "{}", a.text());
+    let subnets_page = admin_c.get("/admin/subnets").await.text();
+    assert!(subnets_page.contains("data-cidr=\"127.0.0.0/8\""));
+    let page = officer.get("/stations").await.text();
+    let row = station_row(&page, &id);
+    assert!(
+        row.contains("location drift: address 127.0.0.1 is in 127.0.0.0/8, mapped to Bldg Z"),
+        "{row}"
+    );
+    assert!(page.contains("1 with location drift"));
+    let filtered = officer.get("/stations?state=location+drift").await.text();
+    assert!(filtered.contains(&format!("data-device-id=\"{id}\"")));
+
+    // A more specific subnet mapping loopback to building A wins: no drift.
+    admin::add_subnet(h.data_dir(), "127.0.0.0/24", "A", None)
+        .await
+        .unwrap();
+    let page = officer.get("/stations").await.text();
+    assert!(!station_row(&page, &id).contains("location drift:"));
+    // ...unless it names another floor.
+    admin::add_subnet(h.data_dir(), "127.0.0.0/24", "A", Some("5"))
+        .await
+        .unwrap();
+    let page = officer.get("/stations").await.text();
+    assert!(station_row(&page, &id).contains("mapped to Bldg A, Floor 5"));
+
+    // Removing through the page (audited) ends the flag.
+    for cidr in ["127.0.0.0/24", "127.0.0.0/8"] {
+        let a = admin_c
+            .post_form("/admin/subnets/remove", &[("cidr", cidr)])
+            .await;
+        assert_eq!(a.status, 303, "{}", a.text());
+    }
+    let page = officer.get("/stations").await.text();
+    assert!(!page.contains("location drift:"));
+    let log = audit_log(&h).await;
+    let acts: Vec<(&str, &str, &str)> = log
+        .iter()
+        .filter(|e| e.action.starts_with("subnet."))
+        .map(|e| (e.action.as_str(), e.subject.as_str(), e.actor.as_str()))
+        .collect();
+    assert_eq!(
+        acts,
+        vec![
+            ("subnet.put", "127.0.0.0/8", "root"),
+            ("subnet.put", "127.0.0.0/24", "cli"),
+            ("subnet.put", "127.0.0.0/24", "cli"),
+            ("subnet.remove", "127.0.0.0/24", "root"),
+            ("subnet.remove", "127.0.0.0/8", "root"),
+        ]
+    );
+    h.shutdown().await;
+}
+
+fn cli(h: &Harness, args: &[&str]) -> std::process::Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).arg("--data-dir").arg(h.dir.path());
+    if let Some(db) = &h.data_dir().database {
+        cmd.arg("--database").arg(db.expose());
+    }
+    cmd.output().unwrap()
+}
+
+#[tokio::test]
+async fn subnets_cli_adds_imports_lists_and_removes() {
+    let h = Harness::start().await;
+    let ok = |o: &std::process::Output| {
+        assert!(
+            o.status.success(),
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    ok(&cli(&h, &["subnets", "add", "10.9.8.7/16", "--bld", "A"]));
+    let csv = h.dir.path().join("subnets.csv");
+    std::fs::write(&csv, "cidr,BLD,FLR\n10.2.0.0/16,B,\n10.3.0.0/24,C,3\n").unwrap();
+    let out = ok(&cli(
+        &h,
+        &["subnets", "import", "--csv", csv.to_str().unwrap()],
+    ));
+    assert!(out.contains("imported 2 subnets"), "{out}");
+    let listed: serde_json::Value =
+        serde_json::from_str(&ok(&cli(&h, &["subnets", "list", "--json"]))).unwrap();
+    assert_eq!(
+        listed,
+        serde_json::json!([
+            {"cidr": "10.2.0.0/16", "BLD": "B"},
+            {"cidr": "10.3.0.0/24", "BLD": "C", "FLR": "3"},
+            {"cidr": "10.9.0.0/16", "BLD": "A"},
+        ])
+    );
+    // A bad row anywhere imports nothing, and says which line.
+    std::fs::write(&csv, "cidr,BLD,FLR\n10.4.0.0/16,D,\n10.5.0.0,E,\n").unwrap();
+    let bad = cli(&h, &["subnets", "import", "--csv", csv.to_str().unwrap()]);
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("line 3"));
+    assert_eq!(admin::list_subnets(h.data_dir()).await.unwrap().len(), 3);
+    ok(&cli(&h, &["subnets", "remove", "10.9.0.0/16"]));
+    let gone = cli(&h, &["subnets", "remove", "10.9.0.0/16"]);
+    assert!(!gone.status.success());
+    assert!(String::from_utf8_lossy(&gone.stderr).contains("not in the subnet map"));
+    let out = ok(&cli(&h, &["subnets", "list"]));
+    assert!(
+        out.contains("10.2.0.0/16") && !out.contains("10.9.0.0/16"),
+        "{out}"
+    );
+    h.shutdown().await;
+}
