@@ -122,7 +122,9 @@ pub async fn device_listings(
 /// resolved, with the officers' handling (claim, level, 911, resolution).
 pub async fn list_incidents(at: impl Into<StoreLocation>) -> anyhow::Result<Vec<IncidentRecord>> {
     with_store(at, async |store| {
-        Ok(store.list_incidents(IncidentFilter::All).await?)
+        let mut incidents = store.list_incidents(IncidentFilter::All).await?;
+        crate::subnets::annotate_from(store, &mut incidents).await?;
+        Ok(incidents)
     })
     .await
 }

@@ -159,6 +159,10 @@ pub struct IncidentEvent {
     /// from the signed claims; `null` when no PIN was asked (or for a press).
     #[serde(default)]
     pub cancel_pin: Option<PinCheck>,
+    /// The client address the press came from, as the receiver saw it (`null` before it was
+    /// recorded).
+    #[serde(default)]
+    pub client_addr: Option<String>,
 }
 
 impl From<EventRecord> for IncidentEvent {
@@ -174,6 +178,7 @@ impl From<EventRecord> for IncidentEvent {
             delay_ms: e.delay_ms,
             host: e.host,
             cancel_pin: e.cancel_pin,
+            client_addr: e.client_addr,
         }
     }
 }
@@ -234,6 +239,18 @@ pub struct IncidentRecord {
     pub follow_up: Option<String>,
     /// Presses and cancels, in order of arrival.
     pub events: Vec<IncidentEvent>,
+    /// The station's registered location (set at approval or by an admin; `null` when it is
+    /// not registered), shown before the claimed `location`. Filled in by
+    /// [`crate::subnets::annotate_incidents`].
+    #[serde(default)]
+    pub registered_location: Option<Location>,
+    /// The claimed `location` names another building, floor or room than the registered one.
+    #[serde(default)]
+    pub location_mismatch: bool,
+    /// A press came from an address in a subnet mapped elsewhere than the registered (else
+    /// claimed) location: the evidence, else `null`.
+    #[serde(default)]
+    pub location_drift: Option<crate::subnets::Drift>,
 }
 
 impl IncidentRecord {
@@ -274,6 +291,9 @@ pub struct EventRecord {
     /// `cancel` events only: how the cancel PIN was answered, from the signed claims.
     #[serde(default)]
     pub cancel_pin: Option<PinCheck>,
+    /// The client address the event came from (`null` before it was recorded).
+    #[serde(default)]
+    pub client_addr: Option<String>,
 }
 
 /// One line of `events export`: the raw token and the key that verifies it, so anyone can

@@ -8,7 +8,7 @@
 use std::net::IpAddr;
 
 use duress_core::Location;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::store::Subnet;
 
@@ -103,7 +103,7 @@ pub fn lookup(subnets: &[Subnet], addr: IpAddr) -> Option<&Subnet> {
 }
 
 /// The evidence of a drift, shown on the Stations page and the incident.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Drift {
     /// The client address the receiver saw.
     pub addr: String,
@@ -111,7 +111,7 @@ pub struct Drift {
     pub subnet: String,
     #[serde(rename = "BLD")]
     pub building: String,
-    #[serde(rename = "FLR", skip_serializing_if = "Option::is_none")]
+    #[serde(rename = "FLR", default, skip_serializing_if = "Option::is_none")]
     pub floor: Option<String>,
     /// Where the station is expected: its registered location, else its claimed one.
     pub expected: String,
@@ -157,6 +157,62 @@ pub fn drift(subnets: &[Subnet], addr: Option<&str>, expected: &Location) -> Opt
         floor: subnet.floor.clone(),
         expected: expected.display_label(),
     })
+}
+
+/// Whether two locations name different places, as officers read them: building, floor, room
+/// (case and surrounding spaces ignored); a field one side leaves out is not a difference.
+pub fn locations_differ(registered: &Location, claimed: &Location) -> bool {
+    [
+        (&registered.bld, &claimed.bld),
+        (&registered.flr, &claimed.flr),
+        (&registered.room, &claimed.room),
+    ]
+    .into_iter()
+    .any(|(a, b)| match (a.as_deref(), b.as_deref()) {
+        (Some(a), Some(b)) => !same(a, b),
+        _ => false,
+    })
+}
+
+/// Fills in what an incident shows of its station's registration and of network evidence:
+/// the station's registered location (as registered now), whether the first press's claimed
+/// location differs from it, and the first press whose address drifts from the registered
+/// (else claimed) location. Done above the store, from its devices and subnet map, so both
+/// backends and every reader (board, incident page, `incidents list --json`) agree.
+pub fn annotate_incidents(
+    incidents: &mut [crate::records::IncidentRecord],
+    devices: &[crate::records::DeviceRecord],
+    subnets: &[Subnet],
+) {
+    for i in incidents {
+        let registered = devices
+            .iter()
+            .find(|d| d.device_id == i.device_id)
+            .and_then(|d| d.registered_location.clone());
+        i.location_mismatch = registered
+            .as_ref()
+            .is_some_and(|r| locations_differ(r, &i.location));
+        let expected = registered.as_ref().unwrap_or(&i.location);
+        i.location_drift = i
+            .events
+            .iter()
+            .find_map(|e| drift(subnets, e.client_addr.as_deref(), expected));
+        i.registered_location = registered;
+    }
+}
+
+/// [`annotate_incidents`] with the store's current devices and subnet map.
+pub async fn annotate_from(
+    store: &dyn crate::store::Store,
+    incidents: &mut [crate::records::IncidentRecord],
+) -> crate::store::StoreResult<()> {
+    if incidents.is_empty() {
+        return Ok(());
+    }
+    let devices = store.list_devices().await?;
+    let subnets = store.subnets().await?;
+    annotate_incidents(incidents, &devices, &subnets);
+    Ok(())
 }
 
 #[cfg(test)]

@@ -335,3 +335,101 @@ async fn subnets_cli_adds_imports_lists_and_removes() {
     );
     h.shutdown().await;
 }
+
+/// A station registered in Room 101 raises an alarm claiming Room 214 from an address mapped
+/// to another building: one incident, shown under the registered location with the "claimed
+/// location differs" and "location drift" flags on the board and the incident page, and in
+/// `incidents list --json` (registered_location, location_mismatch, location_drift).
+#[tokio::test]
+async fn an_incident_shows_the_registered_location_first_and_both_flags() {
+    let h = Harness::start().await;
+    add_user(h.data_dir(), "root", Role::Admin).await;
+    add_user(h.data_dir(), "ada", Role::Officer).await;
+    let admin_c = Console::sign_in(&h, "root").await;
+    let officer = Console::sign_in(&h, "ada").await;
+    let mut agent = pending_agent(&h).await;
+    let id = agent.device_id.clone();
+    let a = admin_c
+        .post_form(
+            &format!("/stations/{id}/approve"),
+            &[
+                ("label", "Bldg A, Floor 1, Room 101"),
+                ("BLD", "A"),
+                ("FLR", "1"),
+                ("ROOM", "101"),
+            ],
+        )
+        .await;
+    assert_eq!(a.status, 303, "{}", a.text());
+    admin::add_subnet(h.data_dir(), "127.0.0.0/8", "Q", None)
+        .await
+        .unwrap();
+
+    let ev = agent.event(duress_core::EventKind::Duress);
+    let answer = h.post("/v1/events", agent.sign_event(&ev)).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let ack: duress_core::EventAck = answer.json();
+    let incident = ack.incident_id.unwrap();
+
+    let listed = Command::new(BIN)
+        .args(["incidents", "list", "--json", "--data-dir"])
+        .arg(h.dir.path())
+        .args(
+            h.data_dir()
+                .database
+                .iter()
+                .flat_map(|d| ["--database".to_owned(), d.expose().to_owned()]),
+        )
+        .output()
+        .unwrap();
+    assert!(
+        listed.status.success(),
+        "{}",
+        String::from_utf8_lossy(&listed.stderr)
+    );
+    let listed: serde_json::Value = serde_json::from_slice(&listed.stdout).unwrap();
+    let listed = listed.as_array().unwrap();
+    assert_eq!(listed.len(), 1, "one incident: the alarm is never dropped");
+    let i = &listed[0];
+    assert_eq!(i["registered_location"]["ROOM"], "101");
+    assert_eq!(i["location"]["ROOM"], "214");
+    assert_eq!(i["location_mismatch"], true);
+    assert_eq!(i["location_drift"]["addr"], "127.0.0.1");
+    assert_eq!(i["location_drift"]["subnet"], "127.0.0.0/8");
+    assert_eq!(i["location_drift"]["BLD"], "Q");
+    assert_eq!(i["events"][0]["client_addr"], "127.0.0.1");
+
+    for page in [
+        officer.get("/").await.text(),
+        officer.get(&format!("/incidents/{incident}")).await.text(),
+    ] {
+        let registered = page
+            .find("Bldg A, Floor 1, Room 101")
+            .expect("registered shown");
+        let flag = page
+            .find("Claimed location differs: Bldg A, Floor 2, Room 214")
+            .expect("the claimed-differs flag");
+        assert!(
+            page.contains("Location drift: address 127.0.0.1 is in 127.0.0.0/8, mapped to Bldg Q")
+        );
+    }
+    // Read to 911: the registered room.
+    let page = officer.get(&format!("/incidents/{incident}")).await.text();
+    let civic = &page[page.find("civic-big").unwrap()..];
+    assert!(civic[..civic.find("</p>").unwrap()].contains("Room 101"));
+
+    // Unregistered and unmapped: no flags.
+    admin::remove_subnet(h.data_dir(), "127.0.0.0/8")
+        .await
+        .unwrap();
+    admin_c
+        .post_form(
+            &format!("/stations/{id}/location"),
+            &[("label", ""), ("BLD", ""), ("FLR", ""), ("ROOM", "")],
+        )
+        .await;
+    let board = officer.get("/").await.text();
+    assert!(!board.contains("Claimed location differs") && !board.contains("Location drift:"));
+    assert!(board.contains("Bldg A, Floor 2, Room 214"));
+    h.shutdown().await;
+}

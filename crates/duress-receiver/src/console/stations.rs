@@ -23,7 +23,7 @@ use super::{Console, CurrentUser};
 use crate::api::receiver_now;
 use crate::records::{DeviceRecord, SelfTestState};
 use crate::store::{Approve, NewToken, StoreError, Subnet};
-use crate::subnets::Drift;
+use crate::subnets::{Drift, locations_differ};
 
 /// Liveness from heartbeats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -159,21 +159,6 @@ impl LocationFields {
         location.validate()?;
         Ok(location)
     }
-}
-
-/// Whether two locations name different places, as officers read them: building, floor, room
-/// (case and surrounding spaces ignored); a field one side leaves out is not a difference.
-pub fn locations_differ(registered: &Location, claimed: &Location) -> bool {
-    [
-        (&registered.bld, &claimed.bld),
-        (&registered.flr, &claimed.flr),
-        (&registered.room, &claimed.room),
-    ]
-    .into_iter()
-    .any(|(a, b)| match (a.as_deref(), b.as_deref()) {
-        (Some(a), Some(b)) => !a.trim().eq_ignore_ascii_case(b.trim()),
-        _ => false,
-    })
 }
 
 /// The policy hash most stations report (`None` when none report one, or when two hashes tie

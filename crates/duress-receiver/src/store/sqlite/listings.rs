@@ -97,6 +97,7 @@ pub(super) fn event_record(row: &SqliteRow) -> StoreResult<EventRecord> {
         location: json(row, "location_json")?,
         host: json(row, "host_json")?,
         cancel_pin: cancel_pin_of(event_kind, &row.try_get::<String, _>("jws")?),
+        client_addr: row.try_get("client_addr")?,
     })
 }
 
@@ -178,6 +179,9 @@ pub(super) fn incident_record(row: &SqliteRow) -> StoreResult<IncidentRecord> {
         follow_up: text("follow_up")?,
         cancel_with_duress_pin: false,
         events: Vec::new(),
+        registered_location: None,
+        location_mismatch: false,
+        location_drift: None,
     })
 }
 
