@@ -260,3 +260,85 @@ pub async fn import_subnets(at: impl Into<StoreLocation>, csv: &str) -> anyhow::
     let subnets = crate::subnets::parse_csv(csv).map_err(anyhow::Error::msg)?;
     with_store(at, async |s| Ok(s.put_subnets(subnets, CLI).await?)).await
 }
+
+/// Sets one station's registered location (label, BLD, FLR, ROOM over its claimed civic
+/// address; all four empty clears it), audited. `station` is a device id or a hostname (every
+/// non-revoked station of that host). Returns the device ids changed.
+pub async fn set_station_location(
+    at: impl Into<StoreLocation>,
+    station: &str,
+    fields: [&str; 4],
+) -> anyhow::Result<Vec<String>> {
+    let row = crate::subnets::StationRow {
+        station: station.to_owned(),
+        label: fields[0].to_owned(),
+        bld: fields[1].to_owned(),
+        flr: fields[2].to_owned(),
+        room: fields[3].to_owned(),
+    };
+    register_rows(at, vec![row]).await
+}
+
+/// Imports registered locations from a CSV with the header `station,label,BLD,FLR,ROOM`
+/// (station = device id or hostname). Every row is resolved and checked before anything is
+/// written, and all are written in one transaction. Returns the device ids changed.
+pub async fn import_stations(
+    at: impl Into<StoreLocation>,
+    csv: &str,
+) -> anyhow::Result<Vec<String>> {
+    let rows = crate::subnets::parse_stations_csv(csv).map_err(anyhow::Error::msg)?;
+    register_rows(at, rows).await
+}
+
+async fn register_rows(
+    at: impl Into<StoreLocation>,
+    rows: Vec<crate::subnets::StationRow>,
+) -> anyhow::Result<Vec<String>> {
+    with_store(at, async |s| {
+        let devices = s.list_devices().await?;
+        let mut changes: Vec<(String, Option<duress_core::Location>)> = Vec::new();
+        for (n, row) in rows.iter().enumerate() {
+            let matched: Vec<&DeviceRecord> = devices
+                .iter()
+                .filter(|d| {
+                    d.device_id == row.station
+                        || (d.hostname.eq_ignore_ascii_case(&row.station)
+                            && d.status != DeviceStatus::Revoked)
+                })
+                .collect();
+            anyhow::ensure!(
+                !matched.is_empty(),
+                "row {}: no enrolled station {:?} (a device id or hostname)",
+                n + 1,
+                row.station
+            );
+            for d in matched {
+                anyhow::ensure!(
+                    !changes.iter().any(|(id, _)| *id == d.device_id),
+                    "row {}: station {} is listed twice",
+                    n + 1,
+                    d.device_id
+                );
+                let empty = [&row.label, &row.bld, &row.flr, &row.room]
+                    .iter()
+                    .all(|v| v.trim().is_empty());
+                let location = if empty {
+                    None
+                } else {
+                    let base = d.registered_location.as_ref().unwrap_or(&d.location);
+                    Some(
+                        crate::subnets::with_fields(
+                            base, &row.label, &row.bld, &row.flr, &row.room,
+                        )
+                        .map_err(|e| anyhow::anyhow!("row {}: {e}", n + 1))?,
+                    )
+                };
+                changes.push((d.device_id.clone(), location));
+            }
+        }
+        let ids = changes.iter().map(|(id, _)| id.clone()).collect();
+        s.set_registered_locations(changes, CLI).await?;
+        Ok(ids)
+    })
+    .await
+}

@@ -118,6 +118,11 @@ enum Command {
         #[command(subcommand)]
         command: DevicesCommand,
     },
+    /// Registered station locations.
+    Stations {
+        #[command(subcommand)]
+        command: StationsCommand,
+    },
     /// The subnet → building/floor map behind the "location drift" flag.
     Subnets {
         #[command(subcommand)]
@@ -242,6 +247,34 @@ enum DevicesCommand {
         device: String,
         #[arg(long, value_enum)]
         status: StatusArg,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum StationsCommand {
+    /// Register locations from a CSV with the header station,label,BLD,FLR,ROOM (station = a
+    /// device id or a hostname); all rows or none.
+    Import {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        csv: PathBuf,
+    },
+    /// Register one station's location (all fields empty: not registered).
+    Set {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// A device id, or a hostname (every station enrolled from that host).
+        #[arg(long)]
+        station: String,
+        #[arg(long, default_value = "")]
+        label: String,
+        #[arg(long = "bld", default_value = "")]
+        bld: String,
+        #[arg(long = "flr", default_value = "")]
+        flr: String,
+        #[arg(long = "room", default_value = "")]
+        room: String,
     },
 }
 
@@ -514,6 +547,41 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Subnets { command } => subnets_command(command).await,
+        Command::Stations {
+            command: StationsCommand::Import { store, csv },
+        } => {
+            let text = std::fs::read_to_string(&csv)
+                .with_context(|| format!("reading {}", csv.display()))?;
+            let ids = admin::import_stations(store.location(), &text).await?;
+            println!(
+                "registered the location of {} station(s) from {}",
+                ids.len(),
+                csv.display()
+            );
+            Ok(())
+        }
+        Command::Stations {
+            command:
+                StationsCommand::Set {
+                    store,
+                    station,
+                    label,
+                    bld,
+                    flr,
+                    room,
+                },
+        } => {
+            let ids = admin::set_station_location(
+                store.location(),
+                &station,
+                [&label, &bld, &flr, &room],
+            )
+            .await?;
+            for id in ids {
+                println!("station {id}: registered location set");
+            }
+            Ok(())
+        }
         Command::Incidents {
             command: IncidentsCommand::List { store, json },
         } => {

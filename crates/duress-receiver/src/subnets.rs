@@ -174,6 +174,72 @@ pub fn locations_differ(registered: &Location, claimed: &Location) -> bool {
     })
 }
 
+/// `base` (a station's registered, else claimed, location: its civic address is kept) with
+/// the four fields an admin gives (label, BLD, FLR, ROOM), an empty one removed, checked.
+pub fn with_fields(
+    base: &Location,
+    label: &str,
+    bld: &str,
+    flr: &str,
+    room: &str,
+) -> Result<Location, String> {
+    let v = |s: &str| Some(s.trim().to_owned()).filter(|s| !s.is_empty());
+    let location = Location {
+        label: v(label),
+        bld: v(bld),
+        flr: v(flr),
+        room: v(room),
+        ..base.clone()
+    };
+    location.validate()?;
+    Ok(location)
+}
+
+/// One row of a `stations import` CSV (header `station,label,BLD,FLR,ROOM`).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct StationRow {
+    /// A device id, or a hostname (every station enrolled from that host: one per user).
+    pub station: String,
+    #[serde(default)]
+    pub label: String,
+    #[serde(rename = "BLD", default)]
+    pub bld: String,
+    #[serde(rename = "FLR", default)]
+    pub flr: String,
+    #[serde(rename = "ROOM", default)]
+    pub room: String,
+}
+
+/// Reads a `stations import` CSV (RFC 4180: labels may hold commas and quotes, in quotes);
+/// the header must be exactly `station,label,BLD,FLR,ROOM`. Errors name the line.
+pub fn parse_stations_csv(text: &str) -> Result<Vec<StationRow>, String> {
+    let text = text.trim_start_matches('\u{feff}');
+    let mut reader = csv::ReaderBuilder::new()
+        .trim(csv::Trim::All)
+        .from_reader(text.as_bytes());
+    let header: Vec<String> = reader
+        .headers()
+        .map_err(|e| format!("reading the header: {e}"))?
+        .iter()
+        .map(str::to_owned)
+        .collect();
+    if header != ["station", "label", "BLD", "FLR", "ROOM"] {
+        return Err(format!(
+            "the header is {:?}; expected station,label,BLD,FLR,ROOM",
+            header.join(",")
+        ));
+    }
+    let mut rows = Vec::new();
+    for (i, row) in reader.deserialize::<StationRow>().enumerate() {
+        let row = row.map_err(|e| format!("line {}: {e}", i + 2))?;
+        if row.station.is_empty() {
+            return Err(format!("line {}: the station is empty", i + 2));
+        }
+        rows.push(row);
+    }
+    Ok(rows)
+}
+
 /// Fills in what an incident shows of its station's registration and of network evidence:
 /// the station's registered location (as registered now), whether the first press's claimed
 /// location differs from it, and the first press whose address drifts from the registered

@@ -110,6 +110,7 @@ contract!(
     supervision_notifies_each_outage_once_and_never_for_revoked,
     registered_locations_are_set_at_approval_and_by_an_admin_audited,
     subnets_are_put_replaced_removed_audited_and_addresses_recorded,
+    a_registered_locations_batch_is_all_or_nothing,
 );
 
 /// The acknowledgement key as the receiver hands it to the store.
@@ -2440,5 +2441,47 @@ async fn subnets_are_put_replaced_removed_audited_and_addresses_recorded(store: 
         addr_of(store.list_devices().await.unwrap()).as_deref(),
         Some("2001:db8::9")
     );
+    assert!(verified_chain(&store).await > 0);
+}
+
+/// `stations import`'s store call: several stations in one transaction, an unknown one
+/// anywhere writes nothing.
+async fn a_registered_locations_batch_is_all_or_nothing(store: Arc<dyn Store>) {
+    let a = device(&store).await;
+    let b = device(&store).await;
+    let before = store.audit_log().await.unwrap().len();
+    let refused = store
+        .set_registered_locations(
+            vec![
+                (a.clone(), Some(registered("A", "1", "101"))),
+                ("nobody".into(), Some(registered("B", "1", "1"))),
+            ],
+            "cli",
+        )
+        .await;
+    assert!(matches!(refused, Err(StoreError::NoSuchDevice(_))));
+    assert_eq!(
+        registered_of(&store.list_devices().await.unwrap(), &a),
+        None
+    );
+    assert_eq!(store.audit_log().await.unwrap().len(), before);
+    let n = store
+        .set_registered_locations(
+            vec![
+                (b.clone(), Some(registered("B", "2", "7"))),
+                (a.clone(), Some(registered("A", "1", "101"))),
+            ],
+            "cli",
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 2);
+    let devices = store.list_devices().await.unwrap();
+    assert_eq!(
+        registered_of(&devices, &a),
+        Some(registered("A", "1", "101"))
+    );
+    assert_eq!(registered_of(&devices, &b), Some(registered("B", "2", "7")));
+    assert_eq!(store.audit_log().await.unwrap().len(), before + 2);
     assert!(verified_chain(&store).await > 0);
 }

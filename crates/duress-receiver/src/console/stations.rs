@@ -148,16 +148,7 @@ impl LocationFields {
     /// `base` (the station's registered, else claimed, location: its civic address is kept)
     /// with these four fields, an empty one removed.
     fn apply(&self, base: &Location) -> Result<Location, String> {
-        let v = |s: &str| Some(s.trim().to_owned()).filter(|s| !s.is_empty());
-        let location = Location {
-            label: v(&self.label),
-            bld: v(&self.bld),
-            flr: v(&self.flr),
-            room: v(&self.room),
-            ..base.clone()
-        };
-        location.validate()?;
-        Ok(location)
+        crate::subnets::with_fields(base, &self.label, &self.bld, &self.flr, &self.room)
     }
 }
 

@@ -481,6 +481,14 @@ pub trait StationStore: Send + Sync {
         location: Option<Location>,
         actor: &'a str,
     ) -> StoreFuture<'a, ()>;
+    /// Sets the registered locations of several stations (a CSV import) in one transaction,
+    /// each audited as [`StationStore::set_registered_location`]: all or nothing
+    /// (`NoSuchDevice` for the first unknown one). Returns how many.
+    fn set_registered_locations<'a>(
+        &'a self,
+        changes: Vec<(String, Option<Location>)>,
+        actor: &'a str,
+    ) -> StoreFuture<'a, usize>;
     /// Approves a pending station (or enables a disabled one) and registers its location
     /// (`None`: leaves it as it is), in one transaction, both audited: a station is never
     /// active with the approver's location half-written. Revocation stays final (`Refused`).

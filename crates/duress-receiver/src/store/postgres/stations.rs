@@ -271,6 +271,38 @@ impl StationStore for PostgresStore {
         Box::pin(self.set_registered_impl(device_id, location, actor))
     }
 
+    fn set_registered_locations<'a>(
+        &'a self,
+        changes: Vec<(String, Option<Location>)>,
+        actor: &'a str,
+    ) -> StoreFuture<'a, usize> {
+        Box::pin(async move {
+            let mut tx = self.begin().await?;
+            // Every row lock first, in one order: the log lock (taken by each audit entry)
+            // must stay the last lock this transaction takes.
+            let ids: Vec<&str> = changes.iter().map(|(d, _)| d.as_str()).collect();
+            sqlx::query(
+                "SELECT device_id FROM devices WHERE device_id = ANY($1)
+                 ORDER BY device_id COLLATE \"C\" FOR UPDATE",
+            )
+            .bind(&ids)
+            .fetch_all(&mut *tx)
+            .await?;
+            for (device_id, location) in &changes {
+                write_registered(
+                    &mut tx,
+                    &self.audit_key,
+                    device_id,
+                    location.as_ref(),
+                    actor,
+                )
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(changes.len())
+        })
+    }
+
     fn approve_device<'a>(
         &'a self,
         device_id: &'a str,

@@ -194,6 +194,28 @@ impl StationStore for SqliteStore {
         Box::pin(self.set_registered_impl(device_id, location, actor))
     }
 
+    fn set_registered_locations<'a>(
+        &'a self,
+        changes: Vec<(String, Option<Location>)>,
+        actor: &'a str,
+    ) -> StoreFuture<'a, usize> {
+        Box::pin(async move {
+            let mut tx = self.begin_write().await?;
+            for (device_id, location) in &changes {
+                write_registered(
+                    &mut tx,
+                    &self.audit_key,
+                    device_id,
+                    location.as_ref(),
+                    actor,
+                )
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(changes.len())
+        })
+    }
+
     fn approve_device<'a>(
         &'a self,
         device_id: &'a str,
