@@ -64,6 +64,14 @@ async fn approval_registers_the_confirmed_location_and_an_admin_edits_it() {
     assert!(row.contains(&format!("action=\"{path}\"")), "{row}");
     assert!(row.contains("name=\"BLD\" value=\"A\""), "{row}");
     assert!(row.contains("name=\"ROOM\" value=\"214\""), "{row}");
+    // The approver sees the key's RFC 7638 thumbprint, as `duress-agent status` shows it.
+    assert!(
+        row.contains(&format!(
+            "<code>{}</code>",
+            agent.key.public_jwk().thumbprint()
+        )),
+        "{row}"
+    );
     let officer_page = officer.get("/stations").await.text();
     assert!(!station_row(&officer_page, &id).contains("approve"));
 

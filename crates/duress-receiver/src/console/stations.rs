@@ -113,6 +113,9 @@ pub struct StationView {
     /// The latest heartbeat's or event's address is in a subnet mapped elsewhere.
     pub drift: Option<Drift>,
     pub last_addr: String,
+    /// RFC 7638 thumbprint of the device key: what an approver compares with the one
+    /// `duress-agent status` shows on the workstation.
+    pub thumbprint: String,
 }
 
 /// The four fields the approval and edit forms show.
@@ -206,6 +209,7 @@ impl StationView {
             form: LocationFields::of(expected),
             drift: crate::subnets::drift(subnets, d.last_addr.as_deref(), expected),
             last_addr: d.last_addr.clone().unwrap_or_default(),
+            thumbprint: d.key_thumbprint.clone(),
             device_id: d.device_id.clone(),
             label: d.location.display_label(),
             civic: d.location.civic_address(),
