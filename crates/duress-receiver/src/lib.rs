@@ -36,6 +36,7 @@ pub mod clock;
 pub mod config;
 pub mod console;
 pub mod incidents;
+pub mod location_evidence;
 pub mod logging;
 pub mod notify;
 pub mod problem;

@@ -250,7 +250,7 @@ pub struct IncidentRecord {
     /// A press came from an address in a subnet mapped elsewhere than the registered (else
     /// claimed) location: the evidence, else `null`.
     #[serde(default)]
-    pub location_drift: Option<crate::subnets::Drift>,
+    pub location_drift: Option<crate::location_evidence::Drift>,
 }
 
 impl IncidentRecord {

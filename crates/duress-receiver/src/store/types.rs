@@ -414,36 +414,4 @@ pub fn location_summary(location: Option<&duress_core::Location>) -> String {
     }
 }
 
-/// One row of the subnet → building (and optionally floor) map: network evidence of where a
-/// station is.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct Subnet {
-    /// The network, host bits cleared ("10.1.0.0/16"), so one network is one row.
-    #[serde(rename = "cidr", serialize_with = "serialize_display")]
-    pub net: ipnet::IpNet,
-    #[serde(rename = "BLD")]
-    pub building: String,
-    #[serde(rename = "FLR", default, skip_serializing_if = "Option::is_none")]
-    pub floor: Option<String>,
-}
-
-fn serialize_display<S: serde::Serializer>(
-    value: &impl std::fmt::Display,
-    serializer: S,
-) -> Result<S::Ok, S::Error> {
-    serializer.collect_str(value)
-}
-
-impl Subnet {
-    /// The canonical text of the network, as stored.
-    pub fn cidr(&self) -> String {
-        self.net.trunc().to_string()
-    }
-
-    pub fn audit_detail(&self) -> String {
-        match &self.floor {
-            Some(f) => format!("BLD {:?}, FLR {f:?}", self.building),
-            None => format!("BLD {:?}", self.building),
-        }
-    }
-}
+pub use crate::location_evidence::Subnet;
