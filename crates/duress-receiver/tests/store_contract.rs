@@ -1243,9 +1243,9 @@ async fn audit_chain_verifies_after_many_and_concurrent_writes(store: Arc<dyn St
     for w in writers {
         w.unwrap();
     }
-    // 10 users; per third of 24: a token (1 entry), a failure (1), a device's token plus a
-    // note (2).
-    let expected = 10 + 8 + 8 + 8 * 2;
+    // 10 users; per third of 24: a token (1 entry), a failure (1), a device's token, its
+    // enrollment and a note (3).
+    let expected = 10 + 8 + 8 + 8 * 3;
     assert_eq!(verified_chain(&store).await, expected);
     let log = store.audit_log().await.unwrap();
     assert_eq!(
@@ -2245,6 +2245,19 @@ async fn registered_locations_are_set_at_approval_and_by_an_admin_audited(store:
     assert_eq!(
         registered_of(&store.list_devices().await.unwrap(), &d),
         None
+    );
+    // Every enrollment is audited, with the key thumbprint approvers compare.
+    let enrolled = store.recent_audit(1).await.unwrap().remove(0);
+    assert_eq!(
+        (enrolled.action.as_str(), enrolled.actor.as_str()),
+        ("device.enroll", "enrollment")
+    );
+    assert_eq!(enrolled.subject, d);
+    assert!(
+        enrolled.detail.contains("status pending")
+            && enrolled.detail.contains(&key.public_jwk().thumbprint()),
+        "{}",
+        enrolled.detail
     );
 
     let room_101 = registered("A", "1", "101");

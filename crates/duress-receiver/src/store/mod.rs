@@ -265,6 +265,23 @@ pub struct EnrollRequest {
     pub now: OffsetDateTime,
 }
 
+impl EnrollRequest {
+    /// What the audit log records of a new device (issue 16: every enrollment is audited):
+    /// the token's log reference, the status it starts in, its key thumbprint (what approvers
+    /// compare with `duress-agent status`), host and claimed location.
+    pub fn audit_detail(&self, status: DeviceStatus) -> String {
+        format!(
+            "token {}, status {}, key {}, host {:?}, user {:?}, claimed {}",
+            crate::tokens::log_ref(&self.token_hash),
+            status.as_str(),
+            self.key_thumbprint,
+            self.host.hostname,
+            self.host.user,
+            location_summary(Some(&self.location))
+        )
+    }
+}
+
 /// Why an enrollment was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EnrollRefusal {

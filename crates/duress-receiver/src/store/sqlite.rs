@@ -218,6 +218,16 @@ impl SqliteStore {
         .bind(format_ts(req.now))
         .execute(&mut *tx)
         .await?;
+        log::audit(
+            &mut tx,
+            &self.audit_key,
+            req.now,
+            "enrollment",
+            "device.enroll",
+            &req.new_device_id,
+            &req.audit_detail(status),
+        )
+        .await?;
         tx.commit().await?;
         Ok(EnrollOutcome::Enrolled {
             device_id: req.new_device_id,

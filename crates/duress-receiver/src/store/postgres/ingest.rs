@@ -116,6 +116,17 @@ impl PostgresStore {
             }
             return Err(StoreError::from(e).into());
         }
+        // Last: the log lock is the last lock a transaction takes.
+        log::audit(
+            &mut tx,
+            &self.audit_key,
+            req.now,
+            "enrollment",
+            "device.enroll",
+            &req.new_device_id,
+            &req.audit_detail(status),
+        )
+        .await?;
         tx.commit().await.map_err(StoreError::from)?;
         Ok(EnrollOutcome::Enrolled {
             device_id: req.new_device_id.clone(),
