@@ -406,4 +406,78 @@ describe('security console', () => {
       await r.stop();
     }
   });
+  test('Location drift from a subnet map, shown on the Stations page', async () => {
+    // Its own receiver: the subnet map it sets would flag the other tests' stations (every
+    // test agent connects from 127.0.0.1).
+    const r = await Receiver.start();
+    try {
+      r.addUser('olivia', 'officer', PASSWORD);
+      r.addUser('ada', 'admin', PASSWORD);
+      const t = r.cli(['token', 'create', '--uses', '1', '--expires', '1h', '--approve', 'manual']);
+      assert.equal(t.status, 0, String(t.stderr));
+      const manual = t.stdout.trim().split('\n').pop();
+      // Claims Bldg A, Floor 2, Room 214 (the default location); waits for approval.
+      const agent = await new Agent(r, { host: { hostname: 'st-drift-01' } }).enroll(manual);
+
+      const admin = await newContext();
+      const adminPage = await signIn(admin, r, 'ada');
+      await adminPage.getByRole('link', { name: 'Stations' }).click();
+      const row = (p) => p.locator('tr.station', { hasText: 'st-drift-01' });
+      // The approval form starts from the claimed location; the approver corrects it.
+      const approval = row(adminPage).locator('form.approve-form');
+      assert.equal(await approval.locator('input[name="BLD"]').inputValue(), 'A');
+      assert.equal(await approval.locator('input[name="ROOM"]').inputValue(), '214');
+      await approval.locator('input[name="label"]').fill('Bldg A, Floor 1, Room 101');
+      await approval.locator('input[name="FLR"]').fill('1');
+      await approval.locator('input[name="ROOM"]').fill('101');
+      await approval.getByRole('button', { name: 'Approve' }).click();
+      await row(adminPage).locator('.station-registered', { hasText: 'Bldg A, Floor 1, Room 101' }).waitFor();
+      await row(adminPage).locator('.status-active').waitFor();
+      await row(adminPage).locator('.claimed-differs', { hasText: 'Room 214' }).waitFor();
+
+      // The admin's edit form on the station's row.
+      await row(adminPage).locator('details.edit-location summary').click();
+      const edit = row(adminPage).locator('details.edit-location form');
+      assert.equal(await edit.locator('input[name="ROOM"]').inputValue(), '101');
+      await edit.locator('input[name="label"]').fill('Bldg A, Floor 1, Room 102');
+      await edit.locator('input[name="ROOM"]').fill('102');
+      await edit.getByRole('button', { name: 'Save location' }).click();
+      await row(adminPage).locator('.station-registered', { hasText: 'Room 102' }).waitFor();
+
+      // The subnet map: loopback (where this agent connects from) is building C.
+      await adminPage.getByRole('link', { name: 'Subnets' }).click();
+      await adminPage.getByLabel('Subnet (CIDR)').fill('127.0.0.0/8');
+      await adminPage.getByLabel('BLD').fill('C');
+      await adminPage.getByRole('button', { name: 'Add subnet' }).click();
+      await adminPage.locator('tr.subnet[data-cidr="127.0.0.0/8"]').waitFor();
+      await agent.heartbeat();
+
+      // An officer sees the flag with its evidence, and the header link lists the station.
+      const context = await newContext();
+      const page = await signIn(context, r, 'olivia');
+      await page.getByRole('link', { name: 'Stations' }).click();
+      const flag = row(page).locator('.location-drift');
+      await flag.waitFor();
+      const text = await flag.textContent();
+      assert.match(text, /address 127\.0\.0\.1 is in 127\.0\.0\.0\/8, mapped to Bldg C/);
+      assert.match(text, /Room 102/, 'the expected place is the registered location');
+      await page.screenshot({ path: path.join(ARTIFACTS, 'stations-location-drift.png'), fullPage: true });
+      await page.locator('a.drift-flag').click();
+      await page.waitForURL(/state=location\+drift/);
+      await row(page).waitFor();
+
+      // Removed from the map: the flag goes.
+      await adminPage.locator('tr.subnet[data-cidr="127.0.0.0/8"]').getByRole('button', { name: 'Remove' }).click();
+      await adminPage.getByText('No subnet mapped').waitFor();
+      await page.goto(r.url + '/stations');
+      await row(page).waitFor();
+      assert.equal(await row(page).locator('.location-drift').count(), 0);
+      const log = r.cli(['audit', 'verify']);
+      assert.equal(log.status, 0, String(log.stderr));
+      await context.close();
+      await admin.close();
+    } finally {
+      await r.stop();
+    }
+  });
 });

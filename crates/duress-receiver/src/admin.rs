@@ -122,7 +122,9 @@ pub async fn device_listings(
 /// resolved, with the officers' handling (claim, level, 911, resolution).
 pub async fn list_incidents(at: impl Into<StoreLocation>) -> anyhow::Result<Vec<IncidentRecord>> {
     with_store(at, async |store| {
-        Ok(store.list_incidents(IncidentFilter::All).await?)
+        let mut incidents = store.list_incidents(IncidentFilter::All).await?;
+        crate::subnets::annotate_from(store, &mut incidents).await?;
+        Ok(incidents)
     })
     .await
 }
@@ -302,4 +304,125 @@ pub fn ack_key_rotate(data_dir: &std::path::Path) -> anyhow::Result<String> {
 /// Removes the listed (non-current) keys, or only the one `kid` names; returns how many.
 pub fn ack_key_retire(data_dir: &std::path::Path, kid: Option<&str>) -> anyhow::Result<usize> {
     crate::ack_key::retire(data_dir, kid)
+}
+
+/// Adds a subnet to the subnet → building/floor map (or changes where a listed one maps),
+/// audited; returns it as stored.
+pub async fn add_subnet(
+    at: impl Into<StoreLocation>,
+    cidr: &str,
+    building: &str,
+    floor: Option<&str>,
+) -> anyhow::Result<crate::store::Subnet> {
+    let subnet = crate::subnets::new_subnet(cidr, building, floor.unwrap_or(""))
+        .map_err(anyhow::Error::msg)?;
+    let stored = subnet.clone();
+    with_store(at, async |s| Ok(s.put_subnets(vec![subnet], CLI).await?)).await?;
+    Ok(stored)
+}
+
+/// Removes a subnet from the map, audited; an unlisted one is an error.
+pub async fn remove_subnet(at: impl Into<StoreLocation>, cidr: &str) -> anyhow::Result<String> {
+    let net = crate::subnets::parse_cidr(cidr).map_err(anyhow::Error::msg)?;
+    let cidr = net.to_string();
+    let removed = with_store(at, async |s| Ok(s.remove_subnet(&cidr, CLI).await?)).await?;
+    anyhow::ensure!(removed, "{cidr} is not in the subnet map");
+    Ok(cidr)
+}
+
+/// The subnet → building/floor map, in network text order.
+pub async fn list_subnets(
+    at: impl Into<StoreLocation>,
+) -> anyhow::Result<Vec<crate::store::Subnet>> {
+    with_store(at, async |s| Ok(s.subnets().await?)).await
+}
+
+/// Imports a CSV (header `cidr,BLD,FLR`): every row is checked before anything is written,
+/// and all rows are written in one transaction (a listed subnet's mapping is replaced).
+/// Returns how many rows were imported.
+pub async fn import_subnets(at: impl Into<StoreLocation>, csv: &str) -> anyhow::Result<usize> {
+    let subnets = crate::subnets::parse_csv(csv).map_err(anyhow::Error::msg)?;
+    with_store(at, async |s| Ok(s.put_subnets(subnets, CLI).await?)).await
+}
+
+/// Sets one station's registered location (label, BLD, FLR, ROOM over its claimed civic
+/// address; all four empty clears it), audited. `station` is a device id or a hostname (every
+/// non-revoked station of that host). Returns the device ids changed.
+pub async fn set_station_location(
+    at: impl Into<StoreLocation>,
+    station: &str,
+    fields: [&str; 4],
+) -> anyhow::Result<Vec<String>> {
+    let row = crate::subnets::StationRow {
+        station: station.to_owned(),
+        label: fields[0].to_owned(),
+        bld: fields[1].to_owned(),
+        flr: fields[2].to_owned(),
+        room: fields[3].to_owned(),
+    };
+    register_rows(at, vec![row]).await
+}
+
+/// Imports registered locations from a CSV with the header `station,label,BLD,FLR,ROOM`
+/// (station = device id or hostname). Every row is resolved and checked before anything is
+/// written, and all are written in one transaction. Returns the device ids changed.
+pub async fn import_stations(
+    at: impl Into<StoreLocation>,
+    csv: &str,
+) -> anyhow::Result<Vec<String>> {
+    let rows = crate::subnets::parse_stations_csv(csv).map_err(anyhow::Error::msg)?;
+    register_rows(at, rows).await
+}
+
+async fn register_rows(
+    at: impl Into<StoreLocation>,
+    rows: Vec<crate::subnets::StationRow>,
+) -> anyhow::Result<Vec<String>> {
+    with_store(at, async |s| {
+        let devices = s.list_devices().await?;
+        let mut changes: Vec<(String, Option<duress_core::Location>)> = Vec::new();
+        for (n, row) in rows.iter().enumerate() {
+            let matched: Vec<&DeviceRecord> = devices
+                .iter()
+                .filter(|d| {
+                    d.device_id == row.station
+                        || (d.hostname.eq_ignore_ascii_case(&row.station)
+                            && d.status != DeviceStatus::Revoked)
+                })
+                .collect();
+            anyhow::ensure!(
+                !matched.is_empty(),
+                "row {}: no enrolled station {:?} (a device id or hostname)",
+                n + 1,
+                row.station
+            );
+            for d in matched {
+                anyhow::ensure!(
+                    !changes.iter().any(|(id, _)| *id == d.device_id),
+                    "row {}: station {} is listed twice",
+                    n + 1,
+                    d.device_id
+                );
+                let empty = [&row.label, &row.bld, &row.flr, &row.room]
+                    .iter()
+                    .all(|v| v.trim().is_empty());
+                let location = if empty {
+                    None
+                } else {
+                    let base = d.registered_location.as_ref().unwrap_or(&d.location);
+                    Some(
+                        crate::subnets::with_fields(
+                            base, &row.label, &row.bld, &row.flr, &row.room,
+                        )
+                        .map_err(|e| anyhow::anyhow!("row {}: {e}", n + 1))?,
+                    )
+                };
+                changes.push((d.device_id.clone(), location));
+            }
+        }
+        let ids = changes.iter().map(|(id, _)| id.clone()).collect();
+        s.set_registered_locations(changes, CLI).await?;
+        Ok(ids)
+    })
+    .await
 }

@@ -164,6 +164,11 @@ pub enum Command {
         #[command(subcommand)]
         command: StationsCommand,
     },
+    /// The subnet → building/floor map behind the "location drift" flag.
+    Subnets {
+        #[command(subcommand)]
+        command: SubnetsCommand,
+    },
     /// Stored events.
     Events {
         #[command(subcommand)]
@@ -283,6 +288,30 @@ pub enum DevicesCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum StationsCommand {
+    /// Register locations from a CSV with the header station,label,BLD,FLR,ROOM (station = a
+    /// device id or a hostname); all rows or none.
+    Import {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        csv: PathBuf,
+    },
+    /// Register one station's location (all fields empty: not registered).
+    Set {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// A device id, or a hostname (every station enrolled from that host).
+        #[arg(long)]
+        station: String,
+        #[arg(long, default_value = "")]
+        label: String,
+        #[arg(long = "bld", default_value = "")]
+        bld: String,
+        #[arg(long = "flr", default_value = "")]
+        flr: String,
+        #[arg(long = "room", default_value = "")]
+        room: String,
+    },
     /// Resolve every open incident of one station (a broken or hostile workstation that filled
     /// the board), each audited, with a required note.
     ResolveOpen {
@@ -294,6 +323,44 @@ pub enum StationsCommand {
         /// Why (required; recorded as each incident's follow-up and in the audit log).
         #[arg(long)]
         note: String,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum SubnetsCommand {
+    /// Map a subnet to a building (and optionally a floor); a listed subnet is remapped.
+    Add {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The network in CIDR form, e.g. 10.1.0.0/16 or 2001:db8:1::/48.
+        cidr: String,
+        /// The building (RFC 5139 BLD) the subnet is in.
+        #[arg(long = "bld")]
+        building: String,
+        /// The floor (FLR), when the subnet serves one floor only.
+        #[arg(long = "flr")]
+        floor: Option<String>,
+    },
+    /// Remove a subnet from the map.
+    Remove {
+        #[command(flatten)]
+        store: StoreArgs,
+        cidr: String,
+    },
+    /// List the map.
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Print JSON (an array of {cidr, BLD, FLR}).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Import a CSV with the header cidr,BLD,FLR (FLR may be empty); all rows or none.
+    Import {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        csv: PathBuf,
     },
 }
 
@@ -523,6 +590,42 @@ where
             println!("device {device} is now {}", status.as_str());
             Ok(())
         }
+        Command::Subnets { command } => subnets_command(command).await,
+        Command::Stations {
+            command: StationsCommand::Import { store, csv },
+        } => {
+            let text = std::fs::read_to_string(&csv)
+                .with_context(|| format!("reading {}", csv.display()))?;
+            let ids = admin::import_stations(store.location(), &text).await?;
+            println!(
+                "registered the location of {} station(s) from {}",
+                ids.len(),
+                csv.display()
+            );
+            Ok(())
+        }
+        Command::Stations {
+            command:
+                StationsCommand::Set {
+                    store,
+                    station,
+                    label,
+                    bld,
+                    flr,
+                    room,
+                },
+        } => {
+            let ids = admin::set_station_location(
+                store.location(),
+                &station,
+                [&label, &bld, &flr, &room],
+            )
+            .await?;
+            for id in ids {
+                println!("station {id}: registered location set");
+            }
+            Ok(())
+        }
         Command::Stations {
             command:
                 StationsCommand::ResolveOpen {
@@ -699,6 +802,45 @@ fn humanize(d: Duration) -> String {
         _ if s.is_multiple_of(60) => format!("{}m", s / 60),
         _ => format!("{s}s"),
     }
+}
+
+async fn subnets_command(command: SubnetsCommand) -> anyhow::Result<()> {
+    match command {
+        SubnetsCommand::Add {
+            store,
+            cidr,
+            building,
+            floor,
+        } => {
+            let s = admin::add_subnet(store.location(), &cidr, &building, floor.as_deref()).await?;
+            println!("subnet {} maps to {}", s.cidr(), s.audit_detail());
+        }
+        SubnetsCommand::Remove { store, cidr } => {
+            let cidr = admin::remove_subnet(store.location(), &cidr).await?;
+            println!("subnet {cidr} removed");
+        }
+        SubnetsCommand::List { store, json } => {
+            let subnets = admin::list_subnets(store.location()).await?;
+            if json {
+                return print_json(&subnets);
+            }
+            for s in &subnets {
+                println!(
+                    "{:43}  BLD {}  FLR {}",
+                    s.cidr(),
+                    s.building,
+                    s.floor.as_deref().unwrap_or("-")
+                );
+            }
+        }
+        SubnetsCommand::Import { store, csv } => {
+            let text = std::fs::read_to_string(&csv)
+                .with_context(|| format!("reading {}", csv.display()))?;
+            let n = admin::import_subnets(store.location(), &text).await?;
+            println!("imported {n} subnets from {}", csv.display());
+        }
+    }
+    Ok(())
 }
 
 /// `devices set-status --status`: a status an admin may set (not `pending`, which only an

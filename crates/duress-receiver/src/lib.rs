@@ -39,6 +39,7 @@ pub mod config;
 pub mod console;
 pub mod diskspace;
 pub mod incidents;
+pub mod location_evidence;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
@@ -48,6 +49,7 @@ pub mod records;
 pub mod server;
 pub mod settings;
 pub mod store;
+pub mod subnets;
 pub mod tls;
 pub mod tokens;
 

@@ -52,6 +52,14 @@ pub struct DeviceRecord {
     pub policy_source: Option<String>,
     #[serde(default)]
     pub policy_sha256: Option<String>,
+    /// Where the station is registered (set at approval or by an admin, never by the agent);
+    /// `None` while it is not registered.
+    #[serde(default)]
+    pub registered_location: Option<Location>,
+    /// The client address of the station's latest heartbeat or event, as the receiver saw it
+    /// (a reverse proxy's address when there is one: docs/deployment.md).
+    #[serde(default)]
+    pub last_addr: Option<String>,
 }
 
 /// Whether a station proved its whole path recently: any `kind: test` event counts (a
@@ -151,6 +159,10 @@ pub struct IncidentEvent {
     /// from the signed claims; `null` when no PIN was asked (or for a press).
     #[serde(default)]
     pub cancel_pin: Option<PinCheck>,
+    /// The client address the press came from, as the receiver saw it (`null` before it was
+    /// recorded).
+    #[serde(default)]
+    pub client_addr: Option<String>,
 }
 
 impl From<EventRecord> for IncidentEvent {
@@ -166,6 +178,7 @@ impl From<EventRecord> for IncidentEvent {
             delay_ms: e.delay_ms,
             host: e.host,
             cancel_pin: e.cancel_pin,
+            client_addr: e.client_addr,
         }
     }
 }
@@ -226,6 +239,18 @@ pub struct IncidentRecord {
     pub follow_up: Option<String>,
     /// Presses and cancels, in order of arrival.
     pub events: Vec<IncidentEvent>,
+    /// The station's registered location (set at approval or by an admin; `null` when it is
+    /// not registered), shown before the claimed `location`. Filled in by
+    /// [`crate::subnets::annotate_incidents`].
+    #[serde(default)]
+    pub registered_location: Option<Location>,
+    /// The claimed `location` names another building, floor or room than the registered one.
+    #[serde(default)]
+    pub location_mismatch: bool,
+    /// A press came from an address in a subnet mapped elsewhere than the registered (else
+    /// claimed) location: the evidence, else `null`.
+    #[serde(default)]
+    pub location_drift: Option<crate::location_evidence::Drift>,
 }
 
 impl IncidentRecord {
@@ -266,6 +291,9 @@ pub struct EventRecord {
     /// `cancel` events only: how the cancel PIN was answered, from the signed claims.
     #[serde(default)]
     pub cancel_pin: Option<PinCheck>,
+    /// The client address the event came from (`null` before it was recorded).
+    #[serde(default)]
+    pub client_addr: Option<String>,
 }
 
 /// One line of `events export`: the raw token and the key that verifies it, so anyone can

@@ -122,8 +122,9 @@ async fn the_audit_chain_verifies_and_detects_an_altered_row() {
         "{stdout} {}",
         String::from_utf8_lossy(&out.stderr)
     );
-    // user.add, login.success, token.create (the agent's enrollment token), 6 incident actions.
-    assert_eq!(stdout.trim(), "audit chain ok: 9 entries");
+    // user.add, login.success, token.create (the agent's enrollment token), device.enroll, 6
+    // incident actions.
+    assert_eq!(stdout.trim(), "audit chain ok: 10 entries");
 
     duress_receiver::admin::with_store(h.data_dir(), async |store| {
         let actions: Vec<String> = store
@@ -138,6 +139,7 @@ async fn the_audit_chain_verifies_and_detects_an_altered_row() {
                 "user.add",
                 "login.success",
                 "token.create",
+                "device.enroll",
                 "incident.claim",
                 "incident.note",
                 "incident.level",
@@ -193,7 +195,8 @@ async fn audit_verify_expect_head_detects_truncation_recompute_and_an_older_copy
             .len()
             == 1
     );
-    // user.add, login.success, token.create, report.export, report.print, events.export
+    // user.add, login.success, token.create, device.enroll, report.export, report.print,
+    // events.export
     let older_copy = (!h.on_postgres()).then(|| {
         let copy = h.dir.path().join("older.sqlite3");
         rusqlite::Connection::open(at.data_dir.join("receiver.sqlite3"))
@@ -208,8 +211,8 @@ async fn audit_verify_expect_head_detects_truncation_recompute_and_an_older_copy
             .await;
         assert_eq!(a.status, 303, "{path}: {}", a.text());
     }
-    let h8 = head(&at);
-    assert!(h8.starts_with("8:"), "{h8}");
+    let h9 = head(&at);
+    assert!(h9.starts_with("9:"), "{h9}");
     let actions: Vec<String> = duress_receiver::admin::with_store(at.clone(), async |store| {
         Ok(store
             .audit_log()
@@ -226,6 +229,7 @@ async fn audit_verify_expect_head_detects_truncation_recompute_and_an_older_copy
             "user.add",
             "login.success",
             "token.create",
+            "device.enroll",
             "report.export",
             "report.print",
             "events.export",
@@ -233,9 +237,9 @@ async fn audit_verify_expect_head_detects_truncation_recompute_and_an_older_copy
             "incident.911"
         ]
     );
-    let (ok, out) = verify_expecting(&at, &h8);
+    let (ok, out) = verify_expecting(&at, &h9);
     assert!(ok, "intact: {out}");
-    assert!(out.contains("audit chain ok: 8 entries"), "{out}");
+    assert!(out.contains("audit chain ok: 9 entries"), "{out}");
 
     // An older copy of the database put back (SQLite: the file; the receiver is stopped).
     let location = at.clone();
@@ -258,41 +262,41 @@ async fn audit_verify_expect_head_detects_truncation_recompute_and_an_older_copy
             verify(location.clone()).status.success(),
             "the copy is a valid chain"
         );
-        let (ok, out) = verify_expecting(&location, &h8);
+        let (ok, out) = verify_expecting(&location, &h9);
         assert!(!ok && out.contains("older copy"), "older copy: {out}");
         std::fs::rename(&newer, &live).unwrap();
-        assert!(verify_expecting(&location, &h8).0);
+        assert!(verify_expecting(&location, &h9).0);
     }
 
     // The last two entries deleted, the stored head rewound with them: only the kept head
     // can tell.
-    let h6 = {
+    let h7 = {
         let out = head(&location);
-        assert!(out.starts_with("8:"), "{out}");
+        assert!(out.starts_with("9:"), "{out}");
         let log = duress_receiver::admin::with_store(location.clone(), async |store| {
             Ok(store.audit_log().await?)
         })
         .await
         .unwrap();
-        format!("6:{}", log[5].hash)
+        format!("7:{}", log[6].hash)
     };
-    tamper(&location, "DELETE FROM audit_log WHERE id > 6").await;
+    tamper(&location, "DELETE FROM audit_log WHERE id > 7").await;
     let out = verify(location.clone());
-    assert!(!out.status.success(), "the stored head still names entry 8");
+    assert!(!out.status.success(), "the stored head still names entry 9");
     assert!(String::from_utf8_lossy(&out.stderr).contains("deleted"));
-    let hash6 = h6.split_once(':').unwrap().1.to_owned();
+    let hash7 = h7.split_once(':').unwrap().1.to_owned();
     tamper(
         &location,
-        &format!("UPDATE audit_head SET id = 6, hash = '{hash6}'"),
+        &format!("UPDATE audit_head SET id = 7, hash = '{hash7}'"),
     )
     .await;
     assert!(
         verify(location.clone()).status.success(),
         "a careful truncation"
     );
-    let (ok, out) = verify_expecting(&location, &h8);
+    let (ok, out) = verify_expecting(&location, &h9);
     assert!(!ok, "truncated: {out}");
-    assert!(out.contains("entry 7") && out.contains("deleted"), "{out}");
+    assert!(out.contains("entry 8") && out.contains("deleted"), "{out}");
 
     // Entry 5 altered and every later hash recomputed with SQL, as plain SHA-256 (what SQL can
     // compute without the key), keyed or marked legacy: both fail.
@@ -331,7 +335,7 @@ async fn audit_verify_expect_head_detects_truncation_recompute_and_an_older_copy
         }
         tamper(
             &location,
-            &format!("UPDATE audit_head SET id = 6, hash = '{prev}'"),
+            &format!("UPDATE audit_head SET id = 7, hash = '{prev}'"),
         )
         .await;
         let out = verify(location.clone());
@@ -341,18 +345,18 @@ async fn audit_verify_expect_head_detects_truncation_recompute_and_an_older_copy
             "recomputed (keyed {keyed}): {stderr}"
         );
         assert!(stderr.contains("entry 5"), "{stderr}");
-        assert!(!verify_expecting(&location, &h6).0);
+        assert!(!verify_expecting(&location, &h7).0);
     }
 
-    // Ids are never reused: with entries 7 and 8 gone (and the head rewound by SQL, so the
-    // store continues from 6), ... the stored head decides: restore it to 8 and the next
-    // entry is 9, and verification names the gap.
+    // Ids are never reused: with entries 8 and 9 gone (and the head rewound by SQL, so the
+    // store continues from 7), ... the stored head decides: restore it to 9 and the next
+    // entry is 10, and verification names the gap.
     tamper(&location, "DELETE FROM audit_log WHERE id > 4").await;
     tamper(
         &location,
         &format!(
-            "UPDATE audit_head SET id = 8, hash = '{}'",
-            h8.split_once(':').unwrap().1
+            "UPDATE audit_head SET id = 9, hash = '{}'",
+            h9.split_once(':').unwrap().1
         ),
     )
     .await;
@@ -371,7 +375,7 @@ async fn audit_verify_expect_head_detects_truncation_recompute_and_an_older_copy
     .unwrap();
     assert_eq!(
         ids,
-        [1, 2, 3, 4, 9],
+        [1, 2, 3, 4, 10],
         "the next entry follows the deleted ones"
     );
     let out = verify(location.clone());

@@ -112,6 +112,9 @@ contract!(
     siem_reads_after_a_position_that_only_moves_forward,
     only_an_active_device_moves_its_station,
     resolving_a_stations_open_incidents_resolves_each_audited,
+    registered_locations_are_set_at_approval_and_by_an_admin_audited,
+    subnets_are_put_replaced_removed_audited_and_addresses_recorded,
+    a_registered_locations_batch_is_all_or_nothing,
 );
 
 /// The acknowledgement key as the receiver hands it to the store.
@@ -221,6 +224,7 @@ fn event(device_id: &str, seq: i64, kind: EventKind, occurred_at: OffsetDateTime
         location: location("Bldg A, Room 214"),
         host: host("ws-1"),
         ack_signer: None,
+        client_addr: None,
     }
 }
 
@@ -607,6 +611,7 @@ async fn heartbeats_update_the_device_and_return_claimed_incidents(store: Arc<dy
         host,
         location: None,
         policy: None,
+        client_addr: None,
     };
     let recorded = store.record_heartbeat(hb(3, None)).await.unwrap();
     assert_eq!(recorded.status, DeviceStatus::Active);
@@ -1242,9 +1247,9 @@ async fn audit_chain_verifies_after_many_and_concurrent_writes(store: Arc<dyn St
     for w in writers {
         w.unwrap();
     }
-    // 10 users; per third of 24: a token (1 entry), a failure (1), a device's token plus a
-    // note (2).
-    let expected = 10 + 8 + 8 + 8 * 2;
+    // 10 users; per third of 24: a token (1 entry), a failure (1), a device's token, its
+    // enrollment and a note (3).
+    let expected = 10 + 8 + 8 + 8 * 3;
     assert_eq!(verified_chain(&store).await, expected);
     let log = store.audit_log().await.unwrap();
     assert_eq!(
@@ -1575,6 +1580,7 @@ async fn heartbeats_store_the_policy_report_and_keep_it(store: Arc<dyn Store>) {
         host: None,
         location: None,
         policy,
+        client_addr: None,
     };
     let dev = |list: Vec<duress_receiver::DeviceRecord>| {
         list.into_iter().find(|x| x.device_id == d).unwrap()
@@ -2167,6 +2173,7 @@ async fn supervision_notifies_each_outage_once_and_never_for_revoked(store: Arc<
         host: None,
         location: None,
         policy: None,
+        client_addr: None,
     };
     let long_ago = now() - time::Duration::minutes(10);
     let quiet = device(&store).await;
@@ -2267,6 +2274,7 @@ site = "Clinic"
         host: None,
         location,
         policy: None,
+        client_addr: None,
     };
     let office = device(&store).await;
     let clinic = device(&store).await;
@@ -2366,6 +2374,7 @@ async fn only_an_active_device_moves_its_station(store: Arc<dyn Store>) {
         host: None,
         location: Some(location(label)),
         policy: None,
+        client_addr: None,
     };
     let stored = |store: Arc<dyn Store>, d: String| async move {
         store
@@ -2514,4 +2523,290 @@ async fn resolving_a_stations_open_incidents_resolves_each_audited(store: Arc<dy
             .await,
         Err(StoreError::NoSuchDevice(_))
     ));
+}
+
+fn registered(bld: &str, flr: &str, room: &str) -> Location {
+    Location {
+        label: Some(format!("Bldg {bld}, Room {room}")),
+        bld: Some(bld.into()),
+        flr: Some(flr.into()),
+        room: Some(room.into()),
+        ..Default::default()
+    }
+}
+
+fn registered_of(devices: &[duress_receiver::DeviceRecord], d: &str) -> Option<Location> {
+    devices
+        .iter()
+        .find(|x| x.device_id == d)
+        .unwrap()
+        .registered_location
+        .clone()
+}
+
+/// Issue 16 item 3: approval registers the approver's location with the status change (one
+/// transaction, both audited); an admin changes or clears it later (audited with old and new);
+/// the agent's claimed location is never touched; unknown and revoked devices are refused.
+async fn registered_locations_are_set_at_approval_and_by_an_admin_audited(store: Arc<dyn Store>) {
+    let manual = token(&store, 5, Approve::Manual).await;
+    let key = DeviceKey::from_seed(&random_bytes());
+    let d = match store.enroll(enroll_request(&manual, &key)).await.unwrap() {
+        EnrollOutcome::Enrolled { device_id, .. } => device_id,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        registered_of(&store.list_devices().await.unwrap(), &d),
+        None
+    );
+    // Every enrollment is audited, with the key thumbprint approvers compare.
+    let enrolled = store.recent_audit(1).await.unwrap().remove(0);
+    assert_eq!(
+        (enrolled.action.as_str(), enrolled.actor.as_str()),
+        ("device.enroll", "enrollment")
+    );
+    assert_eq!(enrolled.subject, d);
+    assert!(
+        enrolled.detail.contains("status pending")
+            && enrolled.detail.contains(&key.public_jwk().thumbprint()),
+        "{}",
+        enrolled.detail
+    );
+
+    let room_101 = registered("A", "1", "101");
+    store
+        .approve_device(&d, Some(room_101.clone()), "approver")
+        .await
+        .unwrap();
+    let devices = store.list_devices().await.unwrap();
+    let dev = devices.iter().find(|x| x.device_id == d).unwrap();
+    assert_eq!(dev.status, DeviceStatus::Active);
+    assert_eq!(dev.registered_location.as_ref(), Some(&room_101));
+    // The claim stays what the agent said.
+    assert_eq!(dev.location, location("Bldg A, Room 214"));
+    let recent = store.recent_audit(2).await.unwrap();
+    assert_eq!(recent[0].action, "device.location");
+    assert_eq!(recent[0].actor, "approver");
+    assert_eq!(recent[0].subject, d);
+    assert!(
+        recent[0].detail.contains("(none) ->"),
+        "{}",
+        recent[0].detail
+    );
+    assert!(
+        recent[0].detail.contains("ROOM \"101\""),
+        "{}",
+        recent[0].detail
+    );
+    assert_eq!(recent[1].action, "device.status");
+
+    // An admin moves it, then clears it.
+    let room_7 = registered("B", "2", "7");
+    store
+        .set_registered_location(&d, Some(room_7.clone()), "admin")
+        .await
+        .unwrap();
+    assert_eq!(
+        registered_of(&store.list_devices().await.unwrap(), &d),
+        Some(room_7)
+    );
+    let last = store.recent_audit(1).await.unwrap().remove(0);
+    assert_eq!(
+        (last.action.as_str(), last.actor.as_str()),
+        ("device.location", "admin")
+    );
+    assert!(
+        last.detail.contains("\"101\"") && last.detail.contains("\"7\""),
+        "old and new: {}",
+        last.detail
+    );
+    store
+        .set_registered_location(&d, None, "admin")
+        .await
+        .unwrap();
+    assert_eq!(
+        registered_of(&store.list_devices().await.unwrap(), &d),
+        None
+    );
+
+    // A heartbeat with a new claim leaves the registration alone.
+    store
+        .set_registered_location(&d, Some(room_101.clone()), "admin")
+        .await
+        .unwrap();
+    store
+        .record_heartbeat(HeartbeatUpdate {
+            device_id: d.clone(),
+            received_at: now(),
+            hotkey: HotkeyState::NotApplicable,
+            queued: 0,
+            reported_last_seq: 0,
+            host: None,
+            location: Some(location("Room 214 (moved)")),
+            policy: None,
+            client_addr: None,
+        })
+        .await
+        .unwrap();
+    let devices = store.list_devices().await.unwrap();
+    let dev = devices.iter().find(|x| x.device_id == d).unwrap();
+    assert_eq!(dev.registered_location.as_ref(), Some(&room_101));
+    assert_eq!(dev.location, location("Room 214 (moved)"));
+
+    // Unknown device; revoked device cannot be approved back, and nothing is half-written.
+    assert!(matches!(
+        store.set_registered_location("nobody", None, "admin").await,
+        Err(StoreError::NoSuchDevice(_))
+    ));
+    store
+        .set_device_status(&d, DeviceStatus::Revoked, "admin")
+        .await
+        .unwrap();
+    let before = store.audit_log().await.unwrap().len();
+    assert!(matches!(
+        store
+            .approve_device(&d, Some(registered("C", "3", "3")), "admin")
+            .await,
+        Err(StoreError::Refused(_))
+    ));
+    assert_eq!(store.audit_log().await.unwrap().len(), before);
+    assert_eq!(
+        registered_of(&store.list_devices().await.unwrap(), &d),
+        Some(room_101)
+    );
+    assert!(verified_chain(&store).await > 0);
+}
+
+/// Issue 16 item 3 (location drift): the subnet map is put (a listed network remapped, not
+/// doubled), listed in order, removed, each change audited; heartbeats and events record the
+/// client address (the device's latest, and each event's).
+async fn subnets_are_put_replaced_removed_audited_and_addresses_recorded(store: Arc<dyn Store>) {
+    use duress_receiver::subnets::new_subnet;
+    assert!(store.subnets().await.unwrap().is_empty());
+    let n = store
+        .put_subnets(
+            vec![
+                new_subnet("10.2.0.0/16", "B", "").unwrap(),
+                new_subnet("10.1.0.0/16", "A", "2").unwrap(),
+            ],
+            "admin",
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 2);
+    // Remapping a listed network (given with host bits) replaces it.
+    store
+        .put_subnets(vec![new_subnet("10.2.3.4/16", "C", "").unwrap()], "cli")
+        .await
+        .unwrap();
+    let listed = store.subnets().await.unwrap();
+    let rows: Vec<(String, &str, Option<&str>)> = listed
+        .iter()
+        .map(|s| (s.cidr(), s.building.as_str(), s.floor.as_deref()))
+        .collect();
+    assert_eq!(
+        rows,
+        vec![
+            ("10.1.0.0/16".to_owned(), "A", Some("2")),
+            ("10.2.0.0/16".to_owned(), "C", None),
+        ]
+    );
+    let last = store.recent_audit(1).await.unwrap().remove(0);
+    assert_eq!(
+        (
+            last.action.as_str(),
+            last.subject.as_str(),
+            last.actor.as_str()
+        ),
+        ("subnet.put", "10.2.0.0/16", "cli")
+    );
+    assert!(store.remove_subnet("10.2.0.0/16", "admin").await.unwrap());
+    assert!(!store.remove_subnet("10.2.0.0/16", "admin").await.unwrap());
+    assert_eq!(store.subnets().await.unwrap().len(), 1);
+    let last = store.recent_audit(1).await.unwrap().remove(0);
+    assert_eq!(last.action, "subnet.remove");
+
+    // Addresses: an event's is kept with it and as the device's latest; a heartbeat's
+    // replaces it; one without an address keeps the stored one.
+    let d = device(&store).await;
+    let addr_of = |list: Vec<duress_receiver::DeviceRecord>| {
+        list.into_iter()
+            .find(|x| x.device_id == d)
+            .unwrap()
+            .last_addr
+    };
+    assert_eq!(addr_of(store.list_devices().await.unwrap()), None);
+    let mut ev = event(&d, 1, EventKind::Duress, now());
+    ev.client_addr = Some("10.1.0.7".into());
+    committed(&store, ev).await.unwrap();
+    assert_eq!(
+        addr_of(store.list_devices().await.unwrap()).as_deref(),
+        Some("10.1.0.7")
+    );
+    let hb = |addr: Option<&str>| HeartbeatUpdate {
+        device_id: d.clone(),
+        received_at: now(),
+        hotkey: HotkeyState::NotApplicable,
+        queued: 0,
+        reported_last_seq: 1,
+        host: None,
+        location: None,
+        policy: None,
+        client_addr: addr.map(str::to_owned),
+    };
+    store
+        .record_heartbeat(hb(Some("2001:db8::9")))
+        .await
+        .unwrap();
+    assert_eq!(
+        addr_of(store.list_devices().await.unwrap()).as_deref(),
+        Some("2001:db8::9")
+    );
+    store.record_heartbeat(hb(None)).await.unwrap();
+    assert_eq!(
+        addr_of(store.list_devices().await.unwrap()).as_deref(),
+        Some("2001:db8::9")
+    );
+    assert!(verified_chain(&store).await > 0);
+}
+
+/// `stations import`'s store call: several stations in one transaction, an unknown one
+/// anywhere writes nothing.
+async fn a_registered_locations_batch_is_all_or_nothing(store: Arc<dyn Store>) {
+    let a = device(&store).await;
+    let b = device(&store).await;
+    let before = store.audit_log().await.unwrap().len();
+    let refused = store
+        .set_registered_locations(
+            vec![
+                (a.clone(), Some(registered("A", "1", "101"))),
+                ("nobody".into(), Some(registered("B", "1", "1"))),
+            ],
+            "cli",
+        )
+        .await;
+    assert!(matches!(refused, Err(StoreError::NoSuchDevice(_))));
+    assert_eq!(
+        registered_of(&store.list_devices().await.unwrap(), &a),
+        None
+    );
+    assert_eq!(store.audit_log().await.unwrap().len(), before);
+    let n = store
+        .set_registered_locations(
+            vec![
+                (b.clone(), Some(registered("B", "2", "7"))),
+                (a.clone(), Some(registered("A", "1", "101"))),
+            ],
+            "cli",
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, 2);
+    let devices = store.list_devices().await.unwrap();
+    assert_eq!(
+        registered_of(&devices, &a),
+        Some(registered("A", "1", "101"))
+    );
+    assert_eq!(registered_of(&devices, &b), Some(registered("B", "2", "7")));
+    assert_eq!(store.audit_log().await.unwrap().len(), before + 2);
+    assert!(verified_chain(&store).await > 0);
 }

@@ -4,9 +4,8 @@
 //! which gets its stored answer instead of the refusal, then for its device's status, so the
 //! refusal is the one the protocol's order of checks names.
 
-use axum::Extension;
 use axum::Json;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use duress_core::{EventAck, EventClaims, ProblemType, Typ};
 use time::OffsetDateTime;
 
@@ -22,7 +21,7 @@ use crate::store::{IngestOutcome, NewEvent};
 /// the same, byte for byte, for every repeat of the same event id.
 pub async fn post(
     State(state): State<AppState>,
-    client: Option<Extension<ConnectInfo<std::net::SocketAddr>>>,
+    client: crate::subnets::ClientAddr,
     SignedBody(body): SignedBody,
 ) -> Result<Json<EventAck>, ApiProblem> {
     let started = std::time::Instant::now();
@@ -30,7 +29,7 @@ pub async fn post(
         kind: None,
         outcome: Outcome::Refused,
     };
-    let result = ingest(&state, super::client_ip(client), body, &mut tally).await;
+    let result = ingest(&state, &client, body, &mut tally).await;
     if let Err(p) = &result {
         tracing::info!(problem = %p.0.type_uri, "event refused");
     }
@@ -47,11 +46,12 @@ struct Tally {
 
 async fn ingest(
     state: &AppState,
-    client: std::net::IpAddr,
+    client: &crate::subnets::ClientAddr,
     body: String,
     tally: &mut Tally,
 ) -> Result<Json<EventAck>, ApiProblem> {
-    let verified = verify_device_token(state, client, &body, Typ::Event).await?;
+    let verified = verify_device_token(state, client.ip(), &body, Typ::Event).await?;
+    let client_addr = client.text();
     // Claims and send-time window are checked here (pure); duplicate and device status are
     // checked by the store under its write lock, duplicate first. A refused request is first
     // checked for being a repeat of a committed event (see `repeat_or`).
@@ -92,6 +92,7 @@ async fn ingest(
         location: claims.location,
         host: claims.host,
         ack_signer: Some(state.ack_keys.clone()),
+        client_addr,
     };
     let outcome = state
         .store

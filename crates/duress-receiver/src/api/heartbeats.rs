@@ -7,9 +7,8 @@
 //! active device moves its station (the store decides, under its lock). A revoked device is
 //! distrusted for good, so its heartbeat writes nothing.
 
-use axum::Extension;
 use axum::Json;
-use axum::extract::{ConnectInfo, State};
+use axum::extract::State;
 use duress_core::{HeartbeatAnswer, HeartbeatClaims, Location, Typ};
 
 use super::{
@@ -21,10 +20,10 @@ use crate::store::HeartbeatUpdate;
 
 pub async fn post(
     State(state): State<AppState>,
-    client: Option<Extension<ConnectInfo<std::net::SocketAddr>>>,
+    client: crate::subnets::ClientAddr,
     SignedBody(body): SignedBody,
 ) -> Result<Json<HeartbeatAnswer>, ApiProblem> {
-    let result = record(&state, super::client_ip(client), &body).await;
+    let result = record(&state, &client, &body).await;
     if let Err(p) = &result {
         tracing::info!(problem = %p.0.type_uri, "heartbeat refused");
     }
@@ -33,13 +32,14 @@ pub async fn post(
 
 async fn record(
     state: &AppState,
-    client: std::net::IpAddr,
+    client: &crate::subnets::ClientAddr,
     body: &str,
 ) -> Result<Json<HeartbeatAnswer>, ApiProblem> {
-    let verified = verify_device_token(state, client, body, Typ::Heartbeat).await?;
+    let verified = verify_device_token(state, client.ip(), body, Typ::Heartbeat).await?;
     if let Some(low) = state.disk.low() {
         return Err(super::low_disk_problem(low, "heartbeats"));
     }
+    let client_addr = client.text();
     let claims: HeartbeatClaims = parse_claims(&verified.payload)?;
     claims.validate().map_err(invalid_claims)?;
     let queued = to_i64("queued", claims.queued)?;
@@ -57,6 +57,7 @@ async fn record(
         host: (!claims.host.hostname.is_empty()).then_some(claims.host),
         location: (claims.location != Location::default()).then_some(claims.location),
         policy: claims.policy,
+        client_addr,
     };
     // The store reads the status under its write lock and writes nothing for a revoked device.
     let recorded = state

@@ -195,14 +195,6 @@ where
 
 pub(crate) use crate::clock::receiver_now;
 
-/// The client's address as the accept loop recorded it; a router driven without one (tests
-/// calling it directly) counts every request as one unspecified address.
-pub(crate) fn client_ip(
-    info: Option<axum::Extension<axum::extract::ConnectInfo<std::net::SocketAddr>>>,
-) -> std::net::IpAddr {
-    info.map_or(std::net::Ipv4Addr::UNSPECIFIED.into(), |i| i.0.0.ip())
-}
-
 /// A token whose signature verified with the key of an enrolled device. Says nothing about the
 /// device's status: the store checks that under its write lock.
 pub(crate) struct Verified {

@@ -232,3 +232,98 @@ pub async fn channels(
         ladders: console.settings.ladders.clone(),
     }))
 }
+
+#[derive(Debug, Template)]
+#[template(path = "subnets.html")]
+struct SubnetsPage {
+    layout: Layout,
+    subnets: Vec<crate::store::Subnet>,
+    error: Option<String>,
+}
+
+async fn subnets_page(
+    console: &Console,
+    user: &CurrentUser,
+    status: StatusCode,
+    error: Option<String>,
+) -> ConsoleResult {
+    let subnets = console.store.subnets().await?;
+    let mut answer = render(&SubnetsPage {
+        layout: Layout::new(user, "subnets", "Subnets"),
+        subnets,
+        error,
+    });
+    *answer.status_mut() = status;
+    Ok(answer)
+}
+
+/// `GET /admin/subnets`: the subnet → building/floor map behind the "location drift" flag.
+pub async fn subnets(
+    State(console): State<Arc<Console>>,
+    Extension(user): Extension<CurrentUser>,
+) -> ConsoleResult {
+    subnets_page(&console, &user, StatusCode::OK, None).await
+}
+
+#[derive(Debug, Deserialize)]
+pub struct SubnetForm {
+    #[serde(default)]
+    cidr: String,
+    #[serde(default, rename = "BLD")]
+    building: String,
+    #[serde(default, rename = "FLR")]
+    floor: String,
+}
+
+/// `POST /admin/subnets`: adds a subnet (or changes where a listed one maps), audited.
+pub async fn add_subnet(
+    State(console): State<Arc<Console>>,
+    Extension(user): Extension<CurrentUser>,
+    Form(form): Form<SubnetForm>,
+) -> ConsoleResult {
+    let subnet = match crate::subnets::new_subnet(&form.cidr, &form.building, &form.floor) {
+        Ok(s) => s,
+        Err(e) => {
+            return subnets_page(&console, &user, StatusCode::UNPROCESSABLE_ENTITY, Some(e)).await;
+        }
+    };
+    console
+        .store
+        .put_subnets(vec![subnet], &user.username)
+        .await?;
+    Ok(Redirect::to("/admin/subnets").into_response())
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RemoveSubnetForm {
+    #[serde(default)]
+    cidr: String,
+}
+
+/// `POST /admin/subnets/remove` (the CIDR in the form: it has a `/`): removes it, audited.
+pub async fn remove_subnet(
+    State(console): State<Arc<Console>>,
+    Extension(user): Extension<CurrentUser>,
+    Form(form): Form<RemoveSubnetForm>,
+) -> ConsoleResult {
+    let Ok(net) = crate::subnets::parse_cidr(&form.cidr) else {
+        return Ok(error_page(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Not done",
+            "Not a network in CIDR form.",
+        ));
+    };
+    if console
+        .store
+        .remove_subnet(&net.to_string(), &user.username)
+        .await?
+    {
+        Ok(Redirect::to("/admin/subnets").into_response())
+    } else {
+        Ok(error_page(
+            StatusCode::NOT_FOUND,
+            "No such subnet",
+            "This subnet is not in the map.",
+        ))
+    }
+}

@@ -43,6 +43,15 @@ pub struct IncidentView {
     pub resolved_by: Option<String>,
     pub disposition: Option<String>,
     pub follow_up: Option<String>,
+    /// The station's registered location ("" when not registered). When there is one,
+    /// `label` and `civic` are the registered location's (shown first, read to 911) and
+    /// `claimed_label` is what the press claimed.
+    pub registered: String,
+    pub claimed_label: String,
+    /// The claimed location differs from the registered one.
+    pub location_mismatch: bool,
+    /// A press came from an address mapped elsewhere: the evidence in one line.
+    pub drift: Option<String>,
 }
 
 impl IncidentView {
@@ -80,8 +89,16 @@ impl IncidentView {
             id: r.incident_id.to_string(),
             device_id: r.device_id.clone(),
             status: r.status.clone(),
-            label: r.location.display_label(),
-            civic: r.location.civic_address(),
+            label: r
+                .registered_location
+                .as_ref()
+                .unwrap_or(&r.location)
+                .display_label(),
+            civic: r
+                .registered_location
+                .as_ref()
+                .unwrap_or(&r.location)
+                .civic_address(),
             ips: shown(&r.host.ips.join(", ")),
             location: r.location.clone(),
             host: shown_host(&r.host),
@@ -103,6 +120,14 @@ impl IncidentView {
             resolved_by: r.resolved_by.clone(),
             disposition: r.disposition.clone(),
             follow_up: r.follow_up.clone(),
+            registered: r
+                .registered_location
+                .as_ref()
+                .map(Location::display_label)
+                .unwrap_or_default(),
+            claimed_label: r.location.display_label(),
+            location_mismatch: r.location_mismatch,
+            drift: r.location_drift.as_ref().map(crate::subnets::Drift::text),
         }
     }
 }
@@ -159,9 +184,9 @@ async fn incidents_newest_first(
     store: &dyn Store,
     filter: IncidentFilter,
 ) -> StoreResult<Vec<IncidentView>> {
-    Ok(store
-        .list_incidents(filter)
-        .await?
+    let mut records = store.list_incidents(filter).await?;
+    crate::subnets::annotate_from(store, &mut records).await?;
+    Ok(records
         .iter()
         .rev()
         .map(IncidentView::from_record)
@@ -183,9 +208,10 @@ pub async fn incident(
     store: &dyn Store,
     id: Uuid,
 ) -> StoreResult<Option<(IncidentView, Vec<TimelineEntry>)>> {
-    let Some(detail) = store.incident(id).await? else {
+    let Some(mut detail) = store.incident(id).await? else {
         return Ok(None);
     };
+    crate::subnets::annotate_from(store, std::slice::from_mut(&mut detail.incident)).await?;
     let view = IncidentView::from_record(&detail.incident);
     let mut timeline: Vec<TimelineEntry> = Vec::new();
     for e in &detail.incident.events {

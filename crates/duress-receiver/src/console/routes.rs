@@ -151,6 +151,18 @@ fn table() -> Vec<Route> {
         ),
         r(
             Method::POST,
+            "/stations/{device_id}/approve",
+            Admin,
+            post(stations::approve),
+        ),
+        r(
+            Method::POST,
+            "/stations/{device_id}/location",
+            Admin,
+            post(stations::set_location),
+        ),
+        r(
+            Method::POST,
             "/stations/tokens",
             Admin,
             post(stations::create_token),
@@ -211,6 +223,24 @@ fn table() -> Vec<Route> {
             "/admin/cameras/{id}/delete",
             Admin,
             post(admin_pages::delete_camera),
+        ),
+        r(
+            Method::GET,
+            "/admin/subnets",
+            Admin,
+            get(admin_pages::subnets),
+        ),
+        r(
+            Method::POST,
+            "/admin/subnets",
+            Admin,
+            post(admin_pages::add_subnet),
+        ),
+        r(
+            Method::POST,
+            "/admin/subnets/remove",
+            Admin,
+            post(admin_pages::remove_subnet),
         ),
     ]);
     routes

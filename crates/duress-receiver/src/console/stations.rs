@@ -1,7 +1,9 @@
 //! The stations page: every enrolled device with its label, location, liveness (online /
 //! stale / offline from its last heartbeat), chord state, agent version and last self-test;
-//! filters by state and text; enrollment tokens; approve, disable and revoke (admins only,
-//! officers see the page read-only).
+//! filters by state and text; enrollment tokens; approve (registering the station's location),
+//! disable, revoke and edit the registered location (admins only, officers see the page
+//! read-only). Each station shows its registered location first, the claimed one when it
+//! differs, and a "location drift" flag when its latest address is in a subnet mapped elsewhere.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -11,7 +13,7 @@ use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Redirect};
 use axum::{Extension, Form};
-use duress_core::{DeviceStatus, HotkeyState};
+use duress_core::{DeviceStatus, HotkeyState, Location};
 use serde::Deserialize;
 use time::OffsetDateTime;
 
@@ -21,7 +23,8 @@ use super::pages::{Layout, Ts, error_page, human_duration, render};
 use super::{Console, CurrentUser};
 use crate::api::receiver_now;
 use crate::records::{DeviceRecord, SelfTestState};
-use crate::store::{Approve, NewToken, StoreError};
+use crate::store::{Approve, NewToken, StoreError, Subnet};
+use crate::subnets::{Drift, locations_differ};
 
 /// Liveness from heartbeats.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +105,55 @@ pub struct StationView {
     pub policy_source: String,
     /// The station's policy hash differs from the fleet's majority.
     pub policy_differs: bool,
+    /// The registered location's label ("" when not registered) and whether the claimed one
+    /// differs from it.
+    pub registered: String,
+    pub claimed_differs: bool,
+    /// What the location forms start from: the registered location, else the claimed one.
+    pub form: LocationFields,
+    /// The latest heartbeat's or event's address is in a subnet mapped elsewhere.
+    pub drift: Option<Drift>,
+    pub last_addr: String,
+    /// RFC 7638 thumbprint of the device key: what an approver compares with the one
+    /// `duress-agent status` shows on the workstation.
+    pub thumbprint: String,
+}
+
+/// The four fields the approval and edit forms show.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct LocationFields {
+    #[serde(default)]
+    pub label: String,
+    #[serde(default, rename = "BLD")]
+    pub bld: String,
+    #[serde(default, rename = "FLR")]
+    pub flr: String,
+    #[serde(default, rename = "ROOM")]
+    pub room: String,
+}
+
+impl LocationFields {
+    fn of(l: &Location) -> Self {
+        let f = |v: &Option<String>| v.clone().unwrap_or_default();
+        LocationFields {
+            label: f(&l.label),
+            bld: f(&l.bld),
+            flr: f(&l.flr),
+            room: f(&l.room),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        [&self.label, &self.bld, &self.flr, &self.room]
+            .iter()
+            .all(|v| v.trim().is_empty())
+    }
+
+    /// `base` (the station's registered, else claimed, location: its civic address is kept)
+    /// with these four fields, an empty one removed.
+    fn apply(&self, base: &Location) -> Result<Location, String> {
+        crate::subnets::with_fields(base, &self.label, &self.bld, &self.flr, &self.room)
+    }
 }
 
 /// The policy hash most stations report (`None` when none report one, or when two hashes tie
@@ -126,6 +178,7 @@ impl StationView {
         now: OffsetDateTime,
         console: &Console,
         fleet_policy: Option<&str>,
+        subnets: &[Subnet],
     ) -> Self {
         let interval = Duration::from_secs(console.heartbeat_interval_s);
         let live = liveness(
@@ -145,7 +198,21 @@ impl StationView {
             None => (false, "unknown (no heartbeat yet)".into()),
         };
         let self_test = d.self_test_state(now, console.settings.self_test_period);
+        let expected = d.registered_location.as_ref().unwrap_or(&d.location);
         StationView {
+            registered: d
+                .registered_location
+                .as_ref()
+                .map(Location::display_label)
+                .unwrap_or_default(),
+            claimed_differs: d
+                .registered_location
+                .as_ref()
+                .is_some_and(|r| locations_differ(r, &d.location)),
+            form: LocationFields::of(expected),
+            drift: crate::subnets::drift(subnets, d.last_addr.as_deref(), expected),
+            last_addr: d.last_addr.clone().unwrap_or_default(),
+            thumbprint: d.key_thumbprint.clone(),
             device_id: d.device_id.clone(),
             label: d.location.display_label(),
             civic: d.location.civic_address(),
@@ -192,6 +259,7 @@ impl StationView {
             &self.user,
             &self.device_id,
             &self.agent_version,
+            &self.registered,
         ]
         .iter()
         .any(|f| f.to_lowercase().contains(&q))
@@ -231,7 +299,12 @@ struct StationsPage {
     self_test_flagged: usize,
     /// The period, for the page's explanation ("7 d").
     self_test_period: String,
+    /// Stations flagged for location drift.
+    drift_flagged: usize,
 }
+
+/// The state filter that lists the stations flagged for location drift.
+const DRIFT_FILTER: &str = "location drift";
 
 async fn tokens(console: &Console, now: OffsetDateTime) -> ConsoleResult<Vec<TokenView>> {
     Ok(console
@@ -274,9 +347,10 @@ async fn render_page(
     let now = receiver_now();
     let devices = console.store.list_devices().await?;
     let fleet = fleet_policy(&devices);
+    let subnets = console.store.subnets().await?;
     let all: Vec<StationView> = devices
         .iter()
-        .map(|d| StationView::new(d, now, console, fleet.as_deref()))
+        .map(|d| StationView::new(d, now, console, fleet.as_deref(), &subnets))
         .collect();
     let count = |s: &str| all.iter().filter(|v| v.liveness == s).count();
     let counts = [
@@ -287,6 +361,7 @@ async fn render_page(
     ];
     let total = all.len();
     let self_test_flagged = all.iter().filter(|v| v.self_test_flagged).count();
+    let drift_flagged = all.iter().filter(|v| v.drift.is_some()).count();
     let stations = all
         .into_iter()
         .filter(|s| {
@@ -294,6 +369,7 @@ async fn render_page(
                 || s.liveness == filters.state
                 || s.status == filters.state
                 || (filters.state == SELF_TEST_FILTER && s.self_test_flagged)
+                || (filters.state == DRIFT_FILTER && s.drift.is_some())
         })
         .filter(|s| filters.q.trim().is_empty() || s.matches(filters.q.trim()))
         .collect();
@@ -312,6 +388,7 @@ async fn render_page(
         counts,
         self_test_flagged,
         self_test_period: period_text(console.settings.self_test_period),
+        drift_flagged,
     }))
 }
 
@@ -357,6 +434,91 @@ pub async fn set_status(
         )),
         Err(StoreError::Refused(m)) => Ok(error_page(StatusCode::CONFLICT, "Not done", &m)),
         Err(e) => Err(e.into()),
+    }
+}
+
+/// A refused store call as the page an admin sees.
+fn refusal_page(e: StoreError) -> ConsoleResult {
+    match e {
+        StoreError::NoSuchDevice(_) => Ok(error_page(
+            StatusCode::NOT_FOUND,
+            "No such station",
+            "This device is not enrolled.",
+        )),
+        StoreError::Refused(m) => Ok(error_page(StatusCode::CONFLICT, "Not done", &m)),
+        e => Err(e.into()),
+    }
+}
+
+/// The station's stored record (for the base of its registered location).
+async fn device(console: &Console, device_id: &str) -> ConsoleResult<Option<DeviceRecord>> {
+    Ok(console
+        .store
+        .list_devices()
+        .await?
+        .into_iter()
+        .find(|d| d.device_id == device_id))
+}
+
+/// `POST /stations/{device_id}/approve` (admin): approves a pending station and registers the
+/// location the approver confirmed (label, BLD, FLR, ROOM; prefilled from the claimed one), in
+/// one audited transaction.
+pub async fn approve(
+    State(console): State<Arc<Console>>,
+    Extension(user): Extension<CurrentUser>,
+    Path(device_id): Path<String>,
+    Form(form): Form<LocationFields>,
+) -> ConsoleResult {
+    let Some(d) = device(&console, &device_id).await? else {
+        return refusal_page(StoreError::NoSuchDevice(device_id));
+    };
+    // All four fields empty (a station that claims no location, and an approver who knows
+    // none yet): approved without a registered location, which can be set later.
+    let location = if form.is_empty() {
+        None
+    } else {
+        match form.apply(&d.location) {
+            Ok(l) => Some(l),
+            Err(m) => return Ok(error_page(StatusCode::UNPROCESSABLE_ENTITY, "Not done", &m)),
+        }
+    };
+    match console
+        .store
+        .approve_device(&device_id, location, &user.username)
+        .await
+    {
+        Ok(()) => Ok(Redirect::to("/stations").into_response()),
+        Err(e) => refusal_page(e),
+    }
+}
+
+/// `POST /stations/{device_id}/location` (admin): sets the station's registered location;
+/// all four fields empty clears it. Audited with the old and new values.
+pub async fn set_location(
+    State(console): State<Arc<Console>>,
+    Extension(user): Extension<CurrentUser>,
+    Path(device_id): Path<String>,
+    Form(form): Form<LocationFields>,
+) -> ConsoleResult {
+    let Some(d) = device(&console, &device_id).await? else {
+        return refusal_page(StoreError::NoSuchDevice(device_id));
+    };
+    let location = if form.is_empty() {
+        None
+    } else {
+        let base = d.registered_location.as_ref().unwrap_or(&d.location);
+        match form.apply(base) {
+            Ok(l) => Some(l),
+            Err(m) => return Ok(error_page(StatusCode::UNPROCESSABLE_ENTITY, "Not done", &m)),
+        }
+    };
+    match console
+        .store
+        .set_registered_location(&device_id, location, &user.username)
+        .await
+    {
+        Ok(()) => Ok(Redirect::to("/stations").into_response()),
+        Err(e) => refusal_page(e),
     }
 }
 
@@ -498,6 +660,8 @@ mod policy_tests {
             last_self_test_id: None,
             policy_source: hash.map(|_| "os:/etc/duress/agent.toml".into()),
             policy_sha256: hash.map(str::to_owned),
+            registered_location: None,
+            last_addr: None,
         }
     }
 

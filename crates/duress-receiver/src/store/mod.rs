@@ -268,6 +268,23 @@ pub struct EnrollRequest {
     pub now: OffsetDateTime,
 }
 
+impl EnrollRequest {
+    /// What the audit log records of a new device (issue 16: every enrollment is audited):
+    /// the token's log reference, the status it starts in, its key thumbprint (what approvers
+    /// compare with `duress-agent status`), host and claimed location.
+    pub fn audit_detail(&self, status: DeviceStatus) -> String {
+        format!(
+            "token {}, status {}, key {}, host {:?}, user {:?}, claimed {}",
+            crate::tokens::log_ref(&self.token_hash),
+            status.as_str(),
+            self.key_thumbprint,
+            self.host.hostname,
+            self.host.user,
+            location_summary(Some(&self.location))
+        )
+    }
+}
+
 /// Why an enrollment was refused.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum EnrollRefusal {
@@ -323,6 +340,9 @@ pub struct NewEvent {
     /// and the signature is stored with the event (`event_acks`). `None` (store tests): no
     /// signature is made or stored.
     pub ack_signer: Option<Arc<dyn AckSigner>>,
+    /// The client address the request came from (evidence for "location drift"); `None` when
+    /// unknown.
+    pub client_addr: Option<String>,
 }
 
 /// The receiver's acknowledgement key as the store sees it (see `crate::ack_key`): signs the
@@ -400,6 +420,8 @@ pub struct HeartbeatUpdate {
     pub location: Option<Location>,
     /// `None` keeps the stored policy report (the agent sent none).
     pub policy: Option<duress_core::PolicyFacts>,
+    /// The client address the request came from; `None` keeps the stored one.
+    pub client_addr: Option<String>,
 }
 
 /// What a heartbeat's answer needs, read in the transaction that recorded it.
@@ -474,6 +496,31 @@ pub trait StationStore: Send + Sync {
     ) -> StoreFuture<'a, ()>;
     /// Every device, in order of enrollment.
     fn list_devices(&self) -> StoreFuture<'_, Vec<DeviceRecord>>;
+    /// Sets the station's registered location (`None` clears it), audited (`device.location`,
+    /// old and new) with a live-log row. `NoSuchDevice` when unknown.
+    fn set_registered_location<'a>(
+        &'a self,
+        device_id: &'a str,
+        location: Option<Location>,
+        actor: &'a str,
+    ) -> StoreFuture<'a, ()>;
+    /// Sets the registered locations of several stations (a CSV import) in one transaction,
+    /// each audited as [`StationStore::set_registered_location`]: all or nothing
+    /// (`NoSuchDevice` for the first unknown one). Returns how many.
+    fn set_registered_locations<'a>(
+        &'a self,
+        changes: Vec<(String, Option<Location>)>,
+        actor: &'a str,
+    ) -> StoreFuture<'a, usize>;
+    /// Approves a pending station (or enables a disabled one) and registers its location
+    /// (`None`: leaves it as it is), in one transaction, both audited: a station is never
+    /// active with the approver's location half-written. Revocation stays final (`Refused`).
+    fn approve_device<'a>(
+        &'a self,
+        device_id: &'a str,
+        location: Option<Location>,
+        actor: &'a str,
+    ) -> StoreFuture<'a, ()>;
 }
 
 /// Incidents: one read model ([`IncidentRecord`]) for the CLI, the console and the API.
@@ -610,6 +657,13 @@ pub trait SettingsStore: Send + Sync {
     ) -> StoreFuture<'a, i64>;
     /// Deletes a mapping, audited; `false` when there was none.
     fn delete_camera_mapping<'a>(&'a self, id: i64, actor: &'a str) -> StoreFuture<'a, bool>;
+    /// The subnet → building/floor map, in network text order.
+    fn subnets(&self) -> StoreFuture<'_, Vec<Subnet>>;
+    /// Adds these subnets, replacing the mapping of any already listed, each audited
+    /// (`subnet.put`), all in one transaction (an import is all or nothing); returns how many.
+    fn put_subnets<'a>(&'a self, subnets: Vec<Subnet>, actor: &'a str) -> StoreFuture<'a, usize>;
+    /// Removes the subnet with this canonical CIDR, audited; `false` when there was none.
+    fn remove_subnet<'a>(&'a self, cidr: &'a str, actor: &'a str) -> StoreFuture<'a, bool>;
 }
 
 /// The whole store: what the receiver holds as `Arc<dyn Store>`.

@@ -241,6 +241,16 @@ impl SqliteStore {
         .bind(format_ts(req.now))
         .execute(&mut *tx)
         .await?;
+        log::audit(
+            &mut tx,
+            &self.audit_key,
+            req.now,
+            "enrollment",
+            "device.enroll",
+            &req.new_device_id,
+            &req.audit_detail(status),
+        )
+        .await?;
         tx.commit().await?;
         self.keys.enrolled(&req.new_device_id);
         Ok(EnrollOutcome::Enrolled {
@@ -249,10 +259,13 @@ impl SqliteStore {
         })
     }
 
-    async fn set_status_impl(
+    /// Changes the status and, when `registered` is given (approval with a location), the
+    /// registered location, in one transaction.
+    pub(super) async fn set_status_impl(
         &self,
         device_id: &str,
         status: DeviceStatus,
+        registered: Option<&duress_core::Location>,
         actor: &str,
     ) -> StoreResult<()> {
         let mut tx = self.begin_write().await?;
@@ -281,6 +294,10 @@ impl SqliteStore {
             &format!("{current} -> {}", status.as_str()),
         )
         .await?;
+        if let Some(location) = registered {
+            stations::write_registered(&mut tx, &self.audit_key, device_id, Some(location), actor)
+                .await?;
+        }
         log::live(
             &mut tx,
             now,

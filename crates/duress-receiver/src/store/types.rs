@@ -393,3 +393,26 @@ impl NewCameraMapping {
         )
     }
 }
+
+/// What the audit log records of a location: the fields an officer reads first.
+pub fn location_summary(location: Option<&duress_core::Location>) -> String {
+    let Some(l) = location else {
+        return "(none)".to_owned();
+    };
+    let fields: Vec<String> = [
+        ("label", &l.label),
+        ("BLD", &l.bld),
+        ("FLR", &l.flr),
+        ("ROOM", &l.room),
+    ]
+    .into_iter()
+    .filter_map(|(k, v)| v.as_deref().map(|v| format!("{k} {v:?}")))
+    .collect();
+    if fields.is_empty() {
+        "(empty)".to_owned()
+    } else {
+        fields.join(", ")
+    }
+}
+
+pub use crate::location_evidence::Subnet;

@@ -11,7 +11,7 @@ use super::{PostgresStore, log, ms};
 use crate::store::{
     AccountStore, AuditEntry, AuditStore, CameraMapping, Credentials, LiveRow, LiveStore,
     NewCameraMapping, NewSession, NewUser, Role, SessionRecord, SettingsStore, StoreError,
-    StoreFuture, StoreResult, UserRecord, format_ts,
+    StoreFuture, StoreResult, Subnet, UserRecord, format_ts,
 };
 
 impl PostgresStore {
@@ -451,6 +451,83 @@ impl LiveStore for PostgresStore {
     }
 }
 
+impl PostgresStore {
+    async fn subnets_impl(&self) -> StoreResult<Vec<Subnet>> {
+        let rows =
+            sqlx::query("SELECT cidr, building, floor FROM subnets ORDER BY cidr COLLATE \"C\"")
+                .fetch_all(&self.pool)
+                .await?;
+        rows.iter()
+            .map(|r| {
+                let cidr: String = r.try_get("cidr")?;
+                Ok(Subnet {
+                    net: cidr
+                        .parse()
+                        .map_err(|_| StoreError::Corrupt(format!("subnet {cidr:?}")))?,
+                    building: r.try_get("building")?,
+                    floor: r.try_get("floor")?,
+                })
+            })
+            .collect()
+    }
+
+    async fn put_subnets_impl(&self, subnets: Vec<Subnet>, actor: &str) -> StoreResult<usize> {
+        let mut tx = self.begin().await?;
+        let now = crate::clock::receiver_now();
+        for subnet in &subnets {
+            sqlx::query(
+                "INSERT INTO subnets (cidr, building, floor, created_at) VALUES ($1, $2, $3, $4)
+                 ON CONFLICT (cidr) DO UPDATE SET building = excluded.building,
+                                                  floor = excluded.floor",
+            )
+            .bind(subnet.cidr())
+            .bind(&subnet.building)
+            .bind(&subnet.floor)
+            .bind(ms(now))
+            .execute(&mut *tx)
+            .await?;
+        }
+        // The audit entries last: the log lock is the last lock a transaction takes.
+        for subnet in &subnets {
+            log::audit(
+                &mut tx,
+                &self.audit_key,
+                now,
+                actor,
+                "subnet.put",
+                &subnet.cidr(),
+                &subnet.audit_detail(),
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(subnets.len())
+    }
+
+    async fn remove_subnet_impl(&self, cidr: &str, actor: &str) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        let done = sqlx::query("DELETE FROM subnets WHERE cidr = $1")
+            .bind(cidr)
+            .execute(&mut *tx)
+            .await?;
+        if done.rows_affected() != 1 {
+            return Ok(false);
+        }
+        log::audit(
+            &mut tx,
+            &self.audit_key,
+            crate::clock::receiver_now(),
+            actor,
+            "subnet.remove",
+            cidr,
+            "",
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
+    }
+}
+
 impl SettingsStore for PostgresStore {
     fn camera_mappings(&self) -> StoreFuture<'_, Vec<CameraMapping>> {
         Box::pin(async move {
@@ -481,5 +558,17 @@ impl SettingsStore for PostgresStore {
 
     fn delete_camera_mapping<'a>(&'a self, id: i64, actor: &'a str) -> StoreFuture<'a, bool> {
         Box::pin(self.delete_mapping_impl(id, actor))
+    }
+
+    fn subnets(&self) -> StoreFuture<'_, Vec<Subnet>> {
+        Box::pin(self.subnets_impl())
+    }
+
+    fn put_subnets<'a>(&'a self, subnets: Vec<Subnet>, actor: &'a str) -> StoreFuture<'a, usize> {
+        Box::pin(self.put_subnets_impl(subnets, actor))
+    }
+
+    fn remove_subnet<'a>(&'a self, cidr: &'a str, actor: &'a str) -> StoreFuture<'a, bool> {
+        Box::pin(self.remove_subnet_impl(cidr, actor))
     }
 }

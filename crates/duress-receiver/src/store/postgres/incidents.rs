@@ -32,6 +32,7 @@ pub(super) fn event_record(row: &PgRow) -> StoreResult<EventRecord> {
         location: json(row, "location_json")?,
         host: json(row, "host_json")?,
         cancel_pin: crate::store::cancel_pin_of(event_kind, &row.try_get::<String, _>("jws")?),
+        client_addr: row.try_get("client_addr")?,
     })
 }
 
@@ -64,6 +65,9 @@ fn incident_record(row: &PgRow) -> StoreResult<IncidentRecord> {
         follow_up: row.try_get("follow_up")?,
         cancel_with_duress_pin: false,
         events: Vec::new(),
+        registered_location: None,
+        location_mismatch: false,
+        location_drift: None,
     })
 }
 

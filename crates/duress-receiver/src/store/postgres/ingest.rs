@@ -128,6 +128,17 @@ impl PostgresStore {
             }
             return Err(StoreError::from(e).into());
         }
+        // Last: the log lock is the last lock a transaction takes.
+        log::audit(
+            &mut tx,
+            &self.audit_key,
+            req.now,
+            "enrollment",
+            "device.enroll",
+            &req.new_device_id,
+            &req.audit_detail(status),
+        )
+        .await?;
         tx.commit().await.map_err(StoreError::from)?;
         self.keys.enrolled(&req.new_device_id);
         Ok(EnrollOutcome::Enrolled {
@@ -212,7 +223,8 @@ impl PostgresStore {
                                              THEN COALESCE($8, location_json)
                                              ELSE location_json END,
                         policy_source = COALESCE($10, policy_source),
-                        policy_sha256 = COALESCE($11, policy_sha256)
+                        policy_sha256 = COALESCE($11, policy_sha256),
+                        last_addr = COALESCE($12, last_addr)
                   WHERE device_id = $9 AND (SELECT status FROM current) <> 'revoked'
                   RETURNING device_id
              )
@@ -233,6 +245,7 @@ impl PostgresStore {
         .bind(&hb.device_id)
         .bind(hb.policy.as_ref().map(|p| p.source.as_str()))
         .bind(hb.policy.as_ref().map(|p| p.sha256.as_str()))
+        .bind(hb.client_addr.as_deref())
         .fetch_one(&self.heartbeat_pool)
         .await?;
         let current: Option<String> = row.try_get("status")?;
@@ -345,8 +358,9 @@ async fn insert_event(
 
     let inserted: Option<Uuid> = sqlx::query_scalar(
         "INSERT INTO events (id, device_id, incident_id, seq, kind, source, occurred_at, sent_at,
-                             received_at, delay_ms, delayed, location_json, host_json, jws)
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14)
+                             received_at, delay_ms, delayed, location_json, host_json, jws,
+                             client_addr)
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)
          ON CONFLICT (id) DO NOTHING RETURNING id",
     )
     .bind(ev.id)
@@ -363,6 +377,7 @@ async fn insert_event(
     .bind(Json(&ev.location))
     .bind(Json(&ev.host))
     .bind(&ev.jws)
+    .bind(ev.client_addr.as_deref())
     .fetch_optional(&mut *conn)
     .await?;
     if inserted.is_none() {
@@ -417,7 +432,8 @@ async fn insert_event(
     sqlx::query(
         "UPDATE devices SET last_seq = GREATEST(COALESCE(last_seq, $1), $1), last_event_at = $2,
                 last_self_test_at = CASE WHEN $3 THEN $2 ELSE last_self_test_at END,
-                last_self_test_id = CASE WHEN $3 THEN $4 ELSE last_self_test_id END
+                last_self_test_id = CASE WHEN $3 THEN $4 ELSE last_self_test_id END,
+                last_addr = COALESCE($6, last_addr)
          WHERE device_id = $5",
     )
     .bind(ev.seq)
@@ -425,6 +441,7 @@ async fn insert_event(
     .bind(is_test)
     .bind(ev.id)
     .bind(&ev.device_id)
+    .bind(ev.client_addr.as_deref())
     .execute(&mut *conn)
     .await?;
 

@@ -1,13 +1,56 @@
 //! Stations: enrollment tokens and device status (audited), and their listings.
 
-use duress_core::DeviceStatus;
-use sqlx::Row as _;
+use duress_core::{DeviceStatus, Location};
+use sqlx::types::Json;
+use sqlx::{PgConnection, Row as _};
 
 use super::{PostgresStore, json, log, ms, opt_json, opt_unsigned, status};
 use crate::records::DeviceRecord;
+use crate::store::audit_chain::AuditKey;
 use crate::store::{
     Approve, NewToken, StationStore, StoreError, StoreFuture, StoreResult, TokenRecord,
+    location_summary,
 };
+
+/// Sets the registered location of `device_id` inside the caller's transaction (taking the
+/// device's row lock) and audits the change (old and new); `NoSuchDevice` when unknown.
+async fn write_registered(
+    conn: &mut PgConnection,
+    key: &AuditKey,
+    device_id: &str,
+    location: Option<&Location>,
+    actor: &str,
+) -> StoreResult<()> {
+    let old: Option<Option<Json<Location>>> = sqlx::query_scalar(
+        "SELECT registered_location_json FROM devices WHERE device_id = $1 FOR UPDATE",
+    )
+    .bind(device_id)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(old) = old else {
+        return Err(StoreError::NoSuchDevice(device_id.to_owned()));
+    };
+    sqlx::query("UPDATE devices SET registered_location_json = $1 WHERE device_id = $2")
+        .bind(location.map(Json))
+        .bind(device_id)
+        .execute(&mut *conn)
+        .await?;
+    log::audit(
+        conn,
+        key,
+        crate::clock::receiver_now(),
+        actor,
+        "device.location",
+        device_id,
+        &format!(
+            "registered: {} -> {}",
+            location_summary(old.as_ref().map(|j| &j.0)),
+            location_summary(location)
+        ),
+    )
+    .await?;
+    Ok(())
+}
 
 impl PostgresStore {
     async fn create_token_impl(&self, token: NewToken, actor: &str) -> StoreResult<()> {
@@ -84,10 +127,13 @@ impl PostgresStore {
             .collect()
     }
 
+    /// Changes the status and, when `registered` is given (approval with a location), the
+    /// registered location, in one transaction.
     async fn set_status_impl(
         &self,
         device_id: &str,
         new: DeviceStatus,
+        registered: Option<&duress_core::Location>,
         actor: &str,
     ) -> StoreResult<()> {
         let mut tx = self.begin().await?;
@@ -118,9 +164,42 @@ impl PostgresStore {
             &format!("{current} -> {}", new.as_str()),
         )
         .await?;
+        if let Some(location) = registered {
+            write_registered(&mut tx, &self.audit_key, device_id, Some(location), actor).await?;
+        }
         let payload =
             serde_json::json!({"device_id": device_id, "status": new.as_str()}).to_string();
         log::live(&mut tx, now, "device", None, &payload).await?;
+        tx.commit().await?;
+        self.wake.notify_one();
+        Ok(())
+    }
+
+    async fn set_registered_impl(
+        &self,
+        device_id: &str,
+        location: Option<Location>,
+        actor: &str,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin().await?;
+        write_registered(
+            &mut tx,
+            &self.audit_key,
+            device_id,
+            location.as_ref(),
+            actor,
+        )
+        .await?;
+        let payload = serde_json::json!({"device_id": device_id, "registered_location": location})
+            .to_string();
+        log::live(
+            &mut tx,
+            crate::clock::receiver_now(),
+            "device",
+            None,
+            &payload,
+        )
+        .await?;
         tx.commit().await?;
         self.wake.notify_one();
         Ok(())
@@ -153,6 +232,8 @@ impl PostgresStore {
                     last_self_test_id: row.try_get("last_self_test_id")?,
                     policy_source: row.try_get("policy_source")?,
                     policy_sha256: row.try_get("policy_sha256")?,
+                    registered_location: opt_json(row, "registered_location_json")?,
+                    last_addr: row.try_get("last_addr")?,
                 })
             })
             .collect()
@@ -178,7 +259,60 @@ impl StationStore for PostgresStore {
         status: DeviceStatus,
         actor: &'a str,
     ) -> StoreFuture<'a, ()> {
-        Box::pin(self.set_status_impl(device_id, status, actor))
+        Box::pin(self.set_status_impl(device_id, status, None, actor))
+    }
+
+    fn set_registered_location<'a>(
+        &'a self,
+        device_id: &'a str,
+        location: Option<Location>,
+        actor: &'a str,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(self.set_registered_impl(device_id, location, actor))
+    }
+
+    fn set_registered_locations<'a>(
+        &'a self,
+        changes: Vec<(String, Option<Location>)>,
+        actor: &'a str,
+    ) -> StoreFuture<'a, usize> {
+        Box::pin(async move {
+            let mut tx = self.begin().await?;
+            // Every row lock first, in one order: the log lock (taken by each audit entry)
+            // must stay the last lock this transaction takes.
+            let ids: Vec<&str> = changes.iter().map(|(d, _)| d.as_str()).collect();
+            sqlx::query(
+                "SELECT device_id FROM devices WHERE device_id = ANY($1)
+                 ORDER BY device_id COLLATE \"C\" FOR UPDATE",
+            )
+            .bind(&ids)
+            .fetch_all(&mut *tx)
+            .await?;
+            for (device_id, location) in &changes {
+                write_registered(
+                    &mut tx,
+                    &self.audit_key,
+                    device_id,
+                    location.as_ref(),
+                    actor,
+                )
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(changes.len())
+        })
+    }
+
+    fn approve_device<'a>(
+        &'a self,
+        device_id: &'a str,
+        location: Option<Location>,
+        actor: &'a str,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            self.set_status_impl(device_id, DeviceStatus::Active, location.as_ref(), actor)
+                .await
+        })
     }
 
     fn list_devices(&self) -> StoreFuture<'_, Vec<DeviceRecord>> {

@@ -67,6 +67,11 @@ pub(super) async fn devices(pool: &SqlitePool) -> StoreResult<Vec<DeviceRecord>>
                     .transpose()?,
                 policy_source: row.try_get("policy_source")?,
                 policy_sha256: row.try_get("policy_sha256")?,
+                registered_location: row
+                    .try_get::<Option<String>, _>("registered_location_json")?
+                    .map(|t| from_json("registered_location_json", &t))
+                    .transpose()?,
+                last_addr: row.try_get("last_addr")?,
             })
         })
         .collect()
@@ -92,6 +97,7 @@ pub(super) fn event_record(row: &SqliteRow) -> StoreResult<EventRecord> {
         location: json(row, "location_json")?,
         host: json(row, "host_json")?,
         cancel_pin: cancel_pin_of(event_kind, &row.try_get::<String, _>("jws")?),
+        client_addr: row.try_get("client_addr")?,
     })
 }
 
@@ -173,6 +179,9 @@ pub(super) fn incident_record(row: &SqliteRow) -> StoreResult<IncidentRecord> {
         follow_up: text("follow_up")?,
         cancel_with_duress_pin: false,
         events: Vec::new(),
+        registered_location: None,
+        location_mismatch: false,
+        location_drift: None,
     })
 }
 

@@ -1,14 +1,59 @@
 //! Stations: enrollment tokens and device status (audited), and their listings.
 
-use duress_core::DeviceStatus;
+use duress_core::{DeviceStatus, Location};
 use sqlx::Row as _;
+use sqlx::SqliteConnection;
 
+use super::rows::{from_json, to_json};
 use super::{SqliteStore, listings, log};
 use crate::records::DeviceRecord;
+use crate::store::audit_chain::AuditKey;
 use crate::store::{
     Approve, NewToken, StationStore, StoreError, StoreFuture, StoreResult, TokenRecord, format_ts,
-    parse_ts,
+    location_summary, parse_ts,
 };
+
+/// Sets the registered location of `device_id` inside the caller's transaction and audits the
+/// change (old and new); `NoSuchDevice` when unknown.
+pub(super) async fn write_registered(
+    conn: &mut SqliteConnection,
+    key: &AuditKey,
+    device_id: &str,
+    location: Option<&Location>,
+    actor: &str,
+) -> StoreResult<()> {
+    let old: Option<Option<String>> =
+        sqlx::query_scalar("SELECT registered_location_json FROM devices WHERE device_id = ?")
+            .bind(device_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let Some(old) = old else {
+        return Err(StoreError::NoSuchDevice(device_id.to_owned()));
+    };
+    let old: Option<Location> = old
+        .map(|t| from_json("registered_location_json", &t))
+        .transpose()?;
+    sqlx::query("UPDATE devices SET registered_location_json = ? WHERE device_id = ?")
+        .bind(location.map(to_json))
+        .bind(device_id)
+        .execute(&mut *conn)
+        .await?;
+    log::audit(
+        conn,
+        key,
+        crate::clock::receiver_now(),
+        actor,
+        "device.location",
+        device_id,
+        &format!(
+            "registered: {} -> {}",
+            location_summary(old.as_ref()),
+            location_summary(location)
+        ),
+    )
+    .await?;
+    Ok(())
+}
 
 impl SqliteStore {
     async fn create_token_impl(&self, token: NewToken, actor: &str) -> StoreResult<()> {
@@ -88,6 +133,36 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    async fn set_registered_impl(
+        &self,
+        device_id: &str,
+        location: Option<Location>,
+        actor: &str,
+    ) -> StoreResult<()> {
+        let mut tx = self.begin_write().await?;
+        write_registered(
+            &mut tx,
+            &self.audit_key,
+            device_id,
+            location.as_ref(),
+            actor,
+        )
+        .await?;
+        log::live(
+            &mut tx,
+            crate::clock::receiver_now(),
+            "device",
+            None,
+            &serde_json::json!({"device_id": device_id, "registered_location": location}),
+        )
+        .await?;
+        tx.commit().await?;
+        self.wake.notify_one();
+        Ok(())
+    }
+}
+
 impl StationStore for SqliteStore {
     fn create_token<'a>(&'a self, token: NewToken, actor: &'a str) -> StoreFuture<'a, ()> {
         Box::pin(self.create_token_impl(token, actor))
@@ -107,7 +182,50 @@ impl StationStore for SqliteStore {
         status: DeviceStatus,
         actor: &'a str,
     ) -> StoreFuture<'a, ()> {
-        Box::pin(self.set_status_impl(device_id, status, actor))
+        Box::pin(self.set_status_impl(device_id, status, None, actor))
+    }
+
+    fn set_registered_location<'a>(
+        &'a self,
+        device_id: &'a str,
+        location: Option<Location>,
+        actor: &'a str,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(self.set_registered_impl(device_id, location, actor))
+    }
+
+    fn set_registered_locations<'a>(
+        &'a self,
+        changes: Vec<(String, Option<Location>)>,
+        actor: &'a str,
+    ) -> StoreFuture<'a, usize> {
+        Box::pin(async move {
+            let mut tx = self.begin_write().await?;
+            for (device_id, location) in &changes {
+                write_registered(
+                    &mut tx,
+                    &self.audit_key,
+                    device_id,
+                    location.as_ref(),
+                    actor,
+                )
+                .await?;
+            }
+            tx.commit().await?;
+            Ok(changes.len())
+        })
+    }
+
+    fn approve_device<'a>(
+        &'a self,
+        device_id: &'a str,
+        location: Option<Location>,
+        actor: &'a str,
+    ) -> StoreFuture<'a, ()> {
+        Box::pin(async move {
+            self.set_status_impl(device_id, DeviceStatus::Active, location.as_ref(), actor)
+                .await
+        })
     }
 
     fn list_devices(&self) -> StoreFuture<'_, Vec<DeviceRecord>> {

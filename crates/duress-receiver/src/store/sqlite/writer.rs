@@ -570,8 +570,9 @@ fn insert_event(
 
     conn.prepare_cached(
         "INSERT INTO events (id, device_id, incident_id, seq, kind, source, occurred_at, sent_at,
-                             received_at, delay_ms, delayed, location_json, host_json, jws)
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14)",
+                             received_at, delay_ms, delayed, location_json, host_json, jws,
+                             client_addr)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
     )?
     .execute(params![
         ev.id.to_string(),
@@ -588,6 +589,7 @@ fn insert_event(
         location_json,
         host_json,
         ev.jws,
+        ev.client_addr,
     ])?;
 
     // The live-update row, in this transaction: a console can never see the incident without
@@ -613,7 +615,8 @@ fn insert_event(
     conn.prepare_cached(
         "UPDATE devices SET last_seq = MAX(COALESCE(last_seq, ?1), ?1), last_event_at = ?2,
                 last_self_test_at = CASE WHEN ?3 THEN ?2 ELSE last_self_test_at END,
-                last_self_test_id = CASE WHEN ?3 THEN ?4 ELSE last_self_test_id END
+                last_self_test_id = CASE WHEN ?3 THEN ?4 ELSE last_self_test_id END,
+                last_addr = COALESCE(?6, last_addr)
          WHERE device_id = ?5",
     )?
     .execute(params![
@@ -621,7 +624,8 @@ fn insert_event(
         received,
         is_test,
         ev.id.to_string(),
-        ev.device_id
+        ev.device_id,
+        ev.client_addr,
     ])?;
 
     let stored = StoredEvent {
@@ -701,7 +705,8 @@ fn heartbeat(conn: &Connection, hb: &HeartbeatUpdate) -> StoreResult<HeartbeatRe
                 reported_last_seq = ?4,
                 host_json = COALESCE(?5, host_json), hostname = COALESCE(?6, hostname),
                 agent_version = COALESCE(?7, agent_version),
-                location_json = COALESCE(?8, location_json)
+                location_json = COALESCE(?8, location_json),
+                last_addr = COALESCE(?10, last_addr)
          WHERE device_id = ?9",
     )?
     .execute(params![
@@ -719,6 +724,7 @@ fn heartbeat(conn: &Connection, hb: &HeartbeatUpdate) -> StoreResult<HeartbeatRe
             .filter(|_| status == DeviceStatus::Active)
             .map(to_json),
         hb.device_id,
+        hb.client_addr,
     ])?;
     if let Some(p) = &hb.policy {
         conn.prepare_cached(
