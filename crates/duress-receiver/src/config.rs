@@ -54,6 +54,29 @@ pub struct ReceiverConfig {
     /// Supervision notifications: a station going offline notifies these channels once.
     #[serde(default)]
     pub supervision: Option<SupervisionConfig>,
+    /// What the daily purge deletes, and after how long (default: keep everything).
+    #[serde(default)]
+    pub retention: Option<RetentionConfig>,
+}
+
+/// `[retention]`: how many days each category is kept (`crate::retention`; docs/operations.md,
+/// "Retention"). A key left out keeps that category for ever. Open incidents are never purged.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Resolved incidents (with their events, timeline and notifications), counted from their
+    /// resolution. At least [`crate::retention::MIN_INCIDENT_DAYS`].
+    #[serde(default)]
+    pub resolved_incidents_days: Option<u32>,
+    /// Test events and their notifications, counted from receipt. At least 1.
+    #[serde(default)]
+    pub test_events_days: Option<u32>,
+    /// Settled offline (supervision) notifications and live-log rows of no incident. At least 1.
+    #[serde(default)]
+    pub heartbeat_history_days: Option<u32>,
+    /// Console sessions, counted from the end of their lifetime (0: as soon as they expired).
+    #[serde(default)]
+    pub sessions_days: Option<u32>,
 }
 
 /// `[supervision]`: the trouble channel(s) a station going offline notifies.
@@ -341,6 +364,9 @@ impl ReceiverConfig {
     }
 
     fn check(&self) -> Result<(), String> {
+        if let Some(r) = &self.retention {
+            crate::retention::check(r)?;
+        }
         if let Some(url) = &self.public_url {
             check_url("public_url", url)?;
         }

@@ -41,6 +41,7 @@ pub mod notify;
 pub mod problem;
 pub mod ratelimit;
 pub mod records;
+pub mod retention;
 pub mod server;
 pub mod settings;
 pub mod store;
@@ -283,6 +284,13 @@ impl Prepared {
                     self.settings.heartbeat_interval_s,
                 ))
             });
+        // The daily purge (`[retention]`), apart from the alarm path like the sweep.
+        let retention = self
+            .settings
+            .config
+            .as_ref()
+            .and_then(|c| c.retention.clone())
+            .map(|r| tokio::spawn(retention::run(self.store.clone(), r)));
         let closing = console.closing.clone();
         let app = console::routes::router(console::WebState {
             api: state,
@@ -335,7 +343,7 @@ impl Prepared {
         pump.abort();
         escalation.abort();
         cert_watch.abort();
-        for task in [notifier, supervision].into_iter().flatten() {
+        for task in [notifier, supervision, retention].into_iter().flatten() {
             task.abort();
         }
         // Only after the last request finished: closing checkpoints the WAL.

@@ -147,6 +147,18 @@ enum Command {
         #[arg(long)]
         force: bool,
     },
+    /// Delete what the `[retention]` table of the configuration file no longer keeps, now (the
+    /// daily purge of `serve`, run by hand); one audit entry with the counts.
+    Purge {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The configuration file whose `[retention]` table says what to keep.
+        #[arg(long, env = "DURESS_RECEIVER_CONFIG")]
+        config: PathBuf,
+        /// Print what would be deleted; delete nothing, audit nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// The acknowledgement key (DATA_DIR/ack-keys.json), which signs every event answer.
     AckKey {
         #[command(subcommand)]
@@ -530,6 +542,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             println!(
                 "restored the {} backup of {} ({} data files); audit chain ok: {} entries",
                 report.backend, report.created_at, report.data_files, report.audit_entries
+            );
+            Ok(())
+        }
+        Command::Purge {
+            store,
+            config,
+            dry_run,
+        } => {
+            let config = duress_receiver::config::ReceiverConfig::load(&config)?;
+            println!(
+                "{}",
+                admin::purge(store.location(), &config, dry_run).await?
             );
             Ok(())
         }

@@ -22,10 +22,12 @@
 //! - [`SettingsStore`]: console settings kept in the database (camera mappings).
 //! - [`OutboxStore`]: the notifier outbox (notifications written with the change that causes
 //!   them, taken by the delivery worker, every attempt recorded).
+//! - [`RetentionStore`]: purging what the retention policy no longer keeps, audited.
 
 pub mod audit_chain;
 pub mod outbox;
 pub mod postgres;
+pub mod retention;
 mod rules;
 pub mod sqlite;
 pub mod types;
@@ -34,6 +36,7 @@ pub use outbox::{
     AttemptOutcome, AttemptRecord, NewAttempt, NotificationFacts, NotificationRecord,
     NotifyPlanner, OutboxItem, OutboxStore, PlannedNotification, PlannerSlot,
 };
+pub use retention::{PurgeCounts, PurgeCutoffs, PurgeOutcome, PurgeRequest, RetentionStore};
 pub use types::*;
 
 use std::sync::Arc;
@@ -604,6 +607,7 @@ pub trait Store:
     + LiveStore
     + SettingsStore
     + OutboxStore
+    + RetentionStore
 {
     /// Which backend, for logs: `sqlite` or `postgresql`.
     fn backend(&self) -> &'static str;

@@ -46,6 +46,7 @@ mod incidents;
 mod ingest;
 mod log;
 mod outbox;
+mod retention;
 mod stations;
 
 /// How long a statement waits for a row lock before the store reports itself unavailable
