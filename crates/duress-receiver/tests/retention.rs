@@ -64,7 +64,18 @@ async fn resolve_days_ago(at: &StoreLocation, id: Uuid, days: i64) {
             pool.close().await;
         }
         Some(url) => {
-            let pool = sqlx::PgPool::connect(url.expose()).await.unwrap();
+            // duress-testpg's `postgres://USER@/DB?host=DIR` has an empty host, which sqlx's
+            // URL parser refuses: give it the user separately, as the store does.
+            let (user, rest) = url
+                .expose()
+                .strip_prefix("postgres://")
+                .and_then(|u| u.split_once('@'))
+                .unwrap();
+            let options: sqlx::postgres::PgConnectOptions =
+                format!("postgres://{rest}").parse().unwrap();
+            let pool = sqlx::PgPool::connect_with(options.username(user))
+                .await
+                .unwrap();
             sqlx::query("UPDATE incidents SET resolved_at = $1 WHERE incident_id = $2")
                 .bind(then)
                 .bind(id)
