@@ -1,6 +1,6 @@
 //! The receiver's configuration file (`serve --config FILE`, TOML; documented in full in
 //! `docs/integrations.md`): notification channels, escalation ladders and the rules that choose
-//! them. One top-level struct: later tables (`[oidc]`, `[retention]`) are added beside
+//! them, supervision and `[retention]`. One top-level struct: later tables (`[oidc]`) are added beside
 //! `channels` and `ladders`.
 //!
 //! Every table refuses unknown keys (`deny_unknown_fields`), so a misspelt key is an error that
