@@ -384,6 +384,26 @@ pub struct HeartbeatAnswer {
     pub claimed_incidents: Vec<Uuid>,
 }
 
+/// `POST /v1/retirements`: a station taking itself out of service for good, signed by its
+/// device key (`typ: duress-retirement`). The agent sends it only once nothing is left in its
+/// outbox (`queued` says so, for the receiver's log and audit entry).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetirementClaims {
+    #[serde(with = "time::serde::rfc3339")]
+    pub sent_at: OffsetDateTime,
+    /// Events still in the agent's outbox (0: the agent refuses to retire otherwise).
+    pub queued: u64,
+}
+
+/// `200` answer to a retirement: the station is retired (now, or already before: a resend is
+/// answered the same way).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetirementAnswer {
+    pub device_id: String,
+    /// `true`: this request retired it; `false`: it was retired already.
+    pub retired_now: bool,
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

@@ -248,3 +248,18 @@ pub async fn purge(
     })
     .await
 }
+
+/// Retires a station (`duress-receiver stations retire`): `true` when this call retired it,
+/// `false` when it was retired already. An unknown id is an error that names it.
+pub async fn retire_station(at: impl Into<StoreLocation>, device_id: &str) -> anyhow::Result<bool> {
+    with_store(at, async |store| {
+        match store.retire_device(device_id, CLI).await {
+            Ok(outcome) => Ok(outcome == crate::store::RetireOutcome::Retired),
+            Err(crate::store::StoreError::NoSuchDevice(_)) => {
+                anyhow::bail!("no station {device_id:?} is enrolled (see `devices list`)")
+            }
+            Err(e) => Err(e.into()),
+        }
+    })
+    .await
+}

@@ -118,6 +118,11 @@ enum Command {
         #[command(subcommand)]
         command: DevicesCommand,
     },
+    /// Stations (enrolled devices) taken out of service.
+    Stations {
+        #[command(subcommand)]
+        command: StationsCommand,
+    },
     /// Incidents.
     Incidents {
         #[command(subcommand)]
@@ -163,6 +168,19 @@ enum Command {
     AckKey {
         #[command(subcommand)]
         command: AckKeyCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum StationsCommand {
+    /// Retire a station for good: hidden from the Stations page, never supervised again, its
+    /// key refused (what `duress-agent decommission` asks for itself); audited.
+    Retire {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The station's device id (`devices list`).
+        #[arg(long)]
+        station: String,
     },
 }
 
@@ -480,6 +498,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             admin::set_device_status(store.location(), &device, status).await?;
             println!("device {device} is now {}", status.as_str());
+            Ok(())
+        }
+        Command::Stations {
+            command: StationsCommand::Retire { store, station },
+        } => {
+            if admin::retire_station(store.location(), &station).await? {
+                println!("station {station} retired");
+            } else {
+                println!("station {station} was already retired");
+            }
             Ok(())
         }
         Command::Incidents {

@@ -52,6 +52,13 @@ pub struct DeviceRecord {
     pub policy_source: Option<String>,
     #[serde(default)]
     pub policy_sha256: Option<String>,
+    /// When the station was retired (`duress-agent decommission`, or an admin); a retired
+    /// station is also `revoked`. `None`: not retired.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub retired_at: Option<OffsetDateTime>,
+    /// Who retired it (`device:ID` for the agent itself, else the admin).
+    #[serde(default)]
+    pub retired_by: Option<String>,
 }
 
 /// Whether a station proved its whole path recently: any `kind: test` event counts (a

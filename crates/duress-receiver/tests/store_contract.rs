@@ -21,7 +21,9 @@ use duress_receiver::store::{
 use duress_receiver::store::{
     AttemptOutcome, NewAttempt, NotificationFacts, NotifyPlanner, PlannedNotification,
 };
-use duress_receiver::store::{PurgeCounts, PurgeCutoffs, PurgeOutcome, PurgeRequest};
+use duress_receiver::store::{
+    PurgeCounts, PurgeCutoffs, PurgeOutcome, PurgeRequest, RetireOutcome,
+};
 use sha2::{Digest as _, Sha256};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -111,6 +113,7 @@ contract!(
     supervision_notifies_each_outage_once_and_never_for_revoked,
     retention_purges_old_resolved_incidents_never_open_ones_and_audits_the_counts,
     retention_keeps_a_resolved_incident_whose_notification_is_pending,
+    a_retired_station_is_revoked_marked_never_supervised_and_audited,
 );
 
 /// The acknowledgement key as the receiver hands it to the store.
@@ -2444,4 +2447,107 @@ async fn postgres_two_receivers_purge_once() {
     verified_chain(&a).await;
     a.close().await;
     b.close().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Retiring a station.
+
+async fn a_retired_station_is_revoked_marked_never_supervised_and_audited(store: Arc<dyn Store>) {
+    store.set_planner(Some(Arc::new(TwoSteps)));
+    let beat = |d: &str, at: OffsetDateTime| HeartbeatUpdate {
+        device_id: d.to_owned(),
+        received_at: at,
+        hotkey: HotkeyState::NotApplicable,
+        queued: 0,
+        reported_last_seq: 0,
+        host: None,
+        location: None,
+        policy: None,
+    };
+    let d = device(&store).await;
+    let other = device(&store).await;
+    let long_ago = now() - time::Duration::minutes(10);
+    store.record_heartbeat(beat(&d, long_ago)).await.unwrap();
+    store
+        .record_heartbeat(beat(&other, long_ago))
+        .await
+        .unwrap();
+    let after = Duration::from_secs(150);
+    let mut offline = store.sweep_offline(now(), after).await.unwrap();
+    offline.sort();
+    let mut both = vec![d.clone(), other.clone()];
+    both.sort();
+    assert_eq!(offline, both);
+    // Both outage notices are pending when `d` is retired.
+    let before = verified_chain(&store).await;
+    let actor = format!("device:{d}");
+    assert_eq!(
+        store.retire_device(&d, &actor).await.unwrap(),
+        RetireOutcome::Retired
+    );
+    assert_eq!(
+        store.retire_device(&d, "admin").await.unwrap(),
+        RetireOutcome::AlreadyRetired,
+        "a resend changes nothing"
+    );
+    assert!(matches!(
+        store.retire_device("no-such-device", "admin").await,
+        Err(StoreError::NoSuchDevice(_))
+    ));
+    let devices = store.list_devices().await.unwrap();
+    let rec = devices.iter().find(|r| r.device_id == d).unwrap();
+    assert_eq!(rec.status, DeviceStatus::Revoked);
+    assert!(rec.retired_at.is_some());
+    assert_eq!(rec.retired_by.as_deref(), Some(actor.as_str()));
+    let kept = devices.iter().find(|r| r.device_id == other).unwrap();
+    assert!(kept.retired_at.is_none());
+    assert_eq!(kept.status, DeviceStatus::Active);
+
+    // Its pending outage notice is stopped; the other station's still goes out.
+    let taken = store
+        .take_due("w", now(), Duration::from_secs(60), 10)
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 1, "{taken:?}");
+    assert_eq!(taken[0].facts.device_id, other);
+    // Never supervised again, whatever the sweep's time.
+    let later = now() + time::Duration::hours(1);
+    assert!(
+        !store
+            .sweep_offline(later, after)
+            .await
+            .unwrap()
+            .contains(&d)
+    );
+    // Its key can no longer raise an alarm; its heartbeats write nothing.
+    assert_eq!(
+        store
+            .ingest_event(event(&d, 1, EventKind::Duress, now()), WINDOW)
+            .await
+            .unwrap(),
+        IngestOutcome::DeviceNotActive(DeviceStatus::Revoked)
+    );
+    let answer = store.record_heartbeat(beat(&d, now())).await.unwrap();
+    assert_eq!(answer.status, DeviceStatus::Revoked);
+    // Nor can an admin bring it back.
+    assert!(matches!(
+        store
+            .set_device_status(&d, DeviceStatus::Active, "admin")
+            .await,
+        Err(StoreError::Refused(_))
+    ));
+
+    // One audit entry, by the station itself.
+    let entries: Vec<_> = store
+        .audit_log()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "device.retire")
+        .collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0].actor, actor);
+    assert_eq!(entries[0].subject, d);
+    assert_eq!(entries[0].detail, "active -> retired");
+    assert!(verified_chain(&store).await > before);
 }

@@ -1,7 +1,9 @@
 //! The stations page: every enrolled device with its label, location, liveness (online /
 //! stale / offline from its last heartbeat), chord state, agent version and last self-test;
-//! filters by state and text; enrollment tokens; approve, disable and revoke (admins only,
-//! officers see the page read-only).
+//! filters by state and text; enrollment tokens; approve, disable, revoke and retire (admins
+//! only, officers see the page read-only). Retired stations are left out of the list and the
+//! counts unless the `retired` filter asks for them: a station taken out of service is neither
+//! offline nor part of the fleet.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -72,6 +74,9 @@ fn period_text(period: Duration) -> String {
     }
 }
 
+/// The state filter (and status) of retired stations, which no other view lists.
+const RETIRED: &str = "retired";
+
 /// The state filter that lists the stations flagged for their self-test.
 const SELF_TEST_FILTER: &str = "self-test overdue";
 
@@ -82,7 +87,9 @@ pub struct StationView {
     pub civic: String,
     pub hostname: String,
     pub user: String,
+    /// `retired` for a retired station, else the device status.
     pub status: String,
+    pub retired: bool,
     pub liveness: &'static str,
     pub last_heartbeat: Option<Ts>,
     pub last_heartbeat_age: String,
@@ -148,7 +155,12 @@ impl StationView {
             civic: d.location.civic_address(),
             hostname: d.hostname.clone(),
             user: d.host.user.clone(),
-            status: d.status.as_str().to_owned(),
+            status: if d.retired_at.is_some() {
+                RETIRED.to_owned()
+            } else {
+                d.status.as_str().to_owned()
+            },
+            retired: d.retired_at.is_some(),
             liveness: live.as_str(),
             last_heartbeat: d.last_heartbeat_at.map(Ts::new),
             last_heartbeat_age: d
@@ -224,6 +236,8 @@ struct StationsPage {
     tokens: Vec<TokenView>,
     new_token: Option<String>,
     counts: [(&'static str, usize); 4],
+    /// Retired stations (listed only under the `retired` filter).
+    retired_count: usize,
     /// Active stations not tested within the period.
     self_test_flagged: usize,
     /// The period, for the page's explanation ("7 d").
@@ -271,10 +285,12 @@ async fn render_page(
     let now = receiver_now();
     let devices = console.store.list_devices().await?;
     let fleet = fleet_policy(&devices);
-    let all: Vec<StationView> = devices
+    let (retired, all): (Vec<StationView>, Vec<StationView>) = devices
         .iter()
         .map(|d| StationView::new(d, now, console, fleet.as_deref()))
-        .collect();
+        .partition(|v| v.retired);
+    // Retired stations are never counted (nor "offline"), and listed only under their filter.
+    let retired_count = retired.len();
     let count = |s: &str| all.iter().filter(|v| v.liveness == s).count();
     let counts = [
         ("online", count("online")),
@@ -284,10 +300,16 @@ async fn render_page(
     ];
     let total = all.len();
     let self_test_flagged = all.iter().filter(|v| v.self_test_flagged).count();
-    let stations = all
+    let listed = if filters.state == RETIRED {
+        retired
+    } else {
+        all
+    };
+    let stations = listed
         .into_iter()
         .filter(|s| {
             filters.state.is_empty()
+                || filters.state == RETIRED
                 || s.liveness == filters.state
                 || s.status == filters.state
                 || (filters.state == SELF_TEST_FILTER && s.self_test_flagged)
@@ -307,6 +329,7 @@ async fn render_page(
         tokens,
         new_token,
         counts,
+        retired_count,
         self_test_flagged,
         self_test_period: period_text(console.settings.self_test_period),
     }))
@@ -353,6 +376,44 @@ pub async fn set_status(
             "This device is not enrolled.",
         )),
         Err(StoreError::Refused(m)) => Ok(error_page(StatusCode::CONFLICT, "Not done", &m)),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
+pub struct RetireForm {
+    #[serde(default)]
+    confirm: String,
+}
+
+/// `POST /stations/{device_id}/retire` (admin): retires the station for good once the form's
+/// confirmation box is ticked (`confirm=yes`; the button also asks). Without it nothing
+/// changes.
+pub async fn retire(
+    State(console): State<Arc<Console>>,
+    Extension(user): Extension<CurrentUser>,
+    Path(device_id): Path<String>,
+    Form(form): Form<RetireForm>,
+) -> ConsoleResult {
+    if form.confirm != "yes" {
+        return Ok(error_page(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Not done",
+            "Tick \"retire for good\" to confirm: a retired station can never raise an alarm \
+             again and must enroll anew with a new key.",
+        ));
+    }
+    match console
+        .store
+        .retire_device(&device_id, &user.username)
+        .await
+    {
+        Ok(_) => Ok(Redirect::to("/stations").into_response()),
+        Err(StoreError::NoSuchDevice(_)) => Ok(error_page(
+            StatusCode::NOT_FOUND,
+            "No such station",
+            "This device is not enrolled.",
+        )),
         Err(e) => Err(e.into()),
     }
 }
@@ -437,6 +498,8 @@ mod policy_tests {
             last_self_test_id: None,
             policy_source: hash.map(|_| "os:/etc/duress/agent.toml".into()),
             policy_sha256: hash.map(str::to_owned),
+            retired_at: None,
+            retired_by: None,
         }
     }
 

@@ -471,7 +471,27 @@ pub trait StationStore: Send + Sync {
     ) -> StoreFuture<'a, ()>;
     /// Every device, in order of enrollment.
     fn list_devices(&self) -> StoreFuture<'_, Vec<DeviceRecord>>;
+    /// Retires a station for good, in one transaction: its status becomes `revoked` (its key
+    /// can no longer raise alarms or send heartbeats, the supervision sweep skips it), it is
+    /// marked retired (when, by `actor`), its pending offline notifications are stopped, and
+    /// the change is audited (`device.retire`) with a live-log row. Retiring a retired station
+    /// again changes nothing (`AlreadyRetired`), so a resent retire message is harmless.
+    fn retire_device<'a>(
+        &'a self,
+        device_id: &'a str,
+        actor: &'a str,
+    ) -> StoreFuture<'a, RetireOutcome>;
 }
+
+/// How [`StationStore::retire_device`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetireOutcome {
+    Retired,
+    AlreadyRetired,
+}
+
+/// The audit action of a retirement.
+pub const RETIRE_ACTION: &str = "device.retire";
 
 /// Incidents: one read model ([`IncidentRecord`]) for the CLI, the console and the API.
 pub trait IncidentStore: Send + Sync {

@@ -67,6 +67,8 @@ pub(super) async fn devices(pool: &SqlitePool) -> StoreResult<Vec<DeviceRecord>>
                     .transpose()?,
                 policy_source: row.try_get("policy_source")?,
                 policy_sha256: row.try_get("policy_sha256")?,
+                retired_at: opt_ts(row, "retired_at")?,
+                retired_by: row.try_get("retired_by")?,
             })
         })
         .collect()
