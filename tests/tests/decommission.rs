@@ -4,6 +4,7 @@
 //! enrolled; with the receiver back it delivers the alarm first, retires itself, loses its key
 //! and enrollment; the receiver lists it retired (audited, by the station itself), a later
 //! event signed with the old key is refused, and its heartbeats and supervision stay silent.
+#![allow(clippy::unwrap_used)]
 
 use std::time::Duration;
 
