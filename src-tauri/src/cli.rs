@@ -339,6 +339,9 @@ fn status(policy_flag: Option<&Path>, json: bool) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     match &s.device_id {
+        Some(id) if !s.enrolled => println!(
+            "enrolled: no (device {id} was retired by Security; run `duress-agent decommission`)"
+        ),
         Some(id) => println!(
             "enrolled: yes (device {id}, {})",
             s.device_status.map_or("status unknown", |d| d.as_str())

@@ -157,6 +157,43 @@ fn decommission_delivers_first_retires_the_station_and_its_key_is_refused() {
         SendOutcome::Acked(a) => assert_eq!(a.device_status.as_str(), "revoked"),
         other => panic!("{other:?}"),
     }
-    std::thread::sleep(Duration::from_millis(10));
     receiver.stop();
+}
+
+/// A station an admin retired (`duress-receiver stations retire`): its running agent learns it
+/// from the next heartbeat and says it is not enrolled; `decommission` then still succeeds
+/// (the receiver answers "already retired") and removes the key.
+#[test]
+fn a_station_retired_by_an_admin_shows_not_enrolled_and_decommissions() {
+    let dir = tempfile::tempdir().unwrap();
+    let receiver = ReceiverProcess::start(&dir.path().join("receiver"), free_port());
+    let agent = enrolled_agent(dir.path(), "ws-admin-retired", &receiver);
+    let status = agent.status();
+    let device_id = status["device_id"].as_str().unwrap().to_owned();
+    let install_id = status["install_id"].as_str().unwrap().to_owned();
+    assert!(
+        receiver
+            .admin(&["stations", "retire", "--station", &device_id])
+            .contains("retired")
+    );
+    let mut run = duress_tests::faults::KillOnDrop(agent.spawn_headless());
+    let shown = duress_tests::wait_until(Duration::from_secs(30), || {
+        agent.status()["enrolled"] == false
+    });
+    assert!(
+        shown,
+        "the agent never learned it was retired: {}",
+        agent.status()
+    );
+    let out = agent.run(&["status"]);
+    assert!(
+        text(&out).contains("enrolled: no (device"),
+        "{}",
+        text(&out)
+    );
+    duress_tests::faults::kill9(&mut run.0);
+    let out = agent.run(&["decommission"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains(": already retired\n"), "{}", text(&out));
+    assert!(Keystore::for_install(&install_id).load().unwrap().is_none());
 }

@@ -382,6 +382,10 @@ pub struct HeartbeatAnswer {
     /// acknowledgement; empty unless an officer has claimed one).
     #[serde(default)]
     pub claimed_incidents: Vec<Uuid>,
+    /// `true`: this station was retired (by an admin, or by its own `decommission`): its key
+    /// can no longer raise alarms, and the agent says it is not enrolled. Absent when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retired: bool,
 }
 
 /// `POST /v1/retirements`: a station taking itself out of service for good, signed by its

@@ -46,6 +46,14 @@ async fn a_station_retires_itself_and_its_key_is_refused_after() {
     assert_eq!(refused.status, 403, "{}", refused.text());
     refused.problem(ProblemType::DeviceRevoked);
     assert_eq!(h.event_count().await, 0);
+    // Its heartbeat says so: revoked and retired (the agent then shows "not enrolled").
+    let beat = h
+        .post("/v1/heartbeats", agent.sign_heartbeat(&agent.heartbeat()))
+        .await;
+    assert_eq!(beat.status, 200, "{}", beat.text());
+    let beat: duress_core::HeartbeatAnswer = beat.json();
+    assert_eq!(beat.device_status, duress_core::DeviceStatus::Revoked);
+    assert!(beat.retired);
     // A retirement signed as another type, or by no enrolled key, is refused.
     let wrong = agent
         .key
@@ -81,6 +89,11 @@ async fn admins_retire_from_the_console_with_a_confirm_step_and_the_cli() {
     let admin = Console::sign_in(&h, "boss").await;
     let officer = Console::sign_in(&h, "olga").await;
     let path = format!("/stations/{}/retire", a.device_id);
+    // Before: an active station's heartbeat carries no `retired`.
+    let beat = h
+        .post("/v1/heartbeats", a.sign_heartbeat(&a.heartbeat()))
+        .await;
+    assert!(!beat.text().contains("retired"), "{}", beat.text());
 
     // Officers may not; admins must tick the confirmation.
     let answer = officer.post_form(&path, &[("confirm", "yes")]).await;

@@ -70,6 +70,7 @@ pub struct DecommissionReport {
 const ENROLLMENT_KEYS: &[&str] = &[
     keys::DEVICE_ID,
     keys::DEVICE_STATUS,
+    keys::STATION_RETIRED,
     keys::ENROLLED_AT,
     keys::ENROLLED_RECEIVER,
     keys::FLAG_RECEIVER,

@@ -301,6 +301,8 @@ pub struct DeviceKey {
     pub device_id: String,
     pub public_jwk: Jwk,
     pub status: DeviceStatus,
+    /// Retired (`retire_device`); a retired device is also revoked.
+    pub retired: bool,
 }
 
 /// A verified event to commit.

@@ -421,15 +421,18 @@ impl IngestStore for SqliteStore {
 
     fn device_key<'a>(&'a self, device_id: &'a str) -> StoreFuture<'a, Option<DeviceKey>> {
         Box::pin(async move {
-            let row = sqlx::query("SELECT public_jwk, status FROM devices WHERE device_id = ?")
-                .bind(device_id)
-                .fetch_optional(&self.pool)
-                .await?;
+            let row = sqlx::query(
+                "SELECT public_jwk, status, retired_at FROM devices WHERE device_id = ?",
+            )
+            .bind(device_id)
+            .fetch_optional(&self.pool)
+            .await?;
             let Some(row) = row else { return Ok(None) };
             Ok(Some(DeviceKey {
                 device_id: device_id.to_owned(),
                 public_jwk: from_json("public_jwk", &row.try_get::<String, _>("public_jwk")?)?,
                 status: rows::status(&row.try_get::<String, _>("status")?)?,
+                retired: row.try_get::<Option<String>, _>("retired_at")?.is_some(),
             }))
         })
     }
