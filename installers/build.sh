@@ -150,6 +150,13 @@ build_msi() {
     msibuild "$msi" -q "INSERT INTO \`CustomAction\` (\`Action\`, \`Type\`, \`Source\`, \`Target\`) VALUES ('CreateScheduledTask', 3106, 'INSTALLDIR', '$schtasks /Create /F /TN \"Duress\\Agent\" /XML \"[INSTALLDIR]duress-agent-task.xml\"')"
     msibuild "$msi" -q "INSERT INTO \`CustomAction\` (\`Action\`, \`Type\`, \`Source\`, \`Target\`) VALUES ('DeleteScheduledTask', 3170, 'INSTALLDIR', '$schtasks /Delete /F /TN \"Duress\\Agent\"')"
     msibuild "$msi" -q "INSERT INTO \`InstallExecuteSequence\` (\`Action\`, \`Condition\`, \`Sequence\`) VALUES ('DeleteScheduledTask', 'REMOVE~=\"ALL\"', 3490)"
+    # Retires the station on uninstall, not on upgrade (a major upgrade removes the old product
+    # with UPGRADINGPRODUCTCODE set): `duress-agent decommission`, deferred and impersonated
+    # (type 1122 = 34 exe-in-directory + 64 continue on error + 1024 deferred; no
+    # noImpersonate), because the device key is in the uninstalling user's Credential Manager,
+    # which SYSTEM cannot read. Best-effort: its exit code never fails the uninstall.
+    msibuild "$msi" -q "INSERT INTO \`CustomAction\` (\`Action\`, \`Type\`, \`Source\`, \`Target\`) VALUES ('DecommissionStation', 1122, 'INSTALLDIR', '\"[INSTALLDIR]duress-agent.exe\" decommission')"
+    msibuild "$msi" -q "INSERT INTO \`InstallExecuteSequence\` (\`Action\`, \`Condition\`, \`Sequence\`) VALUES ('DecommissionStation', 'REMOVE~=\"ALL\" AND NOT UPGRADINGPRODUCTCODE', 3480)"
     msibuild "$msi" -q "INSERT INTO \`InstallExecuteSequence\` (\`Action\`, \`Condition\`, \`Sequence\`) VALUES ('CreateScheduledTask', 'NOT REMOVE~=\"ALL\"', 4010)"
     echo "$msi"
 }

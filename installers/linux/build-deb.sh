@@ -47,6 +47,8 @@ printf '%s\n' /etc/duress/agent.toml.example /etc/xdg/autostart/duress-agent.des
     >"$stage/DEBIAN/conffiles"
 install -m 0755 "$here/postinst" "$stage/DEBIAN/postinst"
 install -m 0755 "$here/postrm" "$stage/DEBIAN/postrm"
+# Retires the station (duress-agent decommission) on remove, not on upgrade.
+install -m 0755 "$here/prerm" "$stage/DEBIAN/prerm"
 
 mkdir -p "$outdir"
 deb="$outdir/duress-agent_${version}_${arch}.deb"

@@ -7,6 +7,7 @@
 //! duress-agent status [--policy F] [--json]
 //! duress-agent run --headless [--policy F]
 //! duress-agent diagnose [--policy F] [--json]
+//! duress-agent decommission [--policy F] [--deliver-within SECONDS]
 //! ```
 //!
 //! Policy versus flags: the policy (`--policy`, else `DURESS_AGENT_POLICY`, else
@@ -30,6 +31,9 @@ use duress_agent_core::{EnrollOptions, ReceiverConfig, Secret};
 use time_fmt::fmt_opt;
 
 pub(crate) use crate::engine_setup::{open_engine, runtime};
+
+/// How long `decommission` tries to deliver queued events before refusing.
+pub const DECOMMISSION_DELIVERY_WINDOW: Duration = Duration::from_secs(30);
 
 /// How long `trigger` tries to deliver its event before leaving it queued.
 pub const TRIGGER_DELIVERY_WINDOW: Duration = Duration::from_secs(5);
@@ -93,6 +97,17 @@ pub enum Command {
         /// Machine-readable output.
         #[arg(long)]
         json: bool,
+    },
+    /// Retire this station for good (the uninstallers run it): deliver queued events first
+    /// (refusing while any is undelivered), tell every receiver with a signed retirement, then
+    /// remove the device key from the keystore and forget the enrollment. Exit code 1 when
+    /// anything stopped it; then nothing was forgotten and it can be run again.
+    Decommission {
+        #[command(flatten)]
+        policy: PolicyArg,
+        /// How long to try delivering queued events before refusing (seconds).
+        #[arg(long, value_name = "SECONDS", default_value_t = DECOMMISSION_DELIVERY_WINDOW.as_secs())]
+        deliver_within: u64,
     },
     /// Run the engine (heartbeats and outbox delivery) until SIGTERM or SIGINT.
     Run {
@@ -162,6 +177,13 @@ pub fn execute(command: Command) -> ExitCode {
         Command::Diagnose { policy, json } => crate::diagnose::run(policy.policy.as_deref(), json),
         Command::Status { policy, json } => status(policy.policy.as_deref(), json),
         Command::Run { headless, policy } => run_headless(headless, policy.policy.as_deref()),
+        Command::Decommission {
+            policy,
+            deliver_within,
+        } => decommission(
+            policy.policy.as_deref(),
+            Duration::from_secs(deliver_within),
+        ),
     };
     match result {
         Ok(code) => code,
@@ -230,6 +252,30 @@ fn enroll(args: &EnrollArgs) -> Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+fn decommission(policy_flag: Option<&Path>, deliver_within: Duration) -> Result<ExitCode> {
+    let engine = open_engine(policy_flag)?;
+    if engine.device_id()?.is_none() {
+        println!("not enrolled: nothing to decommission");
+        return Ok(ExitCode::SUCCESS);
+    }
+    let report = runtime()?.block_on(engine.decommission(deliver_within))?;
+    if report.delivered_first > 0 {
+        println!(
+            "delivered first: {} queued event(s)",
+            report.delivered_first
+        );
+    }
+    for (url, answer) in &report.receivers {
+        println!("receiver {url}: {}", answer.describe());
+    }
+    println!(
+        "decommissioned: device {} retired; device key removed from the keystore; outbox kept in {}",
+        report.device_id,
+        engine.state_dir().display()
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 /// What `trigger` records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Press {
@@ -293,6 +339,9 @@ fn status(policy_flag: Option<&Path>, json: bool) -> Result<ExitCode> {
         return Ok(ExitCode::SUCCESS);
     }
     match &s.device_id {
+        Some(id) if !s.enrolled => println!(
+            "enrolled: no (device {id} was retired by Security; run `duress-agent decommission`)"
+        ),
         Some(id) => println!(
             "enrolled: yes (device {id}, {})",
             s.device_status.map_or("status unknown", |d| d.as_str())

@@ -214,6 +214,37 @@ fn msi_tables() {
             .any(|r| r["FileName"].ends_with("duress-agent.exe")),
         "{files:?}"
     );
+    // Uninstall (not an upgrade) retires the station first, as the uninstalling user,
+    // best-effort (issue 21: deferred 0x400, continue 0x40, never noImpersonate 0x800).
+    let actions = msi_table(&msi, "CustomAction");
+    let retire = actions
+        .iter()
+        .find(|r| r["Action"] == "DecommissionStation")
+        .unwrap_or_else(|| panic!("no DecommissionStation: {actions:?}"));
+    let t: u32 = retire["Type"].parse().unwrap();
+    assert!(
+        t & 0x400 != 0 && t & 0x40 != 0 && t & 0x800 == 0,
+        "{retire:?}"
+    );
+    assert!(
+        retire["Target"].contains("duress-agent.exe\" decommission"),
+        "{retire:?}"
+    );
+    let sequence = msi_table(&msi, "InstallExecuteSequence");
+    let step = sequence
+        .iter()
+        .find(|r| r["Action"] == "DecommissionStation")
+        .unwrap();
+    assert_eq!(
+        step["Condition"],
+        "REMOVE~=\"ALL\" AND NOT UPGRADINGPRODUCTCODE"
+    );
+    let at = |a: &str| -> u32 {
+        sequence.iter().find(|r| r["Action"] == a).unwrap()["Sequence"]
+            .parse()
+            .unwrap()
+    };
+    assert!(at("DecommissionStation") < at("DeleteScheduledTask"));
     // The token's copies run with msidbCustomActionTypeHideTarget.
     for r in msi_table(&msi, "CustomAction") {
         if r["Action"].ends_with("ENROLL_TOKEN") {
@@ -337,6 +368,19 @@ fn deb_package() {
         Policy::default()
     );
     assert!(root.join("etc/duress/agent.d").is_dir());
+
+    // prerm retires the station on remove only, and never runs anything into a --root tree.
+    let prerm = std::fs::read_to_string(control.join("prerm")).unwrap();
+    assert!(
+        prerm.contains("/usr/bin/duress-agent decommission"),
+        "{prerm}"
+    );
+    for arg in ["upgrade", "remove"] {
+        run(Command::new("sh")
+            .arg(control.join("prerm"))
+            .arg(arg)
+            .env("DPKG_ROOT", &root));
+    }
 }
 
 /// The receiver's .deb (issue 21): installed with dpkg into a throw-away root (its own dpkg

@@ -42,7 +42,9 @@ pub mod status_line;
 
 /// The protocol crate, re-exported so front ends (tray, CLI) use the very same types.
 pub use duress_core;
-pub use engine::{DeliveryReport, Engine, EnrollOptions, StatusSnapshot};
+pub use engine::{
+    DecommissionReport, DeliveryReport, Engine, EnrollOptions, RetireAnswer, StatusSnapshot,
+};
 pub use error::{Error, Result};
 pub use keystore::KeystoreError;
 pub use policy::{Policy, ReceiverConfig, Secret};

@@ -84,6 +84,9 @@ pub mod keys {
     pub const DEVICE_ID: &str = "device_id";
     /// The device's standing as last reported by a receiver.
     pub const DEVICE_STATUS: &str = "device_status";
+    /// Set when a receiver said this station is retired (heartbeat `retired: true`): the
+    /// station then counts as not enrolled.
+    pub const STATION_RETIRED: &str = "station_retired";
     /// When enrollment succeeded.
     pub const ENROLLED_AT: &str = "enrolled_at";
     /// The receiver URL that answered the enrollment.

@@ -50,6 +50,7 @@ pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Endpoint paths (relative to a receiver's base URL).
 pub const PATH_EVENTS: &str = "v1/events";
 pub const PATH_HEARTBEATS: &str = "v1/heartbeats";
+pub const PATH_RETIREMENTS: &str = "v1/retirements";
 pub const PATH_ENROLLMENTS: &str = "v1/enrollments";
 
 /// Part of every failure message of an answer whose acknowledgement signature did not verify
@@ -406,6 +407,17 @@ impl Sender {
             token,
             0,
             |_: &Endpoint, _: &HeartbeatAnswer| Ok(()),
+        )
+        .await
+    }
+
+    /// Posts a retirement (`duress-agent decommission`), policy order.
+    pub async fn post_retirement(&self, token: &str) -> SendOutcome<duress_core::RetirementAnswer> {
+        self.post(
+            PATH_RETIREMENTS,
+            token,
+            0,
+            |_: &Endpoint, _: &duress_core::RetirementAnswer| Ok(()),
         )
         .await
     }

@@ -23,6 +23,8 @@ pub enum Typ {
     Event,
     Heartbeat,
     Enrollment,
+    /// A station retiring itself (`duress-agent decommission`, docs/protocol.md §5.6).
+    Retirement,
 }
 
 impl Typ {
@@ -31,6 +33,7 @@ impl Typ {
             Typ::Event => "duress-event",
             Typ::Heartbeat => "duress-heartbeat",
             Typ::Enrollment => "duress-enrollment",
+            Typ::Retirement => "duress-retirement",
         }
     }
 }

@@ -30,7 +30,8 @@ pub use jws::{DeviceKey, Jwk, JwsError, ParsedJws, Typ};
 pub use location::Location;
 pub use messages::{
     DeviceStatus, EnrollmentAnswer, EnrollmentClaims, EventAck, EventClaims, EventKind,
-    HeartbeatAnswer, HeartbeatClaims, HostFacts, HotkeyState, PinCheck, PolicyFacts, Source,
+    HeartbeatAnswer, HeartbeatClaims, HostFacts, HotkeyState, PinCheck, PolicyFacts,
+    RetirementAnswer, RetirementClaims, Source,
 };
 pub use problem::{Problem, ProblemType};
 

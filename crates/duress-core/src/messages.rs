@@ -416,6 +416,30 @@ pub struct HeartbeatAnswer {
     /// acknowledgement; empty unless an officer has claimed one).
     #[serde(default)]
     pub claimed_incidents: Vec<Uuid>,
+    /// `true`: this station was retired (by an admin, or by its own `decommission`): its key
+    /// can no longer raise alarms, and the agent says it is not enrolled. Absent when false.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub retired: bool,
+}
+
+/// `POST /v1/retirements`: a station taking itself out of service for good, signed by its
+/// device key (`typ: duress-retirement`). The agent sends it only once nothing is left in its
+/// outbox (`queued` says so, for the receiver's log and audit entry).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetirementClaims {
+    #[serde(with = "time::serde::rfc3339")]
+    pub sent_at: OffsetDateTime,
+    /// Events still in the agent's outbox (0: the agent refuses to retire otherwise).
+    pub queued: u64,
+}
+
+/// `200` answer to a retirement: the station is retired (now, or already before: a resend is
+/// answered the same way).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RetirementAnswer {
+    pub device_id: String,
+    /// `true`: this request retired it; `false`: it was retired already.
+    pub retired_now: bool,
 }
 
 #[cfg(test)]

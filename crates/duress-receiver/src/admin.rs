@@ -426,3 +426,47 @@ async fn register_rows(
     })
     .await
 }
+
+/// Purges what `config`'s `[retention]` no longer keeps (`duress-receiver purge`), whether or
+/// not a daily purge ran lately; returns the line the command prints.
+pub async fn purge(
+    at: impl Into<StoreLocation>,
+    config: &crate::config::ReceiverConfig,
+    dry_run: bool,
+) -> anyhow::Result<String> {
+    let retention = config.retention.clone().unwrap_or_default();
+    anyhow::ensure!(
+        !crate::retention::cutoffs(&retention, crate::clock::receiver_now()).is_empty(),
+        "the configuration file has no [retention] days: nothing would ever be purged"
+    );
+    with_store(at, async |store| {
+        let outcome = crate::retention::purge_once(store, &retention, CLI, None, dry_run).await?;
+        Ok(match outcome {
+            crate::store::PurgeOutcome::Purged { counts, audit_id } => {
+                format!("purged: {} (audit entry {audit_id})", counts.detail())
+            }
+            crate::store::PurgeOutcome::DryRun(counts) => {
+                format!("dry run, nothing deleted; would purge: {}", counts.detail())
+            }
+            crate::store::PurgeOutcome::NotDue { last_run_at } => {
+                format!("not due: a purge ran at {last_run_at}")
+            }
+        })
+    })
+    .await
+}
+
+/// Retires a station (`duress-receiver stations retire`): `true` when this call retired it,
+/// `false` when it was retired already. An unknown id is an error that names it.
+pub async fn retire_station(at: impl Into<StoreLocation>, device_id: &str) -> anyhow::Result<bool> {
+    with_store(at, async |store| {
+        match store.retire_device(device_id, CLI).await {
+            Ok(outcome) => Ok(outcome == crate::store::RetireOutcome::Retired),
+            Err(crate::store::StoreError::NoSuchDevice(_)) => {
+                anyhow::bail!("no station {device_id:?} is enrolled (see `devices list`)")
+            }
+            Err(e) => Err(e.into()),
+        }
+    })
+    .await
+}

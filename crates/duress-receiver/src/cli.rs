@@ -169,6 +169,18 @@ pub enum Command {
         #[command(subcommand)]
         command: SubnetsCommand,
     },
+    /// Delete what the `[retention]` table of the configuration file no longer keeps, now (the
+    /// daily purge of `serve`, run by hand); one audit entry with the counts.
+    Purge {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The configuration file whose `[retention]` table says what to keep.
+        #[arg(long, env = "DURESS_RECEIVER_CONFIG")]
+        config: PathBuf,
+        /// Print what would be deleted; delete nothing, audit nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Stored events.
     Events {
         #[command(subcommand)]
@@ -288,6 +300,15 @@ pub enum DevicesCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum StationsCommand {
+    /// Retire a station for good: hidden from the Stations page, never supervised again, its
+    /// key refused (what `duress-agent decommission` asks for itself); audited.
+    Retire {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The station's device id (`devices list`).
+        #[arg(long)]
+        station: String,
+    },
     /// Register locations from a CSV with the header station,label,BLD,FLR,ROOM (station = a
     /// device id or a hostname); all rows or none.
     Import {
@@ -591,6 +612,28 @@ where
             Ok(())
         }
         Command::Subnets { command } => subnets_command(command).await,
+        Command::Stations {
+            command: StationsCommand::Retire { store, station },
+        } => {
+            if admin::retire_station(store.location(), &station).await? {
+                println!("station {station} retired");
+            } else {
+                println!("station {station} was already retired");
+            }
+            Ok(())
+        }
+        Command::Purge {
+            store,
+            config,
+            dry_run,
+        } => {
+            let config = crate::config::ReceiverConfig::load(&config)?;
+            println!(
+                "{}",
+                admin::purge(store.location(), &config, dry_run).await?
+            );
+            Ok(())
+        }
         Command::Stations {
             command: StationsCommand::Import { store, csv },
         } => {

@@ -1,6 +1,6 @@
 //! The receiver's configuration file (`serve --config FILE`, TOML; documented in full in
 //! `docs/integrations.md`): notification channels, escalation ladders and the rules that choose
-//! them. One top-level struct: later tables (`[oidc]`, `[retention]`) are added beside
+//! them, supervision and `[retention]`. One top-level struct: later tables (`[oidc]`) are added beside
 //! `channels` and `ladders`.
 //!
 //! Every table refuses unknown keys (`deny_unknown_fields`), so a misspelt key is an error that
@@ -65,6 +65,9 @@ pub struct ReceiverConfig {
     /// `--console-listen` / `--console-allow` take precedence).
     #[serde(default)]
     pub console: ConsoleConfig,
+    /// What the daily purge deletes, and after how long (default: keep everything).
+    #[serde(default)]
+    pub retention: Option<RetentionConfig>,
 }
 
 /// `[[schedules]]`: one weekly window of a named protection schedule, in a time zone.
@@ -186,6 +189,26 @@ pub fn parse_cidr(text: &str) -> Result<ipnet::IpNet, String> {
         .or_else(|_| text.parse::<IpAddr>().map(ipnet::IpNet::from))
         .map(|n| n.trunc())
         .map_err(|_| format!("{text:?} is not a network (CIDR such as 10.1.0.0/16) or an address"))
+}
+
+/// `[retention]`: how many days each category is kept (`crate::retention`; docs/operations.md,
+/// "Retention"). A key left out keeps that category for ever. Open incidents are never purged.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Resolved incidents (with their events, timeline and notifications), counted from their
+    /// resolution. At least [`crate::retention::MIN_INCIDENT_DAYS`].
+    #[serde(default)]
+    pub resolved_incidents_days: Option<u32>,
+    /// Test events and their notifications, counted from receipt. At least 1.
+    #[serde(default)]
+    pub test_events_days: Option<u32>,
+    /// Settled offline (supervision) notifications and live-log rows of no incident. At least 1.
+    #[serde(default)]
+    pub heartbeat_history_days: Option<u32>,
+    /// Console sessions, counted from the end of their lifetime (0: as soon as they expired).
+    #[serde(default)]
+    pub sessions_days: Option<u32>,
 }
 
 /// `[supervision]`: the trouble channel(s) a station going offline notifies.
@@ -489,6 +512,9 @@ impl ReceiverConfig {
         self.console
             .allow_nets()
             .map_err(|e| format!("console.allow: {e}"))?;
+        if let Some(r) = &self.retention {
+            crate::retention::check(r)?;
+        }
         if let Some(url) = &self.public_url {
             check_url("public_url", url)?;
         }

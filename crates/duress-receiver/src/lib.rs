@@ -46,6 +46,7 @@ pub mod notify;
 pub mod problem;
 pub mod ratelimit;
 pub mod records;
+pub mod retention;
 pub mod server;
 pub mod settings;
 pub mod store;
@@ -416,6 +417,13 @@ impl Prepared {
             }
             None => None,
         };
+        // The daily purge (`[retention]`), apart from the alarm path like the sweep.
+        let retention = self
+            .settings
+            .config
+            .as_ref()
+            .and_then(|c| c.retention.clone())
+            .map(|r| tokio::spawn(retention::run(self.store.clone(), r)));
         let closing = console.closing.clone();
         let web = console::WebState {
             api: state,
@@ -534,7 +542,7 @@ impl Prepared {
         escalation.abort();
         cert_watch.abort();
         watch.abort();
-        for task in [notifier, supervision].into_iter().flatten() {
+        for task in [notifier, supervision, retention].into_iter().flatten() {
             task.abort();
         }
         if let Some((_, task)) = metrics {

@@ -60,6 +60,13 @@ pub struct DeviceRecord {
     /// (a reverse proxy's address when there is one: docs/deployment.md).
     #[serde(default)]
     pub last_addr: Option<String>,
+    /// When the station was retired (`duress-agent decommission`, or an admin); a retired
+    /// station is also `revoked`. `None`: not retired.
+    #[serde(default, with = "time::serde::rfc3339::option")]
+    pub retired_at: Option<OffsetDateTime>,
+    /// Who retired it (`device:ID` for the agent itself, else the admin).
+    #[serde(default)]
+    pub retired_by: Option<String>,
 }
 
 /// Whether a station proved its whole path recently: any `kind: test` event counts (a

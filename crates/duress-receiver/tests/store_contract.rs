@@ -21,6 +21,9 @@ use duress_receiver::store::{
 use duress_receiver::store::{
     AttemptOutcome, NewAttempt, NotificationFacts, NotifyPlanner, PlannedNotification,
 };
+use duress_receiver::store::{
+    PurgeCounts, PurgeCutoffs, PurgeOutcome, PurgeRequest, RetireOutcome,
+};
 use sha2::{Digest as _, Sha256};
 use time::OffsetDateTime;
 use uuid::Uuid;
@@ -115,6 +118,9 @@ contract!(
     registered_locations_are_set_at_approval_and_by_an_admin_audited,
     subnets_are_put_replaced_removed_audited_and_addresses_recorded,
     a_registered_locations_batch_is_all_or_nothing,
+    retention_purges_old_resolved_incidents_never_open_ones_and_audits_the_counts,
+    retention_keeps_a_resolved_incident_whose_notification_is_pending,
+    a_retired_station_is_revoked_marked_never_supervised_and_audited,
 );
 
 /// The acknowledgement key as the receiver hands it to the store.
@@ -2809,4 +2815,345 @@ async fn a_registered_locations_batch_is_all_or_nothing(store: Arc<dyn Store>) {
     assert_eq!(registered_of(&devices, &b), Some(registered("B", "2", "7")));
     assert_eq!(store.audit_log().await.unwrap().len(), before + 2);
     assert!(verified_chain(&store).await > 0);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Retention.
+
+fn purge_request(
+    cutoff: OffsetDateTime,
+    min_interval: Option<Duration>,
+    dry_run: bool,
+) -> PurgeRequest {
+    PurgeRequest {
+        now: now(),
+        cutoffs: PurgeCutoffs {
+            resolved_incidents: Some(cutoff),
+            test_events: Some(cutoff),
+            heartbeat_history: Some(cutoff),
+            sessions: Some(cutoff),
+        },
+        min_interval,
+        dry_run,
+        actor: "system:retention".into(),
+    }
+}
+
+async fn resolve(store: &Arc<dyn Store>, id: Uuid) {
+    let resolve = IncidentAction::Resolve {
+        disposition: "drill".into(),
+        follow_up: String::new(),
+    };
+    assert_eq!(
+        store.apply_action(id, "bob", resolve).await.unwrap(),
+        ActionOutcome::Changed
+    );
+}
+
+async fn retention_purges_old_resolved_incidents_never_open_ones_and_audits_the_counts(
+    store: Arc<dyn Store>,
+) {
+    store.set_planner(Some(Arc::new(TwoSteps)));
+    // Two resolved incidents whose notifications settled: purged. An open one: never purged
+    // (the pending-notification case is the next test).
+    let resolved = incident(&store).await;
+    let resolved2 = incident(&store).await;
+    let open = incident(&store).await;
+    let d = device(&store).await;
+    let test_event = event(&d, 1, EventKind::Test, now());
+    let test_id = test_event.id;
+    assert_eq!(committed(&store, test_event).await, None);
+    let t = now();
+    // Deliver every notification due now (the "now" steps), leaving each "later" step pending.
+    for item in store.take_due("w", t, LEASE, 100).await.unwrap() {
+        assert!(
+            store
+                .record_attempt(item.id, "w", attempt(AttemptOutcome::Delivered, t))
+                .await
+                .unwrap()
+        );
+    }
+    resolve(&store, resolved).await;
+    resolve(&store, resolved2).await;
+    // The worker's next take stops the resolved incidents' "later" steps (a resolve ends a
+    // ladder); the open incident's stays pending.
+    store.take_due("w", t, LEASE, 100).await.unwrap();
+    store
+        .add_user(user("alice", Role::Officer), "admin")
+        .await
+        .unwrap();
+    let mut stale = session("stale", "alice");
+    stale.created_at = now() - time::Duration::days(2);
+    stale.expires_at = now() - time::Duration::days(1);
+    store.create_session(stale, "ip:127.0.0.1").await.unwrap();
+    store
+        .create_session(session("live", "alice"), "ip:127.0.0.1")
+        .await
+        .unwrap();
+    let before_events = store.list_events().await.unwrap().len();
+    let audit_before = verified_chain(&store).await;
+
+    // Everything before "now + 1 s" is old enough; sessions are cut by their expiry.
+    let cutoff = now() + time::Duration::seconds(1);
+    let dry = match store
+        .purge(purge_request(cutoff, None, true))
+        .await
+        .unwrap()
+    {
+        PurgeOutcome::DryRun(c) => c,
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(
+        store.list_events().await.unwrap().len(),
+        before_events,
+        "a dry run deletes nothing"
+    );
+    assert_eq!(verified_chain(&store).await, audit_before, "nor audits");
+    assert!(store.incident(resolved).await.unwrap().is_some());
+
+    let (counts, audit_id) = match store
+        .purge(purge_request(cutoff, None, false))
+        .await
+        .unwrap()
+    {
+        PurgeOutcome::Purged { counts, audit_id } => (counts, audit_id),
+        other => panic!("{other:?}"),
+    };
+    assert_eq!(counts, dry, "the dry run counted what the purge deleted");
+    assert_eq!(counts.incidents, 2, "{counts:?}");
+    assert_eq!(counts.incident_events, 2);
+    assert_eq!(counts.test_events, 1);
+    assert_eq!(counts.sessions, 1, "only the expired session");
+    assert!(counts.timeline_entries >= 2, "{counts:?}");
+    assert!(counts.notifications >= 4, "{counts:?}");
+    assert!(counts.notification_attempts >= 2, "{counts:?}");
+    assert!(counts.live_rows >= 3, "{counts:?}");
+    assert!(store.incident(resolved).await.unwrap().is_none());
+    assert!(store.incident(resolved2).await.unwrap().is_none());
+    let kept = store.incident(open).await.unwrap().unwrap().incident;
+    assert!(kept.is_open(), "an open incident is never purged");
+    let events = store.list_events().await.unwrap();
+    assert_eq!(events.len(), before_events - 3);
+    assert!(events.iter().all(|e| e.id != test_id));
+    assert!(store.incident_notifications(open).await.unwrap().len() == 2);
+    assert!(store.session("stale").await.unwrap().is_none());
+    assert!(store.session("live").await.unwrap().is_some());
+
+    // One audit entry with the counts, and the chain still verifies from its first entry.
+    let entry = store.recent_audit(1).await.unwrap().remove(0);
+    assert_eq!(entry.id, audit_id);
+    assert_eq!(entry.action, "retention.purge");
+    assert_eq!(entry.actor, "system:retention");
+    assert!(
+        entry.detail.starts_with(&counts.detail()),
+        "{}",
+        entry.detail
+    );
+    assert!(entry.detail.contains("incidents 2,"), "{}", entry.detail);
+    assert_eq!(verified_chain(&store).await, audit_before + 1);
+
+    // Within the interval nothing runs again; without it a second run finds nothing.
+    assert!(matches!(
+        store
+            .purge(purge_request(
+                cutoff,
+                Some(Duration::from_secs(3600)),
+                false
+            ))
+            .await
+            .unwrap(),
+        PurgeOutcome::NotDue { .. }
+    ));
+    match store
+        .purge(purge_request(cutoff, None, false))
+        .await
+        .unwrap()
+    {
+        PurgeOutcome::Purged { counts, .. } => assert_eq!(counts, PurgeCounts::default()),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(verified_chain(&store).await, audit_before + 2);
+}
+
+async fn retention_keeps_a_resolved_incident_whose_notification_is_pending(store: Arc<dyn Store>) {
+    store.set_planner(Some(Arc::new(TwoSteps)));
+    let id = incident(&store).await;
+    resolve(&store, id).await;
+    // No take ran: its notifications are still pending (the worker has not stopped them yet).
+    let cutoff = now() + time::Duration::seconds(1);
+    match store
+        .purge(purge_request(cutoff, None, false))
+        .await
+        .unwrap()
+    {
+        PurgeOutcome::Purged { counts, .. } => assert_eq!(counts.incidents, 0, "{counts:?}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(store.incident(id).await.unwrap().is_some());
+    // Once the worker settled them, the next purge takes it.
+    let t = now();
+    for item in store.take_due("w", t, LEASE, 100).await.unwrap() {
+        store
+            .record_attempt(item.id, "w", attempt(AttemptOutcome::Delivered, t))
+            .await
+            .unwrap();
+    }
+    match store
+        .purge(purge_request(cutoff, None, false))
+        .await
+        .unwrap()
+    {
+        PurgeOutcome::Purged { counts, .. } => assert_eq!(counts.incidents, 1, "{counts:?}"),
+        other => panic!("{other:?}"),
+    }
+    assert!(store.incident(id).await.unwrap().is_none());
+    verified_chain(&store).await;
+}
+
+/// Two receivers on one database purging at the same moment: one purges, the other finds it
+/// done (one audit entry).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_two_receivers_purge_once() {
+    let url = pg_url();
+    let dir = tempfile::tempdir().unwrap();
+    let a: Arc<dyn Store> = Arc::new(PostgresStore::connect(&url, dir.path()).await.unwrap());
+    let b: Arc<dyn Store> = Arc::new(PostgresStore::connect(&url, dir.path()).await.unwrap());
+    let id = incident(&a).await;
+    resolve(&a, id).await;
+    let cutoff = now() + time::Duration::seconds(1);
+    let day = Some(Duration::from_secs(23 * 3600));
+    let (ra, rb) = tokio::join!(
+        a.purge(purge_request(cutoff, day, false)),
+        b.purge(purge_request(cutoff, day, false))
+    );
+    let outcomes = [ra.unwrap(), rb.unwrap()];
+    let purged: Vec<_> = outcomes
+        .iter()
+        .filter_map(|o| match o {
+            PurgeOutcome::Purged { counts, .. } => Some(*counts),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(purged.len(), 1, "{outcomes:?}");
+    assert_eq!(purged[0].incidents, 1);
+    assert!(
+        outcomes
+            .iter()
+            .any(|o| matches!(o, PurgeOutcome::NotDue { .. }))
+    );
+    let purges = a
+        .audit_log()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "retention.purge")
+        .count();
+    assert_eq!(purges, 1);
+    verified_chain(&a).await;
+    a.close().await;
+    b.close().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Retiring a station.
+
+async fn a_retired_station_is_revoked_marked_never_supervised_and_audited(store: Arc<dyn Store>) {
+    store.set_planner(Some(Arc::new(TwoSteps)));
+    let beat = |d: &str, at: OffsetDateTime| HeartbeatUpdate {
+        device_id: d.to_owned(),
+        received_at: at,
+        hotkey: HotkeyState::NotApplicable,
+        queued: 0,
+        reported_last_seq: 0,
+        host: None,
+        location: None,
+        policy: None,
+        client_addr: None,
+    };
+    let d = device(&store).await;
+    let other = device(&store).await;
+    let long_ago = now() - time::Duration::minutes(10);
+    store.record_heartbeat(beat(&d, long_ago)).await.unwrap();
+    store
+        .record_heartbeat(beat(&other, long_ago))
+        .await
+        .unwrap();
+    let after = Duration::from_secs(150);
+    let mut offline = store.sweep_offline(now(), after).await.unwrap();
+    offline.sort();
+    let mut both = vec![d.clone(), other.clone()];
+    both.sort();
+    assert_eq!(offline, both);
+    // Both outage notices are pending when `d` is retired.
+    let before = verified_chain(&store).await;
+    let actor = format!("device:{d}");
+    assert_eq!(
+        store.retire_device(&d, &actor).await.unwrap(),
+        RetireOutcome::Retired
+    );
+    assert_eq!(
+        store.retire_device(&d, "admin").await.unwrap(),
+        RetireOutcome::AlreadyRetired,
+        "a resend changes nothing"
+    );
+    assert!(matches!(
+        store.retire_device("no-such-device", "admin").await,
+        Err(StoreError::NoSuchDevice(_))
+    ));
+    let devices = store.list_devices().await.unwrap();
+    let rec = devices.iter().find(|r| r.device_id == d).unwrap();
+    assert_eq!(rec.status, DeviceStatus::Revoked);
+    assert!(rec.retired_at.is_some());
+    assert_eq!(rec.retired_by.as_deref(), Some(actor.as_str()));
+    let kept = devices.iter().find(|r| r.device_id == other).unwrap();
+    assert!(kept.retired_at.is_none());
+    assert_eq!(kept.status, DeviceStatus::Active);
+
+    // Its pending outage notice is stopped; the other station's still goes out.
+    let taken = store
+        .take_due("w", now(), Duration::from_secs(60), 10)
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 1, "{taken:?}");
+    assert_eq!(taken[0].facts.device_id, other);
+    // Never supervised again, whatever the sweep's time.
+    let later = now() + time::Duration::hours(1);
+    assert!(
+        !store
+            .sweep_offline(later, after)
+            .await
+            .unwrap()
+            .contains(&d)
+    );
+    // Its key can no longer raise an alarm; its heartbeats write nothing.
+    assert_eq!(
+        store
+            .ingest_event(event(&d, 1, EventKind::Duress, now()), WINDOW)
+            .await
+            .unwrap(),
+        IngestOutcome::DeviceNotActive(DeviceStatus::Revoked)
+    );
+    let answer = store.record_heartbeat(beat(&d, now())).await.unwrap();
+    assert_eq!(answer.status, DeviceStatus::Revoked);
+    // Nor can an admin bring it back.
+    assert!(matches!(
+        store
+            .set_device_status(&d, DeviceStatus::Active, "admin")
+            .await,
+        Err(StoreError::Refused(_))
+    ));
+
+    // One audit entry, by the station itself.
+    let entries: Vec<_> = store
+        .audit_log()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "device.retire")
+        .collect();
+    assert_eq!(entries.len(), 1, "{entries:?}");
+    assert_eq!(entries[0].actor, actor);
+    assert_eq!(entries[0].subject, d);
+    assert_eq!(entries[0].detail, "active -> retired");
+    assert!(verified_chain(&store).await > before);
 }

@@ -357,8 +357,15 @@ impl Engine {
                     let at = fmt_time(self.now());
                     let claimed =
                         serde_json::to_string(&answer.claimed_incidents).unwrap_or_default();
+                    let retired = answer.retired.then_some("1");
+                    if answer.retired {
+                        tracing::warn!(
+                            "the receiver says this station is retired: not enrolled any more"
+                        );
+                    }
                     self.db(move |o| {
                         o.meta_set_many(&[
+                            (keys::STATION_RETIRED, retired),
                             (keys::DEVICE_STATUS, Some(&status)),
                             (keys::HOTKEY_STATE, Some(&hk)),
                             (keys::LAST_HEARTBEAT_AT, Some(&at)),

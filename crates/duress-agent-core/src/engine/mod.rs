@@ -6,6 +6,7 @@
 //! [`Engine::run`] runs on another thread with its own tokio runtime. Opening an engine touches
 //! neither the network nor the keystore.
 
+mod decommission;
 mod delivery;
 mod diagnose;
 mod enroll;
@@ -34,6 +35,7 @@ use crate::policy::{Policy, ReceiverConfig};
 use crate::sender::Sender;
 use crate::{Error, Result};
 
+pub use decommission::{DecommissionReport, RetireAnswer};
 pub use delivery::DeliveryReport;
 pub use diagnose::{ReceiverProbe, tls_identity};
 pub use enroll::EnrollOptions;

@@ -23,6 +23,7 @@ pub struct SelfTest {
 /// Everything a person needs to know about this station's protection, at one moment.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct StatusSnapshot {
+    /// Has a device id and no receiver said the station is retired.
     pub enrolled: bool,
     pub device_id: Option<String>,
     /// The device's standing as last reported by a receiver.
@@ -93,6 +94,7 @@ impl Engine {
                 keys::CLAIMED_INCIDENTS,
                 keys::ACK_UNVERIFIED_SINCE,
                 keys::ACK_UNVERIFIED_REASON,
+                keys::STATION_RETIRED,
             ]
             .map(get);
             let meta: Vec<Option<String>> = meta.into_iter().collect::<Result<_>>()?;
@@ -112,7 +114,8 @@ impl Engine {
             claimed_json,
             ack_unverified_since,
             ack_unverified_reason,
-        ]: [Option<String>; 13] = meta.try_into().unwrap_or_default();
+            retired,
+        ]: [Option<String>; 14] = meta.try_into().unwrap_or_default();
         let time = |s: Option<String>| s.and_then(|s| parse_time(&s).ok());
         let last_self_test = match (
             self_test_id.and_then(|s| Uuid::parse_str(&s).ok()),
@@ -146,7 +149,9 @@ impl Engine {
             policy_source: report.source,
             policy_sha256: report.sha256,
             policy_ignored: report.ignored,
-            enrolled: device_id.is_some(),
+            // A station a receiver says is retired is not enrolled any more (its tray says so),
+            // even before `decommission` forgot its device id.
+            enrolled: device_id.is_some() && retired.is_none(),
             device_id,
             device_status: device_status.as_deref().and_then(DeviceStatus::parse),
             receivers: receivers.iter().map(|r| r.url.to_string()).collect(),

@@ -5,7 +5,8 @@
 //! retrying forever. Pending and disabled devices still have their liveness recorded (an admin
 //! about to approve or re-enable one wants to see it alive), but not their location: only an
 //! active device moves its station (the store decides, under its lock). A revoked device is
-//! distrusted for good, so its heartbeat writes nothing.
+//! distrusted for good, so its heartbeat writes nothing; a retired one (revoked on purpose,
+//! docs/protocol.md §5.6) is also told `retired: true`, so its tray says it is not enrolled.
 
 use axum::Json;
 use axum::extract::State;
@@ -47,6 +48,7 @@ async fn record(
     let now = receiver_now();
     check_clock(claims.sent_at, now)?;
 
+    let update_device = verified.device_id.clone();
     let update = HeartbeatUpdate {
         device_id: verified.device_id,
         received_at: now,
@@ -65,10 +67,19 @@ async fn record(
         .record_heartbeat(update)
         .await
         .map_err(storage_problem)?;
+    // Only a revoked device can be retired: the extra read is on that path alone.
+    let retired = recorded.status == duress_core::DeviceStatus::Revoked
+        && state
+            .store
+            .device_key(&update_device)
+            .await
+            .map_err(storage_problem)?
+            .is_some_and(|d| d.retired);
     Ok(Json(HeartbeatAnswer {
         server_time: now,
         device_status: recorded.status,
         interval_s: state.heartbeat_interval_s,
         claimed_incidents: recorded.claimed_incidents,
+        retired,
     }))
 }

@@ -5,6 +5,7 @@
 pub mod enrollments;
 pub mod events;
 pub mod heartbeats;
+pub mod retirements;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,6 +55,7 @@ where
         (Method::POST, "/v1/enrollments", post(enrollments::post)),
         (Method::POST, "/v1/events", post(events::post)),
         (Method::POST, "/v1/heartbeats", post(heartbeats::post)),
+        (Method::POST, "/v1/retirements", post(retirements::post)),
     ]
 }
 

@@ -163,6 +163,12 @@ fn table() -> Vec<Route> {
         ),
         r(
             Method::POST,
+            "/stations/{device_id}/retire",
+            Admin,
+            post(stations::retire),
+        ),
+        r(
+            Method::POST,
             "/stations/tokens",
             Admin,
             post(stations::create_token),

@@ -1,9 +1,11 @@
 //! The stations page: every enrolled device with its label, location, liveness (online /
 //! stale / offline from its last heartbeat), chord state, agent version and last self-test;
 //! filters by state and text; enrollment tokens; approve (registering the station's location),
-//! disable, revoke and edit the registered location (admins only, officers see the page
+//! disable, revoke, retire and edit the registered location (admins only, officers see the page
 //! read-only). Each station shows its registered location first, the claimed one when it
 //! differs, and a "location drift" flag when its latest address is in a subnet mapped elsewhere.
+//! Retired stations are left out of the list and the counts unless the `retired` filter asks
+//! for them: a station taken out of service is neither offline nor part of the fleet.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -76,6 +78,9 @@ fn period_text(period: Duration) -> String {
     }
 }
 
+/// The state filter (and status) of retired stations, which no other view lists.
+const RETIRED: &str = "retired";
+
 /// The state filter that lists the stations flagged for their self-test.
 const SELF_TEST_FILTER: &str = "self-test overdue";
 
@@ -86,7 +91,9 @@ pub struct StationView {
     pub civic: String,
     pub hostname: String,
     pub user: String,
+    /// `retired` for a retired station, else the device status.
     pub status: String,
+    pub retired: bool,
     pub liveness: &'static str,
     pub last_heartbeat: Option<Ts>,
     pub last_heartbeat_age: String,
@@ -218,7 +225,12 @@ impl StationView {
             civic: d.location.civic_address(),
             hostname: shown(&d.hostname),
             user: shown(&d.host.user),
-            status: d.status.as_str().to_owned(),
+            status: if d.retired_at.is_some() {
+                RETIRED.to_owned()
+            } else {
+                d.status.as_str().to_owned()
+            },
+            retired: d.retired_at.is_some(),
             liveness: live.as_str(),
             last_heartbeat: d.last_heartbeat_at.map(Ts::new),
             last_heartbeat_age: d
@@ -295,6 +307,8 @@ struct StationsPage {
     tokens: Vec<TokenView>,
     new_token: Option<String>,
     counts: [(&'static str, usize); 4],
+    /// Retired stations (listed only under the `retired` filter).
+    retired_count: usize,
     /// Active stations not tested within the period.
     self_test_flagged: usize,
     /// The period, for the page's explanation ("7 d").
@@ -348,10 +362,12 @@ async fn render_page(
     let devices = console.store.list_devices().await?;
     let fleet = fleet_policy(&devices);
     let subnets = console.store.subnets().await?;
-    let all: Vec<StationView> = devices
+    let (retired, all): (Vec<StationView>, Vec<StationView>) = devices
         .iter()
         .map(|d| StationView::new(d, now, console, fleet.as_deref(), &subnets))
-        .collect();
+        .partition(|v| v.retired);
+    // Retired stations are never counted (nor "offline"), and listed only under their filter.
+    let retired_count = retired.len();
     let count = |s: &str| all.iter().filter(|v| v.liveness == s).count();
     let counts = [
         ("online", count("online")),
@@ -362,10 +378,16 @@ async fn render_page(
     let total = all.len();
     let self_test_flagged = all.iter().filter(|v| v.self_test_flagged).count();
     let drift_flagged = all.iter().filter(|v| v.drift.is_some()).count();
-    let stations = all
+    let listed = if filters.state == RETIRED {
+        retired
+    } else {
+        all
+    };
+    let stations = listed
         .into_iter()
         .filter(|s| {
             filters.state.is_empty()
+                || filters.state == RETIRED
                 || s.liveness == filters.state
                 || s.status == filters.state
                 || (filters.state == SELF_TEST_FILTER && s.self_test_flagged)
@@ -386,6 +408,7 @@ async fn render_page(
         tokens,
         new_token,
         counts,
+        retired_count,
         self_test_flagged,
         self_test_period: period_text(console.settings.self_test_period),
         drift_flagged,
@@ -581,6 +604,44 @@ pub async fn resolve_open(
 }
 
 #[derive(Debug, Deserialize)]
+pub struct RetireForm {
+    #[serde(default)]
+    confirm: String,
+}
+
+/// `POST /stations/{device_id}/retire` (admin): retires the station for good once the form's
+/// confirmation box is ticked (`confirm=yes`; the button also asks). Without it nothing
+/// changes.
+pub async fn retire(
+    State(console): State<Arc<Console>>,
+    Extension(user): Extension<CurrentUser>,
+    Path(device_id): Path<String>,
+    Form(form): Form<RetireForm>,
+) -> ConsoleResult {
+    if form.confirm != "yes" {
+        return Ok(error_page(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "Not done",
+            "Tick \"retire for good\" to confirm: a retired station can never raise an alarm \
+             again and must enroll anew with a new key.",
+        ));
+    }
+    match console
+        .store
+        .retire_device(&device_id, &user.username)
+        .await
+    {
+        Ok(_) => Ok(Redirect::to("/stations").into_response()),
+        Err(StoreError::NoSuchDevice(_)) => Ok(error_page(
+            StatusCode::NOT_FOUND,
+            "No such station",
+            "This device is not enrolled.",
+        )),
+        Err(e) => Err(e.into()),
+    }
+}
+
+#[derive(Debug, Deserialize)]
 pub struct TokenForm {
     #[serde(default)]
     uses: Option<u32>,
@@ -662,6 +723,8 @@ mod policy_tests {
             policy_sha256: hash.map(str::to_owned),
             registered_location: None,
             last_addr: None,
+            retired_at: None,
+            retired_by: None,
         }
     }
 

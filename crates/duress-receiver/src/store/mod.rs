@@ -22,10 +22,12 @@
 //! - [`SettingsStore`]: console settings kept in the database (camera mappings).
 //! - [`OutboxStore`]: the notifier outbox (notifications written with the change that causes
 //!   them, taken by the delivery worker, every attempt recorded).
+//! - [`RetentionStore`]: purging what the retention policy no longer keeps, audited.
 
 pub mod audit_chain;
 pub mod outbox;
 pub mod postgres;
+pub mod retention;
 mod rules;
 pub mod sqlite;
 pub mod types;
@@ -34,6 +36,7 @@ pub use outbox::{
     AttemptOutcome, AttemptRecord, NewAttempt, NotificationFacts, NotificationRecord,
     NotifyPlanner, OutboxItem, OutboxStore, PlannedNotification, PlannerSlot,
 };
+pub use retention::{PurgeCounts, PurgeCutoffs, PurgeOutcome, PurgeRequest, RetentionStore};
 pub use types::*;
 
 use std::sync::Arc;
@@ -318,6 +321,8 @@ pub struct DeviceKey {
     pub device_id: String,
     pub public_jwk: Jwk,
     pub status: DeviceStatus,
+    /// Retired (`retire_device`); a retired device is also revoked.
+    pub retired: bool,
 }
 
 /// A verified event to commit.
@@ -521,7 +526,27 @@ pub trait StationStore: Send + Sync {
         location: Option<Location>,
         actor: &'a str,
     ) -> StoreFuture<'a, ()>;
+    /// Retires a station for good, in one transaction: its status becomes `revoked` (its key
+    /// can no longer raise alarms or send heartbeats, the supervision sweep skips it), it is
+    /// marked retired (when, by `actor`), its pending offline notifications are stopped, and
+    /// the change is audited (`device.retire`) with a live-log row. Retiring a retired station
+    /// again changes nothing (`AlreadyRetired`), so a resent retire message is harmless.
+    fn retire_device<'a>(
+        &'a self,
+        device_id: &'a str,
+        actor: &'a str,
+    ) -> StoreFuture<'a, RetireOutcome>;
 }
+
+/// How [`StationStore::retire_device`] ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RetireOutcome {
+    Retired,
+    AlreadyRetired,
+}
+
+/// The audit action of a retirement.
+pub const RETIRE_ACTION: &str = "device.retire";
 
 /// Incidents: one read model ([`IncidentRecord`]) for the CLI, the console and the API.
 pub trait IncidentStore: Send + Sync {
@@ -676,6 +701,7 @@ pub trait Store:
     + LiveStore
     + SettingsStore
     + OutboxStore
+    + RetentionStore
 {
     /// Which backend, for logs: `sqlite` or `postgresql`.
     fn backend(&self) -> &'static str;

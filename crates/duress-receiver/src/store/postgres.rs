@@ -46,6 +46,7 @@ mod incidents;
 mod ingest;
 mod log;
 mod outbox;
+mod retention;
 mod stations;
 
 /// How long a statement waits for a row lock before the store reports itself unavailable
@@ -400,15 +401,19 @@ impl IngestStore for PostgresStore {
 
     fn device_key<'a>(&'a self, device_id: &'a str) -> StoreFuture<'a, Option<DeviceKey>> {
         Box::pin(async move {
-            let row = sqlx::query("SELECT public_jwk, status FROM devices WHERE device_id = $1")
-                .bind(device_id)
-                .fetch_optional(&self.key_pool)
-                .await?;
+            let row = sqlx::query(
+                "SELECT public_jwk, status, retired_at IS NOT NULL AS retired FROM devices
+                 WHERE device_id = $1",
+            )
+            .bind(device_id)
+            .fetch_optional(&self.key_pool)
+            .await?;
             let Some(row) = row else { return Ok(None) };
             Ok(Some(DeviceKey {
                 device_id: device_id.to_owned(),
                 public_jwk: json(&row, "public_jwk")?,
                 status: status(&row.try_get::<String, _>("status")?)?,
+                retired: row.try_get("retired")?,
             }))
         })
     }

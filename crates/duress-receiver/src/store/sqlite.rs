@@ -32,6 +32,7 @@ mod incidents;
 mod listings;
 mod log;
 mod outbox;
+mod retention;
 mod rows;
 mod settings;
 mod stations;
@@ -312,6 +313,69 @@ impl SqliteStore {
     }
 }
 
+impl SqliteStore {
+    async fn retire_impl(&self, device_id: &str, actor: &str) -> StoreResult<super::RetireOutcome> {
+        let mut tx = self.begin_write().await?;
+        let row = sqlx::query("SELECT status, retired_at FROM devices WHERE device_id = ?")
+            .bind(device_id)
+            .fetch_optional(&mut *tx)
+            .await?;
+        let Some(row) = row else {
+            return Err(StoreError::NoSuchDevice(device_id.to_owned()));
+        };
+        if row.try_get::<Option<String>, _>("retired_at")?.is_some() {
+            return Ok(super::RetireOutcome::AlreadyRetired);
+        }
+        let current: String = row.try_get("status")?;
+        let now = crate::clock::receiver_now();
+        let at = format_ts(now);
+        sqlx::query(
+            "UPDATE devices SET status = 'revoked', retired_at = ?1, retired_by = ?2
+             WHERE device_id = ?3",
+        )
+        .bind(&at)
+        .bind(actor)
+        .bind(device_id)
+        .execute(&mut *tx)
+        .await?;
+        // Never supervised again: an outage notice not yet sent is stopped, the outage forgotten.
+        sqlx::query(
+            "UPDATE notifications SET status = 'stopped', done_at = ?1, lease_owner = NULL,
+                    lease_until = NULL
+             WHERE device_id = ?2 AND reason = 'offline' AND status = 'pending'",
+        )
+        .bind(&at)
+        .bind(device_id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM supervision_state WHERE device_id = ?")
+            .bind(device_id)
+            .execute(&mut *tx)
+            .await?;
+        log::audit(
+            &mut tx,
+            &self.audit_key,
+            now,
+            actor,
+            super::RETIRE_ACTION,
+            device_id,
+            &format!("{current} -> retired"),
+        )
+        .await?;
+        log::live(
+            &mut tx,
+            now,
+            "device",
+            None,
+            &serde_json::json!({"device_id": device_id, "status": "revoked", "retired": true}),
+        )
+        .await?;
+        tx.commit().await?;
+        self.wake.notify_one();
+        Ok(super::RetireOutcome::Retired)
+    }
+}
+
 /// `Some(refusal)` when the token cannot enroll a new device now.
 fn token_refusal(
     token: &sqlx::sqlite::SqliteRow,
@@ -398,15 +462,18 @@ impl IngestStore for SqliteStore {
 
     fn device_key<'a>(&'a self, device_id: &'a str) -> StoreFuture<'a, Option<DeviceKey>> {
         Box::pin(async move {
-            let row = sqlx::query("SELECT public_jwk, status FROM devices WHERE device_id = ?")
-                .bind(device_id)
-                .fetch_optional(&self.ingest_reads)
-                .await?;
+            let row = sqlx::query(
+                "SELECT public_jwk, status, retired_at FROM devices WHERE device_id = ?",
+            )
+            .bind(device_id)
+            .fetch_optional(&self.ingest_reads)
+            .await?;
             let Some(row) = row else { return Ok(None) };
             Ok(Some(DeviceKey {
                 device_id: device_id.to_owned(),
                 public_jwk: from_json("public_jwk", &row.try_get::<String, _>("public_jwk")?)?,
                 status: rows::status(&row.try_get::<String, _>("status")?)?,
+                retired: row.try_get::<Option<String>, _>("retired_at")?.is_some(),
             }))
         })
     }

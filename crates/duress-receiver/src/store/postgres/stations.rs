@@ -205,6 +205,72 @@ impl PostgresStore {
         Ok(())
     }
 
+    async fn retire_impl(
+        &self,
+        device_id: &str,
+        actor: &str,
+    ) -> StoreResult<crate::store::RetireOutcome> {
+        let mut tx = self.begin().await?;
+        // The device's row lock, as for a status change: an event being ingested for it
+        // commits before, or is refused after.
+        let row =
+            sqlx::query("SELECT status, retired_at FROM devices WHERE device_id = $1 FOR UPDATE")
+                .bind(device_id)
+                .fetch_optional(&mut *tx)
+                .await?;
+        let Some(row) = row else {
+            return Err(StoreError::NoSuchDevice(device_id.to_owned()));
+        };
+        if row
+            .try_get::<Option<time::OffsetDateTime>, _>("retired_at")?
+            .is_some()
+        {
+            return Ok(crate::store::RetireOutcome::AlreadyRetired);
+        }
+        let current: String = row.try_get("status")?;
+        let now = super::ms(crate::clock::receiver_now());
+        sqlx::query(
+            "UPDATE devices SET status = 'revoked', retired_at = $1, retired_by = $2
+             WHERE device_id = $3",
+        )
+        .bind(now)
+        .bind(actor)
+        .bind(device_id)
+        .execute(&mut *tx)
+        .await?;
+        // Never supervised again: an outage notice not yet sent is stopped, the outage forgotten.
+        sqlx::query(
+            "UPDATE notifications SET status = 'stopped', done_at = $1, lease_owner = NULL,
+                    lease_until = NULL
+             WHERE device_id = $2 AND reason = 'offline' AND status = 'pending'",
+        )
+        .bind(now)
+        .bind(device_id)
+        .execute(&mut *tx)
+        .await?;
+        sqlx::query("DELETE FROM supervision_state WHERE device_id = $1")
+            .bind(device_id)
+            .execute(&mut *tx)
+            .await?;
+        log::audit(
+            &mut tx,
+            &self.audit_key,
+            now,
+            actor,
+            crate::store::RETIRE_ACTION,
+            device_id,
+            &format!("{current} -> retired"),
+        )
+        .await?;
+        let payload =
+            serde_json::json!({"device_id": device_id, "status": "revoked", "retired": true})
+                .to_string();
+        log::live(&mut tx, now, "device", None, &payload).await?;
+        tx.commit().await?;
+        self.wake.notify_one();
+        Ok(crate::store::RetireOutcome::Retired)
+    }
+
     async fn devices_impl(&self) -> StoreResult<Vec<DeviceRecord>> {
         let rows =
             sqlx::query("SELECT * FROM devices ORDER BY enrolled_at, device_id COLLATE \"C\"")
@@ -234,6 +300,8 @@ impl PostgresStore {
                     policy_sha256: row.try_get("policy_sha256")?,
                     registered_location: opt_json(row, "registered_location_json")?,
                     last_addr: row.try_get("last_addr")?,
+                    retired_at: row.try_get("retired_at")?,
+                    retired_by: row.try_get("retired_by")?,
                 })
             })
             .collect()
@@ -317,5 +385,13 @@ impl StationStore for PostgresStore {
 
     fn list_devices(&self) -> StoreFuture<'_, Vec<DeviceRecord>> {
         Box::pin(self.devices_impl())
+    }
+
+    fn retire_device<'a>(
+        &'a self,
+        device_id: &'a str,
+        actor: &'a str,
+    ) -> StoreFuture<'a, crate::store::RetireOutcome> {
+        Box::pin(self.retire_impl(device_id, actor))
     }
 }

@@ -72,6 +72,8 @@ pub(super) async fn devices(pool: &SqlitePool) -> StoreResult<Vec<DeviceRecord>>
                     .map(|t| from_json("registered_location_json", &t))
                     .transpose()?,
                 last_addr: row.try_get("last_addr")?,
+                retired_at: opt_ts(row, "retired_at")?,
+                retired_by: row.try_get("retired_by")?,
             })
         })
         .collect()

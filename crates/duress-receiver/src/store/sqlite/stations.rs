@@ -231,4 +231,12 @@ impl StationStore for SqliteStore {
     fn list_devices(&self) -> StoreFuture<'_, Vec<DeviceRecord>> {
         Box::pin(listings::devices(&self.pool))
     }
+
+    fn retire_device<'a>(
+        &'a self,
+        device_id: &'a str,
+        actor: &'a str,
+    ) -> StoreFuture<'a, crate::store::RetireOutcome> {
+        Box::pin(self.retire_impl(device_id, actor))
+    }
 }
