@@ -118,6 +118,38 @@ describe('security console', () => {
     await b.close();
   });
 
+  test('a station registered in Room 101 raising an alarm that claims Room 214: one incident, registered location first, flagged on the board and the incident page', async () => {
+    const context = await newContext();
+    const page = await signIn(context, main, 'olivia');
+    const agent = await new Agent(main, {
+      location: { label: 'Bldg D, Floor 2, Room 214', BLD: 'D', FLR: '2', ROOM: '214' },
+      host: { hostname: 'reg-station-101' },
+    }).enroll(token);
+    // Registered by hostname through the real CLI (`stations import`), beside the running receiver.
+    const csv = path.join(main.dataDir, 'stations.csv');
+    fs.writeFileSync(csv, 'station,label,BLD,FLR,ROOM\nreg-station-101,"Bldg D, Floor 1, Room 101",D,1,101\n');
+    const r = main.cli(['stations', 'import', '--csv', csv]);
+    assert.equal(r.status, 0, r.stderr);
+
+    const answer = await agent.press();
+    const c = card(page, 'Bldg D, Floor 1, Room 101');
+    await c.waitFor({ timeout: 2000 });
+    await c.locator('.claimed-differs', { hasText: 'Bldg D, Floor 2, Room 214' }).waitFor();
+    assert.equal(await card(page, 'Bldg D, Floor 2, Room 214').count(), 0, 'shown at the registered room, not the claimed one');
+    const incidents = JSON.parse(main.cli(['incidents', 'list', '--json']).stdout)
+      .filter((i) => i.device_id === agent.deviceId);
+    assert.equal(incidents.length, 1, 'one incident');
+    assert.equal(incidents[0].incident_id, answer.incident_id);
+    assert.equal(incidents[0].location_mismatch, true);
+    assert.equal(incidents[0].registered_location.ROOM, '101');
+
+    await c.locator('.location-label a').click();
+    await page.locator('h1.location-label', { hasText: 'Bldg D, Floor 1, Room 101' }).waitFor();
+    await page.locator('.claimed-differs', { hasText: 'Claimed location differs: Bldg D, Floor 2, Room 214' }).waitFor();
+    await page.screenshot({ path: path.join(ARTIFACTS, 'claimed-location-differs.png') });
+    await context.close();
+  });
+
   test('notes, 911 time, resolve with disposition, reopen; then the audit chain verifies, and fails once a row is altered', async () => {
     const context = await newContext();
     const page = await signIn(context, main, 'olivia');

@@ -161,6 +161,9 @@ impl ReceiverProcess {
             &uses.to_string(),
             "--expires",
             "1h",
+            // Stations of a test start active (a multi-use token is manual by default).
+            "--approve",
+            "auto",
         ])
         .lines()
         .last()

@@ -251,9 +251,10 @@ pub enum TokenCommand {
         /// Lifetime (s, m, h, d).
         #[arg(long, default_value = "24h", value_parser = parse_duration)]
         expires: Duration,
-        /// auto: devices start active; manual: they wait for `devices set-status --status active`.
-        #[arg(long, value_enum, default_value_t = Approve::Auto)]
-        approve: Approve,
+        /// auto: devices start active; manual: they wait for an admin's approval (console or
+        /// `devices set-status --status active`). Default: auto for one use, manual for more.
+        #[arg(long, value_enum)]
+        approve: Option<Approve>,
     },
     /// Revoke a token: no further device can enroll with it.
     Revoke {
@@ -547,6 +548,7 @@ where
                     approve,
                 },
         } => {
+            let approve = approve.unwrap_or(Approve::default_for_uses(uses));
             let token = admin::create_token(store.location(), uses, Some(expires), approve).await?;
             println!(
                 "Enrollment token ({uses} use(s), expires in {}, approve {}); shown once, stored only hashed:",

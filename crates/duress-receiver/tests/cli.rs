@@ -85,6 +85,35 @@ fn admin_commands_print_what_scripts_parse() {
     assert!(!out.status.success());
 }
 
+/// A multi-use token is manual approval unless asked otherwise (whoever copies it from a
+/// deployment share must not get a trusted station without an admin's look); a one-use token
+/// is automatic; `--approve` always wins.
+#[test]
+fn multi_use_tokens_default_to_manual_approval() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let approval = |args: &[&str]| {
+        let out = run(&[&["token", "create", "--data-dir", d][..], args].concat());
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        if text.contains("approve manual") {
+            "manual"
+        } else {
+            assert!(text.contains("approve auto"), "{text}");
+            "auto"
+        }
+    };
+    assert_eq!(approval(&[]), "auto");
+    assert_eq!(approval(&["--uses", "1"]), "auto");
+    assert_eq!(approval(&["--uses", "2"]), "manual");
+    assert_eq!(approval(&["--uses", "500", "--approve", "auto"]), "auto");
+    assert_eq!(approval(&["--uses", "1", "--approve", "manual"]), "manual");
+}
+
 /// Proves the `backup` / `restore` contract: `backup --data-dir D --out F`, then
 /// `restore --from F --data-dir D2` into an empty directory, which verifies the audit chain; a
 /// second restore over the data is refused without `--force` (non-zero exit) and works with it.

@@ -529,7 +529,7 @@ async fn device_status_decides_and_revocation_is_final(store: Arc<dyn Store>) {
         }
         other => panic!("{other:?}"),
     };
-    let dk = store.device_key(&d).await.unwrap().unwrap();
+    let dk = store.device_credential(&d).await.unwrap().unwrap();
     assert_eq!(dk.status, DeviceStatus::Pending);
     assert_eq!(dk.public_jwk, key.public_jwk());
     assert_eq!(
@@ -575,7 +575,7 @@ async fn device_status_decides_and_revocation_is_final(store: Arc<dyn Store>) {
         ));
     }
     assert_eq!(
-        store.device_key(&d).await.unwrap().unwrap().status,
+        store.device_credential(&d).await.unwrap().unwrap().status,
         DeviceStatus::Revoked
     );
     // The revoked key cannot come back through enrollment either.

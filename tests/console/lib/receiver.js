@@ -112,7 +112,9 @@ class Receiver {
   }
 
   createToken() {
-    const r = this.cli(['token', 'create', '--uses', '50', '--expires', '1h']);
+    // Many test agents enroll with it and start active: auto approval asked for explicitly
+    // (a multi-use token is manual by default).
+    const r = this.cli(['token', 'create', '--uses', '50', '--expires', '1h', '--approve', 'auto']);
     if (r.status !== 0) throw new Error('token create failed: ' + r.stderr);
     return r.stdout.trim().split('\n').pop();
   }

@@ -191,7 +191,7 @@ async fn repeat_or(
     }
     let device = state
         .store
-        .device_key(&verified.device_id)
+        .device_credential(&verified.device_id)
         .await
         .map_err(storage_problem)?;
     if let Some(status_refused) = device.and_then(|d| status_refusal(d.status)) {

@@ -71,7 +71,7 @@ async fn record(
     let retired = recorded.status == duress_core::DeviceStatus::Revoked
         && state
             .store
-            .device_key(&update_device)
+            .device_credential(&update_device)
             .await
             .map_err(storage_problem)?
             .is_some_and(|d| d.retired);

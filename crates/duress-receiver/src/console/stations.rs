@@ -659,7 +659,7 @@ pub async fn create_token(
 ) -> ConsoleResult {
     let uses = form.uses.unwrap_or(1).clamp(1, 10_000);
     let hours = form.expires_hours.unwrap_or(24).clamp(1, 24 * 365);
-    let approve = Approve::parse(&form.approve).unwrap_or(Approve::Auto);
+    let approve = Approve::parse(&form.approve).unwrap_or(Approve::default_for_uses(uses));
     let token = crate::tokens::generate().map_err(|e| ConsoleError::Internal(e.to_string()))?;
     let now = receiver_now();
     let new = NewToken {

@@ -219,6 +219,17 @@ pub enum Approve {
 }
 
 impl Approve {
+    /// The approval a token gets when none is asked for: automatic for a one-use token (the
+    /// admin handed it to one known workstation), manual for a multi-use one (anyone who copies
+    /// it from a deployment share must not get a trusted station without an admin's look).
+    pub const fn default_for_uses(uses: u32) -> Approve {
+        if uses > 1 {
+            Approve::Manual
+        } else {
+            Approve::Auto
+        }
+    }
+
     pub const fn as_str(self) -> &'static str {
         match self {
             Approve::Auto => "auto",
@@ -315,9 +326,10 @@ pub enum EnrollOutcome {
     Refused(EnrollRefusal),
 }
 
-/// What request verification needs to know about a device.
+/// What request verification needs to know about an enrolled device: its public key and
+/// standing (not the private `duress_core::DeviceKey` an agent signs with).
 #[derive(Debug, Clone)]
-pub struct DeviceKey {
+pub struct DeviceCredential {
     pub device_id: String,
     pub public_jwk: Jwk,
     pub status: DeviceStatus,
@@ -450,7 +462,10 @@ pub trait IngestStore: Send + Sync + std::fmt::Debug + 'static {
     /// Checks the token and registers the device (or finds it) in one transaction.
     fn enroll(&self, request: EnrollRequest) -> StoreFuture<'_, EnrollOutcome>;
     /// The device's enrolled key and its current status, read from the database.
-    fn device_key<'a>(&'a self, device_id: &'a str) -> StoreFuture<'a, Option<DeviceKey>>;
+    fn device_credential<'a>(
+        &'a self,
+        device_id: &'a str,
+    ) -> StoreFuture<'a, Option<DeviceCredential>>;
     /// The device's enrolled public key, parsed, for signature checks (`None`: no such
     /// device). A device's key never changes, so implementations may cache it; its status does
     /// change and is therefore checked by `ingest_event` and `record_heartbeat` under the write

@@ -37,8 +37,8 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::{
-    DeviceKey, EnrollOutcome, EnrollRequest, HeartbeatRecorded, HeartbeatUpdate, IngestOutcome,
-    IngestStore, NewEvent, Store, StoreError, StoreFuture, StoreResult, StoredEvent,
+    DeviceCredential, EnrollOutcome, EnrollRequest, HeartbeatRecorded, HeartbeatUpdate,
+    IngestOutcome, IngestStore, NewEvent, Store, StoreError, StoreFuture, StoreResult, StoredEvent,
 };
 
 mod accounts;
@@ -399,7 +399,10 @@ impl IngestStore for PostgresStore {
         Box::pin(self.enroll_impl(request))
     }
 
-    fn device_key<'a>(&'a self, device_id: &'a str) -> StoreFuture<'a, Option<DeviceKey>> {
+    fn device_credential<'a>(
+        &'a self,
+        device_id: &'a str,
+    ) -> StoreFuture<'a, Option<DeviceCredential>> {
         Box::pin(async move {
             let row = sqlx::query(
                 "SELECT public_jwk, status, retired_at IS NOT NULL AS retired FROM devices
@@ -409,7 +412,7 @@ impl IngestStore for PostgresStore {
             .fetch_optional(&self.key_pool)
             .await?;
             let Some(row) = row else { return Ok(None) };
-            Ok(Some(DeviceKey {
+            Ok(Some(DeviceCredential {
                 device_id: device_id.to_owned(),
                 public_jwk: json(&row, "public_jwk")?,
                 status: status(&row.try_get::<String, _>("status")?)?,
@@ -421,7 +424,7 @@ impl IngestStore for PostgresStore {
     fn verifying_key<'a>(&'a self, device_id: &'a str) -> StoreFuture<'a, Option<VerifyingKey>> {
         Box::pin(async move {
             self.keys
-                .verifying_key(device_id, self.device_key(device_id))
+                .verifying_key(device_id, self.device_credential(device_id))
                 .await
         })
     }

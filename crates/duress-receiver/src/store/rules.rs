@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use duress_core::{DeviceStatus, VerifyingKey};
 
-use super::{DeviceKey, EnrollOutcome, EnrollRefusal, StoreError, StoreResult};
+use super::{DeviceCredential, EnrollOutcome, EnrollRefusal, StoreError, StoreResult};
 
 /// More distinct devices than this and the key cache starts again from empty (a bound on
 /// memory against a flood of distinct kids; ≈ 200 bytes an entry).
@@ -95,7 +95,7 @@ impl KeyCache {
     pub(crate) async fn verifying_key(
         &self,
         device_id: &str,
-        fetch: impl Future<Output = StoreResult<Option<DeviceKey>>>,
+        fetch: impl Future<Output = StoreResult<Option<DeviceCredential>>>,
     ) -> StoreResult<Option<VerifyingKey>> {
         if let Some(key) = self.get(device_id) {
             return Ok(Some(key));

@@ -22,9 +22,9 @@ use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::{
-    DeviceKey, EnrollOutcome, EnrollRefusal, EnrollRequest, HeartbeatRecorded, HeartbeatUpdate,
-    IngestOutcome, IngestStore, NewEvent, Store, StoreError, StoreFuture, StoreResult, StoredEvent,
-    format_ts, parse_ts,
+    DeviceCredential, EnrollOutcome, EnrollRefusal, EnrollRequest, HeartbeatRecorded,
+    HeartbeatUpdate, IngestOutcome, IngestStore, NewEvent, Store, StoreError, StoreFuture,
+    StoreResult, StoredEvent, format_ts, parse_ts,
 };
 
 mod accounts;
@@ -460,7 +460,10 @@ impl IngestStore for SqliteStore {
         Box::pin(self.enroll_impl(request))
     }
 
-    fn device_key<'a>(&'a self, device_id: &'a str) -> StoreFuture<'a, Option<DeviceKey>> {
+    fn device_credential<'a>(
+        &'a self,
+        device_id: &'a str,
+    ) -> StoreFuture<'a, Option<DeviceCredential>> {
         Box::pin(async move {
             let row = sqlx::query(
                 "SELECT public_jwk, status, retired_at FROM devices WHERE device_id = ?",
@@ -469,7 +472,7 @@ impl IngestStore for SqliteStore {
             .fetch_optional(&self.ingest_reads)
             .await?;
             let Some(row) = row else { return Ok(None) };
-            Ok(Some(DeviceKey {
+            Ok(Some(DeviceCredential {
                 device_id: device_id.to_owned(),
                 public_jwk: from_json("public_jwk", &row.try_get::<String, _>("public_jwk")?)?,
                 status: rows::status(&row.try_get::<String, _>("status")?)?,
@@ -481,7 +484,7 @@ impl IngestStore for SqliteStore {
     fn verifying_key<'a>(&'a self, device_id: &'a str) -> StoreFuture<'a, Option<VerifyingKey>> {
         Box::pin(async move {
             self.keys
-                .verifying_key(device_id, self.device_key(device_id))
+                .verifying_key(device_id, self.device_credential(device_id))
                 .await
         })
     }
