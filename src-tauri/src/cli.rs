@@ -442,8 +442,19 @@ mod tests {
             .get_subcommands()
             .map(|c| c.get_name().to_owned())
             .collect();
-        assert_eq!(names, ["enroll", "trigger", "status", "diagnose", "run"]);
+        assert_eq!(
+            names,
+            [
+                "enroll",
+                "trigger",
+                "status",
+                "diagnose",
+                "decommission",
+                "run"
+            ]
+        );
         let parse = |args: &[&str]| Cli::try_parse_from(args);
+        assert!(parse(&["duress-agent", "decommission", "--policy", "p.toml"]).is_ok());
         assert!(parse(&["duress-agent", "trigger", "--test", "--policy", "p.toml"]).is_ok());
         assert!(parse(&["duress-agent", "status", "--json"]).is_ok());
         assert!(parse(&["duress-agent", "trigger", "--cancel", "--pin-stdin"]).is_ok());

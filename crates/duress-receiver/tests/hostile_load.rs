@@ -224,19 +224,7 @@ async fn with_retry(
 
 fn fresh_client(cert: &std::path::Path) -> reqwest::Client {
     // common::webpki_client, but bounded: an attempt that hangs counts as a failure.
-    let pem = std::fs::read(cert).unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    for c in common::rustls_pki_certs(&pem) {
-        roots.add(c).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(config)
+    common::trusting_builder(cert)
         .local_address(Some("127.0.0.1".parse().unwrap()))
         .timeout(Duration::from_secs(5))
         .build()

@@ -31,19 +31,7 @@ const PARALLEL: usize = 64;
 const ALARMS: usize = 10;
 
 fn client_from(h: &Harness, local: &str) -> reqwest::Client {
-    let pem = std::fs::read(&h.receiver.cert_pem_path).unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    for c in common::rustls_pki_certs(&pem) {
-        roots.add(c).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(config)
+    common::trusting_builder(&h.receiver.cert_pem_path)
         .redirect(reqwest::redirect::Policy::none())
         .local_address(Some(local.parse().unwrap()))
         .timeout(Duration::from_secs(60))

@@ -27,8 +27,9 @@ pub fn read_ca(path: &Path) -> Result<Vec<CertificateDer<'static>>, String> {
     Ok(certs)
 }
 
-/// A client for one channel.
-pub fn client(ca_cert: Option<&Path>) -> Result<reqwest::Client, String> {
+/// The TLS client configuration of an outbound channel or sink: the OS trust store, plus
+/// `ca_cert`'s certificates when given (the HTTP channels and the syslog sink share it).
+pub fn tls_client_config(ca_cert: Option<&Path>) -> Result<rustls::ClientConfig, String> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let extra = match ca_cert {
         Some(p) => read_ca(p)?,
@@ -45,12 +46,17 @@ pub fn client(ca_cert: Option<&Path>) -> Result<reqwest::Client, String> {
                 .map_err(|e| format!("the OS trust store with ca_cert: {e}"))?,
         )
     };
-    let config = rustls::ClientConfig::builder_with_provider(provider)
+    Ok(rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| e.to_string())?
         .dangerous()
         .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
+        .with_no_client_auth())
+}
+
+/// A client for one channel.
+pub fn client(ca_cert: Option<&Path>) -> Result<reqwest::Client, String> {
+    let config = tls_client_config(ca_cert)?;
     reqwest::Client::builder()
         .tls_backend_preconfigured(config)
         .timeout(ATTEMPT_TIMEOUT)

@@ -381,29 +381,7 @@ fn ends_mid_line(file: &mut std::fs::File) -> std::io::Result<bool> {
 /// The TLS client of a syslog sink: the OS trust store plus its `ca_cert` (as the HTTP
 /// channels, `super::http`).
 fn tls_connector(sink: &SyslogSink) -> Result<tokio_rustls::TlsConnector, String> {
-    use rustls::client::danger::ServerCertVerifier;
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let extra = match &sink.ca_cert {
-        Some(p) => super::http::read_ca(p)?,
-        None => Vec::new(),
-    };
-    let verifier: Arc<dyn ServerCertVerifier> = if extra.is_empty() {
-        Arc::new(
-            rustls_platform_verifier::Verifier::new(provider.clone())
-                .map_err(|e| format!("the OS trust store: {e}"))?,
-        )
-    } else {
-        Arc::new(
-            rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider.clone())
-                .map_err(|e| format!("the OS trust store with ca_cert: {e}"))?,
-        )
-    };
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .map_err(|e| e.to_string())?
-        .dangerous()
-        .with_custom_certificate_verifier(verifier)
-        .with_no_client_auth();
+    let config = super::http::tls_client_config(sink.ca_cert.as_deref())?;
     Ok(tokio_rustls::TlsConnector::from(Arc::new(config)))
 }
 

@@ -2,14 +2,13 @@
 //! never follows redirects (so tests see exactly what the receiver answered).
 
 use std::path::Path;
-use std::sync::Arc;
 use std::time::Duration;
 
 use duress_receiver::admin;
 use duress_receiver::console::cameras::percent_encode;
 use duress_receiver::store::{Role, StoreLocation};
 
-use super::{Answer, Harness, rustls_pki_certs};
+use super::{Answer, Harness};
 
 pub const PASSWORD: &str = "correct horse battery staple";
 
@@ -19,19 +18,7 @@ pub async fn add_user(at: impl Into<StoreLocation>, username: &str, role: Role) 
 
 /// A client that trusts the receiver's certificate and does not follow redirects.
 pub fn raw_client(cert: &Path) -> reqwest::Client {
-    let pem = std::fs::read(cert).unwrap();
-    let mut roots = rustls::RootCertStore::empty();
-    for c in rustls_pki_certs(&pem) {
-        roots.add(c).unwrap();
-    }
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(config)
+    super::trusting_builder(cert)
         .redirect(reqwest::redirect::Policy::none())
         .timeout(Duration::from_secs(20))
         .build()

@@ -134,11 +134,13 @@ pub fn test_database() -> Option<DatabaseUrl> {
 }
 
 /// A reqwest client whose only trust anchor is the PEM file at `path`, verified by webpki.
-pub fn webpki_client(path: &Path) -> reqwest::Client {
-    let pem = std::fs::read(path).unwrap();
+/// A client builder that trusts only the receiver's certificate (`cert`, PEM): every test
+/// client starts here and adds its own timeouts, redirects and local address.
+pub fn trusting_builder(cert: &Path) -> reqwest::ClientBuilder {
+    let pem = std::fs::read(cert).unwrap();
     let mut roots = rustls::RootCertStore::empty();
-    for cert in rustls_pki_certs(&pem) {
-        roots.add(cert).unwrap();
+    for c in rustls_pki_certs(&pem) {
+        roots.add(c).unwrap();
     }
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = rustls::ClientConfig::builder_with_provider(provider)
@@ -146,8 +148,11 @@ pub fn webpki_client(path: &Path) -> reqwest::Client {
         .unwrap()
         .with_root_certificates(roots)
         .with_no_client_auth();
-    reqwest::Client::builder()
-        .tls_backend_preconfigured(config)
+    reqwest::Client::builder().tls_backend_preconfigured(config)
+}
+
+pub fn webpki_client(path: &Path) -> reqwest::Client {
+    trusting_builder(path)
         .timeout(Duration::from_secs(20))
         .build()
         .unwrap()
