@@ -197,7 +197,7 @@ pub fn parse_cidr(text: &str) -> Result<ipnet::IpNet, String> {
 #[serde(deny_unknown_fields)]
 pub struct RetentionConfig {
     /// Resolved incidents (with their events, timeline and notifications), counted from their
-    /// resolution. At least [`crate::retention::MIN_INCIDENT_DAYS`].
+    /// resolution. At least [`MIN_INCIDENT_DAYS`].
     #[serde(default)]
     pub resolved_incidents_days: Option<u32>,
     /// Test events and their notifications, counted from receipt. At least 1.
@@ -209,6 +209,33 @@ pub struct RetentionConfig {
     /// Console sessions, counted from the end of their lifetime (0: as soon as they expired).
     #[serde(default)]
     pub sessions_days: Option<u32>,
+}
+
+/// The shortest `resolved_incidents_days` accepted.
+pub const MIN_INCIDENT_DAYS: u32 = 30;
+
+impl RetentionConfig {
+    /// Refuses values that would delete too soon.
+    pub fn check(&self) -> Result<(), String> {
+        if let Some(d) = self.resolved_incidents_days
+            && d < MIN_INCIDENT_DAYS
+        {
+            return Err(format!(
+                "[retention] resolved_incidents_days = {d}: keep resolved incidents at least \
+                 {MIN_INCIDENT_DAYS} days (an agent that lost an answer may resend an event that \
+                 long after)"
+            ));
+        }
+        for (name, value) in [
+            ("test_events_days", self.test_events_days),
+            ("heartbeat_history_days", self.heartbeat_history_days),
+        ] {
+            if value == Some(0) {
+                return Err(format!("[retention] {name} = 0: use at least 1 day"));
+            }
+        }
+        Ok(())
+    }
 }
 
 /// `[supervision]`: the trouble channel(s) a station going offline notifies.
@@ -513,7 +540,7 @@ impl ReceiverConfig {
             .allow_nets()
             .map_err(|e| format!("console.allow: {e}"))?;
         if let Some(r) = &self.retention {
-            crate::retention::check(r)?;
+            r.check()?;
         }
         if let Some(url) = &self.public_url {
             check_url("public_url", url)?;

@@ -17,8 +17,7 @@ use time::OffsetDateTime;
 use crate::config::RetentionConfig;
 use crate::store::{PurgeCutoffs, PurgeOutcome, PurgeRequest, Store};
 
-/// The shortest `resolved_incidents_days` accepted.
-pub const MIN_INCIDENT_DAYS: u32 = 30;
+pub use crate::config::MIN_INCIDENT_DAYS;
 
 /// The actor of the daily purge in the audit log.
 pub const SYSTEM_ACTOR: &str = "system:retention";
@@ -29,28 +28,6 @@ pub const CHECK_EVERY: Duration = Duration::from_secs(3600);
 /// A purge runs when none ran (on any receiver of the store) for this long: with hourly
 /// checks, once a day.
 pub const RUN_EVERY: Duration = Duration::from_secs(23 * 3600);
-
-/// Refuses values that would delete too soon (the file's check).
-pub fn check(r: &RetentionConfig) -> Result<(), String> {
-    if let Some(d) = r.resolved_incidents_days
-        && d < MIN_INCIDENT_DAYS
-    {
-        return Err(format!(
-            "[retention] resolved_incidents_days = {d}: keep resolved incidents at least \
-             {MIN_INCIDENT_DAYS} days (an agent that lost an answer may resend an event that \
-             long after)"
-        ));
-    }
-    for (name, value) in [
-        ("test_events_days", r.test_events_days),
-        ("heartbeat_history_days", r.heartbeat_history_days),
-    ] {
-        if value == Some(0) {
-            return Err(format!("[retention] {name} = 0: use at least 1 day"));
-        }
-    }
-    Ok(())
-}
 
 /// The cutoffs of `r` at `now`: each category older than its days (`None`: kept).
 pub fn cutoffs(r: &RetentionConfig, now: OffsetDateTime) -> PurgeCutoffs {
