@@ -14,7 +14,7 @@
 //!
 //! [`run`] re-evaluates every second and publishes the banner text on a `watch` channel the
 //! console reads (pages at render, the live stream on change). A test stalls both loops
-//! through [`Watchdog::stall`] (the same switch a debugger pause would be).
+//! through `Watchdog::stall` (the same switch a debugger pause would be).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
