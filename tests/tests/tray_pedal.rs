@@ -10,7 +10,8 @@
 #[path = "../tray/harness.rs"]
 mod harness;
 
-use std::process::Command;
+use std::io::{BufRead as _, BufReader};
+use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use harness::{Tray, World, ensure_sni_watcher, python, script};
@@ -127,4 +128,89 @@ fn a_held_pedal_fires_only_after_the_hold_time() {
     let incidents = w.incidents();
     assert_eq!(incidents.len(), 1);
     assert_eq!(incidents[0]["press_count"], 1, "one hold, one press");
+}
+
+/// A pedal chord next to an ordinary chord, and a pedal as the cancel chord: global-hotkey
+/// grabs `Ctrl+Alt+Shift+D`, the agent's own grab F13 and F14; the menu and the heartbeat list
+/// both alarm chords, F14 (keycode 192) stores a cancel, F13 and the keyboard chord are presses
+/// of one incident.
+#[test]
+fn pedal_and_keyboard_chords_together_and_a_pedal_cancel() {
+    ensure_sni_watcher();
+    let w = World::new(
+        "[hotkey]\nchords = [\"Ctrl+Alt+Shift+D\", \"F13\"]\n[cancel]\nchords = [\"F14\"]\n",
+    );
+    let tray = w.spawn_tray("tray", &[]);
+    let menu = tray.wait_menu(Duration::from_secs(20), "both chords", |m| {
+        Tray::status_line(m) == "Duress: on"
+            && m.iter()
+                .any(|e| e.label == "Chord: Ctrl+Alt+Shift+D or F13")
+    });
+    assert_eq!(Tray::status_line(&menu), "Duress: on");
+    let reported = duress_tests::wait_until(Duration::from_secs(20), || {
+        w.device()["hotkey"]["chords"] == serde_json::json!(["Ctrl+Alt+Shift+D", "F13"])
+    });
+    assert!(reported, "{:#}", w.device());
+
+    press_keycode(&w, 192, 30, false);
+    assert!(
+        duress_tests::wait_until(Duration::from_secs(5), || !w
+            .events_of_kind("cancel")
+            .is_empty()),
+        "the F14 pedal stores a cancel; log:\n{}",
+        tray.log_text()
+    );
+    assert!(w.incidents().is_empty(), "a lone cancel opens no incident");
+    press_keycode(&w, 191, 30, false);
+    assert!(
+        w.wait_incident("hotkey", Duration::from_secs(5)).is_some(),
+        "F13 raises an alarm; log:\n{}",
+        tray.log_text()
+    );
+    w.xvfb.key("ctrl+alt+shift+d");
+    let second = duress_tests::wait_until(Duration::from_secs(5), || {
+        w.incidents().first().is_some_and(|i| i["press_count"] == 2)
+    });
+    assert!(second, "{:#?}", w.incidents());
+}
+
+/// Another X client holds the pedal's key (keycode 191): the status line and the heartbeat say
+/// F13 is taken, as for any chord, and `duress-agent trigger` still works.
+#[test]
+fn a_pedal_key_taken_by_another_client_is_reported() {
+    ensure_sni_watcher();
+    let w = World::new("[hotkey]\nchords = [\"F13\"]\n");
+    let mut grabber = Command::new(python())
+        .arg(script("grab_key.py"))
+        .arg("191")
+        .env("DISPLAY", &w.xvfb.display)
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("spawn grab_key.py");
+    let mut line = String::new();
+    let _ = BufReader::new(grabber.stdout.take().expect("stdout")).read_line(&mut line);
+    assert_eq!(
+        line.trim(),
+        "grabbed",
+        "the other client could not grab 191"
+    );
+
+    let tray = w.spawn_tray("tray", &[]);
+    let expected = "Duress: chord unavailable: F13 is taken by another application";
+    tray.wait_menu(Duration::from_secs(20), expected, |m| {
+        Tray::status_line(m) == expected
+    });
+    let reported = duress_tests::wait_until(Duration::from_secs(20), || {
+        w.device()["hotkey"]["state"] == "unavailable"
+    });
+    assert!(reported, "{:#}", w.device());
+    let out = w.agent.run(&["trigger"]);
+    assert!(
+        out.status.success(),
+        "trigger: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(w.wait_incident("cli", Duration::from_secs(10)).is_some());
+    let _ = grabber.kill();
+    let _ = grabber.wait();
 }
