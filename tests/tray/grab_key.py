@@ -2,6 +2,7 @@
 """Holds an X11 key grab, like any other application that uses the same global shortcut.
 
   grab_key.py KEYSYM [MODIFIER...]     e.g.  grab_key.py d control mod1 shift
+  grab_key.py KEYCODE [MODIFIER...]    a number: that X keycode (191 = a pedal's F13)
 
 Grabs the key on the root window of $DISPLAY with the modifiers (plus the NumLock/CapsLock
 variants), prints "grabbed" and keeps the grab until killed. Needs python3-xlib.
@@ -20,7 +21,10 @@ def main(argv):
         return 2
     d = display.Display()
     root = d.screen().root
-    keycode = d.keysym_to_keycode(XK.string_to_keysym(argv[1]))
+    if argv[1].isdigit():
+        keycode = int(argv[1])
+    else:
+        keycode = d.keysym_to_keycode(XK.string_to_keysym(argv[1]))
     if not keycode:
         print("unknown keysym %s" % argv[1], file=sys.stderr)
         return 2

@@ -3,13 +3,14 @@
 //! | OS / session | Back end | Where the press handler runs |
 //! |---|---|---|
 //! | Linux X11 | global-hotkey (`XGrabKey`) after checking an X server answers | global-hotkey's own X thread |
+//! | Linux X11, F13–F24 (pedals) | the agent's own `XGrabKey` by key name and keysym (`linux.rs`: global-hotkey finds no key under evdev keymaps) | the agent's X thread `duress-x11-fkeys` |
 //! | Linux Wayland | xdg-desktop-portal GlobalShortcuts (ashpd), where the desktop has it | the engine thread's runtime (blocking pool) |
 //! | Linux Wayland without the portal | none: state `unavailable`, Help explains binding `duress-agent trigger` | — |
 //! | Windows | global-hotkey (`RegisterHotKey`, exclusive system-wide) | the main thread's message loop (a Win32 constraint) |
 //! | macOS | global-hotkey (Carbon hot keys); chords need Ctrl or Cmd | the main run loop (a Carbon constraint) |
 //!
 //! On Linux X11 the handler calls [`Engine::record`](duress_agent_core::Engine::record)
-//! directly on global-hotkey's thread: the alarm path never touches the UI thread, the tray or
+//! directly on global-hotkey's thread (or the F13–F24 thread): the alarm path never touches the UI thread, the tray or
 //! a webview. global-hotkey under a Wayland session would *succeed* and then receive keys only
 //! while an XWayland window has focus — a silently dead chord — so it is never used there.
 //!
