@@ -176,7 +176,7 @@ impl PostgresStore {
         if found.is_some() {
             return Ok(IngestOutcome::IdConflict);
         }
-        match insert_event(&mut tx, &ev, window, &self.planner).await? {
+        match insert_event(&mut tx, &ev, window, &self.planner, &self.doorbell).await? {
             Some(stored) => {
                 tx.commit().await?;
                 // After COMMIT: a console told earlier could read a state without the event.
@@ -317,6 +317,7 @@ async fn insert_event(
     ev: &NewEvent,
     window: Duration,
     planner: &crate::store::PlannerSlot,
+    bell: &log::Doorbell,
 ) -> StoreResult<Option<StoredEvent>> {
     // Computed from the stored (millisecond) values, so the answer is a function of columns.
     let received_at = ms(ev.received_at);
@@ -458,7 +459,7 @@ async fn insert_event(
     // Last, under the log lock: a console can never see the incident without being told, nor
     // be told of one that was rolled back.
     let (live_kind, payload) = crate::store::event_live_row(ev, incident_id);
-    log::live(conn, ev.received_at, live_kind, incident_id, &payload).await?;
+    log::live(bell, conn, ev.received_at, live_kind, incident_id, &payload).await?;
 
     let stored = StoredEvent {
         id: ev.id,
