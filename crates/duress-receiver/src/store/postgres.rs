@@ -42,6 +42,7 @@ use super::{
 };
 
 mod accounts;
+mod heartbeats;
 mod incidents;
 mod ingest;
 mod log;
@@ -96,6 +97,8 @@ pub struct PostgresStore {
     /// alarm pool, an alarm under a 64-in-flight flood of made-up kids and tokens took 476 ms
     /// (median, 635 ms max); with this pool, 52 ms (79 ms max).
     key_pool: PgPool,
+    /// This node's heartbeats, coalesced into one statement per batch (`heartbeats.rs`).
+    heartbeats: heartbeats::Coalescer,
     /// Poked after every commit of this process that wrote a `console_events` row. Rows other
     /// receivers write are found by the console's pump at its next poll.
     wake: Arc<Notify>,
@@ -266,7 +269,9 @@ impl PostgresStore {
             StoreError::Unavailable(format!("creating {}: {e}", data_dir.display()))
         })?;
         let audit_key = super::audit_chain::AuditKey::load_or_create(data_dir, head + 1)?;
+        let heartbeats = heartbeats::Coalescer::start(heartbeat_pool.clone());
         Ok(PostgresStore {
+            heartbeats,
             pool,
             alarm_pool,
             heartbeat_pool,
