@@ -93,6 +93,7 @@ contract!(
     device_status_decides_and_revocation_is_final,
     heartbeats_update_the_device_and_return_claimed_incidents,
     concurrent_heartbeats_each_get_their_own_answer_and_a_bad_one_fails_alone,
+    a_cluster_lease_has_one_holder_and_passes_on_when_its_session_ends,
     a_one_use_token_enrolls_exactly_one_of_many_concurrent_devices,
     token_refusals_and_listing,
     accounts_add_refuse_duplicates_and_disable_ends_sessions,
@@ -811,6 +812,36 @@ async fn concurrent_heartbeats_each_get_their_own_answer_and_a_bad_one_fails_alo
             assert_eq!(dev.hostname, "ws-ok");
         }
     }
+}
+
+/// A cluster lease (`Store::cluster_lease`): on PostgreSQL one holder at a time per name, kept
+/// while its session lives, taken by another as soon as the holder's session ends (the lease
+/// dropped: its connection closed); leases of other names are independent. SQLite is one node:
+/// always held.
+async fn a_cluster_lease_has_one_holder_and_passes_on_when_its_session_ends(store: Arc<dyn Store>) {
+    let mut first = store.cluster_lease("supervision");
+    let mut second = store.cluster_lease("supervision");
+    let mut other = store.cluster_lease("siem:archive");
+    assert!(first.hold().await.unwrap());
+    assert!(other.hold().await.unwrap(), "another name is another lease");
+    if store.backend() == "sqlite" {
+        assert!(second.hold().await.unwrap(), "one node: always held");
+        return;
+    }
+    assert!(!second.hold().await.unwrap(), "held by the first");
+    assert!(first.hold().await.unwrap(), "still held: its session lives");
+    assert!(!second.hold().await.unwrap());
+    drop(first);
+    // The server ends the session when it sees the connection closed: bounded wait.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !second.hold().await.unwrap() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lease did not pass on"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(second.hold().await.unwrap(), "and the new holder keeps it");
 }
 
 async fn a_one_use_token_enrolls_exactly_one_of_many_concurrent_devices(store: Arc<dyn Store>) {

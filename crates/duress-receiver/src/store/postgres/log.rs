@@ -239,7 +239,13 @@ impl Lease {
         let result = async {
             if self.conn.is_none() {
                 self.held = false;
-                self.conn = Some(PgConnection::connect_with(&self.options).await?);
+                // Bounded like the pools' acquire: an unreachable server skips this round.
+                let connect = PgConnection::connect_with(&self.options);
+                self.conn = Some(
+                    tokio::time::timeout(super::LOCK_TIMEOUT, connect)
+                        .await
+                        .map_err(|_| sqlx::Error::PoolTimedOut)??,
+                );
             }
             let Some(conn) = self.conn.as_mut() else {
                 return Ok(false);
