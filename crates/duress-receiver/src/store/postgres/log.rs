@@ -205,7 +205,11 @@ async fn subscribe(pool: &sqlx::PgPool) -> Result<PgListener, sqlx::Error> {
 
 /// The first key of the two-key advisory locks of cluster leases ("Du"); the second is
 /// `hashtext(name)`. PostgreSQL keeps two-key and one-key (the log lock, sqlx's migrator)
-/// advisory locks apart, so they never collide with those.
+/// advisory locks apart, so they never collide with those. Two lease names hashing alike (a
+/// 32-bit hash over a handful of names: the sweep and the SIEM sinks; odds about 1 in 10^8)
+/// would make them one lock, so the second kind of work would not run while the first is held
+/// (each lease has its own session): a liveness risk, never two holders. Rename a SIEM sink if
+/// its feed never starts and no node logged "cluster lease taken" for `siem:<name>`.
 const LEASE_CLASS: i32 = 0x4475;
 
 /// A cluster lease ([`crate::store::ClusterLease`]) on PostgreSQL: `pg_try_advisory_lock` on
