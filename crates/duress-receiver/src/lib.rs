@@ -219,6 +219,7 @@ impl Prepared {
         let store = store::open(&location)
             .await
             .with_context(|| location.opening())?;
+        store.mute_doorbell(settings.mute_doorbell);
         let tls = match tls::load(&settings).context("loading the TLS certificate") {
             Ok(tls) => tls,
             Err(e) => {

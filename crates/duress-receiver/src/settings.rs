@@ -209,6 +209,10 @@ pub struct Settings {
     /// Test hook: while set, the supervision sweep and the notifier worker skip their work, as
     /// if stalled (`notify::watch`). Never set in production.
     pub notify_stall: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// Test switch: this receiver's writes ring no doorbell (PostgreSQL `NOTIFY`), standing for
+    /// lost notifications, so the other nodes' consoles only see them at their safety-net poll
+    /// (`store::LiveStore::mute_doorbell`). Never set in production.
+    pub mute_doorbell: bool,
     /// `serve --metrics-listen ADDR`: where `GET /metrics` is served (plain HTTP, its own
     /// listener; bind it to loopback or the management network). `None`: no metrics listener.
     pub metrics_listen: Option<std::net::SocketAddr>,
@@ -245,6 +249,7 @@ impl Settings {
             device_events_per_second: 1.0,
             notify_worker_watch: crate::notify::watch::DEFAULT_WORKER_INTERVAL,
             notify_stall: Default::default(),
+            mute_doorbell: false,
             metrics_listen: None,
             disk_watermark: crate::diskspace::Watermark::default(),
             free_space: None,

@@ -92,6 +92,8 @@ contract!(
     concurrent_presses_of_one_device_open_one_incident,
     device_status_decides_and_revocation_is_final,
     heartbeats_update_the_device_and_return_claimed_incidents,
+    concurrent_heartbeats_each_get_their_own_answer_and_a_bad_one_fails_alone,
+    a_cluster_lease_has_one_holder_and_passes_on_when_its_session_ends,
     a_one_use_token_enrolls_exactly_one_of_many_concurrent_devices,
     token_refusals_and_listing,
     accounts_add_refuse_duplicates_and_disable_ends_sessions,
@@ -711,6 +713,135 @@ async fn heartbeats_update_the_device_and_return_claimed_incidents(store: Arc<dy
             .await,
         Err(StoreError::NoSuchDevice(_))
     ));
+}
+
+/// Many heartbeats at once — on PostgreSQL coalesced into batches of one statement each
+/// (`store/postgres/heartbeats.rs`), on SQLite through the group-commit writer: each is answered
+/// from its own device (status, claimed incidents), every device keeps one of the values it
+/// sent, a revoked device's heartbeat writes nothing, an unknown device is `NoSuchDevice`, and a
+/// heartbeat the database refuses (a NUL byte in text) fails alone, never its batch.
+async fn concurrent_heartbeats_each_get_their_own_answer_and_a_bad_one_fails_alone(
+    store: Arc<dyn Store>,
+) {
+    let mut devices = Vec::new();
+    for _ in 0..12 {
+        devices.push(device(&store).await);
+    }
+    let claimed = committed(&store, event(&devices[0], 1, EventKind::Duress, now()))
+        .await
+        .unwrap();
+    store
+        .apply_action(claimed, "alice", IncidentAction::Claim { takeover: false })
+        .await
+        .unwrap();
+    let revoked = devices[1].clone();
+    store
+        .set_device_status(&revoked, DeviceStatus::Revoked, "admin")
+        .await
+        .unwrap();
+    let hb = |d: &str, seq: i64, hostname: &str| HeartbeatUpdate {
+        device_id: d.to_owned(),
+        received_at: now(),
+        hotkey: HotkeyState::Registered {
+            chords: vec!["Ctrl+Alt+F12".into()],
+        },
+        queued: 0,
+        reported_last_seq: seq,
+        host: Some(host(hostname)),
+        location: None,
+        policy: None,
+        client_addr: None,
+    };
+    let mut tasks = Vec::new();
+    for round in 0..3 {
+        for d in &devices {
+            let (store, update) = (store.clone(), hb(d, 10 + round, "ws-ok"));
+            tasks.push(tokio::spawn(async move {
+                (
+                    update.device_id.clone(),
+                    store.record_heartbeat(update).await,
+                )
+            }));
+        }
+    }
+    let hostile = devices[2].clone();
+    let bad = {
+        let (store, update) = (store.clone(), hb(&hostile, 99, "ws-\0-nul"));
+        tokio::spawn(async move { store.record_heartbeat(update).await })
+    };
+    let unknown = {
+        let (store, update) = (store.clone(), hb("nobody", 1, "ws-ok"));
+        tokio::spawn(async move { store.record_heartbeat(update).await })
+    };
+    for task in tasks {
+        let (d, answer) = task.await.unwrap();
+        let answer = answer.unwrap_or_else(|e| panic!("{d}: {e}"));
+        if d == revoked {
+            assert_eq!(answer.status, DeviceStatus::Revoked);
+            assert!(answer.claimed_incidents.is_empty());
+        } else {
+            assert_eq!(answer.status, DeviceStatus::Active, "{d}");
+            let expect: Vec<Uuid> = if d == devices[0] {
+                vec![claimed]
+            } else {
+                vec![]
+            };
+            assert_eq!(answer.claimed_incidents, expect, "{d}");
+        }
+    }
+    // SQLite stores the NUL; PostgreSQL text cannot hold one: refused, alone.
+    let _ = bad.await.unwrap();
+    assert!(matches!(
+        unknown.await.unwrap(),
+        Err(StoreError::NoSuchDevice(_))
+    ));
+    let listed = store.list_devices().await.unwrap();
+    for d in &devices {
+        let dev = listed.iter().find(|x| &x.device_id == d).unwrap();
+        if d == &revoked {
+            assert_eq!(
+                dev.reported_last_seq, None,
+                "a revoked device's heartbeat writes nothing"
+            );
+        } else if d != &hostile {
+            assert!(
+                matches!(dev.reported_last_seq, Some(10..=12)),
+                "{d}: {:?}",
+                dev.reported_last_seq
+            );
+            assert_eq!(dev.hostname, "ws-ok");
+        }
+    }
+}
+
+/// A cluster lease (`Store::cluster_lease`): on PostgreSQL one holder at a time per name, kept
+/// while its session lives, taken by another as soon as the holder's session ends (the lease
+/// dropped: its connection closed); leases of other names are independent. SQLite is one node:
+/// always held.
+async fn a_cluster_lease_has_one_holder_and_passes_on_when_its_session_ends(store: Arc<dyn Store>) {
+    let mut first = store.cluster_lease("supervision");
+    let mut second = store.cluster_lease("supervision");
+    let mut other = store.cluster_lease("siem:archive");
+    assert!(first.hold().await.unwrap());
+    assert!(other.hold().await.unwrap(), "another name is another lease");
+    if store.backend() == "sqlite" {
+        assert!(second.hold().await.unwrap(), "one node: always held");
+        return;
+    }
+    assert!(!second.hold().await.unwrap(), "held by the first");
+    assert!(first.hold().await.unwrap(), "still held: its session lives");
+    assert!(!second.hold().await.unwrap());
+    drop(first);
+    // The server ends the session when it sees the connection closed: bounded wait.
+    let deadline = std::time::Instant::now() + Duration::from_secs(5);
+    while !second.hold().await.unwrap() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the lease did not pass on"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(second.hold().await.unwrap(), "and the new holder keeps it");
 }
 
 async fn a_one_use_token_enrolls_exactly_one_of_many_concurrent_devices(store: Arc<dyn Store>) {

@@ -4,23 +4,26 @@
 //! (the store does it: see [`crate::store::LiveStore`]). After COMMIT the writer pokes a [`Notify`]; one pump task per
 //! receiver ([`run_pump`]) then reads the new rows in id order, formats each once as an SSE
 //! frame (`id: N`) and broadcasts it as [`Bytes`] (reference-counted: every console gets the
-//! same buffer, no per-client copy). The pump also polls once a second, which picks up rows
-//! written by another process (the admin command line) and is a safety net for a lost poke.
+//! same buffer, no per-client copy).
+//!
+//! Rows written by another process — another receiver node on the same PostgreSQL database,
+//! an admin command — ring the store's doorbell ([`crate::store::LiveStore::live_doorbell`]:
+//! `LISTEN/NOTIFY` on PostgreSQL), which pokes the same [`Notify`]; the pump then re-reads
+//! from its last seen id. The rows are the truth, the doorbell only says "look": the pump also
+//! re-reads every [`crate::store::LiveStore::live_safety_net`] (1 s on SQLite, 5 s on
+//! PostgreSQL), so a lost notification costs latency, never an update (docs/scale-out.md).
 //!
 //! A console that was disconnected replays from the table after its `Last-Event-ID`
 //! ([`replay`]), so the broadcast may drop frames for a slow client without anything being
 //! lost: see [`super::sse`].
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use axum::body::Bytes;
 use tokio::sync::{Notify, broadcast};
 
 use crate::store::{LiveRow, Store, StoreResult, format_ts};
 
-/// How often the pump looks for rows nobody poked it about.
-const POLL: Duration = Duration::from_secs(1);
 /// Frames a slow console may fall behind before it re-reads from the table.
 const CHANNEL_CAPACITY: usize = 1024;
 /// At most this many rows per replay read; the client then continues from the last id.
@@ -83,14 +86,25 @@ impl LiveFeed {
     }
 }
 
-/// Reads new rows after each poke (or each `POLL`) and broadcasts them. Runs until aborted.
+/// Reads new rows after each poke (this process's commits, the doorbell) or each safety-net
+/// interval, and broadcasts them. Runs until aborted; the doorbell (and its connection) is
+/// dropped with it.
 pub async fn run_pump(store: Arc<dyn Store>, feed: LiveFeed) {
     let wake: Arc<Notify> = store.live_wake();
+    let doorbell = store.live_doorbell(wake.clone());
+    // Both run for ever; `join!` polls them on this one task.
+    tokio::join!(doorbell, pump(store, feed, wake));
+}
+
+async fn pump(store: Arc<dyn Store>, feed: LiveFeed, wake: Arc<Notify>) {
+    let net = store.live_safety_net();
+    // Read before the doorbell is listening, on purpose: its first ring comes once it
+    // listens, and re-reads from here whatever committed in between.
     let mut last = store.live_latest_id().await.unwrap_or(0);
     loop {
         tokio::select! {
             () = wake.notified() => {}
-            () = tokio::time::sleep(POLL) => {}
+            () = tokio::time::sleep(net) => {}
         }
         loop {
             match replay(store.as_ref(), last).await {

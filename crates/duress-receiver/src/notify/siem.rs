@@ -32,6 +32,8 @@ use crate::store::{AuditEntry, LiveRow, Store};
 pub const SCHEMA: &str = "duress.siem/1";
 /// How often a sink looks for new records when it is caught up.
 pub const TICK: Duration = Duration::from_millis(250);
+/// How often a node that does not feed a sink tries to take its cluster lease.
+const LEASE_RETRY: Duration = Duration::from_secs(1);
 /// Records per batch (per source).
 const BATCH: u32 = 500;
 /// One batch's connect, write and close may take this long.
@@ -211,7 +213,16 @@ pub async fn run(store: Arc<dyn Store>, sink: SiemConfig, retry_base: Duration) 
         _ => None,
     };
     let mut failures: u32 = 0;
+    // One node feeds each sink for the cluster (docs/scale-out.md): two nodes reading the
+    // same position would send every record twice. The others take over when it dies.
+    let lease_name = format!("siem:{name}");
+    let mut lease = store.cluster_lease(&lease_name);
+    let mut held = false;
     loop {
+        if !crate::store::hold_lease(lease.as_mut(), &mut held, &lease_name).await {
+            tokio::time::sleep(LEASE_RETRY).await;
+            continue;
+        }
         let result = async {
             let position = store
                 .siem_position(&name)

@@ -684,6 +684,26 @@ pub trait LiveStore: Send + Sync {
     /// Poked after every commit this process made that wrote a live row, so the console's
     /// pump reads it at once instead of at its next poll.
     fn live_wake(&self) -> Arc<Notify>;
+    /// The doorbell between processes: runs until dropped, poking `wake` whenever another
+    /// process (another receiver node on the same database, an admin command) may have
+    /// appended live rows, and after every reconnect of its own (notifications sent while it
+    /// was away are lost, so the pump re-reads from its last id). PostgreSQL: `LISTEN` on a
+    /// connection of its own. SQLite (one node): nothing to listen to; rows written by the
+    /// command line are found by the pump's poll ([`LiveStore::live_safety_net`]).
+    fn live_doorbell(&self, wake: Arc<Notify>) -> BoxFuture<'static, ()> {
+        let _ = wake;
+        Box::pin(std::future::pending())
+    }
+    /// How often the console's pump re-reads the live log with no poke: the safety net for a
+    /// lost notification (at most 5 s, issue 12).
+    fn live_safety_net(&self) -> Duration {
+        Duration::from_secs(1)
+    }
+    /// **Test switch only**: stop ringing the doorbell for this store's writes, standing for
+    /// notifications lost on the way (`Settings::mute_doorbell`). No effect on SQLite.
+    fn mute_doorbell(&self, muted: bool) {
+        let _ = muted;
+    }
 }
 
 /// Console settings kept in the database.
@@ -722,6 +742,61 @@ pub trait Store:
     fn backend(&self) -> &'static str;
     /// Flushes and closes; later calls fail with `Unavailable`.
     fn close(&self) -> BoxFuture<'_, ()>;
+    /// The cluster-wide lease `name` for work that one receiver node does for all (the
+    /// supervision sweep, each SIEM sink): see [`ClusterLease`]. SQLite is one node, so its
+    /// lease is always held.
+    fn cluster_lease(&self, name: &str) -> Box<dyn ClusterLease> {
+        let _ = name;
+        Box::new(SingleNode)
+    }
+}
+
+/// A lease on one kind of work for the whole cluster (docs/scale-out.md, "How the nodes share
+/// work"). On PostgreSQL a session-level advisory lock on a connection of the lease's own: held
+/// until that connection closes, so a node that dies (killed, crashed, cut off) releases it
+/// with its session and another node's next [`ClusterLease::hold`] takes the work over; dropping
+/// the lease closes its connection. The model is GoAlert's `engine/processinglock`, reduced to
+/// its core: one holder at a time, the database decides, nothing to expire by clock.
+pub trait ClusterLease: Send + std::fmt::Debug {
+    /// Whether this node holds the lease now: takes it when it is free, checks (one round
+    /// trip) that its connection is alive when already held. Called before each round of the
+    /// work; `false` (or an error) means another node does it, or nobody can right now.
+    fn hold(&mut self) -> StoreFuture<'_, bool>;
+}
+
+/// The lease of a single-node store: always held.
+#[derive(Debug)]
+struct SingleNode;
+
+impl ClusterLease for SingleNode {
+    fn hold(&mut self) -> StoreFuture<'_, bool> {
+        Box::pin(std::future::ready(Ok(true)))
+    }
+}
+
+/// Holds `lease` for one round of the work `what`, logging when this node takes it over or
+/// loses it; `false`: skip this round.
+pub async fn hold_lease(lease: &mut dyn ClusterLease, held_before: &mut bool, what: &str) -> bool {
+    let held = match lease.hold().await {
+        Ok(held) => held,
+        Err(e) => {
+            tracing::warn!(work = what, error = %e, "cluster lease: cannot check it; skipping this round");
+            false
+        }
+    };
+    if held && !*held_before {
+        tracing::info!(
+            work = what,
+            "cluster lease taken: this node does this work now"
+        );
+    } else if !held && *held_before {
+        tracing::warn!(
+            work = what,
+            "cluster lease lost: another node takes this work over"
+        );
+    }
+    *held_before = held;
+    held
 }
 
 /// Stored timestamps: UTC, always three fraction digits, so text order is time order.

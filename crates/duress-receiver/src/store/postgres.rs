@@ -42,6 +42,7 @@ use super::{
 };
 
 mod accounts;
+mod heartbeats;
 mod incidents;
 mod ingest;
 mod log;
@@ -52,6 +53,10 @@ mod stations;
 /// How long a statement waits for a row lock before the store reports itself unavailable
 /// (SQLite's busy timeout), and how long a request waits for a pooled connection.
 const LOCK_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often a console pump re-reads the live log when no doorbell rang: the safety net for a
+/// lost notification (issue 12: at most 5 s). Rows of other nodes normally arrive by the
+/// doorbell within milliseconds, so this poll can be slow.
+const LIVE_SAFETY_NET: Duration = Duration::from_secs(5);
 /// Connections per receiver for the alarm path (enrollment, key look-ups, events).
 const ALARM_CONNECTIONS: u32 = 8;
 /// Connections per receiver for heartbeats.
@@ -92,9 +97,16 @@ pub struct PostgresStore {
     /// alarm pool, an alarm under a 64-in-flight flood of made-up kids and tokens took 476 ms
     /// (median, 635 ms max); with this pool, 52 ms (79 ms max).
     key_pool: PgPool,
+    /// This node's heartbeats, coalesced into one statement per batch (`heartbeats.rs`).
+    heartbeats: heartbeats::Coalescer,
     /// Poked after every commit of this process that wrote a `console_events` row. Rows other
     /// receivers write are found by the console's pump at its next poll.
     wake: Arc<Notify>,
+    /// Whether this store's live-log transactions ring the cross-node doorbell (`log::live`).
+    doorbell: Arc<log::Doorbell>,
+    /// How the doorbell's listener connects (the console pool's options, no `lock_timeout`
+    /// needed: it only waits for notifications).
+    listen_options: PgConnectOptions,
     /// Verified devices' public keys (see [`super::rules::KeyCache`]).
     keys: Arc<super::rules::KeyCache>,
     /// The URL without its password, for messages.
@@ -226,6 +238,7 @@ impl PostgresStore {
         let _ = migrating.close().await;
         migrated?;
 
+        let listen_options = options.clone();
         let lock_timeout = format!("{}ms", LOCK_TIMEOUT.as_millis());
         let options = options.options([("lock_timeout", lock_timeout.as_str())]);
         let pool_of = |size: u32, options: PgConnectOptions| {
@@ -256,12 +269,16 @@ impl PostgresStore {
             StoreError::Unavailable(format!("creating {}: {e}", data_dir.display()))
         })?;
         let audit_key = super::audit_chain::AuditKey::load_or_create(data_dir, head + 1)?;
+        let heartbeats = heartbeats::Coalescer::start(heartbeat_pool.clone());
         Ok(PostgresStore {
+            heartbeats,
             pool,
             alarm_pool,
             heartbeat_pool,
             key_pool,
             wake: Arc::new(Notify::new()),
+            doorbell: Arc::default(),
+            listen_options,
             keys: Arc::default(),
             name,
             audit_key,
@@ -476,6 +493,14 @@ impl Store for PostgresStore {
                 self.key_pool.close()
             );
         })
+    }
+
+    fn cluster_lease(&self, name: &str) -> Box<dyn super::ClusterLease> {
+        Box::new(log::Lease::new(
+            self.listen_options.clone(),
+            self.name.clone(),
+            name,
+        ))
     }
 }
 

@@ -449,6 +449,22 @@ impl LiveStore for PostgresStore {
     fn live_wake(&self) -> Arc<Notify> {
         self.wake.clone()
     }
+
+    fn live_doorbell(&self, wake: Arc<Notify>) -> futures::future::BoxFuture<'static, ()> {
+        Box::pin(super::log::listen(
+            self.listen_options.clone(),
+            self.name.clone(),
+            wake,
+        ))
+    }
+
+    fn live_safety_net(&self) -> std::time::Duration {
+        super::LIVE_SAFETY_NET
+    }
+
+    fn mute_doorbell(&self, muted: bool) {
+        self.doorbell.mute(muted);
+    }
 }
 
 impl PostgresStore {

@@ -159,7 +159,16 @@ impl PostgresStore {
     ) -> StoreResult<ActionOutcome> {
         let mut tx = self.begin().await?;
         let now = crate::clock::receiver_now();
-        let outcome = apply_in(&mut tx, &self.audit_key, id, actor, &action, now).await?;
+        let outcome = apply_in(
+            &mut tx,
+            &self.audit_key,
+            &self.doorbell,
+            id,
+            actor,
+            &action,
+            now,
+        )
+        .await?;
         if outcome == ActionOutcome::Changed {
             tx.commit().await?;
             self.wake.notify_one();
@@ -201,7 +210,16 @@ impl PostgresStore {
         };
         let mut resolved = Vec::with_capacity(open.len());
         for id in open {
-            if apply_in(&mut tx, &self.audit_key, id, actor, &action, now).await?
+            if apply_in(
+                &mut tx,
+                &self.audit_key,
+                &self.doorbell,
+                id,
+                actor,
+                &action,
+                now,
+            )
+            .await?
                 == ActionOutcome::Changed
             {
                 resolved.push(id);
@@ -221,6 +239,7 @@ impl PostgresStore {
 async fn apply_in(
     tx: &mut PgConnection,
     audit_key: &crate::store::audit_chain::AuditKey,
+    bell: &log::Doorbell,
     id: Uuid,
     actor: &str,
     action: &IncidentAction,
@@ -276,6 +295,7 @@ async fn apply_in(
         .await?;
         let payload = serde_json::json!({ "actor": actor }).to_string();
         log::live(
+            bell,
             &mut *tx,
             now,
             &format!("incident.{kind}"),
@@ -304,13 +324,16 @@ impl PostgresStore {
             return Ok(0);
         }
         let mut tx = self.begin().await?;
-        // Locked in one statement, in id order; rows claimed or escalated (by another
-        // receiver) while we waited for their lock are re-checked by PostgreSQL and left out,
-        // so each incident is escalated once however many receivers run this.
+        // Work once for the cluster (docs/scale-out.md): locked in one statement, skipping rows
+        // another transaction holds — another node escalating them right now, or an officer
+        // claiming one. Each node's next tick (1 s) re-reads under the same conditions, so a
+        // row escalated meanwhile is left out and one whose holder rolled back (or whose node
+        // died: PostgreSQL releases its locks with the session) is taken then. Each incident is
+        // escalated once however many receivers run this, and no node waits for another.
         let rows = sqlx::query(
             "SELECT incident_id, location_json FROM incidents WHERE status = 'open'
              AND claimed_by IS NULL AND escalated_at IS NULL AND opened_at <= $1
-             ORDER BY incident_id FOR UPDATE",
+             ORDER BY incident_id FOR UPDATE SKIP LOCKED",
         )
         .bind(cutoff)
         .fetch_all(&mut *tx)
@@ -348,7 +371,15 @@ impl PostgresStore {
             )
             .await?;
             let payload = serde_json::json!({ "label": location.display_label() }).to_string();
-            log::live(&mut tx, now, "incident.escalation", Some(id), &payload).await?;
+            log::live(
+                &self.doorbell,
+                &mut tx,
+                now,
+                "incident.escalation",
+                Some(id),
+                &payload,
+            )
+            .await?;
         }
         tx.commit().await?;
         if !rows.is_empty() {

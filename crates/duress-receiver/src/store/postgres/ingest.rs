@@ -176,7 +176,7 @@ impl PostgresStore {
         if found.is_some() {
             return Ok(IngestOutcome::IdConflict);
         }
-        match insert_event(&mut tx, &ev, window, &self.planner).await? {
+        match insert_event(&mut tx, &ev, window, &self.planner, &self.doorbell).await? {
             Some(stored) => {
                 tx.commit().await?;
                 // After COMMIT: a console told earlier could read a state without the event.
@@ -195,70 +195,79 @@ impl PostgresStore {
         }
     }
 
-    /// Records a heartbeat (unless the device is revoked) and reads what its answer needs,
-    /// under the device's row lock so the status answered is the one that decided the write.
-    ///
-    /// One statement, committed on its own on the heartbeat pool (`synchronous_commit = off`,
-    /// see [`PostgresStore`]): one round trip instead of five, because at fleet size heartbeats
-    /// are most of the receiver's traffic. The `current` CTE's `FOR UPDATE` waits for a
-    /// concurrent status change and yields the row as that change left it (READ COMMITTED
-    /// re-reads a row it had to wait for); the UPDATE and the claimed-incident read then
-    /// decide on that status. A data-modifying CTE runs exactly once whether or not the outer
-    /// query reads it.
+    /// Records a heartbeat (unless the device is revoked) and reads what its answer needs:
+    /// queued with the other heartbeats of this node and written with them in one statement
+    /// on the heartbeat pool (`synchronous_commit = off`, see [`PostgresStore`]); returns
+    /// after that statement committed (`heartbeats.rs`).
     pub(super) async fn heartbeat_impl(
         &self,
         hb: HeartbeatUpdate,
     ) -> StoreResult<HeartbeatRecorded> {
-        let row = sqlx::query(
-            "WITH current AS (
-                 SELECT status FROM devices WHERE device_id = $9 FOR UPDATE
-             ), recorded AS (
-                 UPDATE devices SET last_heartbeat_at = $1, hotkey_json = $2, queued = $3,
-                        reported_last_seq = $4,
-                        host_json = COALESCE($5, host_json), hostname = COALESCE($6, hostname),
-                        agent_version = COALESCE($7, agent_version),
-                        -- Only an active device may move its station (issue 15): a pending
-                        -- or disabled one cannot send officers elsewhere.
-                        location_json = CASE WHEN (SELECT status FROM current) = 'active'
-                                             THEN COALESCE($8, location_json)
-                                             ELSE location_json END,
-                        policy_source = COALESCE($10, policy_source),
-                        policy_sha256 = COALESCE($11, policy_sha256),
-                        last_addr = COALESCE($12, last_addr)
-                  WHERE device_id = $9 AND (SELECT status FROM current) <> 'revoked'
-                  RETURNING device_id
-             )
-             SELECT (SELECT status FROM current) AS status,
-                    ARRAY(SELECT incident_id FROM incidents
-                           WHERE device_id = $9 AND status = 'open' AND claimed_by IS NOT NULL
-                             AND (SELECT status FROM current) <> 'revoked'
-                           ORDER BY opened_at, incident_id) AS claimed",
-        )
-        .bind(ms(hb.received_at))
-        .bind(Json(&hb.hotkey))
-        .bind(hb.queued)
-        .bind(hb.reported_last_seq)
-        .bind(hb.host.as_ref().map(Json))
-        .bind(hb.host.as_ref().map(|h| h.hostname.as_str()))
-        .bind(hb.host.as_ref().map(|h| h.agent_version.as_str()))
-        .bind(hb.location.as_ref().map(Json))
-        .bind(&hb.device_id)
-        .bind(hb.policy.as_ref().map(|p| p.source.as_str()))
-        .bind(hb.policy.as_ref().map(|p| p.sha256.as_str()))
-        .bind(hb.client_addr.as_deref())
-        .fetch_one(&self.heartbeat_pool)
-        .await?;
-        let current: Option<String> = row.try_get("status")?;
-        let status =
-            status(&current.ok_or_else(|| StoreError::NoSuchDevice(hb.device_id.clone()))?)?;
-        // Revoked: distrusted for good; nothing was written and it is told nothing (the
-        // query's conditions already saw to both).
-        let claimed_incidents: Vec<Uuid> = row.try_get("claimed")?;
-        Ok(HeartbeatRecorded {
-            status,
-            claimed_incidents,
-        })
+        self.heartbeats.record(hb).await
     }
+}
+
+/// One heartbeat in one statement: what a batch falls back to when its statement failed
+/// (`heartbeats.rs`), so only the bad heartbeat fails.
+///
+/// Records a heartbeat (unless the device is revoked) and reads what its answer needs, under
+/// the device's row lock so the status answered is the one that decided the write. The
+/// `current` CTE's `FOR UPDATE` waits for a concurrent status change and yields the row as that
+/// change left it (READ COMMITTED re-reads a row it had to wait for); the UPDATE and the
+/// claimed-incident read then decide on that status. A data-modifying CTE runs exactly once
+/// whether or not the outer query reads it.
+pub(super) async fn record_one(
+    pool: &sqlx::PgPool,
+    hb: HeartbeatUpdate,
+) -> StoreResult<HeartbeatRecorded> {
+    let row = sqlx::query(
+        "WITH current AS (
+             SELECT status FROM devices WHERE device_id = $9 FOR UPDATE
+         ), recorded AS (
+             UPDATE devices SET last_heartbeat_at = $1, hotkey_json = $2, queued = $3,
+                    reported_last_seq = $4,
+                    host_json = COALESCE($5, host_json), hostname = COALESCE($6, hostname),
+                    agent_version = COALESCE($7, agent_version),
+                    -- Only an active device may move its station (issue 15): a pending
+                    -- or disabled one cannot send officers elsewhere.
+                    location_json = CASE WHEN (SELECT status FROM current) = 'active'
+                                         THEN COALESCE($8, location_json)
+                                         ELSE location_json END,
+                    policy_source = COALESCE($10, policy_source),
+                    policy_sha256 = COALESCE($11, policy_sha256),
+                    last_addr = COALESCE($12, last_addr)
+              WHERE device_id = $9 AND (SELECT status FROM current) <> 'revoked'
+              RETURNING device_id
+         )
+         SELECT (SELECT status FROM current) AS status,
+                ARRAY(SELECT incident_id FROM incidents
+                       WHERE device_id = $9 AND status = 'open' AND claimed_by IS NOT NULL
+                         AND (SELECT status FROM current) <> 'revoked'
+                       ORDER BY opened_at, incident_id) AS claimed",
+    )
+    .bind(ms(hb.received_at))
+    .bind(Json(&hb.hotkey))
+    .bind(hb.queued)
+    .bind(hb.reported_last_seq)
+    .bind(hb.host.as_ref().map(Json))
+    .bind(hb.host.as_ref().map(|h| h.hostname.as_str()))
+    .bind(hb.host.as_ref().map(|h| h.agent_version.as_str()))
+    .bind(hb.location.as_ref().map(Json))
+    .bind(&hb.device_id)
+    .bind(hb.policy.as_ref().map(|p| p.source.as_str()))
+    .bind(hb.policy.as_ref().map(|p| p.sha256.as_str()))
+    .bind(hb.client_addr.as_deref())
+    .fetch_one(pool)
+    .await?;
+    let current: Option<String> = row.try_get("status")?;
+    let status = status(&current.ok_or_else(|| StoreError::NoSuchDevice(hb.device_id.clone()))?)?;
+    // Revoked: distrusted for good; nothing was written and it is told nothing (the
+    // query's conditions already saw to both).
+    let claimed_incidents: Vec<Uuid> = row.try_get("claimed")?;
+    Ok(HeartbeatRecorded {
+        status,
+        claimed_incidents,
+    })
 }
 
 /// Why one enrollment attempt did not answer.
@@ -317,6 +326,7 @@ async fn insert_event(
     ev: &NewEvent,
     window: Duration,
     planner: &crate::store::PlannerSlot,
+    bell: &log::Doorbell,
 ) -> StoreResult<Option<StoredEvent>> {
     // Computed from the stored (millisecond) values, so the answer is a function of columns.
     let received_at = ms(ev.received_at);
@@ -458,7 +468,7 @@ async fn insert_event(
     // Last, under the log lock: a console can never see the incident without being told, nor
     // be told of one that was rolled back.
     let (live_kind, payload) = crate::store::event_live_row(ev, incident_id);
-    log::live(conn, ev.received_at, live_kind, incident_id, &payload).await?;
+    log::live(bell, conn, ev.received_at, live_kind, incident_id, &payload).await?;
 
     let stored = StoredEvent {
         id: ev.id,

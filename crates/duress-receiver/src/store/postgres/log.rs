@@ -17,8 +17,14 @@
 //! device, token or incident row locks), and nothing row-locks after it, so no holder of the
 //! log lock ever waits for another transaction's row.
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgListener, PgPoolOptions};
 use sqlx::{PgConnection, Row as _};
 use time::OffsetDateTime;
+use tokio::sync::Notify;
 use uuid::Uuid;
 
 use super::ms;
@@ -81,8 +87,34 @@ pub(super) async fn audit(
     Ok(id)
 }
 
+/// The `LISTEN/NOTIFY` channel of the doorbell (docs/scale-out.md, "How the nodes share
+/// work"): a transaction that appends live-log rows notifies it, so the console pumps of the
+/// other receiver nodes re-read the log at once instead of at their safety-net poll.
+pub(super) const DOORBELL_CHANNEL: &str = "duress_live";
+
+/// Whether this store rings the doorbell. Muting is a test switch only
+/// ([`crate::store::LiveStore::mute_doorbell`]): it stands for notifications lost on the way.
+#[derive(Debug, Default)]
+pub(super) struct Doorbell {
+    muted: AtomicBool,
+}
+
+impl Doorbell {
+    pub(super) fn mute(&self, muted: bool) {
+        self.muted.store(muted, Ordering::SeqCst);
+    }
+}
+
 /// Writes one live-log row (`payload`: a JSON object as text); returns its id.
+///
+/// Also queues the doorbell's notification, delivered by PostgreSQL at commit (never for a
+/// rolled-back transaction). The payload is empty on purpose — the rows are the truth, the
+/// notification only says "re-read" — and PostgreSQL delivers identical notifications of one
+/// transaction once, so a transaction that appends several rows rings once. Heartbeats never
+/// get here (they write no live rows): NOTIFY serialises committing notifiers on a
+/// cluster-wide lock, which these transactions already are by the log lock above.
 pub(super) async fn live(
+    bell: &Doorbell,
     conn: &mut PgConnection,
     at: OffsetDateTime,
     kind: &str,
@@ -100,5 +132,156 @@ pub(super) async fn live(
     .bind(payload)
     .fetch_one(&mut *conn)
     .await?;
+    if !bell.muted.load(Ordering::SeqCst) {
+        sqlx::query("SELECT pg_notify($1, '')")
+            .bind(DOORBELL_CHANNEL)
+            .execute(&mut *conn)
+            .await?;
+    }
     Ok(id)
+}
+
+/// Longest wait between attempts to (re)connect the doorbell's listener.
+const LISTEN_BACKOFF_MAX: Duration = Duration::from_secs(5);
+
+/// The doorbell's listening side ([`crate::store::LiveStore::live_doorbell`]): `LISTEN` on a
+/// connection of its own and poke `wake` for every notification, once right after each
+/// (re)subscription (whatever committed before the `LISTEN` took effect is read then), and
+/// after every reconnect (notifications sent while the connection was down are lost for good:
+/// the pump re-reads from its last id). Runs until dropped; the connection closes with it.
+pub(super) async fn listen(options: PgConnectOptions, name: String, wake: Arc<Notify>) {
+    // A pool of one only because `PgListener` reconnects through a pool: this connection is
+    // nobody else's, and it is dropped (closed) with this future.
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .min_connections(0)
+        .max_lifetime(None)
+        .idle_timeout(None)
+        .acquire_timeout(Duration::from_secs(10))
+        .connect_lazy_with(options);
+    let mut backoff = Duration::from_millis(100);
+    loop {
+        match subscribe(&pool).await {
+            Ok(mut listener) => {
+                backoff = Duration::from_millis(100);
+                wake.notify_one();
+                loop {
+                    match listener.try_recv().await {
+                        Ok(Some(_)) => wake.notify_one(),
+                        Ok(None) => {
+                            tracing::warn!(
+                                database = %name,
+                                "live doorbell: connection lost and re-established; re-reading \
+                                 the live log"
+                            );
+                            wake.notify_one();
+                        }
+                        Err(e) => {
+                            tracing::warn!(database = %name, error = %e,
+                                "live doorbell: listening failed; consoles fall back to the \
+                                 safety-net poll until it reconnects");
+                            break;
+                        }
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(database = %name, error = %e,
+                "live doorbell: cannot listen; consoles fall back to the safety-net poll"),
+        }
+        tokio::time::sleep(backoff).await;
+        backoff = (backoff * 2).min(LISTEN_BACKOFF_MAX);
+        // After a failure: anything may have been missed.
+        wake.notify_one();
+    }
+}
+
+async fn subscribe(pool: &sqlx::PgPool) -> Result<PgListener, sqlx::Error> {
+    let mut listener = PgListener::connect_with(pool).await?;
+    // The pool is this listener's alone and never closed by anyone else.
+    listener.ignore_pool_close_event(true);
+    listener.listen(DOORBELL_CHANNEL).await?;
+    Ok(listener)
+}
+
+/// The first key of the two-key advisory locks of cluster leases ("Du"); the second is
+/// `hashtext(name)`. PostgreSQL keeps two-key and one-key (the log lock, sqlx's migrator)
+/// advisory locks apart, so they never collide with those. Two lease names hashing alike (a
+/// 32-bit hash over a handful of names: the sweep and the SIEM sinks; odds about 1 in 10^8)
+/// would make them one lock, so the second kind of work would not run while the first is held
+/// (each lease has its own session): a liveness risk, never two holders. Rename a SIEM sink if
+/// its feed never starts and no node logged "cluster lease taken" for `siem:<name>`.
+const LEASE_CLASS: i32 = 0x4475;
+
+/// A cluster lease ([`crate::store::ClusterLease`]) on PostgreSQL: `pg_try_advisory_lock` on
+/// a connection of its own, kept open while the lease lives (also while not held, so trying
+/// again is one statement, not a new session). Never unlocked by hand: it ends with the
+/// session — the connection dropped with the lease, closed by a dying process's kernel, or
+/// cut by the server.
+#[derive(Debug)]
+pub(super) struct Lease {
+    options: PgConnectOptions,
+    /// The database, for messages (no password).
+    database: String,
+    name: String,
+    conn: Option<PgConnection>,
+    held: bool,
+}
+
+impl Lease {
+    pub(super) fn new(options: PgConnectOptions, database: String, name: &str) -> Self {
+        Lease {
+            options,
+            database,
+            name: name.to_owned(),
+            conn: None,
+            held: false,
+        }
+    }
+
+    async fn hold_impl(&mut self) -> crate::store::StoreResult<bool> {
+        use sqlx::Connection as _;
+        let result = async {
+            if self.conn.is_none() {
+                self.held = false;
+                // Bounded like the pools' acquire: an unreachable server skips this round.
+                let connect = PgConnection::connect_with(&self.options);
+                self.conn = Some(
+                    tokio::time::timeout(super::LOCK_TIMEOUT, connect)
+                        .await
+                        .map_err(|_| sqlx::Error::PoolTimedOut)??,
+                );
+            }
+            let Some(conn) = self.conn.as_mut() else {
+                return Ok(false);
+            };
+            if self.held {
+                // Held for as long as this session lives: one round trip proves it does.
+                conn.ping().await?;
+            } else {
+                self.held = sqlx::query_scalar("SELECT pg_try_advisory_lock($1, hashtext($2))")
+                    .bind(LEASE_CLASS)
+                    .bind(&self.name)
+                    .fetch_one(&mut *conn)
+                    .await?;
+            }
+            Ok::<bool, sqlx::Error>(self.held)
+        }
+        .await;
+        result.map_err(|e| {
+            // Whatever failed, this session can no longer be trusted to hold the lock: drop
+            // it (closing it releases the lock if the server still had it) and start over.
+            self.conn = None;
+            self.held = false;
+            crate::store::StoreError::Unavailable(format!(
+                "cluster lease {} on {}: {e}",
+                self.name, self.database
+            ))
+        })
+    }
+}
+
+impl crate::store::ClusterLease for Lease {
+    fn hold(&mut self) -> crate::store::StoreFuture<'_, bool> {
+        Box::pin(self.hold_impl())
+    }
 }

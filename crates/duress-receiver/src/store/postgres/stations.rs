@@ -169,7 +169,7 @@ impl PostgresStore {
         }
         let payload =
             serde_json::json!({"device_id": device_id, "status": new.as_str()}).to_string();
-        log::live(&mut tx, now, "device", None, &payload).await?;
+        log::live(&self.doorbell, &mut tx, now, "device", None, &payload).await?;
         tx.commit().await?;
         self.wake.notify_one();
         Ok(())
@@ -193,6 +193,7 @@ impl PostgresStore {
         let payload = serde_json::json!({"device_id": device_id, "registered_location": location})
             .to_string();
         log::live(
+            &self.doorbell,
             &mut tx,
             crate::clock::receiver_now(),
             "device",
@@ -265,7 +266,7 @@ impl PostgresStore {
         let payload =
             serde_json::json!({"device_id": device_id, "status": "revoked", "retired": true})
                 .to_string();
-        log::live(&mut tx, now, "device", None, &payload).await?;
+        log::live(&self.doorbell, &mut tx, now, "device", None, &payload).await?;
         tx.commit().await?;
         self.wake.notify_one();
         Ok(crate::store::RetireOutcome::Retired)
