@@ -209,6 +209,9 @@ pub struct Settings {
     /// Test hook: while set, the supervision sweep and the notifier worker skip their work, as
     /// if stalled (`notify::watch`). Never set in production.
     pub notify_stall: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    /// This node's name in the cluster (`cluster_nodes`, the console's Cluster view); `None`:
+    /// `HOSTNAME-PID`.
+    pub node_name: Option<String>,
     /// `serve --metrics-listen ADDR`: where `GET /metrics` is served (plain HTTP, its own
     /// listener; bind it to loopback or the management network). `None`: no metrics listener.
     pub metrics_listen: Option<std::net::SocketAddr>,
@@ -245,6 +248,7 @@ impl Settings {
             device_events_per_second: 1.0,
             notify_worker_watch: crate::notify::watch::DEFAULT_WORKER_INTERVAL,
             notify_stall: Default::default(),
+            node_name: None,
             metrics_listen: None,
             disk_watermark: crate::diskspace::Watermark::default(),
             free_space: None,
