@@ -138,6 +138,7 @@ pub async fn run(store: Arc<dyn Store>, node: NodeIdentity, watchdog: Arc<Watchd
 }
 
 #[cfg(test)]
+#[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
     use crate::store::StoreError;

@@ -49,13 +49,13 @@ impl ReplicatedPg {
         let conf = primary.data.join("postgresql.conf");
         let mut text = std::fs::read_to_string(&conf)
             .map_err(|e| err(format!("reading {}: {e}", conf.display())))?;
-        text.push_str(&format!(
+        text.push_str(
             "\n# duress-testpg: primary with one synchronous standby\n\
              wal_level = replica\n\
              max_wal_senders = 10\n\
              wal_keep_size = '256MB'\n\
-             synchronous_commit = on\n"
-        ));
+             synchronous_commit = on\n",
+        );
         std::fs::write(&conf, text).map_err(|e| err(format!("writing {}: {e}", conf.display())))?;
         primary.launch("")?;
         primary.database = primary.create_database()?;
