@@ -119,6 +119,10 @@ pub enum Command {
         /// --listen (or `[console] listen` in --config).
         #[arg(long)]
         console_listen: Option<SocketAddr>,
+        /// This node's name in the console's Cluster view (several receivers on one
+        /// PostgreSQL, docs/scale-out.md). Default: HOSTNAME-PID.
+        #[arg(long, env = "DURESS_NODE_NAME")]
+        node_name: Option<String>,
         /// A network (CIDR such as 10.20.0.0/16, or one address) allowed to reach the console;
         /// repeat for several. Others get 403; the agent API is never restricted. Default: all
         /// (or `[console] allow` in --config).
@@ -479,12 +483,14 @@ where
             config,
             metrics_listen,
             console_listen,
+            node_name,
             console_allow,
             min_free_disk_mb,
             min_free_disk_percent,
         } => {
             let mut settings = Settings::new(store.dir.data_dir.clone());
             settings.database = store.location().database;
+            settings.node_name = node_name;
             settings.grouping_window = grouping_window;
             settings.console.escalate_after = escalate_after;
             settings.console.self_test_period = self_test_period;

@@ -35,6 +35,7 @@ pub mod api;
 pub mod backup;
 pub mod cli;
 pub mod clock;
+pub mod cluster;
 pub mod config;
 pub mod console;
 pub mod diskspace;
@@ -363,6 +364,7 @@ impl Prepared {
         );
         console.watchdog = watchdog.clone();
         console.config = self.settings.config.clone();
+        console.node = cluster::NodeIdentity::new(self.settings.node_name.as_deref());
         let console = Arc::new(console);
         // Background work of the console, stopped when serving ends.
         let pump = tokio::spawn(console::live::run_pump(
@@ -384,6 +386,12 @@ impl Prepared {
                 watchdog.clone(),
             ))
         });
+        // This node's registration and the database redundancy banner.
+        let cluster_task = tokio::spawn(cluster::run(
+            self.store.clone(),
+            console.node.clone(),
+            watchdog.clone(),
+        ));
         let watch = tokio::spawn(notify::watch::run(self.store.clone(), watchdog));
         // The SIEM feed: one task per [[siem]] sink, apart from the alarm path.
         let siem: Vec<_> = self
@@ -543,6 +551,7 @@ impl Prepared {
         escalation.abort();
         cert_watch.abort();
         watch.abort();
+        cluster_task.abort();
         for task in [notifier, supervision, retention].into_iter().flatten() {
             task.abort();
         }

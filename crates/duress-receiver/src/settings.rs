@@ -213,6 +213,9 @@ pub struct Settings {
     /// lost notifications, so the other nodes' consoles only see them at their safety-net poll
     /// (`store::LiveStore::mute_doorbell`). Never set in production.
     pub mute_doorbell: bool,
+    /// This node's name in the cluster (`cluster_nodes`, the console's Cluster view); `None`:
+    /// `HOSTNAME-PID`.
+    pub node_name: Option<String>,
     /// `serve --metrics-listen ADDR`: where `GET /metrics` is served (plain HTTP, its own
     /// listener; bind it to loopback or the management network). `None`: no metrics listener.
     pub metrics_listen: Option<std::net::SocketAddr>,
@@ -250,6 +253,7 @@ impl Settings {
             notify_worker_watch: crate::notify::watch::DEFAULT_WORKER_INTERVAL,
             notify_stall: Default::default(),
             mute_doorbell: false,
+            node_name: None,
             metrics_listen: None,
             disk_watermark: crate::diskspace::Watermark::default(),
             free_space: None,

@@ -123,6 +123,7 @@ contract!(
     retention_purges_old_resolved_incidents_never_open_ones_and_audits_the_counts,
     retention_keeps_a_resolved_incident_whose_notification_is_pending,
     a_retired_station_is_revoked_marked_never_supervised_and_audited,
+    cluster_nodes_register_refresh_and_age_out,
 );
 
 /// The acknowledgement key as the receiver hands it to the store.
@@ -3287,4 +3288,53 @@ async fn a_retired_station_is_revoked_marked_never_supervised_and_audited(store:
     assert_eq!(entries[0].subject, d);
     assert_eq!(entries[0].detail, "active -> retired");
     assert!(verified_chain(&store).await > before);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Cluster bookkeeping (store::cluster).
+
+async fn cluster_nodes_register_refresh_and_age_out(store: Arc<dyn Store>) {
+    use duress_receiver::store::cluster::{DatabaseRole, NodeBeat};
+    let t0 = duress_core::clock::truncate_to_millis(now());
+    let s = time::Duration::seconds;
+    let beat = |node: &str, started: OffsetDateTime, at: OffsetDateTime| NodeBeat {
+        node_id: node.into(),
+        version: "0.1.0".into(),
+        started_at: started,
+        now: at,
+    };
+    store.register_node(beat("node-a", t0, t0)).await.unwrap();
+    store
+        .register_node(beat("node-b", t0, t0 + s(1)))
+        .await
+        .unwrap();
+    // node-a refreshes (and was restarted: a new start time replaces the old).
+    store
+        .register_node(beat("node-a", t0 + s(30), t0 + s(70)))
+        .await
+        .unwrap();
+    let all = store.cluster_nodes(t0 - s(1)).await.unwrap();
+    assert_eq!(
+        all.iter().map(|n| n.node_id.as_str()).collect::<Vec<_>>(),
+        ["node-a", "node-b"]
+    );
+    assert_eq!(all[0].started_at, t0 + s(30));
+    assert_eq!(all[0].last_seen, t0 + s(70));
+    assert_eq!(all[1].last_seen, t0 + s(1));
+    // Seen in the last minute at t0 + 70 s: node-b (last seen t0 + 1 s) is gone.
+    let recent = store.cluster_nodes(t0 + s(10)).await.unwrap();
+    assert_eq!(recent.len(), 1);
+    assert_eq!(recent[0].node_id, "node-a");
+
+    let status = store.database_status().await.unwrap();
+    match store.backend() {
+        "sqlite" => assert_eq!(status.role, DatabaseRole::SingleFile),
+        _ => {
+            // This binary's throw-away server: a primary without standbys.
+            assert_eq!(status.role, DatabaseRole::Primary);
+            assert!(status.replicas.is_empty(), "{status:?}");
+            assert_eq!(status.synchronous_standby_names, "");
+        }
+    }
+    assert!(!status.synchronous());
 }

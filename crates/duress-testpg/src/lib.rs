@@ -127,10 +127,19 @@ fn next_database_name() -> String {
 impl TestPg {
     /// Initialises and starts a new cluster with one empty database.
     pub fn start() -> Result<Self> {
+        let mut cluster = Self::init("duress-testpg-")?;
+        cluster.launch("")?;
+        cluster.database = cluster.create_database()?;
+        Ok(cluster)
+    }
+
+    /// A fresh temporary root with empty `data`, `socket` and `log` directories, owned by the
+    /// server's user; nothing started.
+    fn prepare(prefix: &str) -> Result<Self> {
         let bin = bin_dir()?;
         let run_as = running_as_root().then(|| SUPERUSER.to_owned());
         let root = tempfile::Builder::new()
-            .prefix("duress-testpg-")
+            .prefix(prefix)
             .tempdir()
             .map_err(|e| err(format!("creating a temporary directory: {e}")))?;
         let data = root.path().join("data");
@@ -147,11 +156,10 @@ impl TestPg {
             }
             make_traversable(root.path())?;
         }
-        // initdb wants the data directory private.
+        // initdb and pg_basebackup want the data directory private.
         std::fs::set_permissions(&data, std::fs::Permissions::from_mode(0o700))
             .map_err(|e| err(format!("chmod 700 {}: {e}", data.display())))?;
-
-        let mut cluster = TestPg {
+        Ok(TestPg {
             bin,
             root,
             data,
@@ -159,7 +167,12 @@ impl TestPg {
             run_as,
             database: String::new(),
             stopped: true,
-        };
+        })
+    }
+
+    /// [`Self::prepare`], then `initdb`.
+    fn init(prefix: &str) -> Result<Self> {
+        let cluster = Self::prepare(prefix)?;
         cluster.run(
             "initdb",
             &[
@@ -175,30 +188,34 @@ impl TestPg {
                 "--no-sync",
             ],
         )?;
+        Ok(cluster)
+    }
+
+    /// Starts the server on its private socket (`extra`: more `-c` options), with its
+    /// watchdog, and waits until it answers.
+    fn launch(&mut self, extra: &str) -> Result<()> {
         let options = format!(
-            "-k {} -c listen_addresses='' -c fsync=off -c max_connections=200",
-            path_str(&cluster.socket_dir)?
+            "-k {} -c listen_addresses='' -c fsync=off -c max_connections=200 {extra}",
+            path_str(&self.socket_dir)?
         );
-        cluster.stopped = false;
-        cluster.run(
+        self.stopped = false;
+        self.run(
             "pg_ctl",
             &[
                 "-D",
-                &path_str(&cluster.data)?,
+                &path_str(&self.data)?,
                 "-o",
                 &options,
                 "-l",
-                &path_str(&logs.join("postgres.log"))?,
+                &path_str(&self.root.path().join("log/postgres.log"))?,
                 "-w",
                 "-t",
                 &START_TIMEOUT.as_secs().to_string(),
                 "start",
             ],
         )?;
-        cluster.spawn_watchdog()?;
-        cluster.wait_ready()?;
-        cluster.database = cluster.create_database()?;
-        Ok(cluster)
+        self.spawn_watchdog()?;
+        self.wait_ready()
     }
 
     /// One cluster for the whole test process, started on first use (each test then takes its
@@ -210,6 +227,47 @@ impl TestPg {
             .get_or_init(|| TestPg::start().map_err(|e| e.0))
             .as_ref()
             .map_err(|e| err(e.clone()))
+    }
+
+    /// The cluster's database directory (for `pg_ctl` commands a test runs itself).
+    pub fn data_dir(&self) -> &Path {
+        &self.data
+    }
+
+    /// The name of the database [`TestPg::url`] points at.
+    pub fn database(&self) -> &str {
+        &self.database
+    }
+
+    /// Runs `pg_ctl ARGS -D DATA` as the server's user (`promote`, `reload`, …).
+    pub fn pg_ctl(&self, args: &[&str]) -> Result<()> {
+        let data = path_str(&self.data)?;
+        let mut all = vec!["-D", data.as_str()];
+        all.extend_from_slice(args);
+        self.run("pg_ctl", &all)
+    }
+
+    /// Runs one SQL command as the superuser in database `db`.
+    pub fn psql_in(&self, db: &str, sql: &str) -> Result<String> {
+        let out = Command::new(self.bin.join("psql"))
+            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h"])
+            .arg(&self.socket_dir)
+            .args(["-U", SUPERUSER, "-d", db, "-c", sql])
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| err(format!("running psql: {e}")))?;
+        if !out.status.success() {
+            return Err(err(format!(
+                "psql -c {sql:?} failed: {}",
+                String::from_utf8_lossy(&out.stderr).trim()
+            )));
+        }
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+    }
+
+    /// Whether the server process is (believed) running: false after [`TestPg::stop`].
+    pub fn is_running(&self) -> bool {
+        !self.stopped
     }
 
     /// The directory holding the server's Unix socket.
@@ -244,20 +302,7 @@ impl TestPg {
 
     /// Runs one SQL command as the superuser in the `postgres` database.
     pub fn psql(&self, sql: &str) -> Result<String> {
-        let out = Command::new(self.bin.join("psql"))
-            .args(["-X", "-q", "-A", "-t", "-v", "ON_ERROR_STOP=1", "-h"])
-            .arg(&self.socket_dir)
-            .args(["-U", SUPERUSER, "-d", "postgres", "-c", sql])
-            .stdin(Stdio::null())
-            .output()
-            .map_err(|e| err(format!("running psql: {e}")))?;
-        if !out.status.success() {
-            return Err(err(format!(
-                "psql -c {sql:?} failed: {}",
-                String::from_utf8_lossy(&out.stderr).trim()
-            )));
-        }
-        Ok(String::from_utf8_lossy(&out.stdout).trim().to_owned())
+        self.psql_in("postgres", sql)
     }
 
     /// Stops the server now (drop does it otherwise).
@@ -377,6 +422,9 @@ impl Drop for TestPg {
         }
     }
 }
+
+mod replicated;
+pub use replicated::{ReplicatedPg, STANDBY_NAME};
 
 fn path_str(p: &Path) -> Result<String> {
     p.to_str()

@@ -29,6 +29,7 @@ pub mod audit;
 pub mod auth;
 pub mod board;
 pub mod cameras;
+pub mod cluster;
 pub mod error;
 pub mod escalation;
 pub mod guard;
@@ -68,6 +69,8 @@ pub struct Console {
     /// The configuration file (`serve --config`), if any: its `vms` mapping is the source of
     /// camera links when it has `camera_url`s ([`cameras`]).
     pub config: Option<Arc<crate::config::ReceiverConfig>>,
+    /// This receiver in the cluster (the Cluster view marks its own row).
+    pub node: crate::cluster::NodeIdentity,
 }
 
 impl Console {
@@ -86,6 +89,7 @@ impl Console {
             closing: tokio::sync::watch::Sender::new(false),
             watchdog: Arc::new(crate::notify::watch::Watchdog::idle()),
             config: None,
+            node: crate::cluster::NodeIdentity::new(None),
         }
     }
 }

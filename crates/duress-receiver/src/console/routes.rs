@@ -8,8 +8,8 @@ use axum::middleware;
 use axum::routing::{MethodRouter, get, post};
 
 use super::{
-    WebState, admin_pages, audit, auth, board, guard, incident_actions, incident_page, reports,
-    sse, static_files, stations,
+    WebState, admin_pages, audit, auth, board, cluster, guard, incident_actions, incident_page,
+    reports, sse, static_files, stations,
 };
 
 // Defined beside the guard that enforces it (routes depend on the guard, never the reverse).
@@ -193,6 +193,7 @@ fn table() -> Vec<Route> {
             get(reports::chart),
         ),
         r(Method::GET, "/audit", Admin, get(audit::page)),
+        r(Method::GET, "/admin/cluster", Admin, get(cluster::page)),
         r(Method::GET, "/admin/users", Admin, get(admin_pages::users)),
         r(
             Method::POST,

@@ -12,6 +12,10 @@
 //!   own worker (rows are leased, so any live worker delivers); a receiver whose own worker
 //!   stalled says so on its own console. Kept out of the store because it runs every 250 ms.
 //!
+//! - **database redundancy**: set by the cluster task (`crate::cluster`) from the database's
+//!   replication state ([`Watchdog::set_redundancy`]): "receiver redundancy degraded" while no
+//!   synchronous standby confirms commits (docs/scale-out.md).
+//!
 //! [`run`] re-evaluates every second and publishes the banner text on a `watch` channel the
 //! console reads (pages at render, the live stream on change). A test stalls both loops
 //! through `Watchdog::stall` (the same switch a debugger pause would be).
@@ -49,6 +53,8 @@ pub struct Watchdog {
     /// Test hook: while set, the sweep and the worker skip their work (a stalled loop).
     stall: Arc<AtomicBool>,
     trouble: watch::Sender<Vec<String>>,
+    /// The redundancy line (`None`: redundant, or nothing to say), see [`Watchdog::set_redundancy`].
+    redundancy: std::sync::Mutex<Option<String>>,
 }
 
 impl Watchdog {
@@ -64,6 +70,7 @@ impl Watchdog {
             started: crate::clock::receiver_now(),
             stall,
             trouble: watch::Sender::new(Vec::new()),
+            redundancy: std::sync::Mutex::new(None),
         }
     }
 
@@ -88,6 +95,33 @@ impl Watchdog {
             0 => None,
             ms => OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000).ok(),
         }
+    }
+
+    /// Sets the database redundancy trouble (`None`: all well); logs once per change (a warning
+    /// when it appears or changes, an info line when it clears). Shown from the next
+    /// evaluation (≤ 1 s).
+    pub fn set_redundancy(&self, trouble: Option<String>) {
+        let mut current = self
+            .redundancy
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        if *current == trouble {
+            return;
+        }
+        match &trouble {
+            Some(t) => tracing::warn!(trouble = %t, "receiver redundancy degraded"),
+            None => tracing::info!(
+                "receiver redundancy restored: a synchronous standby confirms commits"
+            ),
+        }
+        *current = trouble;
+    }
+
+    fn redundancy(&self) -> Option<String> {
+        self.redundancy
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clone()
     }
 
     /// The banner lines now (empty: all well).
@@ -138,6 +172,7 @@ impl Watchdog {
                 stamp(since)
             ));
         }
+        out.extend(self.redundancy());
         out
     }
 
@@ -165,10 +200,10 @@ fn stamp(t: OffsetDateTime) -> String {
 }
 
 /// Re-evaluates every second until aborted.
+///
+/// It runs even when no loop is watched: the redundancy line (set by the cluster task) is
+/// published from here too.
 pub async fn run(store: Arc<dyn Store>, watchdog: Arc<Watchdog>) {
-    if watchdog.sweep_interval.is_none() && watchdog.worker_interval.is_none() {
-        return;
-    }
     let mut tick = tokio::time::interval(CHECK_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
@@ -211,5 +246,18 @@ mod tests {
         assert!(t[0].contains("supervision"), "{t:?}");
         assert!(w.evaluate(t0 + s(89), Err("store down".into()))[0].contains("store down"));
         assert!(Watchdog::idle().evaluate(t0 + s(9999), Ok(None)).is_empty());
+    }
+
+    #[test]
+    fn the_redundancy_line_is_shown_until_cleared() {
+        let w = Watchdog::idle();
+        let t0 = w.started;
+        w.set_redundancy(Some("receiver redundancy degraded: x".into()));
+        assert_eq!(
+            w.evaluate(t0, Ok(None)),
+            vec!["receiver redundancy degraded: x".to_owned()]
+        );
+        w.set_redundancy(None);
+        assert!(w.evaluate(t0, Ok(None)).is_empty());
     }
 }

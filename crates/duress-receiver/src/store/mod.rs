@@ -25,6 +25,7 @@
 //! - [`RetentionStore`]: purging what the retention policy no longer keeps, audited.
 
 pub mod audit_chain;
+pub mod cluster;
 pub mod outbox;
 pub mod postgres;
 pub mod retention;
@@ -737,6 +738,7 @@ pub trait Store:
     + SettingsStore
     + OutboxStore
     + RetentionStore
+    + cluster::ClusterStore
 {
     /// Which backend, for logs: `sqlite` or `postgresql`.
     fn backend(&self) -> &'static str;

@@ -43,6 +43,7 @@ use super::{
 
 mod accounts;
 mod heartbeats;
+mod cluster;
 mod incidents;
 mod ingest;
 mod log;
