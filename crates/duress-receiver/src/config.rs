@@ -266,6 +266,8 @@ pub enum ChannelConfig {
     Sms(SmsChannel),
     Email(EmailChannel),
     Vms(VmsChannel),
+    /// SIA DC-09 to an alarm central station (`notify::dc09`).
+    Dc09(crate::notify::dc09::Dc09Channel),
 }
 
 impl ChannelConfig {
@@ -276,6 +278,7 @@ impl ChannelConfig {
             ChannelConfig::Sms(c) => &c.name,
             ChannelConfig::Email(c) => &c.name,
             ChannelConfig::Vms(c) => &c.name,
+            ChannelConfig::Dc09(c) => &c.name,
         }
     }
 
@@ -286,6 +289,7 @@ impl ChannelConfig {
             ChannelConfig::Sms(_) => "sms",
             ChannelConfig::Email(_) => "email",
             ChannelConfig::Vms(_) => "vms",
+            ChannelConfig::Dc09(_) => "dc09",
         }
     }
 
@@ -311,6 +315,7 @@ impl ChannelConfig {
                 c.to.join(", ")
             ),
             ChannelConfig::Vms(c) => format!("{} location template(s)", c.requests.len()),
+            ChannelConfig::Dc09(c) => c.redacted_target(),
         }
     }
 }
@@ -612,6 +617,7 @@ impl ReceiverConfig {
                     }
                     check_ca(&at("ca_cert"), v.ca_cert.as_deref())?;
                 }
+                ChannelConfig::Dc09(d) => d.check().map_err(|e| at(&e))?,
             }
         }
         let mut ladders = BTreeSet::new();
@@ -627,6 +633,17 @@ impl ReceiverConfig {
                     return Err(format!("ladder {:?}: a step names no channel", l.name));
                 }
                 for ch in &s.channels {
+                    // A central station treats every `1122` as a new alarm: a dc09 channel
+                    // is sent once, at the incident's start.
+                    if matches!(self.channel(ch), Some(ChannelConfig::Dc09(_)))
+                        && (s.after_s > 0 || s.repeat > 0)
+                    {
+                        return Err(format!(
+                            "ladder {:?}: dc09 channel {ch:?} belongs in a step with after_s = 0 \
+                             and no repeat (a central station takes every frame as a new alarm)",
+                            l.name
+                        ));
+                    }
                     if !names.contains(ch.as_str()) {
                         return Err(format!(
                             "ladder {:?} names unknown channel {ch:?} (defined: {})",
@@ -648,6 +665,13 @@ impl ReceiverConfig {
                 return Err("supervision: name at least one channel".into());
             }
             for ch in &sup.channels {
+                if matches!(self.channel(ch), Some(ChannelConfig::Dc09(_))) {
+                    return Err(format!(
+                        "supervision: {ch:?} is a dc09 channel, which carries incidents and \
+                         self-tests only (the central station supervises the link with NULL \
+                         messages)"
+                    ));
+                }
                 if !names.contains(ch.as_str()) {
                     return Err(format!(
                         "supervision names unknown channel {ch:?} (defined: {})",
