@@ -52,13 +52,35 @@ kind = "test"
     )
 }
 
+fn parse(text: &str) -> Arc<ReceiverConfig> {
+    Arc::new(ReceiverConfig::parse(text).unwrap_or_else(|e| panic!("{e}\n{text}")))
+}
+
 async fn start(text: &str) -> Harness {
-    let cfg = Arc::new(ReceiverConfig::parse(text).unwrap_or_else(|e| panic!("{e}\n{text}")));
+    let cfg = parse(text);
     Harness::start_with(move |s| {
         s.config = Some(cfg);
         s.notify_retry_base = Duration::from_millis(500);
     })
     .await
+}
+
+/// Resolves an incident as the console does, through the store with the configuration's
+/// real planner (which enqueues the restore in the resolve's transaction).
+async fn resolve(h: &Harness, text: &str, incident: uuid::Uuid) {
+    let store = duress_receiver::store::open(&h.data_dir()).await.unwrap();
+    store.set_planner(Some(Arc::new(duress_receiver::notify::Plan::new(parse(
+        text,
+    )))));
+    let action = duress_receiver::store::IncidentAction::Resolve {
+        disposition: "false-alarm".into(),
+        follow_up: String::new(),
+    };
+    assert_eq!(
+        store.apply_action(incident, "alice", action).await.unwrap(),
+        duress_receiver::store::ActionOutcome::Changed
+    );
+    store.close().await;
 }
 
 async fn alarm(h: &Harness, agent: &mut common::Agent, kind: EventKind) -> Option<uuid::Uuid> {
@@ -163,7 +185,8 @@ async fn pysiaalarm_round(key: Option<&str>) {
         Some(k) => format!("aes_key = \"{k}\"\nnull_interval_s = 60"),
         None => "null_interval_s = 60".to_owned(),
     };
-    let h = start(&channel_config(peer.port, &extra)).await;
+    let text = channel_config(peer.port, &extra);
+    let h = start(&text).await;
     // The NULL supervision message goes out at start.
     let null = peer.next("NULL").await;
     assert_eq!(null["account"], "1234");
@@ -197,6 +220,19 @@ async fn pysiaalarm_round(key: Option<&str>) {
     let mine = store.incident_notifications(incident).await.unwrap();
     store.close().await;
     assert!(mine.iter().any(|r| r.status == "delivered"), "{mine:#?}");
+
+    // Resolving it sends the restore: qualifier 3, pysiaalarm's HH "Holdup Restoral".
+    resolve(&h, &text, incident).await;
+    let restore = peer.next("ADM-CID").await;
+    assert_eq!(restore["event_qualifier"], "3", "{restore}");
+    assert_eq!(restore["event_type"], "122", "{restore}");
+    assert_eq!(restore["code"], "HH", "{restore}");
+    assert_eq!(restore["ri"], "214", "{restore}");
+    let rows = wait_rows(&h, "the restore's delivery", |rows| {
+        rows.iter().filter(|r| r.status == "delivered").count() == 2
+    })
+    .await;
+    assert_eq!(rows.len(), 2, "one alarm, one restore: {rows:#?}");
 
     // A self-test: 601, pysiaalarm's RX "Manual Test".
     assert!(alarm(&h, &mut agent, EventKind::Test).await.is_none());

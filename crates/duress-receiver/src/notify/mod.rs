@@ -98,6 +98,28 @@ impl NotifyPlanner for Plan {
                 })
                 .collect();
         }
+        if facts.reason == "resolved" {
+            // The restore (Contact ID qualifier 3) on every DC-09 channel of the incident's
+            // ladder; other channels say nothing on resolve. The store keeps only channels
+            // that carried the alarm.
+            let Some(ladder) = self.ladder_for(facts).and_then(|n| self.config.ladder(n)) else {
+                return Vec::new();
+            };
+            return ladder
+                .steps
+                .iter()
+                .flat_map(|s| s.channels.iter())
+                .filter(|ch| matches!(self.config.channel(ch), Some(ChannelConfig::Dc09(_))))
+                .map(|ch| PlannedNotification {
+                    channel: ch.clone(),
+                    ladder: Some(ladder.name.clone()),
+                    step: 0,
+                    repeat_index: 0,
+                    delay: Duration::ZERO,
+                    stop_on_claim: false,
+                })
+                .collect();
+        }
         if !matches!(facts.reason.as_str(), "incident" | "test") {
             return Vec::new();
         }
