@@ -716,6 +716,40 @@ mod tests {
     }
 
     #[test]
+    fn the_contract_channel_loads_and_misplaced_ones_are_refused() {
+        let channel = "[[channels]]\nname = \"central-station\"\nkind = \"dc09\"\n\
+                       host = \"127.0.0.1\"\nport = 7777\naccount = \"1234\"\n\
+                       receiver_prefix = \"R0\"\nline_prefix = \"L0\"\n\
+                       aes_key = \"0123456789ABCDEF\"\nduress_code = false\n\
+                       null_interval_s = 60\n";
+        let ok = format!(
+            "{channel}[[ladders]]\nname = \"default\"\n\
+             steps = [ {{ after_s = 0, channels = [\"central-station\"] }} ]\n"
+        );
+        let cfg = crate::config::ReceiverConfig::parse(&ok).unwrap();
+        let c = cfg.channel("central-station").unwrap();
+        assert_eq!(c.kind(), "dc09");
+        assert!(!format!("{cfg:?}").contains("0123456789ABCDEF"));
+        assert!(!c.redacted_target().contains("0123456789ABCDEF"));
+        let later = ok.replace("after_s = 0", "after_s = 60");
+        let e = crate::config::ReceiverConfig::parse(&later).unwrap_err();
+        assert!(e.contains("after_s = 0"), "{e}");
+        let repeated = ok.replace("after_s = 0,", "after_s = 0, repeat = 1,");
+        assert!(crate::config::ReceiverConfig::parse(&repeated).is_err());
+        let sup = format!("{ok}[supervision]\nchannels = [\"central-station\"]\n");
+        let e = crate::config::ReceiverConfig::parse(&sup).unwrap_err();
+        assert!(e.contains("dc09"), "{e}");
+        let typo = ok.replace("duress_code", "duress_cod");
+        assert!(crate::config::ReceiverConfig::parse(&typo).is_err());
+        let short = ok.replace("0123456789ABCDEF", "0123456789ABCDE");
+        let e = crate::config::ReceiverConfig::parse(&short).unwrap_err();
+        assert!(
+            e.contains("aes_key") && !e.contains("0123456789ABCDE"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn sequence_wraps_after_9999() {
         let l = Links::default();
         assert_eq!(l.next_seq("a"), 1);
