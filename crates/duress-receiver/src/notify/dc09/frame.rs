@@ -91,7 +91,7 @@ pub fn parse_timestamp(s: &str) -> Option<OffsetDateTime> {
 
 /// AES-CBC with the zero IV over whole blocks (the caller pads). The key is 16, 24 or 32 bytes.
 pub fn encrypt(key: &[u8], clear: &[u8]) -> Result<Vec<u8>, String> {
-    if clear.len() % 16 != 0 {
+    if !clear.len().is_multiple_of(16) {
         return Err("cleartext is not a whole number of AES blocks".into());
     }
     let mut buf = clear.to_vec();
@@ -118,7 +118,7 @@ pub fn encrypt(key: &[u8], clear: &[u8]) -> Result<Vec<u8>, String> {
 
 /// The inverse of [`encrypt`] (reading an encrypted answer, and the tests).
 pub fn decrypt(key: &[u8], cipher: &[u8]) -> Result<Vec<u8>, String> {
-    if cipher.is_empty() || cipher.len() % 16 != 0 {
+    if cipher.is_empty() || !cipher.len().is_multiple_of(16) {
         return Err("ciphertext is not a whole number of AES blocks".into());
     }
     let mut buf = cipher.to_vec();
@@ -401,7 +401,7 @@ mod tests {
             let again = frame.encode().unwrap();
             assert_eq!(String::from_utf8(again).unwrap(), wire, "{v}");
             // The CRC and the length recomputed from the body alone.
-            assert_eq!(&v[..4], crc_hex(v[8..].as_bytes()), "{v}");
+            assert_eq!(&v[..4], crc_hex(&v.as_bytes()[8..]), "{v}");
             assert_eq!(
                 usize::from_str_radix(&v[4..8], 16).unwrap(),
                 v.len() - 8,
