@@ -266,6 +266,8 @@ pub enum ChannelConfig {
     Sms(SmsChannel),
     Email(EmailChannel),
     Vms(VmsChannel),
+    /// SIA DC-09 to an alarm central station (`notify::dc09`).
+    Dc09(Dc09Channel),
 }
 
 impl ChannelConfig {
@@ -276,6 +278,7 @@ impl ChannelConfig {
             ChannelConfig::Sms(c) => &c.name,
             ChannelConfig::Email(c) => &c.name,
             ChannelConfig::Vms(c) => &c.name,
+            ChannelConfig::Dc09(c) => &c.name,
         }
     }
 
@@ -286,6 +289,7 @@ impl ChannelConfig {
             ChannelConfig::Sms(_) => "sms",
             ChannelConfig::Email(_) => "email",
             ChannelConfig::Vms(_) => "vms",
+            ChannelConfig::Dc09(_) => "dc09",
         }
     }
 
@@ -311,6 +315,7 @@ impl ChannelConfig {
                 c.to.join(", ")
             ),
             ChannelConfig::Vms(c) => format!("{} location template(s)", c.requests.len()),
+            ChannelConfig::Dc09(c) => c.redacted_target(),
         }
     }
 }
@@ -444,6 +449,139 @@ pub enum VmsEncoding {
     Json,
     /// Each placeholder is percent-encoded (a form body).
     Percent,
+}
+
+/// One central station (`[[channels]] kind = "dc09"`); what is sent is `notify::dc09`'s.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dc09Channel {
+    pub name: String,
+    pub host: String,
+    pub port: u16,
+    /// 3 to 16 hexadecimal digits (uppercase), as the central station assigned it.
+    pub account: String,
+    /// `R` and 1–6 hex digits; absent: no receiver field.
+    #[serde(default)]
+    pub receiver_prefix: Option<String>,
+    /// `L` and 1–6 hex digits (`L0` when the station uses none).
+    #[serde(default = "dc09_default_line")]
+    pub line_prefix: String,
+    /// 16, 24 or 32 characters, used as the key bytes (AES-128/192/256), the convention of
+    /// pysiaalarm and several panels. Absent: frames are sent unencrypted.
+    #[serde(default)]
+    pub aes_key: Option<Secret>,
+    /// `true`: Contact ID 121 (duress) instead of 122 (silent panic).
+    #[serde(default)]
+    pub duress_code: bool,
+    /// Seconds between NULL supervision messages; 0: none.
+    #[serde(default = "dc09_default_null_interval")]
+    pub null_interval_s: u64,
+    /// The Contact ID group (partition, `GG`, 0–99) where no zone entry says otherwise.
+    #[serde(default = "dc09_default_group")]
+    pub group: u8,
+    /// The Contact ID zone (`CCC`, 0–999) where no zone entry matches (0: none).
+    #[serde(default)]
+    pub zone: u16,
+    /// Location → group and zone: the first entry whose every given key matches.
+    #[serde(default)]
+    pub zones: Vec<Dc09Zone>,
+}
+
+/// `[[channels.zones]]`: a location (building, floor, room; each optional) and its zone.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dc09Zone {
+    #[serde(default)]
+    pub building: Option<String>,
+    #[serde(default)]
+    pub floor: Option<String>,
+    #[serde(default)]
+    pub room: Option<String>,
+    #[serde(default)]
+    pub group: Option<u8>,
+    pub zone: u16,
+}
+
+fn dc09_default_line() -> String {
+    "L0".into()
+}
+fn dc09_default_null_interval() -> u64 {
+    60
+}
+fn dc09_default_group() -> u8 {
+    1
+}
+
+fn dc09_prefix_ok(value: &str, letter: char) -> bool {
+    value.strip_prefix(letter).is_some_and(|hex| {
+        (1..=6).contains(&hex.len()) && hex.bytes().all(|b| b.is_ascii_hexdigit())
+    })
+}
+
+impl Dc09Channel {
+    /// The checks of the configuration file (each message names the key).
+    pub fn check(&self) -> Result<(), String> {
+        if self.host.trim().is_empty() {
+            return Err("host: empty".into());
+        }
+        if self.port == 0 {
+            return Err("port: must be 1-65535".into());
+        }
+        if !(3..=16).contains(&self.account.len())
+            || !self
+                .account
+                .bytes()
+                .all(|b| b.is_ascii_digit() || (b'A'..=b'F').contains(&b))
+        {
+            return Err("account: 3 to 16 hexadecimal digits, uppercase (e.g. \"1234\")".into());
+        }
+        if let Some(r) = &self.receiver_prefix
+            && !dc09_prefix_ok(r, 'R')
+        {
+            return Err("receiver_prefix: R and 1 to 6 hexadecimal digits (e.g. \"R0\")".into());
+        }
+        if !dc09_prefix_ok(&self.line_prefix, 'L') {
+            return Err("line_prefix: L and 1 to 6 hexadecimal digits (e.g. \"L0\")".into());
+        }
+        if let Some(k) = &self.aes_key
+            && !matches!(k.expose().len(), 16 | 24 | 32)
+        {
+            // The length only: the key itself is never in a message.
+            return Err(format!(
+                "aes_key: 16, 24 or 32 characters (AES-128/192/256), not {}",
+                k.expose().len()
+            ));
+        }
+        if self.null_interval_s > 0 && self.null_interval_s < 10 {
+            return Err("null_interval_s: at least 10 (or 0: no NULL messages)".into());
+        }
+        for z in std::iter::once(self.group).chain(self.zones.iter().filter_map(|z| z.group)) {
+            if z > 99 {
+                return Err("group: 0 to 99".into());
+            }
+        }
+        for z in std::iter::once(self.zone).chain(self.zones.iter().map(|z| z.zone)) {
+            if z > 999 {
+                return Err("zone: 0 to 999".into());
+            }
+        }
+        Ok(())
+    }
+
+    /// What an admin sees: no key.
+    pub fn redacted_target(&self) -> String {
+        format!(
+            "tcp {}:{} account {}{}",
+            self.host,
+            self.port,
+            self.account,
+            if self.aes_key.is_some() {
+                " (AES, key redacted)"
+            } else {
+                " (unencrypted)"
+            }
+        )
+    }
 }
 
 /// An escalation ladder: ordered steps.
@@ -612,6 +750,7 @@ impl ReceiverConfig {
                     }
                     check_ca(&at("ca_cert"), v.ca_cert.as_deref())?;
                 }
+                ChannelConfig::Dc09(d) => d.check().map_err(|e| at(&e))?,
             }
         }
         let mut ladders = BTreeSet::new();
@@ -627,6 +766,17 @@ impl ReceiverConfig {
                     return Err(format!("ladder {:?}: a step names no channel", l.name));
                 }
                 for ch in &s.channels {
+                    // A central station treats every `1122` as a new alarm: a dc09 channel
+                    // is sent once, at the incident's start.
+                    if matches!(self.channel(ch), Some(ChannelConfig::Dc09(_)))
+                        && (s.after_s > 0 || s.repeat > 0)
+                    {
+                        return Err(format!(
+                            "ladder {:?}: dc09 channel {ch:?} belongs in a step with after_s = 0 \
+                             and no repeat (a central station takes every frame as a new alarm)",
+                            l.name
+                        ));
+                    }
                     if !names.contains(ch.as_str()) {
                         return Err(format!(
                             "ladder {:?} names unknown channel {ch:?} (defined: {})",
@@ -648,6 +798,13 @@ impl ReceiverConfig {
                 return Err("supervision: name at least one channel".into());
             }
             for ch in &sup.channels {
+                if matches!(self.channel(ch), Some(ChannelConfig::Dc09(_))) {
+                    return Err(format!(
+                        "supervision: {ch:?} is a dc09 channel, which carries incidents and \
+                         self-tests only (the central station supervises the link with NULL \
+                         messages)"
+                    ));
+                }
                 if !names.contains(ch.as_str()) {
                     return Err(format!(
                         "supervision names unknown channel {ch:?} (defined: {})",

@@ -378,6 +378,11 @@ impl Prepared {
             .notifier
             .clone()
             .map(|n| tokio::spawn(notify::worker::run(self.store.clone(), n, watchdog.clone())));
+        // NULL supervision messages to the DC-09 central stations (none configured: no task).
+        let dc09_null = self
+            .notifier
+            .clone()
+            .map(|n| tokio::spawn(notify::dc09::supervise(n.config.clone(), n.dc09.clone())));
         let supervision = supervision_config.map(|s| {
             tokio::spawn(notify::supervision::run(
                 self.store.clone(),
@@ -552,7 +557,10 @@ impl Prepared {
         cert_watch.abort();
         watch.abort();
         cluster_task.abort();
-        for task in [notifier, supervision, retention].into_iter().flatten() {
+        for task in [notifier, dc09_null, supervision, retention]
+            .into_iter()
+            .flatten()
+        {
             task.abort();
         }
         if let Some((_, task)) = metrics {

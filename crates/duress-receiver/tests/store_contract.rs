@@ -124,6 +124,7 @@ contract!(
     retention_keeps_a_resolved_incident_whose_notification_is_pending,
     a_retired_station_is_revoked_marked_never_supervised_and_audited,
     cluster_nodes_register_refresh_and_age_out,
+    outbox_a_resolve_enqueues_the_restore_once,
 );
 
 /// The acknowledgement key as the receiver hands it to the store.
@@ -3337,4 +3338,85 @@ async fn cluster_nodes_register_refresh_and_age_out(store: Arc<dyn Store>) {
         }
     }
     assert!(!status.synchronous());
+}
+
+/// Real incidents notify "cs" and "other"; a resolve plans "cs" (twice) and "never" (which
+/// carried no alarm): the DC-09 restore's shape.
+#[derive(Debug)]
+struct Restores;
+
+impl NotifyPlanner for Restores {
+    fn plan(&self, facts: &NotificationFacts) -> Vec<PlannedNotification> {
+        let row = |channel: &str| PlannedNotification {
+            channel: channel.into(),
+            ladder: Some("default".into()),
+            step: 0,
+            repeat_index: 0,
+            delay: Duration::ZERO,
+            stop_on_claim: false,
+        };
+        match facts.reason.as_str() {
+            "incident" => vec![row("cs"), row("other")],
+            "resolved" => vec![row("cs"), row("never"), row("cs")],
+            _ => Vec::new(),
+        }
+    }
+}
+
+/// Resolving an incident enqueues, in the same transaction, what the planner plans for its
+/// `resolved` change, with the alarm's facts: only on channels that carried the alarm, once
+/// per channel however often it is reopened and resolved; also when a station's incidents are
+/// resolved together.
+async fn outbox_a_resolve_enqueues_the_restore_once(store: Arc<dyn Store>) {
+    store.set_planner(Some(Arc::new(Restores)));
+    let id = incident(&store).await;
+    let t = now();
+    let alarm: Vec<_> = store.take_due("w", t, LEASE, 100).await.unwrap();
+    assert_eq!(alarm.len(), 2);
+    for item in &alarm {
+        store
+            .record_attempt(item.id, "w", attempt(AttemptOutcome::Delivered, t))
+            .await
+            .unwrap();
+    }
+    resolve(&store, id).await;
+    let rows = store.incident_notifications(id).await.unwrap();
+    let channels: Vec<_> = rows.iter().map(|r| r.channel.as_str()).collect();
+    assert_eq!(channels, ["cs", "other", "cs"], "{rows:#?}");
+    let taken = store
+        .take_due("w", now() + time::Duration::seconds(1), LEASE, 100)
+        .await
+        .unwrap();
+    assert_eq!(taken.len(), 1, "{taken:#?}");
+    let restore = &taken[0];
+    assert_eq!(restore.channel, "cs");
+    assert_eq!(restore.facts.reason, "resolved");
+    assert_eq!(restore.facts.incident_id, Some(id));
+    assert_eq!(restore.facts.kind, alarm[0].facts.kind);
+    assert_eq!(restore.facts.location, alarm[0].facts.location);
+    assert_eq!(restore.facts.device_id, alarm[0].facts.device_id);
+    assert!(restore.facts.at >= alarm[0].facts.at);
+    // Reopened and resolved again: no second restore.
+    assert_eq!(
+        store
+            .apply_action(id, "bob", IncidentAction::Reopen)
+            .await
+            .unwrap(),
+        ActionOutcome::Changed
+    );
+    resolve(&store, id).await;
+    assert_eq!(store.incident_notifications(id).await.unwrap().len(), 3);
+    // A station's open incidents resolved together: each gets its restore.
+    let d = device(&store).await;
+    let other = committed(&store, event(&d, 1, EventKind::Duress, now()))
+        .await
+        .unwrap();
+    let done = store
+        .resolve_open_of_device(&d, "admin", "false-alarm", "")
+        .await
+        .unwrap();
+    assert_eq!(done, [other]);
+    let rows = store.incident_notifications(other).await.unwrap();
+    let channels: Vec<_> = rows.iter().map(|r| r.channel.as_str()).collect();
+    assert_eq!(channels, ["cs", "other", "cs"], "{rows:#?}");
 }

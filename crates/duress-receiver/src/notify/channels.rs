@@ -494,6 +494,8 @@ pub async fn send(
         ChannelConfig::Sms(c) => send_sms(client, c, msg).await,
         ChannelConfig::Vms(c) => send_vms(client, c, msg).await,
         ChannelConfig::Email(c) => super::email::send(c, msg).await,
+        // The worker sends dc09 itself (it holds the links' state); a fresh state here.
+        ChannelConfig::Dc09(c) => super::dc09::send(&super::dc09::Links::default(), c, msg).await,
     }
 }
 

@@ -10,6 +10,7 @@
 //!   file), each sink at its own durable position in the store.
 
 pub mod channels;
+pub mod dc09;
 pub mod email;
 pub mod http;
 pub mod schedule;
@@ -97,6 +98,28 @@ impl NotifyPlanner for Plan {
                 })
                 .collect();
         }
+        if facts.reason == "resolved" {
+            // The restore (Contact ID qualifier 3) on every DC-09 channel of the incident's
+            // ladder; other channels say nothing on resolve. The store keeps only channels
+            // that carried the alarm.
+            let Some(ladder) = self.ladder_for(facts).and_then(|n| self.config.ladder(n)) else {
+                return Vec::new();
+            };
+            return ladder
+                .steps
+                .iter()
+                .flat_map(|s| s.channels.iter())
+                .filter(|ch| matches!(self.config.channel(ch), Some(ChannelConfig::Dc09(_))))
+                .map(|ch| PlannedNotification {
+                    channel: ch.clone(),
+                    ladder: Some(ladder.name.clone()),
+                    step: 0,
+                    repeat_index: 0,
+                    delay: Duration::ZERO,
+                    stop_on_claim: false,
+                })
+                .collect();
+        }
         if !matches!(facts.reason.as_str(), "incident" | "test") {
             return Vec::new();
         }
@@ -142,6 +165,8 @@ pub struct Notifier {
     pub retry_cap: Duration,
     /// Attempts before a notification is given up (`failed`, shown and logged as an error).
     pub max_attempts: u32,
+    /// The DC-09 central stations' link state (sequence numbers, clock offsets).
+    pub dc09: Arc<dc09::Links>,
 }
 
 impl Notifier {
@@ -155,7 +180,7 @@ impl Notifier {
                 ChannelConfig::Webhook(w) => w.ca_cert.as_deref(),
                 ChannelConfig::Sms(s) => s.ca_cert.as_deref(),
                 ChannelConfig::Vms(v) => v.ca_cert.as_deref(),
-                ChannelConfig::Email(_) => continue,
+                ChannelConfig::Email(_) | ChannelConfig::Dc09(_) => continue,
             };
             let client = http::client(ca).map_err(|e| format!("channel {:?}: {e}", c.name()))?;
             clients.insert(c.name().to_owned(), client);
@@ -166,6 +191,7 @@ impl Notifier {
             retry_base: Duration::from_secs(2),
             retry_cap: Duration::from_secs(300),
             max_attempts: 25,
+            dc09: Arc::new(dc09::Links::default()),
         })
     }
 

@@ -97,6 +97,10 @@ pub async fn deliver(store: &dyn Store, notifier: &Notifier, owner: &str, item: 
         (Some(crate::config::ChannelConfig::Email(email)), _) => {
             super::email::send(email, &msg).await
         }
+        // TCP to a central station: no HTTP client either.
+        (Some(crate::config::ChannelConfig::Dc09(dc09)), _) => {
+            super::dc09::send(&notifier.dc09, dc09, &msg).await
+        }
         (Some(channel), Some(client)) => {
             channels::send(client, channel, &msg, crate::api::receiver_now()).await
         }

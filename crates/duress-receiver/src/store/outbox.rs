@@ -36,7 +36,8 @@ pub struct PlannedNotification {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct NotificationFacts {
     /// `incident` (a new real incident), `test` (a self-test, only if a rule asks), `offline`
-    /// (a supervised station stopped reporting).
+    /// (a supervised station stopped reporting), `resolved` (the incident was resolved: only a
+    /// DC-09 channel that carried its alarm sends this, as the restore).
     pub reason: String,
     pub incident_id: Option<Uuid>,
     pub event_id: Option<Uuid>,
@@ -259,6 +260,36 @@ pub(crate) fn event_facts(ev: &super::NewEvent, opened: Option<Uuid>) -> Option<
         host: ev.host.clone(),
         at: duress_core::clock::truncate_to_millis(ev.received_at),
     })
+}
+
+/// The facts of an incident's resolve (`resolved`, what a DC-09 channel sends as its restore):
+/// the facts its alarm notified with, at `now`.
+pub(crate) fn resolved_facts(
+    mut alarm: NotificationFacts,
+    now: OffsetDateTime,
+) -> NotificationFacts {
+    alarm.reason = "resolved".to_owned();
+    alarm.at = duress_core::clock::truncate_to_millis(now);
+    alarm
+}
+
+/// Of the rows planned for a resolve, those on a channel that carried the incident's alarm
+/// and has no restore row yet (a reopened and again resolved incident restores once).
+pub(crate) fn restores_to_enqueue(
+    planned: Vec<PlannedNotification>,
+    alarmed: &[String],
+    restored: &[String],
+) -> Vec<PlannedNotification> {
+    let mut out: Vec<PlannedNotification> = Vec::new();
+    for p in planned {
+        if alarmed.contains(&p.channel)
+            && !restored.contains(&p.channel)
+            && !out.iter().any(|o| o.channel == p.channel)
+        {
+            out.push(p);
+        }
+    }
+    out
 }
 
 /// A planned row's due time: the change's time plus its delay (saturating).

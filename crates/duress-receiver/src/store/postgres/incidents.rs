@@ -170,6 +170,9 @@ impl PostgresStore {
         )
         .await?;
         if outcome == ActionOutcome::Changed {
+            if matches!(action, IncidentAction::Resolve { .. }) {
+                super::outbox::enqueue_resolved(&mut tx, &self.planner, id, now).await?;
+            }
             tx.commit().await?;
             self.wake.notify_one();
         }
@@ -222,6 +225,7 @@ impl PostgresStore {
             .await?
                 == ActionOutcome::Changed
             {
+                super::outbox::enqueue_resolved(&mut tx, &self.planner, id, now).await?;
                 resolved.push(id);
             }
         }

@@ -53,6 +53,40 @@ pub(super) async fn enqueue(
     Ok(())
 }
 
+/// On resolve, in the resolve's transaction: what the planner plans for the incident's
+/// `resolved` change (a DC-09 channel's restore), from the facts its alarm notified with.
+/// Nothing for an incident that notified nothing.
+pub(super) async fn enqueue_resolved(
+    conn: &mut PgConnection,
+    planner: &crate::store::PlannerSlot,
+    incident: Uuid,
+    now: OffsetDateTime,
+) -> StoreResult<()> {
+    let row = sqlx::query(
+        "SELECT payload_json FROM notifications WHERE incident_id = $1 AND reason = 'incident'
+         ORDER BY created_at, id LIMIT 1",
+    )
+    .bind(incident)
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(row) = row else {
+        return Ok(());
+    };
+    let facts = crate::store::outbox::resolved_facts(json(&row, "payload_json")?, now);
+    let channels = |reason: &'static str| {
+        sqlx::query_scalar::<_, String>(
+            "SELECT DISTINCT channel FROM notifications WHERE incident_id = $1 AND reason = $2",
+        )
+        .bind(incident)
+        .bind(reason)
+    };
+    let alarmed = channels("incident").fetch_all(&mut *conn).await?;
+    let restored = channels("resolved").fetch_all(&mut *conn).await?;
+    let planned =
+        crate::store::outbox::restores_to_enqueue(planner.plan(&facts), &alarmed, &restored);
+    enqueue(conn, &facts, &planned).await
+}
+
 fn u32_of(row: &PgRow, column: &str) -> StoreResult<u32> {
     let v: i32 = row.try_get(column)?;
     u32::try_from(v).map_err(|_| StoreError::Corrupt(format!("{column} out of range")))

@@ -66,6 +66,9 @@ impl SqliteStore {
         let now = crate::clock::receiver_now();
         let outcome = apply_in(&mut tx, &self.audit_key, id, actor, &action, now).await?;
         if outcome == ActionOutcome::Changed {
+            if matches!(action, IncidentAction::Resolve { .. }) {
+                super::outbox::enqueue_resolved(&mut tx, &self.planner, id, now).await?;
+            }
             tx.commit().await?;
             self.wake.notify_one();
         }
@@ -106,6 +109,7 @@ impl SqliteStore {
             if apply_in(&mut tx, &self.audit_key, id, actor, &action, now).await?
                 == ActionOutcome::Changed
             {
+                super::outbox::enqueue_resolved(&mut tx, &self.planner, id, now).await?;
                 resolved.push(id);
             }
         }

@@ -249,6 +249,41 @@ async fn enqueue(
     Ok(())
 }
 
+/// On resolve, in the resolve's transaction: what the planner plans for the incident's
+/// `resolved` change (a DC-09 channel's restore), from the facts its alarm notified with.
+/// Nothing for an incident that notified nothing.
+pub(super) async fn enqueue_resolved(
+    tx: &mut sqlx::SqliteConnection,
+    planner: &crate::store::PlannerSlot,
+    incident: Uuid,
+    now: OffsetDateTime,
+) -> StoreResult<()> {
+    let key = incident.to_string();
+    let payload: Option<String> = sqlx::query_scalar(
+        "SELECT payload_json FROM notifications WHERE incident_id = ? AND reason = 'incident'
+         ORDER BY created_at, id LIMIT 1",
+    )
+    .bind(&key)
+    .fetch_optional(&mut *tx)
+    .await?;
+    let Some(payload) = payload else {
+        return Ok(());
+    };
+    let facts = crate::store::outbox::resolved_facts(from_json("payload_json", &payload)?, now);
+    let channels = |reason: &'static str| {
+        sqlx::query_scalar::<_, String>(
+            "SELECT DISTINCT channel FROM notifications WHERE incident_id = ? AND reason = ?",
+        )
+        .bind(key.clone())
+        .bind(reason)
+    };
+    let alarmed = channels("incident").fetch_all(&mut *tx).await?;
+    let restored = channels("resolved").fetch_all(&mut *tx).await?;
+    let planned =
+        crate::store::outbox::restores_to_enqueue(planner.plan(&facts), &alarmed, &restored);
+    enqueue(tx, &facts, &planned).await
+}
+
 impl SqliteStore {
     async fn sweep_impl(
         &self,
