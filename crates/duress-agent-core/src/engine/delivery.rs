@@ -209,6 +209,10 @@ impl Engine {
                         let msg = format!("not accepted: {detail}");
                         tracing::warn!(event = %ev.id, "{msg}; kept, retried on the alarm schedule");
                         self.on_attempt_failed(ev.id, &msg).await?;
+                        if detail.contains(crate::sender::ACK_NOT_VERIFIED) {
+                            // Another receiver answered with an unverified acknowledgement.
+                            self.note_ack_unverified(&detail).await;
+                        }
                         if !not_accepted {
                             self.note_contact(&sender, Some(&msg)).await;
                             self.note_alarm_refused(&refusal_reason(&problem)).await;
