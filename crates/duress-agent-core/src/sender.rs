@@ -621,9 +621,8 @@ impl Sender {
             match failover {
                 Failover::FirstVerdict => {
                     // 408/429/5xx: nothing was refused; retried like a network error.
-                    if status.is_client_error() && !receiver_specific(&problem)
-                        || problem.kind() == Some(ProblemType::UnknownDevice)
-                    {
+                    let transient = matches!(status.as_u16(), 408 | 429);
+                    if status.is_client_error() && !transient {
                         self.preferred.store(i, Ordering::Relaxed);
                         return SendOutcome::Refused(problem);
                     }
