@@ -200,7 +200,7 @@ async fn console_on(node: &Node, seen: Arc<Mutex<HashSet<String>>>) {
                     continue;
                 };
                 if let Some(id) = v["incident_id"].as_str() {
-                    seen.lock().unwrap().insert(id.to_owned());
+                    seen.lock().expect("seen").insert(id.to_owned());
                 }
             }
         }
@@ -392,10 +392,10 @@ fn node_1_killed_during_a_burst_every_alarm_once_and_live_on_node_2() {
         .collect();
     assert!(!expected.is_empty());
     let live = wait_until(Duration::from_secs(10), || {
-        expected.is_subset(&seen_live.lock().unwrap())
+        expected.is_subset(&seen_live.lock().expect("seen"))
     });
     let missing: Vec<_> = expected
-        .difference(&seen_live.lock().unwrap())
+        .difference(&seen_live.lock().expect("seen"))
         .cloned()
         .collect();
     figure("cluster_node_kill", "incidents", expected.len());
