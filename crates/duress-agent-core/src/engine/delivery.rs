@@ -423,7 +423,9 @@ impl Engine {
                     self.note_error(&e).await;
                     return Err(Error::Unreachable(e));
                 }
-                SendOutcome::Refused(p) => {
+                // A receiver's word on the device's standing is shown even when another
+                // receiver could not be asked (it is not final for alarms, which keep trying).
+                SendOutcome::Refused(p) | SendOutcome::NotAccepted { problem: p, .. } => {
                     let status = match p.kind() {
                         Some(ProblemType::DevicePending) => Some(DeviceStatus::Pending),
                         Some(ProblemType::DeviceDisabled) => Some(DeviceStatus::Disabled),
@@ -437,11 +439,6 @@ impl Engine {
                     let msg = format!("heartbeat refused: {}", problem_summary(&p));
                     self.note_contact(&sender, Some(&msg)).await;
                     return Err(Error::Refused(p));
-                }
-                SendOutcome::NotAccepted { problem, detail } => {
-                    let msg = format!("heartbeat not accepted: {detail}");
-                    self.note_contact(&sender, Some(&msg)).await;
-                    return Err(Error::Refused(problem));
                 }
                 SendOutcome::Unreachable(e) => {
                     self.note_unreachable(&e).await;
