@@ -334,10 +334,29 @@ fn trigger(policy_flag: Option<&Path>, what: Press) -> Result<ExitCode> {
 fn status(policy_flag: Option<&Path>, json: bool) -> Result<ExitCode> {
     let engine = open_engine(policy_flag)?;
     let s = engine.status()?;
+    // The tray's status line, from the engine's one status-line function: the first line of
+    // the text output and `status_line` in the JSON (contract names).
+    let line = duress_agent_core::status_line::status_line(
+        &s,
+        engine.policy(),
+        engine.now(),
+        crate::local_time::offset_now(),
+    );
     if json {
-        println!("{}", serde_json::to_string_pretty(&s)?);
+        #[derive(serde::Serialize)]
+        struct StatusJson<'a> {
+            status_line: &'a str,
+            #[serde(flatten)]
+            snapshot: &'a duress_agent_core::StatusSnapshot,
+        }
+        let out = StatusJson {
+            status_line: &line.text,
+            snapshot: &s,
+        };
+        println!("{}", serde_json::to_string_pretty(&out)?);
         return Ok(ExitCode::SUCCESS);
     }
+    println!("{}", line.text);
     match &s.device_id {
         Some(id) if !s.enrolled => println!(
             "enrolled: no (device {id} was retired by Security; run `duress-agent decommission`)"
@@ -369,6 +388,9 @@ fn status(policy_flag: Option<&Path>, json: bool) -> Result<ExitCode> {
         println!("policy file ignored: {why}");
     }
     println!("acknowledgements: {}", s.acknowledgements);
+    if let (Some(since), Some(reason)) = (s.alarm_refused_since, &s.alarm_refused_reason) {
+        println!("alerts refused since: {} ({reason})", fmt_opt(Some(since)));
+    }
     if let Some(since) = s.ack_unverified_since {
         println!(
             "acknowledgement check failing since: {} ({})",

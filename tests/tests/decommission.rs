@@ -147,6 +147,7 @@ fn decommission_delivers_first_retires_the_station_and_its_key_is_refused() {
         location: Default::default(),
         host: Default::default(),
         policy: None,
+        alarm_refused: None,
     };
     let token = old_key.sign(
         Typ::Heartbeat,

@@ -115,6 +115,11 @@ pub mod keys {
     /// heartbeat answer (unsigned) does not clear it.
     pub const ACK_UNVERIFIED_SINCE: &str = "ack_unverified_since";
     pub const ACK_UNVERIFIED_REASON: &str = "ack_unverified_reason";
+    /// Since when queued alarms are being refused by the receivers that answer (RFC 3339) and
+    /// the reason shown ("alert not accepted by the receiver: REASON"); cleared by the next
+    /// acknowledgement.
+    pub const ALARM_REFUSED_SINCE: &str = "alarm_refused_since";
+    pub const ALARM_REFUSED_REASON: &str = "alarm_refused_reason";
     /// The last acknowledged self-test: id and acknowledgement time.
     pub const LAST_SELF_TEST_ID: &str = "last_self_test_id";
     pub const LAST_SELF_TEST_AT: &str = "last_self_test_at";

@@ -17,14 +17,22 @@
 //! connection through that HTTP proxy (CONNECT); without it reqwest's defaults apply
 //! (`HTTPS_PROXY` and friends).
 //!
-//! Receivers are tried in order: a network error, a 5xx or a 2xx that is not the expected answer
-//! moves on to the next (failover); any 4xx is the receivers' verdict and is returned. Answers are
+//! Receivers are tried in order. For events and heartbeats ([`Failover::AllMustAgree`]) every
+//! answer short of an acknowledgement moves on to the next receiver in the same attempt: a
+//! network, TLS or pin error, a 5xx, a 2xx that is not the expected answer, and any refusal —
+//! `unknown-device`, 408 and 429 are specific to that receiver (it does not know the device,
+//! the request did not arrive whole, it limits the rate), and even a refusal about the device
+//! itself (revoked, disabled) is only final once *every* receiver has said so. A 429 or 503 with
+//! `Retry-After` keeps that receiver (only that one) out of the next attempts until then
+//! (capped at [`MAX_RETRY_AFTER`]). Enrollments and retirements ([`Failover::FirstVerdict`])
+//! keep the older rule: any 4xx is the receivers' verdict and is returned. Answers are
 //! classified as [`SendOutcome`].
 
 use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::Duration;
+use std::sync::{Mutex, PoisonError};
+use std::time::{Duration, Instant, SystemTime};
 
 use duress_core::{
     EnrollmentAnswer, EventAck, HeartbeatAnswer, JOSE_CONTENT_TYPE, Problem, ProblemType,
@@ -64,10 +72,58 @@ pub enum SendOutcome<T> {
     Acked(T),
     /// 422 `clock-skew`: re-sign with a corrected clock and send again.
     ClockSkew { server_time: OffsetDateTime },
-    /// Any other 4xx: keep the event, retry slowly.
+    /// A refusal that is final for this attempt: keep the event, retry slowly. For events and
+    /// heartbeats every receiver refused with an answer about the device or the request
+    /// itself (revoked, disabled, bad signature…); for enrollments and retirements the first
+    /// 4xx.
     Refused(Problem),
-    /// No receiver gave a usable answer (network errors, 5xx, 2xx without the expected body).
+    /// At least one receiver answered with an HTTP status and none accepted, and not every
+    /// receiver gave a final refusal (one did not know the device, limited the rate, failed
+    /// with a 5xx or 408, or was not reachable at all): retried on the fast schedule.
+    /// `problem` is the first refusal, shown to the person ("alert not accepted by the
+    /// receiver: …"); `detail` lists every receiver's answer.
+    NotAccepted { problem: Problem, detail: String },
+    /// No receiver gave an HTTP answer (network, TLS or pin errors, 2xx without the expected
+    /// body).
     Unreachable(String),
+}
+
+/// How far [`Sender`] goes through the receiver list (see the module docs).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Failover {
+    /// Events and heartbeats: only a refusal every receiver agrees on is final.
+    AllMustAgree,
+    /// Enrollments and retirements: the first 4xx is the verdict.
+    FirstVerdict,
+}
+
+/// Longest `Retry-After` honoured. A receiver asking for more (a misconfiguration, or an
+/// hour-long HTTP-date) is tried again after this: an alarm must never be parked for long on
+/// one receiver's say-so — the others are tried meanwhile anyway.
+pub const MAX_RETRY_AFTER: Duration = Duration::from_secs(60);
+
+/// Whether a refusal concerns only the receiver that gave it (another receiver may accept):
+/// it does not know the device (`unknown-device`: a backup that never saw the enrollment), the
+/// request did not reach it whole in time (408), or it limits the rate (429). 5xx are handled
+/// before this (always receiver-specific).
+pub fn receiver_specific(problem: &Problem) -> bool {
+    matches!(problem.status, 408 | 429)
+        || problem.kind() == Some(ProblemType::UnknownDevice)
+        || problem.status >= 500
+}
+
+/// `Retry-After` (RFC 9110 §10.2.3): delay-seconds or an HTTP-date, capped at
+/// [`MAX_RETRY_AFTER`]; `None` when absent or unreadable.
+pub fn parse_retry_after(value: &str, now: SystemTime) -> Option<Duration> {
+    let value = value.trim();
+    let delay = match value.parse::<u64>() {
+        Ok(s) => Duration::from_secs(s),
+        Err(_) => httpdate::parse_http_date(value)
+            .ok()?
+            .duration_since(now)
+            .unwrap_or(Duration::ZERO),
+    };
+    Some(delay.min(MAX_RETRY_AFTER))
 }
 
 /// The ring-based rustls configuration: OS trust store plus `extra_ca` (PEM, one or more
@@ -281,6 +337,23 @@ struct Endpoint {
     client: reqwest::Client,
     /// The policy's `ack_key` for this receiver: empty = acknowledgements not verified.
     ack_keys: Vec<duress_core::TrustedAckKey>,
+    /// Until when this receiver asked (429/503 `Retry-After`) not to be sent to, and the
+    /// refusal that said so (reported while it is skipped).
+    backoff: Mutex<Option<(Instant, Problem)>>,
+}
+
+impl Endpoint {
+    /// The refusal of a `Retry-After` still running, if any.
+    fn backing_off(&self, now: Instant) -> Option<(Duration, Problem)> {
+        let slot = self.backoff.lock().unwrap_or_else(PoisonError::into_inner);
+        slot.as_ref()
+            .filter(|(until, _)| *until > now)
+            .map(|(until, p)| (*until - now, p.clone()))
+    }
+
+    fn set_backoff(&self, until: Option<(Instant, Problem)>) {
+        *self.backoff.lock().unwrap_or_else(PoisonError::into_inner) = until;
+    }
 }
 
 /// The client side of every receiver in the policy.
@@ -345,6 +418,7 @@ impl Sender {
                     url: with_trailing_slash(r.url.clone()),
                     client,
                     ack_keys,
+                    backoff: Mutex::new(None),
                 })
             })
             .collect::<Result<Vec<_>>>()?;
@@ -382,6 +456,7 @@ impl Sender {
             PATH_EVENTS,
             token,
             start,
+            Failover::AllMustAgree,
             |ep: &Endpoint, ack: &EventAck| {
                 if ack.id != event_id {
                     return Err(format!(
@@ -406,6 +481,7 @@ impl Sender {
             PATH_HEARTBEATS,
             token,
             0,
+            Failover::AllMustAgree,
             |_: &Endpoint, _: &HeartbeatAnswer| Ok(()),
         )
         .await
@@ -417,6 +493,7 @@ impl Sender {
             PATH_RETIREMENTS,
             token,
             0,
+            Failover::FirstVerdict,
             |_: &Endpoint, _: &duress_core::RetirementAnswer| Ok(()),
         )
         .await
@@ -428,6 +505,7 @@ impl Sender {
             PATH_ENROLLMENTS,
             token,
             0,
+            Failover::FirstVerdict,
             |_: &Endpoint, _: &EnrollmentAnswer| Ok(()),
         )
         .await
@@ -438,21 +516,40 @@ impl Sender {
         path: &str,
         token: &str,
         start: usize,
+        failover: Failover,
         accept: impl Fn(&Endpoint, &T) -> std::result::Result<(), String>,
     ) -> SendOutcome<T> {
         let n = self.endpoints.len();
         let start = start.min(n - 1);
         let order = std::iter::once(start).chain((0..n).filter(move |&i| i != start));
         let mut errors = Vec::new();
+        // Refusals seen in this attempt, in the order tried, and whether any of them (or an
+        // unreachable receiver) keeps the attempt from being final.
+        let mut refusals: Vec<Problem> = Vec::new();
+        let mut all_final = true;
         for i in order {
             let ep = &self.endpoints[i];
             let url = match ep.url.join(path) {
                 Ok(u) => u,
                 Err(e) => {
                     errors.push(format!("{}: {e}", ep.url));
+                    all_final = false;
                     continue;
                 }
             };
+            if failover == Failover::AllMustAgree
+                && let Some((left, problem)) = ep.backing_off(Instant::now())
+            {
+                // Honour its Retry-After: this receiver is skipped, the others are tried.
+                errors.push(format!(
+                    "{url}: not tried for another {} s (Retry-After of: {})",
+                    left.as_secs().max(1),
+                    crate::error::problem_summary(&problem)
+                ));
+                refusals.push(problem);
+                all_final = false;
+                continue;
+            }
             let resp = ep
                 .client
                 .post(url.clone())
@@ -468,14 +565,21 @@ impl Sender {
                 Ok(r) => r,
                 Err(e) => {
                     errors.push(format!("{url}: {}", error_chain(&e)));
+                    all_final = false;
                     continue;
                 }
             };
             let status = resp.status();
+            let retry_after = resp
+                .headers()
+                .get(reqwest::header::RETRY_AFTER)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| parse_retry_after(v, SystemTime::now()));
             let body = match resp.bytes().await {
                 Ok(b) => b,
                 Err(e) => {
                     errors.push(format!("{url}: HTTP {status}, body: {}", error_chain(&e)));
+                    all_final = false;
                     continue;
                 }
             };
@@ -484,6 +588,7 @@ impl Sender {
                     Ok(answer) => match accept(ep, &answer) {
                         Ok(()) => {
                             self.preferred.store(i, Ordering::Relaxed);
+                            ep.set_backoff(None);
                             return SendOutcome::Acked(answer);
                         }
                         Err(why) => errors.push(format!("{url}: {why}")),
@@ -492,33 +597,61 @@ impl Sender {
                         "{url}: HTTP {status} with an unexpected body ({e}): not an ack"
                     )),
                 }
+                all_final = false;
                 continue;
             }
             let problem = parse_problem(status.as_u16(), &body);
-            // 408: the request did not reach the receiver whole in time (a slow or broken
-            // network, or a proxy's timeout) — nothing was refused, so it is retried on the
-            // alarm schedule like a network error, never the slow refusal one.
-            // 429: the receiver limits this device's rate (or the receiver is busy); nothing
-            // was refused either, and an alarm must not wait the 60 s of a refusal: also
-            // retried on the alarm schedule.
-            if status.is_client_error()
-                && status != reqwest::StatusCode::REQUEST_TIMEOUT
-                && status != reqwest::StatusCode::TOO_MANY_REQUESTS
+            if problem.kind() == Some(ProblemType::ClockSkew)
+                && let Some(server_time) = problem.server_time
             {
+                // Our clock, not the receiver: the caller re-signs and sends again.
                 self.preferred.store(i, Ordering::Relaxed);
-                if problem.kind() == Some(ProblemType::ClockSkew)
-                    && let Some(server_time) = problem.server_time
-                {
-                    return SendOutcome::ClockSkew { server_time };
-                }
-                return SendOutcome::Refused(problem);
+                return SendOutcome::ClockSkew { server_time };
+            }
+            if matches!(status.as_u16(), 429 | 503)
+                && let Some(delay) = retry_after
+                && failover == Failover::AllMustAgree
+            {
+                ep.set_backoff(Some((Instant::now() + delay, problem.clone())));
             }
             errors.push(format!(
                 "{url}: {}",
                 crate::error::problem_summary(&problem)
             ));
+            match failover {
+                Failover::FirstVerdict => {
+                    // 408/429/5xx: nothing was refused; retried like a network error.
+                    let transient = matches!(status.as_u16(), 408 | 429);
+                    if status.is_client_error() && !transient {
+                        self.preferred.store(i, Ordering::Relaxed);
+                        return SendOutcome::Refused(problem);
+                    }
+                    refusals.push(problem);
+                }
+                Failover::AllMustAgree => {
+                    if receiver_specific(&problem) {
+                        all_final = false;
+                    }
+                    refusals.push(problem);
+                }
+            }
         }
-        SendOutcome::Unreachable(errors.join("; "))
+        let detail = errors.join("; ");
+        if refusals.is_empty() {
+            return SendOutcome::Unreachable(detail);
+        }
+        if failover == Failover::AllMustAgree && all_final {
+            // Every receiver refused, each with a verdict about the device or the request.
+            return SendOutcome::Refused(refusals.swap_remove(0));
+        }
+        if failover == Failover::FirstVerdict {
+            // Only 408/429/5xx answers: as before, like a network error.
+            return SendOutcome::Unreachable(detail);
+        }
+        SendOutcome::NotAccepted {
+            problem: refusals.swap_remove(0),
+            detail,
+        }
     }
 }
 

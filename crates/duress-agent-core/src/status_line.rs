@@ -8,6 +8,7 @@
 //! | not enrolled                               | `Duress: not enrolled — contact security@example.edu`     |
 //! | disabled or revoked by an admin            | `Duress: disabled by Security`                            |
 //! | enrolled with a manual-approval token      | `Duress: waiting for approval by Security`                |
+//! | a queued alert is being refused            | `Duress: alert not accepted by the receiver: unknown-device (HTTP 401) — 1 alert queued` |
 //! | answers fail the `ack_key` check for ≥ 30 s | `Duress: receiver answer not verified since 14:02 — 1 alert queued` |
 //! | no receiver answered for ≥ 30 s            | `Duress: receiver unreachable since 14:02 — 1 alert queued` |
 //! | the chord could not be registered          | `Duress: chord unavailable: <reason>`                     |
@@ -18,6 +19,10 @@
 //! only once no receiver has answered for [`UNREACHABLE_GRACE`]: then the person must learn
 //! that their alarm has *not* reached Security (and use another way to get help) — that
 //! outweighs the small risk of someone else reading an opened tray menu. Stated neutrally.
+//! A queued alert that the receivers answering it refuse (a backup that does not know this
+//! device, a rate limit, a receiver that cannot commit) is shown at once, without a grace: it
+//! is a definite answer that the alarm has not reached Security, and the line must never say
+//! "on" meanwhile.
 //!
 //! **Covert acknowledgement** (`[tray] covert_ack = true`, off by default): while an officer
 //! has claimed an open incident of this device (the receiver lists it in its heartbeat
@@ -41,6 +46,8 @@ pub enum Protection {
     NotEnrolled,
     Disabled,
     Pending,
+    /// A queued alert is being refused by the receivers that answer it.
+    NotAccepted,
     /// Answers naming our alarms do not carry a valid acknowledgement signature: as far as
     /// this station can tell, they have not reached Security.
     AckUnverified,
@@ -83,6 +90,10 @@ pub fn status_line(
             Protection::Pending,
             "waiting for approval by Security".to_owned(),
         )
+    } else if let Some(reason) = s.alarm_refused_reason.as_deref().filter(|_| s.queued > 0) {
+        let mut t = format!("alert not accepted by the receiver: {reason}");
+        push_queued(&mut t, s.queued);
+        (Protection::NotAccepted, t)
     } else if let Some(since) = s
         .ack_unverified_since
         .filter(|t| now - *t >= UNREACHABLE_GRACE)
@@ -125,6 +136,26 @@ pub fn status_line(
         text.push('.');
     }
     StatusLine { protection, text }
+}
+
+fn push_queued(t: &mut String, queued: u64) {
+    let plural = if queued == 1 { "" } else { "s" };
+    t.push_str(&format!(" — {queued} alert{plural} queued"));
+}
+
+/// The short reason of a refusal as the status line and the heartbeat show it: the problem's
+/// slug (or title, for a body that is no problem document) and the HTTP status, e.g.
+/// `unknown-device (HTTP 401)`; a body that was no problem document shows as `HTTP 503`.
+pub fn refusal_reason(p: &duress_core::Problem) -> String {
+    match p.kind() {
+        Some(kind) => format!("{} (HTTP {})", kind.slug(), p.status),
+        None if p.title == format!("HTTP {}", p.status) => p.title.clone(),
+        None => format!(
+            "{} (HTTP {})",
+            p.title.chars().take(80).collect::<String>(),
+            p.status
+        ),
+    }
 }
 
 /// The line when not even the status can be read (a broken state database): the tray shows it
@@ -197,6 +228,8 @@ mod tests {
             acknowledgements: "verified".into(),
             ack_unverified_since: None,
             ack_unverified_reason: None,
+            alarm_refused_since: None,
+            alarm_refused_reason: None,
             policy_source: "os:none".into(),
             policy_sha256: "0".repeat(64),
             policy_ignored: None,
@@ -232,6 +265,42 @@ mod tests {
             "Duress: receiver answer not verified since 14:02 — 1 alert queued"
         );
         assert_eq!(l.protection, Protection::AckUnverified);
+    }
+
+    /// A refused queued alert is shown at once with its reason, before "unreachable" and
+    /// "not verified"; with nothing queued (delivered meanwhile) the line is back to "on".
+    #[test]
+    fn a_refused_alert_is_shown_at_once() {
+        let p = Policy::default();
+        let mut s = snapshot();
+        s.alarm_refused_since = Some(NOW);
+        s.alarm_refused_reason = Some("unknown-device (HTTP 401)".into());
+        assert_eq!(line(&s, &p), "Duress: on", "nothing queued");
+        s.queued = 1;
+        s.unreachable_since = Some(NOW - Duration::minutes(5));
+        let l = status_line(&s, &p, NOW, offset!(UTC));
+        assert_eq!(
+            l.text,
+            "Duress: alert not accepted by the receiver: unknown-device (HTTP 401) — 1 alert queued"
+        );
+        assert_eq!(l.protection, Protection::NotAccepted);
+        s.device_status = Some(DeviceStatus::Revoked);
+        assert_eq!(line(&s, &p), "Duress: disabled by Security");
+    }
+
+    #[test]
+    fn refusal_reasons_are_short() {
+        use duress_core::{Problem, ProblemType};
+        let p = Problem::new(ProblemType::TooManyRequests, "slow down");
+        assert_eq!(refusal_reason(&p), "too-many-requests (HTTP 429)");
+        let bare = Problem {
+            type_uri: "about:blank".into(),
+            title: "HTTP 503".into(),
+            status: 503,
+            detail: None,
+            server_time: None,
+        };
+        assert_eq!(refusal_reason(&bare), "HTTP 503");
     }
 
     #[test]

@@ -40,6 +40,8 @@ enum Answer {
     Problem(ProblemType),
     /// A bare 503.
     Unavailable,
+    /// 429 too-many-requests with `Retry-After: N`.
+    RateLimited(u64),
     /// 200 with an ack naming the id, signed by the acknowledgement key with this seed.
     Signed([u8; 32]),
     /// Like `Signed`, but the signature covers another incident id than the one answered.
@@ -112,6 +114,12 @@ async fn events(State(stub): State<Stub>, body: Bytes) -> Response {
         ),
         Answer::Problem(t) => problem(Problem::new(t, "stub says no")),
         Answer::Unavailable => StatusCode::SERVICE_UNAVAILABLE.into_response(),
+        Answer::RateLimited(secs) => {
+            let mut r = problem(Problem::new(ProblemType::TooManyRequests, "slow down"));
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, secs.to_string().parse().unwrap());
+            r
+        }
         Answer::Signed(seed) => signed_ack(id, Some(seed), false),
         Answer::SignedWrong(seed) => signed_ack(id, Some(seed), true),
     }
@@ -156,9 +164,10 @@ fn receiver(r: &Running) -> ReceiverConfig {
 
 /// Each kind of answer is classified as the spec says: a 2xx naming the id is an ack; a 2xx
 /// naming another id is not (and with one receiver means unreachable); 422 clock-skew carries
-/// the server time; another 4xx is a refusal; a 5xx is unreachable, and so is a 408
-/// request-timeout (the request did not arrive whole: retried on the alarm schedule), and so is
-/// a 429 too-many-requests (the device's rate limit: retried on the alarm schedule).
+/// the server time; another 4xx from every receiver (here: the only one) is a refusal; a 5xx,
+/// a 408 request-timeout (the request did not arrive whole) and a 429 too-many-requests (the
+/// device's rate limit) are answers specific to that receiver: "not accepted", retried on the
+/// alarm schedule — never "unreachable", since the receiver did answer.
 #[tokio::test]
 async fn answers_are_classified() {
     let r = start(&[
@@ -192,17 +201,113 @@ async fn answers_are_classified() {
         other => panic!("expected a refusal: {other:?}"),
     }
     match sender.post_event(&token_for(id), id).await {
-        SendOutcome::Unreachable(e) => assert!(e.contains("503"), "{e}"),
-        other => panic!("expected unreachable: {other:?}"),
+        SendOutcome::NotAccepted { problem, detail } => {
+            assert_eq!(problem.status, 503);
+            assert!(detail.contains("503"), "{detail}")
+        }
+        other => panic!("expected not accepted: {other:?}"),
     }
     match sender.post_event(&token_for(id), id).await {
-        SendOutcome::Unreachable(e) => assert!(e.contains("408"), "{e}"),
+        SendOutcome::NotAccepted { problem, .. } => {
+            assert_eq!(problem.kind(), Some(ProblemType::RequestTimeout))
+        }
         other => panic!("a 408 is transient, not a refusal: {other:?}"),
     }
     match sender.post_event(&token_for(id), id).await {
-        SendOutcome::Unreachable(e) => assert!(e.contains("429"), "{e}"),
+        SendOutcome::NotAccepted { problem, .. } => {
+            assert_eq!(problem.kind(), Some(ProblemType::TooManyRequests))
+        }
         other => panic!("a 429 is retry-later, not a refusal: {other:?}"),
     }
+}
+
+/// Issue 12: a refusal specific to one receiver (it does not know the device, a 5xx) sends the
+/// alarm to the next receiver in the same attempt; a refusal about the device itself (revoked)
+/// is final only when every receiver says so — one such refusal beside an unreachable receiver
+/// is "not accepted" (fast retry), not final.
+#[tokio::test]
+async fn only_a_refusal_every_receiver_agrees_on_is_final() {
+    let dead = || ReceiverConfig::new("https://127.0.0.1:9", None).unwrap();
+    let id = Uuid::now_v7();
+
+    let unknown = start(&[Answer::Problem(ProblemType::UnknownDevice)]).await;
+    let good = start(&[]).await;
+    let sender = Sender::new(&[dead(), receiver(&unknown), receiver(&good)]).unwrap();
+    match sender.post_event(&token_for(id), id).await {
+        SendOutcome::Acked(ack) => assert_eq!(ack.id, id),
+        other => panic!("the third receiver accepts, in the same attempt: {other:?}"),
+    }
+    assert_eq!(sender.preferred().as_str(), format!("{}/", good.url));
+
+    let revoked_a = start(&[
+        Answer::Problem(ProblemType::DeviceRevoked),
+        Answer::Problem(ProblemType::DeviceRevoked),
+    ])
+    .await;
+    let revoked_b = start(&[Answer::Problem(ProblemType::DeviceRevoked)]).await;
+    let sender = Sender::new(&[receiver(&revoked_a), receiver(&revoked_b)]).unwrap();
+    match sender.post_event(&token_for(id), id).await {
+        SendOutcome::Refused(p) => assert_eq!(p.kind(), Some(ProblemType::DeviceRevoked)),
+        other => panic!("both receivers say revoked: final: {other:?}"),
+    }
+    assert_eq!(
+        revoked_b.stub.seen.lock().unwrap().len(),
+        1,
+        "both were asked"
+    );
+
+    let sender = Sender::new(&[receiver(&revoked_a), dead()]).unwrap();
+    match sender.post_event(&token_for(id), id).await {
+        SendOutcome::NotAccepted { problem, detail } => {
+            assert_eq!(problem.kind(), Some(ProblemType::DeviceRevoked));
+            assert!(detail.contains("127.0.0.1:9"), "{detail}");
+        }
+        other => panic!("one receiver unreachable: not final: {other:?}"),
+    }
+
+    let unknown = start(&[Answer::Problem(ProblemType::UnknownDevice)]).await;
+    let sender = Sender::new(&[dead(), receiver(&unknown)]).unwrap();
+    match sender.post_event(&token_for(id), id).await {
+        SendOutcome::NotAccepted { problem, .. } => {
+            assert_eq!(problem.kind(), Some(ProblemType::UnknownDevice))
+        }
+        other => panic!("primary down, backup does not know the device: {other:?}"),
+    }
+}
+
+/// A 429 with `Retry-After` keeps that receiver — only that one — out of the following
+/// attempts until then: the other receiver is asked meanwhile, and the rate-limited one sees
+/// no request.
+#[tokio::test]
+async fn retry_after_is_honoured_for_that_receiver_only() {
+    let limited = start(&[Answer::RateLimited(30)]).await;
+    let other = start(&[Answer::Unavailable, Answer::Unavailable, Answer::Ack]).await;
+    let sender = Sender::new(&[receiver(&limited), receiver(&other)]).unwrap();
+    let id = Uuid::now_v7();
+    match sender.post_event(&token_for(id), id).await {
+        SendOutcome::NotAccepted { problem, .. } => {
+            assert_eq!(problem.kind(), Some(ProblemType::TooManyRequests))
+        }
+        other => panic!("429 then 503: not accepted: {other:?}"),
+    }
+    match sender.post_event(&token_for(id), id).await {
+        SendOutcome::NotAccepted { problem, detail } => {
+            assert_eq!(problem.kind(), Some(ProblemType::TooManyRequests));
+            assert!(detail.contains("not tried for another"), "{detail}");
+        }
+        other => panic!("still rate-limited, the other 503: {other:?}"),
+    }
+    assert_eq!(
+        limited.stub.seen.lock().unwrap().len(),
+        1,
+        "Retry-After honoured"
+    );
+    assert!(matches!(
+        sender.post_event(&token_for(id), id).await,
+        SendOutcome::Acked(_)
+    ));
+    assert_eq!(limited.stub.seen.lock().unwrap().len(), 1);
+    assert_eq!(other.stub.seen.lock().unwrap().len(), 3);
 }
 
 /// A dead first receiver, or one answering 5xx, fails over to the next in order; the one that
@@ -458,4 +563,69 @@ fn without_a_key_the_status_says_acknowledgements_are_not_verified() {
         engine.status().unwrap().acknowledgements,
         "acknowledgements not verified"
     );
+}
+
+/// Issue 12, in the engine: primary down and the backup refusing `unknown-device` → the alarm
+/// stays queued on the fast schedule (many attempts within 2 s, never the 60 s of a final
+/// refusal) and the status line says "alert not accepted by the receiver: …", never "on"; once
+/// the backup accepts, the next pass delivers it and the line is "on" again.
+#[tokio::test]
+async fn a_refusing_backup_shows_in_the_status_line_and_is_retried_fast() {
+    let backup = start(&vec![Answer::Problem(ProblemType::UnknownDevice); 1000]).await;
+    let dir = tempfile::tempdir().unwrap();
+    let policy = Policy {
+        receivers: vec![
+            ReceiverConfig::new("https://127.0.0.1:9", None).unwrap(),
+            receiver(&backup),
+        ],
+        ..Default::default()
+    };
+    let engine = Engine::open(policy.clone(), dir.path().join("s")).unwrap();
+    require_keystore(&engine);
+    let mut outbox = duress_agent_core::outbox::Outbox::open_in(engine.state_dir()).unwrap();
+    outbox
+        .meta_set(duress_agent_core::outbox::keys::DEVICE_ID, "dev-failover")
+        .unwrap();
+    drop(outbox);
+    let event = engine.record(EventKind::Duress, Source::Cli).unwrap();
+    let report = engine
+        .deliver_pending(Some(Instant::now() + Duration::from_secs(2)))
+        .await;
+    assert!(
+        report.delivered.is_empty() && report.refused.is_empty(),
+        "{report:?}"
+    );
+    let attempts = backup.stub.seen.lock().unwrap().len();
+    assert!(attempts >= 3, "fast schedule: {attempts} attempts in 2 s");
+    let s = engine.status().unwrap();
+    assert_eq!(s.queued, 1);
+    assert!(s.unreachable_since.is_none(), "the backup answered: {s:?}");
+    let line = duress_agent_core::status_line::status_line(
+        &s,
+        &policy,
+        OffsetDateTime::now_utc(),
+        time::UtcOffset::UTC,
+    );
+    assert_eq!(
+        line.text,
+        "Duress: alert not accepted by the receiver: unknown-device (HTTP 401) — 1 alert queued"
+    );
+
+    backup.stub.script.lock().unwrap().clear();
+    let t0 = Instant::now();
+    let report = engine
+        .deliver_pending(Some(Instant::now() + Duration::from_secs(5)))
+        .await;
+    assert_eq!(report.delivered, vec![event.id], "{report:?}");
+    assert!(t0.elapsed() < Duration::from_secs(5));
+    let s = engine.status().unwrap();
+    assert_eq!((s.queued, s.alarm_refused_reason.as_deref()), (0, None));
+    let line = duress_agent_core::status_line::status_line(
+        &s,
+        &policy,
+        OffsetDateTime::now_utc(),
+        time::UtcOffset::UTC,
+    );
+    assert_eq!(line.text, "Duress: on");
+    engine.keystore().delete().unwrap();
 }

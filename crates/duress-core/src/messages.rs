@@ -251,6 +251,12 @@ pub struct HeartbeatClaims {
     /// policy differs from the fleet's (absent from older agents).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub policy: Option<PolicyFacts>,
+    /// While a queued alarm is being refused by the receivers that answer it: why, as the
+    /// station's status line says it ("alert not accepted by the receiver: REASON" — this is
+    /// the REASON, at most 200 characters). Absent when nothing queued is refused (and from
+    /// older agents).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub alarm_refused: Option<String>,
 }
 
 /// The policy a station runs with, as its heartbeat reports it.
@@ -281,6 +287,9 @@ impl HeartbeatClaims {
             if p.sha256.len() != 64 || !p.sha256.bytes().all(|b| b.is_ascii_hexdigit()) {
                 return Err("policy.sha256 must be 64 hex digits".into());
             }
+        }
+        if let Some(r) = &self.alarm_refused {
+            check_text("alarm_refused", r)?;
         }
         self.location.validate()?;
         self.host.validate()
@@ -458,6 +467,7 @@ mod tests {
             location: Location::default(),
             host: HostFacts::default(),
             policy: None,
+            alarm_refused: None,
         }
     }
 

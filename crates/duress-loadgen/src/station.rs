@@ -169,6 +169,7 @@ impl SimStation {
             location: location(self.index),
             host: host(self.index),
             policy: None,
+            alarm_refused: None,
         }
     }
 

@@ -67,6 +67,11 @@ pub struct DeviceRecord {
     /// Who retired it (`device:ID` for the agent itself, else the admin).
     #[serde(default)]
     pub retired_by: Option<String>,
+    /// Why a queued alarm of the station is being refused, from its latest heartbeat (the
+    /// agent's status line says "alert not accepted by the receiver: " and this); `None` when
+    /// nothing is refused.
+    #[serde(default)]
+    pub alarm_refused: Option<String>,
 }
 
 /// Whether a station proved its whole path recently: any `kind: test` event counts (a

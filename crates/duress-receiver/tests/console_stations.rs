@@ -545,3 +545,39 @@ async fn stations_import_and_set_register_locations_all_or_nothing() {
     );
     h.shutdown().await;
 }
+
+/// Issue 12: a heartbeat saying a queued alarm of the station is being refused
+/// (`alarm_refused`) shows on the Stations page as "alert not accepted by the receiver: …";
+/// the next heartbeat without it clears it.
+#[tokio::test]
+async fn a_refused_alarm_reported_by_heartbeat_shows_on_the_stations_page() {
+    let h = Harness::start().await;
+    add_user(h.data_dir(), "ada", Role::Officer).await;
+    let officer = Console::sign_in(&h, "ada").await;
+    let agent = h.enrolled_agent().await;
+    let mut hb = agent.heartbeat();
+    hb.queued = 1;
+    hb.alarm_refused = Some("too-many-requests (HTTP 429)".into());
+    let beat =
+        |hb: &duress_core::HeartbeatClaims| h.post("/v1/heartbeats", agent.sign_heartbeat(hb));
+    assert_eq!(beat(&hb).await.status, 200);
+    assert_eq!(
+        device(&h, &agent.device_id).await.alarm_refused.as_deref(),
+        Some("too-many-requests (HTTP 429)")
+    );
+    let page = officer.get("/stations").await.text();
+    let row = station_row(&page, &agent.device_id);
+    assert!(
+        row.contains("alert not accepted by the receiver: too-many-requests (HTTP 429)"),
+        "{row}"
+    );
+    hb.alarm_refused = None;
+    hb.queued = 0;
+    assert_eq!(beat(&hb).await.status, 200);
+    let page = officer.get("/stations").await.text();
+    assert!(!station_row(&page, &agent.device_id).contains("alert not accepted"));
+    // A control character is refused like any other bad claim, nothing recorded.
+    hb.alarm_refused = Some("bad\u{7}".into());
+    assert_eq!(beat(&hb).await.status, 422);
+    h.shutdown().await;
+}

@@ -110,6 +110,7 @@ contract!(
     the_self_test_flag_follows_the_latest_test_event,
     acknowledgements_are_signed_in_the_commit_stored_and_exported,
     heartbeats_store_the_policy_report_and_keep_it,
+    heartbeats_store_and_clear_alarm_refused,
     outbox_rows_come_with_the_incident_are_taken_once_and_settle_for_good,
     outbox_a_claim_stops_the_ladder,
     supervision_notifies_each_outage_once_and_never_for_revoked,
@@ -622,6 +623,7 @@ async fn heartbeats_update_the_device_and_return_claimed_incidents(store: Arc<dy
         location: None,
         policy: None,
         client_addr: None,
+        alarm_refused: None,
     };
     let recorded = store.record_heartbeat(hb(3, None)).await.unwrap();
     assert_eq!(recorded.status, DeviceStatus::Active);
@@ -753,6 +755,7 @@ async fn concurrent_heartbeats_each_get_their_own_answer_and_a_bad_one_fails_alo
         location: None,
         policy: None,
         client_addr: None,
+        alarm_refused: None,
     };
     let mut tasks = Vec::new();
     for round in 0..3 {
@@ -1720,6 +1723,7 @@ async fn heartbeats_store_the_policy_report_and_keep_it(store: Arc<dyn Store>) {
         location: None,
         policy,
         client_addr: None,
+        alarm_refused: None,
     };
     let dev = |list: Vec<duress_receiver::DeviceRecord>| {
         list.into_iter().find(|x| x.device_id == d).unwrap()
@@ -1737,6 +1741,40 @@ async fn heartbeats_store_the_policy_report_and_keep_it(store: Arc<dyn Store>) {
     let got = dev(store.list_devices().await.unwrap());
     assert_eq!(got.policy_source.as_deref(), Some(facts.source.as_str()));
     assert_eq!(got.policy_sha256.as_deref(), Some(facts.sha256.as_str()));
+}
+
+/// Issue 12: a heartbeat's `alarm_refused` (why a queued alarm of the station is refused) is
+/// stored on the device, and the next heartbeat without it clears it.
+async fn heartbeats_store_and_clear_alarm_refused(store: Arc<dyn Store>) {
+    let d = device(&store).await;
+    let hb = |alarm_refused: Option<&str>| HeartbeatUpdate {
+        device_id: d.clone(),
+        received_at: now(),
+        hotkey: HotkeyState::NotApplicable,
+        queued: 1,
+        reported_last_seq: 1,
+        host: None,
+        location: None,
+        policy: None,
+        client_addr: None,
+        alarm_refused: alarm_refused.map(str::to_owned),
+    };
+    let dev = |list: Vec<duress_receiver::DeviceRecord>| {
+        list.into_iter().find(|x| x.device_id == d).unwrap()
+    };
+    assert_eq!(dev(store.list_devices().await.unwrap()).alarm_refused, None);
+    store
+        .record_heartbeat(hb(Some("storage-unavailable (HTTP 503)")))
+        .await
+        .unwrap();
+    assert_eq!(
+        dev(store.list_devices().await.unwrap())
+            .alarm_refused
+            .as_deref(),
+        Some("storage-unavailable (HTTP 503)")
+    );
+    store.record_heartbeat(hb(None)).await.unwrap();
+    assert_eq!(dev(store.list_devices().await.unwrap()).alarm_refused, None);
 }
 
 async fn a_closed_store_is_unavailable(store: Arc<dyn Store>) {
@@ -2313,6 +2351,7 @@ async fn supervision_notifies_each_outage_once_and_never_for_revoked(store: Arc<
         location: None,
         policy: None,
         client_addr: None,
+        alarm_refused: None,
     };
     let long_ago = now() - time::Duration::minutes(10);
     let quiet = device(&store).await;
@@ -2414,6 +2453,7 @@ site = "Clinic"
         location,
         policy: None,
         client_addr: None,
+        alarm_refused: None,
     };
     let office = device(&store).await;
     let clinic = device(&store).await;
@@ -2514,6 +2554,7 @@ async fn only_an_active_device_moves_its_station(store: Arc<dyn Store>) {
         location: Some(location(label)),
         policy: None,
         client_addr: None,
+        alarm_refused: None,
     };
     let stored = |store: Arc<dyn Store>, d: String| async move {
         store
@@ -2783,6 +2824,7 @@ async fn registered_locations_are_set_at_approval_and_by_an_admin_audited(store:
             location: Some(location("Room 214 (moved)")),
             policy: None,
             client_addr: None,
+            alarm_refused: None,
         })
         .await
         .unwrap();
@@ -2891,6 +2933,7 @@ async fn subnets_are_put_replaced_removed_audited_and_addresses_recorded(store: 
         location: None,
         policy: None,
         client_addr: addr.map(str::to_owned),
+        alarm_refused: None,
     };
     store
         .record_heartbeat(hb(Some("2001:db8::9")))
@@ -3202,6 +3245,7 @@ async fn a_retired_station_is_revoked_marked_never_supervised_and_audited(store:
         location: None,
         policy: None,
         client_addr: None,
+        alarm_refused: None,
     };
     let d = device(&store).await;
     let other = device(&store).await;

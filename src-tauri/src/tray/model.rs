@@ -163,6 +163,8 @@ pub(crate) mod tests {
             acknowledgements: "verified".into(),
             ack_unverified_since: None,
             ack_unverified_reason: None,
+            alarm_refused_since: None,
+            alarm_refused_reason: None,
             policy_source: "os:none".into(),
             policy_sha256: "0".repeat(64),
             policy_ignored: None,

@@ -187,6 +187,7 @@ impl Engine {
                     RetireAnswer::UnknownDevice
                 }
                 SendOutcome::Refused(p) => RetireAnswer::Failed(problem_summary(&p)),
+                SendOutcome::NotAccepted { detail, .. } => RetireAnswer::Failed(detail),
                 SendOutcome::Unreachable(e) => RetireAnswer::Failed(e),
             });
         }

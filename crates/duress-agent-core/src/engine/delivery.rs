@@ -17,6 +17,7 @@ use crate::error::problem_summary;
 use crate::outbox::{StoredEvent, fmt_time, keys};
 use crate::retry::{REFUSED_RETRY, alarm_retry_delay, random_jitter};
 use crate::sender::{SendOutcome, Sender};
+use crate::status_line::refusal_reason;
 use crate::{Error, Result};
 
 /// Events sent at once while draining a queue (each on its own kept-alive connection; the
@@ -185,17 +186,39 @@ impl Engine {
                 return Err(e);
             }
             let mut unreachable = false;
+            let mut not_accepted = false;
             for (ev, outcome) in others {
                 match outcome {
                     SendOutcome::Acked(_) => {}
                     SendOutcome::Refused(p) => {
+                        // Every receiver refused it: final for this attempt.
                         let msg = format!("refused: {}", problem_summary(&p));
                         tracing::warn!(event = %ev.id, "{msg}; kept, retried in {REFUSED_RETRY:?}");
                         self.on_attempt_failed(ev.id, &msg).await?;
                         lock(&self.inner.refused_until)
                             .insert(ev.id, Instant::now() + REFUSED_RETRY);
                         self.note_contact(&sender, Some(&msg)).await;
+                        self.note_alarm_refused(&refusal_reason(&p)).await;
                         pass.refused.push(ev.id);
+                        pass.last_error = Some(msg);
+                    }
+                    SendOutcome::NotAccepted { problem, detail } => {
+                        // A refusal specific to the receivers that answered (unknown device,
+                        // rate limit, 5xx…), or others were unreachable: not final, so the
+                        // alarm stays on the fast schedule — and the person is told.
+                        let msg = format!("not accepted: {detail}");
+                        tracing::warn!(event = %ev.id, "{msg}; kept, retried on the alarm schedule");
+                        self.on_attempt_failed(ev.id, &msg).await?;
+                        if detail.contains(crate::sender::ACK_NOT_VERIFIED) {
+                            // Another receiver answered with an unverified acknowledgement.
+                            self.note_ack_unverified(&detail).await;
+                        }
+                        if !not_accepted {
+                            self.note_contact(&sender, Some(&msg)).await;
+                            self.note_alarm_refused(&refusal_reason(&problem)).await;
+                        }
+                        not_accepted = true;
+                        pass.failed += 1;
                         pass.last_error = Some(msg);
                     }
                     SendOutcome::ClockSkew { server_time } => {
@@ -222,9 +245,10 @@ impl Engine {
                     }
                 }
             }
-            // Stop at the first unreachable answer: the rest would only wait for the same
-            // timeouts; they count as failed and go on the alarm retry schedule.
-            if unreachable {
+            // Stop at the first unreachable or not-accepted answer: the rest would only wait
+            // for the same timeouts (or the same refusal, a rate limit counting them); they
+            // count as failed and go on the alarm retry schedule.
+            if unreachable || not_accepted {
                 pass.failed += sendable.len() - sent;
                 break;
             }
@@ -274,6 +298,9 @@ impl Engine {
             // A delivered event's answer passed the acknowledgement check (when one is set).
             meta.push((keys::ACK_UNVERIFIED_SINCE, None));
             meta.push((keys::ACK_UNVERIFIED_REASON, None));
+            // An alarm got through: whatever refused the earlier ones no longer does.
+            meta.push((keys::ALARM_REFUSED_SINCE, None));
+            meta.push((keys::ALARM_REFUSED_REASON, None));
             if let Some(id) = &last_test {
                 meta.push((keys::LAST_SELF_TEST_ID, Some(id.as_str())));
                 meta.push((keys::LAST_SELF_TEST_AT, Some(now.as_str())));
@@ -309,14 +336,24 @@ impl Engine {
                 return Err(e);
             }
         };
-        let (queued, last_seq, last_self_test) = self
+        let (queued, last_seq, last_self_test, refused) = self
             .db(|o| {
                 let t = o
                     .meta_get(keys::LAST_SELF_TEST_ID)?
                     .and_then(|s| Uuid::parse_str(&s).ok());
-                Ok((o.pending_count()?, o.last_seq()?, t))
+                Ok((
+                    o.pending_count()?,
+                    o.last_seq()?,
+                    t,
+                    o.meta_get(keys::ALARM_REFUSED_REASON)?,
+                ))
             })
             .await?;
+        // Officers see on the Stations page that this station's alarms are being refused
+        // (only while one is queued, as the status line).
+        let alarm_refused = refused
+            .filter(|_| queued > 0)
+            .map(|r| r.chars().take(200).collect::<String>());
         let location = self.effective_location()?;
         let report = self.policy_report();
         let policy = duress_core::PolicyFacts {
@@ -344,6 +381,7 @@ impl Engine {
                 location: location.clone(),
                 host: host.clone(),
                 policy: Some(policy.clone()),
+                alarm_refused: alarm_refused.clone(),
             };
             let payload = serde_json::to_vec(&claims).map_err(|e| Error::Invalid(e.to_string()))?;
             let token = key.sign(Typ::Heartbeat, Some(&device_id), &payload);
@@ -385,7 +423,9 @@ impl Engine {
                     self.note_error(&e).await;
                     return Err(Error::Unreachable(e));
                 }
-                SendOutcome::Refused(p) => {
+                // A receiver's word on the device's standing is shown even when another
+                // receiver could not be asked (it is not final for alarms, which keep trying).
+                SendOutcome::Refused(p) | SendOutcome::NotAccepted { problem: p, .. } => {
                     let status = match p.kind() {
                         Some(ProblemType::DevicePending) => Some(DeviceStatus::Pending),
                         Some(ProblemType::DeviceDisabled) => Some(DeviceStatus::Disabled),
@@ -449,6 +489,25 @@ impl Engine {
             .await;
         if let Err(e) = r {
             tracing::warn!("cannot record unreachable: {e}");
+        }
+    }
+
+    /// Queued alarms are being refused: the status line says so ("alert not accepted by the
+    /// receiver: REASON") until an acknowledgement.
+    async fn note_alarm_refused(&self, reason: &str) {
+        let now = fmt_time(self.now());
+        let reason = reason.to_owned();
+        let r = self
+            .db(move |o| {
+                let since = o.meta_get(keys::ALARM_REFUSED_SINCE)?.unwrap_or(now);
+                o.meta_set_many(&[
+                    (keys::ALARM_REFUSED_SINCE, Some(&since)),
+                    (keys::ALARM_REFUSED_REASON, Some(&reason)),
+                ])
+            })
+            .await;
+        if let Err(e) = r {
+            tracing::warn!("cannot record the refusal: {e}");
         }
     }
 

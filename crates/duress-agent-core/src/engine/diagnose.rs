@@ -85,6 +85,7 @@ impl Engine {
                 location: location.clone(),
                 host: host.clone(),
                 policy: None,
+                alarm_refused: None,
             };
             let payload = serde_json::to_vec(&claims).map_err(|e| Error::Invalid(e.to_string()))?;
             let token = key.sign(Typ::Heartbeat, Some(&device_id), &payload);
@@ -102,6 +103,9 @@ impl Engine {
                 }
                 SendOutcome::Refused(p) => {
                     probe.answer = format!("refused: {}", problem_summary(&p))
+                }
+                SendOutcome::NotAccepted { detail, .. } => {
+                    probe.answer = format!("not accepted: {detail}")
                 }
                 SendOutcome::Unreachable(e) => probe.answer = format!("unreachable: {e}"),
             }

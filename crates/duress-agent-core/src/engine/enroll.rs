@@ -151,7 +151,9 @@ impl Engine {
                          (server time {server_time})"
                     )));
                 }
-                SendOutcome::Refused(p) => return Err(Error::Refused(p)),
+                SendOutcome::Refused(p) | SendOutcome::NotAccepted { problem: p, .. } => {
+                    return Err(Error::Refused(p));
+                }
                 SendOutcome::Unreachable(e) => return Err(Error::Unreachable(e)),
             }
         };

@@ -62,6 +62,11 @@ pub struct StatusSnapshot {
     #[serde(with = "time::serde::rfc3339::option")]
     pub ack_unverified_since: Option<OffsetDateTime>,
     pub ack_unverified_reason: Option<String>,
+    /// Since when queued alarms are being refused by the receivers that answer them, and why
+    /// (cleared by the next acknowledgement). Shown while an alarm is queued.
+    #[serde(with = "time::serde::rfc3339::option")]
+    pub alarm_refused_since: Option<OffsetDateTime>,
+    pub alarm_refused_reason: Option<String>,
     /// Where the policy came from (`flag:PATH`, `env:PATH`, `os:LAYERS`) and the SHA-256 of
     /// the effective policy, as every heartbeat reports them.
     pub policy_source: String,
@@ -95,6 +100,8 @@ impl Engine {
                 keys::ACK_UNVERIFIED_SINCE,
                 keys::ACK_UNVERIFIED_REASON,
                 keys::STATION_RETIRED,
+                keys::ALARM_REFUSED_SINCE,
+                keys::ALARM_REFUSED_REASON,
             ]
             .map(get);
             let meta: Vec<Option<String>> = meta.into_iter().collect::<Result<_>>()?;
@@ -115,7 +122,9 @@ impl Engine {
             ack_unverified_since,
             ack_unverified_reason,
             retired,
-        ]: [Option<String>; 14] = meta.try_into().unwrap_or_default();
+            alarm_refused_since,
+            alarm_refused_reason,
+        ]: [Option<String>; 16] = meta.try_into().unwrap_or_default();
         let time = |s: Option<String>| s.and_then(|s| parse_time(&s).ok());
         let last_self_test = match (
             self_test_id.and_then(|s| Uuid::parse_str(&s).ok()),
@@ -172,6 +181,8 @@ impl Engine {
             acknowledgements,
             ack_unverified_since: time(ack_unverified_since),
             ack_unverified_reason,
+            alarm_refused_since: time(alarm_refused_since),
+            alarm_refused_reason,
             keystore_problem: lock(&self.inner.keystore_problem).clone(),
             install_id: self.inner.install_id.clone(),
             state_dir: self.inner.state_dir.display().to_string(),

@@ -60,6 +60,7 @@ async fn record(
         location: (claims.location != Location::default()).then_some(claims.location),
         policy: claims.policy,
         client_addr,
+        alarm_refused: claims.alarm_refused,
     };
     // The store reads the status under its write lock and writes nothing for a revoked device.
     let recorded = state

@@ -106,6 +106,9 @@ pub struct StationView {
     /// Not tested within the self-test period: flagged.
     pub self_test_flagged: bool,
     pub queued: u64,
+    /// Why the station's queued alarm is being refused, as its latest heartbeat says (empty:
+    /// nothing refused). Shown as "alert not accepted by the receiver: …" (issue 12).
+    pub alarm_refused: String,
     /// The first 12 hex digits of the station's policy SHA-256, and where it came from
     /// (empty before a heartbeat reported them).
     pub policy_short: String,
@@ -249,6 +252,7 @@ impl StationView {
             self_test: self_test.map_or("", SelfTestState::as_str),
             self_test_flagged: self_test.is_some_and(SelfTestState::is_flagged),
             queued: d.queued.unwrap_or(0),
+            alarm_refused: shown(d.alarm_refused.as_deref().unwrap_or_default()),
             policy_short: d
                 .policy_sha256
                 .as_deref()
@@ -725,6 +729,7 @@ mod policy_tests {
             last_addr: None,
             retired_at: None,
             retired_by: None,
+            alarm_refused: None,
         }
     }
 

@@ -440,6 +440,9 @@ pub struct HeartbeatUpdate {
     pub policy: Option<duress_core::PolicyFacts>,
     /// The client address the request came from; `None` keeps the stored one.
     pub client_addr: Option<String>,
+    /// Why a queued alarm of the station is being refused, as the agent reports it; `None`
+    /// clears it (nothing refused, or an older agent).
+    pub alarm_refused: Option<String>,
 }
 
 /// What a heartbeat's answer needs, read in the transaction that recorded it.

@@ -315,6 +315,7 @@ impl Agent {
             location: location(),
             host: host(),
             policy: None,
+            alarm_refused: None,
         }
     }
 

@@ -185,6 +185,7 @@ async fn write_batch(
     let mut policy_source: Vec<Option<String>> = Vec::with_capacity(n);
     let mut policy_sha256: Vec<Option<String>> = Vec::with_capacity(n);
     let mut addr: Vec<Option<String>> = Vec::with_capacity(n);
+    let mut alarm_refused: Vec<Option<String>> = Vec::with_capacity(n);
     for (hb, _) in batch {
         device_id.push(hb.device_id.clone());
         at.push(ms(hb.received_at));
@@ -198,6 +199,7 @@ async fn write_batch(
         policy_source.push(hb.policy.as_ref().map(|p| p.source.clone()));
         policy_sha256.push(hb.policy.as_ref().map(|p| p.sha256.clone()));
         addr.push(hb.client_addr.clone());
+        alarm_refused.push(hb.alarm_refused.clone());
     }
     // `current` locks the batch's device rows in id order (so two nodes' batches, and a batch
     // and an alarm, never deadlock) and yields each row as a concurrent status change left it;
@@ -207,9 +209,9 @@ async fn write_batch(
         "WITH input AS (
              SELECT * FROM unnest($1::text[], $2::timestamptz[], $3::text[], $4::int8[],
                                   $5::int8[], $6::text[], $7::text[], $8::text[], $9::text[],
-                                  $10::text[], $11::text[], $12::text[])
+                                  $10::text[], $11::text[], $12::text[], $13::text[])
                AS i(device_id, at, hotkey, queued, reported_last_seq, host, hostname,
-                    agent_version, location, policy_source, policy_sha256, addr)
+                    agent_version, location, policy_source, policy_sha256, addr, alarm_refused)
          ), current AS (
              SELECT d.device_id, d.status FROM devices d
               WHERE d.device_id IN (SELECT device_id FROM input)
@@ -225,7 +227,7 @@ async fn write_batch(
                                          ELSE d.location_json END,
                     policy_source = COALESCE(i.policy_source, d.policy_source),
                     policy_sha256 = COALESCE(i.policy_sha256, d.policy_sha256),
-                    last_addr = COALESCE(i.addr, d.last_addr)
+                    last_addr = COALESCE(i.addr, d.last_addr), alarm_refused = i.alarm_refused
                FROM input i JOIN current c ON c.device_id = i.device_id
               WHERE d.device_id = i.device_id AND c.status <> 'revoked'
               RETURNING d.device_id
@@ -249,6 +251,7 @@ async fn write_batch(
     .bind(&policy_source)
     .bind(&policy_sha256)
     .bind(&addr)
+    .bind(&alarm_refused)
     .fetch_all(pool)
     .await?;
     let mut answers = HashMap::with_capacity(rows.len());

@@ -235,7 +235,7 @@ pub(super) async fn record_one(
                                          ELSE location_json END,
                     policy_source = COALESCE($10, policy_source),
                     policy_sha256 = COALESCE($11, policy_sha256),
-                    last_addr = COALESCE($12, last_addr)
+                    last_addr = COALESCE($12, last_addr), alarm_refused = $13
               WHERE device_id = $9 AND (SELECT status FROM current) <> 'revoked'
               RETURNING device_id
          )
@@ -257,6 +257,7 @@ pub(super) async fn record_one(
     .bind(hb.policy.as_ref().map(|p| p.source.as_str()))
     .bind(hb.policy.as_ref().map(|p| p.sha256.as_str()))
     .bind(hb.client_addr.as_deref())
+    .bind(hb.alarm_refused.as_deref())
     .fetch_one(pool)
     .await?;
     let current: Option<String> = row.try_get("status")?;

@@ -303,6 +303,7 @@ impl PostgresStore {
                     last_addr: row.try_get("last_addr")?,
                     retired_at: row.try_get("retired_at")?,
                     retired_by: row.try_get("retired_by")?,
+                    alarm_refused: row.try_get("alarm_refused")?,
                 })
             })
             .collect()

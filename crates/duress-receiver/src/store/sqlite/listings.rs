@@ -74,6 +74,7 @@ pub(super) async fn devices(pool: &SqlitePool) -> StoreResult<Vec<DeviceRecord>>
                 last_addr: row.try_get("last_addr")?,
                 retired_at: opt_ts(row, "retired_at")?,
                 retired_by: row.try_get("retired_by")?,
+                alarm_refused: row.try_get("alarm_refused")?,
             })
         })
         .collect()

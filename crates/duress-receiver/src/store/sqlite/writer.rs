@@ -706,7 +706,7 @@ fn heartbeat(conn: &Connection, hb: &HeartbeatUpdate) -> StoreResult<HeartbeatRe
                 host_json = COALESCE(?5, host_json), hostname = COALESCE(?6, hostname),
                 agent_version = COALESCE(?7, agent_version),
                 location_json = COALESCE(?8, location_json),
-                last_addr = COALESCE(?10, last_addr)
+                last_addr = COALESCE(?10, last_addr), alarm_refused = ?11
          WHERE device_id = ?9",
     )?
     .execute(params![
@@ -725,6 +725,7 @@ fn heartbeat(conn: &Connection, hb: &HeartbeatUpdate) -> StoreResult<HeartbeatRe
             .map(to_json),
         hb.device_id,
         hb.client_addr,
+        hb.alarm_refused,
     ])?;
     if let Some(p) = &hb.policy {
         conn.prepare_cached(
