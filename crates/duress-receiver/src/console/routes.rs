@@ -58,6 +58,8 @@ fn table() -> Vec<Route> {
     };
     let mut routes: Vec<Route> = crate::api::routes::<WebState>()
         .into_iter()
+        // The integration API (issue 14): each handler checks its Bearer API key itself.
+        .chain(crate::integration::routes())
         .map(|(method, path, handler)| Route {
             console: false,
             ..r(method, path, Public, handler)

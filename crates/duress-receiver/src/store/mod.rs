@@ -23,7 +23,9 @@
 //! - [`OutboxStore`]: the notifier outbox (notifications written with the change that causes
 //!   them, taken by the delivery worker, every attempt recorded).
 //! - [`RetentionStore`]: purging what the retention policy no longer keeps, audited.
+//! - [`ApiKeyStore`]: integration API keys (hashed, scoped, revocable, audited).
 
+pub mod apikeys;
 pub mod audit_chain;
 pub mod outbox;
 pub mod postgres;
@@ -32,6 +34,9 @@ mod rules;
 pub mod sqlite;
 pub mod types;
 
+pub use apikeys::{
+    APIKEY_CREATE_ACTION, APIKEY_REVOKE_ACTION, ApiKeyRecord, ApiKeyScope, ApiKeyStore, NewApiKey,
+};
 pub use outbox::{
     AttemptOutcome, AttemptRecord, NewAttempt, NotificationFacts, NotificationRecord,
     NotifyPlanner, OutboxItem, OutboxStore, PlannedNotification, PlannerSlot,
@@ -717,6 +722,7 @@ pub trait Store:
     + SettingsStore
     + OutboxStore
     + RetentionStore
+    + ApiKeyStore
 {
     /// Which backend, for logs: `sqlite` or `postgresql`.
     fn backend(&self) -> &'static str;

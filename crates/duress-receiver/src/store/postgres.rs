@@ -42,6 +42,7 @@ use super::{
 };
 
 mod accounts;
+mod apikeys;
 mod incidents;
 mod ingest;
 mod log;

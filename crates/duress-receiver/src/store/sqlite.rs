@@ -28,6 +28,7 @@ use super::{
 };
 
 mod accounts;
+mod apikeys;
 mod incidents;
 mod listings;
 mod log;
