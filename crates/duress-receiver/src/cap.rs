@@ -182,7 +182,7 @@ fn text(s: &str) -> String {
                 || c >= '\u{10000}'
         })
         .collect();
-    quick_xml::escape::escape(clean.as_str()).into_owned()
+    quick_xml::escape::partial_escape(clean.as_str()).into_owned()
 }
 
 fn element(out: &mut String, indent: usize, name: &str, value: &str) {
@@ -371,7 +371,7 @@ mod tests {
 
     #[test]
     fn text_is_escaped_and_controls_dropped() {
-        assert_eq!(text("a<b & \"c\"\u{1}"), "a&lt;b &amp; &quot;c&quot;");
+        assert_eq!(text("a<b & \"c\"\u{1}"), "a&lt;b &amp; \"c\"");
         assert_eq!(identifier_safe("a b,c<d&e"), "abcde");
         assert_eq!(
             addresses(&["ops".into(), "desk one".into()]),
