@@ -45,6 +45,7 @@ pub mod location_evidence;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
+pub mod openapi;
 pub mod problem;
 pub mod ratelimit;
 pub mod records;

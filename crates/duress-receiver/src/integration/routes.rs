@@ -32,6 +32,7 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<WebState>)> {
         (Method::POST, "/v1/incidents/{id}/resolve", post(resolve)),
         (Method::GET, "/v1/stations", get(list_stations)),
         (Method::GET, "/v1/stations/{id}", get(station)),
+        (Method::GET, "/openapi.json", get(crate::openapi::serve)),
     ]
 }
 
@@ -42,23 +43,42 @@ fn store_error(e: crate::store::StoreError) -> IntegrationProblem {
 }
 
 /// `GET /v1/incidents` answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct IncidentList {
+    /// Incident records, oldest first (the fields of `duress-receiver incidents list --json`).
+    #[schema(value_type = Vec<Object>)]
     pub incidents: Vec<IncidentRecord>,
 }
 
 /// `GET /v1/incidents/{id}` answer (and the answer of every action): the incident with the
 /// officers' timeline.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct IncidentBody {
+    /// The incident record (the fields of `duress-receiver incidents list --json`).
+    #[schema(value_type = Object)]
     pub incident: IncidentRecord,
+    /// Officers' entries in order: at, actor, kind, text.
+    #[schema(value_type = Vec<Object>)]
     pub timeline: Vec<TimelineRecord>,
 }
 
 /// `GET /v1/stations` answer.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct StationList {
+    /// Station records in order of enrollment (the fields of `duress-receiver devices list`).
+    #[schema(value_type = Vec<Object>)]
     pub stations: Vec<DeviceRecord>,
+}
+
+/// The values of `GET /v1/incidents?status=` (parsed by hand, so that another value is a clear
+/// 422 `invalid-request` rather than axum's bare 400).
+#[derive(Debug, utoipa::ToSchema)]
+#[allow(dead_code)]
+pub enum StatusFilter {
+    #[schema(rename = "open")]
+    Open,
+    #[schema(rename = "all")]
+    All,
 }
 
 #[derive(Debug, Deserialize)]
@@ -76,6 +96,13 @@ fn incident_id(id: &str) -> Answer<Uuid> {
     Uuid::parse_str(id).map_err(|_| no_incident())
 }
 
+/// Incidents: the open ones, or all with `status=all`.
+#[utoipa::path(get, path = "/v1/incidents", tag = "integration", security(("api_key" = [])),
+    params(("status" = Option<StatusFilter>, Query, description = "open (the default) or all")),
+    responses(
+        (status = 200, description = "The incidents", body = IncidentList),
+        crate::openapi::ReadProblems,
+    ))]
 pub async fn list_incidents(
     key: ApiKey,
     State(console): State<Arc<Console>>,
@@ -127,6 +154,13 @@ fn body(detail: IncidentDetail) -> Json<IncidentBody> {
     })
 }
 
+/// One incident with the officers' timeline.
+#[utoipa::path(get, path = "/v1/incidents/{id}", tag = "integration", security(("api_key" = [])),
+    params(("id" = String, Path, description = "The incident id (a UUID)")),
+    responses(
+        (status = 200, description = "The incident", body = IncidentBody),
+        crate::openapi::ReadOneProblems,
+    ))]
 pub async fn incident(
     _key: ApiKey,
     State(console): State<Arc<Console>>,
@@ -136,6 +170,13 @@ pub async fn incident(
     Ok(body(detail(&console, id).await?))
 }
 
+/// The incident's current state as an OASIS CAP 1.2 alert (docs/integrations.md, CAP 1.2).
+#[utoipa::path(get, path = "/v1/incidents/{id}/cap", tag = "integration", security(("api_key" = [])),
+    params(("id" = String, Path, description = "The incident id (a UUID)")),
+    responses(
+        (status = 200, description = "A CAP 1.2 alert (Alert, Update or Cancel)", body = String, content_type = "application/cap+xml"),
+        crate::openapi::ReadOneProblems,
+    ))]
 pub async fn incident_cap(
     _key: ApiKey,
     State(console): State<Arc<Console>>,
@@ -192,7 +233,7 @@ async fn act(
 }
 
 /// `POST /v1/incidents/{id}/claim` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ClaimRequest {
     /// Take the incident over from whoever holds it.
@@ -201,14 +242,14 @@ pub struct ClaimRequest {
 }
 
 /// `POST /v1/incidents/{id}/notes` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NoteRequest {
     pub text: String,
 }
 
 /// `POST /v1/incidents/{id}/resolve` body.
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ResolveRequest {
     /// One of the console's dispositions (`emergency`, `no emergency found`, `accidental`,
@@ -218,6 +259,14 @@ pub struct ResolveRequest {
     pub follow_up: String,
 }
 
+/// Claims the incident as this API key (read-write scope), as an officer would.
+#[utoipa::path(post, path = "/v1/incidents/{id}/claim", tag = "integration", security(("api_key" = [])),
+    params(("id" = String, Path, description = "The incident id (a UUID)")),
+    request_body(content = Option<ClaimRequest>, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Claimed (or held already by this key): the incident", body = IncidentBody),
+        crate::openapi::ActionProblems,
+    ))]
 pub async fn claim(
     key: ApiKey,
     State(console): State<Arc<Console>>,
@@ -237,6 +286,14 @@ pub async fn claim(
     .await
 }
 
+/// Adds a note to the incident's timeline (read-write scope).
+#[utoipa::path(post, path = "/v1/incidents/{id}/notes", tag = "integration", security(("api_key" = [])),
+    params(("id" = String, Path, description = "The incident id (a UUID)")),
+    request_body(content = NoteRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Noted: the incident", body = IncidentBody),
+        crate::openapi::ActionProblems,
+    ))]
 pub async fn note(
     key: ApiKey,
     State(console): State<Arc<Console>>,
@@ -248,6 +305,14 @@ pub async fn note(
     act(&console, &key, &id, Action::Note(request.text)).await
 }
 
+/// Resolves the incident with a disposition and a follow-up note (read-write scope).
+#[utoipa::path(post, path = "/v1/incidents/{id}/resolve", tag = "integration", security(("api_key" = [])),
+    params(("id" = String, Path, description = "The incident id (a UUID)")),
+    request_body(content = ResolveRequest, content_type = "application/json"),
+    responses(
+        (status = 200, description = "Resolved: the incident", body = IncidentBody),
+        crate::openapi::ActionProblems,
+    ))]
 pub async fn resolve(
     key: ApiKey,
     State(console): State<Arc<Console>>,
@@ -268,6 +333,12 @@ pub async fn resolve(
     .await
 }
 
+/// Every station (enrolled device).
+#[utoipa::path(get, path = "/v1/stations", tag = "integration", security(("api_key" = [])),
+    responses(
+        (status = 200, description = "The stations", body = StationList),
+        crate::openapi::StationsProblems,
+    ))]
 pub async fn list_stations(
     _key: ApiKey,
     State(console): State<Arc<Console>>,
@@ -276,6 +347,13 @@ pub async fn list_stations(
     Ok(Json(StationList { stations }))
 }
 
+/// One station.
+#[utoipa::path(get, path = "/v1/stations/{id}", tag = "integration", security(("api_key" = [])),
+    params(("id" = String, Path, description = "The station's device id")),
+    responses(
+        (status = 200, description = "The station record", body = Object),
+        crate::openapi::ReadOneProblems,
+    ))]
 pub async fn station(
     _key: ApiKey,
     State(console): State<Arc<Console>>,
