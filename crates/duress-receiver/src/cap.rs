@@ -223,7 +223,29 @@ fn addresses(list: &[String]) -> String {
 
 /// The location CAP's `areaDesc` (required) carries: the label, else the civic summary.
 fn area_desc(i: &IncidentRecord) -> String {
-    let location = i.registered_location.as_ref().unwrap_or(&i.location);
+    area_of(i.registered_location.as_ref().unwrap_or(&i.location))
+}
+
+/// What one CAP document says, before it is written: built from an incident
+/// ([`alert_xml`]) or from a notification of the outbox ([`notification_xml`]).
+#[derive(Debug, Clone)]
+struct Alert {
+    facts: CapFacts,
+    event: &'static str,
+    urgency: &'static str,
+    severity: &'static str,
+    area: String,
+    description: String,
+    parameters: Vec<(String, String)>,
+}
+
+fn civic_parameters(location: &duress_core::Location, out: &mut Vec<(String, String)>) {
+    for (name, value) in location.fields() {
+        out.push((name.to_owned(), value.to_owned()));
+    }
+}
+
+fn area_of(location: &duress_core::Location) -> String {
     let label = location.display_label();
     if label.trim().is_empty() {
         "Unknown location (see the parameters)".to_owned()
@@ -236,6 +258,115 @@ fn area_desc(i: &IncidentRecord) -> String {
 pub fn alert_xml(detail: &IncidentDetail, options: &CapOptions) -> String {
     let i = &detail.incident;
     let f = facts(detail);
+    let cancel = f.msg_type == MsgType::Cancel;
+    let mut parameters: Vec<(String, String)> = vec![
+        ("incident_id".into(), i.incident_id.to_string()),
+        ("device_id".into(), i.device_id.clone()),
+        ("source".into(), i.source.as_str().into()),
+        ("hostname".into(), i.host.hostname.clone()),
+        ("press_count".into(), i.press_count.to_string()),
+        ("status".into(), i.status.clone()),
+    ];
+    if let Some(by) = &i.claimed_by {
+        parameters.push(("claimed_by".into(), by.clone()));
+    }
+    if i.cancelled_at.is_some() {
+        parameters.push(("cancelled".into(), "true".into()));
+    }
+    if i.cancel_with_duress_pin {
+        parameters.push(("cancel_with_duress_pin".into(), "true".into()));
+    }
+    if let Some(d) = &i.disposition {
+        parameters.push(("disposition".into(), d.clone()));
+    }
+    // Civic fields (RFC 5139 names), of the registered location when there is one.
+    let location = i.registered_location.as_ref().unwrap_or(&i.location);
+    civic_parameters(location, &mut parameters);
+    write(
+        &Alert {
+            facts: f,
+            event: "Silent duress alarm",
+            urgency: if cancel { "Past" } else { "Immediate" },
+            severity: if cancel { "Unknown" } else { "Severe" },
+            area: area_desc(i),
+            description: description(i),
+            parameters,
+        },
+        options,
+    )
+}
+
+/// The CAP 1.2 document of one outbox notification (the channel kind `cap`): a new incident is
+/// the `Alert` `duress-{incident id}` (the same identifier and `sent` as the API's first alert
+/// of it), an escalation an `Update` referencing it; a self-test is `status` Test; a station
+/// gone offline an `Alert` of its own. Every other notification's identifier is
+/// `duress-{notification id}`, so a resend is the same document.
+pub fn notification_xml(msg: &crate::notify::channels::Message, options: &CapOptions) -> String {
+    let f = &msg.facts;
+    let first_identifier = match f.incident_id {
+        Some(id) => format!("duress-{id}"),
+        None => format!("duress-{}", identifier_safe(&msg.id)),
+    };
+    let escalation = f.reason == "incident" && (msg.step > 0 || msg.repeat_index > 0);
+    let (identifier, msg_type) = if escalation {
+        (
+            format!("duress-{}", identifier_safe(&msg.id)),
+            MsgType::Update,
+        )
+    } else {
+        (first_identifier.clone(), MsgType::Alert)
+    };
+    let (event, urgency, severity, status) = match f.reason.as_str() {
+        "test" => (
+            "Duress self-test (no emergency)",
+            "Unknown",
+            "Minor",
+            "Test",
+        ),
+        "offline" => ("Duress station offline", "Expected", "Moderate", "Actual"),
+        _ => ("Silent duress alarm", "Immediate", "Severe", "Actual"),
+    };
+    let mut parameters: Vec<(String, String)> = vec![
+        ("reason".into(), f.reason.clone()),
+        ("device_id".into(), f.device_id.clone()),
+        ("hostname".into(), f.host.hostname.clone()),
+    ];
+    if let Some(id) = f.incident_id {
+        parameters.push(("incident_id".into(), id.to_string()));
+    }
+    if let Some(n) = msg.press_count {
+        parameters.push(("press_count".into(), n.to_string()));
+    }
+    if escalation {
+        parameters.push(("escalation_step".into(), msg.step.to_string()));
+    }
+    if let Some(url) = &msg.incident_url {
+        parameters.push(("incident_url".into(), url.clone()));
+    }
+    civic_parameters(&f.location, &mut parameters);
+    write(
+        &Alert {
+            facts: CapFacts {
+                identifier,
+                first_identifier,
+                sent: f.at,
+                first_sent: f.at,
+                status,
+                msg_type,
+            },
+            event,
+            urgency,
+            severity,
+            area: area_of(&f.location),
+            description: msg.text(),
+            parameters,
+        },
+        options,
+    )
+}
+
+fn write(a: &Alert, options: &CapOptions) -> String {
+    let f = &a.facts;
     let sender = identifier_safe(&options.sender);
     let mut out = String::with_capacity(4096);
     out.push_str("<?xml version=\"1.0\" encoding=\"UTF-8\"?>\n");
@@ -268,24 +399,13 @@ pub fn alert_xml(detail: &IncidentDetail, options: &CapOptions) -> String {
     out.push_str("  <info>\n");
     element(&mut out, 4, "language", "en-US");
     element(&mut out, 4, "category", "Security");
-    element(&mut out, 4, "event", "Silent duress alarm");
-    let (urgency, severity) = if f.msg_type == MsgType::Cancel {
-        ("Past", "Unknown")
-    } else {
-        ("Immediate", "Severe")
-    };
-    element(&mut out, 4, "urgency", urgency);
-    element(&mut out, 4, "severity", severity);
+    element(&mut out, 4, "event", a.event);
+    element(&mut out, 4, "urgency", a.urgency);
+    element(&mut out, 4, "severity", a.severity);
     element(&mut out, 4, "certainty", "Observed");
     element(&mut out, 4, "senderName", "Duress silent panic button");
-    let area = area_desc(i);
-    element(
-        &mut out,
-        4,
-        "headline",
-        &format!("Silent duress alarm: {area}"),
-    );
-    element(&mut out, 4, "description", &description(i));
+    element(&mut out, 4, "headline", &format!("{}: {}", a.event, a.area));
+    element(&mut out, 4, "description", &a.description);
     element(
         &mut out,
         4,
@@ -293,31 +413,11 @@ pub fn alert_xml(detail: &IncidentDetail, options: &CapOptions) -> String {
         "Send security to the location. Do not call or message the station or the person: the \
          alarm is silent on purpose.",
     );
-    parameter(&mut out, "incident_id", &i.incident_id.to_string());
-    parameter(&mut out, "device_id", &i.device_id);
-    parameter(&mut out, "source", i.source.as_str());
-    parameter(&mut out, "hostname", &i.host.hostname);
-    parameter(&mut out, "press_count", &i.press_count.to_string());
-    parameter(&mut out, "status", &i.status);
-    if let Some(by) = &i.claimed_by {
-        parameter(&mut out, "claimed_by", by);
-    }
-    if i.cancelled_at.is_some() {
-        parameter(&mut out, "cancelled", "true");
-    }
-    if i.cancel_with_duress_pin {
-        parameter(&mut out, "cancel_with_duress_pin", "true");
-    }
-    if let Some(d) = &i.disposition {
-        parameter(&mut out, "disposition", d);
-    }
-    // Civic fields (RFC 5139 names), the registered location first when there is one.
-    let location = i.registered_location.as_ref().unwrap_or(&i.location);
-    for (name, value) in location.fields() {
+    for (name, value) in &a.parameters {
         parameter(&mut out, name, value);
     }
     out.push_str("    <area>\n");
-    element(&mut out, 6, "areaDesc", &area);
+    element(&mut out, 6, "areaDesc", &a.area);
     out.push_str("    </area>\n");
     out.push_str("  </info>\n");
     out.push_str("</alert>\n");

@@ -393,3 +393,84 @@ async fn integration_api_keys_scopes_actions_and_cap() {
     assert!(!again.status.success());
     h.shutdown().await;
 }
+
+/// What the CAP channel's capture server received: (headers, body) per request.
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, String)>>>;
+
+/// The channel kind `cap`: a new incident goes out through the outbox as a CAP 1.2 `Alert`
+/// POST (Private scope with the configured addresses, the configured header), with the same
+/// identifier and `sent` as the API's alert of that incident; it validates against the OASIS
+/// schema. A config with a bad sender is refused.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_cap_channel_posts_valid_alerts_through_the_outbox() {
+    use axum::routing::post;
+    let seen: Seen = Default::default();
+    let app = axum::Router::new().route(
+        "/cap",
+        post({
+            let seen = seen.clone();
+            move |headers: axum::http::HeaderMap, body: String| async move {
+                seen.lock().unwrap().push((headers, body));
+                axum::http::StatusCode::OK
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(axum::serve(listener, app).into_future());
+
+    let bad = duress_receiver::config::ReceiverConfig::parse(&format!(
+        "[[channels]]\nname = \"psim\"\nkind = \"cap\"\nurl = \"http://{addr}/cap\"\nsender = \"a b\"\n"
+    ));
+    assert!(bad.unwrap_err().contains("sender"));
+    let config = std::sync::Arc::new(
+        duress_receiver::config::ReceiverConfig::parse(&format!(
+            r#"
+[[channels]]
+name = "psim"
+kind = "cap"
+url = "http://{addr}/cap"
+sender = "duress@campus.example"
+addresses = ["security-desk", "psim ops"]
+headers = {{ "authorization" = "Bearer psim-token" }}
+[[ladders]]
+name = "default"
+steps = [ {{ after_s = 0, channels = ["psim"] }} ]
+"#
+        ))
+        .unwrap(),
+    );
+    let h = Harness::start_with(move |s| s.config = Some(config)).await;
+    let mut agent = h.enrolled_agent().await;
+    let claims = agent.event(EventKind::Duress);
+    let answer = h.post("/v1/events", agent.sign_event(&claims)).await;
+    assert_eq!(answer.status, 200, "{}", answer.text());
+    let ack: duress_core::EventAck = answer.json();
+    let incident = ack.incident_id.unwrap();
+    // Bounded wait for the outbox worker's POST.
+    let mut got = None;
+    for _ in 0..100 {
+        if let Some(first) = seen.lock().unwrap().first().cloned() {
+            got = Some(first);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let (headers, body) = got.expect("the CAP channel posted nothing within 5 s");
+    assert_eq!(headers["content-type"], cap::CAP_CONTENT_TYPE);
+    assert_eq!(headers["authorization"], "Bearer psim-token");
+    assert!(headers.contains_key("idempotency-key"));
+    assert_eq!(element(&body, "identifier"), format!("duress-{incident}"));
+    assert_eq!(element(&body, "msgType"), "Alert");
+    assert_eq!(element(&body, "scope"), "Private");
+    assert_eq!(element(&body, "addresses"), "security-desk \"psim ops\"");
+    assert_eq!(element(&body, "sender"), "duress@campus.example");
+    assert_eq!(element(&body, "areaDesc"), "Bldg A, Floor 2, Room 214");
+    assert!(body.contains("<valueName>BLD</valueName>\n      <value>A</value>"));
+    // The API's first alert of the incident has the same identifier and sent.
+    let api = cap::alert_xml(&detail(&h, incident).await, &CapOptions::default());
+    assert_eq!(element(&api, "identifier"), element(&body, "identifier"));
+    assert_eq!(element(&api, "sent"), element(&body, "sent"));
+    validate_cap(&[("channel", body)]);
+    h.shutdown().await;
+}

@@ -155,6 +155,7 @@ impl Notifier {
                 ChannelConfig::Webhook(w) => w.ca_cert.as_deref(),
                 ChannelConfig::Sms(s) => s.ca_cert.as_deref(),
                 ChannelConfig::Vms(v) => v.ca_cert.as_deref(),
+                ChannelConfig::Cap(c) => c.ca_cert.as_deref(),
                 ChannelConfig::Email(_) => continue,
             };
             let client = http::client(ca).map_err(|e| format!("channel {:?}: {e}", c.name()))?;
