@@ -474,3 +474,72 @@ steps = [ {{ after_s = 0, channels = ["psim"] }} ]
     validate_cap(&[("channel", body)]);
     h.shutdown().await;
 }
+
+/// The console's API keys page: admins only; a created key is shown once (on the answer to the
+/// POST, never again), works on the API, and stops working once revoked there; both audited as
+/// the admin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_console_page_creates_shows_once_lists_and_revokes_keys() {
+    use common::console::{Console, add_user};
+    use duress_receiver::store::Role;
+    let h = Harness::start().await;
+    add_user(h.data_dir(), "ada", Role::Admin).await;
+    add_user(h.data_dir(), "otto", Role::Officer).await;
+    let officer = Console::sign_in(&h, "otto").await;
+    assert_eq!(officer.get("/admin/apikeys").await.status, 403);
+    let admin_console = Console::sign_in(&h, "ada").await;
+    let empty = admin_console.get("/admin/apikeys").await;
+    assert_eq!(empty.status, 200);
+    assert!(empty.text().contains("No API key yet."));
+
+    let refused = admin_console
+        .post_form("/admin/apikeys", &[("name", "x"), ("scope", "admin")])
+        .await;
+    assert_eq!(refused.status, 422);
+    let created = admin_console
+        .post_form(
+            "/admin/apikeys",
+            &[("name", "PSIM <main>"), ("scope", "read")],
+        )
+        .await;
+    assert_eq!(created.status, 200, "{}", created.text());
+    let page = created.text();
+    let start = page.find("value=\"dak_").unwrap() + "value=\"".len();
+    let key = &page[start..start + 47];
+    assert!(
+        page.contains("PSIM &") && !page.contains("PSIM <main>"),
+        "the name is escaped"
+    );
+    // Shown once: the list afterwards has the key's id, never the key.
+    let listed = admin_console.get("/admin/apikeys").await.text();
+    assert!(!listed.contains(key));
+    let keys = admin::with_store(h.data_dir(), async |s| Ok(s.list_api_keys().await?))
+        .await
+        .unwrap();
+    assert_eq!(keys.len(), 1);
+    let id = keys[0].id.clone();
+    assert!(listed.contains(&id));
+    assert_eq!(get(&h, "/v1/stations", key).await.status, 200);
+
+    let revoked = admin_console
+        .post_form(&format!("/admin/apikeys/{id}/revoke"), &[])
+        .await;
+    assert_eq!(revoked.status, 303, "{}", revoked.text());
+    get(&h, "/v1/stations", key)
+        .await
+        .problem(ProblemType::ApiKeyInvalid);
+    let again = admin_console
+        .post_form(&format!("/admin/apikeys/{id}/revoke"), &[])
+        .await;
+    assert_eq!(again.status, 404);
+    let log = admin::with_store(h.data_dir(), async |s| Ok(s.audit_log().await?))
+        .await
+        .unwrap();
+    let by_admin: Vec<&str> = log
+        .iter()
+        .filter(|e| e.actor == "ada" && e.subject == id)
+        .map(|e| e.action.as_str())
+        .collect();
+    assert_eq!(by_admin, ["apikey.create", "apikey.revoke"]);
+    h.shutdown().await;
+}

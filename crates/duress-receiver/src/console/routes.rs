@@ -250,6 +250,24 @@ fn table() -> Vec<Route> {
             Admin,
             post(admin_pages::remove_subnet),
         ),
+        r(
+            Method::GET,
+            "/admin/apikeys",
+            Admin,
+            get(crate::integration::pages::list),
+        ),
+        r(
+            Method::POST,
+            "/admin/apikeys",
+            Admin,
+            post(crate::integration::pages::create),
+        ),
+        r(
+            Method::POST,
+            "/admin/apikeys/{id}/revoke",
+            Admin,
+            post(crate::integration::pages::revoke),
+        ),
     ]);
     routes
 }

@@ -39,6 +39,34 @@ pub fn check_name(name: &str) -> Result<String, String> {
     Ok(name.to_owned())
 }
 
+/// A new key with `scope` and `name`: what to store, and the key itself (shown once). `Err`:
+/// the name is refused, or the OS has no randomness.
+pub fn prepare(scope: ApiKeyScope, name: &str) -> Result<(NewApiKey, String), String> {
+    let name = check_name(name)?;
+    let key = generate().map_err(|e| format!("no randomness: {e}"))?;
+    let new = NewApiKey {
+        id: uuid::Uuid::now_v7().to_string(),
+        key_hash: hash(&key),
+        name,
+        scope,
+        created_at: duress_core::clock::truncate_to_millis(crate::clock::receiver_now()),
+    };
+    Ok((new, key))
+}
+
+/// What the store holds of `new` once created by `actor`.
+pub fn record_of(new: &NewApiKey, actor: &str) -> ApiKeyRecord {
+    ApiKeyRecord {
+        id: new.id.clone(),
+        name: new.name.clone(),
+        scope: new.scope,
+        created_at: new.created_at,
+        created_by: actor.to_owned(),
+        revoked_at: None,
+        revoked_by: None,
+    }
+}
+
 /// Creates a key with `scope` and `name` in `store`, audited as `actor`. Returns its record
 /// and the key itself (shown once; only its hash is stored).
 pub async fn create(
@@ -47,32 +75,10 @@ pub async fn create(
     name: &str,
     actor: &str,
 ) -> anyhow::Result<(ApiKeyRecord, String)> {
-    let name = check_name(name).map_err(|e| anyhow::anyhow!(e))?;
-    let key = generate().map_err(|e| anyhow::anyhow!("no randomness: {e}"))?;
-    let now = crate::clock::receiver_now();
-    let id = uuid::Uuid::now_v7().to_string();
-    store
-        .create_api_key(
-            NewApiKey {
-                id: id.clone(),
-                key_hash: hash(&key),
-                name: name.clone(),
-                scope,
-                created_at: now,
-            },
-            actor,
-        )
-        .await?;
-    tracing::info!(id, scope = scope.as_str(), "API key created");
-    let record = ApiKeyRecord {
-        id,
-        name,
-        scope,
-        created_at: duress_core::clock::truncate_to_millis(now),
-        created_by: actor.to_owned(),
-        revoked_at: None,
-        revoked_by: None,
-    };
+    let (new, key) = prepare(scope, name).map_err(|e| anyhow::anyhow!(e))?;
+    let record = record_of(&new, actor);
+    store.create_api_key(new, actor).await?;
+    tracing::info!(id = record.id, scope = scope.as_str(), "API key created");
     Ok((record, key))
 }
 

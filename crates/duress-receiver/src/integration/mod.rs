@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod keys;
+pub mod pages;
 pub mod routes;
 
 pub use routes::routes;
