@@ -128,6 +128,8 @@ async fn schemathesis_finds_no_server_error_and_no_undocumented_status() {
             .args(["--max-examples", MAX_EXAMPLES])
             .args(["--phases", "examples,coverage,fuzzing"])
             .args(["--workers", "2", "--seed", "14", "--request-timeout", "10"])
+            // No example database left in the crate directory.
+            .args(["--generation-database", "none"])
             .args(["-H", &header])
             .arg("--report-dir")
             .arg(&report_dir)
