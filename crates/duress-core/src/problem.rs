@@ -58,6 +58,11 @@ problem_types! {
     KeyAlreadyEnrolled => ("key-already-enrolled", 409, "This public key is already enrolled"),
     TooManyRequests => ("too-many-requests", 429, "Too many failed attempts; retry later"),
     NotFound => ("not-found", 404, "No such resource"),
+    // The integration API (issue 14): API keys, their scopes, officers' actions by a PSIM.
+    ApiKeyInvalid => ("api-key-invalid", 401, "Missing, unknown or revoked API key"),
+    InsufficientScope => ("insufficient-scope", 403, "This API key's scope does not allow this"),
+    IncidentClaimed => ("incident-claimed", 409, "Someone else holds this incident; take it over explicitly"),
+    InvalidRequest => ("invalid-request", 422, "The request is malformed or not allowed in the incident's state"),
     MethodNotAllowed => ("method-not-allowed", 405, "Method not allowed"),
     StorageUnavailable => ("storage-unavailable", 503, "The receiver cannot commit right now; retry"),
     Internal => ("internal", 500, "Internal error; retry"),

@@ -153,6 +153,11 @@ pub enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Integration API keys (Authorization: Bearer KEY on /v1/incidents, /v1/stations).
+    Apikey {
+        #[command(subcommand)]
+        command: ApikeyCommand,
+    },
     /// Enrolled devices.
     Devices {
         #[command(subcommand)]
@@ -275,6 +280,33 @@ pub enum TokenCommand {
         /// Read the token from this file (first line), or from standard input with `-`.
         #[arg(long)]
         token_file: Option<PathBuf>,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ApikeyCommand {
+    /// Create an API key; prints it alone on the last line (shown once, stored only hashed).
+    Create {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// read: list and read incidents and stations; read-write: also claim, note, resolve.
+        #[arg(long, value_enum)]
+        scope: crate::store::ApiKeyScope,
+        /// What the key is for (shown in lists and the audit log).
+        #[arg(long, default_value = "")]
+        name: String,
+    },
+    /// List API keys (id, scope, name, created, revoked; never the key).
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Revoke an API key for good: requests with it are refused from now on.
+    Revoke {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The key's id (from `apikey create` or `apikey list`).
+        id: String,
     },
 }
 
@@ -581,6 +613,7 @@ where
             println!("token revoked");
             Ok(())
         }
+        Command::Apikey { command } => run_apikey(command).await,
         Command::Devices {
             command:
                 DevicesCommand::List {
@@ -902,5 +935,41 @@ fn settable_status(text: &str) -> Result<DeviceStatus, String> {
             "{text:?} is not a status to set (active, disabled or revoked)"
         )),
         Some(status) => Ok(status),
+    }
+}
+
+async fn run_apikey(command: ApikeyCommand) -> anyhow::Result<()> {
+    use crate::integration::keys;
+    match command {
+        ApikeyCommand::Create { store, scope, name } => {
+            let (record, key) = keys::create_at(store.location(), scope, &name).await?;
+            println!(
+                "API key {} (scope {}, name {:?}); shown once, stored only hashed:",
+                record.id,
+                scope.as_str(),
+                record.name
+            );
+            println!("{key}");
+            Ok(())
+        }
+        ApikeyCommand::List { store } => {
+            for k in keys::list_at(store.location()).await? {
+                println!(
+                    "{}  {:10}  {:8}  created {} by {}  {:?}",
+                    k.id,
+                    k.scope.as_str(),
+                    if k.is_revoked() { "revoked" } else { "active" },
+                    crate::cap::cap_time(k.created_at),
+                    k.created_by,
+                    k.name
+                );
+            }
+            Ok(())
+        }
+        ApikeyCommand::Revoke { store, id } => {
+            keys::revoke_at(store.location(), &id).await?;
+            println!("API key {id} revoked");
+            Ok(())
+        }
     }
 }

@@ -268,6 +268,8 @@ pub enum ChannelConfig {
     Vms(VmsChannel),
     /// SIA DC-09 to an alarm central station (`notify::dc09`).
     Dc09(Dc09Channel),
+    /// OASIS CAP 1.2 over HTTP POST (issue 14; docs/integrations.md, CAP 1.2).
+    Cap(CapChannel),
 }
 
 impl ChannelConfig {
@@ -279,6 +281,7 @@ impl ChannelConfig {
             ChannelConfig::Email(c) => &c.name,
             ChannelConfig::Vms(c) => &c.name,
             ChannelConfig::Dc09(c) => &c.name,
+            ChannelConfig::Cap(c) => &c.name,
         }
     }
 
@@ -290,6 +293,7 @@ impl ChannelConfig {
             ChannelConfig::Email(_) => "email",
             ChannelConfig::Vms(_) => "vms",
             ChannelConfig::Dc09(_) => "dc09",
+            ChannelConfig::Cap(_) => "cap",
         }
     }
 
@@ -316,6 +320,15 @@ impl ChannelConfig {
             ),
             ChannelConfig::Vms(c) => format!("{} location template(s)", c.requests.len()),
             ChannelConfig::Dc09(c) => c.redacted_target(),
+            ChannelConfig::Cap(c) => format!(
+                "{} (CAP 1.2, scope {})",
+                redact_url(c.url.expose()),
+                if c.addresses.is_empty() {
+                    "Restricted"
+                } else {
+                    "Private"
+                }
+            ),
         }
     }
 }
@@ -341,6 +354,50 @@ pub struct WebhookChannel {
     pub secret: Secret,
     #[serde(default)]
     pub ca_cert: Option<PathBuf>,
+}
+
+/// OASIS CAP 1.2 alerts POSTed as `application/cap+xml` to a PSIM, an EOC or a mass-notification
+/// system. `scope` is Private when `addresses` are given, else Restricted (never Public).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CapChannel {
+    pub name: String,
+    pub url: Secret,
+    /// CAP `sender` (default `duress@HOSTNAME`).
+    #[serde(default)]
+    pub sender: Option<String>,
+    /// CAP `addresses`: with them the scope is Private.
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// CAP `restriction` of a Restricted alert (default: security staff only).
+    #[serde(default)]
+    pub restriction: Option<String>,
+    /// Extra request headers (e.g. `Authorization`), secrets.
+    #[serde(default)]
+    pub headers: std::collections::BTreeMap<String, Secret>,
+    #[serde(default)]
+    pub ca_cert: Option<PathBuf>,
+}
+
+impl CapChannel {
+    /// The CAP options of this channel's documents.
+    pub fn cap_options(&self) -> crate::cap::CapOptions {
+        crate::cap::CapOptions {
+            sender: self
+                .sender
+                .clone()
+                .unwrap_or_else(crate::cap::default_sender),
+            scope: if self.addresses.is_empty() {
+                crate::cap::CapScope::Restricted(
+                    self.restriction
+                        .clone()
+                        .unwrap_or_else(|| crate::cap::DEFAULT_RESTRICTION.to_owned()),
+                )
+            } else {
+                crate::cap::CapScope::Private(self.addresses.clone())
+            },
+        }
+    }
 }
 
 /// An SMS gateway with the Twilio Messages API shape.
@@ -751,6 +808,24 @@ impl ReceiverConfig {
                     check_ca(&at("ca_cert"), v.ca_cert.as_deref())?;
                 }
                 ChannelConfig::Dc09(d) => d.check().map_err(|e| at(&e))?,
+                ChannelConfig::Cap(c) => {
+                    check_url(&at("url"), c.url.expose())?;
+                    if c.sender
+                        .as_deref()
+                        .is_some_and(|s| s.is_empty() || crate::cap::identifier_safe(s) != s)
+                    {
+                        return Err(at(
+                            "sender: no spaces, commas, '<' or '&' (CAP 1.2), and not empty",
+                        ));
+                    }
+                    if c.restriction.is_some() && !c.addresses.is_empty() {
+                        return Err(at(
+                            "restriction applies to a Restricted alert; with addresses the \
+                             alert is Private: give one or the other",
+                        ));
+                    }
+                    check_ca(&at("ca_cert"), c.ca_cert.as_deref())?;
+                }
             }
         }
         let mut ladders = BTreeSet::new();

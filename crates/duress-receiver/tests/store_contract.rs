@@ -126,6 +126,7 @@ contract!(
     a_retired_station_is_revoked_marked_never_supervised_and_audited,
     cluster_nodes_register_refresh_and_age_out,
     outbox_a_resolve_enqueues_the_restore_once,
+    api_keys_are_created_hashed_listed_revoked_for_good_and_audited,
 );
 
 /// The acknowledgement key as the receiver hands it to the store.
@@ -3463,4 +3464,95 @@ async fn outbox_a_resolve_enqueues_the_restore_once(store: Arc<dyn Store>) {
     let rows = store.incident_notifications(other).await.unwrap();
     let channels: Vec<_> = rows.iter().map(|r| r.channel.as_str()).collect();
     assert_eq!(channels, ["cs", "other", "cs"], "{rows:#?}");
+}
+
+
+async fn api_keys_are_created_hashed_listed_revoked_for_good_and_audited(store: Arc<dyn Store>) {
+    use duress_receiver::store::{ApiKeyScope, NewApiKey};
+    let key = |id: &str, hash: &str, scope| NewApiKey {
+        id: id.into(),
+        key_hash: hash.into(),
+        name: format!("PSIM {id}"),
+        scope,
+        created_at: now(),
+    };
+    let ha = hex::encode(Sha256::digest(b"key a"));
+    let hb = hex::encode(Sha256::digest(b"key b"));
+    store
+        .create_api_key(key("a", &ha, ApiKeyScope::Read), "admin")
+        .await
+        .unwrap();
+    store
+        .create_api_key(key("b", &hb, ApiKeyScope::ReadWrite), "cli")
+        .await
+        .unwrap();
+    // The same id or the same hash again: refused, nothing written.
+    for dup in [
+        key("a", "other", ApiKeyScope::Read),
+        key("c", &hb, ApiKeyScope::Read),
+    ] {
+        assert!(matches!(
+            store.create_api_key(dup, "admin").await,
+            Err(StoreError::Refused(_))
+        ));
+    }
+    let listed = store.list_api_keys().await.unwrap();
+    assert_eq!(
+        listed
+            .iter()
+            .map(|k| (
+                k.id.as_str(),
+                k.scope,
+                k.created_by.as_str(),
+                k.is_revoked()
+            ))
+            .collect::<Vec<_>>(),
+        [
+            ("a", ApiKeyScope::Read, "admin", false),
+            ("b", ApiKeyScope::ReadWrite, "cli", false)
+        ]
+    );
+    assert_eq!(listed[0].name, "PSIM a");
+    let found = store.api_key_by_hash(&hb).await.unwrap().unwrap();
+    assert_eq!(
+        (found.id.as_str(), found.scope),
+        ("b", ApiKeyScope::ReadWrite)
+    );
+    assert!(store.api_key_by_hash("nope").await.unwrap().is_none());
+
+    assert!(store.revoke_api_key("b", "admin").await.unwrap());
+    // Revocation is final: again, or an unknown id, changes nothing.
+    assert!(!store.revoke_api_key("b", "admin").await.unwrap());
+    assert!(!store.revoke_api_key("zzz", "admin").await.unwrap());
+    let revoked = store.api_key_by_hash(&hb).await.unwrap().unwrap();
+    assert!(revoked.is_revoked());
+    assert_eq!(revoked.revoked_by.as_deref(), Some("admin"));
+    assert!(
+        !store
+            .api_key_by_hash(&ha)
+            .await
+            .unwrap()
+            .unwrap()
+            .is_revoked()
+    );
+
+    let log = store.audit_log().await.unwrap();
+    let actions: Vec<(&str, &str)> = log
+        .iter()
+        .map(|e| (e.action.as_str(), e.subject.as_str()))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            ("apikey.create", "a"),
+            ("apikey.create", "b"),
+            ("apikey.revoke", "b")
+        ]
+    );
+    // The audit log never holds a key's hash.
+    assert!(
+        log.iter()
+            .all(|e| !e.detail.contains(&ha) && !e.detail.contains(&hb))
+    );
+    assert_eq!(verified_chain(&store).await, 3);
 }

@@ -24,6 +24,19 @@ use crate::problem::ApiProblem;
 use crate::store::{EnrollOutcome, EnrollRefusal, EnrollRequest};
 use crate::tokens;
 
+/// Enrolls a device with an enrollment token (proof of possession of its key).
+#[utoipa::path(
+    post,
+    operation_id = "post_enrollment",
+    path = "/v1/enrollments",
+    tag = "agent",
+    request_body(content = String, content_type = "application/jose",
+        description = "A compact JWS (typ duress-enrollment) signed by the key it enrolls (docs/protocol.md)"),
+    responses(
+        (status = 201, description = "Enrolled (or the key was enrolled already): the device id and status", body = serde_json::Value),
+        crate::openapi::EnrollmentProblems,
+    )
+)]
 pub async fn post(
     State(state): State<AppState>,
     ConnectInfo(client): ConnectInfo<SocketAddr>,

@@ -19,6 +19,18 @@ use crate::store::{IngestOutcome, NewEvent};
 
 /// Accepts a duress, test or cancel event. The 200 answer is sent only after the commit and is
 /// the same, byte for byte, for every repeat of the same event id.
+#[utoipa::path(
+    post,
+    operation_id = "post_event",
+    path = "/v1/events",
+    tag = "agent",
+    request_body(content = String, content_type = "application/jose",
+        description = "A compact JWS (typ duress-event) signed by the device key (docs/protocol.md)"),
+    responses(
+        (status = 200, description = "Committed (or a repeat of a committed event): the signed acknowledgement", body = serde_json::Value),
+        crate::openapi::EventProblems,
+    )
+)]
 pub async fn post(
     State(state): State<AppState>,
     client: crate::subnets::ClientAddr,

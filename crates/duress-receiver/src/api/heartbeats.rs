@@ -19,6 +19,19 @@ use super::{
 use crate::problem::ApiProblem;
 use crate::store::HeartbeatUpdate;
 
+/// Records a device's liveness.
+#[utoipa::path(
+    post,
+    operation_id = "post_heartbeat",
+    path = "/v1/heartbeats",
+    tag = "agent",
+    request_body(content = String, content_type = "application/jose",
+        description = "A compact JWS (typ duress-heartbeat) signed by the device key (docs/protocol.md)"),
+    responses(
+        (status = 200, description = "Recorded: the device's status and its claimed incidents", body = serde_json::Value),
+        crate::openapi::DeviceProblems,
+    )
+)]
 pub async fn post(
     State(state): State<AppState>,
     client: crate::subnets::ClientAddr,

@@ -82,6 +82,8 @@ pub fn with_layers<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Route
 
 /// `GET /v1/ping`: 204, touching nothing (no database, no body). The cheapest request the
 /// server answers: the benchmarks' no-op, against which ingest is measured.
+#[utoipa::path(get, path = "/v1/ping", tag = "operations",
+    responses((status = 204, description = "The server answers")))]
 pub async fn ping() -> axum::http::StatusCode {
     axum::http::StatusCode::NO_CONTENT
 }
@@ -89,6 +91,11 @@ pub async fn ping() -> axum::http::StatusCode {
 /// `GET /healthz`: 200 only when the database answers; `{"status":"ok"}`, or, while the data
 /// directory is below the free-disk watermark, `"status":"degraded"` with the `disk` reading
 /// (still 200: alarms are still accepted, so a load balancer must keep sending them here).
+#[utoipa::path(get, path = "/healthz", tag = "operations",
+    responses(
+        (status = 200, description = "The database answers: status ok, or degraded (low disk)", body = serde_json::Value),
+        crate::openapi::HealthProblems,
+    ))]
 pub async fn healthz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiProblem> {
     state.store.health().await.map_err(storage_problem)?;
     Ok(Json(match state.disk.low() {

@@ -15,6 +15,19 @@ use super::{
 use crate::problem::ApiProblem;
 use crate::store::RetireOutcome;
 
+/// A station retiring itself for good.
+#[utoipa::path(
+    post,
+    operation_id = "post_retirement",
+    path = "/v1/retirements",
+    tag = "agent",
+    request_body(content = String, content_type = "application/jose",
+        description = "A compact JWS (typ duress-retirement) signed by the device key (docs/protocol.md)"),
+    responses(
+        (status = 200, description = "Retired (now, or already)", body = serde_json::Value),
+        crate::openapi::DeviceProblems,
+    )
+)]
 pub async fn post(
     State(state): State<AppState>,
     client: crate::subnets::ClientAddr,

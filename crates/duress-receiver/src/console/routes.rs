@@ -58,6 +58,8 @@ fn table() -> Vec<Route> {
     };
     let mut routes: Vec<Route> = crate::api::routes::<WebState>()
         .into_iter()
+        // The integration API (issue 14): each handler checks its Bearer API key itself.
+        .chain(crate::integration::routes())
         .map(|(method, path, handler)| Route {
             console: false,
             ..r(method, path, Public, handler)
@@ -248,6 +250,24 @@ fn table() -> Vec<Route> {
             "/admin/subnets/remove",
             Admin,
             post(admin_pages::remove_subnet),
+        ),
+        r(
+            Method::GET,
+            "/admin/apikeys",
+            Admin,
+            get(crate::integration::pages::list),
+        ),
+        r(
+            Method::POST,
+            "/admin/apikeys",
+            Admin,
+            post(crate::integration::pages::create),
+        ),
+        r(
+            Method::POST,
+            "/admin/apikeys/{id}/revoke",
+            Admin,
+            post(crate::integration::pages::revoke),
         ),
     ]);
     routes

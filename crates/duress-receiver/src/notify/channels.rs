@@ -481,6 +481,24 @@ pub async fn send_vms(
     answer(builder.send().await, false).await
 }
 
+/// POSTs the notification's CAP 1.2 alert (`crate::cap::notification_xml`), with the outbox
+/// row's id as `idempotency-key` (the CAP identifier also stays the same on a resend).
+pub async fn send_cap(
+    client: &reqwest::Client,
+    channel: &crate::config::CapChannel,
+    msg: &Message,
+) -> Result<Sent, SendError> {
+    let body = crate::cap::notification_xml(msg, &channel.cap_options());
+    let mut builder = client
+        .post(channel.url.expose())
+        .header("content-type", crate::cap::CAP_CONTENT_TYPE)
+        .header("idempotency-key", &msg.id);
+    for (k, v) in &channel.headers {
+        builder = builder.header(k, v.expose());
+    }
+    answer(builder.body(body).send().await, false).await
+}
+
 /// Sends one message on one channel (the client is unused for e-mail).
 pub async fn send(
     client: &reqwest::Client,
@@ -496,6 +514,7 @@ pub async fn send(
         ChannelConfig::Email(c) => super::email::send(c, msg).await,
         // The worker sends dc09 itself (it holds the links' state); a fresh state here.
         ChannelConfig::Dc09(c) => super::dc09::send(&super::dc09::Links::default(), c, msg).await,
+        ChannelConfig::Cap(c) => send_cap(client, c, msg).await,
     }
 }
 

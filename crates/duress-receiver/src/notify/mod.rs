@@ -180,6 +180,7 @@ impl Notifier {
                 ChannelConfig::Webhook(w) => w.ca_cert.as_deref(),
                 ChannelConfig::Sms(s) => s.ca_cert.as_deref(),
                 ChannelConfig::Vms(v) => v.ca_cert.as_deref(),
+                ChannelConfig::Cap(c) => c.ca_cert.as_deref(),
                 ChannelConfig::Email(_) | ChannelConfig::Dc09(_) => continue,
             };
             let client = http::client(ca).map_err(|e| format!("channel {:?}: {e}", c.name()))?;

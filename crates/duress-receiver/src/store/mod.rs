@@ -23,7 +23,9 @@
 //! - [`OutboxStore`]: the notifier outbox (notifications written with the change that causes
 //!   them, taken by the delivery worker, every attempt recorded).
 //! - [`RetentionStore`]: purging what the retention policy no longer keeps, audited.
+//! - [`ApiKeyStore`]: integration API keys (hashed, scoped, revocable, audited).
 
+pub mod apikeys;
 pub mod audit_chain;
 pub mod cluster;
 pub mod outbox;
@@ -33,6 +35,9 @@ mod rules;
 pub mod sqlite;
 pub mod types;
 
+pub use apikeys::{
+    APIKEY_CREATE_ACTION, APIKEY_REVOKE_ACTION, ApiKeyRecord, ApiKeyScope, ApiKeyStore, NewApiKey,
+};
 pub use outbox::{
     AttemptOutcome, AttemptRecord, NewAttempt, NotificationFacts, NotificationRecord,
     NotifyPlanner, OutboxItem, OutboxStore, PlannedNotification, PlannerSlot,
@@ -742,6 +747,7 @@ pub trait Store:
     + OutboxStore
     + RetentionStore
     + cluster::ClusterStore
+    + ApiKeyStore
 {
     /// Which backend, for logs: `sqlite` or `postgresql`.
     fn backend(&self) -> &'static str;

@@ -44,6 +44,7 @@ use super::{
 mod accounts;
 mod heartbeats;
 mod cluster;
+mod apikeys;
 mod incidents;
 mod ingest;
 mod log;

@@ -29,6 +29,7 @@ use super::{
 
 mod accounts;
 mod cluster;
+mod apikeys;
 mod incidents;
 mod listings;
 mod log;
