@@ -23,9 +23,11 @@
 //! - [`OutboxStore`]: the notifier outbox (notifications written with the change that causes
 //!   them, taken by the delivery worker, every attempt recorded).
 //! - [`RetentionStore`]: purging what the retention policy no longer keeps, audited.
+//! - [`PhoneStore`]: the desk-phone inventory and the access-point table (`phones`).
 
 pub mod audit_chain;
 pub mod outbox;
+pub mod phones;
 pub mod postgres;
 pub mod retention;
 mod rules;
@@ -35,6 +37,9 @@ pub mod types;
 pub use outbox::{
     AttemptOutcome, AttemptRecord, NewAttempt, NotificationFacts, NotificationRecord,
     NotifyPlanner, OutboxItem, OutboxStore, PlannedNotification, PlannerSlot,
+};
+pub use phones::{
+    AccessPoint, NewPhone, PhoneCredential, PhonePutRefusal, PhoneRecord, PhoneStore, SecretHash,
 };
 pub use retention::{PurgeCounts, PurgeCutoffs, PurgeOutcome, PurgeRequest, RetentionStore};
 pub use types::*;
@@ -717,6 +722,7 @@ pub trait Store:
     + SettingsStore
     + OutboxStore
     + RetentionStore
+    + PhoneStore
 {
     /// Which backend, for logs: `sqlite` or `postgresql`.
     fn backend(&self) -> &'static str;

@@ -46,6 +46,7 @@ mod incidents;
 mod ingest;
 mod log;
 mod outbox;
+mod phones;
 mod retention;
 mod stations;
 

@@ -32,6 +32,7 @@ mod incidents;
 mod listings;
 mod log;
 mod outbox;
+mod phones;
 mod retention;
 mod rows;
 mod settings;
