@@ -43,6 +43,7 @@ pub mod location_evidence;
 pub mod logging;
 pub mod metrics;
 pub mod notify;
+pub mod phones;
 pub mod problem;
 pub mod ratelimit;
 pub mod records;
@@ -322,6 +323,7 @@ impl Prepared {
             body_read_timeout: self.settings.body_read_timeout,
             ack_keys: self.ack_keys.clone(),
             disk: disk.clone(),
+            phones: Arc::default(),
         };
         let mut console_settings = self.settings.console.clone();
         console_settings.disk = Some(disk);
