@@ -182,7 +182,7 @@ async fn authenticate(
         .await));
     };
     let name = cred.phone.device_name.clone();
-    if !cred.phone.allowed_network.contains(&ip) {
+    if !network_holds(&cred.phone.allowed_network, ip) {
         let detail = format!(
             "source {ip} is outside the phone's network {}",
             cred.phone.allowed_network
@@ -214,6 +214,18 @@ async fn authenticate(
         .await));
     }
     Ok(Ok(cred.phone))
+}
+
+/// Whether `ip` is in `net`; an IPv4 address also matches an IPv4-mapped IPv6 network
+/// (`::ffff:10.1.0.0/112`), as a dual-stack listener may report it either way.
+fn network_holds(net: &ipnet::IpNet, ip: IpAddr) -> bool {
+    match (net, ip) {
+        (ipnet::IpNet::V6(n), IpAddr::V4(v4)) => n.contains(&v4.to_ipv6_mapped()),
+        (ipnet::IpNet::V4(n), IpAddr::V6(v6)) => {
+            v6.to_ipv4_mapped().is_some_and(|v4| n.contains(&v4))
+        }
+        (n, ip) => n.contains(&ip),
+    }
 }
 
 /// Why no answer about the phone could be given.
