@@ -3208,6 +3208,15 @@ async fn phones_are_put_changed_removed_audited_and_raise_phone_incidents(store:
         .await
         .unwrap();
     assert_eq!(n, Ok(1));
+    // The stations' internal token is no enrollment token an admin could list or use.
+    assert!(
+        store
+            .list_tokens(100)
+            .await
+            .unwrap()
+            .iter()
+            .all(|t| t.token_hash != "phone-inventory")
+    );
     let cred = store
         .phone_credential("SEP001122334455")
         .await

@@ -1,11 +1,9 @@
 -- Desk phones as stations (issue 14, item 1; docs/integrations.md "Desk phones"). Each phone
 -- of the inventory is also a `devices` row (events and incidents name a device), created by
 -- `phones import` with a key no JWS can verify against and never a heartbeat (so supervision,
--- which skips never-seen stations, leaves it alone). Those rows hang off this one enrollment
--- token, revoked and used up, whose hash is no SHA-256 hex (no presented token matches it).
-INSERT INTO enrollment_tokens (token_hash, approve, uses_left, expires_at, revoked, created_at)
-VALUES ('phone-inventory', 'manual', 0, NULL, 1, '2026-12-04T13:00:00.000Z');
-
+-- which skips never-seen stations, leaves it alone). Those rows hang off one enrollment token,
+-- 'phone-inventory' (revoked, used up, and no SHA-256 hex, so no presented token matches it),
+-- which the first import inserts; token listings leave it out.
 CREATE TABLE phones (
     -- As CUCM substitutes #DEVICENAME# (SEP + MAC, upper case); lookups use upper case.
     device_name      TEXT PRIMARY KEY NOT NULL,

@@ -46,6 +46,16 @@ impl PostgresStore {
         let mut tx = self.begin().await?;
         let now = crate::clock::receiver_now();
         let ts = ms(now);
+        // The token the phones' stations hang off (see store::phones::PHONE_TOKEN_HASH).
+        sqlx::query(
+            "INSERT INTO enrollment_tokens (token_hash, approve, uses_left, expires_at, revoked,
+                                            created_at)
+             VALUES ($1, 'manual', 0, NULL, true, $2) ON CONFLICT (token_hash) DO NOTHING",
+        )
+        .bind(PHONE_TOKEN_HASH)
+        .bind(ts)
+        .execute(&mut *tx)
+        .await?;
         for p in &phones {
             let location_json = sqlx::types::Json(p.location());
             let existing: Option<String> =

@@ -47,6 +47,16 @@ impl SqliteStore {
         let mut tx = self.begin_write().await?;
         let now = crate::clock::receiver_now();
         let ts = format_ts(now);
+        // The token the phones' stations hang off (see store::phones::PHONE_TOKEN_HASH).
+        sqlx::query(
+            "INSERT INTO enrollment_tokens (token_hash, approve, uses_left, expires_at, revoked,
+                                            created_at)
+             VALUES (?, 'manual', 0, NULL, 1, ?) ON CONFLICT (token_hash) DO NOTHING",
+        )
+        .bind(PHONE_TOKEN_HASH)
+        .bind(&ts)
+        .execute(&mut *tx)
+        .await?;
         for p in &phones {
             let location_json = to_json(&p.location());
             let existing: Option<String> =
