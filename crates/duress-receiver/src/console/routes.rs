@@ -8,8 +8,8 @@ use axum::middleware;
 use axum::routing::{MethodRouter, get, post};
 
 use super::{
-    WebState, admin_pages, audit, auth, board, guard, incident_actions, incident_page, reports,
-    sse, static_files, stations,
+    WebState, admin_pages, audit, auth, board, guard, incident_actions, incident_page, phones,
+    reports, sse, static_files, stations,
 };
 
 // Defined beside the guard that enforces it (routes depend on the guard, never the reverse).
@@ -247,6 +247,14 @@ fn table() -> Vec<Route> {
             "/admin/subnets/remove",
             Admin,
             post(admin_pages::remove_subnet),
+        ),
+        r(Method::GET, "/admin/phones", Admin, get(phones::page)),
+        r(Method::POST, "/admin/phones", Admin, post(phones::put)),
+        r(
+            Method::POST,
+            "/admin/phones/{device_name}/remove",
+            Admin,
+            post(phones::remove),
         ),
     ]);
     routes
