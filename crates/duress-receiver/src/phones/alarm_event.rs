@@ -152,9 +152,8 @@ pub fn parse(body: &[u8]) -> Result<AlarmEvent, ParseError> {
                 path.push(name);
             }
             Event::End(_) => {
-                if path.pop().as_deref() == Some("AlarmNotificationEvent") {
-                    in_event = false;
-                }
+                let closed = path.pop();
+                in_event &= closed.as_deref() != Some("AlarmNotificationEvent");
             }
             Event::Text(t) => {
                 if in_event && let Some(field) = path.last() {

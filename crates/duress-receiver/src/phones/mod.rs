@@ -609,3 +609,32 @@ fn problem_gate(g: Gate) -> ApiProblem {
         Gate::Store(e) => crate::api::storage_problem(e),
     }
 }
+
+#[cfg(test)]
+#[allow(clippy::unwrap_used)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn networks_match_v4_v6_and_mapped_forms() {
+        let net = |s: &str| s.parse::<ipnet::IpNet>().unwrap();
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(network_holds(&net("127.0.0.0/8"), ip("127.0.0.1")));
+        assert!(!network_holds(&net("127.0.0.2/32"), ip("127.0.0.1")));
+        assert!(network_holds(&net("::1/128"), ip("::1")));
+        assert!(!network_holds(&net("::1/128"), ip("127.0.0.1")));
+        assert!(network_holds(&net("::ffff:10.1.0.0/112"), ip("10.1.2.3")));
+        assert!(network_holds(&net("10.1.0.0/16"), ip("::ffff:10.1.2.3")));
+        assert!(!network_holds(&net("10.1.0.0/16"), ip("::1")));
+    }
+
+    #[test]
+    fn a_press_id_depends_on_everything_that_identifies_it() {
+        let a = press_id(&["cisco-duress", "SEP001122334455", "1"]);
+        assert_eq!(a, press_id(&["cisco-duress", "SEP001122334455", "1"]));
+        assert_ne!(a, press_id(&["cisco-duress", "SEP001122334455", "2"]));
+        // Field boundaries count: ("ab", "c") is not ("a", "bc").
+        assert_ne!(press_id(&["ab", "c"]), press_id(&["a", "bc"]));
+        assert_eq!(a.get_version_num(), 8);
+    }
+}
