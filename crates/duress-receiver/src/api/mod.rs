@@ -41,7 +41,7 @@ pub struct AppState {
     /// The free-disk watermark: below it test events and heartbeats are refused.
     pub disk: Arc<crate::diskspace::DiskGuard>,
     /// The desk-phone endpoints' per-address limits (`crate::phones`).
-    pub phones: Arc<crate::phones::PhoneLimits>,
+    pub phones: Arc<crate::ratelimit::PhoneLimits>,
 }
 
 /// The agent-facing routes, for any router state the API state can be taken from (the
@@ -51,16 +51,14 @@ where
     AppState: FromRef<S>,
     S: Clone + Send + Sync + 'static,
 {
-    let mut routes = vec![
+    vec![
         (Method::GET, "/healthz", get(healthz)),
         (Method::GET, "/v1/ping", get(ping)),
         (Method::POST, "/v1/enrollments", post(enrollments::post)),
         (Method::POST, "/v1/events", post(events::post)),
         (Method::POST, "/v1/heartbeats", post(heartbeats::post)),
         (Method::POST, "/v1/retirements", post(retirements::post)),
-    ];
-    routes.extend(crate::phones::routes::<S>());
-    routes
+    ]
 }
 
 /// The API routes alone, with the shared layers (tests drive it without TLS).

@@ -63,6 +63,13 @@ fn table() -> Vec<Route> {
             ..r(method, path, Public, handler)
         })
         .collect();
+    // The desk phones' endpoints, served with the agent API (docs/integrations.md).
+    routes.extend(crate::phones::routes::<WebState>().into_iter().map(
+        |(method, path, handler)| Route {
+            console: false,
+            ..r(method, path, Public, handler)
+        },
+    ));
     routes.extend([
         r(Method::GET, "/login", Public, get(auth::login_page)),
         r(Method::POST, "/login", Public, post(auth::login)),

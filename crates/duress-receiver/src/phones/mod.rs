@@ -33,7 +33,6 @@ use uuid::Uuid;
 
 use crate::api::{AppState, receiver_now};
 use crate::problem::ApiProblem;
-use crate::ratelimit::{DeviceBuckets, FailureLimiter};
 use crate::store::{
     IncidentAction, IngestOutcome, NewEvent, PhoneCredential, PhoneRecord, StoreError,
 };
@@ -44,28 +43,8 @@ use crate::subnets::ClientAddr;
 /// it is a new press, which the incident's grouping window folds into the same incident.
 pub const SAME_PRESS: Duration = Duration::from_secs(2);
 
-/// The per-source-address limits of the phone endpoints.
-#[derive(Debug)]
-pub struct PhoneLimits {
-    /// Every phone request, per source address (a token bucket): a phone sends one request
-    /// per press, so a burst of 30 and 2 per second never stops a real one.
-    pub per_source: DeviceBuckets,
-    /// Refused requests per source address: past 20 in 10 minutes the address is answered 429
-    /// without a store lookup, a secret check or an audit entry, so a scan of device names
-    /// or keys neither burns argon2 time nor floods the audit log.
-    pub failures: FailureLimiter,
-}
-
-impl Default for PhoneLimits {
-    fn default() -> Self {
-        PhoneLimits {
-            per_source: DeviceBuckets::new(30, 2.0),
-            failures: FailureLimiter::new(20, Duration::from_secs(600)),
-        }
-    }
-}
-
-/// The phone routes (public: the checks are the inventory's, not a session's).
+/// The phone routes (public: the checks are the inventory's, not a session's). Served with
+/// the agent API (`console::routes` adds them to its table beside `api::routes`).
 pub fn routes<S>() -> Vec<(Method, &'static str, MethodRouter<S>)>
 where
     AppState: FromRef<S>,
