@@ -79,7 +79,20 @@ pub fn with_layers<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Route
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             panic_response,
         ))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        // The span names the path, never the query: a desk phone's Service URL carries its
+        // secret there (`?key=`, docs/integrations.md), and secrets never reach a log.
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http().make_span_with(
+                |req: &axum::http::Request<axum::body::Body>| {
+                    tracing::debug_span!(
+                        "request",
+                        method = %req.method(),
+                        path = %req.uri().path(),
+                        version = ?req.version(),
+                    )
+                },
+            ),
+        )
 }
 
 /// `GET /v1/ping`: 204, touching nothing (no database, no body). The cheapest request the
