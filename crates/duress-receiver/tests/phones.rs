@@ -398,3 +398,46 @@ async fn the_console_lists_edits_and_removes_phones_and_never_shows_a_secret() {
     assert_eq!(audited.iter().filter(|a| *a == "phone.remove").count(), 1);
     h.shutdown().await;
 }
+
+/// The contract command: `duress-receiver phones import --data-dir DIR --csv FILE`, all lines
+/// or none, a bad line named by its number.
+#[test]
+fn the_import_command_is_all_or_nothing_with_line_numbers() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("phones.csv");
+    let run = |file: &std::path::Path| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_duress-receiver"))
+            .args(["phones", "import", "--data-dir"])
+            .arg(dir.path().join("data"))
+            .arg("--csv")
+            .arg(file)
+            .env_remove("DURESS_DATABASE_URL")
+            .output()
+            .unwrap()
+    };
+    let bad = format!("{}SEP0011223344FF,1,L,,,,short,10.0.0.0/8\n", inventory());
+    std::fs::write(&csv, bad).unwrap();
+    let out = run(&csv);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("line 5: secret"), "{err}");
+    std::fs::write(&csv, inventory()).unwrap();
+    let out = run(&csv);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stdout).contains("imported 3 phones"));
+    let list = std::process::Command::new(env!("CARGO_BIN_EXE_duress-receiver"))
+        .args(["phones", "list", "--json", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .env_remove("DURESS_DATABASE_URL")
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        text.contains("SEP00AABBCCDDEE") && !text.contains(KEY_B),
+        "{text}"
+    );
+}
