@@ -64,6 +64,11 @@ problem_types! {
     IncidentClaimed => ("incident-claimed", 409, "Someone else holds this incident; take it over explicitly"),
     InvalidRequest => ("invalid-request", 422, "The request is malformed or not allowed in the incident's state"),
     MethodNotAllowed => ("method-not-allowed", 405, "Method not allowed"),
+    // Desk phones (docs/integrations.md, "Desk phones"): a push refused for its identity.
+    PhoneUnknown => ("phone-unknown", 403, "No phone of the inventory has this device name"),
+    PhoneBadKey => ("phone-bad-key", 403, "The phone's key is wrong"),
+    PhoneWrongNetwork => ("phone-wrong-network", 403, "The request did not come from the phone's allowed network"),
+    MalformedXml => ("malformed-xml", 400, "Body is not the expected XML document"),
     StorageUnavailable => ("storage-unavailable", 503, "The receiver cannot commit right now; retry"),
     Internal => ("internal", 500, "Internal error; retry"),
 }

@@ -219,6 +219,62 @@ pub enum Command {
         #[command(subcommand)]
         command: AckKeyCommand,
     },
+    /// Desk phones as stations (docs/integrations.md, "Desk phones"): the phone inventory and
+    /// the access-point table that locates wireless phones.
+    Phones {
+        #[command(subcommand)]
+        command: PhonesCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PhonesCommand {
+    /// Import the inventory from a CSV with the header
+    /// device_name,extension,label,BLD,FLR,ROOM,secret,allowed_network; all lines or none
+    /// (a listed phone is changed and its secret replaced).
+    Import {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        csv: PathBuf,
+    },
+    /// List the inventory (never the secrets).
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// Print JSON (an array of phones).
+        #[arg(long)]
+        json: bool,
+    },
+    /// Remove a phone: it can no longer raise alarms; its incidents stay.
+    Remove {
+        #[command(flatten)]
+        store: StoreArgs,
+        /// The device name, e.g. SEP001122334455.
+        device_name: String,
+    },
+    /// The access-point table: BSSID -> location, for wireless phones' pushes.
+    AccessPoints {
+        #[command(subcommand)]
+        command: AccessPointsCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum AccessPointsCommand {
+    /// Import a CSV with the header bssid,label,BLD,FLR,ROOM; all lines or none (a listed
+    /// BSSID is remapped).
+    Import {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        csv: PathBuf,
+    },
+    /// List the table.
+    List {
+        #[command(flatten)]
+        store: StoreArgs,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -653,6 +709,7 @@ where
             Ok(())
         }
         Command::Subnets { command } => subnets_command(command).await,
+        Command::Phones { command } => phones_command(command).await,
         Command::Stations {
             command: StationsCommand::Retire { store, station },
         } => {
@@ -886,6 +943,65 @@ fn humanize(d: Duration) -> String {
         _ if s.is_multiple_of(60) => format!("{}m", s / 60),
         _ => format!("{s}s"),
     }
+}
+
+async fn phones_command(command: PhonesCommand) -> anyhow::Result<()> {
+    use crate::phones::admin as phones;
+    match command {
+        PhonesCommand::Import { store, csv } => {
+            let text = std::fs::read_to_string(&csv)
+                .with_context(|| format!("reading {}", csv.display()))?;
+            let n = phones::import_phones(store.location(), &text).await?;
+            println!("imported {n} phones from {}", csv.display());
+        }
+        PhonesCommand::List { store, json } => {
+            let list = phones::list_phones(store.location()).await?;
+            if json {
+                let rows: Vec<_> = list
+                    .iter()
+                    .map(|p| {
+                        serde_json::json!({
+                            "device_name": p.device_name,
+                            "device_id": p.device_id,
+                            "extension": p.extension,
+                            "label": p.label,
+                            "BLD": p.building,
+                            "FLR": p.floor,
+                            "ROOM": p.room,
+                            "allowed_network": p.allowed_network.to_string(),
+                        })
+                    })
+                    .collect();
+                return print_json(&rows);
+            }
+            for p in &list {
+                println!(
+                    "{:20}  ext {:8}  {:18}  {}",
+                    p.device_name, p.extension, p.allowed_network, p.label
+                );
+            }
+        }
+        PhonesCommand::Remove { store, device_name } => {
+            phones::remove_phone(store.location(), &device_name).await?;
+            println!("phone {device_name} removed");
+        }
+        PhonesCommand::AccessPoints {
+            command: AccessPointsCommand::Import { store, csv },
+        } => {
+            let text = std::fs::read_to_string(&csv)
+                .with_context(|| format!("reading {}", csv.display()))?;
+            let n = phones::import_access_points(store.location(), &text).await?;
+            println!("imported {n} access points from {}", csv.display());
+        }
+        PhonesCommand::AccessPoints {
+            command: AccessPointsCommand::List { store },
+        } => {
+            for ap in phones::list_access_points(store.location()).await? {
+                println!("{}  {}", ap.bssid, ap.label);
+            }
+        }
+    }
+    Ok(())
 }
 
 async fn subnets_command(command: SubnetsCommand) -> anyhow::Result<()> {

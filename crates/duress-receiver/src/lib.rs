@@ -47,6 +47,7 @@ pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod openapi;
+pub mod phones;
 pub mod problem;
 pub mod ratelimit;
 pub mod records;
@@ -327,6 +328,7 @@ impl Prepared {
             body_read_timeout: self.settings.body_read_timeout,
             ack_keys: self.ack_keys.clone(),
             disk: disk.clone(),
+            phones: Arc::default(),
         };
         let mut console_settings = self.settings.console.clone();
         console_settings.disk = Some(disk);

@@ -114,7 +114,9 @@ pub async fn problem_for_bare_errors(response: Response) -> Response {
         content_type.is_some_and(|v| v.as_bytes().starts_with(PROBLEM_CONTENT_TYPE.as_bytes()));
     // The console's own error pages are for people: leave them as they are.
     let is_page = content_type.is_some_and(|v| v.as_bytes().starts_with(b"text/html"));
-    if is_problem || is_page {
+    // A desk phone's refusal is a CiscoIPPhone object the phone renders (`crate::phones`).
+    let is_phone_xml = content_type.is_some_and(|v| v.as_bytes().starts_with(b"text/xml"));
+    if is_problem || is_page || is_phone_xml {
         return response;
     }
     let kind = kind_for_status(status);

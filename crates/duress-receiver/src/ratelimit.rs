@@ -150,6 +150,27 @@ fn client_key(ip: IpAddr) -> IpAddr {
     }
 }
 
+/// The per-source-address limits of the desk-phone endpoints (`crate::phones`).
+#[derive(Debug)]
+pub struct PhoneLimits {
+    /// Every phone request, per source address (a token bucket): a phone sends one request
+    /// per press, so a burst of 30 and 2 per second never stops a real one.
+    pub per_source: DeviceBuckets,
+    /// Refused requests per source address: past 20 in 10 minutes the address is answered 429
+    /// without a store lookup, a secret check or an audit entry, so a scan of device names
+    /// or keys neither burns argon2 time nor floods the audit log.
+    pub failures: FailureLimiter,
+}
+
+impl Default for PhoneLimits {
+    fn default() -> Self {
+        PhoneLimits {
+            per_source: DeviceBuckets::new(30, 2.0),
+            failures: FailureLimiter::new(20, Duration::from_secs(600)),
+        }
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

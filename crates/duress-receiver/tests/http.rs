@@ -59,6 +59,7 @@ async fn a_chunked_oversize_body_is_refused() {
         enrollment_failures: Arc::new(FailureLimiter::new(10, Duration::from_secs(60))),
         unknown_kids: Arc::new(FailureLimiter::new(20, Duration::from_secs(60))),
         device_events: Arc::new(duress_receiver::ratelimit::DeviceBuckets::new(30, 1.0)),
+        phones: Arc::default(),
         body_read_timeout: Duration::from_secs(10),
         ack_keys: Arc::new(AckKeys::load_or_create(dir.path()).unwrap()),
         disk: Arc::new(duress_receiver::diskspace::DiskGuard::new(
@@ -94,6 +95,7 @@ async fn a_body_that_stops_arriving_gets_408() {
         enrollment_failures: Arc::new(FailureLimiter::new(10, Duration::from_secs(60))),
         unknown_kids: Arc::new(FailureLimiter::new(20, Duration::from_secs(60))),
         device_events: Arc::new(duress_receiver::ratelimit::DeviceBuckets::new(30, 1.0)),
+        phones: Arc::default(),
         body_read_timeout: Duration::from_millis(300),
         ack_keys: Arc::new(AckKeys::load_or_create(dir.path()).unwrap()),
         disk: Arc::new(duress_receiver::diskspace::DiskGuard::new(
@@ -149,6 +151,7 @@ async fn a_store_that_cannot_commit_answers_503() {
         enrollment_failures: Arc::new(FailureLimiter::new(10, Duration::from_secs(60))),
         unknown_kids: Arc::new(FailureLimiter::new(20, Duration::from_secs(60))),
         device_events: Arc::new(duress_receiver::ratelimit::DeviceBuckets::new(30, 1.0)),
+        phones: Arc::default(),
         body_read_timeout: Duration::from_secs(10),
         ack_keys: Arc::new(AckKeys::load_or_create(dir.path()).unwrap()),
         disk: Arc::new(duress_receiver::diskspace::DiskGuard::new(

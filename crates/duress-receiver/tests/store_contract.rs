@@ -127,6 +127,7 @@ contract!(
     cluster_nodes_register_refresh_and_age_out,
     outbox_a_resolve_enqueues_the_restore_once,
     api_keys_are_created_hashed_listed_revoked_for_good_and_audited,
+    phones_are_put_changed_removed_audited_and_raise_phone_incidents,
 );
 
 /// The acknowledgement key as the receiver hands it to the store.
@@ -3466,7 +3467,6 @@ async fn outbox_a_resolve_enqueues_the_restore_once(store: Arc<dyn Store>) {
     assert_eq!(channels, ["cs", "other", "cs"], "{rows:#?}");
 }
 
-
 async fn api_keys_are_created_hashed_listed_revoked_for_good_and_audited(store: Arc<dyn Store>) {
     use duress_receiver::store::{ApiKeyScope, NewApiKey};
     let key = |id: &str, hash: &str, scope| NewApiKey {
@@ -3555,4 +3555,197 @@ async fn api_keys_are_created_hashed_listed_revoked_for_good_and_audited(store: 
             .all(|e| !e.detail.contains(&ha) && !e.detail.contains(&hb))
     );
     assert_eq!(verified_chain(&store).await, 3);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Desk phones (issue 14, item 1)
+
+fn phone(name: &str, secret: Option<&str>, net: &str) -> duress_receiver::store::NewPhone {
+    duress_receiver::store::NewPhone {
+        device_name: name.to_owned(),
+        extension: "2140".into(),
+        label: "Bldg A, Floor 2, Room 214".into(),
+        building: Some("A".into()),
+        floor: Some("2".into()),
+        room: Some("214".into()),
+        secret_hash: secret.map(|s| duress_receiver::store::SecretHash(s.to_owned())),
+        allowed_network: net.parse().unwrap(),
+    }
+}
+
+async fn phones_are_put_changed_removed_audited_and_raise_phone_incidents(store: Arc<dyn Store>) {
+    use duress_receiver::store::{AccessPoint, PhonePutRefusal};
+    let before = verified_chain(&store).await;
+    // All or nothing: a new phone without a secret refuses the whole batch.
+    let refused = store
+        .put_phones(
+            vec![
+                phone("SEP001122334455", Some("$argon2id$hash-a"), "10.1.2.0/24"),
+                phone("SEP00AABBCCDDEE", None, "10.1.2.7/32"),
+            ],
+            "admin",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        refused,
+        Err(PhonePutRefusal::SecretRequired("SEP00AABBCCDDEE".into()))
+    );
+    assert!(store.phones().await.unwrap().is_empty());
+    assert!(store.list_devices().await.unwrap().is_empty());
+
+    let n = store
+        .put_phones(
+            vec![phone(
+                "SEP001122334455",
+                Some("$argon2id$hash-a"),
+                "10.1.2.0/24",
+            )],
+            "admin",
+        )
+        .await
+        .unwrap();
+    assert_eq!(n, Ok(1));
+    // The stations' internal token is no enrollment token an admin could list or use.
+    assert!(
+        store
+            .list_tokens(100)
+            .await
+            .unwrap()
+            .iter()
+            .all(|t| t.token_hash != "phone-inventory")
+    );
+    let cred = store
+        .phone_credential("SEP001122334455")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(cred.secret_hash.0, "$argon2id$hash-a");
+    assert_eq!(cred.phone.allowed_network.to_string(), "10.1.2.0/24");
+    let device_id = cred.phone.device_id.clone();
+    // Its station is an active device with no heartbeat and no usable key.
+    let devices = store.list_devices().await.unwrap();
+    assert_eq!(devices.len(), 1);
+    assert_eq!(devices[0].device_id, device_id);
+    assert_eq!(devices[0].status, DeviceStatus::Active);
+    assert!(store.verifying_key(&device_id).await.is_err());
+
+    // A change without a secret keeps the stored one and the station.
+    let mut changed = phone("SEP001122334455", None, "10.1.3.0/24");
+    changed.room = Some("216".into());
+    assert_eq!(
+        store.put_phones(vec![changed], "admin").await.unwrap(),
+        Ok(1)
+    );
+    let cred = store
+        .phone_credential("SEP001122334455")
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(cred.secret_hash.0, "$argon2id$hash-a");
+    assert_eq!(cred.phone.room.as_deref(), Some("216"));
+    assert_eq!(cred.phone.device_id, device_id);
+    assert!(store.phone_credential("SEP0000").await.unwrap().is_none());
+
+    // A press through the ingest path opens a phone incident; open_incident_of finds it.
+    assert!(store.open_incident_of(&device_id).await.unwrap().is_none());
+    let mut press = event(&device_id, 1, EventKind::Duress, now());
+    press.source = Source::Phone;
+    press.jws = r#"{"phone":"cisco"}"#.into();
+    press.location = cred.phone.location();
+    let incident = committed(&store, press).await.unwrap();
+    assert_eq!(
+        store.open_incident_of(&device_id).await.unwrap(),
+        Some(incident)
+    );
+    let listed = store.list_incidents(IncidentFilter::Open).await.unwrap();
+    assert_eq!(listed[0].source, Source::Phone);
+    assert_eq!(listed[0].location.room.as_deref(), Some("216"));
+
+    // Access points: put, replaced, read back by BSSID.
+    let ap = |room: &str| AccessPoint {
+        bssid: "00:23:eb:e4:eb:af".into(),
+        label: format!("Bldg B, Room {room}"),
+        building: Some("B".into()),
+        floor: None,
+        room: Some(room.into()),
+    };
+    assert_eq!(
+        store
+            .put_access_points(vec![ap("101")], "admin")
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store
+            .put_access_points(vec![ap("102")], "admin")
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        store.access_point("00:23:eb:e4:eb:af").await.unwrap(),
+        Some(ap("102"))
+    );
+    assert_eq!(store.access_points().await.unwrap(), vec![ap("102")]);
+    assert!(
+        store
+            .access_point("00:00:00:00:00:00")
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // Removal revokes the station (no more presses) and keeps its incident.
+    assert!(
+        store
+            .remove_phone("SEP001122334455", "admin")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .remove_phone("SEP001122334455", "admin")
+            .await
+            .unwrap()
+    );
+    assert!(store.phones().await.unwrap().is_empty());
+    assert_eq!(
+        store
+            .ingest_event(event(&device_id, 2, EventKind::Duress, now()), WINDOW)
+            .await
+            .unwrap(),
+        IngestOutcome::DeviceNotActive(DeviceStatus::Revoked)
+    );
+    assert!(store.incident(incident).await.unwrap().is_some());
+
+    let actions: Vec<String> = store
+        .audit_log()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action.starts_with("phone"))
+        .map(|e| format!("{} {}", e.action, e.subject))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "phone.put SEP001122334455",
+            "phone.put SEP001122334455",
+            "phone_ap.put 00:23:eb:e4:eb:af",
+            "phone_ap.put 00:23:eb:e4:eb:af",
+            "phone.remove SEP001122334455",
+        ]
+    );
+    // No secret hash in any audit detail.
+    assert!(
+        store
+            .audit_log()
+            .await
+            .unwrap()
+            .iter()
+            .all(|e| !e.detail.contains("argon2"))
+    );
+    assert!(verified_chain(&store).await > before);
 }

@@ -40,6 +40,8 @@ pub struct AppState {
     pub ack_keys: Arc<crate::ack_key::AckKeys>,
     /// The free-disk watermark: below it test events and heartbeats are refused.
     pub disk: Arc<crate::diskspace::DiskGuard>,
+    /// The desk-phone endpoints' per-address limits (`crate::phones`).
+    pub phones: Arc<crate::ratelimit::PhoneLimits>,
 }
 
 /// The agent-facing routes, for any router state the API state can be taken from (the
@@ -77,7 +79,20 @@ pub fn with_layers<S: Clone + Send + Sync + 'static>(router: Router<S>) -> Route
         .layer(tower_http::catch_panic::CatchPanicLayer::custom(
             panic_response,
         ))
-        .layer(tower_http::trace::TraceLayer::new_for_http())
+        // The span names the path, never the query: a desk phone's Service URL carries its
+        // secret there (`?key=`, docs/integrations.md), and secrets never reach a log.
+        .layer(
+            tower_http::trace::TraceLayer::new_for_http().make_span_with(
+                |req: &axum::http::Request<axum::body::Body>| {
+                    tracing::debug_span!(
+                        "request",
+                        method = %req.method(),
+                        path = %req.uri().path(),
+                        version = ?req.version(),
+                    )
+                },
+            ),
+        )
 }
 
 /// `GET /v1/ping`: 204, touching nothing (no database, no body). The cheapest request the

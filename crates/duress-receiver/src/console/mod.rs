@@ -38,6 +38,7 @@ pub mod incident_page;
 pub mod incident_view;
 pub mod live;
 pub mod pages;
+pub mod phones;
 pub mod reports;
 pub mod routes;
 pub mod sessions;

@@ -9,7 +9,7 @@ use axum::routing::{MethodRouter, get, post};
 
 use super::{
     WebState, admin_pages, audit, auth, board, cluster, guard, incident_actions, incident_page,
-    reports, sse, static_files, stations,
+    phones, reports, sse, static_files, stations,
 };
 
 // Defined beside the guard that enforces it (routes depend on the guard, never the reverse).
@@ -65,6 +65,13 @@ fn table() -> Vec<Route> {
             ..r(method, path, Public, handler)
         })
         .collect();
+    // The desk phones' endpoints, served with the agent API (docs/integrations.md).
+    routes.extend(crate::phones::routes::<WebState>().into_iter().map(
+        |(method, path, handler)| Route {
+            console: false,
+            ..r(method, path, Public, handler)
+        },
+    ));
     routes.extend([
         r(Method::GET, "/login", Public, get(auth::login_page)),
         r(Method::POST, "/login", Public, post(auth::login)),
@@ -268,6 +275,14 @@ fn table() -> Vec<Route> {
             "/admin/apikeys/{id}/revoke",
             Admin,
             post(crate::integration::pages::revoke),
+        ),
+        r(Method::GET, "/admin/phones", Admin, get(phones::page)),
+        r(Method::POST, "/admin/phones", Admin, post(phones::put)),
+        r(
+            Method::POST,
+            "/admin/phones/{device_name}/remove",
+            Admin,
+            post(phones::remove),
         ),
     ]);
     routes

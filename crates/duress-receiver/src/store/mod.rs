@@ -24,11 +24,13 @@
 //!   them, taken by the delivery worker, every attempt recorded).
 //! - [`RetentionStore`]: purging what the retention policy no longer keeps, audited.
 //! - [`ApiKeyStore`]: integration API keys (hashed, scoped, revocable, audited).
+//! - [`PhoneStore`]: the desk-phone inventory and the access-point table (`phones`).
 
 pub mod apikeys;
 pub mod audit_chain;
 pub mod cluster;
 pub mod outbox;
+pub mod phones;
 pub mod postgres;
 pub mod retention;
 mod rules;
@@ -41,6 +43,9 @@ pub use apikeys::{
 pub use outbox::{
     AttemptOutcome, AttemptRecord, NewAttempt, NotificationFacts, NotificationRecord,
     NotifyPlanner, OutboxItem, OutboxStore, PlannedNotification, PlannerSlot,
+};
+pub use phones::{
+    AccessPoint, NewPhone, PhoneCredential, PhonePutRefusal, PhoneRecord, PhoneStore, SecretHash,
 };
 pub use retention::{PurgeCounts, PurgeCutoffs, PurgeOutcome, PurgeRequest, RetentionStore};
 pub use types::*;
@@ -748,6 +753,7 @@ pub trait Store:
     + RetentionStore
     + cluster::ClusterStore
     + ApiKeyStore
+    + PhoneStore
 {
     /// Which backend, for logs: `sqlite` or `postgresql`.
     fn backend(&self) -> &'static str;

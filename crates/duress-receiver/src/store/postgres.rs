@@ -42,13 +42,14 @@ use super::{
 };
 
 mod accounts;
-mod heartbeats;
-mod cluster;
 mod apikeys;
+mod cluster;
+mod heartbeats;
 mod incidents;
 mod ingest;
 mod log;
 mod outbox;
+mod phones;
 mod retention;
 mod stations;
 

@@ -28,12 +28,13 @@ use super::{
 };
 
 mod accounts;
-mod cluster;
 mod apikeys;
+mod cluster;
 mod incidents;
 mod listings;
 mod log;
 mod outbox;
+mod phones;
 mod retention;
 mod rows;
 mod settings;

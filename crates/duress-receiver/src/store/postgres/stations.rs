@@ -105,7 +105,9 @@ impl PostgresStore {
 
     async fn list_tokens_impl(&self, limit: u32) -> StoreResult<Vec<TokenRecord>> {
         let rows = sqlx::query(
-            "SELECT * FROM enrollment_tokens ORDER BY created_at DESC, token_hash COLLATE \"C\"
+            // The desk phones' internal token (store::phones) is no enrollment token to list.
+            "SELECT * FROM enrollment_tokens WHERE token_hash <> 'phone-inventory'
+             ORDER BY created_at DESC, token_hash COLLATE \"C\"
              LIMIT $1",
         )
         .bind(i64::from(limit))
