@@ -523,6 +523,11 @@ where
                     .console
                     .allow_nets()
                     .map_err(|e| anyhow::anyhow!("{}: console.allow: {e}", path.display()))?;
+                config
+                    .console
+                    .times()
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?
+                    .apply(&mut settings.console);
                 settings.config = Some(std::sync::Arc::new(config));
             }
             // The command line wins over the file.

@@ -39,8 +39,13 @@ pub struct ConsoleSettings {
     pub response_levels: Vec<String>,
     /// A session unused this long is over (an unattended console signs itself out).
     pub session_idle: Duration,
-    /// A session is over this long after sign-in, whatever its use.
+    /// A session is over this long after sign-in (or after its latest extension), whatever
+    /// its use.
     pub session_lifetime: Duration,
+    /// No extension ("Stay signed in") carries a session past sign-in plus this.
+    pub session_max: Duration,
+    /// The page warns this long before its session ends, with a button to extend it.
+    pub session_warning: Duration,
     /// A station is stale after one heartbeat interval plus this grace, offline after two
     /// intervals (plus the same grace).
     pub station_grace: Duration,
@@ -91,7 +96,11 @@ impl Default for ConsoleSettings {
                 .map(|s| (*s).to_owned())
                 .collect(),
             session_idle: Duration::from_secs(12 * 3600),
-            session_lifetime: Duration::from_secs(24 * 3600),
+            // A shift; one click before it ends extends it, up to a day after sign-in (the
+            // earlier fixed lifetime).
+            session_lifetime: Duration::from_secs(12 * 3600),
+            session_max: Duration::from_secs(24 * 3600),
+            session_warning: Duration::from_secs(10 * 60),
             station_grace: Duration::from_secs(30),
             login_failures_per_address: 20,
             login_failures_per_username: 5,

@@ -41,7 +41,7 @@ pub fn is_api_path(path: &str) -> bool {
     path == "/events" || path.starts_with("/api/")
 }
 
-fn unauthorized() -> Response {
+pub fn unauthorized() -> Response {
     let body = serde_json::json!({
         "type": "urn:duress:problem:unauthorized",
         "title": "Sign-in required",

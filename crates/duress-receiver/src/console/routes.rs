@@ -73,6 +73,7 @@ fn table() -> Vec<Route> {
             get(static_files::serve),
         ),
         r(Method::POST, "/logout", Officer, post(auth::logout)),
+        r(Method::POST, "/session/extend", Officer, post(auth::extend)),
         r(Method::GET, "/", Officer, get(board::page)),
         r(
             Method::GET,

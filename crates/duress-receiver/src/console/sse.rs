@@ -9,7 +9,9 @@
 //! A comment line every `live_keep_alive` (15 s) keeps proxies from closing an idle stream;
 //! at each one the stream also checks its session, and ends when the session was ended,
 //! expired or its account disabled (so a signed-out or disabled officer's open board stops
-//! receiving alarms within that interval).
+//! receiving alarms within that interval). It also tells the page, at connect and at each
+//! keep-alive, how long its session has left (`event: session`): the page's expiry warning and
+//! its "stream silent" check count on it (docs/console.md).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -97,6 +99,14 @@ async fn forward(
         return;
     }
     let keep_alive_every: Duration = console.settings.live_keep_alive;
+    // The session's remaining time and the keep-alive interval, so the page can warn before
+    // the session ends and knows how long a silence means the stream is down.
+    if let Ok(Some(r)) =
+        sessions::remaining(console.store.as_ref(), &session, &console.settings).await
+        && tx.send(session_frame(r, keep_alive_every)).await.is_err()
+    {
+        return;
+    }
     let mut keep_alive = tokio::time::interval(keep_alive_every);
     keep_alive.tick().await;
     let mut closing = console.closing.subscribe();
@@ -132,10 +142,15 @@ async fn forward(
                 Err(broadcast::error::RecvError::Closed) => return,
             },
             _ = keep_alive.tick() => {
-                match sessions::still_valid(console.store.as_ref(), &session, &console.settings).await {
-                    Ok(true) => {}
+                match sessions::remaining(console.store.as_ref(), &session, &console.settings).await {
+                    // The page's countdown to its warning, corrected at every keep-alive.
+                    Ok(Some(r)) => {
+                        if tx.send(session_frame(r, keep_alive_every)).await.is_err() {
+                            return;
+                        }
+                    }
                     // Ended, expired or disabled: dropping `tx` ends the response body.
-                    Ok(false) => return,
+                    Ok(None) => return,
                     // A store hiccup is not a sign-out: keep streaming, ask again next time.
                     Err(e) => tracing::warn!(error = %e, "console stream: session check failed"),
                 }
@@ -157,6 +172,18 @@ async fn forward(
             () = tx.closed() => return,
         }
     }
+}
+
+/// `event: session`: `{"expires_in": s, "extendable": b, "warn": s, "keep_alive": s}`. No
+/// `id:` line (it never moves the client's Last-Event-ID).
+fn session_frame(r: sessions::Remaining, keep_alive: Duration) -> Bytes {
+    let json = serde_json::json!({
+        "expires_in": r.expires_in,
+        "extendable": r.extendable,
+        "warn": r.warn,
+        "keep_alive": keep_alive.as_secs_f64(),
+    });
+    Bytes::from(format!("event: session\ndata: {json}\n\n"))
 }
 
 /// `event: trouble` with the banner's lines as a JSON array (empty: all well).

@@ -633,6 +633,15 @@ pub trait AccountStore: Send + Sync {
     /// The session with this id hash and its user's current role and state.
     fn session<'a>(&'a self, id_hash: &'a str) -> StoreFuture<'a, Option<SessionRecord>>;
     fn touch_session<'a>(&'a self, id_hash: &'a str, at: OffsetDateTime) -> StoreFuture<'a, ()>;
+    /// Extends a session ("Stay signed in"): its end moves to `expires_at` (never earlier
+    /// than it was) and it counts as used at `at`, audited as `session.extend` by its user, in
+    /// one transaction. `false` when there is no such session.
+    fn extend_session<'a>(
+        &'a self,
+        id_hash: &'a str,
+        expires_at: OffsetDateTime,
+        at: OffsetDateTime,
+    ) -> StoreFuture<'a, bool>;
     /// Deletes an expired or idle session (nothing audited: nobody acted).
     fn expire_session<'a>(&'a self, id_hash: &'a str) -> StoreFuture<'a, ()>;
     /// Deletes the session at sign-out, audited as done by `actor`.

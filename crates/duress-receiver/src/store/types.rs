@@ -198,6 +198,8 @@ impl std::fmt::Debug for NewSession {
 pub struct SessionRecord {
     pub username: String,
     pub csrf_token: String,
+    /// Sign-in time: extensions never go past it plus `session_max`.
+    pub created_at: OffsetDateTime,
     pub last_seen_at: OffsetDateTime,
     pub expires_at: OffsetDateTime,
     /// `None` when the stored role is unknown (treated as no session).
