@@ -194,3 +194,103 @@ describe('never silently deaf', () => {
     await context.close();
   });
 });
+
+describe('duty display', () => {
+  test('paired by an admin with a code, it outlives officer sessions, hears alarms, cannot act; revoking ends its stream at once', async () => {
+    // Officer sessions of 6 s (8 s at most); keep-alive 5 s, so "at once" is not the keep-alive.
+    const d = await Receiver.start([], {
+      config: '[console]\nkeep_alive = "5s"\nsession_lifetime = "6s"\nsession_warning = "3s"\nsession_max = "8s"\n',
+    });
+    try {
+      d.addUser('ada', 'admin', PASSWORD);
+      d.addUser('olivia', 'officer', PASSWORD);
+      const wall = await newContext();
+      const screen = await wall.newPage();
+      await screen.goto(d.url + '/display');
+      await screen.getByRole('button', { name: 'Show a pairing code' }).click();
+      const code = (await screen.locator('#pair-code').innerText()).trim();
+      assert.match(code, /^[A-Z2-9]{4}-[A-Z2-9]{4}$/);
+      const cookies = await wall.cookies();
+      const cookie = cookies.find((c) => c.name === '__Host-duress_display');
+      assert.ok(cookie && cookie.httpOnly && cookie.secure && cookie.sameSite === 'Strict', 'device-bound cookie');
+      // Not yet paired: nothing to see.
+      const early = await screen.evaluate(async () => (await fetch('/api/alarm')).status);
+      assert.equal(early, 401);
+
+      const admin = await newContext();
+      const adminPage = await signIn(admin, d, 'ada');
+      await adminPage.getByRole('link', { name: 'Displays' }).click();
+      await adminPage.getByLabel('Pairing code').fill('nope-nope');
+      await adminPage.getByLabel('Name').fill('Wall');
+      await adminPage.getByRole('button', { name: 'Pair display' }).click();
+      await adminPage.getByText('No screen is waiting with this code').waitFor();
+      await adminPage.getByLabel('Pairing code').fill(code.toLowerCase());
+      await adminPage.getByLabel('Name').fill('Security office wall');
+      await adminPage.getByRole('button', { name: 'Pair display' }).click();
+      await adminPage.locator('tr.display', { hasText: 'Security office wall' }).locator('.status-active').waitFor();
+      await admin.close();
+
+      // The screen goes to the board by itself.
+      await screen.waitForURL(d.url + '/', { timeout: 6000 });
+      await screen.locator('html[data-stream="live"]').waitFor({ timeout: 5000 });
+      await screen.getByText('Duty display · view only').waitFor();
+      await screen.getByRole('button', { name: 'Click to enable sound' }).click();
+      const officer = await newContext();
+      const officerPage = await signIn(officer, d, 'olivia');
+
+      // Past the longest officer session: the officer's page says it ended, the display is live.
+      await officerPage.locator('#watch-banner', { hasText: 'Your session has ended' }).waitFor({ timeout: 15_000 });
+      await screen.waitForTimeout(1000);
+      assert.equal(await screen.locator('html').getAttribute('data-stream'), 'live');
+      assert.equal(await screen.locator('#watch-banner').isHidden(), true, 'no banner on the display');
+      const agent = await new Agent(d, { location: { label: 'Bldg D, Floor 1, Room 110 (Display test)', BLD: 'D' } }).enroll(d.createToken());
+      const { incident_id: id } = await agent.press();
+      await card(screen, 'Display test').waitFor({ timeout: 2000 });
+      await screen.locator('html[data-alarm="alarm"]').waitFor({ timeout: 3000 });
+      assert.ok(await screen.evaluate(() => window.__tones.some((t) => t.type === 'square' && t.freq === 880)), 'the alarm sounds');
+      assert.equal(await card(screen, 'Display test').getByRole('button', { name: 'Claim' }).isVisible(), false, 'no claim button shown');
+
+      // View and hear only: every action is refused, and officer-only pages too.
+      const refused = await screen.evaluate(async (incident) => {
+        const out = {};
+        for (const [method, p] of [['POST', `/incidents/${incident}/claim`], ['POST', `/incidents/${incident}/notes`],
+          ['POST', `/incidents/${incident}/resolve`], ['POST', '/session/extend'], ['POST', '/logout'],
+          ['GET', '/stations'], ['GET', '/reports'], ['GET', '/admin/displays'], ['GET', '/audit']]) {
+          const r = await fetch(p, { method, redirect: 'manual', headers: method === 'POST' ? { 'X-CSRF-Token': '' } : {} });
+          out[`${method} ${p}`] = r.status;
+        }
+        return out;
+      }, id);
+      for (const [k, v] of Object.entries(refused)) assert.equal(v, 403, k);
+      await screen.goto(`${d.url}/incidents/${id}`);
+      await screen.getByText('Nobody has claimed this incident yet.').waitFor();
+      assert.equal(await screen.getByRole('button', { name: 'Claim: I am handling this' }).isVisible(), false);
+      await screen.goto(d.url + '/');
+      await screen.locator('html[data-stream="live"]').waitFor({ timeout: 5000 });
+      await screen.getByRole('button', { name: /enable sound|Sound on/ }).first().click();
+
+      // Revoked: the stream ends at once (well inside the 5 s keep-alive), the display says so.
+      const admin2 = await newContext();
+      const adminPage2 = await signIn(admin2, d, 'ada');
+      await adminPage2.goto(d.url + '/admin/displays');
+      adminPage2.on('dialog', (dlg) => dlg.accept());
+      await adminPage2.locator('tr.display', { hasText: 'Security office wall' }).getByRole('button', { name: 'Revoke' }).click();
+      const t0 = Date.now();
+      await screen.waitForFunction(() => document.documentElement.dataset.stream !== 'live', null, { timeout: 2000 });
+      const ended = Date.now() - t0;
+      await adminPage2.locator('tr.display', { hasText: 'Security office wall' }).getByText('revoked').waitFor();
+      await screen.locator('#watch-banner', { hasText: 'no longer paired' }).waitFor({ timeout: 5000 });
+      assert.equal(await screen.evaluate(async () => (await fetch('/api/alarm')).status), 401);
+      const audit = d.tamper("SELECT 'n=' || count(*) FROM audit_log WHERE action IN ('display.pair', 'display.revoke') AND actor = 'ada'");
+      assert.match(audit.stdout, /n=2\b/, 'pairing and revocation audited');
+      const verify = d.cli(['audit', 'verify']);
+      assert.equal(verify.status, 0, String(verify.stderr));
+      console.log(`display stream ended ${ended} ms after the revoke`);
+      await admin2.close();
+      await officer.close();
+      await wall.close();
+    } finally {
+      await d.stop();
+    }
+  });
+});

@@ -17,6 +17,7 @@
 //! - [`incident_actions`]: claim, notes, level, 911, resolve, reopen (write side).
 //! - [`board`], [`incident_page`], [`stations`], [`reports`], [`admin_pages`]: the pages.
 //! - [`cameras`]: location → camera link templates.
+//! - [`displays`]: duty displays (paired wall screens that view and hear but never act).
 //! - [`pages`]: templates' shared layout data, time formatting, error pages.
 //! - [`error`]: the console's one error type ([`error::ConsoleError`]), used with `?`.
 //!
@@ -29,6 +30,7 @@ pub mod audit;
 pub mod auth;
 pub mod board;
 pub mod cameras;
+pub mod displays;
 pub mod error;
 pub mod escalation;
 pub mod guard;
@@ -68,6 +70,8 @@ pub struct Console {
     /// The configuration file (`serve --config`), if any: its `vms` mapping is the source of
     /// camera links when it has `camera_url`s ([`cameras`]).
     pub config: Option<Arc<crate::config::ReceiverConfig>>,
+    /// A duty display was revoked (its id): its open live streams end at once.
+    pub display_revoked: tokio::sync::broadcast::Sender<i64>,
 }
 
 impl Console {
@@ -86,6 +90,7 @@ impl Console {
             closing: tokio::sync::watch::Sender::new(false),
             watchdog: Arc::new(crate::notify::watch::Watchdog::idle()),
             config: None,
+            display_revoked: tokio::sync::broadcast::Sender::new(16),
         }
     }
 }
@@ -118,6 +123,8 @@ pub struct CurrentUser {
     pub csrf: String,
     /// The trouble banner's lines when the request came in (`notify::watch`; empty: none).
     pub trouble: Vec<String>,
+    /// A paired duty display (its id), not an officer: may only view ([`displays`]).
+    pub display: Option<i64>,
 }
 
 impl CurrentUser {

@@ -8,8 +8,8 @@ use axum::middleware;
 use axum::routing::{MethodRouter, get, post};
 
 use super::{
-    WebState, admin_pages, audit, auth, board, guard, incident_actions, incident_page, reports,
-    sse, static_files, stations,
+    WebState, admin_pages, audit, auth, board, displays, guard, incident_actions, incident_page,
+    reports, sse, static_files, stations,
 };
 
 // Defined beside the guard that enforces it (routes depend on the guard, never the reverse).
@@ -43,7 +43,7 @@ pub enum Serves {
 }
 
 fn table() -> Vec<Route> {
-    use Access::{Admin, Officer, Public};
+    use Access::{Admin, Officer, Public, View};
     let r = |method: Method,
              path: &'static str,
              access: Access,
@@ -72,27 +72,38 @@ fn table() -> Vec<Route> {
             Public,
             get(static_files::serve),
         ),
-        r(Method::POST, "/logout", Officer, post(auth::logout)),
-        r(Method::POST, "/session/extend", Officer, post(auth::extend)),
-        r(Method::GET, "/", Officer, get(board::page)),
+        r(Method::GET, "/display", Public, get(displays::page)),
+        r(Method::POST, "/display/pair", Public, post(displays::start)),
         r(
             Method::GET,
-            "/api/board",
-            Officer,
-            get(board::list_fragment),
+            "/display/status",
+            Public,
+            get(displays::status),
         ),
-        r(Method::GET, "/api/alarm", Officer, get(board::alarm_state)),
-        r(Method::GET, "/events", Officer, get(sse::stream)),
+        r(Method::GET, "/admin/displays", Admin, get(displays::admin)),
+        r(Method::POST, "/admin/displays", Admin, post(displays::pair)),
+        r(
+            Method::POST,
+            "/admin/displays/{id}/revoke",
+            Admin,
+            post(displays::revoke),
+        ),
+        r(Method::POST, "/logout", Officer, post(auth::logout)),
+        r(Method::POST, "/session/extend", Officer, post(auth::extend)),
+        r(Method::GET, "/", View, get(board::page)),
+        r(Method::GET, "/api/board", View, get(board::list_fragment)),
+        r(Method::GET, "/api/alarm", View, get(board::alarm_state)),
+        r(Method::GET, "/events", View, get(sse::stream)),
         r(
             Method::GET,
             "/incidents/{id}",
-            Officer,
+            View,
             get(incident_page::page),
         ),
         r(
             Method::GET,
             "/api/incidents/{id}/live",
-            Officer,
+            View,
             get(incident_page::live_fragment),
         ),
         r(

@@ -23,6 +23,7 @@
 //! - [`OutboxStore`]: the notifier outbox (notifications written with the change that causes
 //!   them, taken by the delivery worker, every attempt recorded).
 //! - [`RetentionStore`]: purging what the retention policy no longer keeps, audited.
+//! - [`DisplayStore`]: the console's paired duty displays (view-only, revocable, audited).
 
 pub mod audit_chain;
 pub mod outbox;
@@ -695,6 +696,46 @@ pub trait LiveStore: Send + Sync {
     fn live_wake(&self) -> Arc<Notify>;
 }
 
+/// Duty displays: browsers an admin paired as view-only wall screens (`console::displays`).
+/// Only hashes of their cookie tokens and pairing codes are stored.
+pub trait DisplayStore: Send + Sync {
+    /// Adds a pending display (its screen shows the pairing code), after deleting pending
+    /// ones whose code expired. Not audited (nobody signed in acted). `false`, and nothing
+    /// added, when `max_pending` unexpired pending displays already exist.
+    fn create_pending_display<'a>(
+        &'a self,
+        display: NewDisplay,
+        max_pending: u32,
+    ) -> StoreFuture<'a, bool>;
+    /// An admin entered a code: the pending display with that code (unexpired) becomes
+    /// active under `name`, audited as `display.pair` by `actor`. `None` when no such code.
+    fn pair_display<'a>(
+        &'a self,
+        code_hash: &'a str,
+        name: &'a str,
+        actor: &'a str,
+        at: OffsetDateTime,
+    ) -> StoreFuture<'a, Option<i64>>;
+    /// The display whose cookie token hashes to `token_hash`, whatever its state.
+    fn display_by_token<'a>(
+        &'a self,
+        token_hash: &'a str,
+    ) -> StoreFuture<'a, Option<DisplayRecord>>;
+    /// The display with this id, whatever its state.
+    fn display<'a>(&'a self, id: i64) -> StoreFuture<'a, Option<DisplayRecord>>;
+    fn touch_display(&self, id: i64, at: OffsetDateTime) -> StoreFuture<'_, ()>;
+    /// Revokes an active display, audited as `display.revoke` by `actor`; `false` when it is
+    /// not active.
+    fn revoke_display<'a>(
+        &'a self,
+        id: i64,
+        actor: &'a str,
+        at: OffsetDateTime,
+    ) -> StoreFuture<'a, bool>;
+    /// Active and revoked displays (not pending ones), newest first.
+    fn displays(&self) -> StoreFuture<'_, Vec<DisplayRecord>>;
+}
+
 /// Console settings kept in the database.
 pub trait SettingsStore: Send + Sync {
     fn camera_mappings(&self) -> StoreFuture<'_, Vec<CameraMapping>>;
@@ -726,6 +767,7 @@ pub trait Store:
     + SettingsStore
     + OutboxStore
     + RetentionStore
+    + DisplayStore
 {
     /// Which backend, for logs: `sqlite` or `postgresql`.
     fn backend(&self) -> &'static str;

@@ -42,6 +42,7 @@ use super::{
 };
 
 mod accounts;
+mod displays;
 mod incidents;
 mod ingest;
 mod log;

@@ -28,6 +28,7 @@ use super::{
 };
 
 mod accounts;
+mod displays;
 mod incidents;
 mod listings;
 mod log;

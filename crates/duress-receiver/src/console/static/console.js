@@ -38,7 +38,21 @@
     if (btn && btn.dataset.confirm && !window.confirm(btn.dataset.confirm)) e.preventDefault();
   });
 
+  // A screen showing its duty-display pairing code: go to the board once an admin paired it.
+  if (page === 'display-pair' && document.getElementById('pair-code')) {
+    const state = document.getElementById('pair-state');
+    const poll = setInterval(async () => {
+      try {
+        const r = await fetch('/display/status', { credentials: 'same-origin', cache: 'no-store' });
+        const v = await r.json();
+        if (v.state === 'active') { clearInterval(poll); window.location.assign('/'); }
+        if (v.state === 'none' && state) state.textContent = 'This code has expired: reload to get a new one.';
+      } catch (_) { /* next poll */ }
+    }, 2000);
+  }
+
   const signedIn = !!document.querySelector('meta[name="csrf-token"]');
+  const isDisplay = body.dataset.display === '1';
   if (!signedIn || page === 'print') return;
 
   // ---- Sound: Web Audio, repeating while an incident is unclaimed ----
@@ -287,7 +301,8 @@
       lastMessageAt = Date.now();
       try {
         const v = JSON.parse(m.data);
-        sessionEndsAt = Date.now() + v.expires_in * 1000;
+        // A duty display has no session to run out; it ends only when revoked.
+        sessionEndsAt = v.display ? null : Date.now() + v.expires_in * 1000;
         sessionExtendable = !!v.extendable;
         warnS = Number(v.warn) || warnS;
         keepAliveS = Number(v.keep_alive) || keepAliveS;
@@ -323,6 +338,9 @@
   function sessionOver() { sessionEnded = true; checkWatch(); }
   function problem() {
     const now = Date.now();
+    if (sessionEnded && isDisplay) {
+      return { kind: 'session-ended', text: 'This duty display is no longer paired: it no longer receives alarms.', signIn: true };
+    }
     if (sessionEnded || (sessionEndsAt !== null && now >= sessionEndsAt)) {
       return { kind: 'session-ended', text: 'Your session has ended: this page no longer receives alarms.', signIn: true };
     }
@@ -352,6 +370,7 @@
     if (!p) { lastToneAt = null; return; }
     if (watchText.textContent !== p.text) watchText.textContent = p.text;
     watchSignIn.hidden = !p.signIn;
+    if (isDisplay) { watchSignIn.href = '/display'; watchSignIn.textContent = 'Pair again'; }
     watchExtend.hidden = !p.extend;
     if ((lastToneAt === null || Date.now() - lastToneAt >= TONE_EVERY_MS) && troubleTone()) {
       lastToneAt = Date.now();
