@@ -911,6 +911,42 @@ mod tests {
     use super::*;
 
     #[test]
+    fn console_session_lengths_parse_and_are_checked() {
+        let c = ReceiverConfig::parse(
+            "[console]\nsession_idle = \"30m\"\nsession_lifetime = \"8h\"\nsession_max = \"1d\"\nsession_warning = \"5m\"\nkeep_alive = \"10s\"\n",
+        )
+        .unwrap();
+        let mut s = crate::settings::ConsoleSettings::default();
+        c.console.times().unwrap().apply(&mut s);
+        assert_eq!(s.session_idle, std::time::Duration::from_secs(1800));
+        assert_eq!(s.session_lifetime, std::time::Duration::from_secs(8 * 3600));
+        assert_eq!(s.session_max, std::time::Duration::from_secs(86_400));
+        assert_eq!(s.session_warning, std::time::Duration::from_secs(300));
+        assert_eq!(s.live_keep_alive, std::time::Duration::from_secs(10));
+        // Left out: the defaults stay.
+        let mut d = crate::settings::ConsoleSettings::default();
+        ReceiverConfig::parse("")
+            .unwrap()
+            .console
+            .times()
+            .unwrap()
+            .apply(&mut d);
+        assert_eq!(
+            d.session_max,
+            crate::settings::ConsoleSettings::default().session_max
+        );
+        for (bad, needle) in [
+            ("session_lifetime = \"2d\"", "session_max"),
+            ("session_warning = \"12h\"", "session_warning"),
+            ("keep_alive = \"0s\"", "keep_alive"),
+            ("session_idle = \"soon\"", "session_idle"),
+        ] {
+            let e = ReceiverConfig::parse(&format!("[console]\n{bad}\n")).unwrap_err();
+            assert!(e.contains(needle), "{bad}: {e}");
+        }
+    }
+
+    #[test]
     fn console_listen_and_allow() {
         let c = ReceiverConfig::parse(
             "[console]\nlisten = \"0.0.0.0:9443\"\nallow = [\"10.20.0.0/16\", \"10.1.2.3\", \"2001:db8::/32\"]\n",
