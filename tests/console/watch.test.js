@@ -5,8 +5,10 @@
 'use strict';
 const { describe, test, before, after } = require('node:test');
 const assert = require('node:assert/strict');
+const fs = require('node:fs');
+const path = require('node:path');
 const { chromium } = require('playwright-core');
-const { Receiver } = require('./lib/receiver');
+const { Receiver, repo } = require('./lib/receiver');
 const { Agent } = require('./lib/agent');
 
 const CHROMIUM = process.env.CHROMIUM || '/usr/bin/chromium';
@@ -64,6 +66,13 @@ async function troubleTones(page) {
   return page.evaluate(() => window.__tones.filter((t) => t.type === 'triangle' && t.freq === 392).length);
 }
 
+// Screenshots this file adds to docs/screenshots (docs/console.md shows them).
+async function shot(page, name) {
+  const dir = path.join(repo, 'docs', 'screenshots');
+  fs.mkdirSync(dir, { recursive: true });
+  await page.screenshot({ path: path.join(dir, name) });
+}
+
 function card(page, label) {
   return page.locator('li.incident', { has: page.locator('.location-label', { hasText: label }) });
 }
@@ -101,6 +110,7 @@ describe('never silently deaf', () => {
     await page.locator('#watch-banner', { hasText: 'Live updates are down' }).waitFor({ timeout: KEEP_ALIVE_S * 1000 + 2000 });
     const shown = Date.now() - t0;
     await page.waitForFunction(() => window.__tones.some((t) => t.type === 'triangle' && t.freq === 392), null, { timeout: 2000 });
+    await shot(page, 'console-watch-banner.png');
     // An alarm raised while the board cannot hear the stream.
     const agent = await new Agent(rx, { location: { label: 'Bldg W, Floor 1, Room 101 (Watch test)', BLD: 'W' } }).enroll(token);
     await agent.press();
@@ -228,6 +238,7 @@ describe('duty display', () => {
       await adminPage.getByLabel('Name').fill('Security office wall');
       await adminPage.getByRole('button', { name: 'Pair display' }).click();
       await adminPage.locator('tr.display', { hasText: 'Security office wall' }).locator('.status-active').waitFor();
+      await shot(adminPage, 'console-displays.png');
       await admin.close();
 
       // The screen goes to the board by itself.
