@@ -172,6 +172,7 @@ describe('never silently deaf', () => {
     await page.locator('#watch-banner', { hasText: 'Your session has ended' }).waitFor({ timeout: 14_000 });
     await page.getByRole('link', { name: 'Sign in again' }).waitFor();
     assert.match(page.url(), /\/$/, 'still on the board, not redirected');
+    // The server ended it too (the page counts down from what the server said, so never first).
     const ended = await page.evaluate(async () => (await fetch('/api/alarm')).status);
     assert.equal(ended, 401, 'the server ended it too');
     assert.ok(await troubleTones(page) > toned, 'the trouble tone sounds for the ended session');

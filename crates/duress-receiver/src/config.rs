@@ -172,7 +172,7 @@ pub struct ConsoleConfig {
     #[serde(default)]
     pub allow: Vec<String>,
     /// Session lengths (durations such as `"90s"`, `"15m"`, `"12h"`; docs/console.md,
-    /// "Sessions"). Left out: the defaults of [`crate::settings::ConsoleSettings`].
+    /// "Sessions"). Left out: the console's defaults.
     /// `session_idle`: a session unused this long is over.
     #[serde(default)]
     pub session_idle: Option<String>,
@@ -208,13 +208,13 @@ impl ConsoleConfig {
         self.allow.iter().map(|c| parse_cidr(c)).collect()
     }
 
-    /// The session lengths, parsed and checked against each other with the defaults filled
-    /// in (checked when the file is loaded).
+    /// The session lengths, each parsed (checked when the file is loaded; how they fit
+    /// together is checked by `ConsoleSettings::apply_times`, which knows the defaults).
     pub fn times(&self) -> Result<ConsoleTimes, String> {
         let one = |key: &str, v: &Option<String>| -> Result<Option<std::time::Duration>, String> {
             v.as_deref()
                 .map(|t| {
-                    crate::settings::parse_duration(t)
+                    crate::duration::parse_duration(t)
                         .map_err(|e| format!("console.{key}: {e}"))
                         .and_then(|d| {
                             if d.is_zero() {
@@ -233,38 +233,7 @@ impl ConsoleConfig {
             session_warning: one("session_warning", &self.session_warning)?,
             keep_alive: one("keep_alive", &self.keep_alive)?,
         };
-        let mut s = crate::settings::ConsoleSettings::default();
-        times.apply(&mut s);
-        if s.session_lifetime > s.session_max {
-            return Err("console.session_lifetime is longer than console.session_max".into());
-        }
-        if s.session_warning >= s.session_lifetime {
-            return Err(
-                "console.session_warning must be shorter than console.session_lifetime".into(),
-            );
-        }
         Ok(times)
-    }
-}
-
-impl ConsoleTimes {
-    /// Sets the given lengths on `settings`, leaving the others as they are.
-    pub fn apply(&self, settings: &mut crate::settings::ConsoleSettings) {
-        if let Some(d) = self.session_idle {
-            settings.session_idle = d;
-        }
-        if let Some(d) = self.session_lifetime {
-            settings.session_lifetime = d;
-        }
-        if let Some(d) = self.session_max {
-            settings.session_max = d;
-        }
-        if let Some(d) = self.session_warning {
-            settings.session_warning = d;
-        }
-        if let Some(d) = self.keep_alive {
-            settings.live_keep_alive = d;
-        }
     }
 }
 
@@ -909,42 +878,6 @@ pub fn redact_url(url: &str) -> String {
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn console_session_lengths_parse_and_are_checked() {
-        let c = ReceiverConfig::parse(
-            "[console]\nsession_idle = \"30m\"\nsession_lifetime = \"8h\"\nsession_max = \"1d\"\nsession_warning = \"5m\"\nkeep_alive = \"10s\"\n",
-        )
-        .unwrap();
-        let mut s = crate::settings::ConsoleSettings::default();
-        c.console.times().unwrap().apply(&mut s);
-        assert_eq!(s.session_idle, std::time::Duration::from_secs(1800));
-        assert_eq!(s.session_lifetime, std::time::Duration::from_secs(8 * 3600));
-        assert_eq!(s.session_max, std::time::Duration::from_secs(86_400));
-        assert_eq!(s.session_warning, std::time::Duration::from_secs(300));
-        assert_eq!(s.live_keep_alive, std::time::Duration::from_secs(10));
-        // Left out: the defaults stay.
-        let mut d = crate::settings::ConsoleSettings::default();
-        ReceiverConfig::parse("")
-            .unwrap()
-            .console
-            .times()
-            .unwrap()
-            .apply(&mut d);
-        assert_eq!(
-            d.session_max,
-            crate::settings::ConsoleSettings::default().session_max
-        );
-        for (bad, needle) in [
-            ("session_lifetime = \"2d\"", "session_max"),
-            ("session_warning = \"12h\"", "session_warning"),
-            ("keep_alive = \"0s\"", "keep_alive"),
-            ("session_idle = \"soon\"", "session_idle"),
-        ] {
-            let e = ReceiverConfig::parse(&format!("[console]\n{bad}\n")).unwrap_err();
-            assert!(e.contains(needle), "{bad}: {e}");
-        }
-    }
 
     #[test]
     fn console_listen_and_allow() {

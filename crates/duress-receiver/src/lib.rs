@@ -38,6 +38,7 @@ pub mod clock;
 pub mod config;
 pub mod console;
 pub mod diskspace;
+pub mod duration;
 pub mod incidents;
 pub mod location_evidence;
 pub mod logging;

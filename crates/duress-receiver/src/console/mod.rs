@@ -17,7 +17,8 @@
 //! - [`incident_actions`]: claim, notes, level, 911, resolve, reopen (write side).
 //! - [`board`], [`incident_page`], [`stations`], [`reports`], [`admin_pages`]: the pages.
 //! - [`cameras`]: location → camera link templates.
-//! - [`displays`]: duty displays (paired wall screens that view and hear but never act).
+//! - [`displays`], [`display_pages`]: duty displays (paired wall screens that view and hear
+//!   but never act): the credential, and the pairing and admin pages.
 //! - [`pages`]: templates' shared layout data, time formatting, error pages.
 //! - [`error`]: the console's one error type ([`error::ConsoleError`]), used with `?`.
 //!
@@ -30,6 +31,7 @@ pub mod audit;
 pub mod auth;
 pub mod board;
 pub mod cameras;
+pub mod display_pages;
 pub mod displays;
 pub mod error;
 pub mod escalation;

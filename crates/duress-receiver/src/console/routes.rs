@@ -8,8 +8,8 @@ use axum::middleware;
 use axum::routing::{MethodRouter, get, post};
 
 use super::{
-    WebState, admin_pages, audit, auth, board, displays, guard, incident_actions, incident_page,
-    reports, sse, static_files, stations,
+    WebState, admin_pages, audit, auth, board, display_pages, guard, incident_actions,
+    incident_page, reports, sse, static_files, stations,
 };
 
 // Defined beside the guard that enforces it (routes depend on the guard, never the reverse).
@@ -72,21 +72,36 @@ fn table() -> Vec<Route> {
             Public,
             get(static_files::serve),
         ),
-        r(Method::GET, "/display", Public, get(displays::page)),
-        r(Method::POST, "/display/pair", Public, post(displays::start)),
+        r(Method::GET, "/display", Public, get(display_pages::page)),
+        r(
+            Method::POST,
+            "/display/pair",
+            Public,
+            post(display_pages::start),
+        ),
         r(
             Method::GET,
             "/display/status",
             Public,
-            get(displays::status),
+            get(display_pages::status),
         ),
-        r(Method::GET, "/admin/displays", Admin, get(displays::admin)),
-        r(Method::POST, "/admin/displays", Admin, post(displays::pair)),
+        r(
+            Method::GET,
+            "/admin/displays",
+            Admin,
+            get(display_pages::admin),
+        ),
+        r(
+            Method::POST,
+            "/admin/displays",
+            Admin,
+            post(display_pages::pair),
+        ),
         r(
             Method::POST,
             "/admin/displays/{id}/revoke",
             Admin,
-            post(displays::revoke),
+            post(display_pages::revoke),
         ),
         r(Method::POST, "/logout", Officer, post(auth::logout)),
         r(Method::POST, "/session/extend", Officer, post(auth::extend)),

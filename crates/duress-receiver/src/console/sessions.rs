@@ -109,9 +109,10 @@ pub async fn still_valid(
 
 /// What a page is told of its session: seconds until it ends, and whether "Stay signed in"
 /// can still move that end.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
 pub struct Remaining {
-    pub expires_in: i64,
+    /// Seconds, to the millisecond: the page's countdown must not run out before the server's.
+    pub expires_in: f64,
     pub extendable: bool,
     /// How long before the end the page warns.
     pub warn: u64,
@@ -142,7 +143,7 @@ pub async fn remaining(
         return Ok(None);
     }
     Ok(Some(Remaining {
-        expires_in: (end - now).whole_seconds(),
+        expires_in: (end - now).whole_milliseconds() as f64 / 1000.0,
         extendable: row.expires_at < limit_of(&row, settings),
         warn: settings.session_warning.as_secs(),
     }))

@@ -11,7 +11,7 @@ use crate::store::{
     format_ts,
 };
 
-/// The columns of [`record`] (a macro: sqlx takes only literal SQL).
+/// The columns `record` reads (a macro: sqlx takes only literal SQL).
 macro_rules! columns {
     () => {
         "id, name, state, created_at, paired_at, paired_by, last_seen_at, revoked_at, revoked_by"
