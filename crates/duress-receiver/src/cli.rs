@@ -617,6 +617,14 @@ where
                     .console
                     .allow_nets()
                     .map_err(|e| anyhow::anyhow!("{}: console.allow: {e}", path.display()))?;
+                let times = config
+                    .console
+                    .times()
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                settings
+                    .console
+                    .apply_times(&times)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
                 settings.config = Some(std::sync::Arc::new(config));
             }
             // The command line wins over the file.

@@ -171,6 +171,34 @@ pub struct ConsoleConfig {
     /// Networks (CIDR, or a single address) allowed to reach the console; empty: all.
     #[serde(default)]
     pub allow: Vec<String>,
+    /// Session lengths (durations such as `"90s"`, `"15m"`, `"12h"`; docs/console.md,
+    /// "Sessions"). Left out: the console's defaults.
+    /// `session_idle`: a session unused this long is over.
+    #[serde(default)]
+    pub session_idle: Option<String>,
+    /// `session_lifetime`: a sign-in (or an extension) lasts this long.
+    #[serde(default)]
+    pub session_lifetime: Option<String>,
+    /// `session_max`: no extension goes past sign-in plus this.
+    #[serde(default)]
+    pub session_max: Option<String>,
+    /// `session_warning`: the page warns this long before its session ends.
+    #[serde(default)]
+    pub session_warning: Option<String>,
+    /// `keep_alive`: the live stream's keep-alive (and session check) interval; a page that
+    /// hears nothing for longer says its stream is down.
+    #[serde(default)]
+    pub keep_alive: Option<String>,
+}
+
+/// The session lengths and keep-alive of `[console]`, parsed.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConsoleTimes {
+    pub session_idle: Option<std::time::Duration>,
+    pub session_lifetime: Option<std::time::Duration>,
+    pub session_max: Option<std::time::Duration>,
+    pub session_warning: Option<std::time::Duration>,
+    pub keep_alive: Option<std::time::Duration>,
 }
 
 impl ConsoleConfig {
@@ -178,6 +206,34 @@ impl ConsoleConfig {
     /// config built by hand).
     pub fn allow_nets(&self) -> Result<Vec<ipnet::IpNet>, String> {
         self.allow.iter().map(|c| parse_cidr(c)).collect()
+    }
+
+    /// The session lengths, each parsed (checked when the file is loaded; how they fit
+    /// together is checked by `ConsoleSettings::apply_times`, which knows the defaults).
+    pub fn times(&self) -> Result<ConsoleTimes, String> {
+        let one = |key: &str, v: &Option<String>| -> Result<Option<std::time::Duration>, String> {
+            v.as_deref()
+                .map(|t| {
+                    crate::duration::parse_duration(t)
+                        .map_err(|e| format!("console.{key}: {e}"))
+                        .and_then(|d| {
+                            if d.is_zero() {
+                                Err(format!("console.{key} must be longer than 0s"))
+                            } else {
+                                Ok(d)
+                            }
+                        })
+                })
+                .transpose()
+        };
+        let times = ConsoleTimes {
+            session_idle: one("session_idle", &self.session_idle)?,
+            session_lifetime: one("session_lifetime", &self.session_lifetime)?,
+            session_max: one("session_max", &self.session_max)?,
+            session_warning: one("session_warning", &self.session_warning)?,
+            keep_alive: one("keep_alive", &self.keep_alive)?,
+        };
+        Ok(times)
     }
 }
 
@@ -734,6 +790,7 @@ impl ReceiverConfig {
         self.console
             .allow_nets()
             .map_err(|e| format!("console.allow: {e}"))?;
+        self.console.times()?;
         if let Some(r) = &self.retention {
             r.check()?;
         }

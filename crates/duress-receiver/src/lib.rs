@@ -40,6 +40,7 @@ pub mod cluster;
 pub mod config;
 pub mod console;
 pub mod diskspace;
+pub mod duration;
 pub mod incidents;
 pub mod integration;
 pub mod location_evidence;

@@ -39,8 +39,13 @@ pub struct ConsoleSettings {
     pub response_levels: Vec<String>,
     /// A session unused this long is over (an unattended console signs itself out).
     pub session_idle: Duration,
-    /// A session is over this long after sign-in, whatever its use.
+    /// A session is over this long after sign-in (or after its latest extension), whatever
+    /// its use.
     pub session_lifetime: Duration,
+    /// No extension ("Stay signed in") carries a session past sign-in plus this.
+    pub session_max: Duration,
+    /// The page warns this long before its session ends, with a button to extend it.
+    pub session_warning: Duration,
     /// A station is stale after one heartbeat interval plus this grace, offline after two
     /// intervals (plus the same grace).
     pub station_grace: Duration,
@@ -82,6 +87,38 @@ pub struct ChannelSummary {
     pub target: String,
 }
 
+impl ConsoleSettings {
+    /// Sets the lengths `[console]` gives (the others keep their values), then checks that
+    /// they fit together: a lifetime no longer than the maximum, a warning shorter than the
+    /// lifetime.
+    pub fn apply_times(&mut self, t: &crate::config::ConsoleTimes) -> Result<(), String> {
+        if let Some(d) = t.session_idle {
+            self.session_idle = d;
+        }
+        if let Some(d) = t.session_lifetime {
+            self.session_lifetime = d;
+        }
+        if let Some(d) = t.session_max {
+            self.session_max = d;
+        }
+        if let Some(d) = t.session_warning {
+            self.session_warning = d;
+        }
+        if let Some(d) = t.keep_alive {
+            self.live_keep_alive = d;
+        }
+        if self.session_lifetime > self.session_max {
+            return Err("console.session_lifetime is longer than console.session_max".into());
+        }
+        if self.session_warning >= self.session_lifetime {
+            return Err(
+                "console.session_warning must be shorter than console.session_lifetime".into(),
+            );
+        }
+        Ok(())
+    }
+}
+
 impl Default for ConsoleSettings {
     fn default() -> Self {
         ConsoleSettings {
@@ -91,7 +128,11 @@ impl Default for ConsoleSettings {
                 .map(|s| (*s).to_owned())
                 .collect(),
             session_idle: Duration::from_secs(12 * 3600),
-            session_lifetime: Duration::from_secs(24 * 3600),
+            // A shift; one click before it ends extends it, up to a day after sign-in (the
+            // earlier fixed lifetime).
+            session_lifetime: Duration::from_secs(12 * 3600),
+            session_max: Duration::from_secs(24 * 3600),
+            session_warning: Duration::from_secs(10 * 60),
             station_grace: Duration::from_secs(30),
             login_failures_per_address: 20,
             login_failures_per_username: 5,
@@ -274,33 +315,59 @@ impl Settings {
 
 pub use crate::store::sqlite::database_path;
 
-/// Parses a human duration: a whole number followed by `s`, `m`, `h` or `d` (`90s`, `5m`,
-/// `24h`, `7d`). Used by the command line for `--expires` and `--grouping-window`.
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let text = text.trim();
-    let split = text
-        .find(|c: char| !c.is_ascii_digit())
-        .ok_or_else(|| format!("{text:?} needs a unit: s, m, h or d (e.g. 24h)"))?;
-    let (number, unit) = text.split_at(split);
-    let n: u64 = number
-        .parse()
-        .map_err(|_| format!("{text:?} does not start with a whole number"))?;
-    let factor = match unit {
-        "s" => 1,
-        "m" => 60,
-        "h" => 3600,
-        "d" => 86_400,
-        _ => return Err(format!("{text:?}: unknown unit {unit:?}; use s, m, h or d")),
-    };
-    n.checked_mul(factor)
-        .map(Duration::from_secs)
-        .ok_or_else(|| format!("{text:?} is too long"))
-}
+pub use crate::duration::parse_duration;
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn console_session_lengths_parse_and_are_checked() {
+        let c = crate::config::ReceiverConfig::parse(
+            "[console]\nsession_idle = \"30m\"\nsession_lifetime = \"8h\"\nsession_max = \"1d\"\nsession_warning = \"5m\"\nkeep_alive = \"10s\"\n",
+        )
+        .unwrap();
+        let mut s = ConsoleSettings::default();
+        s.apply_times(&c.console.times().unwrap()).unwrap();
+        assert_eq!(s.session_idle, std::time::Duration::from_secs(1800));
+        assert_eq!(s.session_lifetime, std::time::Duration::from_secs(8 * 3600));
+        assert_eq!(s.session_max, std::time::Duration::from_secs(86_400));
+        assert_eq!(s.session_warning, std::time::Duration::from_secs(300));
+        assert_eq!(s.live_keep_alive, std::time::Duration::from_secs(10));
+        // Left out: the defaults stay.
+        let mut d = ConsoleSettings::default();
+        d.apply_times(
+            &crate::config::ReceiverConfig::parse("")
+                .unwrap()
+                .console
+                .times()
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            d.session_max,
+            crate::settings::ConsoleSettings::default().session_max
+        );
+        for (bad, needle) in [
+            ("session_lifetime = \"2d\"", "session_max"),
+            ("session_warning = \"12h\"", "session_warning"),
+        ] {
+            let c = crate::config::ReceiverConfig::parse(&format!("[console]\n{bad}\n")).unwrap();
+            let e = ConsoleSettings::default()
+                .apply_times(&c.console.times().unwrap())
+                .unwrap_err();
+            assert!(e.contains(needle), "{bad}: {e}");
+        }
+        for (bad, needle) in [
+            ("keep_alive = \"0s\"", "keep_alive"),
+            ("session_idle = \"soon\"", "session_idle"),
+        ] {
+            let e =
+                crate::config::ReceiverConfig::parse(&format!("[console]\n{bad}\n")).unwrap_err();
+            assert!(e.contains(needle), "{bad}: {e}");
+        }
+    }
 
     #[test]
     fn durations_parse_with_units() {

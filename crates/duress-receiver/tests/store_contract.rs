@@ -21,6 +21,7 @@ use duress_receiver::store::{
 use duress_receiver::store::{
     AttemptOutcome, NewAttempt, NotificationFacts, NotifyPlanner, PlannedNotification,
 };
+use duress_receiver::store::{DisplayState, NewDisplay};
 use duress_receiver::store::{
     PurgeCounts, PurgeCutoffs, PurgeOutcome, PurgeRequest, RetireOutcome,
 };
@@ -98,6 +99,8 @@ contract!(
     token_refusals_and_listing,
     accounts_add_refuse_duplicates_and_disable_ends_sessions,
     sessions_are_created_read_touched_expired_and_ended,
+    sessions_extend_forward_only_and_audited,
+    displays_wait_pair_once_revoke_for_good_all_audited,
     incident_actions_follow_the_incident_state,
     of_concurrent_claims_exactly_one_wins,
     escalation_happens_once,
@@ -1092,6 +1095,185 @@ async fn sessions_are_created_read_touched_expired_and_ended(store: Arc<dyn Stor
         .find(|e| e.action == "login.success")
         .unwrap();
     assert_eq!(login.detail, "ip:127.0.0.1");
+}
+
+async fn sessions_extend_forward_only_and_audited(store: Arc<dyn Store>) {
+    store
+        .add_user(user("erin", Role::Officer), "admin")
+        .await
+        .unwrap();
+    let s = session("hash-e", "erin");
+    store
+        .create_session(s.clone(), "ip:127.0.0.1")
+        .await
+        .unwrap();
+    assert_eq!(
+        store.session("hash-e").await.unwrap().unwrap().created_at,
+        s.created_at
+    );
+    let at = s.created_at + time::Duration::minutes(30);
+    let until = s.expires_at + time::Duration::hours(2);
+    assert!(store.extend_session("hash-e", until, at).await.unwrap());
+    let read = store.session("hash-e").await.unwrap().unwrap();
+    assert_eq!(read.expires_at, until);
+    assert_eq!(read.last_seen_at, at, "an extension counts as use");
+    assert_eq!(read.created_at, s.created_at, "sign-in time is kept");
+    let last = store.recent_audit(1).await.unwrap().remove(0);
+    assert_eq!(
+        (
+            last.actor.as_str(),
+            last.action.as_str(),
+            last.subject.as_str()
+        ),
+        ("erin", "session.extend", "erin")
+    );
+    // An earlier end (a second tab extending with an older view) never shortens it.
+    assert!(
+        store
+            .extend_session("hash-e", s.expires_at, at)
+            .await
+            .unwrap()
+    );
+    assert_eq!(
+        store.session("hash-e").await.unwrap().unwrap().expires_at,
+        until
+    );
+    assert!(
+        !store
+            .extend_session("hash-unknown", until, at)
+            .await
+            .unwrap(),
+        "no such session"
+    );
+    verified_chain(&store).await;
+}
+
+fn pending_display(token: &str, code: &str, at: OffsetDateTime) -> NewDisplay {
+    NewDisplay {
+        token_hash: format!("token-{token}"),
+        code_hash: format!("code-{code}"),
+        created_at: at,
+        code_expires_at: at + time::Duration::minutes(10),
+    }
+}
+
+async fn displays_wait_pair_once_revoke_for_good_all_audited(store: Arc<dyn Store>) {
+    let t0 = now();
+    assert!(
+        store
+            .create_pending_display(pending_display("a", "a", t0), 2)
+            .await
+            .unwrap()
+    );
+    let pending = store.display_by_token("token-a").await.unwrap().unwrap();
+    assert_eq!(pending.state, DisplayState::Pending);
+    assert!(
+        store.displays().await.unwrap().is_empty(),
+        "pending ones are not listed"
+    );
+    assert!(
+        store
+            .create_pending_display(pending_display("b", "b", t0), 2)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .create_pending_display(pending_display("c", "c", t0), 2)
+            .await
+            .unwrap(),
+        "at most max_pending wait at once"
+    );
+    assert!(store.display_by_token("token-c").await.unwrap().is_none());
+
+    let audit_before = store.audit_log().await.unwrap().len();
+    let at = t0 + time::Duration::minutes(1);
+    assert_eq!(
+        store
+            .pair_display("code-unknown", "Wall", "ada", at)
+            .await
+            .unwrap(),
+        None
+    );
+    let id = store
+        .pair_display("code-a", "Security office wall", "ada", at)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(id, pending.id);
+    assert_eq!(
+        store
+            .pair_display("code-a", "Again", "ada", at)
+            .await
+            .unwrap(),
+        None,
+        "a code pairs once"
+    );
+    let d = store.display_by_token("token-a").await.unwrap().unwrap();
+    assert_eq!(d.state, DisplayState::Active);
+    assert_eq!(d.name, "Security office wall");
+    assert_eq!(d.paired_by.as_deref(), Some("ada"));
+    assert_eq!(d.paired_at, Some(at));
+    let log = store.audit_log().await.unwrap();
+    assert_eq!(log.len(), audit_before + 1);
+    let e = log.last().unwrap();
+    assert_eq!(
+        (
+            e.actor.as_str(),
+            e.action.as_str(),
+            e.subject.clone(),
+            e.detail.as_str()
+        ),
+        (
+            "ada",
+            "display.pair",
+            format!("display {id}"),
+            "Security office wall"
+        )
+    );
+
+    // An expired code pairs nothing, and the next request clears it.
+    let late = t0 + time::Duration::minutes(11);
+    assert_eq!(
+        store
+            .pair_display("code-b", "Late", "ada", late)
+            .await
+            .unwrap(),
+        None
+    );
+    assert!(
+        store
+            .create_pending_display(pending_display("d", "d", late), 2)
+            .await
+            .unwrap()
+    );
+    assert!(store.display_by_token("token-b").await.unwrap().is_none());
+
+    let seen = at + time::Duration::minutes(5);
+    store.touch_display(id, seen).await.unwrap();
+    assert_eq!(
+        store.display(id).await.unwrap().unwrap().last_seen_at,
+        Some(seen)
+    );
+
+    assert!(store.revoke_display(id, "ada", seen).await.unwrap());
+    assert!(
+        !store.revoke_display(id, "ada", seen).await.unwrap(),
+        "revoked once"
+    );
+    let d = store.display(id).await.unwrap().unwrap();
+    assert_eq!(d.state, DisplayState::Revoked);
+    assert_eq!(d.revoked_by.as_deref(), Some("ada"));
+    assert_eq!(d.revoked_at, Some(seen));
+    let listed = store.displays().await.unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].id, id);
+    let last = store.recent_audit(1).await.unwrap().remove(0);
+    assert_eq!(
+        (last.actor.as_str(), last.action.as_str()),
+        ("ada", "display.revoke")
+    );
+    verified_chain(&store).await;
 }
 
 async fn incident_actions_follow_the_incident_state(store: Arc<dyn Store>) {

@@ -51,29 +51,63 @@ function cli(args, input, env = process.env) {
   return { status: r.status, stdout: r.stdout, stderr: r.stderr };
 }
 
+/** Starts `serve`; resolves to [url, proc, log]. */
+async function serve(dataDir, listen, extraArgs, env) {
+  const proc = spawn(BIN, ['serve', '--data-dir', dataDir, '--listen', listen, ...extraArgs], {
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env,
+  });
+  const log = [];
+  proc.stderr.on('data', (d) => log.push(d.toString()));
+  const lines = readline.createInterface({ input: proc.stdout });
+  const url = await new Promise((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error('receiver did not start: ' + log.join(''))), 30_000);
+    proc.once('exit', (code) => { clearTimeout(timer); reject(new Error(`receiver exited ${code}: ${log.join('')}`)); });
+    lines.on('line', (line) => {
+      const m = /^Duress receiver listening on (https:\/\/\S+)$/.exec(line);
+      if (m) { clearTimeout(timer); resolve(m[1]); }
+    });
+  });
+  return [url, proc, log];
+}
+
 class Receiver {
-  static async start(extraArgs = []) {
+  /**
+   * `options.config`: text of a configuration file (`serve --config`), written to the data dir.
+   */
+  static async start(extraArgs = [], options = {}) {
     const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'duress-console-'));
     const pg = PG_URL ? freshDatabase() : null;
     const env = { ...process.env, RUST_LOG: process.env.RUST_LOG || 'warn' };
     delete env.DURESS_DATABASE_URL;
     if (pg) env.DURESS_DATABASE_URL = pg.url;
-    const proc = spawn(BIN, ['serve', '--data-dir', dataDir, '--listen', '127.0.0.1:0', ...extraArgs], {
-      stdio: ['ignore', 'pipe', 'pipe'],
-      env,
-    });
-    const log = [];
-    proc.stderr.on('data', (d) => log.push(d.toString()));
-    const lines = readline.createInterface({ input: proc.stdout });
-    const url = await new Promise((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error('receiver did not start: ' + log.join(''))), 30_000);
-      proc.once('exit', (code) => { clearTimeout(timer); reject(new Error(`receiver exited ${code}: ${log.join('')}`)); });
-      lines.on('line', (line) => {
-        const m = /^Duress receiver listening on (https:\/\/\S+)$/.exec(line);
-        if (m) { clearTimeout(timer); resolve(m[1]); }
-      });
-    });
-    return new Receiver(url, dataDir, proc, log, env, pg);
+    const args = [...extraArgs];
+    if (options.config !== undefined) {
+      const file = path.join(dataDir, 'receiver.toml');
+      fs.writeFileSync(file, options.config);
+      args.push('--config', file);
+    }
+    const [url, proc, log] = await serve(dataDir, '127.0.0.1:0', args, env);
+    const r = new Receiver(url, dataDir, proc, log, env, pg);
+    r.args = args;
+    return r;
+  }
+
+  /** Stops the process (SIGTERM) but keeps its data: `restart()` brings it back. */
+  async kill() {
+    if (this.proc.exitCode !== null) return;
+    const exited = new Promise((resolve) => this.proc.once('exit', resolve));
+    this.proc.kill('SIGTERM');
+    await Promise.race([exited, new Promise((r) => setTimeout(r, 15_000))]);
+  }
+
+  /** Starts again on the same address, data dir and database, as after a crash or upgrade. */
+  async restart() {
+    const listen = new URL(this.url).host;
+    const [url, proc, log] = await serve(this.dataDir, listen, this.args || [], this.env);
+    this.url = url;
+    this.proc = proc;
+    this.log = log;
   }
 
   constructor(url, dataDir, proc, log, env, pg) {

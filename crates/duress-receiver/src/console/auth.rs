@@ -428,6 +428,20 @@ pub async fn logout(
     Ok(response)
 }
 
+/// `POST /session/extend` ("Stay signed in", from the page's warning; CSRF-checked by the
+/// guard): the session's new [`sessions::Remaining`] as JSON, or 401 problem+json when it is
+/// already over.
+pub async fn extend(State(console): State<Arc<Console>>, headers: HeaderMap) -> ConsoleResult {
+    let Some(id) = sessions::session_cookie(&headers).ok().flatten() else {
+        return Ok(guard::unauthorized());
+    };
+    let id_hash = sessions::hash_id(&id);
+    match sessions::extend(console.store.as_ref(), &id_hash, &console.settings).await? {
+        Some(remaining) => Ok(axum::Json(remaining).into_response()),
+        None => Ok(guard::unauthorized()),
+    }
+}
+
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
 mod tests {

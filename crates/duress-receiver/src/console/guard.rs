@@ -27,6 +27,9 @@ use super::{CurrentUser, WebState, sessions};
 pub enum Access {
     /// The agent API, `/healthz`, the sign-in page and static assets.
     Public,
+    /// Any signed-in officer or admin, or a paired duty display with GET/HEAD (viewing the
+    /// board, the alarm state, the live stream and incidents: `console::displays`).
+    View,
     /// Any signed-in officer or admin.
     Officer,
     /// Admins only (officers get 403).
@@ -41,7 +44,7 @@ pub fn is_api_path(path: &str) -> bool {
     path == "/events" || path.starts_with("/api/")
 }
 
-fn unauthorized() -> Response {
+pub fn unauthorized() -> Response {
     let body = serde_json::json!({
         "type": "urn:duress:problem:unauthorized",
         "title": "Sign-in required",
@@ -151,6 +154,29 @@ pub async fn guard(
             Err(e) => return super::error::ConsoleError::from(e).into_response(),
         };
     let Some(session) = session else {
+        // No officer's session: perhaps a paired duty display, which may only view.
+        match super::displays::load(console.store.as_ref(), request.headers()).await {
+            Ok(Some(display)) => {
+                if access != Access::View
+                    || !matches!(*request.method(), Method::GET | Method::HEAD)
+                {
+                    return super::displays::refused();
+                }
+                crate::server::trust_connection(request.extensions());
+                let mut request = request;
+                request.extensions_mut().insert(CurrentUser {
+                    username: format!("display: {}", display.name),
+                    role: crate::store::Role::Officer,
+                    // No token: nothing a display renders may be posted.
+                    csrf: String::new(),
+                    trouble: state.console.watchdog.trouble(),
+                    display: Some(display.id),
+                });
+                return next.run(request).await;
+            }
+            Ok(None) => {}
+            Err(e) => return super::error::ConsoleError::from(e).into_response(),
+        }
         return if is_api_path(&path) {
             unauthorized()
         } else {
@@ -208,6 +234,7 @@ pub async fn guard(
         role: session.role,
         csrf: session.csrf,
         trouble: state.console.watchdog.trouble(),
+        display: None,
     });
     next.run(request).await
 }

@@ -17,6 +17,8 @@
 //! - [`incident_actions`]: claim, notes, level, 911, resolve, reopen (write side).
 //! - [`board`], [`incident_page`], [`stations`], [`reports`], [`admin_pages`]: the pages.
 //! - [`cameras`]: location → camera link templates.
+//! - [`displays`], [`display_pages`]: duty displays (paired wall screens that view and hear
+//!   but never act): the credential, and the pairing and admin pages.
 //! - [`pages`]: templates' shared layout data, time formatting, error pages.
 //! - [`error`]: the console's one error type ([`error::ConsoleError`]), used with `?`.
 //!
@@ -30,6 +32,8 @@ pub mod auth;
 pub mod board;
 pub mod cameras;
 pub mod cluster;
+pub mod display_pages;
+pub mod displays;
 pub mod error;
 pub mod escalation;
 pub mod guard;
@@ -72,6 +76,8 @@ pub struct Console {
     pub config: Option<Arc<crate::config::ReceiverConfig>>,
     /// This receiver in the cluster (the Cluster view marks its own row).
     pub node: crate::cluster::NodeIdentity,
+    /// A duty display was revoked (its id): its open live streams end at once.
+    pub display_revoked: tokio::sync::broadcast::Sender<i64>,
 }
 
 impl Console {
@@ -91,6 +97,7 @@ impl Console {
             watchdog: Arc::new(crate::notify::watch::Watchdog::idle()),
             config: None,
             node: crate::cluster::NodeIdentity::new(None),
+            display_revoked: tokio::sync::broadcast::Sender::new(16),
         }
     }
 }
@@ -123,6 +130,8 @@ pub struct CurrentUser {
     pub csrf: String,
     /// The trouble banner's lines when the request came in (`notify::watch`; empty: none).
     pub trouble: Vec<String>,
+    /// A paired duty display (its id), not an officer: may only view ([`displays`]).
+    pub display: Option<i64>,
 }
 
 impl CurrentUser {

@@ -21,6 +21,8 @@ pub struct Layout {
     pub last_event_id: i64,
     /// The trouble banner (`notify::watch`): shown on every page while not empty.
     pub trouble: Vec<String>,
+    /// A duty display's page: board only, nothing to act with.
+    pub display: bool,
 }
 
 impl Layout {
@@ -33,6 +35,7 @@ impl Layout {
             title: title.into(),
             last_event_id: 0,
             trouble: user.trouble.clone(),
+            display: user.display.is_some(),
         }
     }
 

@@ -8,8 +8,8 @@ use axum::middleware;
 use axum::routing::{MethodRouter, get, post};
 
 use super::{
-    WebState, admin_pages, audit, auth, board, cluster, guard, incident_actions, incident_page,
-    phones, reports, sse, static_files, stations,
+    WebState, admin_pages, audit, auth, board, cluster, display_pages, guard, incident_actions,
+    incident_page, phones, reports, sse, static_files, stations,
 };
 
 // Defined beside the guard that enforces it (routes depend on the guard, never the reverse).
@@ -43,7 +43,7 @@ pub enum Serves {
 }
 
 fn table() -> Vec<Route> {
-    use Access::{Admin, Officer, Public};
+    use Access::{Admin, Officer, Public, View};
     let r = |method: Method,
              path: &'static str,
              access: Access,
@@ -81,26 +81,53 @@ fn table() -> Vec<Route> {
             Public,
             get(static_files::serve),
         ),
-        r(Method::POST, "/logout", Officer, post(auth::logout)),
-        r(Method::GET, "/", Officer, get(board::page)),
+        r(Method::GET, "/display", Public, get(display_pages::page)),
+        r(
+            Method::POST,
+            "/display/pair",
+            Public,
+            post(display_pages::start),
+        ),
         r(
             Method::GET,
-            "/api/board",
-            Officer,
-            get(board::list_fragment),
+            "/display/status",
+            Public,
+            get(display_pages::status),
         ),
-        r(Method::GET, "/api/alarm", Officer, get(board::alarm_state)),
-        r(Method::GET, "/events", Officer, get(sse::stream)),
+        r(
+            Method::GET,
+            "/admin/displays",
+            Admin,
+            get(display_pages::admin),
+        ),
+        r(
+            Method::POST,
+            "/admin/displays",
+            Admin,
+            post(display_pages::pair),
+        ),
+        r(
+            Method::POST,
+            "/admin/displays/{id}/revoke",
+            Admin,
+            post(display_pages::revoke),
+        ),
+        r(Method::POST, "/logout", Officer, post(auth::logout)),
+        r(Method::POST, "/session/extend", Officer, post(auth::extend)),
+        r(Method::GET, "/", View, get(board::page)),
+        r(Method::GET, "/api/board", View, get(board::list_fragment)),
+        r(Method::GET, "/api/alarm", View, get(board::alarm_state)),
+        r(Method::GET, "/events", View, get(sse::stream)),
         r(
             Method::GET,
             "/incidents/{id}",
-            Officer,
+            View,
             get(incident_page::page),
         ),
         r(
             Method::GET,
             "/api/incidents/{id}/live",
-            Officer,
+            View,
             get(incident_page::live_fragment),
         ),
         r(

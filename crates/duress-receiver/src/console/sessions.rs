@@ -1,7 +1,9 @@
 //! Server-side sessions. The cookie holds 32 random bytes (base64url); the database holds only
 //! their SHA-256, so reading the database does not let anyone sign in. A session ends when it
 //! is idle longer than `session_idle`, when it is older than `session_lifetime`, when its user
-//! is disabled, or at sign-out (the row is deleted).
+//! is disabled, or at sign-out (the row is deleted). Before it ends the page warns
+//! (`session_warning`) and one click extends it ([`extend`]): by another `session_lifetime`, but
+//! never past sign-in plus `session_max`.
 
 use axum::http::{HeaderMap, HeaderValue, header};
 use base64::Engine as _;
@@ -10,7 +12,7 @@ use sha2::{Digest as _, Sha256};
 
 use crate::api::receiver_now;
 use crate::settings::ConsoleSettings;
-use crate::store::{NewSession, Role, Store, StoreResult};
+use crate::store::{NewSession, Role, SessionRecord, Store, StoreResult};
 
 /// `__Host-`: browsers accept it only with `Secure`, `Path=/` and no `Domain`, so no sibling
 /// host on the campus domain (nor a plain-HTTP page) can plant or shadow the session cookie.
@@ -54,7 +56,7 @@ pub async fn create(
         username: username.to_owned(),
         csrf_token: random_secret(),
         created_at: now,
-        expires_at: now + settings.session_lifetime,
+        expires_at: now + settings.session_lifetime.min(settings.session_max),
     };
     store.create_session(session, detail).await?;
     Ok(id)
@@ -102,14 +104,70 @@ pub async fn still_valid(
     id_hash: &str,
     settings: &ConsoleSettings,
 ) -> StoreResult<bool> {
+    Ok(remaining(store, id_hash, settings).await?.is_some())
+}
+
+/// What a page is told of its session: seconds until it ends, and whether "Stay signed in"
+/// can still move that end.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Remaining {
+    /// Seconds, to the millisecond: the page's countdown must not run out before the server's.
+    pub expires_in: f64,
+    pub extendable: bool,
+    /// How long before the end the page warns.
+    pub warn: u64,
+}
+
+/// When the session of `row` ends (its lifetime or its idle limit, whichever comes first).
+fn ends_at(row: &SessionRecord, settings: &ConsoleSettings) -> time::OffsetDateTime {
+    row.expires_at.min(row.last_seen_at + settings.session_idle)
+}
+
+fn limit_of(row: &SessionRecord, settings: &ConsoleSettings) -> time::OffsetDateTime {
+    row.created_at + settings.session_max
+}
+
+/// The session's [`Remaining`], without touching it; `None` when it is over (ended, expired,
+/// idle or of a disabled user).
+pub async fn remaining(
+    store: &dyn Store,
+    id_hash: &str,
+    settings: &ConsoleSettings,
+) -> StoreResult<Option<Remaining>> {
     let Some(row) = store.session(id_hash).await? else {
-        return Ok(false);
+        return Ok(None);
     };
     let now = receiver_now();
-    Ok(row.role.is_some()
-        && !row.user_disabled
-        && now < row.expires_at
-        && now - row.last_seen_at < settings.session_idle)
+    let end = ends_at(&row, settings);
+    if row.role.is_none() || row.user_disabled || now >= end {
+        return Ok(None);
+    }
+    Ok(Some(Remaining {
+        expires_in: (end - now).whole_milliseconds() as f64 / 1000.0,
+        extendable: row.expires_at < limit_of(&row, settings),
+        warn: settings.session_warning.as_secs(),
+    }))
+}
+
+/// "Stay signed in": the session's end moves to now plus `session_lifetime`, capped at sign-in
+/// plus `session_max` (audited). `None` when the session is already over.
+pub async fn extend(
+    store: &dyn Store,
+    id_hash: &str,
+    settings: &ConsoleSettings,
+) -> StoreResult<Option<Remaining>> {
+    let Some(row) = store.session(id_hash).await? else {
+        return Ok(None);
+    };
+    let now = receiver_now();
+    if row.role.is_none() || row.user_disabled || now >= ends_at(&row, settings) {
+        return Ok(None);
+    }
+    let until = (now + settings.session_lifetime).min(limit_of(&row, settings));
+    if until > row.expires_at && !store.extend_session(id_hash, until, now).await? {
+        return Ok(None);
+    }
+    remaining(store, id_hash, settings).await
 }
 
 /// The `Set-Cookie` value that installs a session: HttpOnly (no script reads it), Secure
@@ -117,7 +175,8 @@ pub async fn still_valid(
 pub fn set_cookie(id: &str, settings: &ConsoleSettings) -> HeaderValue {
     let value = format!(
         "{COOKIE_NAME}={id}; HttpOnly; Secure; SameSite=Strict; Path=/; Max-Age={}",
-        settings.session_lifetime.as_secs()
+        // As long as the session could be extended: the server decides when it ends.
+        settings.session_max.as_secs()
     );
     HeaderValue::from_str(&value).unwrap_or_else(|_| HeaderValue::from_static(""))
 }

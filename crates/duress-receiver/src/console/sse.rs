@@ -9,7 +9,9 @@
 //! A comment line every `live_keep_alive` (15 s) keeps proxies from closing an idle stream;
 //! at each one the stream also checks its session, and ends when the session was ended,
 //! expired or its account disabled (so a signed-out or disabled officer's open board stops
-//! receiving alarms within that interval).
+//! receiving alarms within that interval). It also tells the page, at connect and at each
+//! keep-alive, how long its session has left (`event: session`): the page's expiry warning and
+//! its "stream silent" check count on it (docs/console.md).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -30,8 +32,16 @@ pub struct After {
     after: Option<i64>,
 }
 
+/// Who a stream is for: an officer's session (its id hash) or a paired duty display.
+#[derive(Debug, Clone)]
+enum Viewer {
+    Session(String),
+    Display(i64),
+}
+
 pub async fn stream(
     State(console): State<Arc<Console>>,
+    axum::Extension(user): axum::Extension<super::CurrentUser>,
     headers: HeaderMap,
     Query(query): Query<After>,
 ) -> Response {
@@ -45,15 +55,20 @@ pub async fn stream(
         // A client that names nothing gets live frames only.
         (None, None) => console.store.live_latest_id().await.unwrap_or(0),
     };
-    // The guard let this request in with a valid session: this is it.
-    let session = sessions::session_cookie(&headers)
-        .ok()
-        .flatten()
-        .map(|id| sessions::hash_id(&id))
-        .unwrap_or_default();
+    // The guard let this request in with a valid session or an active display: this is it.
+    let viewer = match user.display {
+        Some(id) => Viewer::Display(id),
+        None => Viewer::Session(
+            sessions::session_cookie(&headers)
+                .ok()
+                .flatten()
+                .map(|id| sessions::hash_id(&id))
+                .unwrap_or_default(),
+        ),
+    };
     let subscription = console.feed.subscribe();
     let (tx, rx) = mpsc::channel::<Bytes>(64);
-    tokio::spawn(forward(console, session, after, subscription, tx));
+    tokio::spawn(forward(console, viewer, after, subscription, tx));
     let body = futures::stream::unfold(rx, |mut rx| async move {
         rx.recv().await.map(|b| (Ok::<_, Infallible>(b), rx))
     });
@@ -72,7 +87,7 @@ pub async fn stream(
 /// Replays, then forwards live frames, until the client goes away.
 async fn forward(
     console: Arc<Console>,
-    session: String,
+    viewer: Viewer,
     mut last: i64,
     mut subscription: broadcast::Receiver<Frame>,
     tx: mpsc::Sender<Bytes>,
@@ -97,6 +112,19 @@ async fn forward(
         return;
     }
     let keep_alive_every: Duration = console.settings.live_keep_alive;
+    // The session's remaining time and the keep-alive interval, so the page can warn before
+    // the session ends and knows how long a silence means the stream is down.
+    // Subscribed before the first check, so a revocation in between is not missed.
+    let mut revoked = console.display_revoked.subscribe();
+    match viewer_state(&console, &viewer, keep_alive_every).await {
+        Ok(Some(frame)) => {
+            if tx.send(frame).await.is_err() {
+                return;
+            }
+        }
+        Ok(None) => return,
+        Err(e) => tracing::warn!(error = %e, "console stream: session check failed"),
+    }
     let mut keep_alive = tokio::time::interval(keep_alive_every);
     keep_alive.tick().await;
     let mut closing = console.closing.subscribe();
@@ -132,10 +160,15 @@ async fn forward(
                 Err(broadcast::error::RecvError::Closed) => return,
             },
             _ = keep_alive.tick() => {
-                match sessions::still_valid(console.store.as_ref(), &session, &console.settings).await {
-                    Ok(true) => {}
+                match viewer_state(&console, &viewer, keep_alive_every).await {
+                    // The page's countdown to its warning, corrected at every keep-alive.
+                    Ok(Some(frame)) => {
+                        if tx.send(frame).await.is_err() {
+                            return;
+                        }
+                    }
                     // Ended, expired or disabled: dropping `tx` ends the response body.
-                    Ok(false) => return,
+                    Ok(None) => return,
                     // A store hiccup is not a sign-out: keep streaming, ask again next time.
                     Err(e) => tracing::warn!(error = %e, "console stream: session check failed"),
                 }
@@ -154,9 +187,63 @@ async fn forward(
                     return;
                 }
             }
+            // This display was revoked: its stream ends now, not at the next keep-alive.
+            gone = revoked.recv(), if matches!(viewer, Viewer::Display(_)) => match gone {
+                Ok(id) if matches!(viewer, Viewer::Display(mine) if mine == id) => return,
+                Ok(_) => {}
+                // Missed some: ask the store whether this display is one of them.
+                Err(broadcast::error::RecvError::Lagged(_)) => {
+                    if let Viewer::Display(id) = viewer
+                        && !super::displays::still_active(console.store.as_ref(), id).await.unwrap_or(true)
+                    {
+                        return;
+                    }
+                }
+                Err(broadcast::error::RecvError::Closed) => {}
+            },
             () = tx.closed() => return,
         }
     }
+}
+
+/// The `event: session` frame for this viewer, or `None` when its session is over (ended,
+/// expired, disabled) or its display no longer active.
+async fn viewer_state(
+    console: &Console,
+    viewer: &Viewer,
+    keep_alive: Duration,
+) -> crate::store::StoreResult<Option<Bytes>> {
+    match viewer {
+        Viewer::Session(id_hash) => {
+            Ok(
+                sessions::remaining(console.store.as_ref(), id_hash, &console.settings)
+                    .await?
+                    .map(|r| session_frame(r, keep_alive)),
+            )
+        }
+        Viewer::Display(id) => {
+            if !super::displays::still_active(console.store.as_ref(), *id).await? {
+                return Ok(None);
+            }
+            let json =
+                serde_json::json!({ "display": true, "keep_alive": keep_alive.as_secs_f64() });
+            Ok(Some(Bytes::from(format!(
+                "event: session\ndata: {json}\n\n"
+            ))))
+        }
+    }
+}
+
+/// `event: session`: `{"expires_in": s, "extendable": b, "warn": s, "keep_alive": s}`. No
+/// `id:` line (it never moves the client's Last-Event-ID).
+fn session_frame(r: sessions::Remaining, keep_alive: Duration) -> Bytes {
+    let json = serde_json::json!({
+        "expires_in": r.expires_in,
+        "extendable": r.extendable,
+        "warn": r.warn,
+        "keep_alive": keep_alive.as_secs_f64(),
+    });
+    Bytes::from(format!("event: session\ndata: {json}\n\n"))
 }
 
 /// `event: trouble` with the banner's lines as a JSON array (empty: all well).

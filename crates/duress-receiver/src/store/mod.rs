@@ -25,6 +25,7 @@
 //! - [`RetentionStore`]: purging what the retention policy no longer keeps, audited.
 //! - [`ApiKeyStore`]: integration API keys (hashed, scoped, revocable, audited).
 //! - [`PhoneStore`]: the desk-phone inventory and the access-point table (`phones`).
+//! - [`DisplayStore`]: the console's paired duty displays (view-only, revocable, audited).
 
 pub mod apikeys;
 pub mod audit_chain;
@@ -647,6 +648,15 @@ pub trait AccountStore: Send + Sync {
     /// The session with this id hash and its user's current role and state.
     fn session<'a>(&'a self, id_hash: &'a str) -> StoreFuture<'a, Option<SessionRecord>>;
     fn touch_session<'a>(&'a self, id_hash: &'a str, at: OffsetDateTime) -> StoreFuture<'a, ()>;
+    /// Extends a session ("Stay signed in"): its end moves to `expires_at` (never earlier
+    /// than it was) and it counts as used at `at`, audited as `session.extend` by its user, in
+    /// one transaction. `false` when there is no such session.
+    fn extend_session<'a>(
+        &'a self,
+        id_hash: &'a str,
+        expires_at: OffsetDateTime,
+        at: OffsetDateTime,
+    ) -> StoreFuture<'a, bool>;
     /// Deletes an expired or idle session (nothing audited: nobody acted).
     fn expire_session<'a>(&'a self, id_hash: &'a str) -> StoreFuture<'a, ()>;
     /// Deletes the session at sign-out, audited as done by `actor`.
@@ -720,6 +730,46 @@ pub trait LiveStore: Send + Sync {
     }
 }
 
+/// Duty displays: browsers an admin paired as view-only wall screens (`console::displays`).
+/// Only hashes of their cookie tokens and pairing codes are stored.
+pub trait DisplayStore: Send + Sync {
+    /// Adds a pending display (its screen shows the pairing code), after deleting pending
+    /// ones whose code expired. Not audited (nobody signed in acted). `false`, and nothing
+    /// added, when `max_pending` unexpired pending displays already exist.
+    fn create_pending_display<'a>(
+        &'a self,
+        display: NewDisplay,
+        max_pending: u32,
+    ) -> StoreFuture<'a, bool>;
+    /// An admin entered a code: the pending display with that code (unexpired) becomes
+    /// active under `name`, audited as `display.pair` by `actor`. `None` when no such code.
+    fn pair_display<'a>(
+        &'a self,
+        code_hash: &'a str,
+        name: &'a str,
+        actor: &'a str,
+        at: OffsetDateTime,
+    ) -> StoreFuture<'a, Option<i64>>;
+    /// The display whose cookie token hashes to `token_hash`, whatever its state.
+    fn display_by_token<'a>(
+        &'a self,
+        token_hash: &'a str,
+    ) -> StoreFuture<'a, Option<DisplayRecord>>;
+    /// The display with this id, whatever its state.
+    fn display<'a>(&'a self, id: i64) -> StoreFuture<'a, Option<DisplayRecord>>;
+    fn touch_display(&self, id: i64, at: OffsetDateTime) -> StoreFuture<'_, ()>;
+    /// Revokes an active display, audited as `display.revoke` by `actor`; `false` when it is
+    /// not active.
+    fn revoke_display<'a>(
+        &'a self,
+        id: i64,
+        actor: &'a str,
+        at: OffsetDateTime,
+    ) -> StoreFuture<'a, bool>;
+    /// Active and revoked displays (not pending ones), newest first.
+    fn displays(&self) -> StoreFuture<'_, Vec<DisplayRecord>>;
+}
+
 /// Console settings kept in the database.
 pub trait SettingsStore: Send + Sync {
     fn camera_mappings(&self) -> StoreFuture<'_, Vec<CameraMapping>>;
@@ -754,6 +804,7 @@ pub trait Store:
     + cluster::ClusterStore
     + ApiKeyStore
     + PhoneStore
+    + DisplayStore
 {
     /// Which backend, for logs: `sqlite` or `postgresql`.
     fn backend(&self) -> &'static str;

@@ -44,6 +44,7 @@ use super::{
 mod accounts;
 mod apikeys;
 mod cluster;
+mod displays;
 mod heartbeats;
 mod incidents;
 mod ingest;

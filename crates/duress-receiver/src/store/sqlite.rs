@@ -30,6 +30,7 @@ use super::{
 mod accounts;
 mod apikeys;
 mod cluster;
+mod displays;
 mod incidents;
 mod listings;
 mod log;

@@ -198,6 +198,8 @@ impl std::fmt::Debug for NewSession {
 pub struct SessionRecord {
     pub username: String,
     pub csrf_token: String,
+    /// Sign-in time: extensions never go past it plus `session_max`.
+    pub created_at: OffsetDateTime,
     pub last_seen_at: OffsetDateTime,
     pub expires_at: OffsetDateTime,
     /// `None` when the stored role is unknown (treated as no session).
@@ -416,3 +418,65 @@ pub fn location_summary(location: Option<&duress_core::Location>) -> String {
 }
 
 pub use crate::location_evidence::Subnet;
+
+/// A display waiting to be paired: hashes only.
+#[derive(Clone)]
+pub struct NewDisplay {
+    pub token_hash: String,
+    pub code_hash: String,
+    pub created_at: OffsetDateTime,
+    pub code_expires_at: OffsetDateTime,
+}
+
+impl std::fmt::Debug for NewDisplay {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NewDisplay")
+            .field("created_at", &self.created_at)
+            .field("code_expires_at", &self.code_expires_at)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Where a display is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DisplayState {
+    /// Showing its pairing code; no access yet.
+    Pending,
+    /// Paired: may view the board and hear it.
+    Active,
+    /// Revoked by an admin: no access, ever again.
+    Revoked,
+}
+
+impl DisplayState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DisplayState::Pending => "pending",
+            DisplayState::Active => "active",
+            DisplayState::Revoked => "revoked",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        match text {
+            "pending" => Some(DisplayState::Pending),
+            "active" => Some(DisplayState::Active),
+            "revoked" => Some(DisplayState::Revoked),
+            _ => None,
+        }
+    }
+}
+
+/// A stored display (no token or code hash: callers look up by them, never read them).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DisplayRecord {
+    pub id: i64,
+    pub name: String,
+    pub state: DisplayState,
+    pub created_at: OffsetDateTime,
+    pub paired_at: Option<OffsetDateTime>,
+    pub paired_by: Option<String>,
+    pub last_seen_at: Option<OffsetDateTime>,
+    pub revoked_at: Option<OffsetDateTime>,
+    pub revoked_by: Option<String>,
+}

@@ -38,43 +38,82 @@
     if (btn && btn.dataset.confirm && !window.confirm(btn.dataset.confirm)) e.preventDefault();
   });
 
+  // A screen showing its duty-display pairing code: go to the board once an admin paired it.
+  if (page === 'display-pair' && document.getElementById('pair-code')) {
+    const state = document.getElementById('pair-state');
+    const poll = setInterval(async () => {
+      try {
+        const r = await fetch('/display/status', { credentials: 'same-origin', cache: 'no-store' });
+        const v = await r.json();
+        if (v.state === 'active') { clearInterval(poll); window.location.assign('/'); }
+        if (v.state === 'none' && state) state.textContent = 'This code has expired: reload to get a new one.';
+      } catch (_) { /* next poll */ }
+    }, 2000);
+  }
+
   const signedIn = !!document.querySelector('meta[name="csrf-token"]');
+  const isDisplay = body.dataset.display === '1';
   if (!signedIn || page === 'print') return;
 
   // ---- Sound: Web Audio, repeating while an incident is unclaimed ----
+  // Browsers start audio only after a click on the page (autoplay rule). The officer's choice
+  // is remembered in this browser (localStorage): after the next sign-in or reload the first
+  // click or key anywhere turns sound back on, and until then a full-width banner says it is off.
+  const SOUND_KEY = 'duress.sound';
   const gate = document.getElementById('sound-gate');
+  const soundBanner = document.getElementById('sound-banner');
   let audio = null;
   let soundMode = null; // null | 'alarm' | 'escalated'
   let soundTimer = null;
 
+  function remembered() {
+    try { return window.localStorage.getItem(SOUND_KEY) === 'on'; } catch (_) { return false; }
+  }
+  function remember() {
+    try { window.localStorage.setItem(SOUND_KEY, 'on'); } catch (_) { /* private mode: per page */ }
+  }
   function ensureAudio() {
     if (!audio) {
       const AC = window.AudioContext || window.webkitAudioContext;
       if (!AC) return null;
       audio = new AC();
-      audio.onstatechange = updateGate;
+      audio.onstatechange = () => { updateGate(); checkWatch(); };
     }
     return audio;
   }
   function soundOn() { return !!audio && audio.state === 'running'; }
   function updateGate() {
+    const on = soundOn();
+    document.documentElement.dataset.sound = on ? 'on' : 'off';
+    if (soundBanner) soundBanner.hidden = on;
     if (!gate) return;
-    gate.textContent = soundOn() ? 'Sound on' : 'Click to enable sound';
-    gate.classList.toggle('on', soundOn());
-    gate.setAttribute('aria-pressed', soundOn() ? 'true' : 'false');
+    gate.textContent = on ? 'Sound on' : 'Click to enable sound';
+    gate.classList.toggle('on', on);
+    gate.setAttribute('aria-pressed', on ? 'true' : 'false');
   }
-  if (gate) {
-    gate.addEventListener('click', async () => {
-      const ac = ensureAudio();
-      if (ac) { try { await ac.resume(); } catch (_) { /* stays gated */ } }
-      updateGate();
-      applySound(true);
-    });
+  async function enableSound() {
+    remember();
+    const ac = ensureAudio();
+    if (ac) { try { await ac.resume(); } catch (_) { /* stays gated */ } }
+    updateGate();
+    applySound(true);
+    checkWatch();
   }
-  function beep(freq, start, dur) {
+  if (gate) gate.addEventListener('click', enableSound);
+  if (soundBanner) soundBanner.addEventListener('click', enableSound);
+  if (remembered()) {
+    // Chosen before: try now (allowed where the browser permits it, e.g. a kiosk flag), and
+    // else on the first click or key anywhere on the page.
+    enableSound();
+    const again = () => { if (!soundOn()) enableSound(); };
+    document.addEventListener('pointerdown', again, true);
+    document.addEventListener('keydown', again, true);
+  }
+  updateGate();
+  function beep(freq, start, dur, type) {
     const o = audio.createOscillator();
     const g = audio.createGain();
-    o.type = 'square';
+    o.type = type || 'square';
     o.frequency.value = freq;
     g.gain.setValueAtTime(0.0001, start);
     g.gain.exponentialRampToValueAtTime(0.25, start + 0.01);
@@ -82,6 +121,18 @@
     o.connect(g).connect(audio.destination);
     o.start(start);
     o.stop(start + dur + 0.05);
+  }
+  // The trouble tone: low, long and falling (triangle 392 → 262 Hz), unlike the alarm's
+  // high square beeps, so "the board cannot hear" is never mistaken for "an alarm".
+  let troubleTones = 0;
+  function troubleTone() {
+    if (!soundOn()) return false;
+    const t = audio.currentTime + 0.02;
+    beep(392, t, 0.4, 'triangle');
+    beep(262, t + 0.5, 0.7, 'triangle');
+    troubleTones += 1;
+    document.documentElement.dataset.troubleTones = String(troubleTones);
+    return true;
   }
   function playPattern() {
     if (!soundOn() || !soundMode) return;
@@ -122,15 +173,26 @@
   const bannerText = document.getElementById('alarm-text');
 
   let lastId = Number(body.dataset.lastEventId || 0);
+  // What the watch banner (below) judges by.
+  let sessionEnded = false;
+  let unreachable = false;
+  let sessionEndsAt = null; // ms, from the stream's `session` events
+  let sessionExtendable = true;
+  let warnS = 600;
+  let keepAliveS = 15;
+  let downSince = Date.now();
 
   async function refreshAlarm() {
     let state;
     try {
       const r = await fetch('/api/alarm', { credentials: 'same-origin', cache: 'no-store' });
-      if (r.status === 401) { window.location.assign('/login'); return; }
-      if (!r.ok) return;
+      unreachable = false;
+      if (r.status === 401) { sessionOver(); return; }
+      if (!r.ok) { checkWatch(); return; }
+      sessionEnded = false;
       state = await r.json();
-    } catch (_) { return; }
+    } catch (_) { unreachable = true; checkWatch(); return; }
+    checkWatch();
     soundMode = state.unclaimed > 0 ? (state.escalated > 0 ? 'escalated' : 'alarm') : null;
     applySound(false);
     setTitle(state.unclaimed > 0 ? state.label : null);
@@ -154,7 +216,7 @@
     for (const el of parts) {
       try {
         const r = await fetch(el.dataset.fragment, { credentials: 'same-origin', cache: 'no-store' });
-        if (r.status === 401) { window.location.assign('/login'); return; }
+        if (r.status === 401) { sessionOver(); return; }
         if (!r.ok) continue;
         const html = await r.text();
         el.innerHTML = html;
@@ -187,12 +249,19 @@
   let everOpen = false;
   let lastMessageAt = Date.now();
   function setConn(state, text) {
-    if (!conn) return;
-    conn.className = 'conn conn-' + state;
-    conn.textContent = text;
     document.documentElement.dataset.stream = state;
+    if (state === 'live') downSince = null;
+    else if (downSince === null) downSince = Date.now();
+    if (conn) {
+      conn.className = 'conn conn-' + state;
+      conn.textContent = text;
+    }
+    checkWatch();
   }
-  function streamQuiet() { return !es || es.readyState !== 1 || Date.now() - lastMessageAt > 30000; }
+  // Silence for longer than this means the stream is dead even if the socket looks open (a
+  // proxy that swallowed the close): the server sends `event: session` every keep-alive.
+  function silentAfterMs() { return keepAliveS * 2000 + 2000; }
+  function streamQuiet() { return !es || es.readyState !== 1 || Date.now() - lastMessageAt > silentAfterMs(); }
   function connect() {
     clearTimeout(retryTimer);
     if (es) es.close();
@@ -200,6 +269,9 @@
     // `after`: everything committed since this page (or the last event we got) is replayed.
     es = new EventSource('/events?after=' + lastId);
     es.onopen = () => {
+      // An open stream means the server answered and the session is good.
+      unreachable = false;
+      sessionEnded = false;
       setConn('live', 'Live');
       backoff = 500;
       lastMessageAt = Date.now();
@@ -223,18 +295,111 @@
       tb.replaceChildren(...lines.map((t) => { const p = document.createElement('p'); p.textContent = t; return p; }));
       tb.hidden = lines.length === 0;
     });
+    // How long the session has left, and the keep-alive interval (at connect and every
+    // keep-alive): the warning banner and the silence check count on it.
+    es.addEventListener('session', (m) => {
+      lastMessageAt = Date.now();
+      try {
+        const v = JSON.parse(m.data);
+        // A duty display has no session to run out; it ends only when revoked.
+        sessionEndsAt = v.display ? null : Date.now() + v.expires_in * 1000;
+        sessionExtendable = !!v.extendable;
+        warnS = Number(v.warn) || warnS;
+        keepAliveS = Number(v.keep_alive) || keepAliveS;
+        sessionEnded = false;
+      } catch (_) { /* the next one */ }
+      checkWatch();
+    });
     es.onerror = () => {
       es.close();
       es = null;
       setConn('down', 'Reconnecting…');
       retryTimer = setTimeout(connect, backoff);
-      backoff = Math.min(backoff * 2, 10000);
+      backoff = Math.min(backoff * 2, 5000);
+      // Why: signed out (401), or the server is unreachable? The banner says which.
+      refreshAlarm();
     };
   }
   window.addEventListener('online', () => { backoff = 500; connect(); });
   window.addEventListener('offline', () => { if (es) { es.close(); es = null; } setConn('down', 'Offline'); });
   // Testing hook and manual recovery: drop the stream as a network blip would.
   window.duressConsole = { dropStream() { if (es) { es.close(); es = null; } setConn('down', 'Reconnecting…'); retryTimer = setTimeout(connect, backoff); } };
+
+  // ---- Never silently deaf: the watch banner and the trouble tone ----
+  // Shown on every page while the stream is down, the server unreachable, or the session
+  // ended or about to end; the trouble tone sounds at once (when sound is on) and every 30 s
+  // until it is fixed. Recovery is automatic: the stream reconnects and replays from lastId.
+  const TONE_EVERY_MS = 30000;
+  const watchBanner = document.getElementById('watch-banner');
+  const watchText = document.getElementById('watch-text');
+  const watchSignIn = document.getElementById('watch-signin');
+  const watchExtend = document.getElementById('watch-extend');
+  let lastToneAt = null;
+  function sessionOver() { sessionEnded = true; checkWatch(); }
+  function problem() {
+    const now = Date.now();
+    if (sessionEnded && isDisplay) {
+      return { kind: 'session-ended', text: 'This duty display is no longer paired: it no longer receives alarms.', signIn: true };
+    }
+    if (sessionEnded || (sessionEndsAt !== null && now >= sessionEndsAt)) {
+      return { kind: 'session-ended', text: 'Your session has ended: this page no longer receives alarms.', signIn: true };
+    }
+    if (unreachable) {
+      return { kind: 'unreachable', text: 'The console server cannot be reached: alarms are not arriving here. Retrying…' };
+    }
+    if (downSince !== null && now - downSince > 2000) {
+      return { kind: 'stream-down', text: 'Live updates are down: new alarms may not appear. Reconnecting…' };
+    }
+    if (es && es.readyState === 1 && now - lastMessageAt > silentAfterMs()) {
+      return { kind: 'stream-down', text: 'Live updates have gone silent: new alarms may not appear. Reconnecting…' };
+    }
+    if (sessionEndsAt !== null && sessionEndsAt - now <= warnS * 1000) {
+      const left = Math.max(0, Math.round((sessionEndsAt - now) / 1000));
+      const mmss = Math.floor(left / 60) + ':' + String(left % 60).padStart(2, '0');
+      return sessionExtendable
+        ? { kind: 'session-ending', text: 'Your session ends in ' + mmss + '.', extend: true }
+        : { kind: 'session-ending', text: 'Your session ends in ' + mmss + ' and cannot be extended: sign in again.', signIn: true };
+    }
+    return null;
+  }
+  function checkWatch() {
+    if (!watchBanner) return;
+    const p = problem();
+    document.documentElement.dataset.watch = p ? p.kind : 'ok';
+    watchBanner.hidden = !p;
+    if (!p) { lastToneAt = null; return; }
+    if (watchText.textContent !== p.text) watchText.textContent = p.text;
+    watchSignIn.hidden = !p.signIn;
+    if (isDisplay) { watchSignIn.href = '/display'; watchSignIn.textContent = 'Pair again'; }
+    watchExtend.hidden = !p.extend;
+    if ((lastToneAt === null || Date.now() - lastToneAt >= TONE_EVERY_MS) && troubleTone()) {
+      lastToneAt = Date.now();
+    }
+  }
+  if (watchExtend) {
+    watchExtend.addEventListener('click', async () => {
+      const csrf = document.querySelector('meta[name="csrf-token"]').content;
+      try {
+        const r = await fetch('/session/extend', { method: 'POST', credentials: 'same-origin', headers: { 'X-CSRF-Token': csrf } });
+        if (r.status === 401) { sessionOver(); return; }
+        if (!r.ok) return;
+        const v = await r.json();
+        sessionEndsAt = Date.now() + v.expires_in * 1000;
+        sessionExtendable = !!v.extendable;
+      } catch (_) { unreachable = true; }
+      checkWatch();
+    });
+  }
+  setInterval(() => {
+    // A stream open but silent past the keep-alive: drop it and reconnect (catching up).
+    if (es && es.readyState === 1 && Date.now() - lastMessageAt > silentAfterMs()) {
+      es.close();
+      es = null;
+      setConn('down', 'Reconnecting…');
+      retryTimer = setTimeout(connect, 0);
+    }
+    checkWatch();
+  }, 1000);
 
   connect();
   refreshAlarm();

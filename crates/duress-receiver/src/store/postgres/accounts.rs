@@ -160,7 +160,7 @@ impl PostgresStore {
 
     async fn session_impl(&self, id_hash: &str) -> StoreResult<Option<SessionRecord>> {
         let row = sqlx::query(
-            "SELECT s.username, s.csrf_token, s.last_seen_at, s.expires_at, u.role, u.disabled
+            "SELECT s.username, s.csrf_token, s.created_at, s.last_seen_at, s.expires_at, u.role, u.disabled
              FROM sessions s JOIN users u ON u.username = s.username WHERE s.id_hash = $1",
         )
         .bind(id_hash)
@@ -170,6 +170,7 @@ impl PostgresStore {
             Ok(SessionRecord {
                 username: r.try_get("username")?,
                 csrf_token: r.try_get("csrf_token")?,
+                created_at: r.try_get("created_at")?,
                 last_seen_at: r.try_get("last_seen_at")?,
                 expires_at: r.try_get("expires_at")?,
                 role: Role::parse(&r.try_get::<String, _>("role")?),
@@ -177,6 +178,42 @@ impl PostgresStore {
             })
         })
         .transpose()
+    }
+
+    async fn extend_session_impl(
+        &self,
+        id_hash: &str,
+        expires_at: OffsetDateTime,
+        at: OffsetDateTime,
+    ) -> StoreResult<bool> {
+        let mut tx = self.begin().await?;
+        // GREATEST: an extension never shortens a session (two tabs extending at once).
+        let row = sqlx::query(
+            "UPDATE sessions SET expires_at = GREATEST(expires_at, $1), last_seen_at = $2
+             WHERE id_hash = $3 RETURNING username, expires_at",
+        )
+        .bind(ms(expires_at))
+        .bind(ms(at))
+        .bind(id_hash)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(false);
+        };
+        let username: String = row.try_get("username")?;
+        let until: OffsetDateTime = row.try_get("expires_at")?;
+        log::audit(
+            &mut tx,
+            &self.audit_key,
+            at,
+            &username,
+            "session.extend",
+            &username,
+            &format!("until {}", format_ts(until)),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn delete_session(&self, id_hash: &str, audit_actor: Option<&str>) -> StoreResult<()> {
@@ -370,6 +407,15 @@ impl AccountStore for PostgresStore {
                 .await?;
             Ok(())
         })
+    }
+
+    fn extend_session<'a>(
+        &'a self,
+        id_hash: &'a str,
+        expires_at: OffsetDateTime,
+        at: OffsetDateTime,
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(self.extend_session_impl(id_hash, expires_at, at))
     }
 
     fn expire_session<'a>(&'a self, id_hash: &'a str) -> StoreFuture<'a, ()> {

@@ -161,7 +161,7 @@ impl SqliteStore {
 
     async fn session_impl(&self, id_hash: &str) -> StoreResult<Option<SessionRecord>> {
         let row = sqlx::query(
-            "SELECT s.username, s.csrf_token, s.last_seen_at, s.expires_at, u.role, u.disabled
+            "SELECT s.username, s.csrf_token, s.created_at, s.last_seen_at, s.expires_at, u.role, u.disabled
              FROM sessions s JOIN users u ON u.username = s.username WHERE s.id_hash = ?",
         )
         .bind(id_hash)
@@ -171,6 +171,7 @@ impl SqliteStore {
             Ok(SessionRecord {
                 username: r.try_get("username")?,
                 csrf_token: r.try_get("csrf_token")?,
+                created_at: ts(&r, "created_at")?,
                 last_seen_at: ts(&r, "last_seen_at")?,
                 expires_at: ts(&r, "expires_at")?,
                 role: Role::parse(&r.try_get::<String, _>("role")?),
@@ -178,6 +179,42 @@ impl SqliteStore {
             })
         })
         .transpose()
+    }
+
+    async fn extend_session_impl(
+        &self,
+        id_hash: &str,
+        expires_at: OffsetDateTime,
+        at: OffsetDateTime,
+    ) -> StoreResult<bool> {
+        let mut tx = self.begin_write().await?;
+        // MAX: an extension never shortens a session (two tabs extending at once).
+        let row = sqlx::query(
+            "UPDATE sessions SET expires_at = MAX(expires_at, ?), last_seen_at = ?
+             WHERE id_hash = ? RETURNING username, expires_at",
+        )
+        .bind(format_ts(expires_at))
+        .bind(format_ts(at))
+        .bind(id_hash)
+        .fetch_optional(&mut *tx)
+        .await?;
+        let Some(row) = row else {
+            return Ok(false);
+        };
+        let username: String = row.try_get("username")?;
+        let until: String = row.try_get("expires_at")?;
+        log::audit(
+            &mut tx,
+            &self.audit_key,
+            at,
+            &username,
+            "session.extend",
+            &username,
+            &format!("until {until}"),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(true)
     }
 
     async fn delete_session(&self, id_hash: &str, audit_actor: Option<&str>) -> StoreResult<()> {
@@ -336,6 +373,15 @@ impl AccountStore for SqliteStore {
                 .await?;
             Ok(())
         })
+    }
+
+    fn extend_session<'a>(
+        &'a self,
+        id_hash: &'a str,
+        expires_at: OffsetDateTime,
+        at: OffsetDateTime,
+    ) -> StoreFuture<'a, bool> {
+        Box::pin(self.extend_session_impl(id_hash, expires_at, at))
     }
 
     fn expire_session<'a>(&'a self, id_hash: &'a str) -> StoreFuture<'a, ()> {
