@@ -133,6 +133,67 @@ impl IntoResponses for EnrollmentProblems {
     }
 }
 
+/// `POST /v1/phones/spectralink/alarm` and `POST /v1/phones/cisco/event` refusals (problem+json).
+#[derive(Debug)]
+pub struct PhonePushProblems;
+impl IntoResponses for PhonePushProblems {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        let mut all = joined(&[&[
+            ProblemType::MalformedXml,
+            ProblemType::PhoneUnknown,
+            ProblemType::PhoneWrongNetwork,
+            ProblemType::PhoneBadKey,
+            ProblemType::TooManyRequests,
+            ProblemType::BodyTooLarge,
+            ProblemType::StorageUnavailable,
+        ]]);
+        all.insert(
+            "200".into(),
+            xml_answer("Accepted: a CiscoIPPhoneResponse (nothing shown on the handset)"),
+        );
+        all
+    }
+}
+
+/// `GET|POST /v1/phones/cisco/duress` answers: always a CiscoIPPhone XML object (a phone shows
+/// what it gets, so a refusal is a plain CiscoIPPhoneText, never JSON).
+#[derive(Debug)]
+pub struct CiscoDuressAnswers;
+impl IntoResponses for CiscoDuressAnswers {
+    fn responses() -> BTreeMap<String, RefOr<Response>> {
+        [
+            ("200", "Raised (or a repeat of the same press): CiscoIPPhoneExecute Init:Services, which shows nothing alarming"),
+            ("400", "CiscoIPPhoneText: malformed-request (no or a malformed device= parameter)"),
+            ("403", "CiscoIPPhoneText: phone-unknown, phone-wrong-network, phone-bad-key or phone-removed"),
+            ("413", "The request body is too large"),
+            ("429", "CiscoIPPhoneText: too-many-requests, with Retry-After"),
+            ("503", "CiscoIPPhoneText: unavailable (the store); the phone may retry"),
+        ]
+        .into_iter()
+        .map(|(status, description)| (status.to_owned(), xml_answer(description)))
+        .collect()
+    }
+}
+
+/// A `text/xml` answer (a CiscoIPPhone object).
+fn xml_answer(description: &str) -> RefOr<Response> {
+    RefOr::T(
+        ResponseBuilder::new()
+            .description(description)
+            .content(
+                crate::phones::xml::CONTENT_TYPE,
+                ContentBuilder::new()
+                    .schema(Some(RefOr::T(utoipa::openapi::schema::Schema::Object(
+                        utoipa::openapi::schema::ObjectBuilder::new()
+                            .schema_type(utoipa::openapi::schema::Type::String)
+                            .build(),
+                    ))))
+                    .build(),
+            )
+            .build(),
+    )
+}
+
 /// `GET /healthz` refusal.
 #[derive(Debug)]
 pub struct HealthProblems;
@@ -230,6 +291,10 @@ impl Modify for BearerKey {
         crate::api::events::post,
         crate::api::heartbeats::post,
         crate::api::retirements::post,
+        crate::phones::cisco_duress_get,
+        crate::phones::cisco_duress_post,
+        crate::phones::spectralink_alarm,
+        crate::phones::cisco_event,
         crate::integration::routes::list_incidents,
         crate::integration::routes::incident,
         crate::integration::routes::incident_cap,
@@ -244,6 +309,7 @@ impl Modify for BearerKey {
     tags(
         (name = "agent", description = "What the Duress agent sends (signed with its device key)"),
         (name = "integration", description = "For PSIMs and other systems (Bearer API key)"),
+        (name = "phones", description = "Desk and wireless phones' duress keys (docs/integrations.md, Desk phones): identified by the inventory's device name, secret and allowed network"),
         (name = "operations", description = "Health checks"),
     )
 )]

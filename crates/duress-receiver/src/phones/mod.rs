@@ -51,13 +51,13 @@ where
     S: Clone + Send + Sync + 'static,
 {
     vec![
-        (Method::GET, CISCO_DURESS, get(cisco_duress)),
-        (Method::POST, CISCO_DURESS, post(cisco_duress)),
-        (Method::POST, "/v1/phones/cisco/event", post(alarm_push)),
+        (Method::GET, CISCO_DURESS, get(cisco_duress_get)),
+        (Method::POST, CISCO_DURESS, post(cisco_duress_post)),
+        (Method::POST, "/v1/phones/cisco/event", post(cisco_event)),
         (
             Method::POST,
             "/v1/phones/spectralink/alarm",
-            post(alarm_push),
+            post(spectralink_alarm),
         ),
     ]
 }
@@ -358,8 +358,55 @@ fn xml_gate(g: Gate) -> Response {
     }
 }
 
+/// `GET /v1/phones/cisco/duress`: a line key's Service URL.
+#[utoipa::path(
+    get,
+    operation_id = "cisco_duress_get",
+    path = "/v1/phones/cisco/duress",
+    tag = "phones",
+    params(
+        ("device" = Option<String>, Query, description = "The phone's device name (#DEVICENAME#, e.g. SEP001122334455)"),
+        ("key" = Option<String>, Query, description = "The phone's secret from the inventory"),
+    ),
+    responses(crate::openapi::CiscoDuressAnswers)
+)]
+pub async fn cisco_duress_get(
+    state: State<AppState>,
+    client: ClientAddr,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    cisco_duress(state, client, method, uri, headers, body).await
+}
+
+/// `POST /v1/phones/cisco/duress`: the Desk Phone 9800 Action button's "HTTP Post"; `device`
+/// and `key` in the query or a form-encoded body (the query wins).
+#[utoipa::path(
+    post,
+    operation_id = "cisco_duress_post",
+    path = "/v1/phones/cisco/duress",
+    tag = "phones",
+    params(
+        ("device" = Option<String>, Query, description = "The phone's device name (#DEVICENAME#, e.g. SEP001122334455); also accepted in a form-encoded body"),
+        ("key" = Option<String>, Query, description = "The phone's secret from the inventory; also accepted in a form-encoded body"),
+    ),
+    responses(crate::openapi::CiscoDuressAnswers)
+)]
+pub async fn cisco_duress_post(
+    state: State<AppState>,
+    client: ClientAddr,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    cisco_duress(state, client, method, uri, headers, body).await
+}
+
 /// `GET|POST /v1/phones/cisco/duress?device=SEP001122334455&key=SECRET`.
-pub async fn cisco_duress(
+async fn cisco_duress(
     State(state): State<AppState>,
     client: ClientAddr,
     method: Method,
@@ -440,7 +487,47 @@ pub async fn cisco_duress(
 /// an `AlarmNotificationEvent`. A detector in alarm raises a press located by the BSSID's
 /// access point (the inventory's location when the access point is not in the table); all
 /// detectors clear annotates the phone's open incident and closes nothing.
-pub async fn alarm_push(
+#[utoipa::path(
+    post,
+    operation_id = "spectralink_alarm",
+    path = "/v1/phones/spectralink/alarm",
+    tag = "phones",
+    params(("key" = Option<String>, Query, description = "The handset's secret from the inventory")),
+    request_body(content = String, content_type = "text/xml",
+        description = "A Spectralink 84-series AlarmNotificationEvent (at most 8 KiB, no DOCTYPE)"),
+    responses(crate::openapi::PhonePushProblems)
+)]
+pub async fn spectralink_alarm(
+    state: State<AppState>,
+    client: ClientAddr,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
+    alarm_push(state, client, uri, body).await
+}
+
+/// `POST /v1/phones/cisco/event?key=SECRET`: the Cisco 840/860 emergency button's trigger and
+/// cancel notifications, the same `AlarmNotificationEvent` as [`spectralink_alarm`].
+#[utoipa::path(
+    post,
+    operation_id = "cisco_event",
+    path = "/v1/phones/cisco/event",
+    tag = "phones",
+    params(("key" = Option<String>, Query, description = "The handset's secret from the inventory")),
+    request_body(content = String, content_type = "text/xml",
+        description = "An AlarmNotificationEvent (at most 8 KiB, no DOCTYPE)"),
+    responses(crate::openapi::PhonePushProblems)
+)]
+pub async fn cisco_event(
+    state: State<AppState>,
+    client: ClientAddr,
+    uri: Uri,
+    body: Bytes,
+) -> Response {
+    alarm_push(state, client, uri, body).await
+}
+
+async fn alarm_push(
     State(state): State<AppState>,
     client: ClientAddr,
     uri: Uri,
