@@ -42,6 +42,7 @@ use super::{
 };
 
 mod accounts;
+mod group_commit;
 mod incidents;
 mod ingest;
 mod log;
@@ -103,6 +104,8 @@ pub struct PostgresStore {
     audit_key: super::audit_chain::AuditKey,
     /// What a new incident enqueues in the outbox.
     planner: Arc<super::PlannerSlot>,
+    /// Event ingest, batched into one transaction per group of waiting events.
+    ingest_writer: group_commit::IngestWriter,
 }
 
 /// The URL with its password (in the user info or a `password=` parameter) replaced by `***`,
@@ -256,16 +259,21 @@ impl PostgresStore {
             StoreError::Unavailable(format!("creating {}: {e}", data_dir.display()))
         })?;
         let audit_key = super::audit_chain::AuditKey::load_or_create(data_dir, head + 1)?;
+        let planner: Arc<super::PlannerSlot> = Arc::default();
+        let wake = Arc::new(Notify::new());
+        let ingest_writer =
+            group_commit::IngestWriter::start(alarm_pool.clone(), planner.clone(), wake.clone());
         Ok(PostgresStore {
             pool,
             alarm_pool,
             heartbeat_pool,
             key_pool,
-            wake: Arc::new(Notify::new()),
+            wake,
             keys: Arc::default(),
             name,
             audit_key,
-            planner: Arc::default(),
+            planner,
+            ingest_writer,
         })
     }
 
