@@ -45,6 +45,7 @@ mod accounts;
 mod apikeys;
 mod cluster;
 mod displays;
+mod group_commit;
 mod heartbeats;
 mod incidents;
 mod ingest;
@@ -119,6 +120,8 @@ pub struct PostgresStore {
     audit_key: super::audit_chain::AuditKey,
     /// What a new incident enqueues in the outbox.
     planner: Arc<super::PlannerSlot>,
+    /// Event ingest, batched into one transaction per group of waiting events.
+    ingest_writer: group_commit::IngestWriter,
 }
 
 /// The URL with its password (in the user info or a `password=` parameter) replaced by `***`,
@@ -274,19 +277,29 @@ impl PostgresStore {
         })?;
         let audit_key = super::audit_chain::AuditKey::load_or_create(data_dir, head + 1)?;
         let heartbeats = heartbeats::Coalescer::start(heartbeat_pool.clone());
+        let planner: Arc<super::PlannerSlot> = Arc::default();
+        let wake = Arc::new(Notify::new());
+        let doorbell: Arc<log::Doorbell> = Arc::default();
+        let ingest_writer = group_commit::IngestWriter::start(
+            alarm_pool.clone(),
+            planner.clone(),
+            wake.clone(),
+            doorbell.clone(),
+        );
         Ok(PostgresStore {
             heartbeats,
             pool,
             alarm_pool,
             heartbeat_pool,
             key_pool,
-            wake: Arc::new(Notify::new()),
-            doorbell: Arc::default(),
+            wake,
+            doorbell,
             listen_options,
             keys: Arc::default(),
             name,
             audit_key,
-            planner: Arc::default(),
+            planner,
+            ingest_writer,
         })
     }
 

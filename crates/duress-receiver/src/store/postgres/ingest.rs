@@ -149,50 +149,14 @@ impl PostgresStore {
 
     /// Dedupes by id, checks the device may raise alarms, refuses another device's id, and
     /// writes the event — in that order (docs/protocol.md §5.2), all under the device's row
-    /// lock.
+    /// lock. Batched with other events into one transaction by the ingest writer
+    /// ([`super::group_commit`]); answered after that transaction's COMMIT.
     pub(super) async fn ingest_impl(
         &self,
         ev: NewEvent,
         window: Duration,
     ) -> StoreResult<IngestOutcome> {
-        let mut tx = self.begin_alarm().await?;
-        // Serialises this device's events (grouping decides on what the previous one wrote)
-        // and fixes its status until commit.
-        let current: Option<String> =
-            sqlx::query_scalar("SELECT status FROM devices WHERE device_id = $1 FOR UPDATE")
-                .bind(&ev.device_id)
-                .fetch_optional(&mut *tx)
-                .await?;
-        let found = find_event(&mut *tx, ev.id).await?;
-        if let Some(found) = found.as_ref().filter(|f| f.device_id == ev.device_id) {
-            return Ok(IngestOutcome::Duplicate(found.clone()));
-        }
-        match current.as_deref().map(status).transpose()? {
-            Some(DeviceStatus::Active) => {}
-            Some(other) => return Ok(IngestOutcome::DeviceNotActive(other)),
-            None => return Err(StoreError::NoSuchDevice(ev.device_id.clone())),
-        }
-        // Another device's id: refused after the status (a disabled device hears "disabled").
-        if found.is_some() {
-            return Ok(IngestOutcome::IdConflict);
-        }
-        match insert_event(&mut tx, &ev, window, &self.planner, &self.doorbell).await? {
-            Some(stored) => {
-                tx.commit().await?;
-                // After COMMIT: a console told earlier could read a state without the event.
-                self.wake.notify_one();
-                Ok(IngestOutcome::Committed(stored))
-            }
-            // Another device committed this id after our read (its own device lock does not
-            // exclude us): nothing of ours was written yet.
-            None => {
-                let theirs = find_event(&mut *tx, ev.id).await?;
-                Ok(match theirs {
-                    Some(t) if t.device_id == ev.device_id => IngestOutcome::Duplicate(t),
-                    _ => IngestOutcome::IdConflict,
-                })
-            }
-        }
+        self.ingest_writer.ingest(ev, window).await
     }
 
     /// Records a heartbeat (unless the device is revoked) and reads what its answer needs:
@@ -320,6 +284,59 @@ fn token_refusal(
     Ok(None)
 }
 
+/// A live-log row an ingested event appends; written by the batch, last, under the log lock.
+pub(super) struct LiveRow {
+    pub(super) at: OffsetDateTime,
+    pub(super) kind: &'static str,
+    pub(super) incident_id: Option<Uuid>,
+    pub(super) payload: String,
+}
+
+/// One event's part of an ingest batch (see [`PostgresStore::ingest_impl`] for the order of
+/// the checks), inside the batch's transaction; the live row is returned, not written.
+pub(super) async fn ingest_in(
+    conn: &mut PgConnection,
+    ev: &NewEvent,
+    window: Duration,
+    planner: &crate::store::PlannerSlot,
+) -> StoreResult<(IngestOutcome, Option<LiveRow>)> {
+    // Serialises this device's events (grouping decides on what the previous one wrote)
+    // and fixes its status until commit.
+    let current: Option<String> =
+        sqlx::query_scalar("SELECT status FROM devices WHERE device_id = $1 FOR UPDATE")
+            .bind(&ev.device_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let found = find_event(&mut *conn, ev.id).await?;
+    if let Some(found) = found.as_ref().filter(|f| f.device_id == ev.device_id) {
+        return Ok((IngestOutcome::Duplicate(found.clone()), None));
+    }
+    match current.as_deref().map(status).transpose()? {
+        Some(DeviceStatus::Active) => {}
+        Some(other) => return Ok((IngestOutcome::DeviceNotActive(other), None)),
+        None => return Err(StoreError::NoSuchDevice(ev.device_id.clone())),
+    }
+    // Another device's id: refused after the status (a disabled device hears "disabled").
+    if found.is_some() {
+        return Ok((IngestOutcome::IdConflict, None));
+    }
+    match insert_event(conn, ev, window, planner).await? {
+        Some((stored, live)) => Ok((IngestOutcome::Committed(stored), Some(live))),
+        // Another device committed this id after our read (its own device lock does not
+        // exclude us): nothing of ours was written yet.
+        None => {
+            let theirs = find_event(&mut *conn, ev.id).await?;
+            Ok((
+                match theirs {
+                    Some(t) if t.device_id == ev.device_id => IngestOutcome::Duplicate(t),
+                    _ => IngestOutcome::IdConflict,
+                },
+                None,
+            ))
+        }
+    }
+}
+
 /// Writes the event first (`ON CONFLICT (id) DO NOTHING`: `None` when the id exists, with
 /// nothing written), then its incident, the device's counters and its live-log row.
 async fn insert_event(
@@ -327,8 +344,7 @@ async fn insert_event(
     ev: &NewEvent,
     window: Duration,
     planner: &crate::store::PlannerSlot,
-    bell: &log::Doorbell,
-) -> StoreResult<Option<StoredEvent>> {
+) -> StoreResult<Option<(StoredEvent, LiveRow)>> {
     // Computed from the stored (millisecond) values, so the answer is a function of columns.
     let received_at = ms(ev.received_at);
     let occurred_at = ms(ev.occurred_at);
@@ -466,10 +482,15 @@ async fn insert_event(
         super::outbox::enqueue(conn, &facts, &planner.plan(&facts)).await?;
     }
 
-    // Last, under the log lock: a console can never see the incident without being told, nor
-    // be told of one that was rolled back.
-    let (live_kind, payload) = crate::store::event_live_row(ev, incident_id);
-    log::live(bell, conn, ev.received_at, live_kind, incident_id, &payload).await?;
+    // Written by the batch, last, under the log lock: a console can never see the incident
+    // without being told, nor be told of one that was rolled back.
+    let (kind, payload) = crate::store::event_live_row(ev, incident_id);
+    let live = LiveRow {
+        at: ev.received_at,
+        kind,
+        incident_id,
+        payload,
+    };
 
     let stored = StoredEvent {
         id: ev.id,
@@ -485,5 +506,5 @@ async fn insert_event(
     if let Some(ack) = &stored.ack {
         super::insert_ack(conn, ev.id, ack, received_at).await?;
     }
-    Ok(Some(stored))
+    Ok(Some((stored, live)))
 }
