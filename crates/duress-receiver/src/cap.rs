@@ -298,7 +298,8 @@ pub fn alert_xml(detail: &IncidentDetail, options: &CapOptions) -> String {
 
 /// The CAP 1.2 document of one outbox notification (the channel kind `cap`): a new incident is
 /// the `Alert` `duress-{incident id}` (the same identifier and `sent` as the API's first alert
-/// of it), an escalation an `Update` referencing it; a self-test is `status` Test; a station
+/// of it), an escalation an `Update` referencing it, the incident's resolve a `Cancel`
+/// referencing it; a self-test is `status` Test; a station
 /// gone offline an `Alert` of its own. Every other notification's identifier is
 /// `duress-{notification id}`, so a resend is the same document.
 pub fn notification_xml(msg: &crate::notify::channels::Message, options: &CapOptions) -> String {
@@ -308,7 +309,13 @@ pub fn notification_xml(msg: &crate::notify::channels::Message, options: &CapOpt
         None => format!("duress-{}", identifier_safe(&msg.id)),
     };
     let escalation = f.reason == "incident" && (msg.step > 0 || msg.repeat_index > 0);
-    let (identifier, msg_type) = if escalation {
+    let (identifier, msg_type) = if f.reason == "resolved" {
+        // The incident was resolved: its alert is cancelled (references the first alert).
+        (
+            format!("duress-{}", identifier_safe(&msg.id)),
+            MsgType::Cancel,
+        )
+    } else if escalation {
         (
             format!("duress-{}", identifier_safe(&msg.id)),
             MsgType::Update,
@@ -324,6 +331,7 @@ pub fn notification_xml(msg: &crate::notify::channels::Message, options: &CapOpt
             "Test",
         ),
         "offline" => ("Duress station offline", "Expected", "Moderate", "Actual"),
+        "resolved" => ("Silent duress alarm", "Past", "Unknown", "Actual"),
         _ => ("Silent duress alarm", "Immediate", "Severe", "Actual"),
     };
     let mut parameters: Vec<(String, String)> = vec![
@@ -350,7 +358,7 @@ pub fn notification_xml(msg: &crate::notify::channels::Message, options: &CapOpt
                 identifier,
                 first_identifier,
                 sent: f.at,
-                first_sent: f.at,
+                first_sent: f.alarm_at.unwrap_or(f.at),
                 status,
                 msg_type,
             },

@@ -399,8 +399,8 @@ type Seen = std::sync::Arc<std::sync::Mutex<Vec<(axum::http::HeaderMap, String)>
 
 /// The channel kind `cap`: a new incident goes out through the outbox as a CAP 1.2 `Alert`
 /// POST (Private scope with the configured addresses, the configured header), with the same
-/// identifier and `sent` as the API's alert of that incident; it validates against the OASIS
-/// schema. A config with a bad sender is refused.
+/// identifier and `sent` as the API's alert of that incident, and its resolve as a `Cancel`
+/// referencing that alert; both validate against the OASIS schema. A config with a bad sender is refused.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn the_cap_channel_posts_valid_alerts_through_the_outbox() {
     use axum::routing::post;
@@ -471,7 +471,41 @@ steps = [ {{ after_s = 0, channels = ["psim"] }} ]
     let api = cap::alert_xml(&detail(&h, incident).await, &CapOptions::default());
     assert_eq!(element(&api, "identifier"), element(&body, "identifier"));
     assert_eq!(element(&api, "sent"), element(&body, "sent"));
-    validate_cap(&[("channel", body)]);
+
+    // Resolved (through the integration API): the channel sends the Cancel, which references
+    // the first alert by its identifier and sent; once, however often the worker runs.
+    let (_, rw_key) = create_key(&h.data_dir(), "read-write", "PSIM");
+    let resolved = self::post(
+        &h,
+        &format!("/v1/incidents/{incident}/resolve"),
+        &rw_key,
+        serde_json::json!({ "disposition": "no emergency found" }),
+    )
+    .await;
+    assert_eq!(resolved.status, 200, "{}", resolved.text());
+    let mut cancel = None;
+    for _ in 0..100 {
+        if let Some(second) = seen.lock().unwrap().get(1).cloned() {
+            cancel = Some(second.1);
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let cancel = cancel.expect("the CAP channel posted no Cancel within 5 s of the resolve");
+    assert_eq!(element(&cancel, "msgType"), "Cancel");
+    assert_eq!(element(&cancel, "urgency"), "Past");
+    assert_ne!(element(&cancel, "identifier"), element(&body, "identifier"));
+    assert_eq!(
+        element(&cancel, "references"),
+        format!(
+            "duress@campus.example,{},{}",
+            element(&body, "identifier"),
+            element(&body, "sent")
+        )
+    );
+    validate_cap(&[("channel", body), ("channel cancel", cancel)]);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    assert_eq!(seen.lock().unwrap().len(), 2, "one Alert, one Cancel");
     h.shutdown().await;
 }
 

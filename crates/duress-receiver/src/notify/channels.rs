@@ -581,6 +581,7 @@ mod tests {
                     ..Default::default()
                 },
                 at: time::OffsetDateTime::UNIX_EPOCH,
+                alarm_at: None,
             },
             press_count: Some(1),
             incident_url: None,

@@ -100,8 +100,9 @@ impl NotifyPlanner for Plan {
         }
         if facts.reason == "resolved" {
             // The restore (Contact ID qualifier 3) on every DC-09 channel of the incident's
-            // ladder; other channels say nothing on resolve. The store keeps only channels
-            // that carried the alarm.
+            // ladder, and the CAP `Cancel` on every CAP channel: systems that track the alarm
+            // as an open state must hear that it ended. Other channels (people) say nothing on
+            // resolve. The store keeps only channels that carried the alarm, once each.
             let Some(ladder) = self.ladder_for(facts).and_then(|n| self.config.ladder(n)) else {
                 return Vec::new();
             };
@@ -109,7 +110,12 @@ impl NotifyPlanner for Plan {
                 .steps
                 .iter()
                 .flat_map(|s| s.channels.iter())
-                .filter(|ch| matches!(self.config.channel(ch), Some(ChannelConfig::Dc09(_))))
+                .filter(|ch| {
+                    matches!(
+                        self.config.channel(ch),
+                        Some(ChannelConfig::Dc09(_) | ChannelConfig::Cap(_))
+                    )
+                })
                 .map(|ch| PlannedNotification {
                     channel: ch.clone(),
                     ladder: Some(ladder.name.clone()),

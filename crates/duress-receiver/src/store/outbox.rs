@@ -37,7 +37,8 @@ pub struct PlannedNotification {
 pub struct NotificationFacts {
     /// `incident` (a new real incident), `test` (a self-test, only if a rule asks), `offline`
     /// (a supervised station stopped reporting), `resolved` (the incident was resolved: only a
-    /// DC-09 channel that carried its alarm sends this, as the restore).
+    /// DC-09 channel that carried its alarm sends this, as the restore, and a CAP channel, as
+    /// the `Cancel`).
     pub reason: String,
     pub incident_id: Option<Uuid>,
     pub event_id: Option<Uuid>,
@@ -47,6 +48,15 @@ pub struct NotificationFacts {
     pub host: HostFacts,
     #[serde(with = "time::serde::rfc3339")]
     pub at: OffsetDateTime,
+    /// On `resolved` facts: the `at` of the alarm's notification, which a CAP `Cancel`
+    /// references as the first alert's `sent` (`at` is then the resolve's time). Absent in
+    /// payloads written before it existed.
+    #[serde(
+        default,
+        skip_serializing_if = "Option::is_none",
+        with = "time::serde::rfc3339::option"
+    )]
+    pub alarm_at: Option<OffsetDateTime>,
 }
 
 impl NotificationFacts {
@@ -238,6 +248,7 @@ pub(crate) fn offline_facts(
         location,
         host,
         at: duress_core::clock::truncate_to_millis(now),
+        alarm_at: None,
     }
 }
 
@@ -259,6 +270,7 @@ pub(crate) fn event_facts(ev: &super::NewEvent, opened: Option<Uuid>) -> Option<
         location: ev.location.clone(),
         host: ev.host.clone(),
         at: duress_core::clock::truncate_to_millis(ev.received_at),
+        alarm_at: None,
     })
 }
 
@@ -269,6 +281,7 @@ pub(crate) fn resolved_facts(
     now: OffsetDateTime,
 ) -> NotificationFacts {
     alarm.reason = "resolved".to_owned();
+    alarm.alarm_at = Some(alarm.at);
     alarm.at = duress_core::clock::truncate_to_millis(now);
     alarm
 }

@@ -501,6 +501,7 @@ mod tests {
                 location: loc,
                 host: Default::default(),
                 at: OffsetDateTime::UNIX_EPOCH,
+                alarm_at: None,
             },
             press_count: None,
             incident_url: None,
