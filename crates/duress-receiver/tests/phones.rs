@@ -441,3 +441,40 @@ fn the_import_command_is_all_or_nothing_with_line_numbers() {
         "{text}"
     );
 }
+
+/// A phone is a `devices` row without an agent key: an agent token naming a phone's device id
+/// as its kid (an event or a heartbeat, signed with any key) is answered like a kid no device
+/// has (401 unknown-device), never as a broken store (500), and raises nothing.
+#[tokio::test]
+async fn a_phone_device_id_on_the_agent_api_is_an_unknown_device() {
+    let h = setup().await;
+    let phone = phones::list_phones(h.data_dir())
+        .await
+        .unwrap()
+        .into_iter()
+        .find(|p| p.device_name == "SEP001122334455")
+        .expect("the imported phone");
+    let mut impostor = common::Agent::new();
+    impostor.device_id = phone.device_id.clone();
+    let event = impostor.event(duress_core::EventKind::Duress);
+    let answer = h.post("/v1/events", impostor.sign_event(&event)).await;
+    assert_eq!(answer.status, 401, "{}", answer.text());
+    answer.problem(ProblemType::UnknownDevice);
+    let answer = h
+        .post(
+            "/v1/heartbeats",
+            impostor.sign_heartbeat(&impostor.heartbeat()),
+        )
+        .await;
+    assert_eq!(answer.status, 401, "{}", answer.text());
+    answer.problem(ProblemType::UnknownDevice);
+    let store = duress_receiver::store::open(&h.data_dir()).await.unwrap();
+    assert!(
+        store
+            .list_incidents(duress_receiver::store::IncidentFilter::All)
+            .await
+            .unwrap()
+            .is_empty(),
+        "an impostor of a phone must raise nothing"
+    );
+}

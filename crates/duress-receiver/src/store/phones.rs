@@ -151,6 +151,9 @@ pub const PHONE_TOKEN_HASH: &str = "phone-inventory";
 /// signature can verify as a phone.
 pub const PHONE_JWK: &str = r#"{"kty":"none","crv":"phone","x":""}"#;
 
+/// The `kty` of [`PHONE_JWK`]: no agent key has it.
+pub const PHONE_JWK_KTY: &str = "none";
+
 /// The phone inventory and the access-point table.
 pub trait PhoneStore: Send + Sync {
     /// Adds or changes these phones in one transaction (an import is all or nothing), each

@@ -107,6 +107,13 @@ impl KeyCache {
             self.remember_unknown(device_id, Instant::now());
             return Ok(None);
         };
+        // A desk phone's `devices` row (`phones::PHONE_JWK`) holds no agent key: nothing can
+        // speak as it on the agent API, which answers such a kid like one no device has (401
+        // unknown-device), not as a corrupt store (500).
+        if device.public_jwk.kty == super::phones::PHONE_JWK_KTY {
+            self.remember_unknown(device_id, Instant::now());
+            return Ok(None);
+        }
         let key = device.public_jwk.to_verifying_key().map_err(|e| {
             StoreError::Corrupt(format!("device {device_id}: stored key is unusable: {e}"))
         })?;
