@@ -36,8 +36,17 @@ async fn a_change_needs_the_current_password_and_ends_the_other_sessions() {
 
     let page = here.get("/account/password").await;
     assert_eq!(page.status, 200);
-    assert!(page.text.contains("<label for=\"pw-current\">Current password</label>"));
-    assert!(here.board().await.text.contains("href=\"/account/password\""), "the header links it");
+    assert!(
+        page.text
+            .contains("<label for=\"pw-current\">Current password</label>")
+    );
+    assert!(
+        here.board()
+            .await
+            .text
+            .contains("href=\"/account/password\""),
+        "the header links it"
+    );
 
     let wrong = here
         .post_signed(
@@ -90,7 +99,11 @@ async fn a_change_needs_the_current_password_and_ends_the_other_sessions() {
         )
         .await;
     assert_eq!(done.status, 200, "{}", done.text);
-    assert!(done.text.contains("Your one other session was ended."), "{}", done.text);
+    assert!(
+        done.text.contains("Your one other session was ended."),
+        "{}",
+        done.text
+    );
     assert_eq!(here.get("/").await.status, 200, "this session stays");
     let gone = elsewhere.get("/").await;
     assert_eq!(gone.status, 303, "the other session ended");
@@ -129,7 +142,11 @@ async fn change_attempts_count_against_the_sign_in_limit() {
         let r = b
             .post_signed(
                 "/account/password",
-                &[("current", &g), ("password", NEW_PASSWORD), ("again", NEW_PASSWORD)],
+                &[
+                    ("current", &g),
+                    ("password", NEW_PASSWORD),
+                    ("again", NEW_PASSWORD),
+                ],
             )
             .await;
         assert_eq!(r.status, 403, "guess {n}");
@@ -169,22 +186,33 @@ async fn an_admin_reset_is_shown_once_ends_sessions_and_forces_a_new_password() 
     let mut olga = signed_in(&h, "olga").await;
 
     let users = admin.get("/admin/users").await.text;
-    assert!(users.contains("action=\"/admin/users/olga/reset-password\""), "{users}");
-    let own = admin.post_signed("/admin/users/ada/reset-password", &[]).await;
+    assert!(
+        users.contains("action=\"/admin/users/olga/reset-password\""),
+        "{users}"
+    );
+    let own = admin
+        .post_signed("/admin/users/ada/reset-password", &[])
+        .await;
     assert_eq!(own.status, 409, "not one's own");
     let unknown = admin
         .post_signed("/admin/users/nobody/reset-password", &[])
         .await;
     assert_eq!(unknown.status, 404);
 
-    let reset = admin.post_signed("/admin/users/olga/reset-password", &[]).await;
+    let reset = admin
+        .post_signed("/admin/users/olga/reset-password", &[])
+        .await;
     assert_eq!(reset.status, 200, "{}", reset.text);
     assert_eq!(reset.headers["cache-control"], "no-store");
     let temporary = text_of(&reset.text, "temporary-password");
     assert_eq!(temporary.len(), 20, "{temporary}");
     assert!(reset.text.contains("Their one open session was ended."));
 
-    assert_eq!(olga.get("/").await.status, 303, "her session ended at the reset");
+    assert_eq!(
+        olga.get("/").await.status,
+        303,
+        "her session ended at the reset"
+    );
     let users = admin.get("/admin/users").await.text;
     assert!(!users.contains(&temporary), "never shown again");
     let audit = admin.get("/audit").await.text;
@@ -199,14 +227,20 @@ async fn an_admin_reset_is_shown_once_ends_sessions_and_forces_a_new_password() 
     assert_eq!(step.status, 303);
     assert_eq!(step.location(), "/login/new-password");
     assert!(b.cookie(STEP_COOKIE).is_some());
-    assert!(b.cookie(SESSION_COOKIE).is_none(), "no session before the new password");
+    assert!(
+        b.cookie(SESSION_COOKIE).is_none(),
+        "no session before the new password"
+    );
     for page in ["/", "/stations", "/account/password"] {
         let r = b.get(page).await;
         assert_eq!((r.status, r.location()), (303, "/login"), "{page}");
     }
     let form = b.get("/login/new-password").await;
     assert_eq!(form.status, 200);
-    assert!(form.text.contains("reset the password of <strong>olga</strong>"));
+    assert!(
+        form.text
+            .contains("reset the password of <strong>olga</strong>")
+    );
     let same = b
         .post(
             "/login/new-password",
@@ -218,7 +252,10 @@ async fn an_admin_reset_is_shown_once_ends_sessions_and_forces_a_new_password() 
     let mismatch = b
         .post(
             "/login/new-password",
-            &[("password", NEW_PASSWORD), ("again", "another new password")],
+            &[
+                ("password", NEW_PASSWORD),
+                ("again", "another new password"),
+            ],
         )
         .await;
     assert_eq!(mismatch.status, 422);
@@ -230,7 +267,10 @@ async fn an_admin_reset_is_shown_once_ends_sessions_and_forces_a_new_password() 
         .await;
     assert_eq!((done.status, done.location()), (303, "/"), "{}", done.text);
     assert!(b.cookie(SESSION_COOKIE).is_some());
-    assert!(b.cookie(STEP_COOKIE).is_none(), "the step cookie is cleared");
+    assert!(
+        b.cookie(STEP_COOKIE).is_none(),
+        "the step cookie is cleared"
+    );
     b.board().await;
 
     let mut again = Browser::new(&h);

@@ -74,7 +74,10 @@ async fn enrol(b: &mut Browser) -> (TOTP, String) {
         .await;
     assert_eq!(on.status, 200, "{}", on.text);
     assert!(on.text.contains("Two-step sign-in is on"));
-    assert!(!on.text.contains(&base32), "the secret is not shown after enrolment");
+    assert!(
+        !on.text.contains(&base32),
+        "the secret is not shown after enrolment"
+    );
     let later = b.get("/account/totp").await;
     assert!(!later.text.contains(&base32) && !later.text.contains("otpauth://"));
     (totp, used)
@@ -129,7 +132,10 @@ async fn enrolment_sign_in_with_a_code_replay_refused_and_removal() {
 
     // The same code again, in a fresh sign-in: refused (accepted once).
     let mut again = Browser::new(&h);
-    assert_eq!(again.login("tina", PASSWORD).await.location(), "/login/code");
+    assert_eq!(
+        again.login("tina", PASSWORD).await.location(),
+        "/login/code"
+    );
     let replay = again.post("/login/code", &[("code", &code)]).await;
     assert_eq!(replay.status, 401);
     assert!(replay.text.contains("already used"));
@@ -165,7 +171,10 @@ async fn enrolment_sign_in_with_a_code_replay_refused_and_removal() {
     enrol(&mut b).await;
     let mut admin_b = signed_in(&h, "ada").await;
     let users = admin_b.get("/admin/users").await.text;
-    assert!(users.contains("action=\"/admin/users/tina/totp/remove\""), "{users}");
+    assert!(
+        users.contains("action=\"/admin/users/tina/totp/remove\""),
+        "{users}"
+    );
     let removed = admin_b
         .post_signed("/admin/users/tina/totp/remove", &[])
         .await;
@@ -178,7 +187,12 @@ async fn enrolment_sign_in_with_a_code_replay_refused_and_removal() {
     assert_eq!(after.login("tina", PASSWORD).await.location(), "/");
 
     let audit = admin_b.get("/audit").await.text;
-    for action in ["totp.enable", "totp.disable", "totp.remove", "login.failure"] {
+    for action in [
+        "totp.enable",
+        "totp.disable",
+        "totp.remove",
+        "login.failure",
+    ] {
         assert!(audit.contains(&format!(">{action}<")), "{action}");
     }
     assert!(audit.contains("code already used") && audit.contains("wrong code"));
@@ -206,7 +220,9 @@ async fn the_code_step_expires_is_bounded_and_throttled() {
     let mut slow = Browser::new(&h);
     assert_eq!(slow.login("uma", PASSWORD).await.location(), "/login/code");
     clock::advance(Duration::from_secs(5 * 60 + 1));
-    let late = slow.post("/login/code", &[("code", &code_now(&totp))]).await;
+    let late = slow
+        .post("/login/code", &[("code", &code_now(&totp))])
+        .await;
     assert_eq!(late.status, 401);
     assert!(late.text.contains("expired"), "{}", late.text);
     assert!(slow.cookie(SESSION_COOKIE).is_none());
@@ -214,15 +230,24 @@ async fn the_code_step_expires_is_bounded_and_throttled() {
 
     // Five wrong codes end the step: the right code is then too late.
     let mut guesser = Browser::new(&h);
-    assert_eq!(guesser.login("uma", PASSWORD).await.location(), "/login/code");
+    assert_eq!(
+        guesser.login("uma", PASSWORD).await.location(),
+        "/login/code"
+    );
     for n in 0..4 {
         let r = guesser.post("/login/code", &[("code", "000001")]).await;
         assert_eq!(r.status, 401, "{n}");
         assert!(r.text.contains("Wrong code"));
     }
     let fifth = guesser.post("/login/code", &[("code", "000001")]).await;
-    assert!(fifth.text.contains("Too many wrong codes"), "{}", fifth.text);
-    let right = guesser.post("/login/code", &[("code", &code_now(&totp))]).await;
+    assert!(
+        fifth.text.contains("Too many wrong codes"),
+        "{}",
+        fifth.text
+    );
+    let right = guesser
+        .post("/login/code", &[("code", &code_now(&totp))])
+        .await;
     assert_eq!(right.status, 401);
     assert!(right.text.contains("expired"));
 
@@ -231,9 +256,14 @@ async fn the_code_step_expires_is_bounded_and_throttled() {
     let mut more = Browser::new(&h);
     assert_eq!(more.login("uma", PASSWORD).await.location(), "/login/code");
     for _ in 0..3 {
-        assert_eq!(more.post("/login/code", &[("code", "000002")]).await.status, 401);
+        assert_eq!(
+            more.post("/login/code", &[("code", "000002")]).await.status,
+            401
+        );
     }
-    let held = more.post("/login/code", &[("code", &code_now(&totp))]).await;
+    let held = more
+        .post("/login/code", &[("code", &code_now(&totp))])
+        .await;
     assert_eq!(held.status, 429, "{}", held.text);
     let mut other = Browser::new(&h);
     assert_eq!(other.login("vic", PASSWORD).await.status, 429);

@@ -15,10 +15,10 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use askama::Template;
+use axum::Form;
 use axum::extract::{ConnectInfo, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Redirect, Response};
-use axum::Form;
 use serde::Deserialize;
 use zeroize::Zeroizing;
 
@@ -98,7 +98,12 @@ struct StepPage {
     error: Option<String>,
 }
 
-fn page_of(status: StatusCode, stage: &'static str, username: &str, error: Option<&str>) -> Response {
+fn page_of(
+    status: StatusCode,
+    stage: &'static str,
+    username: &str,
+    error: Option<&str>,
+) -> Response {
     render_status(
         status,
         &StepPage {
@@ -112,8 +117,7 @@ fn page_of(status: StatusCode, stage: &'static str, username: &str, error: Optio
 /// No step (none, expired, or used up): sign in again; the cookie is cleared.
 fn over(message: &str) -> Response {
     let mut r = page_of(StatusCode::UNAUTHORIZED, "over", "", Some(message));
-    r.headers_mut()
-        .insert(header::SET_COOKIE, clear_cookie());
+    r.headers_mut().insert(header::SET_COOKIE, clear_cookie());
     r
 }
 
@@ -168,17 +172,22 @@ async fn complete(
     .await?;
     let mut response = Redirect::to("/").into_response();
     let h = response.headers_mut();
-    h.append(header::SET_COOKIE, sessions::set_cookie(&id, &console.settings));
+    h.append(
+        header::SET_COOKIE,
+        sessions::set_cookie(&id, &console.settings),
+    );
     h.append(header::SET_COOKIE, clear_cookie());
     Ok(response)
 }
 
 /// `GET /login/code`.
 pub async fn code_page(State(console): State<Arc<Console>>, headers: HeaderMap) -> ConsoleResult {
-    Ok(match current(&console, &headers, SignInStage::Code).await? {
-        Ok((_, step)) => page_of(StatusCode::OK, "code", &step.username, None),
-        Err(r) => r,
-    })
+    Ok(
+        match current(&console, &headers, SignInStage::Code).await? {
+            Ok((_, step)) => page_of(StatusCode::OK, "code", &step.username, None),
+            Err(r) => r,
+        },
+    )
 }
 
 #[derive(Deserialize)]
@@ -238,7 +247,10 @@ pub async fn code(
     let verdict = check_code(&console, &username, &code).await?;
     let refused = match verdict {
         CodeVerdict::Accepted => None,
-        CodeVerdict::Wrong => Some(("wrong code", "Wrong code. Type the code your app shows now.")),
+        CodeVerdict::Wrong => Some((
+            "wrong code",
+            "Wrong code. Type the code your app shows now.",
+        )),
         CodeVerdict::Replayed => Some((
             "code already used",
             "This code was already used. Wait for the next one and type it.",
@@ -267,7 +279,12 @@ pub async fn code(
             console.store.end_sign_in_step(&id_hash).await?;
             return Ok(over("Too many wrong codes. Sign in again."));
         }
-        return Ok(page_of(StatusCode::UNAUTHORIZED, "code", &username, Some(message)));
+        return Ok(page_of(
+            StatusCode::UNAUTHORIZED,
+            "code",
+            &username,
+            Some(message),
+        ));
     }
     limiter.succeeded(reservation, &username);
     if console.store.must_change_password(&username).await? {
@@ -280,7 +297,14 @@ pub async fn code(
         }
         return Ok(Redirect::to(path_of(SignInStage::NewPassword)).into_response());
     }
-    complete(&console, &id_hash, &username, ip, "with a second-factor code").await
+    complete(
+        &console,
+        &id_hash,
+        &username,
+        ip,
+        "with a second-factor code",
+    )
+    .await
 }
 
 /// What a typed code is worth.
@@ -296,7 +320,11 @@ pub enum CodeVerdict {
 }
 
 /// Checks `code` against `username`'s enabled TOTP and uses its time step (replay refused).
-pub async fn check_code(console: &Console, username: &str, code: &str) -> ConsoleResult<CodeVerdict> {
+pub async fn check_code(
+    console: &Console,
+    username: &str,
+    code: &str,
+) -> ConsoleResult<CodeVerdict> {
     let Some(record) = console.store.totp(username).await?.filter(|t| t.enabled) else {
         return Ok(CodeVerdict::Wrong);
     };
@@ -421,10 +449,7 @@ pub async fn new_password(
     if !console.store.end_sign_in_step(&id_hash).await? {
         return Ok(over(EXPIRED));
     }
-    console
-        .store
-        .change_password(&username, hash, None)
-        .await?;
+    console.store.change_password(&username, hash, None).await?;
     let id = sessions::create(
         console.store.as_ref(),
         &username,
@@ -434,7 +459,10 @@ pub async fn new_password(
     .await?;
     let mut response = Redirect::to("/").into_response();
     let h = response.headers_mut();
-    h.append(header::SET_COOKIE, sessions::set_cookie(&id, &console.settings));
+    h.append(
+        header::SET_COOKIE,
+        sessions::set_cookie(&id, &console.settings),
+    );
     h.append(header::SET_COOKIE, clear_cookie());
     Ok(response)
 }

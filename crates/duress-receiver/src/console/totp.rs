@@ -142,7 +142,11 @@ mod tests {
     fn codes_follow_rfc_6238_and_the_window_is_one_step_each_side() {
         let secret = TotpSecret::from_bytes(Zeroizing::new(b"12345678901234567890".to_vec()));
         // T = 59 s: 94287082; T = 1111111109: 07081804; T = 2000000000: 69279037.
-        for (t, code) in [(59, "287082"), (1_111_111_109, "081804"), (2_000_000_000, "279037")] {
+        for (t, code) in [
+            (59, "287082"),
+            (1_111_111_109, "081804"),
+            (2_000_000_000, "279037"),
+        ] {
             assert_eq!(
                 matching_step(&secret, "olga", code, t).unwrap(),
                 Some(step_of(t)),
@@ -154,7 +158,10 @@ mod tests {
             Some(1),
             "the previous step, spaces ignored"
         );
-        assert_eq!(matching_step(&secret, "olga", "287082", 59 + 90).unwrap(), None);
+        assert_eq!(
+            matching_step(&secret, "olga", "287082", 59 + 90).unwrap(),
+            None
+        );
         assert_eq!(matching_step(&secret, "olga", "28708", 59).unwrap(), None);
         assert_eq!(matching_step(&secret, "olga", "abcdef", 59).unwrap(), None);
     }

@@ -132,7 +132,10 @@ impl TotpKey {
     /// Opens what [`TotpKey::seal`] sealed for `username`; an error when it was sealed under
     /// another key (a node without the cluster's key file) or for another user, or altered.
     pub fn open(&self, username: &str, sealed: &[u8]) -> anyhow::Result<Zeroizing<Vec<u8>>> {
-        anyhow::ensure!(sealed.len() > NONCE_BYTES, "the sealed TOTP secret is truncated");
+        anyhow::ensure!(
+            sealed.len() > NONCE_BYTES,
+            "the sealed TOTP secret is truncated"
+        );
         let (nonce, ciphertext) = sealed.split_at(NONCE_BYTES);
         let aad = associated_data(username);
         self.cipher
@@ -168,9 +171,15 @@ mod tests {
             key.open("olga", &sealed).unwrap().as_slice(),
             b"0123456789abcdefghij"
         );
-        assert!(key.open("mallory", &sealed).is_err(), "bound to the account");
+        assert!(
+            key.open("mallory", &sealed).is_err(),
+            "bound to the account"
+        );
         let again = TotpKey::load_or_create(dir.path()).unwrap();
-        assert!(again.open("olga", &sealed).is_ok(), "the same file, the same key");
+        assert!(
+            again.open("olga", &sealed).is_ok(),
+            "the same file, the same key"
+        );
         let other = TotpKey::load_or_create(tempfile::tempdir().unwrap().path()).unwrap();
         assert!(other.open("olga", &sealed).is_err());
         assert_eq!(format!("{key:?}"), "TotpKey { .. }");

@@ -37,12 +37,13 @@ impl PostgresStore {
             .bind(username)
             .execute(&mut *tx)
             .await?;
-        let ended = sqlx::query("DELETE FROM sessions WHERE username = $1 AND id_hash IS DISTINCT FROM $2")
-            .bind(username)
-            .bind(keep_session)
-            .execute(&mut *tx)
-            .await?
-            .rows_affected();
+        let ended =
+            sqlx::query("DELETE FROM sessions WHERE username = $1 AND id_hash IS DISTINCT FROM $2")
+                .bind(username)
+                .bind(keep_session)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
         log::audit(
             &mut tx,
             &self.audit_key,
@@ -106,11 +107,12 @@ impl PostgresStore {
     }
 
     async fn totp_impl(&self, username: &str) -> StoreResult<Option<TotpRecord>> {
-        let row =
-            sqlx::query("SELECT sealed_secret, enabled, last_step FROM user_totp WHERE username = $1")
-                .bind(username)
-                .fetch_optional(&self.pool)
-                .await?;
+        let row = sqlx::query(
+            "SELECT sealed_secret, enabled, last_step FROM user_totp WHERE username = $1",
+        )
+        .bind(username)
+        .fetch_optional(&self.pool)
+        .await?;
         row.map(|r| {
             Ok(TotpRecord {
                 sealed_secret: r.try_get("sealed_secret")?,
@@ -288,11 +290,12 @@ impl PostgresStore {
         stage: SignInStage,
     ) -> StoreResult<bool> {
         let mut tx = self.begin().await?;
-        let done = sqlx::query("UPDATE sign_in_steps SET stage = $1, failures = 0 WHERE id_hash = $2")
-            .bind(stage.as_str())
-            .bind(id_hash)
-            .execute(&mut *tx)
-            .await?;
+        let done =
+            sqlx::query("UPDATE sign_in_steps SET stage = $1, failures = 0 WHERE id_hash = $2")
+                .bind(stage.as_str())
+                .bind(id_hash)
+                .execute(&mut *tx)
+                .await?;
         tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }

@@ -107,11 +107,12 @@ impl SqliteStore {
     }
 
     async fn totp_impl(&self, username: &str) -> StoreResult<Option<TotpRecord>> {
-        let row =
-            sqlx::query("SELECT sealed_secret, enabled, last_step FROM user_totp WHERE username = ?")
-                .bind(username)
-                .fetch_optional(&self.pool)
-                .await?;
+        let row = sqlx::query(
+            "SELECT sealed_secret, enabled, last_step FROM user_totp WHERE username = ?",
+        )
+        .bind(username)
+        .fetch_optional(&self.pool)
+        .await?;
         row.map(|r| {
             Ok(TotpRecord {
                 sealed_secret: r.try_get("sealed_secret")?,
@@ -289,11 +290,12 @@ impl SqliteStore {
         stage: SignInStage,
     ) -> StoreResult<bool> {
         let mut tx = self.begin_write().await?;
-        let done = sqlx::query("UPDATE sign_in_steps SET stage = ?, failures = 0 WHERE id_hash = ?")
-            .bind(stage.as_str())
-            .bind(id_hash)
-            .execute(&mut *tx)
-            .await?;
+        let done =
+            sqlx::query("UPDATE sign_in_steps SET stage = ?, failures = 0 WHERE id_hash = ?")
+                .bind(stage.as_str())
+                .bind(id_hash)
+                .execute(&mut *tx)
+                .await?;
         tx.commit().await?;
         Ok(done.rows_affected() == 1)
     }
