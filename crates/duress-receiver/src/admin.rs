@@ -251,7 +251,10 @@ pub async fn reset_password(
 /// Removes a console user's TOTP second factor (audited as done by the CLI); `false` when
 /// they had none.
 pub async fn remove_totp(at: impl Into<StoreLocation>, username: &str) -> anyhow::Result<bool> {
-    with_store(at, async |store| Ok(store.remove_totp(username, CLI).await?)).await
+    with_store(at, async |store| {
+        Ok(store.remove_totp(username, CLI).await?)
+    })
+    .await
 }
 
 /// Recomputes the audit chain under the data directory's audit key, checks the stored head

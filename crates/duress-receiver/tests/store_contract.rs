@@ -3952,8 +3952,16 @@ async fn password_change_and_reset_end_sessions_mark_the_account_and_are_audited
         .add_user(user("petra", Role::Officer), "admin")
         .await
         .unwrap();
-    for (id, u) in [("o1", "olga"), ("o2", "olga"), ("o3", "olga"), ("p1", "petra")] {
-        store.create_session(session(id, u), "ip:10.0.0.1").await.unwrap();
+    for (id, u) in [
+        ("o1", "olga"),
+        ("o2", "olga"),
+        ("o3", "olga"),
+        ("p1", "petra"),
+    ] {
+        store
+            .create_session(session(id, u), "ip:10.0.0.1")
+            .await
+            .unwrap();
     }
     assert!(!store.must_change_password("olga").await.unwrap());
 
@@ -3967,11 +3975,18 @@ async fn password_change_and_reset_end_sessions_mark_the_account_and_are_audited
     assert!(store.session("o2").await.unwrap().is_none());
     assert!(store.session("p1").await.unwrap().is_some());
     assert_eq!(
-        store.credentials("olga").await.unwrap().unwrap().password_hash,
+        store
+            .credentials("olga")
+            .await
+            .unwrap()
+            .unwrap()
+            .password_hash,
         "$argon2id$new-one"
     );
     assert!(matches!(
-        store.change_password("nobody", "$argon2id$x".into(), None).await,
+        store
+            .change_password("nobody", "$argon2id$x".into(), None)
+            .await,
         Err(StoreError::Refused(_))
     ));
 
@@ -3990,11 +4005,18 @@ async fn password_change_and_reset_end_sessions_mark_the_account_and_are_audited
         .await
         .unwrap();
     assert_eq!(
-        store.credentials("olga").await.unwrap().unwrap().password_hash,
+        store
+            .credentials("olga")
+            .await
+            .unwrap()
+            .unwrap()
+            .password_hash,
         "$argon2id$temporary-2"
     );
     assert!(matches!(
-        store.reset_password("nobody", "$argon2id$x".into(), "ada").await,
+        store
+            .reset_password("nobody", "$argon2id$x".into(), "ada")
+            .await,
         Err(StoreError::Refused(_))
     ));
     assert_eq!(
@@ -4051,7 +4073,10 @@ async fn totp_is_pending_until_enabled_and_each_step_is_used_once(store: Arc<dyn
     assert_eq!(pending.sealed_secret, vec![2; 40]);
     assert!(!pending.enabled);
     assert_eq!(pending.last_step, None);
-    assert!(!format!("{pending:?}").contains("[2, 2"), "Debug shows no secret");
+    assert!(
+        !format!("{pending:?}").contains("[2, 2"),
+        "Debug shows no secret"
+    );
     assert!(
         !store.use_totp_step("tina", 100).await.unwrap(),
         "a pending factor signs nobody in"
@@ -4072,7 +4097,10 @@ async fn totp_is_pending_until_enabled_and_each_step_is_used_once(store: Arc<dyn
 
     // Each step once, never one already passed.
     assert!(!store.use_totp_step("tina", 100).await.unwrap(), "replay");
-    assert!(!store.use_totp_step("tina", 99).await.unwrap(), "earlier step");
+    assert!(
+        !store.use_totp_step("tina", 99).await.unwrap(),
+        "earlier step"
+    );
     assert!(store.use_totp_step("tina", 101).await.unwrap());
     // Two receivers racing with the same code: one wins.
     let (a, b) = tokio::join!(
@@ -4084,7 +4112,10 @@ async fn totp_is_pending_until_enabled_and_each_step_is_used_once(store: Arc<dyn
     assert!(store.remove_totp("tina", "ada").await.unwrap());
     assert!(!store.remove_totp("tina", "ada").await.unwrap());
     store.begin_totp("tina", vec![4; 40], now()).await.unwrap();
-    assert!(store.enable_totp("tina", 5).await.unwrap(), "a new secret starts anew");
+    assert!(
+        store.enable_totp("tina", 5).await.unwrap(),
+        "a new secret starts anew"
+    );
     assert!(store.remove_totp("tina", "tina").await.unwrap());
     // A pending enrolment cancelled: nothing to audit.
     store.begin_totp("tina", vec![5; 40], now()).await.unwrap();

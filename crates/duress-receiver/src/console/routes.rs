@@ -120,7 +120,12 @@ fn table() -> Vec<Route> {
             Public,
             get(sign_in_steps::code_page),
         ),
-        r(Method::POST, "/login/code", Public, post(sign_in_steps::code)),
+        r(
+            Method::POST,
+            "/login/code",
+            Public,
+            post(sign_in_steps::code),
+        ),
         r(
             Method::GET,
             "/login/new-password",
@@ -133,7 +138,12 @@ fn table() -> Vec<Route> {
             Public,
             post(sign_in_steps::new_password),
         ),
-        r(Method::GET, "/account/password", Officer, get(passwords::page)),
+        r(
+            Method::GET,
+            "/account/password",
+            Officer,
+            get(passwords::page),
+        ),
         r(
             Method::POST,
             "/account/password",
