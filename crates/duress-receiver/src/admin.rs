@@ -236,6 +236,27 @@ pub async fn disable_user(at: impl Into<StoreLocation>, username: &str) -> anyho
     .await
 }
 
+/// Resets a console user's password (audited as done by the CLI): the temporary password, to
+/// print once, and how many of their sessions ended.
+pub async fn reset_password(
+    at: impl Into<StoreLocation>,
+    username: &str,
+) -> anyhow::Result<(zeroize::Zeroizing<String>, u64)> {
+    with_store(at, async |store| {
+        crate::console::passwords::reset(store, username, CLI).await
+    })
+    .await
+}
+
+/// Removes a console user's TOTP second factor (audited as done by the CLI); `false` when
+/// they had none.
+pub async fn remove_totp(at: impl Into<StoreLocation>, username: &str) -> anyhow::Result<bool> {
+    with_store(at, async |store| {
+        Ok(store.remove_totp(username, CLI).await?)
+    })
+    .await
+}
+
 /// Recomputes the audit chain under the data directory's audit key, checks the stored head
 /// and, when given, that `expect` (a head printed earlier by [`audit_head`]) is still in it:
 /// `Ok(entries)` or where it breaks.

@@ -527,6 +527,22 @@ pub enum UserCommand {
         #[arg(long)]
         username: String,
     },
+    /// Reset a console user's password: a temporary one is generated and printed once, their
+    /// sessions end, and they must choose a new password at their next sign-in.
+    ResetPassword {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        username: String,
+    },
+    /// Remove a console user's TOTP second factor (a lost phone); they sign in with the
+    /// password alone until they set it up again.
+    RemoveTotp {
+        #[command(flatten)]
+        store: StoreArgs,
+        #[arg(long)]
+        username: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -931,6 +947,20 @@ async fn run_user(command: UserCommand) -> anyhow::Result<()> {
             admin::disable_user(store.location(), &username).await?;
             println!("user {username} disabled");
             Ok(())
+        }
+        UserCommand::ResetPassword { store, username } => {
+            let (temporary, ended) = admin::reset_password(store.location(), &username).await?;
+            println!("password of {username} reset; {ended} session(s) ended");
+            println!("temporary password (shown once): {}", temporary.as_str());
+            Ok(())
+        }
+        UserCommand::RemoveTotp { store, username } => {
+            if admin::remove_totp(store.location(), &username).await? {
+                println!("two-step sign-in of {username} removed");
+                Ok(())
+            } else {
+                anyhow::bail!("{username} has no two-step sign-in")
+            }
         }
     }
 }

@@ -212,6 +212,8 @@ struct Prepared {
     tls: tls::TlsMaterial,
     login_limiter: Arc<console::auth::LoginLimiter>,
     ack_keys: Arc<ack_key::AckKeys>,
+    /// `DATA_DIR/totp-secrets.key`: what TOTP secrets are sealed with (console::totp_key).
+    totp_key: Arc<console::totp_key::TotpKey>,
     notifier: Option<Arc<notify::Notifier>>,
     /// Bound before serving, so a taken metrics address fails the start, not later.
     metrics_listener: Option<std::net::TcpListener>,
@@ -238,6 +240,15 @@ impl Prepared {
             .context("loading the acknowledgement key")
         {
             Ok(keys) => Arc::new(keys),
+            Err(e) => {
+                store.close().await;
+                return Err(e);
+            }
+        };
+        let totp_key = match console::totp_key::TotpKey::load_or_create(&settings.data_dir)
+            .context("loading the TOTP secret key")
+        {
+            Ok(key) => Arc::new(key),
             Err(e) => {
                 store.close().await;
                 return Err(e);
@@ -289,6 +300,7 @@ impl Prepared {
             tls,
             login_limiter,
             ack_keys,
+            totp_key,
             notifier,
         })
     }
@@ -371,6 +383,7 @@ impl Prepared {
         console.watchdog = watchdog.clone();
         console.config = self.settings.config.clone();
         console.node = cluster::NodeIdentity::new(self.settings.node_name.as_deref());
+        console.totp_key = Some(self.totp_key.clone());
         let console = Arc::new(console);
         // Background work of the console, stopped when serving ends.
         let pump = tokio::spawn(console::live::run_pump(

@@ -3931,3 +3931,276 @@ async fn phones_are_put_changed_removed_audited_and_raise_phone_incidents(store:
     );
     assert!(verified_chain(&store).await > before);
 }
+
+// Local accounts' security (issue 17, part 17-acct): password change and reset, TOTP, sign-in
+// steps. Their own `contract!` list, so these cases stay appended at the end.
+contract!(
+    password_change_and_reset_end_sessions_mark_the_account_and_are_audited,
+    totp_is_pending_until_enabled_and_each_step_is_used_once,
+    sign_in_steps_are_read_failed_advanced_and_taken_once,
+);
+
+async fn password_change_and_reset_end_sessions_mark_the_account_and_are_audited(
+    store: Arc<dyn Store>,
+) {
+    let before = verified_chain(&store).await;
+    store
+        .add_user(user("olga", Role::Officer), "admin")
+        .await
+        .unwrap();
+    store
+        .add_user(user("petra", Role::Officer), "admin")
+        .await
+        .unwrap();
+    for (id, u) in [
+        ("o1", "olga"),
+        ("o2", "olga"),
+        ("o3", "olga"),
+        ("p1", "petra"),
+    ] {
+        store
+            .create_session(session(id, u), "ip:10.0.0.1")
+            .await
+            .unwrap();
+    }
+    assert!(!store.must_change_password("olga").await.unwrap());
+
+    // A change keeps the named session and ends the account's others (not other accounts').
+    let ended = store
+        .change_password("olga", "$argon2id$new-one".into(), Some("o1"))
+        .await
+        .unwrap();
+    assert_eq!(ended, 2);
+    assert!(store.session("o1").await.unwrap().is_some());
+    assert!(store.session("o2").await.unwrap().is_none());
+    assert!(store.session("p1").await.unwrap().is_some());
+    assert_eq!(
+        store
+            .credentials("olga")
+            .await
+            .unwrap()
+            .unwrap()
+            .password_hash,
+        "$argon2id$new-one"
+    );
+    assert!(matches!(
+        store
+            .change_password("nobody", "$argon2id$x".into(), None)
+            .await,
+        Err(StoreError::Refused(_))
+    ));
+
+    // A reset ends every session of the account and marks it; a change clears the mark.
+    let ended = store
+        .reset_password("olga", "$argon2id$temporary".into(), "ada")
+        .await
+        .unwrap();
+    assert_eq!(ended, 1);
+    assert!(store.session("o1").await.unwrap().is_none());
+    assert!(store.must_change_password("olga").await.unwrap());
+    assert!(!store.must_change_password("petra").await.unwrap());
+    // Reset twice (the first temporary password lost): still one mark, the newest hash.
+    store
+        .reset_password("olga", "$argon2id$temporary-2".into(), "ada")
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .credentials("olga")
+            .await
+            .unwrap()
+            .unwrap()
+            .password_hash,
+        "$argon2id$temporary-2"
+    );
+    assert!(matches!(
+        store
+            .reset_password("nobody", "$argon2id$x".into(), "ada")
+            .await,
+        Err(StoreError::Refused(_))
+    ));
+    assert_eq!(
+        store
+            .change_password("olga", "$argon2id$chosen".into(), None)
+            .await
+            .unwrap(),
+        0
+    );
+    assert!(!store.must_change_password("olga").await.unwrap());
+
+    let entries: Vec<String> = store
+        .audit_log()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action.starts_with("password."))
+        .map(|e| format!("{} {} {}", e.actor, e.action, e.subject))
+        .collect();
+    assert_eq!(
+        entries,
+        [
+            "olga password.change olga",
+            "ada password.reset olga",
+            "ada password.reset olga",
+            "olga password.change olga",
+        ]
+    );
+    assert!(
+        store
+            .audit_log()
+            .await
+            .unwrap()
+            .iter()
+            .all(|e| !e.detail.contains("argon2"))
+    );
+    assert!(verified_chain(&store).await > before);
+}
+
+async fn totp_is_pending_until_enabled_and_each_step_is_used_once(store: Arc<dyn Store>) {
+    store
+        .add_user(user("tina", Role::Officer), "admin")
+        .await
+        .unwrap();
+    assert!(store.totp("tina").await.unwrap().is_none());
+    assert!(matches!(
+        store.begin_totp("nobody", vec![1; 40], now()).await,
+        Err(StoreError::Refused(_))
+    ));
+    store.begin_totp("tina", vec![1; 40], now()).await.unwrap();
+    // A new enrolment replaces a pending one.
+    store.begin_totp("tina", vec![2; 40], now()).await.unwrap();
+    let pending = store.totp("tina").await.unwrap().unwrap();
+    assert_eq!(pending.sealed_secret, vec![2; 40]);
+    assert!(!pending.enabled);
+    assert_eq!(pending.last_step, None);
+    assert!(
+        !format!("{pending:?}").contains("[2, 2"),
+        "Debug shows no secret"
+    );
+    assert!(
+        !store.use_totp_step("tina", 100).await.unwrap(),
+        "a pending factor signs nobody in"
+    );
+    assert!(store.totp_users().await.unwrap().is_empty());
+
+    assert!(store.enable_totp("tina", 100).await.unwrap());
+    assert!(!store.enable_totp("tina", 101).await.unwrap(), "already on");
+    assert!(matches!(
+        store.begin_totp("tina", vec![3; 40], now()).await,
+        Err(StoreError::Refused(_))
+    ));
+    let on = store.totp("tina").await.unwrap().unwrap();
+    assert!(on.enabled);
+    assert_eq!(on.last_step, Some(100));
+    assert_eq!(on.sealed_secret, vec![2; 40]);
+    assert_eq!(store.totp_users().await.unwrap(), ["tina"]);
+
+    // Each step once, never one already passed.
+    assert!(!store.use_totp_step("tina", 100).await.unwrap(), "replay");
+    assert!(
+        !store.use_totp_step("tina", 99).await.unwrap(),
+        "earlier step"
+    );
+    assert!(store.use_totp_step("tina", 101).await.unwrap());
+    // Two receivers racing with the same code: one wins.
+    let (a, b) = tokio::join!(
+        store.use_totp_step("tina", 102),
+        store.use_totp_step("tina", 102)
+    );
+    assert!(a.unwrap() ^ b.unwrap(), "exactly one of two");
+
+    assert!(store.remove_totp("tina", "ada").await.unwrap());
+    assert!(!store.remove_totp("tina", "ada").await.unwrap());
+    store.begin_totp("tina", vec![4; 40], now()).await.unwrap();
+    assert!(
+        store.enable_totp("tina", 5).await.unwrap(),
+        "a new secret starts anew"
+    );
+    assert!(store.remove_totp("tina", "tina").await.unwrap());
+    // A pending enrolment cancelled: nothing to audit.
+    store.begin_totp("tina", vec![5; 40], now()).await.unwrap();
+    assert!(!store.remove_totp("tina", "tina").await.unwrap());
+    assert!(store.totp("tina").await.unwrap().is_none());
+
+    let entries: Vec<String> = store
+        .audit_log()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action.starts_with("totp."))
+        .map(|e| format!("{} {} {}", e.actor, e.action, e.subject))
+        .collect();
+    assert_eq!(
+        entries,
+        [
+            "tina totp.enable tina",
+            "ada totp.remove tina",
+            "tina totp.enable tina",
+            "tina totp.disable tina",
+        ]
+    );
+    verified_chain(&store).await;
+}
+
+async fn sign_in_steps_are_read_failed_advanced_and_taken_once(store: Arc<dyn Store>) {
+    use duress_receiver::store::{NewSignInStep, SignInStage};
+    store
+        .add_user(user("uma", Role::Officer), "admin")
+        .await
+        .unwrap();
+    let step = |id: &str, created: OffsetDateTime| NewSignInStep {
+        id_hash: id.to_owned(),
+        username: "uma".into(),
+        stage: SignInStage::Code,
+        created_at: created,
+        expires_at: created + time::Duration::minutes(5),
+    };
+    store
+        .create_sign_in_step(step("old", now() - time::Duration::minutes(10)))
+        .await
+        .unwrap();
+    store.create_sign_in_step(step("s1", now())).await.unwrap();
+    assert!(
+        store.sign_in_step("old").await.unwrap().is_none(),
+        "an expired step is swept when another is made"
+    );
+    let s = store.sign_in_step("s1").await.unwrap().unwrap();
+    assert_eq!(s.username, "uma");
+    assert_eq!(s.stage, Some(SignInStage::Code));
+    assert_eq!(s.failures, 0);
+    assert!(s.expires_at > now());
+    assert_eq!(store.fail_sign_in_step("s1").await.unwrap(), 1);
+    assert_eq!(store.fail_sign_in_step("s1").await.unwrap(), 2);
+    assert_eq!(store.fail_sign_in_step("none").await.unwrap(), 0);
+    assert!(
+        store
+            .advance_sign_in_step("s1", SignInStage::NewPassword)
+            .await
+            .unwrap()
+    );
+    let s = store.sign_in_step("s1").await.unwrap().unwrap();
+    assert_eq!((s.stage, s.failures), (Some(SignInStage::NewPassword), 0));
+    assert!(
+        !store
+            .advance_sign_in_step("none", SignInStage::Code)
+            .await
+            .unwrap()
+    );
+    let (a, b) = tokio::join!(store.end_sign_in_step("s1"), store.end_sign_in_step("s1"));
+    assert!(a.unwrap() ^ b.unwrap(), "taken once");
+    assert!(store.sign_in_step("s1").await.unwrap().is_none());
+
+    // A password change or reset ends every step of the account.
+    store.create_sign_in_step(step("s2", now())).await.unwrap();
+    store
+        .reset_password("uma", "$argon2id$t".into(), "ada")
+        .await
+        .unwrap();
+    assert!(store.sign_in_step("s2").await.unwrap().is_none());
+    store.create_sign_in_step(step("s3", now())).await.unwrap();
+    store
+        .change_password("uma", "$argon2id$n".into(), None)
+        .await
+        .unwrap();
+    assert!(store.sign_in_step("s3").await.unwrap().is_none());
+}

@@ -47,6 +47,19 @@ pub fn check_username(username: &str) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The password rule, as shown to whoever chooses one.
+pub const PASSWORD_RULE: &str = "A password needs at least 12 characters.";
+
+/// Checks a password someone chose (account creation, change, the new password after a
+/// reset): at least 12 characters.
+pub fn check_password(password: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        password.chars().count() >= 12,
+        "a password needs at least 12 characters"
+    );
+    Ok(())
+}
+
 /// Adds a user (audited as done by `actor`). Fails when the name is taken.
 pub async fn add(
     store: &dyn Store,
@@ -56,10 +69,7 @@ pub async fn add(
     actor: &str,
 ) -> anyhow::Result<()> {
     check_username(username)?;
-    anyhow::ensure!(
-        password.chars().count() >= 12,
-        "a password needs at least 12 characters"
-    );
+    check_password(password)?;
     let password = password.to_owned();
     let password_hash = tokio::task::spawn_blocking(move || hash_password(&password)).await??;
     let user = NewUser {

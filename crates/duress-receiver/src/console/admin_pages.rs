@@ -34,6 +34,8 @@ struct UsersPage {
     /// A generated password, shown in this answer only.
     created: Option<(String, String)>,
     error: Option<String>,
+    /// Users whose TOTP second factor is on (`console::totp_pages`).
+    totp_users: std::collections::BTreeSet<String>,
 }
 
 async fn users_page(
@@ -43,11 +45,13 @@ async fn users_page(
     error: Option<String>,
 ) -> ConsoleResult {
     let users = console.store.list_users().await?;
+    let totp_users = console.store.totp_users().await?.into_iter().collect();
     Ok(render(&UsersPage {
         layout: Layout::new(user, "users", "Users"),
         users,
         created,
         error,
+        totp_users,
     }))
 }
 

@@ -65,6 +65,17 @@ pub enum Refusal {
     },
 }
 
+impl Refusal {
+    /// How long to wait, and the summary to audit now (only the window's first refusal has
+    /// one): for the other forms that count against these limits (`passwords`,
+    /// `sign_in_steps`, `totp_pages`) without naming this module.
+    pub fn into_parts(self) -> (Duration, Option<String>) {
+        match self {
+            Refusal::Limited { retry_after, audit } => (retry_after, audit),
+        }
+    }
+}
+
 /// An attempt counted before its check; [`LoginLimiter::succeeded`] refunds it.
 #[derive(Debug)]
 pub struct Reservation {
@@ -254,8 +265,9 @@ impl LoginLimiter {
         );
     }
 
-    /// Not checked after all (every argon2 slot busy): the attempt is refunded.
-    fn refund(&self, reservation: Reservation) {
+    /// Not checked after all (every argon2 slot busy), or right but another step follows: the
+    /// attempt is refunded.
+    pub fn refund(&self, reservation: Reservation) {
         let mut counts = self.lock();
         for key in [&reservation.ip_key, &reservation.user_key] {
             if let Some(w) = counts.get_mut(key) {
@@ -394,6 +406,12 @@ pub async fn login(
             StatusCode::UNAUTHORIZED,
             "Wrong username or password.",
         ));
+    }
+    // A TOTP code or a new password still owed: no session yet (`sign_in_steps`). The
+    // address becomes usual only when the whole sign-in succeeds.
+    if let Some(next) = super::sign_in_steps::after_password(&console, &username).await? {
+        limiter.refund(reservation);
+        return Ok(next);
     }
     limiter.succeeded(reservation, &username);
     let id = sessions::create(

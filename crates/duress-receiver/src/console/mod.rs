@@ -8,6 +8,11 @@
 //! - [`sessions`]: server-side sessions (only a hash of the cookie is stored).
 //! - [`accounts`]: users, argon2id passwords (CLI and admin page).
 //! - [`auth`]: sign-in (rate-limited per address and per username) and sign-out.
+//! - [`sign_in_steps`]: what a sign-in owes after its password (a TOTP code; a new password
+//!   after an admin's reset) before any session exists.
+//! - [`passwords`]: the user's password change and the admin's reset.
+//! - [`totp`], [`totp_key`], [`totp_pages`]: the RFC 6238 second factor, the key its secrets
+//!   are sealed with at rest, and its enrolment and removal pages.
 //! - [`live`]: the `console_events` log written in the same transaction as each change, and
 //!   the pump that fans new rows out to every console after COMMIT.
 //! - [`sse`]: `GET /events`, replay after `Last-Event-ID`, then live frames.
@@ -42,13 +47,18 @@ pub mod incident_page;
 pub mod incident_view;
 pub mod live;
 pub mod pages;
+pub mod passwords;
 pub mod phones;
 pub mod reports;
 pub mod routes;
 pub mod sessions;
+pub mod sign_in_steps;
 pub mod sse;
 pub mod static_files;
 pub mod stations;
+pub mod totp;
+pub mod totp_key;
+pub mod totp_pages;
 
 use std::sync::Arc;
 
@@ -78,6 +88,9 @@ pub struct Console {
     pub node: crate::cluster::NodeIdentity,
     /// A duty display was revoked (its id): its open live streams end at once.
     pub display_revoked: tokio::sync::broadcast::Sender<i64>,
+    /// The key TOTP secrets are sealed with (`DATA_DIR/totp-secrets.key`, loaded at start);
+    /// `None`: two-step sign-in cannot be set up or checked here.
+    pub totp_key: Option<Arc<totp_key::TotpKey>>,
 }
 
 impl Console {
@@ -98,6 +111,7 @@ impl Console {
             config: None,
             node: crate::cluster::NodeIdentity::new(None),
             display_revoked: tokio::sync::broadcast::Sender::new(16),
+            totp_key: None,
         }
     }
 }

@@ -9,7 +9,8 @@ use axum::routing::{MethodRouter, get, post};
 
 use super::{
     WebState, admin_pages, audit, auth, board, cluster, display_pages, guard, incident_actions,
-    incident_page, phones, reports, sse, static_files, stations,
+    incident_page, passwords, phones, reports, sign_in_steps, sse, static_files, stations,
+    totp_pages,
 };
 
 // Defined beside the guard that enforces it (routes depend on the guard, never the reverse).
@@ -111,6 +112,62 @@ fn table() -> Vec<Route> {
             "/admin/displays/{id}/revoke",
             Admin,
             post(display_pages::revoke),
+        ),
+        // The steps of a sign-in after its password (no session yet: their own cookie).
+        r(
+            Method::GET,
+            "/login/code",
+            Public,
+            get(sign_in_steps::code_page),
+        ),
+        r(
+            Method::POST,
+            "/login/code",
+            Public,
+            post(sign_in_steps::code),
+        ),
+        r(
+            Method::GET,
+            "/login/new-password",
+            Public,
+            get(sign_in_steps::new_password_page),
+        ),
+        r(
+            Method::POST,
+            "/login/new-password",
+            Public,
+            post(sign_in_steps::new_password),
+        ),
+        r(
+            Method::GET,
+            "/account/password",
+            Officer,
+            get(passwords::page),
+        ),
+        r(
+            Method::POST,
+            "/account/password",
+            Officer,
+            post(passwords::change),
+        ),
+        r(Method::GET, "/account/totp", Officer, get(totp_pages::page)),
+        r(
+            Method::POST,
+            "/account/totp/enrol",
+            Officer,
+            post(totp_pages::enrol),
+        ),
+        r(
+            Method::POST,
+            "/account/totp/confirm",
+            Officer,
+            post(totp_pages::confirm),
+        ),
+        r(
+            Method::POST,
+            "/account/totp/disable",
+            Officer,
+            post(totp_pages::disable),
         ),
         r(Method::POST, "/logout", Officer, post(auth::logout)),
         r(Method::POST, "/session/extend", Officer, post(auth::extend)),
@@ -242,6 +299,18 @@ fn table() -> Vec<Route> {
             "/admin/users/{username}/disable",
             Admin,
             post(admin_pages::disable_user),
+        ),
+        r(
+            Method::POST,
+            "/admin/users/{username}/reset-password",
+            Admin,
+            post(passwords::admin_reset),
+        ),
+        r(
+            Method::POST,
+            "/admin/users/{username}/totp/remove",
+            Admin,
+            post(totp_pages::admin_remove),
         ),
         r(
             Method::GET,

@@ -26,7 +26,10 @@
 //! - [`ApiKeyStore`]: integration API keys (hashed, scoped, revocable, audited).
 //! - [`PhoneStore`]: the desk-phone inventory and the access-point table (`phones`).
 //! - [`DisplayStore`]: the console's paired duty displays (view-only, revocable, audited).
+//! - [`AccountSecurityStore`]: local accounts' password change and reset, TOTP second factor,
+//!   and the sign-in steps between a right password and a session.
 
+pub mod account_security;
 pub mod apikeys;
 pub mod audit_chain;
 pub mod cluster;
@@ -38,6 +41,9 @@ mod rules;
 pub mod sqlite;
 pub mod types;
 
+pub use account_security::{
+    AccountSecurityStore, NewSignInStep, SignInStage, SignInStep, TotpRecord,
+};
 pub use apikeys::{
     APIKEY_CREATE_ACTION, APIKEY_REVOKE_ACTION, ApiKeyRecord, ApiKeyScope, ApiKeyStore, NewApiKey,
 };
@@ -805,6 +811,7 @@ pub trait Store:
     + ApiKeyStore
     + PhoneStore
     + DisplayStore
+    + AccountSecurityStore
 {
     /// Which backend, for logs: `sqlite` or `postgresql`.
     fn backend(&self) -> &'static str;

@@ -41,6 +41,7 @@ use super::{
     IngestOutcome, IngestStore, NewEvent, Store, StoreError, StoreFuture, StoreResult, StoredEvent,
 };
 
+mod account_security;
 mod accounts;
 mod apikeys;
 mod cluster;

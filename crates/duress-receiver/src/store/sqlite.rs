@@ -27,6 +27,7 @@ use super::{
     StoreResult, StoredEvent, format_ts, parse_ts,
 };
 
+mod account_security;
 mod accounts;
 mod apikeys;
 mod cluster;

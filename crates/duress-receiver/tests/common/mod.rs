@@ -359,3 +359,4 @@ pub fn sign_with_header(key: &DeviceKey, header: Header, payload: &[u8]) -> Stri
 }
 
 pub mod console;
+pub mod sign_in;
