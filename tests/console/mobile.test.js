@@ -69,10 +69,12 @@ async function signIn(context, username) {
 
 /**
  * How wide the page is against the screen: `scrollWidth` of the document against the window's
- * and the layout viewport's width (with a touch screen's overlay scrollbars they are equal).
+ * and the layout viewport's width (with a touch screen's overlay scrollbars they are equal),
+ * and against the phone's width itself: a phone browser zooms out to show a page wider than
+ * the screen, and `innerWidth` then grows with it.
  */
 function measureWidth(page) {
-  return page.evaluate(() => ({
+  return page.evaluate((screenWidth) => ({
     scrollWidth: document.documentElement.scrollWidth,
     clientWidth: document.documentElement.clientWidth,
     innerWidth: window.innerWidth,
@@ -81,19 +83,19 @@ function measureWidth(page) {
       let worst = null;
       for (const el of document.querySelectorAll('body *')) {
         const r = el.getBoundingClientRect();
-        if (r.width > 0 && r.right > window.innerWidth + 0.5 && (!worst || r.right > worst.right)) {
+        if (r.width > 0 && r.right > screenWidth + 0.5 && (!worst || r.right > worst.right)) {
           worst = { right: Math.round(r.right), tag: el.tagName.toLowerCase(), cls: el.className && String(el.className), text: (el.textContent || '').trim().slice(0, 60) };
         }
       }
       return worst;
     })(),
-  }));
+  }), PHONE.width);
 }
 
 async function assertNoSidewaysScroll(page, what) {
   const m = await measureWidth(page);
-  assert.ok(m.scrollWidth <= m.innerWidth && m.scrollWidth <= m.clientWidth,
-    `${what}: scrollWidth ${m.scrollWidth} > width ${m.innerWidth}/${m.clientWidth}; widest: ${JSON.stringify(m.culprit)}`);
+  assert.ok(m.scrollWidth <= m.innerWidth && m.scrollWidth <= m.clientWidth && m.innerWidth === PHONE.width,
+    `${what}: scrollWidth ${m.scrollWidth}, window ${m.innerWidth}, layout ${m.clientWidth}, screen ${PHONE.width}; widest: ${JSON.stringify(m.culprit)}`);
   return m;
 }
 
@@ -159,7 +161,8 @@ describe('phones on patrol', () => {
       document.querySelector('main').append(wide);
     });
     const m = await measureWidth(page);
-    assert.ok(m.scrollWidth > m.innerWidth, `a 500 px element makes the page ${m.scrollWidth} px wide`);
+    assert.ok(m.scrollWidth > PHONE.width, `a 500 px element makes the page ${m.scrollWidth} px wide`);
+    await assert.rejects(assertNoSidewaysScroll(page, 'board with a 500 px element'), /scrollWidth 5\d\d/);
     await context.close();
   });
 
