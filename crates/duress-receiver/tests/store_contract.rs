@@ -3979,7 +3979,11 @@ async fn a_press_live_row_says_whether_it_opened_its_incident(store: Arc<dyn Sto
             (Some(second), Some(true)),
         ]
     );
-    assert!(presses.iter().all(|(_, p)| p["label"] == "Bldg A, Room 214"));
+    assert!(
+        presses
+            .iter()
+            .all(|(_, p)| p["label"] == "Bldg A, Room 214")
+    );
     for r in live.iter().filter(|r| r.kind != "incident.press") {
         let p: serde_json::Value = serde_json::from_str(&r.payload).unwrap();
         assert!(p.get("opened").is_none(), "{}: {p}", r.kind);

@@ -88,7 +88,11 @@ mod tests {
         assert_eq!(m["start_url"], "/");
         assert_eq!(m["scope"], "/");
         assert!(m["short_name"].as_str().is_some_and(|s| s.len() <= 12));
-        assert!(m["theme_color"].as_str().is_some_and(|c| c.starts_with('#')));
+        assert!(
+            m["theme_color"]
+                .as_str()
+                .is_some_and(|c| c.starts_with('#'))
+        );
         assert!(m["background_color"].as_str().is_some());
         let icons = m["icons"].as_array().unwrap();
         let mut purposes = Vec::new();
@@ -114,7 +118,10 @@ mod tests {
             ));
         }
         for wanted in ["192x192 any", "512x512 any", "512x512 maskable", "any any"] {
-            assert!(purposes.iter().any(|p| p == wanted), "{wanted}: {purposes:?}");
+            assert!(
+                purposes.iter().any(|p| p == wanted),
+                "{wanted}: {purposes:?}"
+            );
         }
     }
 }
