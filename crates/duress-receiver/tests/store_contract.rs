@@ -4203,4 +4203,60 @@ async fn sign_in_steps_are_read_failed_advanced_and_taken_once(store: Arc<dyn St
         .await
         .unwrap();
     assert!(store.sign_in_step("s3").await.unwrap().is_none());
+// A second list, so this cases do not edit the shared one above.
+contract!(a_press_live_row_says_whether_it_opened_its_incident);
+
+/// Proves the live row of a press says whether it opened its incident (`opened: true`) or
+/// joined an open one (`false`), the same on both backends: the console's browser
+/// notification is shown once per new incident from it, never for a repeat press. Cancels
+/// and self-tests carry no `opened` (they never open an incident).
+async fn a_press_live_row_says_whether_it_opened_its_incident(store: Arc<dyn Store>) {
+    let d = device(&store).await;
+    let t0 = now() - time::Duration::minutes(30);
+    let first = committed(&store, event(&d, 1, EventKind::Duress, t0))
+        .await
+        .unwrap();
+    let joined = committed(
+        &store,
+        event(&d, 2, EventKind::Duress, t0 + time::Duration::minutes(1)),
+    )
+    .await;
+    assert_eq!(joined, Some(first));
+    let second = committed(
+        &store,
+        event(&d, 3, EventKind::Duress, t0 + time::Duration::minutes(20)),
+    )
+    .await
+    .unwrap();
+    assert_ne!(second, first);
+    committed(&store, event(&d, 4, EventKind::Test, now())).await;
+    committed(&store, event(&d, 5, EventKind::Cancel, now())).await;
+
+    let live = store.live_after(0, 1000).await.unwrap();
+    let presses: Vec<(Option<Uuid>, serde_json::Value)> = live
+        .iter()
+        .filter(|r| r.kind == "incident.press")
+        .map(|r| (r.incident_id, serde_json::from_str(&r.payload).unwrap()))
+        .collect();
+    let opened: Vec<(Option<Uuid>, Option<bool>)> = presses
+        .iter()
+        .map(|(id, p)| (*id, p["opened"].as_bool()))
+        .collect();
+    assert_eq!(
+        opened,
+        [
+            (Some(first), Some(true)),
+            (Some(first), Some(false)),
+            (Some(second), Some(true)),
+        ]
+    );
+    assert!(
+        presses
+            .iter()
+            .all(|(_, p)| p["label"] == "Bldg A, Room 214")
+    );
+    for r in live.iter().filter(|r| r.kind != "incident.press") {
+        let p: serde_json::Value = serde_json::from_str(&r.payload).unwrap();
+        assert!(p.get("opened").is_none(), "{}: {p}", r.kind);
+    }
 }

@@ -82,6 +82,12 @@ fn table() -> Vec<Route> {
             Public,
             get(static_files::serve),
         ),
+        r(
+            Method::GET,
+            "/manifest.webmanifest",
+            Public,
+            get(static_files::manifest),
+        ),
         r(Method::GET, "/display", Public, get(display_pages::page)),
         r(
             Method::POST,

@@ -104,7 +104,9 @@ async fn forward(
         return;
     }
     // The trouble banner (`notify::watch`): its state now, then every change. No `id:` line,
-    // so it never moves the client's Last-Event-ID.
+    // so it never moves the client's Last-Event-ID. Always the first frame after the replay:
+    // the page takes it as "caught up" (live frames after it may raise a browser notification,
+    // replayed ones never do; console.js).
     let mut trouble = console.watchdog.subscribe();
     let mut trouble_open = true;
     let now = trouble.borrow_and_update().clone();

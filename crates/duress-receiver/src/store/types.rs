@@ -269,8 +269,14 @@ pub struct NewCameraMapping {
 
 /// The live-log row of a committed event: its kind and JSON payload, the same in every
 /// backend. A cancel's row carries its `cancel_pin`, so a console's stream says at once that
-/// a cancel was made with the duress PIN.
-pub fn event_live_row(ev: &super::NewEvent, incident_id: Option<Uuid>) -> (&'static str, String) {
+/// a cancel was made with the duress PIN. A press's row says whether it `opened` its
+/// incident (`true`) or joined an open one (`false`): the console's browser notification is
+/// shown once per new incident, never for a repeat press (docs/console.md, "Phones on patrol").
+pub fn event_live_row(
+    ev: &super::NewEvent,
+    incident_id: Option<Uuid>,
+    opened: bool,
+) -> (&'static str, String) {
     use duress_core::EventKind;
     let kind = match (ev.kind, incident_id) {
         (EventKind::Test, _) => "selftest",
@@ -283,6 +289,9 @@ pub fn event_live_row(ev: &super::NewEvent, incident_id: Option<Uuid>) -> (&'sta
         "device_id": ev.device_id,
         "label": ev.location.display_label(),
     });
+    if ev.kind == EventKind::Duress {
+        payload["opened"] = serde_json::json!(opened);
+    }
     if ev.kind == EventKind::Cancel {
         let pin = cancel_pin_of(ev.kind, &ev.jws);
         payload["cancel_pin"] = serde_json::json!(pin);

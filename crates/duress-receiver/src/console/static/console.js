@@ -241,6 +241,70 @@
     }, 30);
   }
 
+  // ---- Browser notifications: one per new incident while a console tab is open ----
+  // The permission is asked for only from a click on the header's control (browsers refuse
+  // or penalise a prompt nobody asked for). Shown for an incident that *opened* while this
+  // page was listening: a press whose live row says `opened` (never a repeat press, a cancel
+  // or a self-test), arriving after the stream's replay (a reconnect's catch-up shows on the
+  // page and sounds, but does not pop up a stale notification), once per incident (`tag` =
+  // incident id, so other tabs' notifications of it collapse into one). No service worker:
+  // nothing live is ever served from a cache (docs/console.md, "Phones on patrol").
+  const notifyGate = document.getElementById('notify-gate');
+  const notified = new Set();
+  function notifyState() {
+    if (!('Notification' in window)) return 'unsupported';
+    return { granted: 'on', denied: 'blocked' }[Notification.permission] || 'off';
+  }
+  function updateNotifyGate() {
+    const state = notifyState();
+    document.documentElement.dataset.notify = state;
+    if (!notifyGate) return;
+    notifyGate.hidden = state === 'unsupported';
+    notifyGate.textContent = { on: 'Notifications on', blocked: 'Notifications blocked by the browser', off: 'Enable notifications' }[state] || '';
+    notifyGate.classList.toggle('on', state === 'on');
+    notifyGate.classList.toggle('blocked', state === 'blocked');
+    notifyGate.setAttribute('aria-pressed', state === 'on' ? 'true' : 'false');
+    notifyGate.title = state === 'blocked'
+      ? "This browser blocks this site's notifications: allow them in the site settings (the lock icon by the address)."
+      : state === 'on' ? 'A new alarm shows a notification while this tab is open.' : 'Show a notification for each new alarm while this tab is open.';
+  }
+  if (notifyGate) {
+    notifyGate.addEventListener('click', async () => {
+      if (notifyState() !== 'off') { updateNotifyGate(); return; }
+      try { await Notification.requestPermission(); } catch (_) { /* old callback-only API: state below */ }
+      updateNotifyGate();
+    });
+  }
+  updateNotifyGate();
+  // What the notification says: the location exactly as the incident page shows it (the
+  // registered room first), read from its live fragment; the press's own label if that fails.
+  async function incidentLabel(id, fallback) {
+    try {
+      const r = await fetch('/api/incidents/' + encodeURIComponent(id) + '/live', { credentials: 'same-origin', cache: 'no-store' });
+      if (!r.ok) return fallback;
+      const doc = new DOMParser().parseFromString(await r.text(), 'text/html');
+      const h = doc.querySelector('.location-label');
+      if (!h) return fallback;
+      h.querySelectorAll('.registered-tag').forEach((t) => t.remove());
+      return h.textContent.trim() || fallback;
+    } catch (_) { return fallback; }
+  }
+  async function notifyNewIncident(frame) {
+    if (frame.kind !== 'incident.press' || !frame.incident_id || !frame.payload || frame.payload.opened !== true) return;
+    if (notifyState() !== 'on' || notified.has(frame.incident_id)) return;
+    notified.add(frame.incident_id);
+    const id = frame.incident_id;
+    const body = await incidentLabel(id, String(frame.payload.label || 'Open the console'));
+    try {
+      const n = new Notification('Duress alarm', { body, tag: id, requireInteraction: true, icon: '/static/icon-192.png' });
+      n.onclick = () => {
+        window.focus();
+        n.close();
+        window.location.assign('/incidents/' + encodeURIComponent(id));
+      };
+    } catch (_) { /* e.g. a browser that shows notifications only from a service worker */ }
+  }
+
   // ---- The live stream, with reconnect and catch-up ----
   const conn = document.getElementById('conn');
   let es = null;
@@ -248,6 +312,8 @@
   let retryTimer = null;
   let everOpen = false;
   let lastMessageAt = Date.now();
+  // False until the stream's replay is done: the server sends `event: trouble` right after it.
+  let caughtUp = false;
   function setConn(state, text) {
     document.documentElement.dataset.stream = state;
     if (state === 'live') downSince = null;
@@ -268,6 +334,7 @@
     setConn('connecting', 'Connecting…');
     // `after`: everything committed since this page (or the last event we got) is replayed.
     es = new EventSource('/events?after=' + lastId);
+    caughtUp = false;
     es.onopen = () => {
       // An open stream means the server answered and the session is good.
       unreachable = false;
@@ -284,10 +351,16 @@
       const id = Number(m.lastEventId);
       if (id > lastId) lastId = id;
       refreshAll();
+      if (caughtUp) {
+        let frame = null;
+        try { frame = JSON.parse(m.data); } catch (_) { frame = null; }
+        if (frame) notifyNewIncident(frame);
+      }
     };
     // The trouble banner (the receiver's sweep or notifier stopped): shown while not empty.
     es.addEventListener('trouble', (m) => {
       lastMessageAt = Date.now();
+      caughtUp = true;
       let lines = [];
       try { lines = JSON.parse(m.data); } catch (_) { lines = []; }
       const tb = document.getElementById('trouble-banner');

@@ -484,7 +484,7 @@ async fn insert_event(
 
     // Written by the batch, last, under the log lock: a console can never see the incident
     // without being told, nor be told of one that was rolled back.
-    let (kind, payload) = crate::store::event_live_row(ev, incident_id);
+    let (kind, payload) = crate::store::event_live_row(ev, incident_id, opened.is_some());
     let live = LiveRow {
         at: ev.received_at,
         kind,

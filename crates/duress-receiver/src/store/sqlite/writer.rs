@@ -594,7 +594,7 @@ fn insert_event(
 
     // The live-update row, in this transaction: a console can never see the incident without
     // being told, nor be told of one that was rolled back.
-    let (live_kind, payload) = crate::store::event_live_row(ev, incident_id);
+    let (live_kind, payload) = crate::store::event_live_row(ev, incident_id, opened.is_some());
     conn.prepare_cached(super::LIVE_INSERT)?.query_row(
         params![
             received,
