@@ -4203,6 +4203,8 @@ async fn sign_in_steps_are_read_failed_advanced_and_taken_once(store: Arc<dyn St
         .await
         .unwrap();
     assert!(store.sign_in_step("s3").await.unwrap().is_none());
+}
+
 // A second list, so this cases do not edit the shared one above.
 contract!(a_press_live_row_says_whether_it_opened_its_incident);
 
