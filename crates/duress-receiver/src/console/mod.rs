@@ -8,6 +8,7 @@
 //! - [`sessions`]: server-side sessions (only a hash of the cookie is stored).
 //! - [`accounts`]: users, argon2id passwords (CLI and admin page).
 //! - [`auth`]: sign-in (rate-limited per address and per username) and sign-out.
+//! - [`oidc`]: single sign-on with an OpenID Connect provider (`[oidc]`).
 //! - [`live`]: the `console_events` log written in the same transaction as each change, and
 //!   the pump that fans new rows out to every console after COMMIT.
 //! - [`sse`]: `GET /events`, replay after `Last-Event-ID`, then live frames.
@@ -41,6 +42,7 @@ pub mod incident_actions;
 pub mod incident_page;
 pub mod incident_view;
 pub mod live;
+pub mod oidc;
 pub mod pages;
 pub mod phones;
 pub mod reports;
@@ -78,6 +80,8 @@ pub struct Console {
     pub node: crate::cluster::NodeIdentity,
     /// A duty display was revoked (its id): its open live streams end at once.
     pub display_revoked: tokio::sync::broadcast::Sender<i64>,
+    /// Single sign-on, when the configuration file has `[oidc]`.
+    pub sso: Option<Arc<oidc::Sso>>,
 }
 
 impl Console {
@@ -98,6 +102,7 @@ impl Console {
             config: None,
             node: crate::cluster::NodeIdentity::new(None),
             display_revoked: tokio::sync::broadcast::Sender::new(16),
+            sso: None,
         }
     }
 }

@@ -9,7 +9,7 @@ use axum::routing::{MethodRouter, get, post};
 
 use super::{
     WebState, admin_pages, audit, auth, board, cluster, display_pages, guard, incident_actions,
-    incident_page, phones, reports, sse, static_files, stations,
+    incident_page, oidc, phones, reports, sse, static_files, stations,
 };
 
 // Defined beside the guard that enforces it (routes depend on the guard, never the reverse).
@@ -75,6 +75,13 @@ fn table() -> Vec<Route> {
     routes.extend([
         r(Method::GET, "/login", Public, get(auth::login_page)),
         r(Method::POST, "/login", Public, post(auth::login)),
+        r(Method::GET, "/login/oidc", Public, get(oidc::start)),
+        r(
+            Method::GET,
+            "/login/oidc/callback",
+            Public,
+            get(oidc::callback),
+        ),
         r(
             Method::GET,
             "/static/{file}",

@@ -26,6 +26,7 @@
 //! - [`ApiKeyStore`]: integration API keys (hashed, scoped, revocable, audited).
 //! - [`PhoneStore`]: the desk-phone inventory and the access-point table (`phones`).
 //! - [`DisplayStore`]: the console's paired duty displays (view-only, revocable, audited).
+//! - [`SsoStore`]: pending OpenID Connect sign-ins and SSO accounts (`sso`).
 
 pub mod apikeys;
 pub mod audit_chain;
@@ -36,6 +37,7 @@ pub mod postgres;
 pub mod retention;
 mod rules;
 pub mod sqlite;
+pub mod sso;
 pub mod types;
 
 pub use apikeys::{
@@ -48,6 +50,7 @@ pub use outbox::{
 pub use phones::{
     AccessPoint, NewPhone, PhoneCredential, PhonePutRefusal, PhoneRecord, PhoneStore, SecretHash,
 };
+pub use sso::{NewOidcFlow, OidcFlow, SSO_REFUSED_ACTION, SsoOutcome, SsoSignIn, SsoStore};
 pub use retention::{PurgeCounts, PurgeCutoffs, PurgeOutcome, PurgeRequest, RetentionStore};
 pub use types::*;
 
@@ -805,6 +808,7 @@ pub trait Store:
     + ApiKeyStore
     + PhoneStore
     + DisplayStore
+    + SsoStore
 {
     /// Which backend, for logs: `sqlite` or `postgresql`.
     fn backend(&self) -> &'static str;

@@ -39,6 +39,7 @@ mod phones;
 mod retention;
 mod rows;
 mod settings;
+mod sso;
 mod stations;
 mod writer;
 
