@@ -1129,9 +1129,7 @@ impl OidcConfig {
         }
         match (&self.client_secret, &self.client_secret_file) {
             (Some(_), Some(_)) => {
-                return Err(
-                    "oidc: give client_secret or client_secret_file, not both".into(),
-                );
+                return Err("oidc: give client_secret or client_secret_file, not both".into());
             }
             (None, None) => {
                 return Err("oidc: client_secret or client_secret_file is required".into());
@@ -1152,11 +1150,12 @@ impl OidcConfig {
                 "oidc: officer_values and admin_values are both empty: nobody could sign in".into(),
             );
         }
-        if self
-            .scopes
-            .iter()
-            .any(|s| s.is_empty() || !s.chars().all(|c| c.is_ascii_graphic() && c != '"' && c != '\\'))
-        {
+        if self.scopes.iter().any(|s| {
+            s.is_empty()
+                || !s
+                    .chars()
+                    .all(|c| c.is_ascii_graphic() && c != '"' && c != '\\')
+        }) {
             return Err("oidc.scopes: a scope is a non-empty word without spaces or quotes".into());
         }
         let redirect = self.redirect_url(public_url).ok_or_else(|| {
@@ -1179,9 +1178,8 @@ impl OidcConfig {
         match (&self.client_secret, &self.client_secret_file) {
             (Some(s), None) => Ok(s.clone()),
             (None, Some(path)) => {
-                let text = std::fs::read_to_string(path).map_err(|e| {
-                    format!("oidc.client_secret_file {}: {e}", path.display())
-                })?;
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("oidc.client_secret_file {}: {e}", path.display()))?;
                 let secret = text.trim();
                 if secret.is_empty() {
                     return Err(format!(
@@ -1527,7 +1525,13 @@ path = "/var/log/duress/siem.jsonl"
         assert_eq!(c.oidc.unwrap().secret().unwrap().expose(), "from-the-file");
         let missing = dir.path().join("nope").display().to_string();
         let c = oidc(&format!("client_secret_file = \"{missing}\"\n"), true).unwrap();
-        assert!(c.oidc.unwrap().secret().unwrap_err().contains("client_secret_file"));
+        assert!(
+            c.oidc
+                .unwrap()
+                .secret()
+                .unwrap_err()
+                .contains("client_secret_file")
+        );
         std::fs::write(&file, "  \n").unwrap();
         let c = oidc(&format!("client_secret_file = \"{path}\"\n"), true).unwrap();
         assert!(c.oidc.unwrap().secret().unwrap_err().contains("empty"));

@@ -3973,7 +3973,11 @@ async fn oidc_flows_are_taken_once_expire_and_old_ones_are_swept(store: Arc<dyn 
     assert_eq!(taken.pkce_verifier, a.pkce_verifier);
     assert_eq!(taken.expires_at, a.expires_at);
     assert!(
-        store.take_oidc_flow(&a.state_hash, t).await.unwrap().is_none(),
+        store
+            .take_oidc_flow(&a.state_hash, t)
+            .await
+            .unwrap()
+            .is_none(),
         "single use: a second take of the same state finds nothing"
     );
 
@@ -3987,7 +3991,13 @@ async fn oidc_flows_are_taken_once_expire_and_old_ones_are_swept(store: Arc<dyn 
             .unwrap()
             .is_none()
     );
-    assert!(store.take_oidc_flow(&b.state_hash, t).await.unwrap().is_none());
+    assert!(
+        store
+            .take_oidc_flow(&b.state_hash, t)
+            .await
+            .unwrap()
+            .is_none()
+    );
 
     // Expired flows nobody came back for are deleted when the next one is stored.
     let stale = oidc_flow("state-stale", t - time::Duration::minutes(30));
@@ -4088,7 +4098,14 @@ async fn sso_sign_in_never_takes_a_local_account_provisions_binds_and_follows_th
             username: "pavel".into()
         }
     );
-    assert!(store.list_users().await.unwrap().iter().all(|u| u.username != "pavel"));
+    assert!(
+        store
+            .list_users()
+            .await
+            .unwrap()
+            .iter()
+            .all(|u| u.username != "pavel")
+    );
     assert!(store.session("s-p0").await.unwrap().is_none());
 
     // provision = true: created at first sign-in, with a session like a password sign-in's.
@@ -4104,7 +4121,10 @@ async fn sso_sign_in_never_takes_a_local_account_provisions_binds_and_follows_th
         }
     );
     let s = store.session("s-p1").await.unwrap().unwrap();
-    assert_eq!((s.username.as_str(), s.role), ("pavel", Some(Role::Officer)));
+    assert_eq!(
+        (s.username.as_str(), s.role),
+        ("pavel", Some(Role::Officer))
+    );
     assert_eq!(store.is_sso_account("pavel").await.unwrap(), Some(true));
     assert_eq!(store.is_sso_account("nobody").await.unwrap(), None);
     // An SSO account never signs in with a password.
@@ -4114,7 +4134,13 @@ async fn sso_sign_in_never_takes_a_local_account_provisions_binds_and_follows_th
     // its role updated from the claims.
     assert_eq!(
         store
-            .sso_sign_in(sso("pavel.renamed", "sub-pavel", Role::Admin, false, "s-p2"))
+            .sso_sign_in(sso(
+                "pavel.renamed",
+                "sub-pavel",
+                Role::Admin,
+                false,
+                "s-p2"
+            ))
             .await
             .unwrap(),
         SsoOutcome::SignedIn {
@@ -4144,7 +4170,9 @@ async fn sso_sign_in_never_takes_a_local_account_provisions_binds_and_follows_th
         .await
         .unwrap();
     assert!(matches!(
-        store.add_sso_user("olga", Role::Admin, "x", now(), "admin").await,
+        store
+            .add_sso_user("olga", Role::Admin, "x", now(), "admin")
+            .await,
         Err(StoreError::Refused(_))
     ));
     assert!(store.credentials("quinn").await.unwrap().unwrap().disabled);
@@ -4160,7 +4188,11 @@ async fn sso_sign_in_never_takes_a_local_account_provisions_binds_and_follows_th
         }
     );
     let s = store.session("s-q").await.unwrap().unwrap();
-    assert_eq!(s.role, Some(Role::Officer), "the role comes from the claims");
+    assert_eq!(
+        s.role,
+        Some(Role::Officer),
+        "the role comes from the claims"
+    );
     assert_eq!(
         store
             .sso_sign_in(sso("quinn", "sub-other", Role::Officer, false, "s-q2"))
@@ -4215,6 +4247,9 @@ async fn sso_sign_in_never_takes_a_local_account_provisions_binds_and_follows_th
         .filter(|e| e.action == "login.success")
         .map(|e| e.detail)
         .collect();
-    assert!(logins.iter().all(|d| d == "ip:127.0.0.1 method=oidc"), "{logins:?}");
+    assert!(
+        logins.iter().all(|d| d == "ip:127.0.0.1 method=oidc"),
+        "{logins:?}"
+    );
     assert!(verified_chain(&store).await > before);
 }

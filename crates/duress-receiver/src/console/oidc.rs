@@ -34,9 +34,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Redirect, Response};
 use openidconnect::core::{
     CoreAuthDisplay, CoreAuthPrompt, CoreAuthenticationFlow, CoreClientAuthMethod,
-    CoreErrorResponseType,
-    CoreGenderClaim, CoreJsonWebKey, CoreJweContentEncryptionAlgorithm, CoreJwsSigningAlgorithm,
-    CoreProviderMetadata, CoreRevocableToken, CoreRevocationErrorResponse,
+    CoreErrorResponseType, CoreGenderClaim, CoreJsonWebKey, CoreJweContentEncryptionAlgorithm,
+    CoreJwsSigningAlgorithm, CoreProviderMetadata, CoreRevocableToken, CoreRevocationErrorResponse,
     CoreTokenIntrospectionResponse, CoreTokenType,
 };
 use openidconnect::{
@@ -206,11 +205,18 @@ fn standard_text(
         "preferred_username" => preferred_username.map(str::to_owned),
         "email" => email.map(str::to_owned),
         "sub" => Some(subject.to_owned()),
-        _ => other.0.get(name).and_then(|v| v.as_str()).map(str::to_owned),
+        _ => other
+            .0
+            .get(name)
+            .and_then(|v| v.as_str())
+            .map(str::to_owned),
     }
 }
 
-fn found_in_id_token(claims: &IdTokenClaims<OtherClaims, CoreGenderClaim>, config: &OidcConfig) -> Found {
+fn found_in_id_token(
+    claims: &IdTokenClaims<OtherClaims, CoreGenderClaim>,
+    config: &OidcConfig,
+) -> Found {
     let other = claims.additional_claims();
     Found {
         username: standard_text(
@@ -224,7 +230,10 @@ fn found_in_id_token(claims: &IdTokenClaims<OtherClaims, CoreGenderClaim>, confi
     }
 }
 
-fn found_in_userinfo(claims: &UserInfoClaims<OtherClaims, CoreGenderClaim>, config: &OidcConfig) -> Found {
+fn found_in_userinfo(
+    claims: &UserInfoClaims<OtherClaims, CoreGenderClaim>,
+    config: &OidcConfig,
+) -> Found {
     let other = claims.additional_claims();
     Found {
         username: standard_text(
@@ -246,8 +255,7 @@ impl Sso {
         let redirect = config
             .redirect_url(public_url)
             .ok_or_else(|| "oidc: set redirect_url (or public_url)".to_owned())?;
-        let redirect =
-            RedirectUrl::new(redirect).map_err(|e| format!("oidc.redirect_url: {e}"))?;
+        let redirect = RedirectUrl::new(redirect).map_err(|e| format!("oidc.redirect_url: {e}"))?;
         let issuer =
             IssuerUrl::new(config.issuer.clone()).map_err(|e| format!("oidc.issuer: {e}"))?;
         let http = crate::notify::http::client(config.ca_cert.as_deref())
@@ -348,8 +356,11 @@ impl Sso {
 
     fn http_client(
         &self,
-    ) -> impl Fn(HttpRequest) -> std::pin::Pin<Box<dyn std::future::Future<Output = Result<HttpResponse, HttpError>> + Send>>
-    {
+    ) -> impl Fn(
+        HttpRequest,
+    ) -> std::pin::Pin<
+        Box<dyn std::future::Future<Output = Result<HttpResponse, HttpError>> + Send>,
+    > {
         let http = self.http.clone();
         move |request: HttpRequest| {
             let http = http.clone();
@@ -391,7 +402,9 @@ fn flow_cookie(value: &str) -> HeaderValue {
 }
 
 fn clear_flow_cookie() -> HeaderValue {
-    HeaderValue::from_static("__Host-duress_oidc=; HttpOnly; Secure; SameSite=Lax; Path=/; Max-Age=0")
+    HeaderValue::from_static(
+        "__Host-duress_oidc=; HttpOnly; Secure; SameSite=Lax; Path=/; Max-Age=0",
+    )
 }
 
 fn not_configured() -> Response {
@@ -498,8 +511,16 @@ pub async fn callback(
     let actor = format!("ip:{}", client_addr.ip());
     let again = "Start again from the sign-in page.";
     let Some(state) = answer.state.filter(|s| !s.is_empty() && s.len() <= 512) else {
-        return refuse(&console, &actor, "", "callback without state", StatusCode::BAD_REQUEST,
-            "Sign-in not completed", again).await;
+        return refuse(
+            &console,
+            &actor,
+            "",
+            "callback without state",
+            StatusCode::BAD_REQUEST,
+            "Sign-in not completed",
+            again,
+        )
+        .await;
     };
     // Single use: taken (deleted) whatever happens next.
     let Some(flow) = console
@@ -524,8 +545,16 @@ pub async fn callback(
             "The sign-in provider did not sign you in. Start again from the sign-in page, or ask an administrator.").await;
     }
     let Some(code) = answer.code.filter(|c| !c.is_empty()) else {
-        return refuse(&console, &actor, "", "callback without code", StatusCode::BAD_REQUEST,
-            "Sign-in not completed", again).await;
+        return refuse(
+            &console,
+            &actor,
+            "",
+            "callback without code",
+            StatusCode::BAD_REQUEST,
+            "Sign-in not completed",
+            again,
+        )
+        .await;
     };
     let Some(client) = sso.client().await else {
         return Ok(unavailable());
@@ -572,7 +601,9 @@ pub async fn callback(
             .signing_alg()
             .ok()
             .zip(id_token.signing_key(&verifier).ok())
-            .and_then(|(alg, key)| AccessTokenHash::from_token(tokens.access_token(), alg, key).ok())
+            .and_then(|(alg, key)| {
+                AccessTokenHash::from_token(tokens.access_token(), alg, key).ok()
+            })
             .is_some_and(|actual| actual == *expected);
         if !matches {
             return refuse(&console, &actor, "", "access token hash mismatch", StatusCode::UNAUTHORIZED,
@@ -586,7 +617,10 @@ pub async fn callback(
     // Claims missing from the ID token: the userinfo endpoint (some providers put groups only
     // there), for the same subject.
     if found.role_value.is_none() || found.username.is_none() {
-        let info = match client.user_info(tokens.access_token().clone(), Some(claims.subject().clone())) {
+        let info = match client.user_info(
+            tokens.access_token().clone(),
+            Some(claims.subject().clone()),
+        ) {
             Ok(request) => request
                 .request_async::<OtherClaims, _, CoreGenderClaim>(&http_client)
                 .await
@@ -605,13 +639,20 @@ pub async fn callback(
         }
     }
     let Some(username) = found.username else {
-        let detail = format!("no {} claim (sub={})", sso.config.username_claim, clip(&subject));
+        let detail = format!(
+            "no {} claim (sub={})",
+            sso.config.username_claim,
+            clip(&subject)
+        );
         return refuse(&console, &actor, "", &detail, StatusCode::FORBIDDEN,
             "Sign-in refused",
             "The sign-in provider did not say which account this is. Ask an administrator to check the provider's settings.").await;
     };
     if accounts::check_username(&username).is_err() {
-        let detail = format!("username claim {:?} is not a console account name", clip(&username));
+        let detail = format!(
+            "username claim {:?} is not a console account name",
+            clip(&username)
+        );
         return refuse(&console, &actor, "", &detail, StatusCode::FORBIDDEN,
             "Sign-in refused",
             "Your name at the sign-in provider cannot be a console account name (letters, digits, . _ - @; at most 64). Ask an administrator.").await;
@@ -621,7 +662,10 @@ pub async fn callback(
         .as_ref()
         .and_then(|v| role_from_claim(v, &sso.config))
     else {
-        let detail = format!("no officer or admin value in claim {}", sso.config.role_claim);
+        let detail = format!(
+            "no officer or admin value in claim {}",
+            sso.config.role_claim
+        );
         return refuse(&console, &actor, &username, &detail, StatusCode::FORBIDDEN,
             "Not allowed to use the console",
             "You signed in at the provider, but your account is not in a group that may use the security console. Ask an administrator to add you.").await;
@@ -696,10 +740,9 @@ pub async fn add_sso_account(
     actor: &str,
 ) -> anyhow::Result<()> {
     accounts::check_username(username)?;
-    let placeholder = tokio::task::spawn_blocking(|| {
-        accounts::hash_password(&sessions::random_secret())
-    })
-    .await??;
+    let placeholder =
+        tokio::task::spawn_blocking(|| accounts::hash_password(&sessions::random_secret()))
+            .await??;
     store
         .add_sso_user(username, role, &placeholder, receiver_now(), actor)
         .await?;
@@ -724,13 +767,24 @@ mod tests {
     fn roles_map_from_a_string_or_an_array_and_admin_wins() {
         let c = config();
         let role = |v: serde_json::Value| role_from_claim(&v, &c);
-        assert_eq!(role(serde_json::json!("security-officers")), Some(Role::Officer));
         assert_eq!(
-            role(serde_json::json!(["staff", "security-officers", "security-admins"])),
+            role(serde_json::json!("security-officers")),
+            Some(Role::Officer)
+        );
+        assert_eq!(
+            role(serde_json::json!([
+                "staff",
+                "security-officers",
+                "security-admins"
+            ])),
             Some(Role::Admin)
         );
         assert_eq!(role(serde_json::json!(["staff"])), None);
-        assert_eq!(role(serde_json::json!("Security-Officers")), None, "exact values");
+        assert_eq!(
+            role(serde_json::json!("Security-Officers")),
+            None,
+            "exact values"
+        );
         assert_eq!(role(serde_json::json!({"security-admins": true})), None);
         assert_eq!(role(serde_json::json!(7)), None);
     }
@@ -740,7 +794,13 @@ mod tests {
         let v = flow_cookie("abc");
         let v = v.to_str().unwrap();
         assert!(v.starts_with("__Host-duress_oidc=abc;"), "{v}");
-        for attr in ["; Secure", "; Path=/", "; HttpOnly", "; SameSite=Lax", "; Max-Age=600"] {
+        for attr in [
+            "; Secure",
+            "; Path=/",
+            "; HttpOnly",
+            "; SameSite=Lax",
+            "; Max-Age=600",
+        ] {
             assert!(v.contains(attr), "{v}");
         }
     }

@@ -50,8 +50,8 @@ pub use outbox::{
 pub use phones::{
     AccessPoint, NewPhone, PhoneCredential, PhonePutRefusal, PhoneRecord, PhoneStore, SecretHash,
 };
-pub use sso::{NewOidcFlow, OidcFlow, SSO_REFUSED_ACTION, SsoOutcome, SsoSignIn, SsoStore};
 pub use retention::{PurgeCounts, PurgeCutoffs, PurgeOutcome, PurgeRequest, RetentionStore};
+pub use sso::{NewOidcFlow, OidcFlow, SSO_REFUSED_ACTION, SsoOutcome, SsoSignIn, SsoStore};
 pub use types::*;
 
 use std::sync::Arc;

@@ -1,8 +1,8 @@
 //! Pending OpenID Connect sign-ins and SSO accounts (see [`crate::store::sso`]). The same
 //! decisions as the SQLite backend's, in one transaction each.
 
-use sqlx::Row as _;
 use sqlx::PgConnection;
+use sqlx::Row as _;
 use time::OffsetDateTime;
 
 use super::{PostgresStore, log, ms};
@@ -118,9 +118,21 @@ impl PostgresStore {
                     .bind(&username)
                     .execute(&mut *tx)
                     .await?;
-                let detail = format!("{} -> {} (from the provider's claims)", was.as_str(), s.role.as_str());
-                log::audit(&mut tx, &self.audit_key, at, "oidc", "user.role", &username, &detail)
-                    .await?;
+                let detail = format!(
+                    "{} -> {} (from the provider's claims)",
+                    was.as_str(),
+                    s.role.as_str()
+                );
+                log::audit(
+                    &mut tx,
+                    &self.audit_key,
+                    at,
+                    "oidc",
+                    "user.role",
+                    &username,
+                    &detail,
+                )
+                .await?;
                 role_changed = Some(was);
             }
             username
@@ -154,8 +166,16 @@ impl PostgresStore {
                     .execute(&mut *tx)
                     .await?;
                     let detail = format!("{} sub={}", s.issuer, s.subject);
-                    log::audit(&mut tx, &self.audit_key, at, "oidc", "user.sso-bind", &username, &detail)
-                        .await?;
+                    log::audit(
+                        &mut tx,
+                        &self.audit_key,
+                        at,
+                        "oidc",
+                        "user.sso-bind",
+                        &username,
+                        &detail,
+                    )
+                    .await?;
                 }
                 None if !s.provision => return Ok(SsoOutcome::NotProvisioned { username }),
                 None => {
@@ -178,8 +198,16 @@ impl PostgresStore {
                         )));
                     }
                     let detail = format!("{} sso {} sub={}", s.role.as_str(), s.issuer, s.subject);
-                    log::audit(&mut tx, &self.audit_key, at, "oidc", "user.add", &username, &detail)
-                        .await?;
+                    log::audit(
+                        &mut tx,
+                        &self.audit_key,
+                        at,
+                        "oidc",
+                        "user.add",
+                        &username,
+                        &detail,
+                    )
+                    .await?;
                     created = true;
                 }
             }
@@ -216,11 +244,21 @@ impl PostgresStore {
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() != 1 {
-            return Err(StoreError::Refused(format!("user {username:?} already exists")));
+            return Err(StoreError::Refused(format!(
+                "user {username:?} already exists"
+            )));
         }
         let detail = format!("{} sso", role.as_str());
-        log::audit(&mut tx, &self.audit_key, created_at, actor, "user.add", username, &detail)
-            .await?;
+        log::audit(
+            &mut tx,
+            &self.audit_key,
+            created_at,
+            actor,
+            "user.add",
+            username,
+            &detail,
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }

@@ -117,19 +117,30 @@ impl SqliteStore {
                     .bind(&username)
                     .execute(&mut *tx)
                     .await?;
-                let detail = format!("{} -> {} (from the provider's claims)", was.as_str(), s.role.as_str());
-                log::audit(&mut tx, &self.audit_key, at, "oidc", "user.role", &username, &detail)
-                    .await?;
+                let detail = format!(
+                    "{} -> {} (from the provider's claims)",
+                    was.as_str(),
+                    s.role.as_str()
+                );
+                log::audit(
+                    &mut tx,
+                    &self.audit_key,
+                    at,
+                    "oidc",
+                    "user.role",
+                    &username,
+                    &detail,
+                )
+                .await?;
                 role_changed = Some(was);
             }
             username
         } else {
-            let named = sqlx::query(
-                "SELECT auth, sso_issuer, disabled FROM users WHERE username = ?",
-            )
-            .bind(&s.username)
-            .fetch_optional(&mut *tx)
-            .await?;
+            let named =
+                sqlx::query("SELECT auth, sso_issuer, disabled FROM users WHERE username = ?")
+                    .bind(&s.username)
+                    .fetch_optional(&mut *tx)
+                    .await?;
             let username = s.username.clone();
             match named {
                 Some(r) if r.try_get::<String, _>("auth")? != "oidc" => {
@@ -153,8 +164,16 @@ impl SqliteStore {
                     .execute(&mut *tx)
                     .await?;
                     let detail = format!("{} sub={}", s.issuer, s.subject);
-                    log::audit(&mut tx, &self.audit_key, at, "oidc", "user.sso-bind", &username, &detail)
-                        .await?;
+                    log::audit(
+                        &mut tx,
+                        &self.audit_key,
+                        at,
+                        "oidc",
+                        "user.sso-bind",
+                        &username,
+                        &detail,
+                    )
+                    .await?;
                 }
                 None if !s.provision => return Ok(SsoOutcome::NotProvisioned { username }),
                 None => {
@@ -171,8 +190,16 @@ impl SqliteStore {
                     .execute(&mut *tx)
                     .await?;
                     let detail = format!("{} sso {} sub={}", s.role.as_str(), s.issuer, s.subject);
-                    log::audit(&mut tx, &self.audit_key, at, "oidc", "user.add", &username, &detail)
-                        .await?;
+                    log::audit(
+                        &mut tx,
+                        &self.audit_key,
+                        at,
+                        "oidc",
+                        "user.add",
+                        &username,
+                        &detail,
+                    )
+                    .await?;
                     created = true;
                 }
             }
@@ -209,11 +236,21 @@ impl SqliteStore {
         .execute(&mut *tx)
         .await?;
         if done.rows_affected() != 1 {
-            return Err(StoreError::Refused(format!("user {username:?} already exists")));
+            return Err(StoreError::Refused(format!(
+                "user {username:?} already exists"
+            )));
         }
         let detail = format!("{} sso", role.as_str());
-        log::audit(&mut tx, &self.audit_key, created_at, actor, "user.add", username, &detail)
-            .await?;
+        log::audit(
+            &mut tx,
+            &self.audit_key,
+            created_at,
+            actor,
+            "user.add",
+            username,
+            &detail,
+        )
+        .await?;
         tx.commit().await?;
         Ok(())
     }
