@@ -223,6 +223,18 @@ pub async fn add_user(
     .await
 }
 
+/// Adds a single sign-on console user (no password; linked at its first SSO sign-in).
+pub async fn add_sso_user(
+    at: impl Into<StoreLocation>,
+    username: &str,
+    role: Role,
+) -> anyhow::Result<()> {
+    with_store(at, async |store| {
+        crate::console::oidc::add_sso_account(store, username, role, CLI).await
+    })
+    .await
+}
+
 /// Every console user.
 pub async fn list_users(at: impl Into<StoreLocation>) -> anyhow::Result<Vec<UserRecord>> {
     with_store(at, async |store| Ok(store.list_users().await?)).await

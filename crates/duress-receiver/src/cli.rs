@@ -512,6 +512,11 @@ pub enum UserCommand {
         /// Read the password from the first line of standard input.
         #[arg(long)]
         password_stdin: bool,
+        /// A single sign-on account (`[oidc]`): no password; it signs in only through the
+        /// provider, and is linked to the provider's identity at its first sign-in (for
+        /// `provision = false`, where only such pre-created accounts may sign in).
+        #[arg(long, conflicts_with = "password_stdin")]
+        sso: bool,
     },
     /// List console users.
     List {
@@ -913,7 +918,16 @@ async fn run_user(command: UserCommand) -> anyhow::Result<()> {
             username,
             role,
             password_stdin,
+            sso,
         } => {
+            if sso {
+                admin::add_sso_user(store.location(), &username, role).await?;
+                println!(
+                    "user {username} added ({}, single sign-on: no password)",
+                    role.as_str()
+                );
+                return Ok(());
+            }
             let (password, generated) = if password_stdin {
                 let mut line = String::new();
                 std::io::stdin().read_line(&mut line)?;

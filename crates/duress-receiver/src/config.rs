@@ -68,6 +68,9 @@ pub struct ReceiverConfig {
     /// What the daily purge deletes, and after how long (default: keep everything).
     #[serde(default)]
     pub retention: Option<RetentionConfig>,
+    /// `[oidc]`: console single sign-on with an OpenID Connect provider (`console::oidc`).
+    #[serde(default)]
+    pub oidc: Option<OidcConfig>,
 }
 
 /// `[[schedules]]`: one weekly window of a named protection schedule, in a time zone.
@@ -797,6 +800,9 @@ impl ReceiverConfig {
         if let Some(url) = &self.public_url {
             check_url("public_url", url)?;
         }
+        if let Some(oidc) = &self.oidc {
+            oidc.check(self.public_url.as_deref())?;
+        }
         let mut names = BTreeSet::new();
         for c in &self.channels {
             let name = c.name();
@@ -1057,6 +1063,137 @@ pub fn webhook_key(secret: &str) -> Result<Vec<u8>, String> {
     Ok(key)
 }
 
+/// `[oidc]`: single sign-on to the console with an OpenID Connect provider (docs/console.md,
+/// "Single sign-on"). The key names of the first six are the issue's contract.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OidcConfig {
+    /// The provider's issuer URL; discovery reads `ISSUER/.well-known/openid-configuration`.
+    /// `https://`, or `http://` on a loopback address (a local test provider).
+    pub issuer: String,
+    pub client_id: String,
+    /// The client secret, in the file itself …
+    #[serde(default)]
+    pub client_secret: Option<Secret>,
+    /// … or in a file of its own (read when the receiver starts; surrounding whitespace
+    /// ignored). Exactly one of the two.
+    #[serde(default)]
+    pub client_secret_file: Option<PathBuf>,
+    /// The claim that carries the role: a string or an array of strings (e.g. `groups`).
+    pub role_claim: String,
+    /// A user with one of these values in `role_claim` is an officer …
+    #[serde(default)]
+    pub officer_values: Vec<String>,
+    /// … and with one of these an admin (admin wins when both match).
+    #[serde(default)]
+    pub admin_values: Vec<String>,
+    /// The claim that names the console account (default `preferred_username`).
+    #[serde(default = "default_username_claim")]
+    pub username_claim: String,
+    /// `true` (the default): the first SSO sign-in creates the account. `false`: only accounts
+    /// an admin created beforehand as SSO accounts (`user add --sso`) may sign in.
+    #[serde(default = "default_provision")]
+    pub provision: bool,
+    /// Where the provider sends the browser back (register it at the provider). Default:
+    /// `public_url` + `/login/oidc/callback`; one of the two is required.
+    #[serde(default)]
+    pub redirect_url: Option<String>,
+    /// The scopes asked for (`openid` is always asked for). Default: `profile`, `email`.
+    #[serde(default = "default_scopes")]
+    pub scopes: Vec<String>,
+    /// A PEM file with the CA of a provider whose certificate is not in the OS trust store.
+    #[serde(default)]
+    pub ca_cert: Option<PathBuf>,
+}
+
+fn default_username_claim() -> String {
+    "preferred_username".to_owned()
+}
+
+const fn default_provision() -> bool {
+    true
+}
+
+fn default_scopes() -> Vec<String> {
+    vec!["profile".to_owned(), "email".to_owned()]
+}
+
+/// The path of the console's OIDC callback (`redirect_url` defaults to `public_url` + this).
+pub const OIDC_CALLBACK_PATH: &str = "/login/oidc/callback";
+
+impl OidcConfig {
+    fn check(&self, public_url: Option<&str>) -> Result<(), String> {
+        check_url("oidc.issuer", &self.issuer)?;
+        if self.client_id.trim().is_empty() {
+            return Err("oidc.client_id must not be empty".into());
+        }
+        match (&self.client_secret, &self.client_secret_file) {
+            (Some(_), Some(_)) => {
+                return Err("oidc: give client_secret or client_secret_file, not both".into());
+            }
+            (None, None) => {
+                return Err("oidc: client_secret or client_secret_file is required".into());
+            }
+            (Some(s), None) if s.expose().trim().is_empty() => {
+                return Err("oidc.client_secret must not be empty".into());
+            }
+            _ => {}
+        }
+        if self.role_claim.trim().is_empty() {
+            return Err("oidc.role_claim must not be empty".into());
+        }
+        if self.username_claim.trim().is_empty() {
+            return Err("oidc.username_claim must not be empty".into());
+        }
+        if self.officer_values.is_empty() && self.admin_values.is_empty() {
+            return Err(
+                "oidc: officer_values and admin_values are both empty: nobody could sign in".into(),
+            );
+        }
+        if self.scopes.iter().any(|s| {
+            s.is_empty()
+                || !s
+                    .chars()
+                    .all(|c| c.is_ascii_graphic() && c != '"' && c != '\\')
+        }) {
+            return Err("oidc.scopes: a scope is a non-empty word without spaces or quotes".into());
+        }
+        let redirect = self.redirect_url(public_url).ok_or_else(|| {
+            "oidc: set redirect_url (or public_url, from which it is derived)".to_owned()
+        })?;
+        check_url("oidc.redirect_url", &redirect)?;
+        check_ca("oidc.ca_cert", self.ca_cert.as_deref())?;
+        Ok(())
+    }
+
+    /// The redirect URL: `redirect_url`, else `public_url` + [`OIDC_CALLBACK_PATH`].
+    pub fn redirect_url(&self, public_url: Option<&str>) -> Option<String> {
+        self.redirect_url.clone().or_else(|| {
+            public_url.map(|u| format!("{}{OIDC_CALLBACK_PATH}", u.trim_end_matches('/')))
+        })
+    }
+
+    /// The client secret: the file's (read now) or `client_secret`.
+    pub fn secret(&self) -> Result<Secret, String> {
+        match (&self.client_secret, &self.client_secret_file) {
+            (Some(s), None) => Ok(s.clone()),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("oidc.client_secret_file {}: {e}", path.display()))?;
+                let secret = text.trim();
+                if secret.is_empty() {
+                    return Err(format!(
+                        "oidc.client_secret_file {} is empty",
+                        path.display()
+                    ));
+                }
+                Ok(Secret::new(secret))
+            }
+            _ => Err("oidc: give exactly one of client_secret and client_secret_file".into()),
+        }
+    }
+}
+
 /// `localhost`, or an IP literal (IPv6 in brackets or not) in 127.0.0.0/8 or ::1.
 pub fn is_loopback_host(host: &str) -> bool {
     let h = host.trim_start_matches('[').trim_end_matches(']');
@@ -1296,5 +1433,115 @@ path = "/var/log/duress/siem.jsonl"
         assert!(webhook_key("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").is_ok());
         assert!(webhook_key("MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw").is_err());
         assert!(webhook_key("whsec_!!!").is_err());
+    }
+
+    const OIDC: &str = "[oidc]\nissuer = \"https://idp.example.edu/realms/campus\"\nclient_id = \"duress-console\"\nrole_claim = \"groups\"\nofficer_values = [\"security-officers\"]\nadmin_values = [\"security-admins\"]\n";
+
+    fn oidc(extra: &str, public_url: bool) -> Result<ReceiverConfig, String> {
+        let head = if public_url {
+            "public_url = \"https://duress.example.edu\"\n"
+        } else {
+            ""
+        };
+        ReceiverConfig::parse(&format!("{head}{OIDC}{extra}"))
+    }
+
+    #[test]
+    fn oidc_contract_keys_parse_with_defaults_and_a_derived_redirect() {
+        let c = oidc("client_secret = \"s3cret-value\"\n", true).unwrap();
+        let o = c.oidc.as_ref().unwrap();
+        assert_eq!(o.client_id, "duress-console");
+        assert_eq!(o.role_claim, "groups");
+        assert_eq!(o.officer_values, ["security-officers"]);
+        assert_eq!(o.admin_values, ["security-admins"]);
+        assert_eq!(o.username_claim, "preferred_username");
+        assert!(o.provision);
+        assert_eq!(o.scopes, ["profile", "email"]);
+        assert_eq!(
+            o.redirect_url(c.public_url.as_deref()).as_deref(),
+            Some("https://duress.example.edu/login/oidc/callback")
+        );
+        assert_eq!(o.secret().unwrap().expose(), "s3cret-value");
+        // The secret never shows in Debug output (logs, panics).
+        let debug = format!("{c:?}");
+        assert!(!debug.contains("s3cret-value"), "{debug}");
+        assert!(debug.contains("[redacted]"), "{debug}");
+        // Without public_url the redirect URL must be given.
+        let err = oidc("client_secret = \"x\"\n", false).unwrap_err();
+        assert!(err.contains("redirect_url"), "{err}");
+        let c = oidc(
+            "client_secret = \"x\"\nredirect_url = \"https://10.1.2.3:8443/login/oidc/callback\"\nprovision = false\nusername_claim = \"email\"\nscopes = [\"profile\"]\n",
+            false,
+        )
+        .unwrap();
+        let o = c.oidc.unwrap();
+        assert!(!o.provision);
+        assert_eq!(o.username_claim, "email");
+        assert_eq!(o.scopes, ["profile"]);
+    }
+
+    #[test]
+    fn oidc_issuer_must_be_https_except_http_on_loopback() {
+        let with_issuer = |issuer: &str| {
+            ReceiverConfig::parse(&format!(
+                "public_url = \"https://duress.example.edu\"\n[oidc]\nissuer = \"{issuer}\"\nclient_id = \"c\"\nclient_secret = \"s\"\nrole_claim = \"groups\"\nofficer_values = [\"o\"]\n"
+            ))
+        };
+        for ok in [
+            "https://idp.example.edu/realms/campus",
+            "http://127.0.0.1:9000",
+            "http://[::1]:9000/oidc",
+            "http://localhost:8080/realms/test",
+        ] {
+            assert!(with_issuer(ok).is_ok(), "{ok}: {:?}", with_issuer(ok).err());
+        }
+        for bad in [
+            "http://idp.example.edu/realms/campus",
+            "http://10.0.0.5:8080",
+            "http://127.0.0.1.example.com",
+            "ftp://idp.example.edu",
+            "idp.example.edu",
+        ] {
+            let err = with_issuer(bad).unwrap_err();
+            assert!(err.contains("oidc.issuer"), "{bad}: {err}");
+        }
+    }
+
+    #[test]
+    fn oidc_secret_or_secret_file_never_both_and_the_file_is_read() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("client-secret");
+        std::fs::write(&file, "from-the-file\n").unwrap();
+        let path = file.display().to_string().replace('\\', "/");
+        let both = oidc(
+            &format!("client_secret = \"a\"\nclient_secret_file = \"{path}\"\n"),
+            true,
+        )
+        .unwrap_err();
+        assert!(both.contains("not both"), "{both}");
+        let neither = oidc("", true).unwrap_err();
+        assert!(neither.contains("client_secret"), "{neither}");
+        let c = oidc(&format!("client_secret_file = \"{path}\"\n"), true).unwrap();
+        assert_eq!(c.oidc.unwrap().secret().unwrap().expose(), "from-the-file");
+        let missing = dir.path().join("nope").display().to_string();
+        let c = oidc(&format!("client_secret_file = \"{missing}\"\n"), true).unwrap();
+        assert!(
+            c.oidc
+                .unwrap()
+                .secret()
+                .unwrap_err()
+                .contains("client_secret_file")
+        );
+        std::fs::write(&file, "  \n").unwrap();
+        let c = oidc(&format!("client_secret_file = \"{path}\"\n"), true).unwrap();
+        assert!(c.oidc.unwrap().secret().unwrap_err().contains("empty"));
+        // Unknown keys are refused like everywhere else in the file.
+        let typo = oidc("client_secret = \"a\"\nrole_claims = \"groups\"\n", true).unwrap_err();
+        assert!(typo.contains("role_claims"), "{typo}");
+        let nobody = ReceiverConfig::parse(
+            "public_url = \"https://d.example.edu\"\n[oidc]\nissuer = \"https://i.example.edu\"\nclient_id = \"c\"\nclient_secret = \"s\"\nrole_claim = \"groups\"\n",
+        )
+        .unwrap_err();
+        assert!(nobody.contains("nobody"), "{nobody}");
     }
 }

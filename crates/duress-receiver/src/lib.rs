@@ -382,6 +382,17 @@ impl Prepared {
         );
         console.watchdog = watchdog.clone();
         console.config = self.settings.config.clone();
+        // Single sign-on: the provider is discovered in the background (it may be down now).
+        let sso = match self.settings.config.as_ref().and_then(|c| {
+            c.oidc
+                .as_ref()
+                .map(|o| console::oidc::Sso::new(o, c.public_url.as_deref()))
+        }) {
+            Some(sso) => Some(sso.map_err(|e| anyhow::anyhow!("{e}"))?),
+            None => None,
+        };
+        let sso_discovery = sso.clone().map(|s| tokio::spawn(s.run()));
+        console.sso = sso;
         console.node = cluster::NodeIdentity::new(self.settings.node_name.as_deref());
         console.totp_key = Some(self.totp_key.clone());
         let console = Arc::new(console);
@@ -572,6 +583,9 @@ impl Prepared {
         };
         shutdown.abort();
         pump.abort();
+        if let Some(task) = sso_discovery {
+            task.abort();
+        }
         escalation.abort();
         cert_watch.abort();
         watch.abort();

@@ -4262,3 +4262,325 @@ async fn a_press_live_row_says_whether_it_opened_its_incident(store: Arc<dyn Sto
         assert!(p.get("opened").is_none(), "{}: {p}", r.kind);
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Single sign-on (issue 17): pending OpenID Connect flows and SSO accounts.
+
+contract!(
+    oidc_flows_are_taken_once_expire_and_old_ones_are_swept,
+    sso_sign_in_never_takes_a_local_account_provisions_binds_and_follows_the_claims,
+);
+
+fn oidc_flow(state: &str, created: OffsetDateTime) -> duress_receiver::store::NewOidcFlow {
+    duress_receiver::store::NewOidcFlow {
+        state_hash: hex::encode(Sha256::digest(state.as_bytes())),
+        browser_hash: hex::encode(Sha256::digest(format!("browser-{state}").as_bytes())),
+        nonce: format!("nonce-{state}"),
+        pkce_verifier: format!("verifier-{state}-0123456789abcdefghijklmnopqrstuvwxyz"),
+        created_at: created,
+        expires_at: created + time::Duration::minutes(10),
+    }
+}
+
+async fn oidc_flows_are_taken_once_expire_and_old_ones_are_swept(store: Arc<dyn Store>) {
+    let t = now();
+    let a = oidc_flow("state-a", t);
+    store.put_oidc_flow(a.clone()).await.unwrap();
+    assert!(
+        store
+            .take_oidc_flow(&oidc_flow("state-other", t).state_hash, t)
+            .await
+            .unwrap()
+            .is_none(),
+        "another state finds nothing"
+    );
+    let taken = store
+        .take_oidc_flow(&a.state_hash, t + time::Duration::minutes(9))
+        .await
+        .unwrap()
+        .expect("the flow is there");
+    assert_eq!(taken.browser_hash, a.browser_hash);
+    assert_eq!(taken.nonce, a.nonce);
+    assert_eq!(taken.pkce_verifier, a.pkce_verifier);
+    assert_eq!(taken.expires_at, a.expires_at);
+    assert!(
+        store
+            .take_oidc_flow(&a.state_hash, t)
+            .await
+            .unwrap()
+            .is_none(),
+        "single use: a second take of the same state finds nothing"
+    );
+
+    // Past its expiry a flow is refused (and gone).
+    let b = oidc_flow("state-b", t);
+    store.put_oidc_flow(b.clone()).await.unwrap();
+    assert!(
+        store
+            .take_oidc_flow(&b.state_hash, t + time::Duration::minutes(10))
+            .await
+            .unwrap()
+            .is_none()
+    );
+    assert!(
+        store
+            .take_oidc_flow(&b.state_hash, t)
+            .await
+            .unwrap()
+            .is_none()
+    );
+
+    // Expired flows nobody came back for are deleted when the next one is stored.
+    let stale = oidc_flow("state-stale", t - time::Duration::minutes(30));
+    store.put_oidc_flow(stale.clone()).await.unwrap();
+    store.put_oidc_flow(oidc_flow("state-c", t)).await.unwrap();
+    assert!(
+        store
+            .take_oidc_flow(&stale.state_hash, t - time::Duration::minutes(25))
+            .await
+            .unwrap()
+            .is_none(),
+        "swept"
+    );
+
+    // Two flows with the same state cannot both exist (the key is the state's hash).
+    let d = oidc_flow("state-d", t);
+    store.put_oidc_flow(d.clone()).await.unwrap();
+    assert!(store.put_oidc_flow(d.clone()).await.is_err());
+
+    // Many parallel takes of one flow: exactly one gets it.
+    let e = oidc_flow("state-e", t);
+    store.put_oidc_flow(e.clone()).await.unwrap();
+    let takes: Vec<_> = (0..8)
+        .map(|_| {
+            let store = store.clone();
+            let hash = e.state_hash.clone();
+            tokio::spawn(async move { store.take_oidc_flow(&hash, t).await.unwrap() })
+        })
+        .collect();
+    let mut got = 0;
+    for take in takes {
+        if take.await.unwrap().is_some() {
+            got += 1;
+        }
+    }
+    assert_eq!(got, 1);
+    // Nothing about a pending flow is audited (nobody has signed in).
+    assert!(
+        store
+            .audit_log()
+            .await
+            .unwrap()
+            .iter()
+            .all(|e| !e.detail.contains("nonce") && !e.detail.contains("verifier"))
+    );
+}
+
+fn sso(
+    username: &str,
+    subject: &str,
+    role: Role,
+    provision: bool,
+    id_hash: &str,
+) -> duress_receiver::store::SsoSignIn {
+    duress_receiver::store::SsoSignIn {
+        username: username.to_owned(),
+        issuer: "http://127.0.0.1:9999/oidc".to_owned(),
+        subject: subject.to_owned(),
+        role,
+        provision,
+        placeholder_hash: "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo".into(),
+        session: session(id_hash, username),
+        detail: "ip:127.0.0.1 method=oidc".to_owned(),
+    }
+}
+
+async fn sso_sign_in_never_takes_a_local_account_provisions_binds_and_follows_the_claims(
+    store: Arc<dyn Store>,
+) {
+    use duress_receiver::store::SsoOutcome;
+    let before = verified_chain(&store).await;
+    store
+        .add_user(user("olga", Role::Admin), "cli")
+        .await
+        .unwrap();
+
+    // A local account of the same name is never signed in to through SSO.
+    assert_eq!(
+        store
+            .sso_sign_in(sso("olga", "sub-olga", Role::Admin, true, "s-olga"))
+            .await
+            .unwrap(),
+        SsoOutcome::LocalAccount {
+            username: "olga".into()
+        }
+    );
+    assert!(store.session("s-olga").await.unwrap().is_none());
+    assert_eq!(store.is_sso_account("olga").await.unwrap(), Some(false));
+    assert!(!store.credentials("olga").await.unwrap().unwrap().disabled);
+
+    // provision = false: an unknown user is refused, nothing created.
+    assert_eq!(
+        store
+            .sso_sign_in(sso("pavel", "sub-pavel", Role::Officer, false, "s-p0"))
+            .await
+            .unwrap(),
+        SsoOutcome::NotProvisioned {
+            username: "pavel".into()
+        }
+    );
+    assert!(
+        store
+            .list_users()
+            .await
+            .unwrap()
+            .iter()
+            .all(|u| u.username != "pavel")
+    );
+    assert!(store.session("s-p0").await.unwrap().is_none());
+
+    // provision = true: created at first sign-in, with a session like a password sign-in's.
+    assert_eq!(
+        store
+            .sso_sign_in(sso("pavel", "sub-pavel", Role::Officer, true, "s-p1"))
+            .await
+            .unwrap(),
+        SsoOutcome::SignedIn {
+            username: "pavel".into(),
+            created: true,
+            role_changed: None
+        }
+    );
+    let s = store.session("s-p1").await.unwrap().unwrap();
+    assert_eq!(
+        (s.username.as_str(), s.role),
+        ("pavel", Some(Role::Officer))
+    );
+    assert_eq!(store.is_sso_account("pavel").await.unwrap(), Some(true));
+    assert_eq!(store.is_sso_account("nobody").await.unwrap(), None);
+    // An SSO account never signs in with a password.
+    assert!(store.credentials("pavel").await.unwrap().unwrap().disabled);
+
+    // The same subject again, now an admin and renamed at the provider: the bound account,
+    // its role updated from the claims.
+    assert_eq!(
+        store
+            .sso_sign_in(sso(
+                "pavel.renamed",
+                "sub-pavel",
+                Role::Admin,
+                false,
+                "s-p2"
+            ))
+            .await
+            .unwrap(),
+        SsoOutcome::SignedIn {
+            username: "pavel".into(),
+            created: false,
+            role_changed: Some(Role::Officer)
+        }
+    );
+    let s = store.session("s-p2").await.unwrap().unwrap();
+    assert_eq!((s.username.as_str(), s.role), ("pavel", Some(Role::Admin)));
+
+    // Another subject with the same name does not get the account.
+    assert_eq!(
+        store
+            .sso_sign_in(sso("pavel", "sub-intruder", Role::Admin, true, "s-x"))
+            .await
+            .unwrap(),
+        SsoOutcome::OtherSubject {
+            username: "pavel".into()
+        }
+    );
+    assert!(store.session("s-x").await.unwrap().is_none());
+
+    // Pre-created by an admin (provision = false): bound at the first sign-in.
+    store
+        .add_sso_user("quinn", Role::Admin, "x", now(), "admin")
+        .await
+        .unwrap();
+    assert!(matches!(
+        store
+            .add_sso_user("olga", Role::Admin, "x", now(), "admin")
+            .await,
+        Err(StoreError::Refused(_))
+    ));
+    assert!(store.credentials("quinn").await.unwrap().unwrap().disabled);
+    assert_eq!(
+        store
+            .sso_sign_in(sso("quinn", "sub-quinn", Role::Officer, false, "s-q"))
+            .await
+            .unwrap(),
+        SsoOutcome::SignedIn {
+            username: "quinn".into(),
+            created: false,
+            role_changed: None
+        }
+    );
+    let s = store.session("s-q").await.unwrap().unwrap();
+    assert_eq!(
+        s.role,
+        Some(Role::Officer),
+        "the role comes from the claims"
+    );
+    assert_eq!(
+        store
+            .sso_sign_in(sso("quinn", "sub-other", Role::Officer, false, "s-q2"))
+            .await
+            .unwrap(),
+        SsoOutcome::OtherSubject {
+            username: "quinn".into()
+        }
+    );
+
+    // A disabled account stays refused.
+    store.disable_user("pavel", "admin").await.unwrap();
+    assert_eq!(
+        store
+            .sso_sign_in(sso("pavel", "sub-pavel", Role::Admin, true, "s-p3"))
+            .await
+            .unwrap(),
+        SsoOutcome::Disabled {
+            username: "pavel".into()
+        }
+    );
+    assert!(store.session("s-p3").await.unwrap().is_none());
+
+    let log: Vec<String> = store
+        .audit_log()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| {
+            e.action != "user.disable" && ["olga", "pavel", "quinn"].contains(&e.subject.as_str())
+        })
+        .map(|e| format!("{} {} {}", e.actor, e.action, e.subject))
+        .collect();
+    assert_eq!(
+        log,
+        [
+            "cli user.add olga",
+            "oidc user.add pavel",
+            "pavel login.success pavel",
+            "oidc user.role pavel",
+            "pavel login.success pavel",
+            "admin user.add quinn",
+            "oidc user.sso-bind quinn",
+            "quinn login.success quinn",
+        ]
+    );
+    let logins: Vec<String> = store
+        .audit_log()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action == "login.success")
+        .map(|e| e.detail)
+        .collect();
+    assert!(
+        logins.iter().all(|d| d == "ip:127.0.0.1 method=oidc"),
+        "{logins:?}"
+    );
+    assert!(verified_chain(&store).await > before);
+}

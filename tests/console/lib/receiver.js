@@ -74,6 +74,8 @@ async function serve(dataDir, listen, extraArgs, env) {
 class Receiver {
   /**
    * `options.config`: text of a configuration file (`serve --config`), written to the data dir.
+   * `options.listen`: the address to serve on (default `127.0.0.1:0`, a free port), for a test
+   * that must know the URL before the receiver starts (an OpenID provider's redirect URL).
    */
   static async start(extraArgs = [], options = {}) {
     const dataDir = fs.mkdtempSync(path.join(os.tmpdir(), 'duress-console-'));
@@ -87,7 +89,7 @@ class Receiver {
       fs.writeFileSync(file, options.config);
       args.push('--config', file);
     }
-    const [url, proc, log] = await serve(dataDir, '127.0.0.1:0', args, env);
+    const [url, proc, log] = await serve(dataDir, options.listen || '127.0.0.1:0', args, env);
     const r = new Receiver(url, dataDir, proc, log, env, pg);
     r.args = args;
     return r;

@@ -33,8 +33,8 @@ use axum::{Extension, Form};
 use serde::Deserialize;
 
 /// A hash of a random password nobody knows, verified against for unknown users so that they
-/// cost the same argon2 work as known ones.
-static DUMMY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+/// cost the same argon2 work as known ones (and the stored hash of an SSO account, `oidc`).
+pub(super) static DUMMY_HASH: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
     accounts::hash_password(&sessions::random_secret()).unwrap_or_default()
 });
 
@@ -296,14 +296,17 @@ impl LoginLimiter {
 struct LoginPage {
     error: Option<String>,
     username: String,
+    /// `[oidc]` is set: the page offers "Sign in with single sign-on".
+    sso: bool,
 }
 
-pub async fn login_page() -> Response {
+pub async fn login_page(State(console): State<Arc<Console>>) -> Response {
     render_status(
         StatusCode::OK,
         &LoginPage {
             error: None,
             username: String::new(),
+            sso: console.sso.is_some(),
         },
     )
 }
@@ -336,6 +339,7 @@ pub async fn login(
             &LoginPage {
                 error: Some(message.to_owned()),
                 username: username.chars().take(64).collect(),
+                sso: console.sso.is_some(),
             },
         )
     };

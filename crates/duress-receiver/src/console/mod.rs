@@ -13,6 +13,7 @@
 //! - [`passwords`]: the user's password change and the admin's reset.
 //! - [`totp`], [`totp_key`], [`totp_pages`]: the RFC 6238 second factor, the key its secrets
 //!   are sealed with at rest, and its enrolment and removal pages.
+//! - [`oidc`]: single sign-on with an OpenID Connect provider (`[oidc]`).
 //! - [`live`]: the `console_events` log written in the same transaction as each change, and
 //!   the pump that fans new rows out to every console after COMMIT.
 //! - [`sse`]: `GET /events`, replay after `Last-Event-ID`, then live frames.
@@ -46,6 +47,7 @@ pub mod incident_actions;
 pub mod incident_page;
 pub mod incident_view;
 pub mod live;
+pub mod oidc;
 pub mod pages;
 pub mod passwords;
 pub mod phones;
@@ -91,6 +93,8 @@ pub struct Console {
     /// The key TOTP secrets are sealed with (`DATA_DIR/totp-secrets.key`, loaded at start);
     /// `None`: two-step sign-in cannot be set up or checked here.
     pub totp_key: Option<Arc<totp_key::TotpKey>>,
+    /// Single sign-on, when the configuration file has `[oidc]`.
+    pub sso: Option<Arc<oidc::Sso>>,
 }
 
 impl Console {
@@ -112,6 +116,7 @@ impl Console {
             node: crate::cluster::NodeIdentity::new(None),
             display_revoked: tokio::sync::broadcast::Sender::new(16),
             totp_key: None,
+            sso: None,
         }
     }
 }

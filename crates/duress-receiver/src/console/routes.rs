@@ -9,7 +9,7 @@ use axum::routing::{MethodRouter, get, post};
 
 use super::{
     WebState, admin_pages, audit, auth, board, cluster, display_pages, guard, incident_actions,
-    incident_page, passwords, phones, reports, sign_in_steps, sse, static_files, stations,
+    incident_page, oidc, passwords, phones, reports, sign_in_steps, sse, static_files, stations,
     totp_pages,
 };
 
@@ -76,6 +76,13 @@ fn table() -> Vec<Route> {
     routes.extend([
         r(Method::GET, "/login", Public, get(auth::login_page)),
         r(Method::POST, "/login", Public, post(auth::login)),
+        r(Method::GET, "/login/oidc", Public, get(oidc::start)),
+        r(
+            Method::GET,
+            "/login/oidc/callback",
+            Public,
+            get(oidc::callback),
+        ),
         r(
             Method::GET,
             "/static/{file}",

@@ -62,6 +62,21 @@ pub async fn create(
     Ok(id)
 }
 
+/// A new session for `username` as [`create`] makes it, not stored yet (single sign-on stores
+/// it in the transaction that decides the account): the cookie value and the row.
+pub fn new_session(username: &str, settings: &ConsoleSettings) -> (String, NewSession) {
+    let id = random_secret();
+    let now = receiver_now();
+    let session = NewSession {
+        id_hash: hash_id(&id),
+        username: username.to_owned(),
+        csrf_token: random_secret(),
+        created_at: now,
+        expires_at: now + settings.session_lifetime.min(settings.session_max),
+    };
+    (id, session)
+}
+
 /// The session named by the request's cookie, if it is still valid. An expired or idle
 /// session, or one whose user is disabled, is deleted.
 pub async fn load(

@@ -28,6 +28,7 @@
 //! - [`DisplayStore`]: the console's paired duty displays (view-only, revocable, audited).
 //! - [`AccountSecurityStore`]: local accounts' password change and reset, TOTP second factor,
 //!   and the sign-in steps between a right password and a session.
+//! - [`SsoStore`]: pending OpenID Connect sign-ins and SSO accounts (`sso`).
 
 pub mod account_security;
 pub mod apikeys;
@@ -39,6 +40,7 @@ pub mod postgres;
 pub mod retention;
 mod rules;
 pub mod sqlite;
+pub mod sso;
 pub mod types;
 
 pub use account_security::{
@@ -55,6 +57,7 @@ pub use phones::{
     AccessPoint, NewPhone, PhoneCredential, PhonePutRefusal, PhoneRecord, PhoneStore, SecretHash,
 };
 pub use retention::{PurgeCounts, PurgeCutoffs, PurgeOutcome, PurgeRequest, RetentionStore};
+pub use sso::{NewOidcFlow, OidcFlow, SSO_REFUSED_ACTION, SsoOutcome, SsoSignIn, SsoStore};
 pub use types::*;
 
 use std::sync::Arc;
@@ -812,6 +815,7 @@ pub trait Store:
     + PhoneStore
     + DisplayStore
     + AccountSecurityStore
+    + SsoStore
 {
     /// Which backend, for logs: `sqlite` or `postgresql`.
     fn backend(&self) -> &'static str;

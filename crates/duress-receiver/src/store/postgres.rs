@@ -54,6 +54,7 @@ mod log;
 mod outbox;
 mod phones;
 mod retention;
+mod sso;
 mod stations;
 
 /// How long a statement waits for a row lock before the store reports itself unavailable

@@ -40,6 +40,7 @@ mod phones;
 mod retention;
 mod rows;
 mod settings;
+mod sso;
 mod stations;
 mod writer;
 

@@ -96,7 +96,10 @@ impl PostgresStore {
     }
 
     async fn credentials_impl(&self, username: &str) -> StoreResult<Option<Credentials>> {
-        let row = sqlx::query("SELECT password_hash, disabled FROM users WHERE username = $1")
+        // An SSO account never signs in with a password (`store::sso`): refused as disabled.
+        let row = sqlx::query(
+            "SELECT password_hash, (disabled OR auth <> 'password') AS disabled FROM users WHERE username = $1",
+        )
             .bind(username)
             .fetch_optional(&self.pool)
             .await?;

@@ -96,7 +96,10 @@ impl SqliteStore {
     }
 
     async fn credentials_impl(&self, username: &str) -> StoreResult<Option<Credentials>> {
-        let row = sqlx::query("SELECT password_hash, disabled FROM users WHERE username = ?")
+        // An SSO account never signs in with a password (`store::sso`): refused as disabled.
+        let row = sqlx::query(
+            "SELECT password_hash, (disabled = 1 OR auth <> 'password') AS disabled FROM users WHERE username = ?",
+        )
             .bind(username)
             .fetch_optional(&self.pool)
             .await?;
