@@ -8,8 +8,8 @@ use axum::middleware;
 use axum::routing::{MethodRouter, get, post};
 
 use super::{
-    WebState, admin_pages, audit, auth, board, cluster, display_pages, guard, incident_actions,
-    incident_page, phones, reports, sse, static_files, stations,
+    WebState, admin_pages, audit, auth, board, bulk_resolve, cluster, display_pages, guard,
+    incident_actions, incident_page, phones, reports, sse, static_files, stations,
 };
 
 // Defined beside the guard that enforces it (routes depend on the guard, never the reverse).
@@ -135,6 +135,24 @@ fn table() -> Vec<Route> {
             "/incidents/{id}/print",
             Officer,
             get(reports::print_incident),
+        ),
+        r(
+            Method::GET,
+            "/reports/print",
+            Officer,
+            get(reports::print_report),
+        ),
+        r(
+            Method::GET,
+            "/incidents/resolve-several",
+            Officer,
+            get(bulk_resolve::page),
+        ),
+        r(
+            Method::POST,
+            "/incidents/resolve-several",
+            Officer,
+            post(bulk_resolve::resolve),
         ),
         r(
             Method::POST,
