@@ -399,10 +399,8 @@ async fn the_reports_page_shows_the_response_time_distributions() {
     // Claims 20, 45, 200 s: p50 is the 2nd (45 s), p90 the 3rd (200 s).
     assert!(text_between(&claim, "p50").starts_with("4"), "{claim}");
     assert_eq!(text_between(&claim, "p90"), text_between(&claim, "max"));
-    assert!(
-        text_between(&claim, "max").starts_with("3 min 2"),
-        "{claim}"
-    );
+    // 200 s after the clock moved, less the moment between the presses: "3 min 19/20 s".
+    assert!(text_between(&claim, "max").starts_with("3 min "), "{claim}");
     let counts = |s: &str| -> Vec<String> {
         s.split("<td class=\"bucket-count\">")
             .skip(1)
@@ -430,8 +428,9 @@ async fn the_reports_page_shows_the_response_time_distributions() {
         text_between(&resolve, "p50").starts_with("1 min 4"),
         "{resolve}"
     );
+    let max = text_between(&resolve, "max");
     assert!(
-        text_between(&resolve, "max").starts_with("40 min"),
+        max.starts_with("40 min") || max.starts_with("39 min 5"),
         "{resolve}"
     );
     assert!(resolve.contains("Time to resolve (from the alarm)"));

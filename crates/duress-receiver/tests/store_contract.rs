@@ -4332,7 +4332,7 @@ async fn parallel_presses_of_two_stations_in_one_room_open_one_incident(store: A
         let t = now();
         let presses = [a.clone(), b.clone()].map(|d| {
             let store = store.clone();
-            let ev = press_in(&d, 1, t, Some("Bldg P"), Some("1"), Some(&room));
+            let ev = press_in(&d, 1, t, Some("Bldg P"), Some("1"), Some(room.as_str()));
             tokio::spawn(async move { grouped(&store, ev, ROOM_GROUPING).await })
         });
         let [pa, pb] = presses;
@@ -4361,8 +4361,8 @@ async fn postgres_two_receivers_group_one_room_into_one_incident() {
         let room = format!("N{round}");
         let (a, b) = (device(&one).await, device(&one).await);
         let t = now();
-        let ea = press_in(&a, 1, t, Some("Bldg N"), Some("1"), Some(&room));
-        let eb = press_in(&b, 1, t, Some("Bldg N"), Some("1"), Some(&room));
+        let ea = press_in(&a, 1, t, Some("Bldg N"), Some("1"), Some(room.as_str()));
+        let eb = press_in(&b, 1, t, Some("Bldg N"), Some("1"), Some(room.as_str()));
         let (sa, sb) = (one.clone(), two.clone());
         let (ia, ib) = tokio::join!(
             tokio::spawn(async move { grouped(&sa, ea, ROOM_GROUPING).await }),

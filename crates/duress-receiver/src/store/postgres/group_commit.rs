@@ -17,7 +17,7 @@
 //! gets the same stored answer.
 //!
 //! Lock order, which keeps concurrent batches (of this receiver's [`WRITERS`] or of other
-//! receivers) from deadlocking: with same-room grouping on, the rooms of the batch's presses
+//! receivers) from deadlocking: with same-room grouping on, the rooms of the batch's stations
 //! first (transaction advisory locks in ascending key order, `ingest::lock_rooms`; only
 //! batches take them), then device rows in
 //! ascending device id (the batch is sorted), then each device's open incident (or its room's),

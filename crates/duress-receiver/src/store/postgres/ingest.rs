@@ -555,17 +555,22 @@ pub(super) fn room_lock_key(room: &str) -> i32 {
     i32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]])
 }
 
-/// The rooms same-room grouping may place `events` in (the duress presses' stations' rooms,
-/// read without locks), locked for the rest of the transaction in ascending lock-key order.
-/// Called by the batch BEFORE any device row lock, so every batch takes room locks first, in
-/// one order, then device rows in ascending device id: batches cannot deadlock on them, and no
-/// other writer takes room locks. Returns the rooms locked.
+/// The rooms of the stations of `events` (read without locks), locked for the rest of the
+/// transaction in ascending lock-key order. Called by the batch BEFORE any device row lock, so
+/// every batch takes room locks first, in one order, then device rows in ascending device id,
+/// then incidents: batches cannot deadlock on them, and no other writer takes room locks.
+/// Every event's room is locked, not only presses': a room's incident is row-locked by its
+/// first station's events (a cancel, a further press) as well as by presses grouped into it,
+/// and a batch holding that row must not wait for a device row held by a batch that waits for
+/// the row. (A station whose registered location changed after its incident opened can still
+/// meet such a cycle; PostgreSQL then aborts one batch and its agents resend.) Returns the
+/// rooms locked.
 pub(super) async fn lock_rooms(
     conn: &mut PgConnection,
     events: &[&NewEvent],
 ) -> StoreResult<BTreeSet<String>> {
     let mut rooms = BTreeSet::new();
-    for ev in events.iter().filter(|e| e.kind == EventKind::Duress) {
+    for ev in events {
         if let Some(room) = room_of_device(&mut *conn, &ev.device_id, &ev.location).await? {
             rooms.insert(room);
         }
