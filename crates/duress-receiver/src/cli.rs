@@ -634,6 +634,7 @@ where
             if let Some(path) = config {
                 let config = crate::config::ReceiverConfig::load(&path)?;
                 settings.console_listen = config.console.listen;
+                settings.group_same_room = config.incidents.group_same_room;
                 settings.console.allow = config
                     .console
                     .allow_nets()

@@ -71,6 +71,22 @@ pub struct ReceiverConfig {
     /// `[oidc]`: console single sign-on with an OpenID Connect provider (`console::oidc`).
     #[serde(default)]
     pub oidc: Option<OidcConfig>,
+    /// `[incidents]`: how presses are grouped into incidents beyond the `--grouping-window`.
+    #[serde(default)]
+    pub incidents: IncidentsConfig,
+}
+
+/// `[incidents]`: grouping policy (docs/console.md, "Response work").
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IncidentsConfig {
+    /// `group_same_room = true`: presses from DIFFERENT stations in the same room (building,
+    /// floor and room, as the station's registered location, else its reported one, names
+    /// them) within the grouping window join the room's open incident instead of opening
+    /// another; the incident lists every station that pressed. Stations without a room never
+    /// group. Off by default: two stations mean two incidents.
+    #[serde(default)]
+    pub group_same_room: bool,
 }
 
 /// `[[schedules]]`: one weekly window of a named protection schedule, in a time zone.

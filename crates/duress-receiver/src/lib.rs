@@ -325,6 +325,7 @@ impl Prepared {
         let state = api::AppState {
             store: self.store.clone(),
             grouping_window: self.settings.grouping_window,
+            group_same_room: self.settings.group_same_room,
             heartbeat_interval_s: self.settings.heartbeat_interval_s,
             enrollment_failures: Arc::new(ratelimit::FailureLimiter::new(
                 self.settings.enrollment_failures_per_minute,

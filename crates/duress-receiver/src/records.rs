@@ -175,6 +175,10 @@ pub struct IncidentEvent {
     /// recorded).
     #[serde(default)]
     pub client_addr: Option<String>,
+    /// The station that sent it: the incident's own, or (same-room grouping) another station
+    /// in its room. Not in the API's JSON (its schema is fixed); the console lists it.
+    #[serde(skip)]
+    pub device_id: String,
 }
 
 impl From<EventRecord> for IncidentEvent {
@@ -191,6 +195,7 @@ impl From<EventRecord> for IncidentEvent {
             host: e.host,
             cancel_pin: e.cancel_pin,
             client_addr: e.client_addr,
+            device_id: e.device_id,
         }
     }
 }

@@ -221,6 +221,10 @@ pub struct Settings {
     /// A duress press joins the same device's open incident when it occurred within this
     /// window of that incident's last press (agent clock on both sides, so skew cancels out).
     pub grouping_window: Duration,
+    /// `[incidents] group_same_room`: a press that would open an incident joins instead the
+    /// open incident of another station in the same room (building, floor and room) pressed
+    /// within the grouping window (`crate::incidents`). Off by default.
+    pub group_same_room: bool,
     /// Echoed in every heartbeat answer as `interval_s`.
     pub heartbeat_interval_s: u64,
     /// Failed enrollment attempts allowed per client address per minute (then 429).
@@ -279,6 +283,7 @@ impl Settings {
             database: None,
             tls: TlsSource::SelfSigned,
             grouping_window: DEFAULT_GROUPING_WINDOW,
+            group_same_room: false,
             heartbeat_interval_s: DEFAULT_HEARTBEAT_INTERVAL_S,
             enrollment_failures_per_minute: DEFAULT_ENROLLMENT_FAILURES_PER_MINUTE,
             unknown_kids_per_minute: DEFAULT_UNKNOWN_KIDS_PER_MINUTE,

@@ -55,6 +55,7 @@ async fn a_chunked_oversize_body_is_refused() {
     let app = router(AppState {
         store: Arc::new(store),
         grouping_window: Duration::from_secs(300),
+        group_same_room: false,
         heartbeat_interval_s: 60,
         enrollment_failures: Arc::new(FailureLimiter::new(10, Duration::from_secs(60))),
         unknown_kids: Arc::new(FailureLimiter::new(20, Duration::from_secs(60))),
@@ -91,6 +92,7 @@ async fn a_body_that_stops_arriving_gets_408() {
     let app = router(AppState {
         store: store.clone(),
         grouping_window: Duration::from_secs(300),
+        group_same_room: false,
         heartbeat_interval_s: 60,
         enrollment_failures: Arc::new(FailureLimiter::new(10, Duration::from_secs(60))),
         unknown_kids: Arc::new(FailureLimiter::new(20, Duration::from_secs(60))),
@@ -147,6 +149,7 @@ async fn a_store_that_cannot_commit_answers_503() {
     let app = router(AppState {
         store: Arc::new(store),
         grouping_window: Duration::from_secs(300),
+        group_same_room: false,
         heartbeat_interval_s: 60,
         enrollment_failures: Arc::new(FailureLimiter::new(10, Duration::from_secs(60))),
         unknown_kids: Arc::new(FailureLimiter::new(20, Duration::from_secs(60))),

@@ -4584,3 +4584,455 @@ async fn sso_sign_in_never_takes_a_local_account_provisions_binds_and_follows_th
     );
     assert!(verified_chain(&store).await > before);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Response work (issue 17): bulk resolve and same-room grouping.
+
+contract!(
+    bulk_resolve_applies_the_single_resolves_rules_skips_and_audits_each,
+    same_room_grouping_joins_other_stations_only_when_on_and_only_in_one_room,
+    parallel_presses_of_two_stations_in_one_room_open_one_incident,
+);
+
+/// The policy with same-room grouping on.
+const ROOM_GROUPING: duress_receiver::incidents::Grouping = duress_receiver::incidents::Grouping {
+    window: WINDOW,
+    same_room: true,
+};
+
+/// A duress press reported from building `bld`, floor `flr`, room `room` (any may be absent).
+fn press_in(
+    device_id: &str,
+    seq: i64,
+    at: OffsetDateTime,
+    bld: Option<&str>,
+    flr: Option<&str>,
+    room: Option<&str>,
+) -> NewEvent {
+    let mut ev = event(device_id, seq, EventKind::Duress, at);
+    ev.location = Location {
+        label: Some(format!("{bld:?} {flr:?} {room:?}")),
+        bld: bld.map(str::to_owned),
+        flr: flr.map(str::to_owned),
+        room: room.map(str::to_owned),
+        ..Default::default()
+    };
+    ev
+}
+
+async fn grouped(
+    store: &Arc<dyn Store>,
+    ev: NewEvent,
+    grouping: duress_receiver::incidents::Grouping,
+) -> Uuid {
+    match store.ingest_grouped(ev, grouping).await.unwrap() {
+        IngestOutcome::Committed(s) => s.incident_id.unwrap(),
+        other => panic!("{other:?}"),
+    }
+}
+
+/// Stations that pressed into `id`, in order of arrival, without repeats.
+async fn pressing_stations(store: &Arc<dyn Store>, id: Uuid) -> Vec<String> {
+    let detail = store.incident(id).await.unwrap().unwrap();
+    let mut stations: Vec<String> = Vec::new();
+    for e in detail.incident.events {
+        if !stations.contains(&e.device_id) {
+            stations.push(e.device_id);
+        }
+    }
+    stations
+}
+
+/// A bulk resolve resolves each listed incident exactly as a single resolve would (timeline,
+/// one `incident.resolve` audit entry, one live row and the resolve notifications each), and
+/// never forces: one claimed by another officer, one already resolved and an unknown id are
+/// skipped and reported; the resolving officer's own claim does not stop it; a repeated id
+/// counts once.
+async fn bulk_resolve_applies_the_single_resolves_rules_skips_and_audits_each(
+    store: Arc<dyn Store>,
+) {
+    use duress_receiver::store::BulkResolveOutcome;
+    store.set_planner(Some(Arc::new(Restores)));
+    let d = device(&store).await;
+    let mut ids = Vec::new();
+    for (seq, minutes_ago) in [(1, 50), (2, 40), (3, 30), (4, 20)] {
+        let at = now() - time::Duration::minutes(minutes_ago);
+        ids.push(
+            committed(&store, event(&d, seq, EventKind::Duress, at))
+                .await
+                .unwrap(),
+        );
+    }
+    let (mine, plain, bobs, done) = (ids[0], ids[1], ids[2], ids[3]);
+    let claim = IncidentAction::Claim { takeover: false };
+    assert_eq!(
+        store
+            .apply_action(mine, "alice", claim.clone())
+            .await
+            .unwrap(),
+        ActionOutcome::Changed
+    );
+    assert_eq!(
+        store.apply_action(bobs, "bob", claim).await.unwrap(),
+        ActionOutcome::Changed
+    );
+    resolve(&store, done).await;
+    let done_before = store.incident(done).await.unwrap().unwrap().incident;
+    let unknown = Uuid::now_v7();
+    let live_before = store.live_latest_id().await.unwrap();
+    let audit_before = store.audit_log().await.unwrap().len();
+
+    let outcomes = store
+        .resolve_incidents(
+            &[mine, plain, bobs, done, unknown, mine],
+            "alice",
+            "accidental",
+            "stuck key on the reception keyboard",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        outcomes,
+        vec![
+            (mine, BulkResolveOutcome::Resolved),
+            (plain, BulkResolveOutcome::Resolved),
+            (
+                bobs,
+                BulkResolveOutcome::ClaimedBy {
+                    username: "bob".into()
+                }
+            ),
+            (done, BulkResolveOutcome::AlreadyResolved),
+            (unknown, BulkResolveOutcome::NotFound),
+        ]
+    );
+
+    for id in [mine, plain] {
+        let detail = store.incident(id).await.unwrap().unwrap();
+        let i = &detail.incident;
+        assert_eq!(i.status, "closed");
+        assert_eq!(i.resolved_by.as_deref(), Some("alice"));
+        assert_eq!(i.disposition.as_deref(), Some("accidental"));
+        assert_eq!(
+            i.follow_up.as_deref(),
+            Some("stuck key on the reception keyboard")
+        );
+        assert!(
+            detail
+                .timeline
+                .iter()
+                .any(|t| t.kind == "resolve" && t.actor == "alice")
+        );
+        // The resolve's notifications, as a single resolve queues them (the restore on "cs").
+        let rows = store.incident_notifications(id).await.unwrap();
+        let channels: Vec<_> = rows.iter().map(|r| r.channel.as_str()).collect();
+        assert_eq!(channels, ["cs", "other", "cs"], "{rows:#?}");
+    }
+    let still_bobs = store.incident(bobs).await.unwrap().unwrap().incident;
+    assert_eq!(still_bobs.status, "open", "never resolved over bob's head");
+    assert_eq!(still_bobs.claimed_by.as_deref(), Some("bob"));
+    assert_eq!(store.incident_notifications(bobs).await.unwrap().len(), 2);
+    assert_eq!(
+        store.incident(done).await.unwrap().unwrap().incident,
+        done_before,
+        "an already resolved incident is left exactly as it was"
+    );
+
+    let audit = store.audit_log().await.unwrap();
+    let new: Vec<_> = audit[audit_before..].iter().collect();
+    assert_eq!(
+        new.len(),
+        2,
+        "one audit entry per resolved incident: {new:#?}"
+    );
+    for (entry, id) in new.iter().zip([mine, plain]) {
+        assert_eq!(entry.action, "incident.resolve");
+        assert_eq!(entry.actor, "alice");
+        assert_eq!(entry.subject, id.to_string());
+        assert!(entry.detail.contains("stuck key"), "{}", entry.detail);
+    }
+    let live = store.live_after(live_before, 100).await.unwrap();
+    let kinds: Vec<_> = live
+        .iter()
+        .map(|r| (r.kind.as_str(), r.incident_id))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("incident.resolve", Some(mine)),
+            ("incident.resolve", Some(plain))
+        ]
+    );
+    verified_chain(&store).await;
+
+    // At most MAX_BULK_RESOLVE are tried, whatever the caller passes.
+    let many: Vec<Uuid> = (0..duress_receiver::store::MAX_BULK_RESOLVE + 5)
+        .map(|_| Uuid::now_v7())
+        .collect();
+    assert_eq!(
+        store
+            .resolve_incidents(&many, "alice", "test", "")
+            .await
+            .unwrap()
+            .len(),
+        duress_receiver::store::MAX_BULK_RESOLVE
+    );
+}
+
+/// With `same_room` on, a press from another station in the same room (building, floor and
+/// room; case and blanks ignored; the registered location decides when there is one) within
+/// the window joins the room's open incident, which then lists both stations; outside the
+/// window, in another room, without a room, or with the policy off, it opens its own.
+async fn same_room_grouping_joins_other_stations_only_when_on_and_only_in_one_room(
+    store: Arc<dyn Store>,
+) {
+    let t = now();
+    let (a, b) = (device(&store).await, device(&store).await);
+    let first = grouped(
+        &store,
+        press_in(&a, 1, t, Some("Bldg A"), Some("2"), Some("214")),
+        ROOM_GROUPING,
+    )
+    .await;
+    let second = grouped(
+        &store,
+        press_in(
+            &b,
+            1,
+            t + time::Duration::seconds(20),
+            Some(" bldg a"),
+            Some("2"),
+            Some("214 "),
+        ),
+        ROOM_GROUPING,
+    )
+    .await;
+    assert_eq!(second, first, "the same room joins");
+    let incident = store.incident(first).await.unwrap().unwrap().incident;
+    assert_eq!(incident.press_count, 2);
+    assert_eq!(
+        incident.device_id, a,
+        "the incident keeps its first station"
+    );
+    assert_eq!(
+        pressing_stations(&store, first).await,
+        [a.clone(), b.clone()]
+    );
+    // b's further press joins the room's incident too (within the window of its last press).
+    assert_eq!(
+        grouped(
+            &store,
+            press_in(
+                &b,
+                2,
+                t + time::Duration::seconds(40),
+                Some("Bldg A"),
+                Some("2"),
+                Some("214")
+            ),
+            ROOM_GROUPING,
+        )
+        .await,
+        first
+    );
+
+    // A station registered in room 214 whose agent reports elsewhere: the registration decides.
+    let c = device(&store).await;
+    store
+        .set_registered_location(
+            &c,
+            Some(Location {
+                label: Some("Room 214".into()),
+                bld: Some("Bldg A".into()),
+                flr: Some("2".into()),
+                room: Some("214".into()),
+                ..Default::default()
+            }),
+            "admin",
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        grouped(
+            &store,
+            press_in(
+                &c,
+                1,
+                t + time::Duration::seconds(60),
+                Some("Z"),
+                Some("9"),
+                Some("999")
+            ),
+            ROOM_GROUPING,
+        )
+        .await,
+        first
+    );
+
+    // Past the window of the room's last press: a new incident.
+    let late = device(&store).await;
+    let late_id = grouped(
+        &store,
+        press_in(
+            &late,
+            1,
+            t + time::Duration::minutes(20),
+            Some("Bldg A"),
+            Some("2"),
+            Some("214"),
+        ),
+        ROOM_GROUPING,
+    )
+    .await;
+    assert_ne!(late_id, first);
+
+    // Another room of the same floor: its own incident.
+    let next_door = device(&store).await;
+    let other_room = grouped(
+        &store,
+        press_in(&next_door, 1, t, Some("Bldg A"), Some("2"), Some("215")),
+        ROOM_GROUPING,
+    )
+    .await;
+    assert_ne!(other_room, first);
+
+    // No room (or no floor): never grouped, whatever else matches.
+    let (x, y) = (device(&store).await, device(&store).await);
+    let nx = grouped(
+        &store,
+        press_in(&x, 1, t, Some("Bldg B"), Some("1"), None),
+        ROOM_GROUPING,
+    )
+    .await;
+    let ny = grouped(
+        &store,
+        press_in(&y, 1, t, Some("Bldg B"), Some("1"), None),
+        ROOM_GROUPING,
+    )
+    .await;
+    assert_ne!(nx, ny);
+    let (u, v) = (device(&store).await, device(&store).await);
+    let nu = grouped(
+        &store,
+        press_in(&u, 1, t, Some("Bldg B"), None, Some("7")),
+        ROOM_GROUPING,
+    )
+    .await;
+    let nv = grouped(
+        &store,
+        press_in(&v, 1, t, Some("Bldg B"), None, Some("7")),
+        ROOM_GROUPING,
+    )
+    .await;
+    assert_ne!(nu, nv);
+
+    // Policy off (the default, and `ingest_event`): two stations of one room, two incidents.
+    let (p, q) = (device(&store).await, device(&store).await);
+    let off = duress_receiver::incidents::Grouping::from(WINDOW);
+    let np = grouped(
+        &store,
+        press_in(&p, 1, t, Some("Bldg C"), Some("3"), Some("301")),
+        off,
+    )
+    .await;
+    let nq = grouped(
+        &store,
+        press_in(&q, 1, t, Some("Bldg C"), Some("3"), Some("301")),
+        off,
+    )
+    .await;
+    assert_ne!(np, nq);
+    let nr = committed(
+        &store,
+        press_in(
+            &device(&store).await,
+            1,
+            t,
+            Some("Bldg C"),
+            Some("3"),
+            Some("301"),
+        ),
+    )
+    .await
+    .unwrap();
+    assert!(nr != np && nr != nq);
+
+    // Once the room's incident is resolved, the next press in the room opens a new one.
+    resolve(&store, first).await;
+    let after = grouped(
+        &store,
+        press_in(
+            &a,
+            2,
+            t + time::Duration::seconds(90),
+            Some("Bldg A"),
+            Some("2"),
+            Some("214"),
+        ),
+        ROOM_GROUPING,
+    )
+    .await;
+    assert!(after != first && after != late_id);
+}
+
+/// Two stations of one room pressing at the same instant, in parallel requests (on
+/// PostgreSQL: parallel ingest batches, each taking the room's lock), give ONE incident with
+/// both presses; ten rooms in a row, so a lost race shows.
+async fn parallel_presses_of_two_stations_in_one_room_open_one_incident(store: Arc<dyn Store>) {
+    for round in 0..10 {
+        let room = format!("R{round}");
+        let (a, b) = (device(&store).await, device(&store).await);
+        let t = now();
+        let presses = [a.clone(), b.clone()].map(|d| {
+            let store = store.clone();
+            let ev = press_in(&d, 1, t, Some("Bldg P"), Some("1"), Some(room.as_str()));
+            tokio::spawn(async move { grouped(&store, ev, ROOM_GROUPING).await })
+        });
+        let [pa, pb] = presses;
+        let (ia, ib) = (pa.await.unwrap(), pb.await.unwrap());
+        assert_eq!(ia, ib, "round {round}: two incidents for one room");
+        let incident = store.incident(ia).await.unwrap().unwrap().incident;
+        assert_eq!(incident.press_count, 2);
+        let mut stations = pressing_stations(&store, ia).await;
+        stations.sort();
+        let mut both = vec![a, b];
+        both.sort();
+        assert_eq!(stations, both);
+    }
+}
+
+/// Two receivers on one PostgreSQL database, each taking a press from a different station of
+/// the same room at the same instant: one incident (the room's advisory lock is the
+/// database's, not a process's).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn postgres_two_receivers_group_one_room_into_one_incident() {
+    let url = pg_url();
+    let dir = tempfile::tempdir().unwrap();
+    let one: Arc<dyn Store> = Arc::new(PostgresStore::connect(&url, dir.path()).await.unwrap());
+    let two: Arc<dyn Store> = Arc::new(PostgresStore::connect(&url, dir.path()).await.unwrap());
+    for round in 0..10 {
+        let room = format!("N{round}");
+        let (a, b) = (device(&one).await, device(&one).await);
+        let t = now();
+        let ea = press_in(&a, 1, t, Some("Bldg N"), Some("1"), Some(room.as_str()));
+        let eb = press_in(&b, 1, t, Some("Bldg N"), Some("1"), Some(room.as_str()));
+        let (sa, sb) = (one.clone(), two.clone());
+        let (ia, ib) = tokio::join!(
+            tokio::spawn(async move { grouped(&sa, ea, ROOM_GROUPING).await }),
+            tokio::spawn(async move { grouped(&sb, eb, ROOM_GROUPING).await }),
+        );
+        let (ia, ib) = (ia.unwrap(), ib.unwrap());
+        assert_eq!(ia, ib, "round {round}: two incidents for one room");
+        assert_eq!(
+            one.incident(ia)
+                .await
+                .unwrap()
+                .unwrap()
+                .incident
+                .press_count,
+            2
+        );
+    }
+    one.close().await;
+    two.close().await;
+}

@@ -108,7 +108,7 @@ async fn ingest(
     };
     let outcome = state
         .store
-        .ingest_event(event, state.grouping_window)
+        .ingest_grouped(event, state.grouping())
         .await
         .map_err(|e| {
             tally.outcome = Outcome::Error;

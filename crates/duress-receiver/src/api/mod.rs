@@ -28,6 +28,8 @@ use crate::store::{Store, StoreError};
 pub struct AppState {
     pub store: Arc<dyn Store>,
     pub grouping_window: Duration,
+    /// Presses of different stations in one room share an incident (`Settings::group_same_room`).
+    pub group_same_room: bool,
     pub heartbeat_interval_s: u64,
     pub enrollment_failures: Arc<FailureLimiter>,
     /// Events and heartbeats whose `kid` no device has, per client address.
@@ -42,6 +44,16 @@ pub struct AppState {
     pub disk: Arc<crate::diskspace::DiskGuard>,
     /// The desk-phone endpoints' per-address limits (`crate::phones`).
     pub phones: Arc<crate::ratelimit::PhoneLimits>,
+}
+
+impl AppState {
+    /// How events find their incident (`incidents::Grouping`).
+    pub fn grouping(&self) -> crate::incidents::Grouping {
+        crate::incidents::Grouping {
+            window: self.grouping_window,
+            same_room: self.group_same_room,
+        }
+    }
 }
 
 /// The agent-facing routes, for any router state the API state can be taken from (the

@@ -29,7 +29,8 @@ pub const DISPOSITIONS: &[&str] = &[
     "test",
     "duplicate",
 ];
-const MAX_TEXT: usize = 4000;
+/// The longest note or follow-up an officer may write (characters).
+pub const MAX_TEXT: usize = 4000;
 
 pub use crate::store::IncidentAction as Action;
 

@@ -36,6 +36,11 @@ pub struct IncidentView {
     pub claimed_at: Option<Ts>,
     /// Seconds from opening to the first claim.
     pub time_to_claim_s: Option<i64>,
+    /// Seconds from opening to resolution (resolved incidents only).
+    pub time_to_resolve_s: Option<i64>,
+    /// Every station that pressed, the incident's own first: more than one only with
+    /// same-room grouping (`[incidents] group_same_room`).
+    pub stations: Vec<String>,
     pub escalated_at: Option<Ts>,
     pub response_level: Option<String>,
     pub called_911_at: Option<Ts>,
@@ -85,7 +90,17 @@ impl IncidentView {
         let time_to_claim_s = r
             .first_claimed_at
             .map(|c| (c - r.opened_at).whole_seconds().max(0));
+        let mut stations = vec![r.device_id.clone()];
+        for e in r.events.iter().filter(|e| e.kind == EventKind::Duress) {
+            if !e.device_id.is_empty() && !stations.contains(&e.device_id) {
+                stations.push(e.device_id.clone());
+            }
+        }
         IncidentView {
+            stations,
+            time_to_resolve_s: r
+                .resolved_at
+                .map(|t| (t - r.opened_at).whole_seconds().max(0)),
             id: r.incident_id.to_string(),
             device_id: r.device_id.clone(),
             status: r.status.clone(),

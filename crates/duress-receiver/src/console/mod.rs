@@ -21,6 +21,7 @@
 //! - [`audit`]: the append-only, hash-chained audit log and its verification.
 //! - [`incident_view`]: what pages show of an incident (read side).
 //! - [`incident_actions`]: claim, notes, level, 911, resolve, reopen (write side).
+//! - [`bulk_resolve`]: several incidents resolved with one disposition in one request.
 //! - [`board`], [`incident_page`], [`stations`], [`reports`], [`admin_pages`]: the pages.
 //! - [`cameras`]: location → camera link templates.
 //! - [`displays`], [`display_pages`]: duty displays (paired wall screens that view and hear
@@ -36,6 +37,7 @@ pub mod admin_pages;
 pub mod audit;
 pub mod auth;
 pub mod board;
+pub mod bulk_resolve;
 pub mod cameras;
 pub mod cluster;
 pub mod display_pages;
@@ -52,6 +54,7 @@ pub mod pages;
 pub mod passwords;
 pub mod phones;
 pub mod reports;
+pub mod response_charts;
 pub mod routes;
 pub mod sessions;
 pub mod sign_in_steps;

@@ -1,5 +1,7 @@
-//! Reports: incidents as CSV, each incident as a printable page with its whole timeline, and a
-//! server-rendered SVG chart of incidents per week with the median time to claim.
+//! Reports: incidents as CSV, each incident as a printable page with its whole timeline, a
+//! server-rendered SVG chart of incidents per week with the median time to claim, and the
+//! time-to-claim and time-to-resolve distributions (`response_charts`), on the page and in its
+//! print view (`/reports/print`).
 
 use std::sync::Arc;
 
@@ -14,6 +16,7 @@ use uuid::Uuid;
 use super::error::ConsoleError;
 use super::incident_view::{IncidentView, TimelineEntry, all_incidents, incident};
 use super::pages::{Layout, not_found_page, render};
+use super::response_charts::Distribution;
 use super::{Console, CurrentUser};
 use crate::api::receiver_now;
 use crate::store::parse_ts;
@@ -252,7 +255,16 @@ struct ReportsPage {
     layout: Layout,
     weeks: Vec<WeekStat>,
     median_all: Option<i64>,
+    distributions: Vec<Distribution>,
     incidents: Vec<IncidentView>,
+}
+
+/// Time to claim, then time to resolve, over `incidents`.
+fn distributions(incidents: &[IncidentView]) -> Vec<Distribution> {
+    vec![
+        Distribution::time_to_claim(incidents),
+        Distribution::time_to_resolve(incidents),
+    ]
 }
 
 pub async fn page(
@@ -264,10 +276,50 @@ pub async fn page(
             layout: Layout::new(&user, "reports", "Reports"),
             weeks: weekly(&incidents, receiver_now()),
             median_all: median(incidents.iter().filter_map(|i| i.time_to_claim_s).collect()),
+            distributions: distributions(&incidents),
             incidents,
         }),
         Err(e) => ConsoleError::from(e).into_response(),
     }
+}
+
+#[derive(Debug, Template)]
+#[template(path = "reports_print.html")]
+struct ReportsPrintPage {
+    distributions: Vec<Distribution>,
+    incidents: usize,
+    printed_by: String,
+    printed_at: super::pages::Ts,
+}
+
+/// `GET /reports/print`: the response-time distributions on paper (charts and tables),
+/// audited as `report.print` before the page leaves.
+pub async fn print_report(
+    State(console): State<Arc<Console>>,
+    Extension(user): Extension<CurrentUser>,
+) -> Response {
+    let incidents = match all_incidents(console.store.as_ref()).await {
+        Ok(incidents) => incidents,
+        Err(e) => return ConsoleError::from(e).into_response(),
+    };
+    if let Err(e) = console
+        .store
+        .record_audit(
+            &user.username,
+            "report.print",
+            "reports",
+            "printed response-time report",
+        )
+        .await
+    {
+        return ConsoleError::from(e).into_response();
+    }
+    render(&ReportsPrintPage {
+        distributions: distributions(&incidents),
+        incidents: incidents.len(),
+        printed_by: user.username.clone(),
+        printed_at: super::pages::Ts::new(receiver_now()),
+    })
 }
 
 #[derive(Debug, Template)]

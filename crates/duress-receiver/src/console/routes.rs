@@ -8,9 +8,9 @@ use axum::middleware;
 use axum::routing::{MethodRouter, get, post};
 
 use super::{
-    WebState, admin_pages, audit, auth, board, cluster, display_pages, guard, incident_actions,
-    incident_page, oidc, passwords, phones, reports, sign_in_steps, sse, static_files, stations,
-    totp_pages,
+    WebState, admin_pages, audit, auth, board, bulk_resolve, cluster, display_pages, guard,
+    incident_actions, incident_page, oidc, passwords, phones, reports, sign_in_steps, sse,
+    static_files, stations, totp_pages,
 };
 
 // Defined beside the guard that enforces it (routes depend on the guard, never the reverse).
@@ -205,6 +205,24 @@ fn table() -> Vec<Route> {
             "/incidents/{id}/print",
             Officer,
             get(reports::print_incident),
+        ),
+        r(
+            Method::GET,
+            "/reports/print",
+            Officer,
+            get(reports::print_report),
+        ),
+        r(
+            Method::GET,
+            "/incidents/resolve-several",
+            Officer,
+            get(bulk_resolve::page),
+        ),
+        r(
+            Method::POST,
+            "/incidents/resolve-several",
+            Officer,
+            post(bulk_resolve::resolve),
         ),
         r(
             Method::POST,

@@ -281,10 +281,7 @@ async fn raise(
         ack_signer: None,
         client_addr: Some(ip.to_string()),
     };
-    let outcome = state
-        .store
-        .ingest_event(event, state.grouping_window)
-        .await?;
+    let outcome = state.store.ingest_grouped(event, state.grouping()).await?;
     if let IngestOutcome::Committed(stored) = &outcome {
         tracing::warn!(
             event_id = %stored.id,

@@ -508,6 +508,17 @@ pub trait IngestStore: Send + Sync + std::fmt::Debug + 'static {
         &self,
         event: NewEvent,
         grouping_window: Duration,
+    ) -> StoreFuture<'_, IngestOutcome> {
+        self.ingest_grouped(event, grouping_window.into())
+    }
+    /// [`IngestStore::ingest_event`] under a grouping policy: with `same_room`, a press that
+    /// would open an incident joins the open incident of another station in the same room
+    /// (`incidents`), decided in the same transaction, race-free (SQLite: the one writer
+    /// thread; PostgreSQL: a transaction lock on the room, see `postgres::group_commit`).
+    fn ingest_grouped(
+        &self,
+        event: NewEvent,
+        grouping: crate::incidents::Grouping,
     ) -> StoreFuture<'_, IngestOutcome>;
     /// Records liveness (not for a revoked device) and returns what the answer needs.
     fn record_heartbeat(&self, update: HeartbeatUpdate) -> StoreFuture<'_, HeartbeatRecorded>;
@@ -615,6 +626,19 @@ pub trait IncidentStore: Send + Sync {
         disposition: &'a str,
         note: &'a str,
     ) -> StoreFuture<'a, Vec<Uuid>>;
+    /// Resolves each of `ids` (at most [`MAX_BULK_RESOLVE`]; duplicates count once) with
+    /// `disposition` and the follow-up `note`, by `actor`, each in a transaction of its own
+    /// that is exactly a single resolve (timeline entry, `incident.resolve` audit entry,
+    /// live-log row, resolve notifications), except that an incident another officer claimed
+    /// is skipped ([`bulk_resolve_skip`]). One outcome per distinct id, in the order given; a
+    /// storage failure on one is reported as `Failed` (and logged) and the rest are still tried.
+    fn resolve_incidents<'a>(
+        &'a self,
+        ids: &'a [Uuid],
+        actor: &'a str,
+        disposition: &'a str,
+        note: &'a str,
+    ) -> StoreFuture<'a, Vec<(Uuid, BulkResolveOutcome)>>;
     /// Marks open incidents that nobody claimed within `after` of opening, and that are not
     /// escalated yet, as escalated (timeline, audit, live row each); returns how many. Each
     /// incident is escalated once, however many callers race.

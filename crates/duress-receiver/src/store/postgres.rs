@@ -473,12 +473,12 @@ impl IngestStore for PostgresStore {
         Box::pin(find_event(&self.alarm_pool, id))
     }
 
-    fn ingest_event(
+    fn ingest_grouped(
         &self,
         event: NewEvent,
-        grouping_window: Duration,
+        grouping: crate::incidents::Grouping,
     ) -> StoreFuture<'_, IngestOutcome> {
-        Box::pin(self.ingest_impl(event, grouping_window))
+        Box::pin(self.ingest_impl(event, grouping))
     }
 
     fn record_heartbeat(&self, update: HeartbeatUpdate) -> StoreFuture<'_, HeartbeatRecorded> {

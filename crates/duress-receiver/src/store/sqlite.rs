@@ -503,12 +503,12 @@ impl IngestStore for SqliteStore {
         Box::pin(find_event(&self.ingest_reads, id))
     }
 
-    fn ingest_event(
+    fn ingest_grouped(
         &self,
         event: NewEvent,
-        grouping_window: Duration,
+        grouping: crate::incidents::Grouping,
     ) -> StoreFuture<'_, IngestOutcome> {
-        Box::pin(self.writer.ingest(event, grouping_window))
+        Box::pin(self.writer.ingest(event, grouping))
     }
 
     fn record_heartbeat(&self, update: HeartbeatUpdate) -> StoreFuture<'_, HeartbeatRecorded> {

@@ -345,6 +345,46 @@ pub fn escalation_text(after: std::time::Duration) -> String {
     format!("Not claimed within {} s: escalated", after.as_secs())
 }
 
+/// At most this many incidents in one bulk resolve (a bound on one request's work).
+pub const MAX_BULK_RESOLVE: usize = 200;
+
+/// How one incident of a bulk resolve ([`crate::store::IncidentStore::resolve_incidents`])
+/// ended.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BulkResolveOutcome {
+    /// Resolved like a single resolve: timeline, audit, live row and notifications.
+    Resolved,
+    NotFound,
+    /// Resolved already (by someone else, or earlier): left as it is.
+    AlreadyResolved,
+    /// Another officer is handling it: never resolved over their head in bulk (they resolve
+    /// it, or it is opened and resolved alone).
+    ClaimedBy {
+        username: String,
+    },
+    /// Storage trouble for this one (logged); the others were still tried.
+    Failed,
+}
+
+/// Whether a bulk resolve skips an incident in this state, the same rule in every backend:
+/// a resolved one, and one another officer claimed. Everything else goes through the single
+/// resolve's own rules ([`decide_action`]).
+pub fn bulk_resolve_skip(
+    open: bool,
+    claimed_by: Option<&str>,
+    actor: &str,
+) -> Option<BulkResolveOutcome> {
+    if !open {
+        return Some(BulkResolveOutcome::AlreadyResolved);
+    }
+    match claimed_by {
+        Some(who) if who != actor => Some(BulkResolveOutcome::ClaimedBy {
+            username: who.to_owned(),
+        }),
+        _ => None,
+    }
+}
+
 /// What an officer's action does to an incident in its current state, the same rule in every
 /// backend: `Ok((timeline kind, timeline text))` when it changes something (the backend then
 /// writes the change), `Err(outcome)` when nothing is written.

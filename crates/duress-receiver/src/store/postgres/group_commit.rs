@@ -17,18 +17,21 @@
 //! gets the same stored answer.
 //!
 //! Lock order, which keeps concurrent batches (of this receiver's [`WRITERS`] or of other
-//! receivers) from deadlocking: device rows in
-//! ascending device id (the batch is sorted), then each device's open incident, and the log lock
-//! last, once, for all the batch's live rows — the order every other writer also keeps (the log
-//! lock is always taken last).
+//! receivers) from deadlocking: with same-room grouping on, the rooms of the batch's stations
+//! first (transaction advisory locks in ascending key order, `ingest::lock_rooms`; only
+//! batches take them), then device rows in
+//! ascending device id (the batch is sorted), then each device's open incident (or its room's),
+//! and the log lock last, once, for all the batch's live rows — the order every other writer
+//! also keeps (the log lock is always taken last).
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
-use std::time::Duration;
 
 use sqlx::PgPool;
 use tokio::sync::{Mutex, Notify, mpsc, oneshot};
 
 use super::{ingest, log};
+use crate::incidents::Grouping;
 use crate::store::{IngestOutcome, NewEvent, PlannerSlot, StoreError, StoreResult};
 
 /// At most this many events share one transaction (bounds one commit's latency).
@@ -44,7 +47,7 @@ const WRITERS: usize = 4;
 
 struct Job {
     event: Box<NewEvent>,
-    window: Duration,
+    grouping: Grouping,
     answer: oneshot::Sender<StoreResult<IngestOutcome>>,
 }
 
@@ -80,12 +83,12 @@ impl IngestWriter {
     pub(super) async fn ingest(
         &self,
         event: NewEvent,
-        window: Duration,
+        grouping: Grouping,
     ) -> StoreResult<IngestOutcome> {
         let (answer, answered) = oneshot::channel();
         let job = Job {
             event: Box::new(event),
-            window,
+            grouping,
             answer,
         };
         let gone = || StoreError::Unavailable("the ingest writer has stopped".into());
@@ -156,11 +159,22 @@ async fn try_batch(
     let mut tx = pool.begin().await?;
     let mut results = Vec::with_capacity(jobs.len());
     let mut live_rows = Vec::new();
+    // Rooms before any device row (see the lock order above).
+    let grouped: Vec<&NewEvent> = jobs
+        .iter()
+        .filter(|j| j.grouping.same_room)
+        .map(|j| j.event.as_ref())
+        .collect();
+    let locked_rooms = if grouped.is_empty() {
+        BTreeSet::new()
+    } else {
+        ingest::lock_rooms(&mut tx, &grouped).await?
+    };
     for job in jobs {
         sqlx::query("SAVEPOINT ingest_event")
             .execute(&mut *tx)
             .await?;
-        match ingest::ingest_in(&mut tx, &job.event, job.window, planner).await {
+        match ingest::ingest_in(&mut tx, &job.event, job.grouping, &locked_rooms, planner).await {
             Ok((outcome, live)) => {
                 sqlx::query("RELEASE SAVEPOINT ingest_event")
                     .execute(&mut *tx)

@@ -1,6 +1,6 @@
 //! The alarm path: enrollment, event ingest and heartbeats.
 
-use std::time::Duration;
+use std::collections::BTreeSet;
 
 use duress_core::{DeviceStatus, EventKind};
 use sqlx::types::Json;
@@ -9,7 +9,7 @@ use time::OffsetDateTime;
 use uuid::Uuid;
 
 use super::{PostgresStore, find_event, log, ms, status};
-use crate::incidents::{self, OpenIncident, Placement};
+use crate::incidents::{self, Grouping, OpenIncident, Placement, RoomIncident};
 use crate::store::{
     Approve, EnrollOutcome, EnrollRefusal, EnrollRequest, HeartbeatRecorded, HeartbeatUpdate,
     IngestOutcome, NewEvent, StoreError, StoreResult, StoredEvent,
@@ -154,9 +154,9 @@ impl PostgresStore {
     pub(super) async fn ingest_impl(
         &self,
         ev: NewEvent,
-        window: Duration,
+        grouping: Grouping,
     ) -> StoreResult<IngestOutcome> {
-        self.ingest_writer.ingest(ev, window).await
+        self.ingest_writer.ingest(ev, grouping).await
     }
 
     /// Records a heartbeat (unless the device is revoked) and reads what its answer needs:
@@ -297,7 +297,8 @@ pub(super) struct LiveRow {
 pub(super) async fn ingest_in(
     conn: &mut PgConnection,
     ev: &NewEvent,
-    window: Duration,
+    grouping: Grouping,
+    locked_rooms: &BTreeSet<String>,
     planner: &crate::store::PlannerSlot,
 ) -> StoreResult<(IngestOutcome, Option<LiveRow>)> {
     // Serialises this device's events (grouping decides on what the previous one wrote)
@@ -320,7 +321,7 @@ pub(super) async fn ingest_in(
     if found.is_some() {
         return Ok((IngestOutcome::IdConflict, None));
     }
-    match insert_event(conn, ev, window, planner).await? {
+    match insert_event(conn, ev, grouping, locked_rooms, planner).await? {
         Some((stored, live)) => Ok((IngestOutcome::Committed(stored), Some(live))),
         // Another device committed this id after our read (its own device lock does not
         // exclude us): nothing of ours was written yet.
@@ -342,9 +343,11 @@ pub(super) async fn ingest_in(
 async fn insert_event(
     conn: &mut PgConnection,
     ev: &NewEvent,
-    window: Duration,
+    grouping: Grouping,
+    locked_rooms: &BTreeSet<String>,
     planner: &crate::store::PlannerSlot,
 ) -> StoreResult<Option<(StoredEvent, LiveRow)>> {
+    let window = grouping.window;
     // Computed from the stored (millisecond) values, so the answer is a function of columns.
     let received_at = ms(ev.received_at);
     let occurred_at = ms(ev.occurred_at);
@@ -376,7 +379,37 @@ async fn insert_event(
             None => None,
         }
     };
-    let placement = incidents::place(ev.kind, latest_open, occurred_at, window);
+    let mut placement = incidents::place(ev.kind, latest_open, occurred_at, window);
+    let room = if placement == Placement::Open {
+        room_of_device(&mut *conn, &ev.device_id, &ev.location).await?
+    } else {
+        None
+    };
+    // Only under the room's transaction lock (taken by the batch before any device lock), so
+    // two stations of one room pressing at once, in two batches or on two receivers, cannot
+    // both open an incident. A room not locked (its station's registered location changed
+    // since the batch read it) is not grouped this time: the press opens its own incident.
+    if let Some(room) = room
+        .as_deref()
+        .filter(|r| grouping.same_room && locked_rooms.contains(*r))
+    {
+        let row = sqlx::query(
+            "SELECT incident_id, last_press_at FROM incidents
+             WHERE room_key = $1 AND status = 'open'
+             ORDER BY last_press_at DESC, incident_id DESC LIMIT 1 FOR UPDATE",
+        )
+        .bind(room)
+        .fetch_optional(&mut *conn)
+        .await?;
+        let room_open = match row {
+            Some(row) => Some(RoomIncident {
+                incident_id: row.try_get("incident_id")?,
+                last_press_at: row.try_get("last_press_at")?,
+            }),
+            None => None,
+        };
+        placement = incidents::place_in_room(placement, room_open, occurred_at, window);
+    }
     let incident_id = match placement {
         Placement::Apart => None,
         Placement::Open => Some(Uuid::now_v7()),
@@ -417,8 +450,8 @@ async fn insert_event(
             sqlx::query(
                 "INSERT INTO incidents (incident_id, device_id, status, opened_at, first_occurred_at,
                                         last_press_at, press_count, kind, source, location_json,
-                                        host_json, delayed, delay_ms)
-                 VALUES ($1, $2, 'open', $3, $4, $4, 1, $5, $6, $7, $8, $9, $10)",
+                                        host_json, delayed, delay_ms, room_key)
+                 VALUES ($1, $2, 'open', $3, $4, $4, 1, $5, $6, $7, $8, $9, $10, $11)",
             )
             .bind(incident_id)
             .bind(&ev.device_id)
@@ -430,6 +463,7 @@ async fn insert_event(
             .bind(Json(&ev.host))
             .bind(delayed)
             .bind(delay_ms)
+            .bind(room.as_deref())
             .execute(&mut *conn)
             .await?;
         }
@@ -507,4 +541,63 @@ async fn insert_event(
         super::insert_ack(conn, ev.id, ack, received_at).await?;
     }
     Ok(Some((stored, live)))
+}
+
+/// The first key of the two-key advisory locks on rooms (same-room grouping; "Rm"), apart
+/// from the cluster leases' class. The second key is a 32-bit hash of the room key: two rooms
+/// hashing alike share a lock, which only serialises their presses, never groups them.
+const ROOM_LOCK_CLASS: i32 = 0x526d;
+
+/// The second key of a room's advisory lock: the first four bytes of SHA-256 of its key.
+pub(super) fn room_lock_key(room: &str) -> i32 {
+    use sha2::Digest as _;
+    let digest = sha2::Sha256::digest(room.as_bytes());
+    i32::from_be_bytes([digest[0], digest[1], digest[2], digest[3]])
+}
+
+/// The rooms of the stations of `events` (read without locks), locked for the rest of the
+/// transaction in ascending lock-key order. Called by the batch BEFORE any device row lock, so
+/// every batch takes room locks first, in one order, then device rows in ascending device id,
+/// then incidents: batches cannot deadlock on them, and no other writer takes room locks.
+/// Every event's room is locked, not only presses': a room's incident is row-locked by its
+/// first station's events (a cancel, a further press) as well as by presses grouped into it,
+/// and a batch holding that row must not wait for a device row held by a batch that waits for
+/// the row. (A station whose registered location changed after its incident opened can still
+/// meet such a cycle; PostgreSQL then aborts one batch and its agents resend.) Returns the
+/// rooms locked.
+pub(super) async fn lock_rooms(
+    conn: &mut PgConnection,
+    events: &[&NewEvent],
+) -> StoreResult<BTreeSet<String>> {
+    let mut rooms = BTreeSet::new();
+    for ev in events {
+        if let Some(room) = room_of_device(&mut *conn, &ev.device_id, &ev.location).await? {
+            rooms.insert(room);
+        }
+    }
+    let keys: BTreeSet<i32> = rooms.iter().map(|r| room_lock_key(r)).collect();
+    for key in keys {
+        sqlx::query("SELECT pg_advisory_xact_lock($1, $2)")
+            .bind(ROOM_LOCK_CLASS)
+            .bind(key)
+            .execute(&mut *conn)
+            .await?;
+    }
+    Ok(rooms)
+}
+
+/// The room of `device_id` for grouping ([`incidents::room_of`]): its registered location,
+/// else the one its event reported.
+async fn room_of_device(
+    conn: &mut PgConnection,
+    device_id: &str,
+    reported: &duress_core::Location,
+) -> StoreResult<Option<String>> {
+    let registered: Option<Option<Json<duress_core::Location>>> =
+        sqlx::query_scalar("SELECT registered_location_json FROM devices WHERE device_id = $1")
+            .bind(device_id)
+            .fetch_optional(&mut *conn)
+            .await?;
+    let registered = registered.flatten().map(|Json(l)| l);
+    Ok(incidents::room_of(registered.as_ref(), reported))
 }

@@ -8,8 +8,8 @@ use super::listings::{self, event_record, incident_record, json, ts};
 use super::{SqliteStore, log};
 use crate::records::{EventRecord, ExportedEvent, IncidentEvent, IncidentRecord};
 use crate::store::{
-    ActionOutcome, IncidentAction, IncidentDetail, IncidentFilter, IncidentStore, SelfTestRecord,
-    StoreFuture, StoreResult, TimelineRecord, format_ts, parse_ts,
+    ActionOutcome, BulkResolveOutcome, IncidentAction, IncidentDetail, IncidentFilter,
+    IncidentStore, SelfTestRecord, StoreFuture, StoreResult, TimelineRecord, format_ts, parse_ts,
 };
 
 impl SqliteStore {
@@ -73,6 +73,71 @@ impl SqliteStore {
             self.wake.notify_one();
         }
         Ok(outcome)
+    }
+
+    async fn resolve_incidents_impl(
+        &self,
+        ids: &[Uuid],
+        actor: &str,
+        disposition: &str,
+        note: &str,
+    ) -> StoreResult<Vec<(Uuid, BulkResolveOutcome)>> {
+        let action = IncidentAction::Resolve {
+            disposition: disposition.to_owned(),
+            follow_up: note.to_owned(),
+        };
+        let mut outcomes: Vec<(Uuid, BulkResolveOutcome)> = Vec::with_capacity(ids.len());
+        for &id in ids.iter().take(crate::store::MAX_BULK_RESOLVE) {
+            if outcomes.iter().any(|(done, _)| *done == id) {
+                continue;
+            }
+            let outcome = match self.resolve_one_of_bulk(id, actor, &action).await {
+                Ok(outcome) => outcome,
+                Err(e) => {
+                    tracing::warn!(incident = %id, error = %e, "bulk resolve: one incident failed");
+                    BulkResolveOutcome::Failed
+                }
+            };
+            outcomes.push((id, outcome));
+        }
+        Ok(outcomes)
+    }
+
+    /// One incident of a bulk resolve: its own write transaction, a single resolve unless
+    /// [`crate::store::bulk_resolve_skip`] says otherwise.
+    async fn resolve_one_of_bulk(
+        &self,
+        id: Uuid,
+        actor: &str,
+        action: &IncidentAction,
+    ) -> StoreResult<BulkResolveOutcome> {
+        let mut tx = self.begin_write().await?;
+        let Some(row) =
+            sqlx::query("SELECT status, claimed_by FROM incidents WHERE incident_id = ?")
+                .bind(id.to_string())
+                .fetch_optional(&mut *tx)
+                .await?
+        else {
+            return Ok(BulkResolveOutcome::NotFound);
+        };
+        let open = row.try_get::<String, _>("status")? == "open";
+        let claimed_by: Option<String> = row.try_get("claimed_by")?;
+        if let Some(skip) = crate::store::bulk_resolve_skip(open, claimed_by.as_deref(), actor) {
+            return Ok(skip);
+        }
+        let now = crate::clock::receiver_now();
+        Ok(
+            match apply_in(&mut tx, &self.audit_key, id, actor, action, now).await? {
+                ActionOutcome::Changed => {
+                    super::outbox::enqueue_resolved(&mut tx, &self.planner, id, now).await?;
+                    tx.commit().await?;
+                    self.wake.notify_one();
+                    BulkResolveOutcome::Resolved
+                }
+                ActionOutcome::NotFound => BulkResolveOutcome::NotFound,
+                _ => BulkResolveOutcome::AlreadyResolved,
+            },
+        )
     }
 
     async fn resolve_open_impl(
@@ -389,6 +454,16 @@ impl IncidentStore for SqliteStore {
         note: &'a str,
     ) -> StoreFuture<'a, Vec<Uuid>> {
         Box::pin(self.resolve_open_impl(device_id, actor, disposition, note))
+    }
+
+    fn resolve_incidents<'a>(
+        &'a self,
+        ids: &'a [Uuid],
+        actor: &'a str,
+        disposition: &'a str,
+        note: &'a str,
+    ) -> StoreFuture<'a, Vec<(Uuid, BulkResolveOutcome)>> {
+        Box::pin(self.resolve_incidents_impl(ids, actor, disposition, note))
     }
 
     fn escalate_unclaimed(&self, after: std::time::Duration) -> StoreFuture<'_, usize> {

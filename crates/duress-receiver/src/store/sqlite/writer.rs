@@ -35,7 +35,7 @@ use super::super::{
     PlannedNotification, PlannerSlot, StoreError, StoreResult, StoredEvent, format_ts, parse_ts,
 };
 use super::rows::{self, parse_uuid, to_json};
-use crate::incidents::{self, OpenIncident, Placement};
+use crate::incidents::{self, Grouping, OpenIncident, Placement, RoomIncident};
 
 /// At most this many requests share one transaction (bounds one commit's latency).
 pub(super) const MAX_BATCH: usize = 256;
@@ -46,7 +46,7 @@ const QUEUE: usize = 8192;
 pub(super) enum Job {
     Ingest {
         event: Box<NewEvent>,
-        window: Duration,
+        grouping: Grouping,
         answer: oneshot::Sender<StoreResult<IngestOutcome>>,
     },
     Heartbeat {
@@ -119,13 +119,13 @@ impl Writer {
     pub(super) async fn ingest(
         &self,
         event: NewEvent,
-        window: Duration,
+        grouping: Grouping,
     ) -> StoreResult<IngestOutcome> {
         let (answer, answered) = oneshot::channel();
         self.queue
             .send(Job::Ingest {
                 event: Box::new(event),
-                window,
+                grouping,
                 answer,
             })
             .await
@@ -337,9 +337,9 @@ impl WriterThread {
         let outcome = match job {
             Job::Ingest {
                 event,
-                window,
+                grouping,
                 answer,
-            } => Outcome::Ingest(answer, ingest(&self.conn, &event, window, &self.planner)),
+            } => Outcome::Ingest(answer, ingest(&self.conn, &event, grouping, &self.planner)),
             Job::Heartbeat { update, answer } => {
                 Outcome::Heartbeat(answer, heartbeat(&self.conn, &update))
             }
@@ -456,7 +456,7 @@ fn find_event(conn: &Connection, id: Uuid) -> StoreResult<Option<StoredEvent>> {
 fn ingest(
     conn: &Connection,
     ev: &NewEvent,
-    window: Duration,
+    grouping: Grouping,
     planner: &PlannerSlot,
 ) -> StoreResult<IngestOutcome> {
     let found = find_event(conn, ev.id)?;
@@ -475,17 +475,60 @@ fn ingest(
     // With one writer and the check above, the primary key cannot be violated here; if it
     // were, the error answers 503 and the agent's retry finds the row and its stored answer.
     Ok(IngestOutcome::Committed(insert_event(
-        conn, ev, window, planner,
+        conn, ev, grouping, planner,
     )?))
+}
+
+/// The room of `device_id` for grouping ([`incidents::room_of`]): its registered location, else
+/// the one its event reported.
+fn room_of_device(
+    conn: &Connection,
+    device_id: &str,
+    reported: &duress_core::Location,
+) -> StoreResult<Option<String>> {
+    let registered: Option<String> = conn
+        .prepare_cached("SELECT registered_location_json FROM devices WHERE device_id = ?1")?
+        .query_row([device_id], |row| row.get(0))
+        .optional()?
+        .flatten();
+    let registered = registered
+        .map(|t| {
+            serde_json::from_str::<duress_core::Location>(&t).map_err(|e| {
+                StoreError::Corrupt(format!("device {device_id}: registered location: {e}"))
+            })
+        })
+        .transpose()?;
+    Ok(incidents::room_of(registered.as_ref(), reported))
+}
+
+/// The room's most recently pressed open incident, whichever station opened it.
+fn room_open_incident(conn: &Connection, room: &str) -> StoreResult<Option<RoomIncident>> {
+    let row = conn
+        .prepare_cached(
+            "SELECT incident_id, last_press_at FROM incidents
+             WHERE room_key = ?1 AND status = 'open' ORDER BY last_press_at DESC LIMIT 1",
+        )?
+        .query_row([room], |row| {
+            Ok((row.get::<_, String>(0)?, row.get::<_, String>(1)?))
+        })
+        .optional()?;
+    row.map(|(id, last)| {
+        Ok(RoomIncident {
+            incident_id: parse_uuid(&id)?,
+            last_press_at: parse_ts(&last)?,
+        })
+    })
+    .transpose()
 }
 
 /// Writes the event, its incident, its console_events row and the device's counters.
 fn insert_event(
     conn: &Connection,
     ev: &NewEvent,
-    window: Duration,
+    grouping: Grouping,
     planner: &PlannerSlot,
 ) -> StoreResult<StoredEvent> {
+    let window = grouping.window;
     let received = format_ts(ev.received_at);
     let occurred = format_ts(ev.occurred_at);
     // Computed from the stored (millisecond) values, so the answer is a function of columns.
@@ -524,7 +567,22 @@ fn insert_event(
         }
     };
 
-    let placement = incidents::place(ev.kind, latest_open, occurred_at, window);
+    let mut placement = incidents::place(ev.kind, latest_open, occurred_at, window);
+    // The room is read only for a press that may open an incident (the one writer thread
+    // serialises every event, so two stations of one room cannot both open one).
+    let room = if placement == Placement::Open {
+        room_of_device(conn, &ev.device_id, &ev.location)?
+    } else {
+        None
+    };
+    if let (true, Some(room)) = (grouping.same_room, room.as_deref()) {
+        placement = incidents::place_in_room(
+            placement,
+            room_open_incident(conn, room)?,
+            occurred_at,
+            window,
+        );
+    }
     let mut opened = None;
     let incident_id = match placement {
         Placement::Apart => None,
@@ -533,8 +591,8 @@ fn insert_event(
             conn.prepare_cached(
                 "INSERT INTO incidents (incident_id, device_id, status, opened_at, first_occurred_at,
                                         last_press_at, press_count, kind, source, location_json,
-                                        host_json, delayed, delay_ms)
-                 VALUES (?1, ?2, 'open', ?3, ?4, ?4, 1, ?5, ?6, ?7, ?8, ?9, ?10)",
+                                        host_json, delayed, delay_ms, room_key)
+                 VALUES (?1, ?2, 'open', ?3, ?4, ?4, 1, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
             )?
             .execute(params![
                 id.to_string(),
@@ -547,6 +605,7 @@ fn insert_event(
                 host_json,
                 delayed,
                 delay_ms,
+                room,
             ])?;
             opened = Some(id);
             Some(id)
