@@ -26,10 +26,12 @@
 //! - [`ApiKeyStore`]: integration API keys (hashed, scoped, revocable, audited).
 //! - [`PhoneStore`]: the desk-phone inventory and the access-point table (`phones`).
 //! - [`DisplayStore`]: the console's paired duty displays (view-only, revocable, audited).
+//! - [`FloorPlanStore`]: floor-plan images per building and floor, and rooms placed on them.
 
 pub mod apikeys;
 pub mod audit_chain;
 pub mod cluster;
+pub mod floor_plans;
 pub mod outbox;
 pub mod phones;
 pub mod postgres;
@@ -40,6 +42,11 @@ pub mod types;
 
 pub use apikeys::{
     APIKEY_CREATE_ACTION, APIKEY_REVOKE_ACTION, ApiKeyRecord, ApiKeyScope, ApiKeyStore, NewApiKey,
+};
+pub use floor_plans::{
+    FLOOR_PLAN_DELETE_ACTION, FLOOR_PLAN_PLACE_ACTION, FLOOR_PLAN_REPLACE_ACTION,
+    FLOOR_PLAN_UNPLACE_ACTION, FLOOR_PLAN_UPLOAD_ACTION, FloorPlanPut, FloorPlanRecord,
+    FloorPlanStore, NewFloorPlan, RoomPlacement,
 };
 pub use outbox::{
     AttemptOutcome, AttemptRecord, NewAttempt, NotificationFacts, NotificationRecord,
@@ -805,6 +812,7 @@ pub trait Store:
     + ApiKeyStore
     + PhoneStore
     + DisplayStore
+    + FloorPlanStore
 {
     /// Which backend, for logs: `sqlite` or `postgresql`.
     fn backend(&self) -> &'static str;
