@@ -51,11 +51,17 @@ pub enum PlanRefusal {
     Empty,
     #[error("The file is larger than {} MB: a floor plan may be at most {} MB. Export it smaller (PNG, JPEG or WebP).", MAX_UPLOAD_BYTES / (1024 * 1024), MAX_UPLOAD_BYTES / (1024 * 1024))]
     TooLarge,
-    #[error("SVG and other markup files are not accepted (an SVG can carry script): export the plan as a PNG, JPEG or WebP image.")]
+    #[error(
+        "SVG and other markup files are not accepted (an SVG can carry script): export the plan as a PNG, JPEG or WebP image."
+    )]
     Markup,
-    #[error("This file is {0}, not a PNG, JPEG or WebP image: export the plan as PNG, JPEG or WebP.")]
+    #[error(
+        "This file is {0}, not a PNG, JPEG or WebP image: export the plan as PNG, JPEG or WebP."
+    )]
     WrongType(String),
-    #[error("The image is {width} × {height} px: a floor plan may be at most {MAX_SIDE} × {MAX_SIDE} px.")]
+    #[error(
+        "The image is {width} × {height} px: a floor plan may be at most {MAX_SIDE} × {MAX_SIDE} px."
+    )]
     TooManyPixels { width: u32, height: u32 },
     #[error("The image could not be read ({0}): it is damaged or not what its header says.")]
     Unreadable(String),

@@ -65,7 +65,10 @@ fn png_claiming(w: u32, h: u32) -> Vec<u8> {
     let mut out = b"\x89PNG\r\n\x1a\n".to_vec();
     out.extend(chunk(b"IHDR", &ihdr));
     // A zlib stream of zeros: what a bomb carries (here short: the header is what is judged).
-    out.extend(chunk(b"IDAT", &[0x78, 0x9c, 0x63, 0x00, 0x00, 0x00, 0x01, 0x00, 0x01]));
+    out.extend(chunk(
+        b"IDAT",
+        &[0x78, 0x9c, 0x63, 0x00, 0x00, 0x00, 0x01, 0x00, 0x01],
+    ));
     out.extend(chunk(b"IEND", &[]));
     out
 }
@@ -132,7 +135,11 @@ fn image_url(html: &str) -> String {
         .find("href=\"/floorplans/")
         .expect("a plan image on the page")
         + 6;
-    html[start..].split('"').next().unwrap().replace("&amp;", "&")
+    html[start..]
+        .split('"')
+        .next()
+        .unwrap()
+        .replace("&amp;", "&")
 }
 
 async fn floor_plan_audit(h: &Harness) -> Vec<String> {
@@ -190,8 +197,8 @@ async fn valid_png_and_jpeg_are_accepted_reencoded_and_served_with_the_consoles_
             .starts_with("private")
     );
     assert_ne!(served.body, png, "re-encoded, not the uploaded bytes");
-    let decoded = image::load_from_memory_with_format(&served.body, image::ImageFormat::Png)
-        .unwrap();
+    let decoded =
+        image::load_from_memory_with_format(&served.body, image::ImageFormat::Png).unwrap();
     assert_eq!((decoded.width(), decoded.height()), (300, 200));
     let served_text = String::from_utf8_lossy(&served.body);
     assert!(!served_text.contains("hostile-text-chunk"));
@@ -413,7 +420,10 @@ async fn a_placed_room_is_marked_on_the_board_and_the_incident_page() {
         h.post("/v1/events", second.sign_event(&e)).await.json()
     };
     let unplaced = admin
-        .get(&format!("/incidents/{}", other_agent_ack.incident_id.unwrap()))
+        .get(&format!(
+            "/incidents/{}",
+            other_agent_ack.incident_id.unwrap()
+        ))
         .await
         .text();
     assert!(

@@ -4013,7 +4013,12 @@ async fn floor_plans_are_put_replaced_placed_and_deleted_all_audited(store: Arc<
     let placed = store.room_placements().await.unwrap();
     assert_eq!(placed.len(), 1);
     assert_eq!(
-        (placed[0].plan_id, placed[0].room.as_str(), placed[0].x, placed[0].y),
+        (
+            placed[0].plan_id,
+            placed[0].room.as_str(),
+            placed[0].x,
+            placed[0].y
+        ),
         (put.id, "114", 0.5, 0.125)
     );
 
@@ -4026,7 +4031,10 @@ async fn floor_plans_are_put_replaced_placed_and_deleted_all_audited(store: Arc<
     assert_eq!(store.floor_plan_png(put.id).await.unwrap().unwrap(), second);
     let plans = store.floor_plans().await.unwrap();
     assert_eq!(plans.len(), 1);
-    assert_eq!((plans[0].width, plans[0].uploaded_by.as_str()), (800, "bob"));
+    assert_eq!(
+        (plans[0].width, plans[0].uploaded_by.as_str()),
+        (800, "bob")
+    );
     assert_eq!(store.room_placements().await.unwrap().len(), 1);
 
     assert!(

@@ -21,7 +21,10 @@ pub fn same_key(a: &str, b: &str) -> bool {
 /// "Room 114" for `114`; a room text that already says "Room …" is kept as it is.
 pub fn room_label(room: &str) -> String {
     let room = room.trim();
-    if room.get(..4).is_some_and(|p| p.eq_ignore_ascii_case("room")) {
+    if room
+        .get(..4)
+        .is_some_and(|p| p.eq_ignore_ascii_case("room"))
+    {
         room.to_owned()
     } else {
         format!("Room {room}")
@@ -50,6 +53,11 @@ pub struct PlanImage {
 }
 
 impl PlanImage {
+    /// The radius of the editor's "you clicked here" dot, in image pixels.
+    pub fn pending_radius(&self) -> u32 {
+        (self.width.max(self.height) / 60).max(4)
+    }
+
     pub fn of(plan: &FloorPlanRecord) -> Self {
         PlanImage {
             id: plan.id,
@@ -248,7 +256,10 @@ mod tests {
         assert_eq!((marker.cx.as_str(), marker.cy.as_str()), ("250.0", "250.0"));
         let m = marks.mark(&at("Main Hall", "1", "115"));
         assert_eq!(m.state, "unplaced");
-        assert!(m.caption.starts_with("No floor plan position for this room"));
+        assert!(
+            m.caption
+                .starts_with("No floor plan position for this room")
+        );
         assert!(m.plan.is_some());
         let m = marks.mark(&at("Main Hall", "2", "114"));
         assert_eq!(m.state, "no-plan");

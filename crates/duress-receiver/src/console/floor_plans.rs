@@ -416,7 +416,11 @@ async fn plan_page(
     Ok(render_status(
         status,
         &FloorPlanPage {
-            layout: Layout::new(user, "floorplans", format!("Floor plan {}", plan_label(&plan))),
+            layout: Layout::new(
+                user,
+                "floorplans",
+                format!("Floor plan {}", plan_label(&plan)),
+            ),
             label: plan_label(&plan),
             image: PlanImage::of(&plan),
             replace: Some(plan.clone()),
@@ -461,8 +465,14 @@ pub async fn place(
     let (mut room, x, y) = match checked {
         Ok(c) => c,
         Err(e) => {
-            return plan_page(&console, &user, id, StatusCode::UNPROCESSABLE_ENTITY, Some(e))
-                .await;
+            return plan_page(
+                &console,
+                &user,
+                id,
+                StatusCode::UNPROCESSABLE_ENTITY,
+                Some(e),
+            )
+            .await;
         }
     };
     // Moving "room 114" moves the placed "114"'s row, not a second marker.

@@ -135,8 +135,9 @@ pub async fn page(
     )
     .await?;
     let title = live.incident.label.clone();
-    let floor_plan =
-        FloorPlanMarks::load(console.store.as_ref()).await?.mark_for(&live.incident);
+    let floor_plan = FloorPlanMarks::load(console.store.as_ref())
+        .await?
+        .mark_for(&live.incident);
     let notifications = notification_views(
         console
             .store

@@ -8,8 +8,8 @@ use axum::middleware;
 use axum::routing::{MethodRouter, get, post};
 
 use super::{
-    WebState, admin_pages, audit, auth, board, cluster, display_pages, floor_plans, guard, incident_actions,
-    incident_page, phones, reports, sse, static_files, stations,
+    WebState, admin_pages, audit, auth, board, cluster, display_pages, floor_plans, guard,
+    incident_actions, incident_page, phones, reports, sse, static_files, stations,
 };
 
 // Defined beside the guard that enforces it (routes depend on the guard, never the reverse).

@@ -113,11 +113,7 @@ pub trait FloorPlanStore: Send + Sync {
     fn room_placements(&self) -> StoreFuture<'_, Vec<RoomPlacement>>;
     /// Places (or moves) `room` on plan `placement.plan_id`, audited as `floorplan.place`;
     /// `false`, nothing written, when there is no such plan. `x` and `y` must be within 0..=1.
-    fn place_room<'a>(
-        &'a self,
-        placement: RoomPlacement,
-        actor: &'a str,
-    ) -> StoreFuture<'a, bool>;
+    fn place_room<'a>(&'a self, placement: RoomPlacement, actor: &'a str) -> StoreFuture<'a, bool>;
     /// Removes `room`'s placement from plan `plan_id`, audited as `floorplan.unplace`; `false`
     /// when it was not placed there.
     fn remove_room_placement<'a>(

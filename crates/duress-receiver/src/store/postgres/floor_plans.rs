@@ -52,7 +52,6 @@ fn placement(r: &PgRow) -> StoreResult<RoomPlacement> {
     })
 }
 
-
 impl PostgresStore {
     async fn put_floor_plan_impl(&self, p: NewFloorPlan, actor: &str) -> StoreResult<FloorPlanPut> {
         let mut tx = self.begin().await?;
@@ -124,10 +123,11 @@ impl PostgresStore {
             .bind(id)
             .execute(&mut *tx)
             .await?;
-        let deleted = sqlx::query("DELETE FROM floor_plans WHERE id = $1 RETURNING building, floor")
-            .bind(id)
-            .fetch_optional(&mut *tx)
-            .await?;
+        let deleted =
+            sqlx::query("DELETE FROM floor_plans WHERE id = $1 RETURNING building, floor")
+                .bind(id)
+                .fetch_optional(&mut *tx)
+                .await?;
         let Some(row) = deleted else {
             return Ok(false);
         };
@@ -249,10 +249,12 @@ impl FloorPlanStore for PostgresStore {
 
     fn floor_plan_png(&self, id: i64) -> StoreFuture<'_, Option<Vec<u8>>> {
         Box::pin(async move {
-            Ok(sqlx::query_scalar("SELECT png FROM floor_plans WHERE id = $1")
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?)
+            Ok(
+                sqlx::query_scalar("SELECT png FROM floor_plans WHERE id = $1")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?,
+            )
         })
     }
 
@@ -285,11 +287,7 @@ impl FloorPlanStore for PostgresStore {
         })
     }
 
-    fn place_room<'a>(
-        &'a self,
-        placement: RoomPlacement,
-        actor: &'a str,
-    ) -> StoreFuture<'a, bool> {
+    fn place_room<'a>(&'a self, placement: RoomPlacement, actor: &'a str) -> StoreFuture<'a, bool> {
         Box::pin(self.place_room_impl(placement, actor))
     }
 

@@ -249,10 +249,12 @@ impl FloorPlanStore for SqliteStore {
 
     fn floor_plan_png(&self, id: i64) -> StoreFuture<'_, Option<Vec<u8>>> {
         Box::pin(async move {
-            Ok(sqlx::query_scalar("SELECT png FROM floor_plans WHERE id = ?")
-                .bind(id)
-                .fetch_optional(&self.pool)
-                .await?)
+            Ok(
+                sqlx::query_scalar("SELECT png FROM floor_plans WHERE id = ?")
+                    .bind(id)
+                    .fetch_optional(&self.pool)
+                    .await?,
+            )
         })
     }
 
@@ -285,11 +287,7 @@ impl FloorPlanStore for SqliteStore {
         })
     }
 
-    fn place_room<'a>(
-        &'a self,
-        placement: RoomPlacement,
-        actor: &'a str,
-    ) -> StoreFuture<'a, bool> {
+    fn place_room<'a>(&'a self, placement: RoomPlacement, actor: &'a str) -> StoreFuture<'a, bool> {
         Box::pin(self.place_room_impl(placement, actor))
     }
 
