@@ -10,7 +10,7 @@ mod common;
 use std::io::Cursor;
 
 use common::Harness;
-use common::console::{Console, add_user};
+use common::console::{Console, add_user, form};
 use duress_core::{EventAck, EventKind, Location};
 use duress_receiver::store::Role;
 
@@ -105,8 +105,11 @@ struct Upload {
 async fn upload(c: &Console, building: &str, floor: &str, bytes: Vec<u8>) -> Upload {
     let mut rb = c
         .client
-        .post(format!("{}/api/admin/floorplans", c.base))
-        .query(&[("building", building), ("floor", floor)])
+        .post(format!(
+            "{}/api/admin/floorplans?{}",
+            c.base,
+            form(&[("building", building), ("floor", floor)])
+        ))
         .header("x-csrf-token", &c.csrf)
         .header("content-type", "application/octet-stream")
         .body(bytes);
