@@ -86,7 +86,7 @@ impl Marker {
         let w = f64::from(plan.width);
         let h = f64::from(plan.height);
         // Big enough to find at a glance on a board thumbnail, small enough not to hide a room.
-        let r = (w.max(h) * 0.012).max(4.0);
+        let r = (w.max(h) * 0.022).max(4.0);
         Marker {
             cx: format!("{:.1}", x * w),
             cy: format!("{:.1}", y * h),
