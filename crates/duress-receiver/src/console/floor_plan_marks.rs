@@ -252,7 +252,7 @@ mod tests {
         let m = marks.mark(&at(" main hall ", "1", "114"));
         assert_eq!(m.state, "placed");
         assert_eq!(m.label, "Room 114 on floor plan of Main Hall floor 1");
-        let marker = m.marker.unwrap();
+        let marker = m.marker.expect("a placed room has a marker");
         assert_eq!((marker.cx.as_str(), marker.cy.as_str()), ("250.0", "250.0"));
         let m = marks.mark(&at("Main Hall", "1", "115"));
         assert_eq!(m.state, "unplaced");
