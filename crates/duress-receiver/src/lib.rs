@@ -24,6 +24,7 @@
 //! - [`metrics`]: `GET /metrics` (Prometheus/OpenMetrics text) on `--metrics-listen`.
 //! - [`console`]: the officers' security console (board, incidents, stations, reports, audit
 //!   log, accounts), served beside the API by the same router.
+//! - [`floor_plan_image`]: checking an uploaded floor-plan image and re-encoding it as PNG.
 //!
 //! The binary (`src/main.rs`) only parses the command line and calls [`launch`] or [`admin`].
 //! The wire protocol is described in `docs/protocol.md`.
@@ -41,6 +42,7 @@ pub mod config;
 pub mod console;
 pub mod diskspace;
 pub mod duration;
+pub mod floor_plan_image;
 pub mod incidents;
 pub mod integration;
 pub mod location_evidence;

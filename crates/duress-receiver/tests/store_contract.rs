@@ -5036,3 +5036,157 @@ async fn postgres_two_receivers_group_one_room_into_one_incident() {
     one.close().await;
     two.close().await;
 }
+
+// ---------------------------------------------------------------------------------------------
+// Floor plans (issue 17, item 4).
+
+contract!(floor_plans_are_put_replaced_placed_and_deleted_all_audited);
+
+fn floor_plan(png: &[u8], at: OffsetDateTime) -> duress_receiver::store::NewFloorPlan {
+    duress_receiver::store::NewFloorPlan {
+        building: "Main Hall".into(),
+        floor: "1".into(),
+        png: png.to_vec(),
+        width: 640,
+        height: 480,
+        sha256: hex::encode(Sha256::digest(png)),
+        at,
+    }
+}
+
+fn placement(plan_id: i64, room: &str, x: f64, y: f64) -> duress_receiver::store::RoomPlacement {
+    duress_receiver::store::RoomPlacement {
+        plan_id,
+        room: room.into(),
+        x,
+        y,
+        placed_at: now(),
+        placed_by: "ada".into(),
+    }
+}
+
+/// Proves a plan is stored whole (bytes, size, version) and served back, that a second upload
+/// for the same building and floor replaces the image under the same id and keeps its rooms,
+/// that a room is placed, moved and removed, that nothing is placed on a plan that does not
+/// exist, that deleting a plan deletes its placements, and that every change is one audited
+/// entry of an intact chain.
+async fn floor_plans_are_put_replaced_placed_and_deleted_all_audited(store: Arc<dyn Store>) {
+    let before = verified_chain(&store).await;
+    assert!(store.floor_plans().await.unwrap().is_empty());
+    let first = b"\x89PNG first image bytes".to_vec();
+    let put = store
+        .put_floor_plan(floor_plan(&first, now()), "ada")
+        .await
+        .unwrap();
+    assert!(!put.replaced);
+    let plan = store.floor_plan(put.id).await.unwrap().unwrap();
+    assert_eq!(
+        (
+            plan.building.as_str(),
+            plan.floor.as_str(),
+            plan.width,
+            plan.height
+        ),
+        ("Main Hall", "1", 640, 480)
+    );
+    assert_eq!(plan.png_bytes, first.len() as u64);
+    assert_eq!(plan.uploaded_by, "ada");
+    assert_eq!(plan.sha256, hex::encode(Sha256::digest(&first)));
+    assert_eq!(store.floor_plan_png(put.id).await.unwrap().unwrap(), first);
+    assert!(store.floor_plan_png(put.id + 1000).await.unwrap().is_none());
+
+    assert!(
+        store
+            .place_room(placement(put.id, "114", 0.25, 0.75), "ada")
+            .await
+            .unwrap()
+    );
+    // Placing again moves the room.
+    assert!(
+        store
+            .place_room(placement(put.id, "114", 0.5, 0.125), "ada")
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .place_room(placement(put.id + 1000, "114", 0.5, 0.5), "ada")
+            .await
+            .unwrap(),
+        "no plan, no placement"
+    );
+    let placed = store.room_placements().await.unwrap();
+    assert_eq!(placed.len(), 1);
+    assert_eq!(
+        (
+            placed[0].plan_id,
+            placed[0].room.as_str(),
+            placed[0].x,
+            placed[0].y
+        ),
+        (put.id, "114", 0.5, 0.125)
+    );
+
+    // A replaced image keeps its id and its rooms.
+    let second = b"\x89PNG second image, other bytes".to_vec();
+    let mut replacement = floor_plan(&second, now());
+    replacement.width = 800;
+    let again = store.put_floor_plan(replacement, "bob").await.unwrap();
+    assert_eq!((again.id, again.replaced), (put.id, true));
+    assert_eq!(store.floor_plan_png(put.id).await.unwrap().unwrap(), second);
+    let plans = store.floor_plans().await.unwrap();
+    assert_eq!(plans.len(), 1);
+    assert_eq!(
+        (plans[0].width, plans[0].uploaded_by.as_str()),
+        (800, "bob")
+    );
+    assert_eq!(store.room_placements().await.unwrap().len(), 1);
+
+    assert!(
+        store
+            .remove_room_placement(put.id, "114", "ada", now())
+            .await
+            .unwrap()
+    );
+    assert!(
+        !store
+            .remove_room_placement(put.id, "114", "ada", now())
+            .await
+            .unwrap()
+    );
+    assert!(store.room_placements().await.unwrap().is_empty());
+
+    assert!(
+        store
+            .place_room(placement(put.id, "115", 0.0, 1.0), "ada")
+            .await
+            .unwrap()
+    );
+    assert!(store.delete_floor_plan(put.id, "ada", now()).await.unwrap());
+    assert!(!store.delete_floor_plan(put.id, "ada", now()).await.unwrap());
+    assert!(store.floor_plans().await.unwrap().is_empty());
+    assert!(store.room_placements().await.unwrap().is_empty());
+    assert!(store.floor_plan_png(put.id).await.unwrap().is_none());
+
+    let actions: Vec<String> = store
+        .audit_log()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| e.action.starts_with("floorplan"))
+        .map(|e| format!("{} {} {}", e.actor, e.action, e.subject))
+        .collect();
+    assert_eq!(
+        actions,
+        [
+            "ada floorplan.upload floor plan Main Hall / 1",
+            "ada floorplan.place floor plan Main Hall / 1",
+            "ada floorplan.place floor plan Main Hall / 1",
+            "bob floorplan.replace floor plan Main Hall / 1",
+            "ada floorplan.unplace floor plan Main Hall / 1",
+            "ada floorplan.place floor plan Main Hall / 1",
+            "ada floorplan.delete floor plan Main Hall / 1",
+        ]
+    );
+    assert!(verified_chain(&store).await >= before + 7);
+}

@@ -12,6 +12,7 @@ use axum::response::IntoResponse;
 use axum::{Extension, Json};
 
 use super::error::ConsoleResult;
+use super::floor_plan_marks::FloorPlanMarks;
 use super::incident_view::{IncidentView, SelfTestView, open_incidents, recent_self_tests};
 use super::pages::{Layout, render};
 use super::{Console, CurrentUser};
@@ -25,6 +26,8 @@ pub struct BoardList {
     /// A receiver problem officers should know of (the free-disk watermark): shown above the
     /// incidents, on every refresh of the list.
     pub trouble: Option<String>,
+    /// Each incident's room on its floor plan (shown once any plan was uploaded).
+    pub floor_plans: FloorPlanMarks,
 }
 
 #[derive(Debug, Template)]
@@ -39,6 +42,7 @@ async fn load_list(console: &Console, user: &CurrentUser) -> ConsoleResult<Board
         csrf: user.csrf.clone(),
         incidents: open_incidents(console.store.as_ref()).await?,
         self_tests: recent_self_tests(console.store.as_ref(), 5).await?,
+        floor_plans: FloorPlanMarks::load(console.store.as_ref()).await?,
         trouble: console
             .settings
             .disk

@@ -13,6 +13,7 @@ use uuid::Uuid;
 
 use super::cameras::{CameraLink, links_for};
 use super::error::{ConsoleError, ConsoleResult};
+use super::floor_plan_marks::{FloorPlanMark, FloorPlanMarks};
 use super::incident_actions::DISPOSITIONS;
 use super::incident_view::{IncidentView, TimelineEntry, incident};
 use super::pages::{Layout, render};
@@ -42,6 +43,14 @@ struct IncidentPage {
     cameras: Vec<CameraLink>,
     dispositions: &'static [&'static str],
     notifications: Vec<NotificationView>,
+    /// The room on its floor plan (or why not).
+    floor_plan: FloorPlanMark,
+}
+
+impl IncidentPage {
+    fn floor_plan_mark(&self) -> &FloorPlanMark {
+        &self.floor_plan
+    }
 }
 
 /// One outbox row of the incident, with its attempts (what was sent where, and how it went).
@@ -126,6 +135,9 @@ pub async fn page(
     )
     .await?;
     let title = live.incident.label.clone();
+    let floor_plan = FloorPlanMarks::load(console.store.as_ref())
+        .await?
+        .mark_for(&live.incident);
     let notifications = notification_views(
         console
             .store
@@ -137,6 +149,7 @@ pub async fn page(
     );
     Ok(render(&IncidentPage {
         notifications,
+        floor_plan,
         layout: Layout::new(&user, "board", title).with_last_event_id(last),
         live,
         cameras,

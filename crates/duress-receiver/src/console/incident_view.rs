@@ -19,6 +19,9 @@ pub struct IncidentView {
     /// Ready to read to a 911 call-taker.
     pub civic: String,
     pub location: Location,
+    /// Where officers go: the registered location, else the claimed one (the floor plan's
+    /// building, floor and room: `floor_plan_marks`).
+    pub effective_location: Location,
     pub host: HostFacts,
     pub ips: String,
     pub source: String,
@@ -116,6 +119,11 @@ impl IncidentView {
                 .civic_address(),
             ips: shown(&r.host.ips.join(", ")),
             location: r.location.clone(),
+            effective_location: r
+                .registered_location
+                .as_ref()
+                .unwrap_or(&r.location)
+                .clone(),
             host: shown_host(&r.host),
             source: r.source.as_str().to_owned(),
             opened_at: Ts::new(r.opened_at),

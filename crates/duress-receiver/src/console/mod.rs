@@ -26,6 +26,9 @@
 //! - [`cameras`]: location → camera link templates.
 //! - [`displays`], [`display_pages`]: duty displays (paired wall screens that view and hear
 //!   but never act): the credential, and the pairing and admin pages.
+//! - [`floor_plans`], [`floor_plan_marks`]: floor-plan images per building and floor with
+//!   rooms placed on them: the admin pages and the image route; what the board and the
+//!   incident page show of an incident's room.
 //! - [`pages`]: templates' shared layout data, time formatting, error pages.
 //! - [`error`]: the console's one error type ([`error::ConsoleError`]), used with `?`.
 //!
@@ -44,6 +47,8 @@ pub mod display_pages;
 pub mod displays;
 pub mod error;
 pub mod escalation;
+pub mod floor_plan_marks;
+pub mod floor_plans;
 pub mod guard;
 pub mod incident_actions;
 pub mod incident_page;

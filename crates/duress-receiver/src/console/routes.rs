@@ -8,8 +8,8 @@ use axum::middleware;
 use axum::routing::{MethodRouter, get, post};
 
 use super::{
-    WebState, admin_pages, audit, auth, board, bulk_resolve, cluster, display_pages, guard,
-    incident_actions, incident_page, oidc, passwords, phones, reports, sign_in_steps, sse,
+    WebState, admin_pages, audit, auth, board, bulk_resolve, cluster, display_pages, floor_plans,
+    guard, incident_actions, incident_page, oidc, passwords, phones, reports, sign_in_steps, sse,
     static_files, stations, totp_pages,
 };
 
@@ -402,6 +402,42 @@ fn table() -> Vec<Route> {
             "/admin/apikeys/{id}/revoke",
             Admin,
             post(crate::integration::pages::revoke),
+        ),
+        r(
+            Method::GET,
+            "/admin/floorplans",
+            Admin,
+            get(floor_plans::list),
+        ),
+        r(
+            Method::POST,
+            "/api/admin/floorplans",
+            Admin,
+            post(floor_plans::upload),
+        ),
+        r(
+            Method::POST,
+            "/admin/floorplans/{id}/places",
+            Admin,
+            post(floor_plans::place),
+        ),
+        r(
+            Method::POST,
+            "/admin/floorplans/{id}/places/remove",
+            Admin,
+            post(floor_plans::unplace),
+        ),
+        r(
+            Method::POST,
+            "/admin/floorplans/{id}/delete",
+            Admin,
+            post(floor_plans::delete),
+        ),
+        r(
+            Method::GET,
+            "/floorplans/{id}/image",
+            View,
+            get(floor_plans::image),
         ),
         r(Method::GET, "/admin/phones", Admin, get(phones::page)),
         r(Method::POST, "/admin/phones", Admin, post(phones::put)),

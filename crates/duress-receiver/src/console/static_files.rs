@@ -19,6 +19,11 @@ const FILES: &[(&str, &str, &[u8])] = &[
         include_bytes!("static/console.js"),
     ),
     (
+        "floor_plans.js",
+        "text/javascript; charset=utf-8",
+        include_bytes!("static/floor_plans.js"),
+    ),
+    (
         "favicon.svg",
         "image/svg+xml",
         include_bytes!("static/favicon.svg"),

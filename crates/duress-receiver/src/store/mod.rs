@@ -29,11 +29,13 @@
 //! - [`AccountSecurityStore`]: local accounts' password change and reset, TOTP second factor,
 //!   and the sign-in steps between a right password and a session.
 //! - [`SsoStore`]: pending OpenID Connect sign-ins and SSO accounts (`sso`).
+//! - [`FloorPlanStore`]: floor-plan images per building and floor, and rooms placed on them.
 
 pub mod account_security;
 pub mod apikeys;
 pub mod audit_chain;
 pub mod cluster;
+pub mod floor_plans;
 pub mod outbox;
 pub mod phones;
 pub mod postgres;
@@ -48,6 +50,11 @@ pub use account_security::{
 };
 pub use apikeys::{
     APIKEY_CREATE_ACTION, APIKEY_REVOKE_ACTION, ApiKeyRecord, ApiKeyScope, ApiKeyStore, NewApiKey,
+};
+pub use floor_plans::{
+    FLOOR_PLAN_DELETE_ACTION, FLOOR_PLAN_PLACE_ACTION, FLOOR_PLAN_REPLACE_ACTION,
+    FLOOR_PLAN_UNPLACE_ACTION, FLOOR_PLAN_UPLOAD_ACTION, FloorPlanPut, FloorPlanRecord,
+    FloorPlanStore, NewFloorPlan, RoomPlacement,
 };
 pub use outbox::{
     AttemptOutcome, AttemptRecord, NewAttempt, NotificationFacts, NotificationRecord,
@@ -840,6 +847,7 @@ pub trait Store:
     + DisplayStore
     + AccountSecurityStore
     + SsoStore
+    + FloorPlanStore
 {
     /// Which backend, for logs: `sqlite` or `postgresql`.
     fn backend(&self) -> &'static str;

@@ -46,6 +46,7 @@ mod accounts;
 mod apikeys;
 mod cluster;
 mod displays;
+mod floor_plans;
 mod group_commit;
 mod heartbeats;
 mod incidents;

@@ -32,6 +32,7 @@ mod accounts;
 mod apikeys;
 mod cluster;
 mod displays;
+mod floor_plans;
 mod incidents;
 mod listings;
 mod log;
