@@ -193,28 +193,42 @@ fn serve_process(url: &str, data_dir: &Path) -> Child {
     child
 }
 
-/// The escalation audit entries (`incident.escalate`) of `incident`.
+/// The escalation audit entries (`incident.escalate`) of `incident`, checked against its
+/// timeline's escalation entries (one transaction writes both). The two are read one after
+/// the other, not in one snapshot, so an escalation committed between the reads is read again
+/// (bounded) rather than taken for a disagreement.
 async fn escalations(at: &StoreLocation, incident: Uuid) -> usize {
     let store = duress_receiver::store::open(at).await.unwrap();
-    let n = store
-        .audit_log()
-        .await
-        .unwrap()
-        .iter()
-        .filter(|e| e.action == "incident.escalate" && e.subject == incident.to_string())
-        .count();
-    let timeline = store
-        .incident(incident)
-        .await
-        .unwrap()
-        .unwrap()
-        .timeline
-        .iter()
-        .filter(|t| t.kind == "escalation")
-        .count();
+    let mut counts = (0, 0);
+    for _ in 0..20 {
+        let audited = store
+            .audit_log()
+            .await
+            .unwrap()
+            .iter()
+            .filter(|e| e.action == "incident.escalate" && e.subject == incident.to_string())
+            .count();
+        let timeline = store
+            .incident(incident)
+            .await
+            .unwrap()
+            .unwrap()
+            .timeline
+            .iter()
+            .filter(|t| t.kind == "escalation")
+            .count();
+        counts = (audited, timeline);
+        if audited == timeline {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
     store.close().await;
-    assert_eq!(n, timeline, "audit entries and timeline entries agree");
-    n
+    assert_eq!(
+        counts.0, counts.1,
+        "audit entries and timeline entries agree"
+    );
+    counts.0
 }
 
 /// Waits (bounded) until every incident of `ids` was escalated, then a few more ticks of both
