@@ -266,8 +266,8 @@ async fn bulk_resolve_on_the_console_resolves_each_and_reports_skips() {
 }
 
 /// `[incidents] group_same_room` on: two stations of one room pressing at once, over the
-/// agent API, give one incident whose page lists both stations; a station in the next room
-/// gets its own. Off (the default): two stations of one room, two incidents.
+/// agent API, give one incident whose page lists both stations, and once it is claimed both
+/// stations' heartbeats acknowledge it covertly; a station in the next room gets its own. Off (the default): two stations of one room, two incidents.
 #[tokio::test]
 async fn same_room_grouping_through_the_api_follows_the_policy() {
     let _case = Case::begin().await;
@@ -310,6 +310,26 @@ async fn same_room_grouping_through_the_api_follows_the_policy() {
     assert!(html.contains(&a.device_id) && html.contains(&b.device_id));
     let board = officer.get("/").await.text();
     assert!(board.contains("from 2 stations"));
+    // Claimed: both pressing stations' heartbeats carry the covert acknowledgement, whichever
+    // of them opened the incident; the next room's station's do not.
+    let claimed = async |agent: &common::Agent| {
+        let answer: duress_core::HeartbeatAnswer = on
+            .post("/v1/heartbeats", agent.sign_heartbeat(&agent.heartbeat()))
+            .await
+            .json();
+        answer.claimed_incidents
+    };
+    assert!(claimed(&b).await.is_empty(), "not claimed yet");
+    assert_eq!(
+        officer
+            .post_form(&format!("/incidents/{ia}/claim"), &[])
+            .await
+            .status,
+        303
+    );
+    assert_eq!(claimed(&a).await, [ia]);
+    assert_eq!(claimed(&b).await, [ia]);
+    assert!(claimed(&c).await.is_empty());
     on.shutdown().await;
 
     let off = Harness::start().await;

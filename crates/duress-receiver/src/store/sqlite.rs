@@ -51,6 +51,18 @@ use rows::{from_json, parse_uuid, to_json};
 /// same for sqlx transactions.
 pub(super) const LIVE_INSERT: &str = "INSERT INTO console_events (at, kind, incident_id, payload) VALUES (?1, ?2, ?3, ?4) RETURNING id";
 
+/// A heartbeat's covert acknowledgement: the device's open, claimed incidents — its own and the
+/// ones its presses joined (same-room grouping, `incident_joins`) — oldest first. Two indexed
+/// probes (`incidents_open_by_device`, the joins' primary key), never a scan of incidents.
+pub(super) const CLAIMED_INCIDENTS: &str = "SELECT incident_id FROM (
+         SELECT incident_id, opened_at FROM incidents
+          WHERE device_id = ?1 AND status = 'open' AND claimed_by IS NOT NULL
+         UNION
+         SELECT i.incident_id, i.opened_at FROM incident_joins j
+           JOIN incidents i ON i.incident_id = j.incident_id
+          WHERE j.device_id = ?1 AND i.status = 'open' AND i.claimed_by IS NOT NULL
+     ) ORDER BY opened_at, incident_id";
+
 /// The newest stored acknowledgement of an event (kid, public_jwk, sig), for both drivers.
 pub(super) const ACK_SELECT: &str =
     "SELECT kid, public_jwk, sig FROM event_acks WHERE event_id = ?1 ORDER BY n DESC LIMIT 1";

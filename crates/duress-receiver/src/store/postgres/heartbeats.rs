@@ -233,10 +233,20 @@ async fn write_batch(
               RETURNING d.device_id
          )
          SELECT c.device_id, c.status,
-                ARRAY(SELECT n.incident_id FROM incidents n
-                       WHERE n.device_id = c.device_id AND n.status = 'open'
-                         AND n.claimed_by IS NOT NULL AND c.status <> 'revoked'
-                       ORDER BY n.opened_at, n.incident_id) AS claimed
+                -- Its own open, claimed incidents and those its presses joined (same-room
+                -- grouping): two indexed probes, never a scan of incidents.
+                ARRAY(SELECT o.incident_id FROM (
+                         SELECT n.incident_id, n.opened_at FROM incidents n
+                          WHERE n.device_id = c.device_id AND n.status = 'open'
+                            AND n.claimed_by IS NOT NULL
+                         UNION
+                         SELECT n.incident_id, n.opened_at FROM incident_joins j
+                           JOIN incidents n ON n.incident_id = j.incident_id
+                          WHERE j.device_id = c.device_id AND n.status = 'open'
+                            AND n.claimed_by IS NOT NULL
+                       ) o
+                       WHERE c.status <> 'revoked'
+                       ORDER BY o.opened_at, o.incident_id) AS claimed
            FROM current c",
     )
     .bind(&device_id)

@@ -204,10 +204,17 @@ pub(super) async fn record_one(
               RETURNING device_id
          )
          SELECT (SELECT status FROM current) AS status,
-                ARRAY(SELECT incident_id FROM incidents
-                       WHERE device_id = $9 AND status = 'open' AND claimed_by IS NOT NULL
-                         AND (SELECT status FROM current) <> 'revoked'
-                       ORDER BY opened_at, incident_id) AS claimed",
+                ARRAY(SELECT o.incident_id FROM (
+                         SELECT incident_id, opened_at FROM incidents
+                          WHERE device_id = $9 AND status = 'open' AND claimed_by IS NOT NULL
+                         UNION
+                         SELECT n.incident_id, n.opened_at FROM incident_joins j
+                           JOIN incidents n ON n.incident_id = j.incident_id
+                          WHERE j.device_id = $9 AND n.status = 'open'
+                            AND n.claimed_by IS NOT NULL
+                       ) o
+                       WHERE (SELECT status FROM current) <> 'revoked'
+                       ORDER BY o.opened_at, o.incident_id) AS claimed",
     )
     .bind(ms(hb.received_at))
     .bind(Json(&hb.hotkey))
@@ -409,6 +416,18 @@ async fn insert_event(
             None => None,
         };
         placement = incidents::place_in_room(placement, room_open, occurred_at, window);
+        // Joined another station's incident: remembered for this station's covert
+        // acknowledgement (its heartbeats list the incident once it is claimed).
+        if let Placement::JoinPress(id) = placement {
+            sqlx::query(
+                "INSERT INTO incident_joins (device_id, incident_id) VALUES ($1, $2)
+                 ON CONFLICT DO NOTHING",
+            )
+            .bind(&ev.device_id)
+            .bind(id)
+            .execute(&mut *conn)
+            .await?;
+        }
     }
     let incident_id = match placement {
         Placement::Apart => None,

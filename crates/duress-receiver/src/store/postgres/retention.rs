@@ -94,6 +94,13 @@ async fn delete_all(conn: &mut PgConnection, request: &PurgeRequest) -> StoreRes
                 &ids,
             )
             .await?;
+            // The joins go with their incidents (ON DELETE CASCADE says so too).
+            delete_ids(
+                conn,
+                "DELETE FROM incident_joins WHERE incident_id = ANY($1)",
+                &ids,
+            )
+            .await?;
             n.incidents += delete_ids(
                 conn,
                 "DELETE FROM incidents WHERE incident_id = ANY($1)",

@@ -91,6 +91,14 @@ pub(super) async fn delete_all(
             cutoff,
         )
         .await?;
+        // The joins go with their incidents (ON DELETE CASCADE says so too; explicit here, as
+        // for every other table, so the purge does not depend on the foreign-key pragma).
+        delete(
+            conn,
+            &format!("DELETE FROM incident_joins WHERE incident_id IN ({OLD_INCIDENTS})"),
+            cutoff,
+        )
+        .await?;
         n.incidents += delete(
             conn,
             &format!("DELETE FROM incidents WHERE incident_id IN ({OLD_INCIDENTS})"),

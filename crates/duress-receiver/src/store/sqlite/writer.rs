@@ -582,6 +582,14 @@ fn insert_event(
             occurred_at,
             window,
         );
+        // Joined another station's incident: remembered for this station's covert
+        // acknowledgement (its heartbeats list the incident once it is claimed).
+        if let Placement::JoinPress(id) = placement {
+            conn.prepare_cached(
+                "INSERT OR IGNORE INTO incident_joins (device_id, incident_id) VALUES (?1, ?2)",
+            )?
+            .execute(params![ev.device_id, id.to_string()])?;
+        }
     }
     let mut opened = None;
     let incident_id = match placement {
@@ -792,11 +800,7 @@ fn heartbeat(conn: &Connection, hb: &HeartbeatUpdate) -> StoreResult<HeartbeatRe
         )?
         .execute(params![p.source, p.sha256, hb.device_id])?;
     }
-    let mut claimed = conn.prepare_cached(
-        "SELECT incident_id FROM incidents
-         WHERE device_id = ?1 AND status = 'open' AND claimed_by IS NOT NULL
-         ORDER BY opened_at",
-    )?;
+    let mut claimed = conn.prepare_cached(super::CLAIMED_INCIDENTS)?;
     let ids = claimed
         .query_map([&hb.device_id], |row| row.get::<_, String>(0))?
         .map(|id| parse_uuid(&id?))
