@@ -280,6 +280,23 @@ describe('single sign-on (OpenID Connect)', () => {
     const listed = await adminPage.locator('body').textContent();
     assert.match(listed, /sso\.officer/);
     assert.match(listed, /sso\.admin/);
+    // SSO accounts say so, and have no password to reset; local ones keep the button.
+    const row = (name) => adminPage.locator('table.list tbody tr', { has: adminPage.locator('td', { hasText: new RegExp(`^${name.replace('.', '\\.')}$`) }) });
+    assert.match(await row('sso.officer').textContent(), /single sign-on/);
+    assert.equal(await row('sso.officer').getByRole('button', { name: 'Reset password' }).count(), 0);
+    assert.match(await row('ada.local').textContent(), /password/);
+    assert.equal(await row('ada.local').getByRole('button', { name: 'Reset password' }).count(), 1);
+    // An admin creates an SSO account before its first sign-in (what provision = false needs).
+    await adminPage.getByLabel('Username').fill('sso.precreated');
+    await adminPage.getByLabel('Sign-in').selectOption('sso');
+    await adminPage.getByRole('button', { name: 'Add user' }).click();
+    await adminPage.getByText('Signs in with single sign-on: no password.').waitFor();
+    assert.equal(await adminPage.locator('code.token').count(), 0, 'no password shown');
+    assert.match(receiver.cli(['user', 'list']).stdout, /sso\.precreated\s+officer\s+active\s+sso/);
+    // The SSO officer's own account page: nothing to change here.
+    await page.goto(receiver.url + '/account/password');
+    assert.match(await page.locator('#sso-account').textContent(), /single sign-on/);
+    assert.equal(await page.locator('form[action="/account/password"]').count(), 0);
 
     const logins = auditRows('login.success');
     assert.match(logins, /sso\.officer sso\.officer ip:127\.0\.0\.1 method=oidc/);
@@ -383,6 +400,34 @@ describe('single sign-on (OpenID Connect)', () => {
       await local.close();
     }
     assert.equal(receiver.auditVerify().status, 0, 'the audit chain verifies');
+    await context.close();
+  });
+  // Last in this file: it uses up 127.0.0.1's starts for a minute.
+  test('an address that keeps starting sign-ins is held back (429, Retry-After) and writes no more flows', async () => {
+    const context = await newContext();
+    // The flows already pending are marked, so expiry sweeps of old ones cannot blur the count.
+    const mark = receiver.tamper("UPDATE oidc_flows SET nonce = 'pending-before-the-burst'");
+    assert.equal(mark.status, 0, mark.stderr);
+    const flows = () => {
+      // Marked as in watch.test.js: psql (PostgreSQL) prints headers around a bare number.
+      const r = receiver.tamper("SELECT 'n=' || count(*) FROM oidc_flows WHERE nonce <> 'pending-before-the-burst'");
+      assert.equal(r.status, 0, r.stderr);
+      return Number(/n=(\d+)/.exec(r.stdout)[1]);
+    };
+    const statuses = [];
+    let retryAfter;
+    for (let i = 0; i < 40; i++) {
+      const r = await context.request.get(receiver.url + '/login/oidc', { maxRedirects: 0 });
+      statuses.push(r.status());
+      if (r.status() === 429) retryAfter = r.headers()['retry-after'];
+    }
+    const started = statuses.filter((s) => s === 303).length;
+    assert.ok(started <= 30, `at most 30 starts a minute, got ${started}`);
+    assert.deepEqual(statuses.slice(statuses.indexOf(429)), statuses.slice(statuses.indexOf(429)).map(() => 429),
+      `once held back, held back: ${statuses.join(' ')}`);
+    assert.ok(statuses.includes(429), 'held back');
+    assert.match(retryAfter, /^[1-9][0-9]*$/);
+    assert.equal(flows(), started, 'a refused start writes nothing');
     await context.close();
   });
 });

@@ -950,10 +950,11 @@ async fn run_user(command: UserCommand) -> anyhow::Result<()> {
             }
             for u in &users {
                 println!(
-                    "{:24} {:8} {}",
+                    "{:24} {:8} {:8} {}",
                     u.username,
                     u.role.as_str(),
-                    if u.disabled { "disabled" } else { "active" }
+                    if u.disabled { "disabled" } else { "active" },
+                    if u.sso { "sso" } else { "password" }
                 );
             }
             Ok(())

@@ -295,3 +295,56 @@ async fn an_admin_reset_is_shown_once_ends_sessions_and_forces_a_new_password() 
     );
     h.shutdown().await;
 }
+
+/// Proves a single sign-on account has no password to reset: the users page offers no reset
+/// button for it and says how it signs in, a reset posted anyway is refused and changes nothing
+/// (nor does the CLI's), and the audit log records no reset.
+#[tokio::test]
+async fn an_sso_account_has_no_password_to_reset() {
+    let h = Harness::start().await;
+    add_user(h.data_dir(), "ada", Role::Admin).await;
+    admin::add_sso_user(h.data_dir(), "sam", Role::Officer)
+        .await
+        .unwrap();
+    let mut admin_browser = signed_in(&h, "ada").await;
+
+    let users = admin_browser.get("/admin/users").await.text;
+    assert!(
+        !users.contains("action=\"/admin/users/sam/reset-password\""),
+        "{users}"
+    );
+    assert!(
+        users.contains("<td>sam</td><td>officer</td><td>active</td><td>single sign-on</td>"),
+        "{users}"
+    );
+    assert!(
+        users.contains("<td>ada</td><td>admin</td><td>active</td><td>password</td>"),
+        "{users}"
+    );
+    let reset = admin_browser
+        .post_signed("/admin/users/sam/reset-password", &[])
+        .await;
+    assert_eq!(reset.status, 404, "{}", reset.text);
+    assert!(
+        reset
+            .text
+            .contains("signs in with single sign-on and has no password to reset"),
+        "{}",
+        reset.text
+    );
+    let cli = admin::reset_password(h.data_dir(), "sam").await;
+    assert!(cli.is_err(), "the CLI refuses too");
+    let listed = admin::list_users(h.data_dir()).await.unwrap();
+    assert!(listed.iter().any(|u| u.username == "sam" && u.sso));
+    assert!(listed.iter().any(|u| u.username == "ada" && !u.sso));
+    let audit = admin::with_store(h.data_dir(), async |store| Ok(store.audit_log().await?))
+        .await
+        .unwrap();
+    assert!(
+        !audit
+            .iter()
+            .any(|e| e.action == duress_receiver::store::account_security::PASSWORD_RESET_ACTION),
+        "no reset was recorded"
+    );
+    h.shutdown().await;
+}

@@ -1,5 +1,6 @@
 //! The TOTP second factor (RFC 6238) through the real HTTP console: enrolment, the code step of
-//! sign-in, replay, expiry, switching off and an admin's removal. Codes are computed by the
+//! sign-in, replay, expiry, switching off and an admin's removal; and the lifetime of a temporary
+//! password (an admin reset), which needs the same moving clock. Codes are computed by the
 //! `totp-rs` library from the `otpauth://` URI the page shows (not by the receiver's own
 //! step-matching code), at the receiver's clock, which these tests move forward
 //! (`duress_receiver::clock::advance`) instead of waiting for the next 30-second step: so the
@@ -271,5 +272,48 @@ async fn the_code_step_expires_is_bounded_and_throttled() {
     // The CLI removes it (lost phone).
     assert!(admin::remove_totp(h.data_dir(), "uma").await.unwrap());
     assert!(!admin::remove_totp(h.data_dir(), "uma").await.unwrap());
+    h.shutdown().await;
+}
+
+/// Proves a temporary password (an admin reset) signs in only within its lifetime
+/// (`console::passwords::TEMPORARY_PASSWORD_LIFETIME`, three days): a day after the reset it
+/// still leads to the new-password step; past three days it is refused (401, no session, no
+/// step; audited as a `login.failure`, "temporary password expired"), and a new reset helps.
+#[tokio::test]
+async fn a_temporary_password_expires() {
+    let _serial = SERIAL.lock().await;
+    let h = Harness::start().await;
+    add_user(h.data_dir(), "wes", Role::Officer).await;
+    let (first, _) = admin::reset_password(h.data_dir(), "wes").await.unwrap();
+    clock::advance(Duration::from_secs(24 * 3600));
+    let mut b = Browser::new(&h);
+    let step = b.login("wes", &first).await;
+    assert_eq!((step.status, step.location()), (303, "/login/new-password"));
+
+    clock::advance(Duration::from_secs(2 * 24 * 3600 + 60));
+    let mut late = Browser::new(&h);
+    let refused = late.login("wes", &first).await;
+    assert_eq!(refused.status, 401, "{}", refused.text);
+    assert!(
+        refused.text.contains("This temporary password has expired"),
+        "{}",
+        refused.text
+    );
+    assert!(late.cookie(SESSION_COOKIE).is_none());
+    assert!(late.cookie(STEP_COOKIE).is_none());
+    let audit = admin::with_store(h.data_dir(), async |store| Ok(store.audit_log().await?))
+        .await
+        .unwrap();
+    assert!(
+        audit.iter().any(|e| e.action == "login.failure"
+            && e.subject == "wes"
+            && e.detail == "temporary password expired"),
+        "audited"
+    );
+
+    let (second, _) = admin::reset_password(h.data_dir(), "wes").await.unwrap();
+    let mut again = Browser::new(&h);
+    let step = again.login("wes", &second).await;
+    assert_eq!((step.status, step.location()), (303, "/login/new-password"));
     h.shutdown().await;
 }

@@ -670,17 +670,7 @@ async fn heartbeats_update_the_device_and_return_claimed_incidents(store: Arc<dy
     assert!(matches!(dev.hotkey, Some(HotkeyState::Registered { .. })));
 
     // Resolved incidents are not "claimed" any more.
-    store
-        .apply_action(
-            first,
-            "alice",
-            IncidentAction::Resolve {
-                disposition: "test".into(),
-                follow_up: String::new(),
-            },
-        )
-        .await
-        .unwrap();
+    resolve(&store, first).await;
     assert!(
         store
             .record_heartbeat(hb(5, None))
@@ -3964,7 +3954,7 @@ async fn password_change_and_reset_end_sessions_mark_the_account_and_are_audited
             .await
             .unwrap();
     }
-    assert!(!store.must_change_password("olga").await.unwrap());
+    assert!(store.password_reset_at("olga").await.unwrap().is_none());
 
     // A change keeps the named session and ends the account's others (not other accounts').
     let ended = store
@@ -3998,8 +3988,12 @@ async fn password_change_and_reset_end_sessions_mark_the_account_and_are_audited
         .unwrap();
     assert_eq!(ended, 1);
     assert!(store.session("o1").await.unwrap().is_none());
-    assert!(store.must_change_password("olga").await.unwrap());
-    assert!(!store.must_change_password("petra").await.unwrap());
+    let reset_at = store.password_reset_at("olga").await.unwrap().unwrap();
+    assert!(
+        (now() - reset_at).abs() < time::Duration::seconds(5),
+        "the reset's time, for the temporary password's lifetime: {reset_at}"
+    );
+    assert!(store.password_reset_at("petra").await.unwrap().is_none());
     // Reset twice (the first temporary password lost): still one mark, the newest hash.
     store
         .reset_password("olga", "$argon2id$temporary-2".into(), "ada")
@@ -4027,7 +4021,7 @@ async fn password_change_and_reset_end_sessions_mark_the_account_and_are_audited
             .unwrap(),
         0
     );
-    assert!(!store.must_change_password("olga").await.unwrap());
+    assert!(store.password_reset_at("olga").await.unwrap().is_none());
 
     let entries: Vec<String> = store
         .audit_log()
@@ -5190,4 +5184,94 @@ async fn floor_plans_are_put_replaced_placed_and_deleted_all_audited(store: Arc<
         ]
     );
     assert!(verified_chain(&store).await >= before + 7);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Same-room grouping, the joining station's covert acknowledgement.
+
+contract!(a_press_that_joined_a_room_incident_is_acknowledged_covertly_once_claimed);
+
+/// Once the room's incident is claimed, the heartbeat answers of every station whose press
+/// joined it list it (`claimed_incidents`, the covert acknowledgement), as the first station's
+/// do; a station of that room that did not press learns nothing; once resolved it leaves every
+/// list.
+async fn a_press_that_joined_a_room_incident_is_acknowledged_covertly_once_claimed(
+    store: Arc<dyn Store>,
+) {
+    let t = now();
+    let (a, b, bystander) = (
+        device(&store).await,
+        device(&store).await,
+        device(&store).await,
+    );
+    let in_214 = |d: &str, seq: i64, at: OffsetDateTime| {
+        press_in(d, seq, at, Some("Bldg A"), Some("2"), Some("214"))
+    };
+    let room = grouped(&store, in_214(&a, 1, t), ROOM_GROUPING).await;
+    assert_eq!(
+        grouped(
+            &store,
+            in_214(&b, 1, t + time::Duration::seconds(10)),
+            ROOM_GROUPING
+        )
+        .await,
+        room,
+        "b's press joined a's incident"
+    );
+    // b presses again: still one join.
+    assert_eq!(
+        grouped(
+            &store,
+            in_214(&b, 2, t + time::Duration::seconds(20)),
+            ROOM_GROUPING
+        )
+        .await,
+        room
+    );
+    let claimed = |d: String| {
+        let store = store.clone();
+        async move {
+            store
+                .record_heartbeat(HeartbeatUpdate {
+                    device_id: d,
+                    received_at: now(),
+                    hotkey: HotkeyState::Registered {
+                        chords: vec!["Ctrl+Alt+F12".into()],
+                    },
+                    queued: 0,
+                    reported_last_seq: 2,
+                    host: None,
+                    location: None,
+                    policy: None,
+                    client_addr: None,
+                    alarm_refused: None,
+                })
+                .await
+                .unwrap()
+                .claimed_incidents
+        }
+    };
+    for d in [&a, &b, &bystander] {
+        assert!(claimed(d.clone()).await.is_empty(), "not claimed yet: {d}");
+    }
+    store
+        .apply_action(room, "alice", IncidentAction::Claim { takeover: false })
+        .await
+        .unwrap();
+    assert_eq!(claimed(a.clone()).await, [room], "the first station");
+    assert_eq!(claimed(b.clone()).await, [room], "the station that joined");
+    assert!(
+        claimed(bystander.clone()).await.is_empty(),
+        "a station that did not press"
+    );
+    // Several heartbeats of both at once (the PostgreSQL backend batches them): the same.
+    let answers =
+        futures::future::join_all((0..4).flat_map(|_| [claimed(a.clone()), claimed(b.clone())]))
+            .await;
+    assert!(answers.iter().all(|c| c == &[room]), "{answers:?}");
+
+    resolve(&store, room).await;
+    for d in [&a, &b] {
+        assert!(claimed(d.clone()).await.is_empty(), "resolved: {d}");
+    }
 }

@@ -26,22 +26,42 @@ fn shown_or_failed(e: anyhow::Error) -> Result<String, ConsoleError> {
     }
 }
 
+/// An account just added on the users page.
+enum Created {
+    /// Name and generated password (shown once).
+    Password(String, String),
+    /// A single sign-on account's name: it has no password.
+    Sso(String),
+}
+
+/// The password never appears in `Debug` output.
+impl std::fmt::Debug for Created {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Created::Password(name, _) => write!(f, "Password({name:?}, ..)"),
+            Created::Sso(name) => write!(f, "Sso({name:?})"),
+        }
+    }
+}
+
 #[derive(Debug, Template)]
 #[template(path = "users.html")]
 struct UsersPage {
     layout: Layout,
     users: Vec<UserRecord>,
-    /// A generated password, shown in this answer only.
-    created: Option<(String, String)>,
+    /// The account just added: its generated password is shown in this answer only.
+    created: Option<Created>,
     error: Option<String>,
     /// Users whose TOTP second factor is on (`console::totp_pages`).
     totp_users: std::collections::BTreeSet<String>,
+    /// `[oidc]` is set: the form offers single sign-on accounts.
+    sso_enabled: bool,
 }
 
 async fn users_page(
     console: &Console,
     user: &CurrentUser,
-    created: Option<(String, String)>,
+    created: Option<Created>,
     error: Option<String>,
 ) -> ConsoleResult {
     let users = console.store.list_users().await?;
@@ -52,6 +72,7 @@ async fn users_page(
         created,
         error,
         totp_users,
+        sso_enabled: console.sso.is_some(),
     }))
 }
 
@@ -68,15 +89,38 @@ pub struct UserForm {
     username: String,
     #[serde(default)]
     role: String,
+    /// `password` (the default) or `sso`: an account for single sign-on, made before its
+    /// first sign-in (what `provision = false` needs).
+    #[serde(default)]
+    sign_in: String,
 }
 
-/// `POST /admin/users`: adds a user with a generated password, shown once.
+/// `POST /admin/users`: adds a user with a generated password, shown once, or a single sign-on
+/// account (no password).
 pub async fn add_user(
     State(console): State<Arc<Console>>,
     Extension(user): Extension<CurrentUser>,
     Form(form): Form<UserForm>,
 ) -> ConsoleResult {
     let role = Role::parse(&form.role).unwrap_or(Role::Officer);
+    if form.sign_in == "sso" {
+        let username = form.username.trim().to_owned();
+        if console.sso.is_none() {
+            let message = "Single sign-on is not set up ([oidc] in the configuration file).";
+            return users_page(&console, &user, None, Some(message.to_owned())).await;
+        }
+        return match super::oidc::add_sso_account(
+            console.store.as_ref(),
+            &username,
+            role,
+            &user.username,
+        )
+        .await
+        {
+            Ok(()) => users_page(&console, &user, Some(Created::Sso(username)), None).await,
+            Err(e) => users_page(&console, &user, None, Some(shown_or_failed(e)?)).await,
+        };
+    }
     let password = accounts::generate_password();
     let username = form.username.trim().to_owned();
     match accounts::add(
@@ -88,7 +132,15 @@ pub async fn add_user(
     )
     .await
     {
-        Ok(()) => users_page(&console, &user, Some((username, password)), None).await,
+        Ok(()) => {
+            users_page(
+                &console,
+                &user,
+                Some(Created::Password(username, password)),
+                None,
+            )
+            .await
+        }
         Err(e) => users_page(&console, &user, None, Some(shown_or_failed(e)?)).await,
     }
 }

@@ -411,6 +411,24 @@ pub async fn login(
             "Wrong username or password.",
         ));
     }
+    // A temporary password (an admin reset) is good for a limited time only: one handed out
+    // and forgotten must not stay a way in.
+    if super::passwords::temporary_password_expired(console.store.as_ref(), &username).await? {
+        limiter.refund(reservation);
+        console
+            .store
+            .record_audit(
+                &format!("ip:{ip}"),
+                "login.failure",
+                &username,
+                "temporary password expired",
+            )
+            .await?;
+        return Ok(failed(
+            StatusCode::UNAUTHORIZED,
+            "This temporary password has expired. Ask an administrator to reset your password again.",
+        ));
+    }
     // A TOTP code or a new password still owed: no session yet (`sign_in_steps`). The
     // address becomes usual only when the whole sign-in succeeds.
     if let Some(next) = super::sign_in_steps::after_password(&console, &username).await? {

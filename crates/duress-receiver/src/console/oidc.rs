@@ -13,6 +13,8 @@
 //! endpoint), the account name from `username_claim`; the store decides the account
 //! ([`crate::store::SsoOutcome`]) and creates the session exactly as a password sign-in does.
 //! Every refusal is audited (`login.sso-refused`) and answered with a page that says why.
+//! A client address starts at most [`FLOW_STARTS_PER_MINUTE`] flows a minute (each writes a
+//! row); past that the button answers 429 before anything is written.
 //!
 //! The provider is discovered from the issuer URL at start, in the background: a provider that
 //! cannot be reached does not stop the receiver; the button then answers "single sign-on
@@ -52,6 +54,7 @@ use super::pages::render_status;
 use super::{Console, accounts, sessions};
 use crate::api::receiver_now;
 use crate::config::OidcConfig;
+use crate::ratelimit::FailureLimiter;
 use crate::store::{NewOidcFlow, Role, SSO_REFUSED_ACTION, SsoOutcome, SsoSignIn};
 
 /// A pending sign-in is good for this long (the provider's sign-in page included).
@@ -67,6 +70,10 @@ const RETRY_FIRST: Duration = Duration::from_secs(5);
 const RETRY_MAX: Duration = Duration::from_secs(60);
 /// A click on the button while the provider is unknown tries discovery again at most this often.
 const ON_DEMAND_EVERY: Duration = Duration::from_secs(5);
+/// Sign-ins one client address may start in a minute (an IPv6 client counts per /64). A whole
+/// security office behind one address signs in far less often; past it `GET /login/oidc`
+/// answers 429 with `Retry-After` and writes nothing.
+pub const FLOW_STARTS_PER_MINUTE: u32 = 30;
 
 /// Every claim outside the standard ones (the role claim is usually one: `groups`, `roles`).
 #[derive(Debug, Clone, Default, serde::Serialize, Deserialize)]
@@ -158,6 +165,9 @@ pub struct Sso {
     discovery: Mutex<DiscoveryState>,
     /// Serialises discovery attempts (the background task and on-demand ones).
     discovering: tokio::sync::Mutex<()>,
+    /// Flows started per client address: each start writes a pending flow to the store, so
+    /// one address may not turn the button into a write load ([`FLOW_STARTS_PER_MINUTE`]).
+    starts: FailureLimiter,
 }
 
 impl std::fmt::Debug for Sso {
@@ -269,6 +279,7 @@ impl Sso {
             client: tokio::sync::RwLock::new(None),
             discovery: Mutex::new(DiscoveryState::default()),
             discovering: tokio::sync::Mutex::new(()),
+            starts: FailureLimiter::new(FLOW_STARTS_PER_MINUTE, Duration::from_secs(60)),
         }))
     }
 
@@ -426,11 +437,32 @@ fn unavailable() -> Response {
     r
 }
 
+fn too_many_starts(retry_after: Duration) -> Response {
+    let mut r = notice(
+        StatusCode::TOO_MANY_REQUESTS,
+        "Too many sign-in attempts",
+        "This address has started many sign-ins in the last minute. Wait a little and try again.",
+    );
+    if let Ok(v) = HeaderValue::from_str(&retry_after.as_secs().max(1).to_string()) {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    r
+}
+
 /// `GET /login/oidc`: a new pending flow, then off to the provider.
-pub async fn start(State(console): State<Arc<Console>>) -> ConsoleResult {
+pub async fn start(
+    State(console): State<Arc<Console>>,
+    ConnectInfo(client_addr): ConnectInfo<SocketAddr>,
+) -> ConsoleResult {
     let Some(sso) = console.sso.clone() else {
         return Ok(not_configured());
     };
+    // Counted before anything is written: every start counts, whatever becomes of it.
+    let now = Instant::now();
+    if let Err(retry_after) = sso.starts.check(client_addr.ip(), now) {
+        return Ok(too_many_starts(retry_after));
+    }
+    sso.starts.record_failure(client_addr.ip(), now);
     let Some(client) = sso.client().await else {
         return Ok(unavailable());
     };

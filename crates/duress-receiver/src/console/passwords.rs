@@ -27,6 +27,7 @@ use zeroize::Zeroizing;
 use super::error::{ConsoleError, ConsoleResult};
 use super::pages::{Layout, error_page, render_status};
 use super::{Console, CurrentUser, accounts, sessions};
+use crate::api::receiver_now;
 use crate::store::{Store, StoreError};
 
 /// Audited when the current password given to the change form is wrong.
@@ -55,6 +56,8 @@ struct ChangePage {
     layout: Layout,
     error: Option<String>,
     done: Option<String>,
+    /// A single sign-on account: no password here, the page says where to change it instead.
+    sso: bool,
 }
 
 fn change_page(
@@ -69,13 +72,34 @@ fn change_page(
             layout: Layout::new(user, "account", "Change password"),
             error,
             done,
+            sso: false,
+        },
+    )
+}
+
+/// What a single sign-on account sees instead of the form (`status`: 200 for the page, 409 for
+/// a change posted anyway).
+fn sso_page(user: &CurrentUser, status: StatusCode) -> Response {
+    render_status(
+        status,
+        &ChangePage {
+            layout: Layout::new(user, "account", "Change password"),
+            error: None,
+            done: None,
+            sso: true,
         },
     )
 }
 
 /// `GET /account/password`.
-pub async fn page(Extension(user): Extension<CurrentUser>) -> Response {
-    change_page(&user, StatusCode::OK, None, None)
+pub async fn page(
+    State(console): State<Arc<Console>>,
+    Extension(user): Extension<CurrentUser>,
+) -> ConsoleResult {
+    if console.store.is_sso_account(&user.username).await? == Some(true) {
+        return Ok(sso_page(&user, StatusCode::OK));
+    }
+    Ok(change_page(&user, StatusCode::OK, None, None))
 }
 
 #[derive(Deserialize)]
@@ -113,6 +137,9 @@ pub async fn change(
     let current = Zeroizing::new(form.current);
     let password = Zeroizing::new(form.password);
     let again = Zeroizing::new(form.again);
+    if console.store.is_sso_account(&user.username).await? == Some(true) {
+        return Ok(sso_page(&user, StatusCode::CONFLICT));
+    }
     let refuse = |status: StatusCode, message: &str| {
         Ok(change_page(&user, status, Some(message.to_owned()), None))
     };
@@ -220,6 +247,14 @@ pub async fn reset(
     actor: &str,
 ) -> anyhow::Result<(Zeroizing<String>, u64)> {
     accounts::check_username(username)?;
+    // A single sign-on account has no password: a temporary one could never be used (password
+    // sign-in refuses the account), and handing one out would only mislead.
+    if store.is_sso_account(username).await? == Some(true) {
+        return Err(StoreError::Refused(format!(
+            "{username} signs in with single sign-on and has no password to reset"
+        ))
+        .into());
+    }
     let temporary = Zeroizing::new(accounts::generate_password());
     let hash = {
         let temporary = temporary.clone();
@@ -227,6 +262,18 @@ pub async fn reset(
     };
     let ended = store.reset_password(username, hash, actor).await?;
     Ok((temporary, ended))
+}
+
+/// How long a temporary password (an admin reset) may be used to sign in; afterwards sign-in
+/// refuses it and only a new reset helps.
+pub const TEMPORARY_PASSWORD_LIFETIME: Duration = Duration::from_secs(3 * 24 * 3600);
+
+/// Whether `username` holds a temporary password older than [`TEMPORARY_PASSWORD_LIFETIME`].
+pub async fn temporary_password_expired(store: &dyn Store, username: &str) -> ConsoleResult<bool> {
+    Ok(store
+        .password_reset_at(username)
+        .await?
+        .is_some_and(|at| receiver_now() - at > TEMPORARY_PASSWORD_LIFETIME))
 }
 
 /// `POST /admin/users/{username}/reset-password`.

@@ -65,7 +65,7 @@ pub async fn after_password(console: &Console, username: &str) -> ConsoleResult<
         .is_some_and(|t| t.enabled)
     {
         SignInStage::Code
-    } else if console.store.must_change_password(username).await? {
+    } else if console.store.password_reset_at(username).await?.is_some() {
         SignInStage::NewPassword
     } else {
         return Ok(None);
@@ -287,7 +287,7 @@ pub async fn code(
         ));
     }
     limiter.succeeded(reservation, &username);
-    if console.store.must_change_password(&username).await? {
+    if console.store.password_reset_at(&username).await?.is_some() {
         if !console
             .store
             .advance_sign_in_step(&id_hash, SignInStage::NewPassword)

@@ -105,8 +105,13 @@ pub struct SignInStep {
 
 /// Password change and reset, TOTP, sign-in steps.
 pub trait AccountSecurityStore: Send + Sync {
-    /// Whether an admin reset this account's password and the user has not chosen a new one.
-    fn must_change_password<'a>(&'a self, username: &'a str) -> StoreFuture<'a, bool>;
+    /// When an admin reset this account's password, if the user has not chosen a new one since
+    /// (`None`: no reset pending). The temporary password is good for
+    /// `console::passwords::TEMPORARY_PASSWORD_LIFETIME` from then.
+    fn password_reset_at<'a>(
+        &'a self,
+        username: &'a str,
+    ) -> StoreFuture<'a, Option<OffsetDateTime>>;
     /// The user's own change: stores the new hash, clears the reset mark, ends every session of
     /// the account except `keep_session` (an id hash; `None`: all) and every sign-in step,
     /// audited as `password.change` by the user, in one transaction. Returns the sessions

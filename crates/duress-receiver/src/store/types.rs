@@ -157,6 +157,8 @@ pub struct UserRecord {
     pub disabled: bool,
     #[serde(with = "time::serde::rfc3339")]
     pub created_at: OffsetDateTime,
+    /// Signs in with single sign-on only (`[oidc]`): it has no password to change or reset.
+    pub sso: bool,
 }
 
 /// What sign-in checks a password against.

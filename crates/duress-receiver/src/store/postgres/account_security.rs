@@ -312,14 +312,17 @@ impl PostgresStore {
 }
 
 impl AccountSecurityStore for PostgresStore {
-    fn must_change_password<'a>(&'a self, username: &'a str) -> StoreFuture<'a, bool> {
+    fn password_reset_at<'a>(
+        &'a self,
+        username: &'a str,
+    ) -> StoreFuture<'a, Option<OffsetDateTime>> {
         Box::pin(async move {
-            let row: Option<String> =
-                sqlx::query_scalar("SELECT username FROM password_resets WHERE username = $1")
+            Ok(
+                sqlx::query_scalar("SELECT reset_at FROM password_resets WHERE username = $1")
                     .bind(username)
                     .fetch_optional(&self.pool)
-                    .await?;
-            Ok(row.is_some())
+                    .await?,
+            )
         })
     }
 

@@ -77,7 +77,7 @@ impl PostgresStore {
 
     async fn list_users_impl(&self) -> StoreResult<Vec<UserRecord>> {
         let rows = sqlx::query(
-            "SELECT username, role, disabled, created_at FROM users ORDER BY username COLLATE \"C\"",
+            "SELECT username, role, disabled, created_at, auth FROM users ORDER BY username COLLATE \"C\"",
         )
         .fetch_all(&self.pool)
         .await?;
@@ -90,6 +90,7 @@ impl PostgresStore {
                         .ok_or_else(|| StoreError::Corrupt(format!("role {role:?}")))?,
                     disabled: r.try_get("disabled")?,
                     created_at: r.try_get("created_at")?,
+                    sso: r.try_get::<String, _>("auth")? == "oidc",
                 })
             })
             .collect()

@@ -312,14 +312,16 @@ impl SqliteStore {
 }
 
 impl AccountSecurityStore for SqliteStore {
-    fn must_change_password<'a>(&'a self, username: &'a str) -> StoreFuture<'a, bool> {
+    fn password_reset_at<'a>(
+        &'a self,
+        username: &'a str,
+    ) -> StoreFuture<'a, Option<OffsetDateTime>> {
         Box::pin(async move {
-            let row: Option<String> =
-                sqlx::query_scalar("SELECT username FROM password_resets WHERE username = ?")
-                    .bind(username)
-                    .fetch_optional(&self.pool)
-                    .await?;
-            Ok(row.is_some())
+            let row = sqlx::query("SELECT reset_at FROM password_resets WHERE username = ?")
+                .bind(username)
+                .fetch_optional(&self.pool)
+                .await?;
+            row.map(|r| ts(&r, "reset_at")).transpose()
         })
     }
 

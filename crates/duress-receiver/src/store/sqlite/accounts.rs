@@ -77,10 +77,11 @@ impl SqliteStore {
     }
 
     async fn list_users_impl(&self) -> StoreResult<Vec<UserRecord>> {
-        let rows =
-            sqlx::query("SELECT username, role, disabled, created_at FROM users ORDER BY username")
-                .fetch_all(&self.pool)
-                .await?;
+        let rows = sqlx::query(
+            "SELECT username, role, disabled, created_at, auth FROM users ORDER BY username",
+        )
+        .fetch_all(&self.pool)
+        .await?;
         rows.iter()
             .map(|r| {
                 let role: String = r.try_get("role")?;
@@ -90,6 +91,7 @@ impl SqliteStore {
                         .ok_or_else(|| StoreError::Corrupt(format!("role {role:?}")))?,
                     disabled: r.try_get("disabled")?,
                     created_at: ts(r, "created_at")?,
+                    sso: r.try_get::<String, _>("auth")? == "oidc",
                 })
             })
             .collect()
