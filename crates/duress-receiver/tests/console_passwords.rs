@@ -332,11 +332,30 @@ async fn an_sso_account_has_no_password_to_reset() {
         "{}",
         reset.text
     );
+    // The add form: an unknown sign-in kind, or single sign-on on a receiver without [oidc],
+    // is refused with a message and creates nothing.
+    for (kind, message) in [
+        ("bogus", "Sign-in must be password or single sign-on."),
+        ("sso", "Single sign-on is not set up"),
+    ] {
+        let added = admin_browser
+            .post_signed(
+                "/admin/users",
+                &[("username", "tom"), ("role", "officer"), ("sign_in", kind)],
+            )
+            .await;
+        assert_eq!(added.status, 200, "{}", added.text);
+        assert!(added.text.contains(message), "{kind}: {}", added.text);
+    }
     let cli = admin::reset_password(h.data_dir(), "sam").await;
     assert!(cli.is_err(), "the CLI refuses too");
     let listed = admin::list_users(h.data_dir()).await.unwrap();
     assert!(listed.iter().any(|u| u.username == "sam" && u.sso));
     assert!(listed.iter().any(|u| u.username == "ada" && !u.sso));
+    assert!(
+        listed.iter().all(|u| u.username != "tom"),
+        "nothing created"
+    );
     let audit = admin::with_store(h.data_dir(), async |store| Ok(store.audit_log().await?))
         .await
         .unwrap();

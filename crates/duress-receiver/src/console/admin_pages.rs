@@ -103,6 +103,10 @@ pub async fn add_user(
     Form(form): Form<UserForm>,
 ) -> ConsoleResult {
     let role = Role::parse(&form.role).unwrap_or(Role::Officer);
+    if !matches!(form.sign_in.as_str(), "" | "password" | "sso") {
+        let message = "Sign-in must be password or single sign-on.";
+        return users_page(&console, &user, None, Some(message.to_owned())).await;
+    }
     if form.sign_in == "sso" {
         let username = form.username.trim().to_owned();
         if console.sso.is_none() {
