@@ -189,14 +189,44 @@ describe('security console', () => {
     assert.ok(n >= 7, `${n} entries`);
 
     const altered = n - 2;
-    const sql = main.tamper(`UPDATE audit_log SET actor = 'nobody' WHERE id = ${altered};`);
+    // Altered and put back in place, whoever wrote the entry (a background escalation may have
+    // slipped in between this test's own entries).
+    const sql = main.tamper(`UPDATE audit_log SET actor = actor || '-tampered' WHERE id = ${altered};`);
     assert.equal(sql.status, 0, sql.stderr);
     const bad = main.auditVerify();
     assert.notEqual(bad.status, 0, 'tampering is detected');
     assert.match(bad.stderr, new RegExp(`entry ${altered}\\b`));
     // Put it back so later tests start from a sound chain.
-    main.tamper(`UPDATE audit_log SET actor = 'olivia' WHERE id = ${altered};`);
+    const restored = main.tamper(`UPDATE audit_log SET actor = substr(actor, 1, length(actor) - 9) WHERE id = ${altered};`);
+    assert.equal(restored.status, 0, restored.stderr);
+    assert.equal(main.auditVerify().status, 0, 'the chain verifies again once the row is put back');
     await context.close();
+  });
+
+  test('a live update while an officer is choosing a response level keeps the choice', async () => {
+    const a = await newContext();
+    const b = await newContext();
+    const pageA = await signIn(a, main, 'olivia');
+    const pageB = await signIn(b, main, 'oscar');
+    const agent = await new Agent(main, { location: { label: 'Bldg M, Floor 2, Room 205 (Housing office)', BLD: 'M', FLR: '2', ROOM: '205' } }).enroll(token);
+    const { incident_id: id } = await agent.press();
+    await pageA.goto(`${main.url}/incidents/${id}`);
+    await pageA.getByRole('button', { name: 'Claim: I am handling this' }).click();
+    await pageA.locator('.claim-state', { hasText: 'Claimed by olivia' }).waitFor();
+
+    // Olivia has picked a level but not yet pressed Set level when Oscar's note arrives live
+    // and the response part of her page is re-rendered from the server.
+    await pageA.getByLabel('Response level').selectOption('patrol + 911');
+    await pageB.goto(`${main.url}/incidents/${id}`);
+    await pageB.getByLabel('Note', { exact: true }).fill('Oscar: camera 4 shows the hallway is clear.');
+    await pageB.getByRole('button', { name: 'Add note' }).click();
+    await pageA.locator('.tl-note', { hasText: 'hallway is clear' }).waitFor({ timeout: 5000 });
+    assert.equal(await pageA.getByLabel('Response level').inputValue(), 'patrol + 911', 'the choice survived the live update');
+
+    await pageA.getByRole('button', { name: 'Set level' }).click();
+    await pageA.locator('.tl-level', { hasText: 'patrol + 911' }).waitFor();
+    await a.close();
+    await b.close();
   });
 
   test('a hostile location label renders as text and raises no dialog', async () => {

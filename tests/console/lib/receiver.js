@@ -133,7 +133,10 @@ class Receiver {
   tamper(sql) {
     const r = this.pg
       ? psql(this.pg.name, sql)
-      : spawnSync('sqlite3', [this.database, sql], { encoding: 'utf8' });
+      // The running receiver writes in the background (sweeps, escalations, the live log), and
+      // the sqlite3 shell gives up at once with "database is locked" unless it is told to wait
+      // for the writer's lock like the receiver's own connections do.
+      : spawnSync('sqlite3', ['-cmd', '.timeout 10000', this.database, sql], { encoding: 'utf8' });
     if (r.error) throw r.error;
     return r;
   }

@@ -211,6 +211,45 @@
 
   // ---- Fragments: server-rendered parts of the page that follow the stream ----
   const pageStatus = (document.querySelector('.incident-page') || {}).dataset?.status;
+  // What an officer has chosen or typed in a fragment's forms and not yet sent (a response
+  // level picked, a box ticked, the control with the focus): a live update re-renders the
+  // fragment from the server, and without this it would silently put back the old value, so the
+  // next click would send what the officer did not choose. Hidden inputs (the CSRF token) always
+  // come fresh from the server.
+  function controlKey(c) {
+    const form = c.form ? c.form.getAttribute('action') || '' : '';
+    const radio = c.type === 'radio' ? '|' + c.value : '';
+    return form + '|' + (c.name || c.id) + radio;
+  }
+  function pendingEdits(el) {
+    const edits = new Map();
+    for (const c of el.querySelectorAll('select, input, textarea')) {
+      if (!(c.name || c.id) || c.type === 'hidden') continue;
+      if (c.tagName === 'SELECT') {
+        if ([...c.options].some((o) => o.selected !== o.defaultSelected)) edits.set(controlKey(c), { value: c.value });
+      } else if (c.type === 'checkbox' || c.type === 'radio') {
+        if (c.checked !== c.defaultChecked) edits.set(controlKey(c), { checked: c.checked });
+      } else if (c.value !== c.defaultValue) {
+        edits.set(controlKey(c), { value: c.value });
+      }
+    }
+    const active = document.activeElement;
+    const focused = active && active !== document.body && el.contains(active) && (active.name || active.id) ? controlKey(active) : null;
+    return { edits, focused };
+  }
+  function restoreEdits(el, { edits, focused }) {
+    for (const c of el.querySelectorAll('select, input, textarea')) {
+      if (!(c.name || c.id) || c.type === 'hidden') continue;
+      const key = controlKey(c);
+      const edit = edits.get(key);
+      if (edit && 'checked' in edit) c.checked = edit.checked;
+      else if (edit && c.tagName === 'SELECT') {
+        // Only a choice the new rendering still offers (an option can go, e.g. once claimed).
+        if ([...c.options].some((o) => o.value === edit.value && !o.disabled)) c.value = edit.value;
+      } else if (edit) c.value = edit.value;
+      if (focused === key) c.focus({ preventScroll: true });
+    }
+  }
   async function refreshFragments() {
     const parts = document.querySelectorAll('[data-fragment]');
     for (const el of parts) {
@@ -219,14 +258,21 @@
         if (r.status === 401) { sessionOver(); return; }
         if (!r.ok) continue;
         const html = await r.text();
+        // Read just before the swap: the officer may have acted while the fetch was out.
+        const kept = pendingEdits(el);
         el.innerHTML = html;
+        restoreEdits(el, kept);
         localizeTimes(el);
       } catch (_) { /* next event or reconnect retries */ }
     }
     if (page === 'incident') {
       const root = document.querySelector('#incident-live .live-root');
       if (root && pageStatus && root.dataset.status !== pageStatus) {
-        const typing = [...document.querySelectorAll('textarea')].some((t) => t.value.trim() !== '');
+        // The page's other forms (resolve, reopen) follow the status, so a reload brings the
+        // right ones; but never at the cost of what the officer is writing or has chosen.
+        const pageForms = document.querySelector('.incident-page') || document.body;
+        const typing = [...document.querySelectorAll('textarea')].some((t) => t.value.trim() !== '')
+          || pendingEdits(pageForms).edits.size > 0;
         if (!typing) window.location.reload();
       }
     }
